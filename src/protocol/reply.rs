@@ -1,0 +1,128 @@
+//! Messages pgveil writes itself rather than relays.
+//!
+//! Errors are encoded with pgwire's message types. Their text never quotes
+//! client data: a message names what was wrong, not the values involved.
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::response::ErrorResponse;
+use pgwire::messages::Message;
+
+/// SQLSTATE codes pgveil raises.
+pub mod sqlstate {
+    /// `protocol_violation`
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    /// `connection_failure`
+    pub const CONNECTION_FAILURE: &str = "08006";
+    /// `sqlclient_unable_to_establish_sqlconnection`
+    pub const CANNOT_CONNECT: &str = "08001";
+    /// `invalid_authorization_specification`
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    /// `admin_shutdown`
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+}
+
+/// Severity of an error pgveil raises.
+#[derive(Clone, Copy, Debug)]
+pub enum Severity {
+    /// The statement fails; the session goes on.
+    Error,
+    /// The session ends.
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// The one-byte answer refusing SSLRequest and GSSENCRequest.
+pub const REFUSE_ENCRYPTION: &[u8] = b"N";
+
+/// Encodes an ErrorResponse.
+pub fn error(severity: Severity, code: &str, message: &str) -> Bytes {
+    let fields = vec![
+        (b'S', severity.as_str().to_owned()),
+        (b'V', severity.as_str().to_owned()),
+        (b'C', code.to_owned()),
+        (b'M', message.to_owned()),
+    ];
+    let mut buf = BytesMut::new();
+    ErrorResponse::new(fields)
+        .encode(&mut buf)
+        .expect("an error message is far below the length limit");
+    buf.freeze()
+}
+
+/// A field of an ErrorResponse or NoticeResponse frame, such as `b'C'`
+/// (SQLSTATE) or `b'V'` (severity, not localized).
+pub fn error_field(frame: &[u8], code: u8) -> Option<&[u8]> {
+    frame
+        .get(5..)?
+        .split(|&b| b == 0)
+        .take_while(|field| !field.is_empty())
+        .find_map(|field| (field[0] == code).then(|| &field[1..]))
+}
+
+const SASL_REQUEST: i32 = 10;
+
+/// If `frame` is an AuthenticationSASL request, returns it with the
+/// `-PLUS` (channel binding) mechanisms removed: channel binding ties
+/// SCRAM to the TLS session, and a proxy sits between two sessions.
+pub fn strip_channel_binding(frame: &[u8]) -> Option<Bytes> {
+    let code = i32::from_be_bytes(frame.get(5..9)?.try_into().ok()?);
+    if frame[0] != b'R' || code != SASL_REQUEST {
+        return None;
+    }
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&SASL_REQUEST.to_be_bytes());
+    for mechanism in frame[9..].split(|&b| b == 0).filter(|m| !m.is_empty()) {
+        if !mechanism.ends_with(b"-PLUS") {
+            body.extend_from_slice(mechanism);
+            body.extend_from_slice(b"\0");
+        }
+    }
+    body.extend_from_slice(b"\0");
+    Some(frame_of(b'R', &body))
+}
+
+/// Wraps a body into a typed message.
+pub fn frame_of(tag: u8, body: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.extend_from_slice(&[tag]);
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_round_trips_its_severity() {
+        let e = error(Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, "bad");
+        assert_eq!(e[0], b'E');
+        assert_eq!(error_field(&e, b'V'), Some(&b"FATAL"[..]));
+        assert_eq!(error_field(&e, b'C'), Some(&b"08P01"[..]));
+    }
+
+    #[test]
+    fn removes_plus_mechanisms() {
+        let mut body = SASL_REQUEST.to_be_bytes().to_vec();
+        body.extend_from_slice(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        let out = strip_channel_binding(&frame_of(b'R', &body)).unwrap();
+        let mut expected = SASL_REQUEST.to_be_bytes().to_vec();
+        expected.extend_from_slice(b"SCRAM-SHA-256\0\0");
+        assert_eq!(out, frame_of(b'R', &expected));
+    }
+
+    #[test]
+    fn leaves_other_auth_requests_alone() {
+        let md5 = frame_of(b'R', &[0, 0, 0, 5, 1, 2, 3, 4]);
+        assert!(strip_channel_binding(&md5).is_none());
+    }
+}

@@ -1,0 +1,106 @@
+//! The listener: accepts clients, starts a session for each, and shuts
+//! down gracefully.
+//!
+//! On shutdown the listener closes first, so new clients are refused at
+//! once; open sessions may run on for the configured grace period, after
+//! which each is closed with a FATAL `57P01` error.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::session::Session;
+
+/// Pause after an accept error such as running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long closed sessions get to say goodbye after the grace period.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A bound, not yet running, proxy.
+pub struct Server {
+    listener: TcpListener,
+    config: Arc<Config>,
+}
+
+impl Server {
+    /// Binds the listen address of `config`.
+    pub async fn bind(config: Config) -> io::Result<Self> {
+        let addr = config
+            .listen_addr()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains sessions.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let close_all = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        info!(
+            listen = %self.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            upstream = %self.config.upstream,
+            "pgveil is accepting connections"
+        );
+        tokio::pin!(shutdown);
+        let mut next_id = 0u64;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        next_id += 1;
+                        if let Err(e) = stream.set_nodelay(true) {
+                            warn!(%peer, "cannot set TCP_NODELAY: {e}");
+                        }
+                        let session = Session::new(next_id, stream, peer, self.config.clone(), close_all.clone());
+                        sessions.spawn(session.run());
+                    }
+                    Err(e) => {
+                        error!("accept failed: {e}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        drain(sessions, close_all, self.config.shutdown_grace()).await;
+    }
+}
+
+/// Waits for sessions to end, closing those still open after `grace`.
+async fn drain(sessions: TaskTracker, close_all: CancellationToken, grace: Duration) {
+    sessions.close();
+    if sessions.is_empty() {
+        info!("stopped");
+        return;
+    }
+    info!(
+        open = sessions.len(),
+        "shutting down; waiting for open sessions"
+    );
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        warn!(
+            open = sessions.len(),
+            "grace period over; closing open sessions"
+        );
+        close_all.cancel();
+        let _ = tokio::time::timeout(CLOSE_WAIT, sessions.wait()).await;
+    }
+    info!("stopped");
+}
