@@ -366,3 +366,125 @@ pub fn assert_success(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A hand-driven protocol client, for what drivers will not send.
+pub struct RawClient {
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects without sending anything.
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and logs in as `trust_user`, returning the client after
+    /// the first ReadyForQuery and the server's BackendKeyData process id.
+    pub async fn login(addr: SocketAddr) -> (RawClient, i32) {
+        let mut client = RawClient::connect(addr).await;
+        client.send(&startup_packet("trust_user", "postgres")).await;
+        let mut pid = 0;
+        loop {
+            let (tag, body) = client.expect_message().await;
+            match tag {
+                b'K' => pid = i32::from_be_bytes(body[..4].try_into().unwrap()),
+                b'Z' => return (client, pid),
+                b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads one message; `None` when the connection closes first.
+    pub async fn message(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() > len {
+                    let body = self.buf[5..=len].to_vec();
+                    let tag = self.buf[0];
+                    self.buf.drain(..=len);
+                    return Some((tag, body));
+                }
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub async fn expect_message(&mut self) -> (u8, Vec<u8>) {
+        tokio::time::timeout(Duration::from_secs(30), self.message())
+            .await
+            .expect("a message within 30 s")
+            .expect("a message before the connection closed")
+    }
+
+    /// Reads until the connection closes; returns the ErrorResponse seen,
+    /// as (SQLSTATE, message), if any.
+    pub async fn error_then_close(&mut self) -> Option<(String, String)> {
+        let mut error = None;
+        let read = async {
+            while let Some((tag, body)) = self.message().await {
+                if tag == b'E' {
+                    error = Some((error_field(&body, b'C'), error_field(&body, b'M')));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("connection closed within 30 s");
+        error
+    }
+}
+
+/// A field of an ErrorResponse body.
+pub fn error_field(body: &[u8], code: u8) -> String {
+    body.split(|&b| b == 0)
+        .find(|f| f.first() == Some(&code))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+        .unwrap_or_default()
+}
+
+/// A protocol 3.0 StartupMessage.
+pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", database)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend(body);
+    packet
+}
+
+/// A typed message.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A simple Query message.
+pub fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
