@@ -1,0 +1,169 @@
+//! Ends of sessions and of pgveil itself: the upstream server dying or
+//! restarting, graceful shutdown, and the command line.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{query, test_config, Cluster, Proxy, RawClient};
+use pgveil::config::Config;
+
+#[tokio::test]
+async fn upstream_restart_mid_session() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster);
+    let (mut client, _) = RawClient::login(proxy.addr).await;
+    let survivor = proxy.connect().await;
+    cluster.stop();
+    // The server says why it closes (57P01); pgveil relays that and closes.
+    let (code, _) = client.error_then_close().await.expect("an ErrorResponse");
+    assert_eq!(code, "57P01");
+    assert!(survivor.simple_query("select 1").await.is_err());
+    cluster.restart();
+    let client = proxy.connect().await;
+    let row = client.query_one("select 'back'::text", &[]).await.unwrap();
+    assert_eq!(row.get::<_, &str>(0), "back");
+}
+
+#[tokio::test]
+async fn upstream_killed_gives_connection_failure() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster);
+    let (mut client, pid) = RawClient::login(proxy.addr).await;
+    // SIGKILL: the backend dies without a word.
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, message) = client.error_then_close().await.expect("an ErrorResponse");
+    assert_eq!(code, "08006", "{message}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_then_closes() {
+    let cluster = Cluster::shared();
+    let mut proxy = Proxy::with_config(Config {
+        upstream: cluster.addr(),
+        shutdown_grace_secs: 2,
+        ..test_config()
+    });
+    let addr = proxy.addr;
+    let (mut idle, _) = RawClient::login(addr).await;
+    let (mut busy, _) = RawClient::login(addr).await;
+    busy.send(&query("select pg_sleep(1), 'finished'")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopping = std::thread::spawn(move || proxy.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "new connections are refused during shutdown"
+    );
+    // The running query finishes within the grace period.
+    let mut finished = false;
+    while let Some((tag, body)) = busy.message().await {
+        finished |= tag == b'D' && body.windows(8).any(|w| w == b"finished");
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert!(finished);
+    // The idle session is closed after the grace period, with 57P01.
+    let (code, _) = idle.error_then_close().await.expect("an ErrorResponse");
+    assert_eq!(code, "57P01");
+    stopping.join().unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+fn pgveil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pgveil"))
+}
+
+#[test]
+fn invalid_config_exits_2_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("pgveil-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (text, key) in [
+        ("listen = \"not an address\"\n", "listen"),
+        ("upstream = \"nohost\"\n", "upstream"),
+        ("startup_timeout_secs = \"soon\"\n", "startup_timeout_secs"),
+        ("no_such_key = 1\n", "no_such_key"),
+    ] {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = pgveil()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{text}: {stderr}");
+    }
+    let out = pgveil()
+        .args([
+            "serve",
+            "--listen",
+            "nowhere",
+            "--upstream",
+            "127.0.0.1:5432",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_with_flags_only_then_sigterm() {
+    let cluster = Cluster::shared();
+    let port = common::free_port();
+    let mut child = pgveil()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            &cluster.addr(),
+        ])
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "pgveil did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = common::psql(&addr, "scram_user", "scram-pw", "postgres")
+        .args(["-c", "select 'via the binary'"])
+        .output()
+        .unwrap();
+    common::assert_success("psql", &out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "via the binary"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "pgveil exit status {}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    // JSON lines naming the session's user; never the query text.
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains("scram_user")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("via the binary"),
+        "query text leaked into the log"
+    );
+}
