@@ -121,7 +121,7 @@ fn invalid_config_exits_2_naming_the_key() {
 fn serve_with_flags_only_then_sigterm() {
     let cluster = Cluster::shared();
     let port = common::free_port();
-    let mut child = pgveil()
+    let child = pgveil()
         .args([
             "serve",
             "--listen",

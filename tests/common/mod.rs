@@ -129,7 +129,9 @@ impl Cluster {
             dir = self.dir.display()
         );
         use std::os::unix::process::CommandExt;
-        Command::new("sh")
+        // The watchdog outlives this process on purpose: it is never waited on.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
