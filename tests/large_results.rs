@@ -38,7 +38,7 @@ async fn million_rows_to_a_slow_reader_in_bounded_memory() {
             b'Z' => break,
             _ => {}
         }
-        if rows % 100_000 == 0 && tag == b'D' {
+        if rows.is_multiple_of(100_000) && tag == b'D' {
             // Pause: the server keeps producing, pgveil must not absorb it.
             tokio::time::sleep(Duration::from_millis(500)).await;
             peak = peak.max(resident_kib());
