@@ -28,6 +28,15 @@ struct Cli {
 enum Command {
     /// Accept PostgreSQL clients and relay them to the upstream server.
     Serve(ServeArgs),
+    /// Start a throwaway PostgreSQL with pgveil in front of it.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Address to listen on, IP:PORT.
+    #[arg(long, default_value = "127.0.0.1:6432")]
+    listen: String,
 }
 
 #[derive(Args)]
@@ -70,6 +79,40 @@ impl ServeArgs {
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
+        Command::Demo(args) => demo(&args),
+    }
+}
+
+fn demo(args: &DemoArgs) -> ExitCode {
+    let config = Config {
+        listen: args.listen.clone(),
+        log_level: "warn".into(),
+        ..Config::default()
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("pgveil: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    logging::init(config.log_format, &config.log_level);
+    with_runtime(async {
+        match crate::demo::run(config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgveil demo: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    })
+}
+
+/// Runs `main` on a multi-threaded runtime.
+fn with_runtime(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(main),
+        Err(e) => {
+            eprintln!("pgveil: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -82,14 +125,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     logging::init(config.log_format, &config.log_level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("pgveil: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    runtime.block_on(async {
+    with_runtime(async {
         let server = match Server::bind(config.clone()).await {
             Ok(server) => server,
             Err(e) => {

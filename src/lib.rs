@@ -7,7 +7,9 @@
 //! See `docs/ARCHITECTURE.md` for how a message flows through.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod logging;
 pub mod protocol;
 pub mod relay;

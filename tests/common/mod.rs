@@ -1,15 +1,13 @@
 //! Test harness: throwaway PostgreSQL clusters and in-process pgveil proxies.
 //!
-//! A cluster is created with `initdb` (as the `postgres` OS user when the
-//! tests run as root), scram-sha-256 authentication and a random free port.
-//! A watchdog process stops it and removes its directory when the test
-//! binary exits, however it exits.
+//! Clusters come from `pgveil::cluster` (initdb as the `postgres` OS user
+//! when running as root, scram-sha-256, a random free port, a watchdog that
+//! removes them when the test binary exits); this harness adds one login
+//! role per authentication method.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -28,11 +26,9 @@ pub const ROLES: &[(&str, &str, &str)] = &[
     ("trust_user", "", "trust"),
 ];
 
-/// A running PostgreSQL cluster owned by this test process.
+/// A running PostgreSQL cluster with the test roles.
 pub struct Cluster {
-    pub port: u16,
-    pub dir: PathBuf,
-    bin: PathBuf,
+    inner: pgveil::cluster::Cluster,
 }
 
 static SHARED: OnceLock<Cluster> = OnceLock::new();
@@ -45,131 +41,40 @@ impl Cluster {
 
     /// A new cluster of its own, for tests that stop or restart it.
     pub fn start() -> Cluster {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let bin = server_bin_dir();
-        let n = COUNT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("pgveil-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cluster = Cluster {
-            port: free_port(),
-            dir,
-            bin,
+        let hba = ROLES
+            .iter()
+            .map(|(role, _, method)| format!("host all {role} 127.0.0.1/32 {method}"))
+            .collect();
+        let options = pgveil::cluster::Options {
+            superuser: (SUPERUSER.into(), SUPERUSER_PASSWORD.into()),
+            hba,
         };
-        cluster.init();
-        cluster.watch();
-        cluster.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some("server.log"));
+        let cluster = Cluster {
+            inner: pgveil::cluster::Cluster::start(&options).expect("start a PostgreSQL cluster"),
+        };
         cluster.create_roles();
         cluster
     }
 
-    pub fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
     /// Address of the server itself.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn init(&self) {
-        let pwfile = self.dir.join("pwfile");
-        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
-        chown_to_postgres(&self.dir);
-        let initdb = self.bin.join("initdb");
-        let out = as_postgres(&initdb)
-            .args(["-D"])
-            .arg(self.data())
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .expect("run initdb");
-        assert_success("initdb", &out);
-        let mut hba = String::new();
-        for (role, _, method) in ROLES {
-            hba.push_str(&format!("host all {role} 127.0.0.1/32 {method}\n"));
-        }
-        hba.push_str("host all all 127.0.0.1/32 scram-sha-256\n");
-        std::fs::write(self.data().join("pg_hba.conf"), hba).unwrap();
-        let conf = format!(
-            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             max_connections = 300\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
-            self.port,
-            self.dir.display()
-        );
-        let mut existing = std::fs::read_to_string(self.data().join("postgresql.conf")).unwrap();
-        existing.push_str(&conf);
-        std::fs::write(self.data().join("postgresql.conf"), existing).unwrap();
-        chown_to_postgres(&self.dir);
-    }
-
-    /// Starts a process that stops the cluster and removes its directory
-    /// once this test process is gone.
-    fn watch(&self) {
-        let stop = format!(
-            "{} stop -m immediate -D '{}'",
-            self.bin.join("pg_ctl").display(),
-            self.data().display()
-        );
-        let stop = if is_root() {
-            format!("runuser -u postgres -- {stop}")
-        } else {
-            stop
-        };
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
-            pid = std::process::id(),
-            dir = self.dir.display()
-        );
-        use std::os::unix::process::CommandExt;
-        // The watchdog outlives this process on purpose: it is never waited on.
-        #[allow(clippy::zombie_processes)]
-        let _watchdog = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start cluster watchdog");
-    }
-
-    fn pg_ctl(&self, args: &[&str], log: Option<&str>) {
-        let mut cmd = as_postgres(&self.bin.join("pg_ctl"));
-        cmd.args(args);
-        if let Some(log) = log {
-            cmd.arg(self.dir.join(log));
-        }
-        cmd.arg("-D").arg(self.data());
-        let out = cmd.output().expect("run pg_ctl");
-        assert_success("pg_ctl", &out);
+        self.inner.addr()
     }
 
     /// Stops the server (fast mode: sessions are terminated).
     pub fn stop(&self) {
-        self.pg_ctl(&["stop", "-w", "-m", "fast"], None);
+        self.inner.stop().unwrap();
     }
 
     /// Starts the server again after [`Cluster::stop`].
     pub fn restart(&self) {
-        self.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some("server.log"));
+        self.inner.restart().unwrap();
     }
 
     fn create_roles(&self) {
         let mut sql = String::new();
         for (role, password, method) in ROLES {
-            let encryption = if *method == "md5" {
-                "md5"
-            } else {
-                "scram-sha-256"
-            };
+            let encryption = if *method == "md5" { "md5" } else { "scram-sha-256" };
             sql.push_str(&format!(
                 "SET password_encryption = '{encryption}'; CREATE ROLE {role} LOGIN PASSWORD '{password}';\n"
             ));
@@ -312,51 +217,8 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|db| db.code().code())
 }
 
-fn server_bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("PGVEIL_PG_BIN") {
-        return dir.into();
-    }
-    for version in ["15", "16", "17", "14", "13"] {
-        let dir = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
-        if dir.join("initdb").exists() {
-            return dir;
-        }
-    }
-    panic!("PostgreSQL server binaries not found: install postgresql-15 or set PGVEIL_PG_BIN");
-}
-
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn as_postgres(program: &Path) -> Command {
-    if is_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(program);
-        cmd
-    } else {
-        Command::new(program)
-    }
-}
-
-fn chown_to_postgres(dir: &Path) {
-    if is_root() {
-        let out = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert_success("chown", &out);
-    }
+    pgveil::cluster::free_port().unwrap()
 }
 
 pub fn assert_success(what: &str, out: &Output) {
