@@ -89,7 +89,14 @@ impl Cluster {
         initdb
             .arg("-D")
             .arg(self.data())
-            .args(["-U", user, "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                user,
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()));
         run(initdb)?;
         std::fs::remove_file(&pwfile)?;

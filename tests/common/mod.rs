@@ -74,7 +74,11 @@ impl Cluster {
     fn create_roles(&self) {
         let mut sql = String::new();
         for (role, password, method) in ROLES {
-            let encryption = if *method == "md5" { "md5" } else { "scram-sha-256" };
+            let encryption = if *method == "md5" {
+                "md5"
+            } else {
+                "scram-sha-256"
+            };
             sql.push_str(&format!(
                 "SET password_encryption = '{encryption}'; CREATE ROLE {role} LOGIN PASSWORD '{password}';\n"
             ));
