@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod policy;
 pub mod protocol;
 pub mod relay;
 pub mod server;
