@@ -14,7 +14,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    Action, ColumnPolicy, Encryption, Location, Mask, PolicyError, Problem, DEFAULT_SCHEMA,
+    qualified_name, Action, ColumnPolicy, Encryption, Location, Mask, PolicyError, Problem,
+    DEFAULT_SCHEMA,
 };
 
 /// PostgreSQL truncates identifiers longer than this many bytes.
@@ -118,7 +119,7 @@ impl Source<'_> {
         };
         let domain = match &raw.key_domain {
             Some(domain) => self.check(domain, |d| key_domain(d))?,
-            None => format!("{schema}.{table}.{column}"),
+            None => qualified_name(&schema, &table, &column),
         };
         Ok(Entry {
             at: self.at(raw.column.span()),

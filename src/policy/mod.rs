@@ -149,8 +149,14 @@ impl ColumnPolicy {
 
     /// `schema.table.column`.
     pub fn qualified_name(&self) -> String {
-        format!("{}.{}.{}", self.schema, self.table, self.column)
+        qualified_name(&self.schema, &self.table, &self.column)
     }
+}
+
+/// `schema.table.column`: how errors name a column, and its default key
+/// domain.
+fn qualified_name(schema: &str, table: &str, column: &str) -> String {
+    format!("{schema}.{table}.{column}")
 }
 
 /// A line of a policy file.
