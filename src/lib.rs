@@ -14,5 +14,6 @@ pub mod logging;
 pub mod policy;
 pub mod protocol;
 pub mod relay;
+pub mod roles;
 pub mod server;
 pub mod session;

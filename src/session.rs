@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::protocol::reply::{self, sqlstate, Severity};
 use crate::protocol::startup::{self, Packet, StartupError};
-use crate::protocol::{Chunk, FrameError, Framer, Side};
+use crate::protocol::{read_message, FrameError, ReadError, Side};
 use crate::relay::{self, End, Outcome, Tap};
 
 /// Why a session could not start.
@@ -31,6 +31,8 @@ enum StartError {
     Startup(#[from] StartupError),
     #[error("protocol violation: {0}")]
     Frame(#[from] FrameError),
+    #[error("protocol violation: {0}")]
+    Read(#[from] ReadError),
     #[error("expected a password message, got message type {0:#04x}")]
     UnexpectedMessage(u8),
     #[error("timed out before authentication completed")]
@@ -55,12 +57,14 @@ impl StartError {
         let code = match self {
             StartError::Startup(StartupError::NoUser) => sqlstate::INVALID_AUTHORIZATION,
             StartError::Startup(StartupError::Io(_))
+            | StartError::Read(ReadError::Io(_))
             | StartError::Io(_)
             | StartError::Refused(_)
             | StartError::ClientLeft => return None,
-            StartError::Startup(_) | StartError::Frame(_) | StartError::UnexpectedMessage(_) => {
-                sqlstate::PROTOCOL_VIOLATION
-            }
+            StartError::Startup(_)
+            | StartError::Frame(_)
+            | StartError::Read(_)
+            | StartError::UnexpectedMessage(_) => sqlstate::PROTOCOL_VIOLATION,
             StartError::Timeout => sqlstate::PROTOCOL_VIOLATION,
             StartError::Connect { .. } => sqlstate::CANNOT_CONNECT,
             StartError::UpstreamClosed => sqlstate::CONNECTION_FAILURE,
@@ -357,23 +361,6 @@ fn auth_code(frame: &[u8]) -> i32 {
     frame
         .get(5..9)
         .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// Reads one whole message; `None` at a clean end of stream.
-async fn read_message<R: AsyncRead + Unpin>(
-    r: &mut R,
-    side: Side,
-    buf: &mut BytesMut,
-) -> Result<Option<(u8, Bytes)>, StartError> {
-    let mut framer = Framer::new(side);
-    loop {
-        if let Chunk::Message { tag, len } = framer.next(buf, |_| true)? {
-            return Ok(Some((tag, buf.split_to(len).freeze())));
-        }
-        if r.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
 }
 
 /// Notes the client's Terminate, after which the server's close is expected.

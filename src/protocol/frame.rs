@@ -8,7 +8,9 @@
 //! with bounded memory. Messages the caller asks to inspect are released
 //! whole as [`Chunk::Message`].
 
+use bytes::{Bytes, BytesMut};
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes of a message header: the type byte and the length word.
 pub const HEADER_LEN: usize = 5;
@@ -165,6 +167,34 @@ pub fn check_header(side: Side, header: &[u8]) -> Result<(u8, usize), FrameError
         });
     }
     Ok((tag, len as usize + 1))
+}
+
+/// A whole message could not be read.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one whole message into `buf` and splits it off; `None` when the
+/// stream ends first. For the few exchanges pgveil conducts itself
+/// (authentication, the role lookup), not for the relay path.
+pub async fn read_message<R: AsyncRead + Unpin>(
+    r: &mut R,
+    side: Side,
+    buf: &mut BytesMut,
+) -> Result<Option<(u8, Bytes)>, ReadError> {
+    let mut framer = Framer::new(side);
+    loop {
+        if let Chunk::Message { tag, len } = framer.next(buf, |_| true)? {
+            return Ok(Some((tag, buf.split_to(len).freeze())));
+        }
+        if r.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,4 +11,4 @@ pub mod frame;
 pub mod reply;
 pub mod startup;
 
-pub use frame::{Chunk, FrameError, Framer, Side};
+pub use frame::{read_message, Chunk, FrameError, Framer, ReadError, Side};
