@@ -39,6 +39,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `pgveil=debug`.
     pub log_level: String,
+    /// Column policy: a `.toml` file or a directory of them. Without it
+    /// pgveil is a plain pass-through proxy.
+    pub policy: Option<PathBuf>,
+    /// The keyring made by `pgveil keys init`; required with `policy`.
+    pub keyring: Option<PathBuf>,
+    /// A file holding the base64 master key; without it the master key
+    /// comes from the `PGVEIL_MASTER_KEY` environment variable.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +59,9 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            policy: None,
+            keyring: None,
+            master_key_file: None,
         }
     }
 }
@@ -96,6 +107,13 @@ impl Config {
                     problem: "must be at least 1 second".into(),
                 });
             }
+        }
+        if self.policy.is_some() && self.keyring.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "keyring",
+                problem: "is required when a policy is set (create one with `pgveil keys init`)"
+                    .into(),
+            });
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             ConfigError::Invalid {
