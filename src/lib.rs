@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod logging;
 pub mod protocol;
 pub mod relay;
