@@ -149,6 +149,12 @@ impl DataKey {
         &self.0
     }
 
+    /// The key that chain-MACs the audit log, derived from the data key of
+    /// the audit domain.
+    pub(crate) fn audit_mac_key(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        self.subkey(label::AUDIT_MAC)
+    }
+
     /// The subkey of `N` bytes for the use named by `label`: HKDF-SHA256
     /// with an empty salt (the data key is already uniformly random).
     pub(crate) fn subkey<const N: usize>(&self, label: &[u8]) -> Zeroizing<[u8; N]> {
