@@ -483,7 +483,10 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-    let dir = path.parent().unwrap_or(Path::new(""));
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(name);
     temp_name.push(format!(".tmp{}", std::process::id()));
@@ -493,7 +496,9 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }
-    written
+    written?;
+    // Make the rename itself durable.
+    fs::File::open(dir)?.sync_all()
 }
 
 fn write_new_private(path: &Path, text: &str) -> io::Result<()> {

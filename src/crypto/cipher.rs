@@ -32,8 +32,9 @@ pub struct KeyCiphers {
     gcm: Aes256Gcm,
     /// `Aes256Siv` needs `&mut self` (it reuses its CMAC state), so sharing
     /// one would need a lock. Each call builds one from this subkey
-    /// instead: two AES-256 key schedules and a CMAC subkey, well under a
-    /// microsecond, and no contention between sessions.
+    /// instead: the crate re-keys its CTR cipher on every call anyway, and
+    /// building the instance adds only the CMAC key schedule and subkeys,
+    /// a few AES block operations. No lock, no contention between sessions.
     siv_key: Zeroizing<[u8; 64]>,
     /// Keyed once; each pseudonym starts from a clone.
     pseudonym: Hmac<Sha256>,

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::{fill_random, RandomError};
 
 /// Length in bytes of a master key and of a data key.
-pub const KEY_LEN: usize = 32;
+const KEY_LEN: usize = 32;
 
 /// The environment variable holding the base64 master key.
 pub const MASTER_KEY_ENV: &str = "PGVEIL_MASTER_KEY";
@@ -216,6 +216,22 @@ mod tests {
             .to_string();
         assert_eq!(err, "the master key text is not valid base64");
         assert!(!err.contains("at all"));
+    }
+
+    #[test]
+    fn reads_the_environment_variable() {
+        // The only test that touches this variable.
+        std::env::set_var(MASTER_KEY_ENV, "short-secret");
+        let err = MasterKey::from_env().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the master key in PGVEIL_MASTER_KEY is not valid base64"
+        );
+        std::env::set_var(MASTER_KEY_ENV, KEY_TEXT);
+        assert!(MasterKey::from_env().is_ok());
+        std::env::remove_var(MASTER_KEY_ENV);
+        let err = MasterKey::from_env().unwrap_err();
+        assert!(matches!(err, MasterKeyError::NotSet), "{err}");
     }
 
     #[test]

@@ -50,9 +50,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use cipher::KeyCiphers;
-pub use envelope::{looks_encrypted_text, parse_bytes, parse_text, Envelope, TEXT_PREFIX};
-pub use keys::{DataKey, MasterKey, MasterKeyError};
+pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
+pub use envelope::{
+    looks_encrypted_text, parse_bytes, parse_text, Envelope, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
+};
+pub use keys::{DataKey, KeySource, MasterKey, MasterKeyError, MASTER_KEY_ENV};
 
 pub(crate) use cipher::{gcm_open, gcm_seal_into, hmac_sha256};
 
