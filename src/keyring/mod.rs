@@ -28,39 +28,27 @@
 //! A loaded [`Keyring`] is read-only and `Send + Sync`: share it as
 //! `Arc<Keyring>`. Its ciphers are built once, at load.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+mod file;
 
-use aes_gcm::{Aes256Gcm, KeyInit};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::Mac;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::crypto::{
-    gcm_open, gcm_seal_into, hmac_sha256, CryptoError, DataKey, Envelope, KeyCiphers, KeyRef,
-    MasterKey, Mode, RandomError,
-};
+use crate::crypto::{CryptoError, Envelope, KeyCiphers, KeyRef, MasterKey, Mode, RandomError};
+use file::{read_file, write_atomically, KeyringFile, Unwrapper};
 
 /// The reserved domain holding the audit keys.
 pub const AUDIT_DOMAIN: &str = "pgveil.audit";
 
 /// The keyring file format this pgveil reads and writes.
 const FORMAT: u32 = 1;
-
-/// The message whose HMAC under the master key is `master_check`.
-const MASTER_CHECK_MESSAGE: &[u8] = b"pgveil keyring check v1";
-
-/// The first line of every keyring file pgveil writes.
-const FILE_COMMENT: &str =
-    "# pgveil keyring: keys wrapped by the master key. Change it with `pgveil keys`.\n";
 
 /// The two kinds of wrapped key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,46 +156,6 @@ pub struct InitReport {
     pub added: Vec<String>,
 }
 
-/// The file, as serialized.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyringFile {
-    format: u32,
-    master_check: String,
-    #[serde(default, rename = "key")]
-    keys: Vec<KeyEntry>,
-    #[serde(default, rename = "signing_key")]
-    signing_keys: Vec<KeyEntry>,
-}
-
-/// Read first, so that a newer format is reported as such rather than as
-/// unknown fields.
-#[derive(Deserialize)]
-struct FormatOnly {
-    format: u32,
-}
-
-/// One wrapped key.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyEntry {
-    domain: String,
-    id: u32,
-    version: u32,
-    /// RFC 3339 UTC; informational.
-    created: String,
-    wrapped: String,
-}
-
-impl KeyEntry {
-    fn key_ref(&self) -> KeyRef {
-        KeyRef {
-            id: self.id,
-            version: self.version,
-        }
-    }
-}
-
 /// A loaded keyring: ciphers for every domain, and the audit keys.
 pub struct Keyring {
     path: PathBuf,
@@ -259,10 +207,7 @@ impl Keyring {
     fn open(path: &Path, file: &KeyringFile, master: &MasterKey) -> Result<Self, KeyringError> {
         file.check_master(path, master)?;
         file.check_unique(path)?;
-        let unwrapper = Unwrapper {
-            path,
-            cipher: wrapping_cipher(master),
-        };
+        let unwrapper = Unwrapper::new(path, master);
         let mut domains: HashMap<String, Vec<KeyCiphers>> = HashMap::new();
         let mut audit_mac = None;
         for entry in &file.keys {
@@ -445,253 +390,11 @@ fn validate_domain(domain: &str) -> Result<(), KeyringError> {
     })
 }
 
-/// The cipher that wraps keys: AES-256-GCM under the master key itself.
-fn wrapping_cipher(master: &MasterKey) -> Aes256Gcm {
-    Aes256Gcm::new(master.as_bytes().into())
-}
-
-fn wrap_aad(kind: KeyKind, domain: &str, key: KeyRef) -> Vec<u8> {
-    format!("{}|{domain}|{}|{}", kind.aad_label(), key.id, key.version).into_bytes()
-}
-
-fn master_check(master: &MasterKey) -> hmac::Hmac<sha2::Sha256> {
-    hmac_sha256(master.as_bytes()).chain_update(MASTER_CHECK_MESSAGE)
-}
-
-fn read_file(path: &Path) -> Result<KeyringFile, KeyringError> {
-    let text = fs::read_to_string(path).map_err(|source| KeyringError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let parse_error = |e: toml::de::Error| KeyringError::Parse {
-        path: path.into(),
-        message: e.to_string(),
-    };
-    let FormatOnly { format } = toml::from_str(&text).map_err(parse_error)?;
-    if format != FORMAT {
-        return Err(KeyringError::Format {
-            path: path.into(),
-            found: format,
-        });
-    }
-    toml::from_str(&text).map_err(parse_error)
-}
-
-/// Writes `text` to a new file beside `path`, readable by its owner only,
-/// then renames it over `path`.
-fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".tmp{}", std::process::id()));
-    let temp = dir.join(temp_name);
-    let _ = fs::remove_file(&temp);
-    let written = write_new_private(&temp, text).and_then(|()| fs::rename(&temp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written?;
-    // Make the rename itself durable.
-    fs::File::open(dir)?.sync_all()
-}
-
-fn write_new_private(path: &Path, text: &str) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
-impl KeyringFile {
-    fn new(master: &MasterKey) -> Self {
-        Self {
-            format: FORMAT,
-            master_check: STANDARD.encode(master_check(master).finalize().into_bytes()),
-            keys: Vec::new(),
-            signing_keys: Vec::new(),
-        }
-    }
-
-    fn to_text(&self, path: &Path) -> Result<String, KeyringError> {
-        let body = toml::to_string(self).map_err(|e| KeyringError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        Ok(format!("{FILE_COMMENT}{body}"))
-    }
-
-    fn check_master(&self, path: &Path, master: &MasterKey) -> Result<(), KeyringError> {
-        let expected = STANDARD
-            .decode(&self.master_check)
-            .map_err(|_| KeyringError::Parse {
-                path: path.into(),
-                message: "master_check is not valid base64".into(),
-            })?;
-        master_check(master)
-            .verify_slice(&expected)
-            .map_err(|_| KeyringError::WrongMasterKey { path: path.into() })
-    }
-
-    fn entries(&self) -> impl Iterator<Item = (KeyKind, &KeyEntry)> {
-        let data = self.keys.iter().map(|e| (KeyKind::Data, e));
-        data.chain(self.signing_keys.iter().map(|e| (KeyKind::Signing, e)))
-    }
-
-    fn check_unique(&self, path: &Path) -> Result<(), KeyringError> {
-        let mut ids = HashSet::new();
-        let mut versions = HashSet::new();
-        for (kind, entry) in self.entries() {
-            if !ids.insert(entry.id) {
-                return Err(KeyringError::DuplicateId {
-                    path: path.into(),
-                    id: entry.id,
-                });
-            }
-            if !versions.insert((kind, entry.domain.as_str(), entry.version)) {
-                return Err(KeyringError::DuplicateVersion {
-                    path: path.into(),
-                    kind,
-                    domain: entry.domain.clone(),
-                    version: entry.version,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds version-1 keys for the domains, and audit keys, that have none;
-    /// returns the domains that received keys.
-    fn add_missing(
-        &mut self,
-        master: &MasterKey,
-        domains: &[String],
-    ) -> Result<Vec<String>, KeyringError> {
-        let wrapper = Wrapper {
-            cipher: wrapping_cipher(master),
-            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        };
-        let mut added: Vec<String> = Vec::new();
-        let wanted = domains.iter().map(String::as_str).chain([AUDIT_DOMAIN]);
-        for domain in wanted {
-            if !self.keys.iter().any(|e| e.domain == domain) {
-                let key = DataKey::generate()?;
-                let entry = wrapper.wrap(KeyKind::Data, domain, self.next_id(), key.as_bytes())?;
-                self.keys.push(entry);
-                added.push(domain.into());
-            }
-        }
-        if self.signing_keys.is_empty() {
-            // ring returns the PKCS#8 document in a buffer it does not zeroize.
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                .map_err(|_| RandomError)?;
-            let entry = wrapper.wrap(
-                KeyKind::Signing,
-                AUDIT_DOMAIN,
-                self.next_id(),
-                pkcs8.as_ref(),
-            )?;
-            self.signing_keys.push(entry);
-            if !added.iter().any(|d| d == AUDIT_DOMAIN) {
-                added.push(AUDIT_DOMAIN.into());
-            }
-        }
-        Ok(added)
-    }
-
-    fn next_id(&self) -> u32 {
-        self.entries().map(|(_, e)| e.id).max().unwrap_or(0) + 1
-    }
-}
-
-/// Wraps new keys under the master key.
-struct Wrapper {
-    cipher: Aes256Gcm,
-    created: String,
-}
-
-impl Wrapper {
-    fn wrap(
-        &self,
-        kind: KeyKind,
-        domain: &str,
-        id: u32,
-        secret: &[u8],
-    ) -> Result<KeyEntry, RandomError> {
-        let key = KeyRef { id, version: 1 };
-        let mut sealed = Vec::new();
-        gcm_seal_into(
-            &self.cipher,
-            &wrap_aad(kind, domain, key),
-            secret,
-            &mut sealed,
-        )?;
-        Ok(KeyEntry {
-            domain: domain.into(),
-            id,
-            version: key.version,
-            created: self.created.clone(),
-            wrapped: STANDARD.encode(sealed),
-        })
-    }
-}
-
-/// Unwraps a file's keys, naming the entry in every error.
-struct Unwrapper<'a> {
-    path: &'a Path,
-    cipher: Aes256Gcm,
-}
-
-impl Unwrapper<'_> {
-    fn data_key(&self, entry: &KeyEntry) -> Result<DataKey, KeyringError> {
-        let bytes = self.unwrap(KeyKind::Data, entry)?;
-        DataKey::from_slice(&bytes)
-            .ok_or_else(|| self.bad_entry(KeyKind::Data, entry, "is not 32 bytes long"))
-    }
-
-    fn signing_key(&self, entry: &KeyEntry) -> Result<Ed25519KeyPair, KeyringError> {
-        if entry.domain != AUDIT_DOMAIN {
-            return Err(self.bad_entry(KeyKind::Signing, entry, "is not in the audit domain"));
-        }
-        let pkcs8 = self.unwrap(KeyKind::Signing, entry)?;
-        Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|_| self.bad_entry(KeyKind::Signing, entry, "is not an Ed25519 PKCS#8 key"))
-    }
-
-    fn unwrap(&self, kind: KeyKind, entry: &KeyEntry) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
-        let sealed = STANDARD
-            .decode(&entry.wrapped)
-            .map_err(|_| self.bad_entry(kind, entry, "is not valid base64"))?;
-        let aad = wrap_aad(kind, &entry.domain, entry.key_ref());
-        gcm_open(&self.cipher, &aad, &sealed).ok_or_else(|| KeyringError::Unwrap {
-            path: self.path.into(),
-            kind,
-            domain: entry.domain.clone(),
-            key: entry.key_ref(),
-        })
-    }
-
-    fn bad_entry(&self, kind: KeyKind, entry: &KeyEntry, problem: &'static str) -> KeyringError {
-        KeyringError::BadEntry {
-            path: self.path.into(),
-            kind,
-            domain: entry.domain.clone(),
-            key: entry.key_ref(),
-            problem,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    use super::file::FILE_COMMENT;
     use super::*;
     use crate::crypto::parse_text;
 
