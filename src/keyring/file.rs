@@ -144,12 +144,9 @@ impl KeyringFile {
         }
     }
 
-    pub(super) fn to_text(&self, path: &Path) -> Result<String, KeyringError> {
-        let body = toml::to_string(self).map_err(|e| KeyringError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        Ok(format!("{FILE_COMMENT}{body}"))
+    pub(super) fn to_text(&self) -> String {
+        let body = toml::to_string(self).expect("strings and integers serialize to TOML");
+        format!("{FILE_COMMENT}{body}")
     }
 
     pub(super) fn check_master(&self, path: &Path, master: &MasterKey) -> Result<(), KeyringError> {

@@ -196,7 +196,7 @@ impl Keyring {
         };
         let added = file.add_missing(master, domains)?;
         if created || !added.is_empty() {
-            write_atomically(path, &file.to_text(path)?).map_err(|source| KeyringError::Write {
+            write_atomically(path, &file.to_text()).map_err(|source| KeyringError::Write {
                 path: path.into(),
                 source,
             })?;
