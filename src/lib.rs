@@ -4,16 +4,22 @@
 //! a [`session`]: it relays startup and authentication, then two
 //! [`relay`]s move protocol messages ([`protocol`]) between client and
 //! server. The [`server`] accepts connections and shuts down gracefully.
+//! Protected values are encrypted by [`crypto`] with keys from the
+//! [`keyring`].
 //! See `docs/ARCHITECTURE.md` for how a message flows through.
 
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod demo;
+pub mod keyring;
 pub mod logging;
 pub mod policy;
 pub mod protocol;
 pub mod relay;
+pub mod reveal;
 pub mod roles;
 pub mod server;
 pub mod session;
+pub mod veil;

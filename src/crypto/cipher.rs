@@ -1,0 +1,346 @@
+//! The ciphers of one data key version, built once when the keyring loads:
+//! envelope encryption and decryption in both modes, and pseudonyms.
+//!
+//! Also the AES-256-GCM layout `nonce || ciphertext || tag` with a random
+//! nonce, which randomized envelopes and the keyring's wrapped keys share.
+//!
+//! Plaintext is only ever copied into the output buffer, where it is
+//! encrypted in place; decryption writes into a zeroizing buffer.
+
+use std::fmt;
+
+use aes_gcm::aead::inout::InOutBuf;
+use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce, Tag};
+use aes_siv::siv::Aes256Siv;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::envelope::{Envelope, HEADER_LEN, NONCE_LEN, TAG_LEN};
+use super::keys::{label, DataKey};
+use super::{fill_random, CryptoError, KeyRef, Mode, RandomError};
+
+/// The prefix of every pseudonym.
+pub const PSEUDONYM_PREFIX: &str = "pgvp_";
+/// How many bytes of the HMAC a pseudonym keeps.
+const PSEUDONYM_LEN: usize = 16;
+
+/// The ciphers of one data key version. Cheap to share: every method takes
+/// `&self`, and the type is `Send + Sync`.
+pub struct KeyCiphers {
+    key_ref: KeyRef,
+    gcm: Aes256Gcm,
+    /// `Aes256Siv` needs `&mut self` (it reuses its CMAC state), so sharing
+    /// one would need a lock. Each call builds one from this subkey
+    /// instead: the crate re-keys its CTR cipher on every call anyway, and
+    /// building the instance adds only the CMAC key schedule and subkeys,
+    /// a few AES block operations. No lock, no contention between sessions.
+    siv_key: Zeroizing<[u8; 64]>,
+    /// Keyed once; each pseudonym starts from a clone.
+    pseudonym: Hmac<Sha256>,
+}
+
+impl KeyCiphers {
+    /// Derives the subkeys of `key`, which is `key_ref` in the keyring.
+    pub fn new(key: &DataKey, key_ref: KeyRef) -> Self {
+        let gcm_key: Zeroizing<[u8; 32]> = key.subkey(label::GCM);
+        let hmac_key: Zeroizing<[u8; 32]> = key.subkey(label::PSEUDONYM);
+        Self {
+            key_ref,
+            gcm: Aes256Gcm::new((&*gcm_key).into()),
+            siv_key: key.subkey(label::SIV),
+            pseudonym: hmac_sha256(hmac_key.as_ref()),
+        }
+    }
+
+    /// The key these ciphers belong to.
+    pub fn key_ref(&self) -> KeyRef {
+        self.key_ref
+    }
+
+    /// Encrypts `plaintext` for `domain`. Deterministic mode gives the same
+    /// envelope for the same plaintext, domain and key.
+    pub fn encrypt(
+        &self,
+        domain: &str,
+        mode: Mode,
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
+        let header = Envelope::header(mode, self.key_ref);
+        let aad = associated_data(&header, domain);
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            HEADER_LEN + NONCE_LEN + TAG_LEN + plaintext.len(),
+        ));
+        out.extend_from_slice(&header);
+        match mode {
+            Mode::Randomized => gcm_seal_into(&self.gcm, &aad, plaintext, &mut out)?,
+            Mode::Deterministic => self.siv_seal_into(&aad, plaintext, &mut out),
+        }
+        Ok(Envelope::from_sealed(
+            std::mem::take(&mut *out),
+            mode,
+            self.key_ref,
+        ))
+    }
+
+    /// Decrypts an envelope of `domain` made with this key.
+    pub fn decrypt(
+        &self,
+        domain: &str,
+        envelope: &Envelope,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if envelope.key_ref() != self.key_ref {
+            return Err(CryptoError::UnknownKey {
+                domain: domain.into(),
+                key: envelope.key_ref(),
+            });
+        }
+        let aad = associated_data(envelope.header_bytes(), domain);
+        let opened = match envelope.mode() {
+            Mode::Randomized => gcm_open(&self.gcm, &aad, envelope.body()),
+            Mode::Deterministic => self.siv_open(&aad, envelope.body()),
+        };
+        opened.ok_or_else(|| CryptoError::Authentication(domain.into()))
+    }
+
+    /// `pgvp_` + lowercase hex of the first 16 bytes of
+    /// HMAC-SHA256(pseudonym subkey, plaintext).
+    pub fn pseudonym(&self, plaintext: &[u8]) -> String {
+        let mut mac = self.pseudonym.clone();
+        mac.update(plaintext);
+        let digest = mac.finalize().into_bytes();
+        format!(
+            "{PSEUDONYM_PREFIX}{}",
+            hex::encode(&digest[..PSEUDONYM_LEN])
+        )
+    }
+
+    fn siv(&self) -> Aes256Siv {
+        Aes256Siv::new((&*self.siv_key).into())
+    }
+
+    /// Appends the synthetic IV and the ciphertext to `out`.
+    fn siv_seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let iv_at = out.len();
+        out.resize(iv_at + TAG_LEN, 0);
+        out.extend_from_slice(plaintext);
+        let iv = self
+            .siv()
+            .encrypt_inout_detached([aad], InOutBuf::from(&mut out[iv_at + TAG_LEN..]))
+            .expect("AES-SIV fails only with more than 126 headers; there is one");
+        out[iv_at..iv_at + TAG_LEN].copy_from_slice(&iv);
+    }
+
+    fn siv_open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let (iv, ciphertext) = sealed.split_first_chunk::<TAG_LEN>()?;
+        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+        self.siv()
+            .decrypt_inout_detached([aad], InOutBuf::from(plaintext.as_mut_slice()), iv.into())
+            .ok()?;
+        Some(plaintext)
+    }
+}
+
+impl fmt::Debug for KeyCiphers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyCiphers({}, ..redacted..)", self.key_ref)
+    }
+}
+
+/// An HMAC-SHA256 instance keyed with `key`.
+pub(crate) fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
+    Hmac::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// The envelope header followed by the domain name: the header has a fixed
+/// length, so no two (header, domain) pairs give the same bytes.
+fn associated_data(header: &[u8], domain: &str) -> Vec<u8> {
+    [header, domain.as_bytes()].concat()
+}
+
+/// Appends a random nonce, the AES-256-GCM ciphertext of `plaintext` and
+/// its tag to `out`.
+pub(crate) fn gcm_seal_into(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), RandomError> {
+    let mut nonce = [0; NONCE_LEN];
+    fill_random(&mut nonce)?;
+    out.extend_from_slice(&nonce);
+    let text_at = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_inout_detached(
+            &Nonce::from(nonce),
+            aad,
+            InOutBuf::from(&mut out[text_at..]),
+        )
+        .expect("AES-GCM fails only past 64 GiB; PostgreSQL values are at most 1 GiB");
+    out.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// Opens `nonce || ciphertext || tag` as written by [`gcm_seal_into`];
+/// `None` if it is too short or fails authentication.
+pub(crate) fn gcm_open(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let (nonce, rest) = sealed.split_first_chunk::<NONCE_LEN>()?;
+    let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>()?;
+    let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+    cipher
+        .decrypt_inout_detached(
+            &Nonce::from(*nonce),
+            aad,
+            InOutBuf::from(plaintext.as_mut_slice()),
+            &Tag::from(*tag),
+        )
+        .ok()?;
+    Some(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: KeyRef = KeyRef { id: 1, version: 1 };
+    const DOMAIN: &str = "public.customers.email";
+
+    fn ciphers() -> KeyCiphers {
+        KeyCiphers::new(&DataKey::generate().unwrap(), KEY)
+    }
+
+    fn plaintexts() -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = [0, 1, 16, 100, 1024]
+            .iter()
+            .map(|&len| (0..len).map(|i| (i * 7) as u8).collect())
+            .collect();
+        all.push("张伟 王芳 李娜".as_bytes().to_vec());
+        all
+    }
+
+    #[test]
+    fn round_trips_in_both_modes() {
+        let c = ciphers();
+        for mode in [Mode::Randomized, Mode::Deterministic] {
+            for plaintext in plaintexts() {
+                let envelope = c.encrypt(DOMAIN, mode, &plaintext).unwrap();
+                assert_eq!(envelope.mode(), mode);
+                assert_eq!(envelope.key_ref(), KEY);
+                let parsed = Envelope::from_bytes(envelope.as_bytes().to_vec()).unwrap();
+                assert_eq!(c.decrypt(DOMAIN, &parsed).unwrap().as_slice(), plaintext);
+            }
+        }
+    }
+
+    #[test]
+    fn deterministic_is_equal_and_randomized_is_not() {
+        let c = ciphers();
+        for plaintext in plaintexts() {
+            let det = |p: &[u8]| c.encrypt(DOMAIN, Mode::Deterministic, p).unwrap();
+            assert_eq!(det(&plaintext), det(&plaintext));
+            let rnd = |p: &[u8]| c.encrypt(DOMAIN, Mode::Randomized, p).unwrap();
+            assert_ne!(rnd(&plaintext), rnd(&plaintext));
+        }
+        let a = c.encrypt(DOMAIN, Mode::Deterministic, b"a").unwrap();
+        let b = c.encrypt(DOMAIN, Mode::Deterministic, b"b").unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn deterministic_output_depends_on_domain() {
+        let c = ciphers();
+        let a = c.encrypt("a", Mode::Deterministic, b"same").unwrap();
+        let b = c.encrypt("b", Mode::Deterministic, b"same").unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn another_domain_does_not_decrypt() {
+        let c = ciphers();
+        for mode in [Mode::Randomized, Mode::Deterministic] {
+            let envelope = c.encrypt("public.a.x", mode, b"secret value").unwrap();
+            let err = c.decrypt("public.b.x", &envelope).unwrap_err();
+            assert!(matches!(err, CryptoError::Authentication(_)), "{err}");
+            assert!(!err.to_string().contains("secret"));
+        }
+    }
+
+    #[test]
+    fn any_flipped_byte_fails() {
+        let c = ciphers();
+        for mode in [Mode::Randomized, Mode::Deterministic] {
+            let good = c
+                .encrypt(DOMAIN, mode, b"hello world")
+                .unwrap()
+                .into_bytes();
+            for at in 0..good.len() {
+                for bit in [0x01, 0x80] {
+                    let mut bytes = good.clone();
+                    bytes[at] ^= bit;
+                    let result = Envelope::from_bytes(bytes).and_then(|e| c.decrypt(DOMAIN, &e));
+                    let err = result.expect_err("a flipped byte must not decrypt");
+                    if at >= HEADER_LEN {
+                        assert!(matches!(err, CryptoError::Authentication(_)), "{at}: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn edited_mode_byte_fails_authentication() {
+        let c = ciphers();
+        let mut bytes = c
+            .encrypt(DOMAIN, Mode::Deterministic, &[0; 40])
+            .unwrap()
+            .into_bytes();
+        bytes[3] = Mode::Randomized.to_byte();
+        let envelope = Envelope::from_bytes(bytes).unwrap();
+        let err = c.decrypt(DOMAIN, &envelope).unwrap_err();
+        assert!(matches!(err, CryptoError::Authentication(_)), "{err}");
+    }
+
+    #[test]
+    fn envelope_of_another_key_is_refused() {
+        let c = ciphers();
+        let other = KeyCiphers::new(&DataKey::generate().unwrap(), KeyRef { id: 2, version: 1 });
+        let envelope = other.encrypt(DOMAIN, Mode::Randomized, b"x").unwrap();
+        let err = c.decrypt(DOMAIN, &envelope).unwrap_err();
+        assert!(matches!(err, CryptoError::UnknownKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_and_keyed() {
+        let c = ciphers();
+        let token = c.pseudonym("张伟".as_bytes());
+        assert_eq!(token, c.pseudonym("张伟".as_bytes()));
+        assert_ne!(token, c.pseudonym("王芳".as_bytes()));
+        assert_ne!(token, ciphers().pseudonym("张伟".as_bytes()));
+        let hex = token.strip_prefix(PSEUDONYM_PREFIX).unwrap();
+        assert_eq!(hex.len(), 2 * PSEUDONYM_LEN);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        assert_eq!(
+            format!("{:?}", ciphers()),
+            "KeyCiphers(id 1, version 1, ..redacted..)"
+        );
+    }
+
+    #[test]
+    fn gcm_open_rejects_short_input() {
+        let gcm = Aes256Gcm::new(&[0; 32].into());
+        for len in 0..NONCE_LEN + TAG_LEN {
+            assert!(gcm_open(&gcm, b"", &vec![0; len]).is_none());
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The envelope: pgveil's self-describing ciphertext, in its binary form
+//! (`bytea` columns) and its text forms (text columns, and `bytea` printed
+//! in text format). The layout is in the [`crate::crypto`] module doc.
+//!
+//! The recognition functions run on every field of every result row: on a
+//! value that is not an envelope they compare a prefix and return.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::{CryptoError, KeyRef, Mode};
+
+/// The first bytes of every binary envelope.
+pub const MAGIC: &[u8; 2] = b"PV";
+/// The envelope format this pgveil writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// The prefix of an envelope stored in a text column.
+pub const TEXT_PREFIX: &str = "pgv1:";
+/// How a `bytea` envelope starts when PostgreSQL prints it as text:
+/// `\x` followed by the hex of [`MAGIC`].
+const BYTEA_HEX_PREFIX: &[u8] = b"\\x5056";
+
+/// Magic, format version, mode, key id and key version.
+pub(crate) const HEADER_LEN: usize = 12;
+/// AES-GCM nonce length.
+pub(crate) const NONCE_LEN: usize = 12;
+/// AES-GCM tag and AES-SIV synthetic IV length.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// A parsed envelope: its header is valid and its body long enough for its
+/// mode. Whether it decrypts is for [`crate::keyring::Keyring::decrypt`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    bytes: Vec<u8>,
+    mode: Mode,
+    key_ref: KeyRef,
+}
+
+impl Envelope {
+    /// The header of an envelope with this mode and key.
+    pub(crate) fn header(mode: Mode, key_ref: KeyRef) -> [u8; HEADER_LEN] {
+        let mut header = [0; HEADER_LEN];
+        header[..2].copy_from_slice(MAGIC);
+        header[2] = FORMAT_VERSION;
+        header[3] = mode.to_byte();
+        header[4..8].copy_from_slice(&key_ref.id.to_be_bytes());
+        header[8..].copy_from_slice(&key_ref.version.to_be_bytes());
+        header
+    }
+
+    /// Wraps bytes that start with `header(mode, key_ref)`, as encryption
+    /// writes them.
+    pub(crate) fn from_sealed(bytes: Vec<u8>, mode: Mode, key_ref: KeyRef) -> Self {
+        debug_assert_eq!(bytes[..HEADER_LEN], Self::header(mode, key_ref));
+        Self {
+            bytes,
+            mode,
+            key_ref,
+        }
+    }
+
+    /// Parses a binary envelope.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, CryptoError> {
+        if !bytes.starts_with(MAGIC) {
+            return Err(if MAGIC.starts_with(&bytes) {
+                CryptoError::Truncated
+            } else {
+                CryptoError::Magic
+            });
+        }
+        let &version = bytes.get(2).ok_or(CryptoError::Truncated)?;
+        if version != FORMAT_VERSION {
+            return Err(CryptoError::Version(version));
+        }
+        let &mode_byte = bytes.get(3).ok_or(CryptoError::Truncated)?;
+        let mode = Mode::from_byte(mode_byte).ok_or(CryptoError::Mode(mode_byte))?;
+        let min_body = match mode {
+            Mode::Randomized => NONCE_LEN + TAG_LEN,
+            Mode::Deterministic => TAG_LEN,
+        };
+        if bytes.len() < HEADER_LEN + min_body {
+            return Err(CryptoError::Truncated);
+        }
+        let be_u32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        let key_ref = KeyRef {
+            id: be_u32(4),
+            version: be_u32(8),
+        };
+        Ok(Self {
+            bytes,
+            mode,
+            key_ref,
+        })
+    }
+
+    /// The mode the value was encrypted in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The key the value was encrypted with.
+    pub fn key_ref(&self) -> KeyRef {
+        self.key_ref
+    }
+
+    /// The binary form, for `bytea` columns.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The binary form, for `bytea` columns.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The text form, for text columns: `pgv1:` + URL-safe base64.
+    pub fn to_text(&self) -> String {
+        let mut text = String::with_capacity(TEXT_PREFIX.len() + self.bytes.len() * 4 / 3 + 3);
+        text.push_str(TEXT_PREFIX);
+        URL_SAFE_NO_PAD.encode_string(&self.bytes, &mut text);
+        text
+    }
+
+    /// The binary form as PostgreSQL writes `bytea` in text format:
+    /// `\x` + lowercase hex.
+    pub fn to_bytea_text(&self) -> String {
+        format!("\\x{}", hex::encode(&self.bytes))
+    }
+
+    /// The header, the first part of the associated data.
+    pub(crate) fn header_bytes(&self) -> &[u8] {
+        &self.bytes[..HEADER_LEN]
+    }
+
+    /// What follows the header: nonce and GCM output, or SIV output.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("mode", &self.mode)
+            .field("key_ref", &self.key_ref)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Whether a text-format field starts like an envelope: `pgv1:` (text
+/// column) or `\x5056` (`bytea` column). Only compares a prefix.
+pub fn looks_encrypted_text(field: &[u8]) -> bool {
+    field.starts_with(TEXT_PREFIX.as_bytes()) || field.starts_with(BYTEA_HEX_PREFIX)
+}
+
+/// Parses a text-format field: `Ok(None)` if it does not start like an
+/// envelope (see [`looks_encrypted_text`]), an error if it does but is not a
+/// valid one.
+pub fn parse_text(field: &[u8]) -> Result<Option<Envelope>, CryptoError> {
+    let bytes = if let Some(base64) = field.strip_prefix(TEXT_PREFIX.as_bytes()) {
+        URL_SAFE_NO_PAD
+            .decode(base64)
+            .map_err(|_| CryptoError::Encoding("base64"))?
+    } else if field.starts_with(BYTEA_HEX_PREFIX) {
+        hex::decode(&field[2..]).map_err(|_| CryptoError::Encoding("hex"))?
+    } else {
+        return Ok(None);
+    };
+    Envelope::from_bytes(bytes).map(Some)
+}
+
+/// Parses a binary-format `bytea` field: `Ok(None)` if it does not start
+/// with [`MAGIC`], an error if it does but is not a valid envelope.
+pub fn parse_bytes(field: &[u8]) -> Result<Option<Envelope>, CryptoError> {
+    if !field.starts_with(MAGIC) {
+        return Ok(None);
+    }
+    Envelope::from_bytes(field.to_vec()).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: KeyRef = KeyRef { id: 7, version: 3 };
+
+    fn sample(mode: Mode, body_len: usize) -> Vec<u8> {
+        let mut bytes = Envelope::header(mode, KEY).to_vec();
+        bytes.extend((0..body_len).map(|i| i as u8));
+        bytes
+    }
+
+    #[test]
+    fn header_layout() {
+        assert_eq!(
+            Envelope::header(Mode::Deterministic, KEY),
+            [b'P', b'V', 1, 2, 0, 0, 0, 7, 0, 0, 0, 3]
+        );
+    }
+
+    #[test]
+    fn all_forms_parse_to_the_same_envelope() {
+        let env = Envelope::from_bytes(sample(Mode::Randomized, 40)).unwrap();
+        assert_eq!((env.mode(), env.key_ref()), (Mode::Randomized, KEY));
+        let text = env.to_text();
+        assert!(text.starts_with("pgv1:") && text.is_ascii());
+        assert!(!text.contains('='));
+        let hex_form = env.to_bytea_text();
+        assert!(hex_form.starts_with("\\x505601"));
+        for form in [text.as_bytes(), hex_form.as_bytes()] {
+            assert!(looks_encrypted_text(form));
+            assert_eq!(parse_text(form).unwrap(), Some(env.clone()));
+        }
+        assert_eq!(parse_bytes(env.as_bytes()).unwrap(), Some(env));
+    }
+
+    #[test]
+    fn ordinary_values_are_not_envelopes() {
+        for field in [
+            &b""[..],
+            b"hello",
+            b"pgv1",
+            b"PGV1:abc",
+            b"\\x",
+            b"\\x4142",
+            "张伟".as_bytes(),
+            b"alice@example.com",
+        ] {
+            assert!(!looks_encrypted_text(field));
+            assert_eq!(parse_text(field).unwrap(), None);
+        }
+        assert_eq!(parse_bytes(b"\x00\x01binary").unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_envelopes_are_errors() {
+        let text = |bytes: &[u8]| format!("pgv1:{}", URL_SAFE_NO_PAD.encode(bytes));
+        let good = sample(Mode::Randomized, NONCE_LEN + TAG_LEN);
+        let mut bad_magic = good.clone();
+        bad_magic[1] = b'X';
+        let mut bad_version = good.clone();
+        bad_version[2] = 2;
+        let mut bad_mode = good.clone();
+        bad_mode[3] = 9;
+        let cases: Vec<(String, &str)> = vec![
+            ("pgv1:!!!".into(), "base64"),
+            ("pgv1:QUJD=".into(), "base64"),
+            ("\\x5056zz".into(), "hex"),
+            ("\\x50560".into(), "hex"),
+            (text(b""), "truncated"),
+            (text(b"P"), "truncated"),
+            (text(&good[..good.len() - 1]), "truncated"),
+            (text(&good[..HEADER_LEN]), "truncated"),
+            (text(&good[..3]), "truncated"),
+            (text(&bad_magic), "magic"),
+            (text(&bad_version), "version 2"),
+            (text(&bad_mode), "mode byte 9"),
+        ];
+        for (field, expected) in cases {
+            let err = parse_text(field.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{field}: {err}");
+        }
+        assert!(Envelope::from_bytes(sample(Mode::Deterministic, TAG_LEN)).is_ok());
+        assert!(Envelope::from_bytes(sample(Mode::Deterministic, TAG_LEN - 1)).is_err());
+        assert!(parse_bytes(b"PV").is_err());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let good = sample(Mode::Randomized, NONCE_LEN + TAG_LEN);
+        for len in 0..good.len() {
+            assert!(Envelope::from_bytes(good[..len].to_vec()).is_err(), "{len}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Column encryption: keys, ciphers and the self-describing ciphertext
+//! ("envelope") that pgveil stores in PostgreSQL.
+//!
+//! Every protected value belongs to a *key domain*: one column, or a named
+//! group of columns that must be compared or joined. A domain has data keys
+//! ([`DataKey`]), kept in the keyring wrapped by the [`MasterKey`]. From each
+//! data key HKDF-SHA256 derives one subkey per use ([`KeyCiphers`]):
+//!
+//! - [`Mode::Randomized`]: AES-256-GCM with a random 96-bit nonce. Equal
+//!   plaintexts give different ciphertexts.
+//! - [`Mode::Deterministic`]: AES-256-SIV (RFC 5297, 512-bit key). Equal
+//!   plaintexts in the same domain and key version give byte-identical
+//!   ciphertexts, so the proxy can search for equality by encrypting the
+//!   literal; nothing but equality within the domain leaks.
+//! - Pseudonyms: `pgvp_` + lowercase hex of the first 16 bytes of
+//!   HMAC-SHA256 of the plaintext. Stable, not reversible without the key.
+//!
+//! # Envelope layout (format version 1)
+//!
+//! ```text
+//! offset  size  field
+//! 0       2     magic b"PV"
+//! 2       1     format version, 1
+//! 3       1     mode: 1 randomized, 2 deterministic
+//! 4       4     key id, u32 big-endian
+//! 8       4     key version, u32 big-endian
+//! 12      ..    randomized:    12-byte nonce || GCM ciphertext || 16-byte tag
+//!               deterministic: 16-byte synthetic IV || SIV ciphertext
+//! ```
+//!
+//! The associated data is the 12-byte header followed by the domain name's
+//! bytes, so the mode, the key reference and the domain are authenticated:
+//! a value copied into another domain, or with an edited header, does not
+//! decrypt.
+//!
+//! `bytea` columns hold the binary envelope. Text columns hold
+//! `pgv1:` + URL-safe base64 without padding of the binary envelope.
+//! PostgreSQL prints `bytea` in text format as `\x` + hex, so a text-format
+//! field may also be `\x5056…`; [`parse_text`] reads both forms.
+//!
+//! Key bytes and plaintexts live in zeroizing buffers, key types print as
+//! `..redacted..`, and no error message contains a plaintext or key byte.
+
+mod cipher;
+mod envelope;
+mod keys;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
+pub use envelope::{
+    looks_encrypted_text, parse_bytes, parse_text, Envelope, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
+};
+pub use keys::{DataKey, KeySource, MasterKey, MasterKeyError, MASTER_KEY_ENV};
+
+pub(crate) use cipher::{gcm_open, gcm_seal_into, hmac_sha256};
+
+/// How a domain's values are encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// AES-256-GCM, random nonce: equal values look different.
+    Randomized,
+    /// AES-256-SIV: equal values look equal within the domain.
+    Deterministic,
+}
+
+impl Mode {
+    fn to_byte(self) -> u8 {
+        match self {
+            Mode::Randomized => 1,
+            Mode::Deterministic => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Mode::Randomized),
+            2 => Some(Mode::Deterministic),
+            _ => None,
+        }
+    }
+}
+
+/// Names one data key: its id, unique within the keyring, and its version
+/// within the domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyRef {
+    pub id: u32,
+    pub version: u32,
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "id {}, version {}", self.id, self.version)
+    }
+}
+
+/// The operating system's random number generator failed.
+#[derive(Debug, Error)]
+#[error("the system random number generator failed")]
+pub struct RandomError;
+
+/// Fills `out` from the system random number generator.
+pub(crate) fn fill_random(out: &mut [u8]) -> Result<(), RandomError> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(out)
+        .map_err(|_| RandomError)
+}
+
+/// A value that cannot be encrypted, parsed or decrypted. Messages name
+/// the domain and key, never a plaintext or key byte.
+#[derive(Debug, Error)]
+pub enum CryptoError {
+    #[error("encrypted value is not valid {0}")]
+    Encoding(&'static str),
+    #[error("encrypted value does not start with the pgveil magic bytes")]
+    Magic,
+    #[error("encrypted value has format version {0}; this pgveil reads version 1")]
+    Version(u8),
+    #[error("encrypted value has unknown mode byte {0}")]
+    Mode(u8),
+    #[error("encrypted value is truncated")]
+    Truncated,
+    #[error("no key for domain {0}")]
+    UnknownDomain(String),
+    #[error("encrypted value names key {key}, which is not a key of domain {domain}")]
+    UnknownKey { domain: String, key: KeyRef },
+    #[error(
+        "encrypted value failed authentication in domain {0} \
+         (it was altered, or belongs to another domain)"
+    )]
+    Authentication(String),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
