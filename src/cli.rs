@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
+use crate::veil::Veil;
 use crate::{logging, server::Server};
 
 /// Exit code for a configuration that cannot be used.
@@ -124,9 +125,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let veil = match Veil::load(&config) {
+        Ok(veil) => veil,
+        Err(e) => {
+            eprintln!("pgveil: cannot protect columns: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     logging::init(config.log_format, &config.log_level);
     with_runtime(async {
-        let server = match Server::bind(config.clone()).await {
+        let server = match Server::bind(config.clone(), veil).await {
             Ok(server) => server,
             Err(e) => {
                 tracing::error!("cannot listen on {}: {e}", config.listen);

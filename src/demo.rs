@@ -37,7 +37,7 @@ pub async fn run(
         })
     })?;
     config.upstream = cluster.addr();
-    let server = Server::bind(config.clone())
+    let server = Server::bind(config.clone(), None)
         .await
         .map_err(|source| DemoError::Listen {
             addr: config.listen.clone(),

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::session::Session;
+use crate::veil::Veil;
 
 /// Pause after an accept error such as running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -28,11 +29,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub struct Server {
     listener: TcpListener,
     config: Arc<Config>,
+    veil: Option<Arc<Veil>>,
 }
 
 impl Server {
-    /// Binds the listen address of `config`.
-    pub async fn bind(config: Config) -> io::Result<Self> {
+    /// Binds the listen address of `config`; sessions protect the columns
+    /// of `veil`, if given.
+    pub async fn bind(config: Config, veil: Option<Veil>) -> io::Result<Self> {
         let addr = config
             .listen_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -40,6 +43,7 @@ impl Server {
         Ok(Self {
             listener,
             config: Arc::new(config),
+            veil: veil.map(Arc::new),
         })
     }
 
@@ -68,7 +72,14 @@ impl Server {
                         if let Err(e) = stream.set_nodelay(true) {
                             warn!(%peer, "cannot set TCP_NODELAY: {e}");
                         }
-                        let session = Session::new(next_id, stream, peer, self.config.clone(), close_all.clone());
+                        let session = Session::new(
+                            next_id,
+                            stream,
+                            peer,
+                            self.config.clone(),
+                            close_all.clone(),
+                            self.veil.clone(),
+                        );
                         sessions.spawn(session.run());
                     }
                     Err(e) => {

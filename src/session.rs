@@ -23,6 +23,9 @@ use crate::protocol::reply::{self, sqlstate, Severity};
 use crate::protocol::startup::{self, Packet, StartupError};
 use crate::protocol::{read_message, FrameError, ReadError, Side};
 use crate::relay::{self, End, Outcome, Tap};
+use crate::reveal::{self, Reader};
+use crate::roles::{self, RolesError};
+use crate::veil::Veil;
 
 /// Why a session could not start.
 #[derive(Debug, Error)]
@@ -41,6 +44,8 @@ enum StartError {
     Connect { upstream: String, reason: String },
     #[error("upstream server closed the connection during startup")]
     UpstreamClosed,
+    #[error("cannot learn the session's roles: {0}")]
+    Roles(#[from] RolesError),
     /// The server refused the login; its ErrorResponse has been relayed.
     #[error("login refused by server (SQLSTATE {0})")]
     Refused(String),
@@ -67,7 +72,7 @@ impl StartError {
             | StartError::UnexpectedMessage(_) => sqlstate::PROTOCOL_VIOLATION,
             StartError::Timeout => sqlstate::PROTOCOL_VIOLATION,
             StartError::Connect { .. } => sqlstate::CANNOT_CONNECT,
-            StartError::UpstreamClosed => sqlstate::CONNECTION_FAILURE,
+            StartError::UpstreamClosed | StartError::Roles(_) => sqlstate::CONNECTION_FAILURE,
         };
         Some(reply::error(Severity::Fatal, code, &self.to_string()))
     }
@@ -81,6 +86,8 @@ pub struct Session {
     config: Arc<Config>,
     /// Cancelled when pgveil must close every session now.
     close_all: CancellationToken,
+    /// The policy and keys, when columns are protected.
+    veil: Option<Arc<Veil>>,
 }
 
 impl Session {
@@ -90,6 +97,7 @@ impl Session {
         peer: SocketAddr,
         config: Arc<Config>,
         close_all: CancellationToken,
+        veil: Option<Arc<Veil>>,
     ) -> Self {
         Self {
             id,
@@ -97,6 +105,7 @@ impl Session {
             peer,
             config,
             close_all,
+            veil,
         }
     }
 
@@ -222,11 +231,40 @@ impl Session {
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
+        let roles = match &self.veil {
+            Some(_) => self.learn_roles(&mut upstream, &mut from_server).await?,
+            None => Vec::new(),
+        };
         Ok(Started {
             upstream,
             from_server,
             from_client,
+            roles,
         })
+    }
+
+    /// Relays the server's greeting up to its first ReadyForQuery, asks the
+    /// server for the session's roles, then lets the client go on.
+    async fn learn_roles(
+        &mut self,
+        upstream: &mut TcpStream,
+        from_server: &mut BytesMut,
+    ) -> Result<Vec<String>, StartError> {
+        loop {
+            let (tag, frame) = read_message(upstream, Side::Backend, from_server)
+                .await?
+                .ok_or(StartError::UpstreamClosed)?;
+            if tag == b'Z' {
+                let roles = roles::fetch(upstream, from_server).await?;
+                self.client.write_all(&frame).await?;
+                debug!(?roles, "session roles");
+                return Ok(roles);
+            }
+            self.client.write_all(&frame).await?;
+            if tag == b'E' {
+                return Err(StartError::UpstreamClosed);
+            }
+        }
     }
 
     /// Forwards the client's answer to an authentication request.
@@ -251,6 +289,7 @@ impl Session {
             mut upstream,
             from_server,
             from_client,
+            roles,
         } = started;
         let (mut client_rx, mut client_tx) = self.client.split();
         let (mut server_rx, mut server_tx) = upstream.split();
@@ -276,6 +315,9 @@ impl Session {
         let downward = async {
             let mut tap = ServerTap {
                 fatal: &server_fatal,
+                veil: self.veil.as_deref(),
+                roles: &roles,
+                skipping: false,
             };
             let outcome = relay::relay(
                 Side::Backend,
@@ -352,6 +394,8 @@ struct Started {
     from_server: BytesMut,
     /// Client bytes read past its last authentication message.
     from_client: BytesMut,
+    /// The login role and the roles it is a member of (with a policy).
+    roles: Vec<String>,
 }
 
 const AUTH_OK: i32 = 0;
@@ -379,20 +423,53 @@ impl Tap for ClientTap<'_> {
     }
 }
 
-/// Notes a FATAL error from the server, which explains its close itself.
+/// Reveals protected values in rows (see [`crate::reveal`]) and notes a
+/// FATAL error from the server, which explains its close itself.
 struct ServerTap<'a> {
     fatal: &'a AtomicBool,
+    veil: Option<&'a Veil>,
+    roles: &'a [String],
+    /// After a denied value: drop the rest of the result up to ReadyForQuery.
+    skipping: bool,
+}
+
+impl ServerTap<'_> {
+    fn see_row(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        let reader = Reader {
+            roles: self.roles,
+            purpose: None,
+        };
+        match reveal::data_row(veil, &reader, frame) {
+            Ok(row) => out.push(row),
+            Err(denied) => {
+                out.push(denied);
+                self.skipping = true;
+            }
+        }
+    }
 }
 
 impl Tap for ServerTap<'_> {
     fn wants(&self, tag: u8) -> bool {
-        tag == b'E'
+        tag == b'E' || self.skipping || (tag == b'D' && self.veil.is_some())
     }
 
-    fn see(&mut self, _tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
-        if matches!(reply::error_field(&frame, b'V'), Some(b"FATAL" | b"PANIC")) {
-            self.fatal.store(true, Ordering::Relaxed);
+    fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        if self.skipping {
+            self.skipping = tag != b'Z';
+            if tag == b'Z' {
+                out.push(frame);
+            }
+            return;
         }
-        out.push(frame);
+        match (tag, self.veil) {
+            (b'D', Some(veil)) => self.see_row(veil, frame, out),
+            _ => {
+                if matches!(reply::error_field(&frame, b'V'), Some(b"FATAL" | b"PANIC")) {
+                    self.fatal.store(true, Ordering::Relaxed);
+                }
+                out.push(frame);
+            }
+        }
     }
 }

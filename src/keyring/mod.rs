@@ -345,6 +345,15 @@ impl Keyring {
         }
     }
 
+    /// The key ids and versions of a domain (none if it has no key).
+    pub fn key_refs(&self, domain: &str) -> impl Iterator<Item = KeyRef> + '_ {
+        self.domains
+            .get(domain)
+            .into_iter()
+            .flatten()
+            .map(KeyCiphers::key_ref)
+    }
+
     fn keys(&self, domain: &str) -> Result<&[KeyCiphers], CryptoError> {
         self.domains
             .get(domain)

@@ -126,7 +126,12 @@ impl Proxy {
     }
 
     /// Starts pgveil with `config` (its `listen` is replaced by a free port).
-    pub fn with_config(mut config: Config) -> Proxy {
+    pub fn with_config(config: Config) -> Proxy {
+        Proxy::with_veil(config, None)
+    }
+
+    /// Starts pgveil protecting the columns of `veil`.
+    pub fn with_veil(mut config: Config, veil: Option<pgveil::veil::Veil>) -> Proxy {
         config.listen = "127.0.0.1:0".into();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -137,7 +142,7 @@ impl Proxy {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let server = Server::bind(config).await.unwrap();
+                let server = Server::bind(config, veil).await.unwrap();
                 addr_tx.send(server.local_addr().unwrap()).unwrap();
                 server
                     .run(async {
