@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
-use crate::veil::Veil;
+use crate::crypto::MasterKey;
+use crate::keyring::Keyring;
+use crate::veil::{load_policy, Veil};
 use crate::{logging, server::Server};
 
 /// Exit code for a configuration that cannot be used.
@@ -31,6 +33,28 @@ enum Command {
     Serve(ServeArgs),
     /// Start a throwaway PostgreSQL with pgveil in front of it.
     Demo(DemoArgs),
+    /// Manage the master key and the keyring.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the keyring, or add keys for the policy's new key domains.
+    /// The master key comes from PGVEIL_MASTER_KEY or --master-key-file.
+    Init {
+        /// Policy file or directory.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Keyring file to create or extend.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// File holding the base64 master key.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Print a new random master key (base64 of 32 bytes).
+    NewMaster,
 }
 
 #[derive(Args)]
@@ -81,7 +105,48 @@ pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
         Command::Demo(args) => demo(&args),
+        Command::Keys(command) => keys(command),
     }
+}
+
+fn keys(command: KeysCommand) -> ExitCode {
+    let result = match command {
+        KeysCommand::Init {
+            policy,
+            keyring,
+            master_key_file,
+        } => keys_init(&policy, &keyring, master_key_file.as_deref()),
+        KeysCommand::NewMaster => MasterKey::generate()
+            .map(|(_, text)| println!("{}", text.as_str()))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgveil keys: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn keys_init(
+    policy: &std::path::Path,
+    keyring: &std::path::Path,
+    master_key_file: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let policy = load_policy(policy).map_err(|e| e.to_string())?;
+    let master = match master_key_file {
+        Some(path) => MasterKey::from_file(path),
+        None => MasterKey::from_env(),
+    }
+    .map_err(|e| e.to_string())?;
+    let report = Keyring::init(keyring, &master, &policy.domains()).map_err(|e| e.to_string())?;
+    let verb = if report.created { "created" } else { "updated" };
+    println!("{verb} keyring {}", keyring.display());
+    for domain in &report.added {
+        println!("  added key for domain {domain}");
+    }
+    Ok(())
 }
 
 fn demo(args: &DemoArgs) -> ExitCode {

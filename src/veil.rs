@@ -96,3 +96,12 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
         Policy::load(&[path.to_path_buf()])
     }
 }
+
+impl From<crate::policy::Encryption> for crate::crypto::Mode {
+    fn from(encryption: crate::policy::Encryption) -> Self {
+        match encryption {
+            crate::policy::Encryption::Randomized => crate::crypto::Mode::Randomized,
+            crate::policy::Encryption::Deterministic => crate::crypto::Mode::Deterministic,
+        }
+    }
+}
