@@ -2,6 +2,7 @@
 -- Loaded once, directly into PostgreSQL, by benches/e2e.sh with
 -- psql -v ncust=N. When encryption policies arrive, the same table is
 -- used with email, phone, national_id and address encrypted by pgveil.
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS customers;
 CREATE TABLE customers (
     id          bigserial PRIMARY KEY,
