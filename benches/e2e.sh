@@ -1,0 +1,448 @@
+#!/usr/bin/env bash
+# Functions called only from traps look unreachable to shellcheck.
+# shellcheck disable=SC2317
+# End-to-end benchmark: PostgreSQL direct vs PgBouncer vs pgveil.
+#
+#   benches/e2e.sh [--quick] [--rounds N] [--duration SECS] [--out DIR]
+#
+# Builds pgveil, creates a throwaway PostgreSQL 15 cluster, starts
+# PgBouncer (session mode) and pgveil (pass-through) in front of it, and
+# runs pgbench workloads against each target, alternating targets within
+# each round. Prints median tps per workload and target with the ratios
+# pgveil/direct and pgveil/pgbouncer, pgveil's CPU time per transaction and
+# its resident memory per idle client connection. Raw results go to
+# DIR/e2e-<timestamp>/results.json (DIR defaults to bench-results/).
+#
+# Must run as root (it installs PgBouncer when missing and runs the
+# servers as the postgres user). Everything it starts is stopped, and its
+# temporary directory removed, on any exit, including Ctrl-C and kill.
+# See BENCHMARKS.md.
+set -euo pipefail
+
+usage() {
+    sed -n '/^# End-to-end/,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+}
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+ROUNDS=3          # rounds over all workloads and targets
+DURATION=10       # pgbench -T, seconds per run
+OUT=bench-results # where results are written
+QUICK=0
+while (($#)); do
+    case $1 in
+        --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
+        --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
+        --duration) DURATION=${2:?--duration needs seconds}; shift ;;
+        --out) OUT=${2:?--out needs a directory}; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "e2e.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "e2e.sh: bad --rounds $ROUNDS" >&2; exit 2; }
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "e2e.sh: bad --duration $DURATION" >&2; exit 2; }
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCHES=$REPO/benches
+PG_BIN=/usr/lib/postgresql/15/bin
+SCALE=10            # pgbench -i -s: 1,000,000 pgbench_accounts rows
+NCUST=100000        # customers seeded for the CRM workload
+IDLE_CONNS=1000     # idle connections for the memory measurement
+BENCH_USER=bench
+BENCH_DB=bench
+# A fresh random password per run; the cluster is thrown away afterwards.
+BENCH_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+export PGPASSWORD=$BENCH_PASSWORD
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+RUN_DIR=$(cd "$OUT" && pwd)/e2e-$STAMP
+mkdir -p "$RUN_DIR/logs"
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Cleanup: runs on every exit. INT and TERM are turned into an exit so the
+# EXIT trap does the work once.
+# ---------------------------------------------------------------------------
+WORK=""          # temporary directory (cluster, PgBouncer files)
+PG_STARTED=0     # whether pg_ctl start was attempted
+PGVEIL_PID=""
+BOUNCER_PID=""
+CHILD_PID=""     # the long-running foreground step (pgbench, cargo, ...)
+
+# True while process $1 exists and is not a zombie.
+alive() {
+    local state
+    [[ -n $1 ]] || return 1
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
+# Sends SIGTERM to $1, waits up to 10 s, then SIGKILL; reaps it.
+stop_pid() {
+    local pid=$1 name=$2 i
+    alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        log "$name did not stop within 10 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    if [[ -n $CHILD_PID ]]; then
+        kill -TERM "$CHILD_PID" 2>/dev/null
+        wait "$CHILD_PID" 2>/dev/null
+    fi
+    stop_pid "$PGVEIL_PID" pgveil
+    stop_pid "$BOUNCER_PID" pgbouncer
+    if [[ $PG_STARTED == 1 ]]; then
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" stop -m immediate -w \
+            >/dev/null 2>&1
+    fi
+    if [[ -n $WORK && -d $WORK ]]; then
+        # Keep the server logs next to the results for post-mortems.
+        cp "$WORK/pglog/postgresql.log" "$WORK/pgbouncer/pgbouncer.log" "$RUN_DIR/" 2>/dev/null
+        rm -rf "$WORK"
+    fi
+    ((rc == 0)) || log "exiting with status $rc; logs in $RUN_DIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs a command in the background and waits for it, so that a signal to
+# this script is handled at once (bash delays traps until a foreground
+# command ends) and cleanup can stop the command.
+run_child() {
+    local rc=0
+    "$@" &
+    CHILD_PID=$!
+    wait "$CHILD_PID" || rc=$?
+    CHILD_PID=""
+    return "$rc"
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1 while
+# process $2 is alive.
+wait_port() {
+    local port=$1 pid=$2 name=$3 i
+    for ((i = 0; i < 100; i++)); do
+        alive "$pid" || die "$name exited during startup"
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name is not listening on port $port after 10 s"
+}
+
+# Waits until file $1 contains the text $2 while process $3 is alive.
+wait_log() {
+    local file=$1 text=$2 pid=$3 name=$4 i
+    for ((i = 0; i < 100; i++)); do
+        alive "$pid" || die "$name exited during startup: $(tail -3 "$file")"
+        grep -qF "$text" "$file" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$name did not report \"$text\" within 10 s"
+}
+
+# Three distinct free TCP ports on the loopback interface.
+free_ports() {
+    python3 - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# utime + stime of process $1, in clock ticks (fields 14 and 15).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# ---------------------------------------------------------------------------
+# Preparation
+# ---------------------------------------------------------------------------
+[[ $(id -u) == 0 ]] || die "run as root (installs PgBouncer, runs servers as postgres)"
+[[ -x $PG_BIN/initdb ]] || die "PostgreSQL 15 server binaries not found in $PG_BIN"
+command -v pgbench >/dev/null || die "pgbench not found"
+
+# 1000+ client sockets plus as many upstream sockets need descriptors.
+if (($(ulimit -n) < 4096)); then
+    ulimit -n 4096 || die "cannot raise the open-file limit to 4096"
+fi
+
+log "building pgveil (release)"
+run_child cargo build --release --quiet --manifest-path "$REPO/Cargo.toml" --bin pgveil
+PGVEIL_BIN=$REPO/target/release/pgveil
+
+if ! command -v pgbouncer >/dev/null; then
+    log "installing pgbouncer"
+    export DEBIAN_FRONTEND=noninteractive
+    run_child apt-get update -qq
+    run_child apt-get install -y -qq pgbouncer >/dev/null
+fi
+
+read -r PG_PORT BOUNCER_PORT PGVEIL_PORT < <(free_ports)
+WORK=$(mktemp -d /tmp/pgveil-bench.XXXXXX)
+chmod 755 "$WORK"
+log "work directory $WORK; ports: postgres $PG_PORT, pgbouncer $BOUNCER_PORT, pgveil $PGVEIL_PORT"
+
+# --- PostgreSQL 15 cluster ---------------------------------------------------
+# Local (Unix socket) connections are trusted for setup as the superuser;
+# every TCP connection, which is all the benchmark uses, needs SCRAM.
+mkdir -p "$WORK/pgdata" "$WORK/sock" "$WORK/pglog"
+chown postgres:postgres "$WORK/pgdata" "$WORK/sock" "$WORK/pglog"
+log "initdb"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pgdata" -U postgres -E UTF8 \
+    --auth-local=trust --auth-host=scram-sha-256 --no-instructions >"$WORK/initdb.log" 2>&1 \
+    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+# The durability settings are off: this cluster is thrown away, and the
+# benchmark compares what sits in front of PostgreSQL, not the disk.
+cat >>"$WORK/pgdata/postgresql.conf" <<EOF
+
+# --- pgveil benchmark settings ---
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$WORK/sock'
+max_connections = 1200              # 1,000 idle connections + benchmark clients
+shared_buffers = 256MB
+password_encryption = scram-sha-256
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+PG_STARTED=1
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pglog/postgresql.log" \
+    -w -t 60 start >/dev/null || { cat "$WORK/pglog/postgresql.log" >&2; die "PostgreSQL did not start"; }
+
+# Superuser session over the Unix socket (trusted).
+su_psql() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PG_PORT" -U postgres "$@"; }
+su_psql -d postgres -c "CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD'" \
+    -c "CREATE DATABASE $BENCH_DB OWNER $BENCH_USER"
+
+# --- PgBouncer, session mode -------------------------------------------------
+# Authentication choice: the auth_file holds the user's SCRAM secret, copied
+# from pg_authid, and auth_type is scram-sha-256. PgBouncer then verifies
+# clients with SCRAM itself and, because the client proved knowledge of
+# that secret, logs in to PostgreSQL with SCRAM as well ("SCRAM
+# pass-through", PgBouncer 1.14+), without a plaintext password on disk.
+# So all three targets authenticate with SCRAM-SHA-256 end to end. (A
+# plaintext password in the auth_file would work too; md5 would not match
+# the cluster's SCRAM-only pg_hba.)
+mkdir -p "$WORK/pgbouncer"
+SCRAM_SECRET=$(su_psql -d postgres -At -c "SELECT rolpassword FROM pg_authid WHERE rolname = '$BENCH_USER'")
+[[ $SCRAM_SECRET == SCRAM-SHA-256* ]] || die "unexpected password secret for $BENCH_USER"
+printf '"%s" "%s"\n' "$BENCH_USER" "$SCRAM_SECRET" >"$WORK/pgbouncer/userlist.txt"
+cat >"$WORK/pgbouncer/pgbouncer.ini" <<EOF
+[databases]
+$BENCH_DB = host=127.0.0.1 port=$PG_PORT dbname=$BENCH_DB
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $WORK/pgbouncer/userlist.txt
+pool_mode = session
+; the 64-client workloads need 64 server connections in session mode
+default_pool_size = 100
+max_client_conn = 2000
+logfile = $WORK/pgbouncer/pgbouncer.log
+ignore_startup_parameters = extra_float_digits
+EOF
+chown -R postgres:postgres "$WORK/pgbouncer"
+chmod 600 "$WORK/pgbouncer/userlist.txt"
+# PgBouncer refuses to run as root. setpriv execs it directly, so $! is
+# PgBouncer itself and can be signalled and measured.
+log "starting pgbouncer $(pgbouncer --version | head -1 | awk '{print $2}')"
+setpriv --reuid=postgres --regid=postgres --init-groups \
+    pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
+BOUNCER_PID=$!
+wait_port "$BOUNCER_PORT" "$BOUNCER_PID" pgbouncer
+
+# --- pgveil, no policy (pass-through) ----------------------------------------
+log "starting pgveil"
+# JSON logs are easy to search. Readiness is taken from pgveil's own log
+# line rather than a TCP probe, which pgveil would log as a client that
+# hung up mid-startup.
+"$PGVEIL_BIN" serve --listen "127.0.0.1:$PGVEIL_PORT" --upstream "127.0.0.1:$PG_PORT" \
+    --log-format json 2>"$RUN_DIR/pgveil.log" &
+PGVEIL_PID=$!
+wait_log "$RUN_DIR/pgveil.log" "accepting connections" "$PGVEIL_PID" pgveil
+
+# The benchmark targets: name -> port, and the proxy process whose CPU time
+# is measured (none for direct). Later targets (pgveil with an encryption
+# policy, pgveil with the audit log) are started like pgveil above and
+# registered here with their own names.
+declare -A TARGET_PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT)
+declare -A TARGET_PID=([pgbouncer]=$BOUNCER_PID [pgveil]=$PGVEIL_PID)
+STD_TARGETS="direct pgbouncer pgveil"
+
+# Every target must accept a SCRAM login from the bench user.
+for t in $STD_TARGETS; do
+    psql -X -q -At -h 127.0.0.1 -p "${TARGET_PORT[$t]}" -U "$BENCH_USER" -d "$BENCH_DB" \
+        -c "SELECT 1" >/dev/null || die "cannot log in through $t"
+done
+
+# --- data --------------------------------------------------------------------
+log "pgbench -i -s $SCALE and CRM seed data ($NCUST customers), directly"
+run_child pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" "$BENCH_DB" \
+    >"$RUN_DIR/logs/pgbench-init.log" 2>&1 || { cat "$RUN_DIR/logs/pgbench-init.log" >&2; die "pgbench -i failed"; }
+psql -X -q -v ON_ERROR_STOP=1 -v ncust="$NCUST" -h 127.0.0.1 -p "$PG_PORT" \
+    -U "$BENCH_USER" -d "$BENCH_DB" -f "$BENCHES/crm/schema.sql" >/dev/null
+su_psql -d postgres -c CHECKPOINT
+
+# ---------------------------------------------------------------------------
+# Idle-connection memory: hold IDLE_CONNS authenticated connections through
+# each proxy and compare its VmRSS before and while they are open. Runs on
+# the freshly started processes, before any load.
+# ---------------------------------------------------------------------------
+MEMORY_ARGS=()
+for t in pgveil pgbouncer; do
+    log "holding $IDLE_CONNS idle connections through $t"
+    rc=0
+    run_child python3 "$BENCHES/idle_conns.py" --port "${TARGET_PORT[$t]}" \
+        --user "$BENCH_USER" --database "$BENCH_DB" --pid "${TARGET_PID[$t]}" \
+        --count "$IDLE_CONNS" >"$RUN_DIR/memory-$t.json" 2>"$RUN_DIR/logs/memory-$t.err" || rc=$?
+    ((rc == 0)) || log "idle-connection test through $t failed (status $rc): $(head -c 300 "$RUN_DIR/memory-$t.json" "$RUN_DIR/logs/memory-$t.err")"
+    MEMORY_ARGS+=(--memory "$t=$RUN_DIR/memory-$t.json")
+done
+
+# ---------------------------------------------------------------------------
+# Workloads
+# ---------------------------------------------------------------------------
+WL_NAMES=()          # in run order
+declare -A WL_TARGETS # name -> space-separated target names
+declare -A WL_ARGS    # name -> pgbench arguments, joined with \x1f
+
+# add_workload NAME "TARGETS" PGBENCH-ARGS...
+add_workload() {
+    local name=$1 targets=$2
+    shift 2
+    WL_NAMES+=("$name")
+    WL_TARGETS[$name]=$targets
+    WL_ARGS[$name]=$(IFS=$'\x1f'; printf '%s' "$*")
+}
+
+# add_script_workload NAME "TARGETS" CLIENTS SCRIPT[@WEIGHT]...
+# A custom-script workload: the scripts (paths relative to benches/) are
+# mixed by weight in one pgbench run with the extended protocol and
+# prepared statements (bind parameters, as an application sends them), with
+# :ncust set to the number of seeded customers.
+add_script_workload() {
+    local name=$1 targets=$2 clients=$3 s
+    shift 3
+    local args=(-M prepared -c "$clients" -j 2 -D "ncust=$NCUST")
+    for s in "$@"; do args+=(-f "$BENCHES/$s"); done
+    add_workload "$name" "$targets" "${args[@]}"
+}
+
+# Pass-through workloads: pgbench's built-in scripts.
+add_workload select-simple-c8    "$STD_TARGETS" -S -M simple   -c 8  -j 2
+add_workload select-simple-c64   "$STD_TARGETS" -S -M simple   -c 64 -j 2
+add_workload select-prepared-c8  "$STD_TARGETS" -S -M prepared -c 8  -j 2
+add_workload select-prepared-c64 "$STD_TARGETS" -S -M prepared -c 64 -j 2
+add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
+
+# ===== EXTENSION POINT: CRM workloads and later targets ======================
+# The CRM mix runs against plaintext columns today. When encryption policies
+# and the audit log land, start the extra pgveil instances next to the
+# pass-through one above, register them in TARGET_PORT / TARGET_PID, and
+# add them here, e.g.
+#   add_script_workload crm-mix-c8 "pgveil pgveil-policy" 8 crm/...
+#   add_workload select-simple-c8-audit "pgveil pgveil-audit" -S -M simple -c 8 -j 2
+# and pass the matching ratio to the summary (--ratio pgveil-policy/pgveil).
+add_script_workload crm-mix-c8 "$STD_TARGETS" 8 \
+    crm/lookup_by_email.sql@40 crm/page_of_50.sql@30 \
+    crm/update_phone.sql@20 crm/insert_customer.sql@10
+EXTRA_RATIOS=()
+# =============================================================================
+
+# Runs one pgbench measurement and records it.
+run_one() {
+    local round=$1 name=$2 target=$3
+    local port=${TARGET_PORT[$target]} pid=${TARGET_PID[$target]:-}
+    local log_file="$RUN_DIR/logs/r$round-$name-$target.log" args rc=0 before=0 cpu=()
+    IFS=$'\x1f' read -ra args <<<"${WL_ARGS[$name]}"
+    [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+    run_child pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
+        "${args[@]}" "$BENCH_DB" >"$log_file" 2>&1 || rc=$?
+    if [[ -n $pid ]]; then
+        if alive "$pid"; then
+            cpu=(--cpu-ticks "$(($(cpu_ticks "$pid") - before))")
+        else
+            log "$target (pid $pid) is no longer running"
+        fi
+    fi
+    python3 "$BENCHES/report.py" record --raw "$RUN_DIR/runs.jsonl" --round "$round" \
+        --target "$target" --workload "$name" --log "$log_file" --rc "$rc" "${cpu[@]}"
+}
+
+total_runs=0
+for name in "${WL_NAMES[@]}"; do
+    read -ra ts <<<"${WL_TARGETS[$name]}"
+    total_runs=$((total_runs + ${#ts[@]}))
+done
+log "$ROUNDS round(s) of $total_runs runs, $DURATION s each (about $((ROUNDS * total_runs * (DURATION + 1) / 60 + 1)) min)"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    for i in "${!WL_NAMES[@]}"; do
+        name=${WL_NAMES[$i]}
+        read -ra ts <<<"${WL_TARGETS[$name]}"
+        # Rotate the target order per round and workload, so no target is
+        # always first (cold caches) or always right after another.
+        shift_by=$(((round - 1 + i) % ${#ts[@]}))
+        ordered=("${ts[@]:shift_by}" "${ts[@]:0:shift_by}")
+        log "round $round/$ROUNDS: $name (${ordered[*]})"
+        for target in "${ordered[@]}"; do
+            run_one "$round" "$name" "$target"
+        done
+    done
+done
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+status=0
+alive "$PGVEIL_PID" || { log "pgveil died during the benchmark; see $RUN_DIR/pgveil.log"; status=1; }
+alive "$BOUNCER_PID" || { log "pgbouncer died during the benchmark"; status=1; }
+
+RATIO_ARGS=()
+for r in pgveil/direct pgveil/pgbouncer "${EXTRA_RATIOS[@]}"; do RATIO_ARGS+=(--ratio "$r"); done
+python3 "$BENCHES/report.py" summary --raw "$RUN_DIR/runs.jsonl" --out "$RUN_DIR/results.json" \
+    --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" --meta "rounds=$ROUNDS" --meta "duration=$DURATION" \
+    --meta "nproc=$(nproc)" \
+    --meta "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)" \
+    --meta "memory=$(free -h | awk '/^Mem:/{print $2}')" \
+    --meta "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}')" \
+    --meta "pgbouncer=$(pgbouncer --version | head -1 | awk '{print $2}')" \
+    --meta "pgveil_commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --meta "scale=$SCALE" --meta "quick=$QUICK" \
+    "${RATIO_ARGS[@]}" "${MEMORY_ARGS[@]}" | tee "$RUN_DIR/summary.txt"
+
+# Problems pgveil logged (anything above info level).
+if grep -Eq '"level":"(WARN|ERROR)"' "$RUN_DIR/pgveil.log"; then
+    log "pgveil logged $(grep -Ec '"level":"(WARN|ERROR)"' "$RUN_DIR/pgveil.log") warnings or errors, first ones:"
+    grep -E '"level":"(WARN|ERROR)"' "$RUN_DIR/pgveil.log" | head -5 >&2
+fi
+grep -q '"ok": false' "$RUN_DIR/runs.jsonl" && status=1
+python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get("failed") == 0 else 1)' \
+    "$RUN_DIR/memory-pgveil.json" 2>/dev/null || { log "idle-connection test through pgveil failed"; status=1; }
+ln -sfn "$(basename "$RUN_DIR")" "$(dirname "$RUN_DIR")/latest"
+exit "$status"

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Bookkeeping for benches/e2e.sh: record pgbench runs, summarise them.
+
+  report.py record  --raw RUNS.jsonl --round N --target T --workload W
+                    --log PGBENCH.log --rc RC [--cpu-ticks TICKS]
+      Parses one pgbench output and appends one JSON line to RUNS.jsonl.
+
+  report.py summary --raw RUNS.jsonl --out RESULT.json [--meta K=V ...]
+                    [--memory TARGET=FILE ...] [--ratio A/B ...]
+      Prints the table of median tps per workload and target, the ratios,
+      proxy CPU time per transaction and idle-connection memory, and writes
+      everything (including every raw run) to RESULT.json.
+
+Standard library only.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+
+# Default ratios: pgveil against the two baselines. Later targets (pgveil
+# with an encryption policy, with the audit log) add theirs with --ratio.
+DEFAULT_RATIOS = ["pgveil/direct", "pgveil/pgbouncer"]
+
+
+def parse_pgbench(text: str) -> dict:
+    """The numbers pgbench prints at the end of a run (PostgreSQL 15)."""
+
+    def find(pattern, cast=float):
+        m = re.search(pattern, text, re.MULTILINE)
+        return cast(m.group(1)) if m else None
+
+    return {
+        "tps": find(r"^tps = ([0-9.]+) \(without initial connection time\)"),
+        "transactions": find(r"^number of transactions actually processed: (\d+)", int),
+        "failed": find(r"^number of failed transactions: (\d+)", int),
+        "latency_ms": find(r"^latency average = ([0-9.]+) ms"),
+        "initial_connection_ms": find(r"^initial connection time = ([0-9.]+) ms"),
+        "aborted": "Run was aborted" in text,
+    }
+
+
+def cmd_record(args) -> int:
+    with open(args.log, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    run = {
+        "round": args.round,
+        "target": args.target,
+        "workload": args.workload,
+        "exit_code": args.rc,
+        **parse_pgbench(text),
+    }
+    if args.cpu_ticks is not None and run["transactions"]:
+        ticks_per_sec = os.sysconf("SC_CLK_TCK")
+        run["proxy_cpu_seconds"] = args.cpu_ticks / ticks_per_sec
+        run["proxy_cpu_us_per_tx"] = round(
+            run["proxy_cpu_seconds"] * 1e6 / run["transactions"], 2)
+    # A run counts as failed when pgbench said so in any way.
+    run["ok"] = bool(args.rc == 0 and run["tps"] and not run["failed"]
+                     and not run["aborted"])
+    if not run["ok"]:
+        # Keep pgbench's own error lines for the report.
+        run["errors"] = [l for l in text.splitlines()
+                         if "error" in l.lower() or "abort" in l.lower()][:5]
+    with open(args.raw, "a", encoding="utf-8") as f:
+        f.write(json.dumps(run) + "\n")
+    status = "ok" if run["ok"] else "FAILED"
+    tps = f"{run['tps']:.0f}" if run["tps"] else "-"
+    cpu = (f", proxy {run['proxy_cpu_us_per_tx']} us CPU/tx"
+           if "proxy_cpu_us_per_tx" in run else "")
+    print(f"    {args.target:<10} {tps:>9} tps  {status}{cpu}", flush=True)
+    return 0
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def cmd_summary(args) -> int:
+    with open(args.raw, encoding="utf-8") as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    # Keep first-seen order so the table follows the harness's lists.
+    workloads = list(dict.fromkeys(r["workload"] for r in runs))
+    targets = list(dict.fromkeys(r["target"] for r in runs))
+    ratios = args.ratio or DEFAULT_RATIOS
+
+    medians, cpu = {}, {}
+    for w in workloads:
+        for t in targets:
+            sel = [r for r in runs if r["workload"] == w and r["target"] == t and r["ok"]]
+            if sel:
+                medians.setdefault(w, {})[t] = round(median(r["tps"] for r in sel), 1)
+            c = median(r.get("proxy_cpu_us_per_tx") for r in sel)
+            if c is not None:
+                cpu.setdefault(w, {})[t] = round(c, 2)
+
+    ratio_values = {}
+    for w in workloads:
+        for spec in ratios:
+            a, b = spec.split("/")
+            va, vb = medians.get(w, {}).get(a), medians.get(w, {}).get(b)
+            if va and vb:
+                ratio_values.setdefault(w, {})[spec] = round(va / vb, 3)
+
+    meta = dict(kv.split("=", 1) for kv in (args.meta or []))
+    rounds = max((r["round"] for r in runs), default=0)
+    print()
+    print(f"Median tps over {rounds} round(s)"
+          + (f", {meta['duration']} s each" if "duration" in meta else "")
+          + (f" ({meta['date']})" if "date" in meta else ""))
+    print()
+    header = ["workload"] + targets + ratios
+    rows = []
+    for w in workloads:
+        row = [w] + [fmt(medians.get(w, {}).get(t), ".0f") for t in targets]
+        row += [fmt(ratio_values.get(w, {}).get(s), ".2f") for s in ratios]
+        rows.append(row)
+    print_table(header, rows)
+
+    if cpu:
+        proxies = [t for t in targets if any(t in v for v in cpu.values())]
+        print()
+        print("Proxy CPU time per transaction (user+system, microseconds, median)")
+        print()
+        print_table(["workload"] + proxies,
+                    [[w] + [fmt(cpu.get(w, {}).get(t), ".1f") for t in proxies]
+                     for w in workloads if w in cpu])
+
+    memory = {}
+    for spec in args.memory or []:
+        target, path = spec.split("=", 1)
+        try:
+            with open(path, encoding="utf-8") as f:
+                memory[target] = json.load(f)
+        except (OSError, ValueError) as e:
+            memory[target] = {"error": str(e)}
+    if memory:
+        print()
+        print("Resident memory with idle client connections (VmRSS)")
+        print()
+        mrows = []
+        for t, m in memory.items():
+            mrows.append([t, fmt(m.get("connections"), "d"),
+                          fmt(m.get("rss_before_kib"), "d"),
+                          fmt(m.get("rss_with_connections_kib"), "d"),
+                          fmt(m.get("kib_per_connection"), ".1f"),
+                          fmt(m.get("failed"), "d")])
+        print_table(["target", "idle conns", "RSS before KiB",
+                     "RSS held KiB", "KiB/conn", "failed"], mrows)
+
+    failed = [r for r in runs if not r["ok"]]
+    print()
+    if failed:
+        print(f"FAILED RUNS: {len(failed)}")
+        for r in failed:
+            print(f"  round {r['round']} {r['target']} {r['workload']}: "
+                  f"exit {r['exit_code']}, failed tx {r.get('failed')}, "
+                  f"{'; '.join(r.get('errors', []))}")
+    else:
+        print(f"All {len(runs)} pgbench runs succeeded with no failed transactions.")
+
+    goals = check_goals(medians, memory)
+    if goals:
+        print()
+        print("Goals (informational; a single noisy run can miss):")
+        for line in goals:
+            print("  " + line)
+
+    result = {"meta": meta, "medians_tps": medians, "ratios": ratio_values,
+              "proxy_cpu_us_per_tx": cpu, "idle_memory": memory,
+              "failed_runs": len(failed), "runs": runs}
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print()
+    print(f"Raw results: {args.out}")
+    return 0
+
+
+def check_goals(medians, memory):
+    """The issue's targets, where this run measured them."""
+    out = []
+    for w in ("select-simple-c8", "select-prepared-c8"):
+        m = medians.get(w, {})
+        if m.get("pgveil") and m.get("pgbouncer"):
+            r = m["pgveil"] / m["pgbouncer"]
+            verdict = "met" if r >= 1.0 else "MISSED"
+            out.append(f"{w}: pgveil/pgbouncer {r:.2f} (goal >= 1.00, aim 1.30): {verdict}")
+    m = memory.get("pgveil", {})
+    if m.get("kib_per_connection") is not None:
+        k = m["kib_per_connection"]
+        verdict = "met" if k <= 64 else "MISSED"
+        out.append(f"idle memory: {k:.1f} KiB per connection (goal <= 64): {verdict}")
+    return out
+
+
+def print_table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    print(line(header))
+    print("|" + "|".join(("-" * (w + 1)) + (":" if i else "-")
+                         for i, w in enumerate(widths)) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rec = sub.add_parser("record")
+    rec.add_argument("--raw", required=True)
+    rec.add_argument("--round", type=int, required=True)
+    rec.add_argument("--target", required=True)
+    rec.add_argument("--workload", required=True)
+    rec.add_argument("--log", required=True)
+    rec.add_argument("--rc", type=int, required=True)
+    rec.add_argument("--cpu-ticks", type=int)
+    summ = sub.add_parser("summary")
+    summ.add_argument("--raw", required=True)
+    summ.add_argument("--out", required=True)
+    summ.add_argument("--meta", action="append")
+    summ.add_argument("--memory", action="append")
+    summ.add_argument("--ratio", action="append")
+    args = ap.parse_args()
+    return cmd_record(args) if args.cmd == "record" else cmd_summary(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
