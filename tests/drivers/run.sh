@@ -6,8 +6,9 @@
 #   tests/drivers/run.sh SUITE [-- EXTRA_PYTEST_ARGS...]
 #
 # SUITE: psycopg2 (see tests/drivers/suites/). Environment knobs:
-#   MODE=both|direct|proxy   which runs to do (default both; the comparison
-#                            needs both)
+#   MODE=both|direct|proxy|serve   which runs to do (default both; the
+#                            comparison needs both). serve: set up the
+#                            cluster and pgveil, print their ports, wait
 #   KEEP=1                   keep the work directory (logs, junit files)
 #   PGVEIL_BIN=path          use this pgveil binary instead of building one
 #   PGVEIL_LOG=filter        pgveil's log filter (RUST_LOG), default info
@@ -145,15 +146,16 @@ psql_super() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PGPORT_DIRECT"
 # A fresh database (and no leftover replication slots) before each run, so
 # the second run starts from the same state as the first.
 reset_db() {
-    psql_super -d postgres >/dev/null <<EOF
+    psql_super -d template1 >/dev/null <<EOF
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$SUITE_DB' AND pid <> pg_backend_pid();
 DROP DATABASE IF EXISTS "$SUITE_DB";
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$SUITE_USER') THEN
-    CREATE ROLE "$SUITE_USER" LOGIN SUPERUSER REPLICATION PASSWORD '$SUITE_PASSWORD';
+    CREATE ROLE "$SUITE_USER" LOGIN SUPERUSER REPLICATION;
   END IF;
 END \$\$;
+ALTER ROLE "$SUITE_USER" PASSWORD '$SUITE_PASSWORD';
 CREATE DATABASE "$SUITE_DB" OWNER "$SUITE_USER";
 EOF
     suite_db_setup | psql_super -d "$SUITE_DB" >/dev/null
@@ -171,7 +173,7 @@ RUST_LOG="$PGVEIL_LOG" "$PGVEIL_BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
     --upstream "127.0.0.1:$PGPORT_DIRECT" 2>"$WORK/pgveil.log" &
 PGVEIL_PID=$!
 for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break
+    grep -q "accepting connections" "$WORK/pgveil.log" && break
     kill -0 "$PGVEIL_PID" 2>/dev/null || { cat "$WORK/pgveil.log" >&2; die "pgveil exited"; }
     sleep 0.1
 done
@@ -185,12 +187,28 @@ run_one() {
     t0=$(date +%s)
     log "running $SUITE $label (port $port)"
     set +e
-    suite_run "$label" "$port" "$WORK/$label.xml" >"$WORK/$label.out" 2>&1
+    DRIVERS_TIMELINE="$WORK/$label.timeline" PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" \
+        suite_run "$label" "$port" "$WORK/$label.xml" >"$WORK/$label.out" 2>&1
     local rc=$?
     set -e
-    log "$label run: exit $rc, $(( $(date +%s) - t0 ))s; $(tail -n 1 "$WORK/$label.out")"
+    log "$label run: exit $rc, $(( $(date +%s) - t0 ))s; $(grep -E '^=*\s*[0-9]+ (passed|failed)|^[0-9]+ (passed|failed)' "$WORK/$label.out" | tail -n 1)"
     [[ -s "$WORK/$label.xml" ]] || { tail -n 50 "$WORK/$label.out" >&2; die "$label run produced no junit file"; }
 }
+
+if [[ "$MODE" == serve ]]; then
+    # For investigating: leave the cluster and pgveil up until interrupted.
+    reset_db
+    cat <<EOF2
+cluster: 127.0.0.1:$PGPORT_DIRECT (socket dir $WORK/sock)   pgveil: 127.0.0.1:$PROXY_PORT
+user $SUITE_USER password $SUITE_PASSWORD database $SUITE_DB
+pgveil log: $WORK/pgveil.log   server log: $WORK/pglog/server.log
+run the suite against a port with:  (source $HERE/suites/$SUITE.sh; ...)  or see README.md
+Ctrl-C (or kill $$) to stop and clean up.
+EOF2
+    echo "$WORK" >"${SERVE_INFO:-/dev/null}" 2>/dev/null || true
+    while kill -0 "$PGVEIL_PID" 2>/dev/null; do sleep 1; done
+    die "pgveil exited"
+fi
 
 case "$MODE" in
     both) run_one direct "$PGPORT_DIRECT"; run_one proxy "$PROXY_PORT" ;;
@@ -200,7 +218,7 @@ case "$MODE" in
 esac
 
 if [[ "${KEEP:-0}" == 1 ]]; then
-    log "outputs: $WORK/{direct,proxy}.{out,xml}, $WORK/pgveil.log, $WORK/pglog/server.log"
+    log "outputs: $WORK/{direct,proxy}.{out,xml,timeline}, $WORK/pgveil.log, $WORK/pglog/server.log"
 fi
 
 if [[ "$MODE" != both ]]; then
@@ -214,7 +232,7 @@ python3 "$HERE/compare.py" --allow "$HERE/allowlist/$SUITE.txt" \
 rc=$?
 set -e
 grep -E ' (WARN|ERROR) ' "$WORK/pgveil.log" | sed 's/\x1b\[[0-9;]*m//g' \
-    | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -20 >"$WORK/pgveil-warnings.txt" || true
+    | sed -E 's/^[^ ]+ +//; s/conn=[0-9]+/conn=N/; s/client=[0-9.:]+/client=ADDR/' | sort | uniq -c | sort -rn | head -20 >"$WORK/pgveil-warnings.txt" || true
 if [[ -s "$WORK/pgveil-warnings.txt" ]]; then
     echo "pgveil warnings/errors during the runs (count, line):"
     cat "$WORK/pgveil-warnings.txt"
