@@ -6,6 +6,13 @@ through pgveil. Exit 0 when each such test is in the allow-list, else 1.
 
     compare.py [--allow FILE] DIRECT.xml PROXY.xml
     compare.py --single RUN.xml      # just the counts of one run
+    compare.py --list-regressions [--allow FILE] DIRECT.xml PROXY.xml
+                                     # ids that differ, not allow-listed
+    compare.py --nodeids < IDS       # junit ids -> pytest node ids
+    compare.py --reruns FILE ...     # FILE: lines "proxy|direct RERUN.xml";
+                                     # a differing test that passed every
+                                     # re-run through pgveil is FLAKY and
+                                     # does not fail the run (unless --strict)
 
 The allow-list has one test id per line, then '#' and the reason; blank
 lines and lines starting with '#' are ignored.
@@ -69,8 +76,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--allow")
     ap.add_argument("--single", action="store_true")
-    ap.add_argument("reports", nargs="+")
+    ap.add_argument("--list-regressions", action="store_true")
+    ap.add_argument("--nodeids", action="store_true")
+    ap.add_argument("--reruns")
+    ap.add_argument("--strict", action="store_true")
+    ap.add_argument("reports", nargs="*")
     args = ap.parse_args()
+
+    if args.nodeids:
+        for line in sys.stdin:
+            if line.strip():
+                print(nodeid(line.strip()))
+        return 0
 
     if args.single:
         res = results(args.reports[0])
@@ -91,6 +108,29 @@ def main():
     bad = [t for t in regressions if t not in allow]
     allowed = [t for t in regressions if t in allow]
     only_proxy = sorted(passed_proxy - passed_direct)
+    if args.list_regressions:
+        for t in bad:
+            print(t)
+        return 0
+
+    # Re-run tallies: id -> {"proxy": [passes, runs], "direct": [...]}.
+    reruns = {}
+    if args.reruns:
+        with open(args.reruns, encoding="utf-8") as f:
+            for line in f:
+                label, _, path = line.strip().partition(" ")
+                try:
+                    res = results(path)
+                except (OSError, ET.ParseError):
+                    continue
+                for t in bad:
+                    tally = reruns.setdefault(t, {"proxy": [0, 0], "direct": [0, 0]})
+                    tally[label][1] += 1
+                    if res.get(t, ("missing",))[0] == "passed":
+                        tally[label][0] += 1
+    flaky = [t for t in bad if t in reruns and reruns[t]["proxy"][1] > 0
+             and reruns[t]["proxy"][0] == reruns[t]["proxy"][1]]
+    failing = [t for t in bad if args.strict or t not in flaky]
 
     print("=" * 72)
     print(f"total tests:            {len(set(direct) | set(proxy))}")
@@ -102,7 +142,12 @@ def main():
           f"({len(allowed)} allow-listed, {len(bad)} not)")
     for t in bad:
         status, message = proxy.get(t, ("missing", ""))
-        print(f"  FAIL  {t}  [{status}]\n        {short(message)}")
+        tag = "FLAKY" if t in flaky else "FAIL"
+        print(f"  {tag}  {t}  [{status}]\n        {short(message)}")
+        if t in reruns:
+            p, d = reruns[t]["proxy"], reruns[t]["direct"]
+            print(f"        re-runs: through pgveil passed {p[0]}/{p[1]}, "
+                  f"directly passed {d[0]}/{d[1]}")
     for t in allowed:
         print(f"  ALLOWED  {t}  # {allow[t]}")
     if only_proxy:
@@ -113,9 +158,18 @@ def main():
     if stale:
         print(f"allow-listed but not failing (consider removing): {', '.join(stale)}")
     print("=" * 72)
-    print(f"{'OK' if not bad else 'FAILED'}: {len(bad)} test(s) pass directly "
-          f"but fail through pgveil")
-    return 1 if bad else 0
+    print(f"{'OK' if not failing else 'FAILED'}: {len(failing)} test(s) pass directly "
+          f"but fail through pgveil"
+          + (f" ({len(flaky)} more flaky: failed once, passed every re-run)"
+             if flaky and not args.strict else ""))
+    return 1 if failing else 0
+
+
+def nodeid(tid):
+    """tests.test_x.Class::name -> tests/test_x.py::Class::name"""
+    classname, _, name = tid.partition("::")
+    module, _, cls = classname.rpartition(".")
+    return f"{module.replace('.', '/')}.py::{cls}::{name}"
 
 
 if __name__ == "__main__":

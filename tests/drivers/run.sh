@@ -15,9 +15,15 @@
 #   DRIVERS_CACHE=dir        where sdists and venvs are kept between runs
 #                            (default ~/.cache/pgveil-drivers)
 #   TEST_TIMEOUT=secs        per-test timeout (default 120)
+#   RERUNS=n                 re-run each differing test n times each way
+#                            (default 3; 0: no re-runs)
+#   STRICT=1                 a differing test fails the run even when it
+#                            passed every re-run through pgveil
 #
 # Exit code: 0 when no test outside the allow-list passes directly but
-# fails through pgveil; 1 otherwise; 2 on a setup error.
+# fails through pgveil (a test that then passes all its re-runs through
+# pgveil is reported as FLAKY and does not count, unless STRICT=1);
+# 1 otherwise; 2 on a setup error.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +32,7 @@ SUITE="${1:-}"
 shift || true
 if [[ "${1:-}" == "--" ]]; then shift; fi
 EXTRA_ARGS=("$@")
+TARGETS=(tests)   # what the suite's pytest runs: its tests directory
 
 if [[ -z "$SUITE" || ! -f "$HERE/suites/$SUITE.sh" ]]; then
     echo "usage: $0 SUITE [-- EXTRA_PYTEST_ARGS...]" >&2
@@ -37,6 +44,7 @@ MODE="${MODE:-both}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 DRIVERS_CACHE="${DRIVERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pgveil-drivers}"
 TEST_TIMEOUT="${TEST_TIMEOUT:-120}"
+RERUNS="${RERUNS:-3}"
 PGVEIL_LOG="${PGVEIL_LOG:-info}"
 START=$(date +%s)
 
@@ -226,15 +234,41 @@ if [[ "$MODE" != both ]]; then
     exit 0
 fi
 
+# Tests that passed directly but not through pgveil (and are not
+# allow-listed) are run again, alone, RERUNS times through pgveil and
+# RERUNS times directly, to tell a steady failure from a flaky one.
+python3 "$HERE/compare.py" --allow "$HERE/allowlist/$SUITE.txt" --list-regressions \
+    "$WORK/direct.xml" "$WORK/proxy.xml" >"$WORK/regressions.txt"
+: >"$WORK/reruns.txt"
+if [[ -s "$WORK/regressions.txt" && "$RERUNS" -gt 0 ]]; then
+    mapfile -t ids < <(python3 "$HERE/compare.py" --nodeids <"$WORK/regressions.txt")
+    log "re-running ${#ids[@]} differing test(s) $RERUNS time(s) each way"
+    TARGETS=("${ids[@]}")
+    EXTRA_ARGS=()
+    for i in $(seq "$RERUNS"); do
+        for label in proxy direct; do
+            port=$PROXY_PORT; [[ $label == direct ]] && port=$PGPORT_DIRECT
+            set +e
+            DRIVERS_TIMELINE="$WORK/rerun.timeline" \
+                PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" \
+                suite_run "rerun-$label" "$port" "$WORK/rerun-$label-$i.xml" \
+                >>"$WORK/rerun-$label.out" 2>&1
+            set -e
+            echo "$label $WORK/rerun-$label-$i.xml" >>"$WORK/reruns.txt"
+        done
+    done
+fi
+
 set +e
-python3 "$HERE/compare.py" --allow "$HERE/allowlist/$SUITE.txt" \
-    "$WORK/direct.xml" "$WORK/proxy.xml"
+python3 "$HERE/compare.py" --allow "$HERE/allowlist/$SUITE.txt" --reruns "$WORK/reruns.txt" \
+    ${STRICT:+--strict} "$WORK/direct.xml" "$WORK/proxy.xml"
 rc=$?
 set -e
-grep -E ' (WARN|ERROR) ' "$WORK/pgveil.log" | sed 's/\x1b\[[0-9;]*m//g' \
-    | sed -E 's/^[^ ]+ +//; s/conn=[0-9]+/conn=N/; s/client=[0-9.:]+/client=ADDR/' | sort | uniq -c | sort -rn | head -20 >"$WORK/pgveil-warnings.txt" || true
+sed 's/\x1b\[[0-9;]*m//g' "$WORK/pgveil.log" | grep -E ' (WARN|ERROR) ' \
+    | sed -E 's/^[^ ]+ +//; s/conn=[0-9]+/conn=N/; s/client=[0-9.:]+/client=ADDR/' \
+    | sort | uniq -c | sort -rn | head -20 >"$WORK/pgveil-warnings.txt" || true
 if [[ -s "$WORK/pgveil-warnings.txt" ]]; then
-    echo "pgveil warnings/errors during the runs (count, line):"
+    echo "pgveil warnings/errors during the runs (count, line; match times with $WORK/*.timeline):"
     cat "$WORK/pgveil-warnings.txt"
 fi
 echo "wall time: $(( $(date +%s) - START ))s"

@@ -44,7 +44,7 @@ suite_run() {
     PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$SUITE_USER" PGPASSWORD="$SUITE_PASSWORD" \
     PGDATABASE="$SUITE_DB" PGSSLMODE=prefer \
     timeout --kill-after=30 1200 \
-    "$SUITE_VENV/bin/python" -m pytest tests -p no:cacheprovider -p timeline \
+    "$SUITE_VENV/bin/python" -m pytest "${TARGETS[@]}" -p no:cacheprovider -p timeline \
         -o junit_family=xunit1 \
         --timeout="$TEST_TIMEOUT" -q -rfE --junitxml="$junit" "${EXTRA_ARGS[@]}"
 }

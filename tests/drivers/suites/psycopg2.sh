@@ -44,7 +44,7 @@ suite_run() {
     PSYCOPG2_TESTDB_PASSWORD="$SUITE_PASSWORD" \
     PSYCOPG2_TEST_REPL_DSN="" \
     timeout --kill-after=30 1200 \
-    "$SUITE_VENV/bin/python" -m pytest tests -p no:cacheprovider -p timeline \
+    "$SUITE_VENV/bin/python" -m pytest "${TARGETS[@]}" -p no:cacheprovider -p timeline \
         -o python_functions=__none__ -o junit_family=xunit1 \
         --timeout="$TEST_TIMEOUT" -q -rfE --junitxml="$junit" "${EXTRA_ARGS[@]}"
 }
