@@ -14,6 +14,7 @@ pub mod logging;
 pub mod policy;
 pub mod protocol;
 pub mod relay;
+pub mod rewrite;
 pub mod roles;
 pub mod server;
 pub mod session;
