@@ -227,6 +227,9 @@ impl<'a> Analyzer<'a> {
                     outputs = columns;
                 }
             }
+            for item in &s.sort_clause {
+                self.order_by(item, &[], &outputs, &scope)?;
+            }
             return Ok(outputs);
         }
         for item in &s.from_clause {
@@ -490,6 +493,7 @@ impl<'a> Analyzer<'a> {
                 return Ok(Vec::new());
             };
             (self.column_order)(schema, &table).ok_or_else(|| Reason::NoColumnList {
+                statement: "INSERT",
                 table: format!("{schema}.{table}"),
                 column: first.into(),
             })?
@@ -823,10 +827,12 @@ impl<'a> Analyzer<'a> {
                 } else {
                     operands.extend(right);
                 }
+                let any = matches!(e.kind(), AExprKind::AexprOpAny | AExprKind::AexprOpAll);
                 match operands
                     .iter()
                     .find_map(|side| self.protected_ref(side, scope))
                 {
+                    Some(column) if any => Err(Reason::Computed(column.into())),
                     Some(column) => Err(Reason::NotSearchable(column.into())),
                     None => self.exprs(operands, scope, strict),
                 }

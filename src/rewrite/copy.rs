@@ -96,6 +96,7 @@ pub(super) fn copy_in(
     }
     let names: Vec<String> = if copy.attlist.is_empty() {
         column_order(schema, table).ok_or_else(|| Reason::NoColumnList {
+            statement: "COPY",
             table: format!("{schema}.{table}"),
             column: first.into(),
         })?

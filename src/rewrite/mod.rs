@@ -177,10 +177,14 @@ enum Reason {
     )]
     InsertSelect(ColumnRefId),
     #[error(
-        "pgveil: INSERT into {table} needs a column list, so that pgveil can tell which \
-         values go to its protected column {column}"
+        "pgveil: {statement} into {table} needs a column list, so that pgveil can tell \
+         which values go to its protected column {column}"
     )]
-    NoColumnList { table: String, column: ColumnRefId },
+    NoColumnList {
+        statement: &'static str,
+        table: String,
+        column: ColumnRefId,
+    },
     #[error(
         "pgveil: column {0} is encrypted with randomized encryption; only IS NULL \
          comparisons are possible (use deterministic encryption for equality search)"

@@ -78,14 +78,18 @@ fn refused(sql: &str, sqlstate: &str, column: &str) -> String {
     }
 }
 
+fn column_id(column: &str) -> ColumnRefId {
+    ColumnRefId {
+        schema: "public".into(),
+        table: "customers".into(),
+        column: column.into(),
+    }
+}
+
 fn slot(number: usize, column: &str) -> ParamSlot {
     ParamSlot {
         number,
-        column: ColumnRefId {
-            schema: "public".into(),
-            table: "customers".into(),
-            column: column.into(),
-        },
+        column: column_id(column),
     }
 }
 
@@ -479,7 +483,8 @@ fn copy_from_a_file_or_without_columns_is_refused() {
         "0A000",
         EMAIL,
     );
-    refused("COPY customers FROM STDIN", "0A000", EMAIL);
+    let message = refused("COPY customers FROM STDIN", "0A000", EMAIL);
+    assert!(message.starts_with("pgveil: COPY into public.customers needs a column list"));
     refused(
         "COPY customers (email) FROM STDIN; SELECT 1",
         "0A000",
