@@ -256,6 +256,13 @@ fn update_set_single_and_multiple() {
         "0A000",
         EMAIL,
     );
+    assert_eq!(
+        sql_of("UPDATE customers SET segment = '中文', email = 'é' WHERE full_name IS NULL"),
+        format!(
+            "UPDATE customers SET segment = '中文', email = {} WHERE full_name IS NULL",
+            ct("é", "email")
+        )
+    );
     refused("UPDATE customers SET email = upper(email)", "0A000", EMAIL);
     assert_eq!(
         run("UPDATE customers SET (segment, id) = (SELECT 'x', 1)"),
