@@ -19,6 +19,7 @@ pub mod policy;
 pub mod protocol;
 pub mod relay;
 pub mod reveal;
+pub mod rewrite;
 pub mod roles;
 pub mod server;
 pub mod session;

@@ -1,0 +1,1016 @@
+//! The walk over a parsed statement: resolves column names through the
+//! relations in scope, checks every write and comparison of a protected
+//! column, and collects the literal edits and parameter slots.
+
+use pg_query::protobuf::{
+    a_const, AConst, AExpr, AExprKind, ColumnRef, CommonTableExpr, DeleteStmt, ExecuteStmt,
+    InsertStmt, JoinExpr, Node, OnConflictClause, PrepareStmt, RangeSubselect, RangeVar, ResTarget,
+    ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink, Token, UpdateStmt, WithClause,
+};
+use pg_query::NodeRef;
+
+use super::{
+    splice, ColumnOrder, Encryptor, NodeEnum, Outcome, ParamSlot, Prepared, Reason, Rewrite,
+};
+use crate::policy::{ColumnPolicy, Encryption, Policy};
+
+type Result<T> = std::result::Result<T, Reason>;
+
+/// The schema of a table named without one.
+const DEFAULT_SCHEMA: &str = "public";
+
+/// Replaces `start..end` of the statement text.
+#[derive(Debug)]
+pub(super) struct Edit {
+    pub start: usize,
+    pub end: usize,
+    pub replacement: String,
+}
+
+/// Protected columns a relation exposes, by the name it exposes them as.
+type Protected<'a> = Vec<(String, &'a ColumnPolicy)>;
+
+/// A table, subquery or CTE in a FROM list.
+struct Relation<'a> {
+    /// The alias, or the table or CTE name.
+    name: String,
+    /// The schema of a table referred to without an alias.
+    schema: Option<String>,
+    columns: Protected<'a>,
+}
+
+/// The relations and CTEs visible in a (sub)query, and the enclosing
+/// query's scope.
+#[derive(Default)]
+struct Scope<'s, 'a> {
+    relations: Vec<Relation<'a>>,
+    ctes: Vec<(String, Protected<'a>)>,
+    parent: Option<&'s Scope<'s, 'a>>,
+}
+
+impl<'s, 'a> Scope<'s, 'a> {
+    fn child(parent: &'s Scope<'s, 'a>) -> Self {
+        Scope {
+            parent: Some(parent),
+            ..Scope::default()
+        }
+    }
+
+    fn levels(&self) -> impl Iterator<Item = &Scope<'s, 'a>> {
+        std::iter::successors(Some(self), |scope| scope.parent)
+    }
+
+    fn cte(&self, name: &str) -> Option<&Protected<'a>> {
+        self.levels()
+            .flat_map(|scope| &scope.ctes)
+            .find(|(cte, _)| cte == name)
+            .map(|(_, columns)| columns)
+    }
+
+    /// The protected column a column reference names, if any.
+    fn resolve(&self, fields: &[String]) -> Option<&'a ColumnPolicy> {
+        let find = |relation: &Relation<'a>, column: &str| {
+            relation
+                .columns
+                .iter()
+                .find(|(name, _)| name == column)
+                .map(|(_, policy)| *policy)
+        };
+        match fields {
+            [column] => self
+                .levels()
+                .flat_map(|scope| &scope.relations)
+                .find_map(|relation| find(relation, column)),
+            [table, column] => self
+                .levels()
+                .flat_map(|scope| &scope.relations)
+                .find(|relation| relation.name == *table)
+                .and_then(|relation| find(relation, column)),
+            [schema, table, column] => self
+                .levels()
+                .flat_map(|scope| &scope.relations)
+                .find(|r| r.name == *table && r.schema.as_deref() == Some(schema))
+                .and_then(|relation| find(relation, column)),
+            _ => None,
+        }
+    }
+
+    /// Every protected column the relations of this level expose.
+    fn all_columns(&self) -> impl Iterator<Item = &(String, &'a ColumnPolicy)> {
+        self.relations.iter().flat_map(|r| &r.columns)
+    }
+}
+
+/// What a comparison operand or a written value is.
+enum Operand<'n, 'a> {
+    Protected(&'a ColumnPolicy),
+    Literal(&'n AConst, &'n str),
+    Param(usize),
+    Null,
+    Other,
+}
+
+/// The state of one analysis: the edits and parameter slots so far.
+pub(super) struct Analyzer<'a> {
+    sql: &'a str,
+    tokens: Vec<ScanToken>,
+    policy: &'a Policy,
+    enc: &'a dyn Encryptor,
+    column_order: ColumnOrder<'a>,
+    edits: Vec<Edit>,
+    params: Vec<ParamSlot>,
+}
+
+impl<'a> Analyzer<'a> {
+    pub fn new(
+        sql: &'a str,
+        tokens: Vec<ScanToken>,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+        column_order: ColumnOrder<'a>,
+    ) -> Self {
+        Analyzer {
+            sql,
+            tokens,
+            policy,
+            enc,
+            column_order,
+            edits: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    pub fn finish(self, prepared: Vec<Prepared>) -> Outcome {
+        if self.edits.is_empty() && self.params.is_empty() && prepared.is_empty() {
+            return Outcome::Unchanged;
+        }
+        Outcome::Rewritten(Rewrite {
+            sql: splice(self.sql, self.edits),
+            params: self.params,
+            prepared,
+        })
+    }
+
+    /// Analyses a top-level statement other than COPY and PREPARE.
+    pub fn statement(&mut self, node: &NodeEnum) -> Result<()> {
+        self.statement_in(node, &Scope::default())
+    }
+
+    /// Analyses the statement a PREPARE prepares; returns its slots.
+    pub fn prepare(&mut self, prepare: &PrepareStmt) -> Result<Vec<ParamSlot>> {
+        let outer = std::mem::take(&mut self.params);
+        let result = self.optional_statement(prepare.query.as_deref(), &Scope::default());
+        let slots = std::mem::replace(&mut self.params, outer);
+        result.map(|()| slots)
+    }
+
+    /// Encrypts the arguments of an EXECUTE at these slots.
+    pub fn execute(&mut self, execute: &ExecuteStmt, slots: &[ParamSlot]) -> Result<()> {
+        for slot in slots {
+            let (Some(arg), Some(column)) = (
+                execute.params.get(slot.number.wrapping_sub(1)),
+                self.policy
+                    .column(&slot.column.schema, &slot.column.table, &slot.column.column),
+            ) else {
+                continue;
+            };
+            self.write(column, arg, &Scope::default())?;
+        }
+        Ok(())
+    }
+
+    fn optional_statement(&mut self, node: Option<&Node>, scope: &Scope<'_, 'a>) -> Result<()> {
+        match node.and_then(|n| n.node.as_ref()) {
+            Some(node) => self.statement_in(node, scope),
+            None => Ok(()),
+        }
+    }
+
+    fn statement_in(&mut self, node: &NodeEnum, scope: &Scope<'_, 'a>) -> Result<()> {
+        match node {
+            NodeEnum::SelectStmt(s) => self.select(s, scope).map(drop),
+            NodeEnum::InsertStmt(s) => self.insert(s, scope),
+            NodeEnum::UpdateStmt(s) => self.update(s, scope),
+            NodeEnum::DeleteStmt(s) => self.delete(s, scope),
+            NodeEnum::MergeStmt(_) => self.merge(node),
+            NodeEnum::ExplainStmt(s) => self.optional_statement(s.query.as_deref(), scope),
+            NodeEnum::DeclareCursorStmt(s) => self.optional_statement(s.query.as_deref(), scope),
+            NodeEnum::CreateTableAsStmt(s) => self.optional_statement(s.query.as_deref(), scope),
+            NodeEnum::ViewStmt(s) => self.optional_statement(s.query.as_deref(), scope),
+            _ => Ok(()),
+        }
+    }
+
+    fn merge(&self, node: &NodeEnum) -> Result<()> {
+        for (n, ..) in node.nodes() {
+            if let NodeRef::RangeVar(range) = n {
+                let (schema, table) = table_name(range);
+                if let Some(column) = self.policy.columns_of(schema, &table).next() {
+                    return Err(Reason::Merge(column.into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // Queries
+
+    /// Analyses a SELECT; returns the protected columns it outputs.
+    fn select(&mut self, s: &SelectStmt, parent: &Scope<'_, 'a>) -> Result<Protected<'a>> {
+        let mut scope = Scope::child(parent);
+        self.with_clause(s.with_clause.as_ref(), &mut scope)?;
+        if s.op() != SetOperation::SetopNone && s.op() != SetOperation::Undefined {
+            let mut outputs = Protected::new();
+            for (i, arm) in [&s.larg, &s.rarg].into_iter().flatten().enumerate() {
+                let columns = self.select(arm, &scope)?;
+                if i == 0 {
+                    outputs = columns;
+                }
+            }
+            for item in &s.sort_clause {
+                self.order_by(item, &[], &outputs, &scope)?;
+            }
+            return Ok(outputs);
+        }
+        for item in &s.from_clause {
+            let relations = self.relations_of(item, &scope)?;
+            scope.relations.extend(relations);
+        }
+        for row in &s.values_lists {
+            self.value(row, &scope)?;
+        }
+        let outputs = self.target_list(&s.target_list, &scope)?;
+        self.condition_opt(s.where_clause.as_deref(), &scope)?;
+        for item in &s.group_clause {
+            self.group_by(item, &scope)?;
+        }
+        self.condition_opt(s.having_clause.as_deref(), &scope)?;
+        for item in &s.sort_clause {
+            self.order_by(item, &s.target_list, &outputs, &scope)?;
+        }
+        Ok(outputs)
+    }
+
+    fn with_clause(&mut self, with: Option<&WithClause>, scope: &mut Scope<'_, 'a>) -> Result<()> {
+        for cte in with.into_iter().flat_map(|w| &w.ctes) {
+            if let Some(NodeEnum::CommonTableExpr(cte)) = &cte.node {
+                let columns = self.cte(cte, scope)?;
+                scope.ctes.push((cte.ctename.clone(), columns));
+            }
+        }
+        Ok(())
+    }
+
+    fn cte(&mut self, cte: &CommonTableExpr, scope: &Scope<'_, 'a>) -> Result<Protected<'a>> {
+        match cte.ctequery.as_deref().and_then(|q| q.node.as_ref()) {
+            Some(NodeEnum::SelectStmt(s)) => self.select(s, scope),
+            Some(node) => self.statement_in(node, scope).map(|()| Protected::new()),
+            None => Ok(Protected::new()),
+        }
+    }
+
+    /// The relations a FROM item brings into scope.
+    fn relations_of(&mut self, item: &Node, scope: &Scope<'_, 'a>) -> Result<Vec<Relation<'a>>> {
+        match &item.node {
+            Some(NodeEnum::RangeVar(range)) => self.range_var(range, scope).map(|r| vec![r]),
+            Some(NodeEnum::RangeSubselect(sub)) => self.subselect(sub, scope).map(|r| vec![r]),
+            Some(NodeEnum::JoinExpr(join)) => self.join(join, scope),
+            Some(other) => {
+                self.unknown(other, scope, false)?;
+                Ok(Vec::new())
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn range_var(&self, range: &RangeVar, scope: &Scope<'_, 'a>) -> Result<Relation<'a>> {
+        let alias = range.alias.as_ref();
+        let name = alias.map_or(&range.relname, |a| &a.aliasname).clone();
+        if range.schemaname.is_empty() {
+            if let Some(columns) = scope.cte(&range.relname) {
+                let columns = columns.clone();
+                return Ok(Relation {
+                    name,
+                    schema: None,
+                    columns,
+                });
+            }
+        }
+        let (schema, table) = table_name(range);
+        let columns: Protected<'a> = self
+            .policy
+            .columns_of(schema, &table)
+            .map(|c| (c.column.clone(), c))
+            .collect();
+        if let (Some((_, column)), Some(alias)) = (columns.first(), alias) {
+            if !alias.colnames.is_empty() {
+                return Err(Reason::ColumnAliases((*column).into()));
+            }
+        }
+        Ok(Relation {
+            name,
+            schema: alias.is_none().then(|| schema.to_owned()),
+            columns,
+        })
+    }
+
+    fn subselect(&mut self, sub: &RangeSubselect, scope: &Scope<'_, 'a>) -> Result<Relation<'a>> {
+        let columns = match sub.subquery.as_deref().and_then(|q| q.node.as_ref()) {
+            Some(NodeEnum::SelectStmt(s)) => self.select(s, scope)?,
+            _ => Protected::new(),
+        };
+        let name = sub.alias.as_ref().map(|a| a.aliasname.clone());
+        Ok(Relation {
+            name: name.unwrap_or_default(),
+            schema: None,
+            columns,
+        })
+    }
+
+    fn join(&mut self, join: &JoinExpr, scope: &Scope<'_, 'a>) -> Result<Vec<Relation<'a>>> {
+        let mut relations = Vec::new();
+        for side in [&join.larg, &join.rarg].into_iter().flatten() {
+            let mut side = self.relations_of(side, scope)?;
+            relations.append(&mut side);
+        }
+        let mut quals_scope = Scope::child(scope);
+        quals_scope.relations = relations;
+        self.using(&join.using_clause, &quals_scope)?;
+        self.condition_opt(join.quals.as_deref(), &quals_scope)?;
+        let mut relations = quals_scope.relations;
+        if let Some(alias) = &join.alias {
+            let columns = relations.drain(..).flat_map(|r| r.columns).collect();
+            relations.push(Relation {
+                name: alias.aliasname.clone(),
+                schema: None,
+                columns,
+            });
+        }
+        Ok(relations)
+    }
+
+    /// `JOIN ... USING (col)` compares the column of both sides.
+    fn using(&self, columns: &[Node], scope: &Scope<'_, 'a>) -> Result<()> {
+        for name in columns.iter().filter_map(string) {
+            let mut sides = scope
+                .all_columns()
+                .filter(|(column, _)| column == name)
+                .map(|(_, policy)| *policy);
+            if let Some(first) = sides.next() {
+                check_equality(first, sides.next())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn target_list(&mut self, targets: &[Node], scope: &Scope<'_, 'a>) -> Result<Protected<'a>> {
+        let mut outputs = Protected::new();
+        for target in targets {
+            let Some(NodeEnum::ResTarget(res)) = &target.node else {
+                continue;
+            };
+            let Some(val) = res.val.as_deref() else {
+                continue;
+            };
+            if let Some(fields) = star_target(val) {
+                let relations = scope.relations.iter();
+                let chosen = relations.filter(|r| fields.is_empty() || r.name == fields[0]);
+                outputs.extend(chosen.flat_map(|r| r.columns.iter().cloned()));
+                continue;
+            }
+            if let Some(column) = self.protected_ref(val, scope) {
+                let name = if res.name.is_empty() {
+                    column.column.clone()
+                } else {
+                    res.name.clone()
+                };
+                outputs.push((name, column));
+            }
+            self.value(val, scope)?;
+        }
+        Ok(outputs)
+    }
+
+    fn group_by(&mut self, item: &Node, scope: &Scope<'_, 'a>) -> Result<()> {
+        match self.protected_ref(item, scope) {
+            Some(column) if column.encryption == Encryption::Randomized => {
+                Err(Reason::Randomized(column.into()))
+            }
+            Some(_) => Ok(()),
+            None => self.value(item, scope),
+        }
+    }
+
+    fn order_by(
+        &mut self,
+        item: &Node,
+        targets: &[Node],
+        outputs: &Protected<'a>,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        let Some(NodeEnum::SortBy(sort)) = &item.node else {
+            return self.value(item, scope);
+        };
+        let Some(key) = sort.node.as_deref() else {
+            return Ok(());
+        };
+        let by_output = column_fields(key).and_then(|fields| match fields.as_slice() {
+            [name] => outputs.iter().find(|(n, _)| n == name).map(|(_, c)| *c),
+            _ => None,
+        });
+        let by_position = match &key.node {
+            Some(NodeEnum::AConst(AConst {
+                val: Some(a_const::Val::Ival(i)),
+                ..
+            })) => usize::try_from(i.ival)
+                .ok()
+                .and_then(|n| targets.get(n.wrapping_sub(1)))
+                .and_then(|t| match &t.node {
+                    Some(NodeEnum::ResTarget(res)) => res.val.as_deref(),
+                    _ => None,
+                })
+                .and_then(|val| self.protected_ref(val, scope)),
+            _ => None,
+        };
+        match self.protected_ref(key, scope).or(by_output).or(by_position) {
+            Some(column) => Err(Reason::NotSearchable(column.into())),
+            None => self.value(key, scope),
+        }
+    }
+
+    // Writes
+
+    fn insert(&mut self, s: &InsertStmt, parent: &Scope<'_, 'a>) -> Result<()> {
+        let mut scope = Scope::child(parent);
+        self.with_clause(s.with_clause.as_ref(), &mut scope)?;
+        let Some(range) = &s.relation else {
+            return Ok(());
+        };
+        let target = self.range_var(range, &scope)?;
+        let (schema, table) = table_name(range);
+        let targets = self.insert_targets(s, range)?;
+        match s.select_stmt.as_deref().and_then(|n| n.node.as_ref()) {
+            Some(NodeEnum::SelectStmt(select)) if is_plain_values(select) => {
+                for row in &select.values_lists {
+                    let Some(NodeEnum::List(row)) = &row.node else {
+                        continue;
+                    };
+                    for (i, value) in row.items.iter().enumerate() {
+                        match targets.get(i).copied().flatten() {
+                            Some(column) => self.write(column, value, &scope)?,
+                            None => self.value(value, &scope)?,
+                        }
+                    }
+                }
+            }
+            Some(NodeEnum::SelectStmt(select)) => {
+                if let Some(column) = targets.iter().flatten().next() {
+                    return Err(Reason::InsertSelect((*column).into()));
+                }
+                self.select(select, &scope)?;
+            }
+            _ => {}
+        }
+        scope.relations.push(target);
+        if let Some(conflict) = &s.on_conflict_clause {
+            self.on_conflict(conflict, schema, &table, &scope)?;
+        }
+        self.returning(s.returning_clause.as_ref(), &scope)
+    }
+
+    /// The protected column each inserted value goes to, in order.
+    fn insert_targets(
+        &self,
+        s: &InsertStmt,
+        range: &RangeVar,
+    ) -> Result<Vec<Option<&'a ColumnPolicy>>> {
+        let (schema, table) = table_name(range);
+        if s.select_stmt.is_none() {
+            return Ok(Vec::new()); // DEFAULT VALUES
+        }
+        let names: Vec<String> = if s.cols.is_empty() {
+            let Some(first) = self.policy.columns_of(schema, &table).next() else {
+                return Ok(Vec::new());
+            };
+            (self.column_order)(schema, &table).ok_or_else(|| Reason::NoColumnList {
+                statement: "INSERT",
+                table: format!("{schema}.{table}"),
+                column: first.into(),
+            })?
+        } else {
+            s.cols
+                .iter()
+                .filter_map(|c| match &c.node {
+                    Some(NodeEnum::ResTarget(res)) => Some(res),
+                    _ => None,
+                })
+                .map(|res| {
+                    self.assignable(schema, &table, res)
+                        .map(|_| res.name.clone())
+                })
+                .collect::<Result<_>>()?
+        };
+        Ok(names
+            .iter()
+            .map(|name| self.policy.column(schema, &table, name))
+            .collect())
+    }
+
+    /// The protected column a SET or INSERT target names; refuses writing
+    /// to a part of one (`col[1]`, `col.field`).
+    fn assignable(
+        &self,
+        schema: &str,
+        table: &str,
+        res: &ResTarget,
+    ) -> Result<Option<&'a ColumnPolicy>> {
+        let column = self.policy.column(schema, table, &res.name);
+        match column {
+            Some(column) if !res.indirection.is_empty() => Err(Reason::NotWritable(column.into())),
+            _ => Ok(column),
+        }
+    }
+
+    fn on_conflict(
+        &mut self,
+        conflict: &OnConflictClause,
+        schema: &str,
+        table: &str,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        let mut conflict_scope = Scope::child(scope);
+        conflict_scope.relations.push(Relation {
+            name: "excluded".into(),
+            schema: None,
+            columns: self
+                .policy
+                .columns_of(schema, table)
+                .map(|c| (c.column.clone(), c))
+                .collect(),
+        });
+        self.set_clause(&conflict.target_list, schema, table, true, &conflict_scope)?;
+        self.condition_opt(conflict.where_clause.as_deref(), &conflict_scope)
+    }
+
+    fn update(&mut self, s: &UpdateStmt, parent: &Scope<'_, 'a>) -> Result<()> {
+        let mut scope = Scope::child(parent);
+        self.with_clause(s.with_clause.as_ref(), &mut scope)?;
+        let Some(range) = &s.relation else {
+            return Ok(());
+        };
+        let target = self.range_var(range, &scope)?;
+        scope.relations.push(target);
+        for item in &s.from_clause {
+            let relations = self.relations_of(item, &scope)?;
+            scope.relations.extend(relations);
+        }
+        let (schema, table) = table_name(range);
+        self.set_clause(&s.target_list, schema, &table, false, &scope)?;
+        self.condition_opt(s.where_clause.as_deref(), &scope)?;
+        self.returning(s.returning_clause.as_ref(), &scope)
+    }
+
+    /// `SET col = value, (a, b) = (v1, v2), ...` of UPDATE or ON CONFLICT.
+    fn set_clause(
+        &mut self,
+        targets: &[Node],
+        schema: &str,
+        table: &str,
+        on_conflict: bool,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        for target in targets {
+            let Some(NodeEnum::ResTarget(res)) = &target.node else {
+                continue;
+            };
+            let Some(val) = res.val.as_deref() else {
+                continue;
+            };
+            let column = self.assignable(schema, table, res)?;
+            let value = match &val.node {
+                Some(NodeEnum::MultiAssignRef(multi)) => {
+                    match multi.source.as_deref().and_then(|s| s.node.as_ref()) {
+                        Some(NodeEnum::RowExpr(row)) => row
+                            .args
+                            .get(usize::try_from(multi.colno - 1).unwrap_or(usize::MAX)),
+                        _ if multi.colno == 1 && column.is_none() => multi.source.as_deref(),
+                        _ => None,
+                    }
+                }
+                _ => Some(val),
+            };
+            match (column, value) {
+                (Some(column), Some(value)) => {
+                    if !(on_conflict && is_excluded(value, &res.name)) {
+                        self.write(column, value, scope)?;
+                    }
+                }
+                (Some(column), None) => return Err(Reason::NotWritable(column.into())),
+                (None, Some(value)) => self.value(value, scope)?,
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, s: &DeleteStmt, parent: &Scope<'_, 'a>) -> Result<()> {
+        let mut scope = Scope::child(parent);
+        self.with_clause(s.with_clause.as_ref(), &mut scope)?;
+        if let Some(range) = &s.relation {
+            let target = self.range_var(range, &scope)?;
+            scope.relations.push(target);
+        }
+        for item in &s.using_clause {
+            let relations = self.relations_of(item, &scope)?;
+            scope.relations.extend(relations);
+        }
+        self.condition_opt(s.where_clause.as_deref(), &scope)?;
+        self.returning(s.returning_clause.as_ref(), &scope)
+    }
+
+    fn returning(
+        &mut self,
+        returning: Option<&ReturningClause>,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        for expr in returning.into_iter().flat_map(|r| &r.exprs) {
+            self.value(expr, scope)?;
+        }
+        Ok(())
+    }
+
+    /// A value written to a protected column.
+    fn write(
+        &mut self,
+        column: &'a ColumnPolicy,
+        value: &Node,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        if matches!(value.node, Some(NodeEnum::SetToDefault(_))) {
+            return Ok(());
+        }
+        match self.operand(value, scope) {
+            Operand::Literal(constant, text) => self.encrypt(column, constant, text),
+            Operand::Param(number) => self.param(column, number),
+            Operand::Null => Ok(()),
+            Operand::Protected(_) | Operand::Other => Err(Reason::NotWritable(column.into())),
+        }
+    }
+
+    // Expressions
+
+    /// An expression whose result is read, not tested: protected columns
+    /// may appear in it, but comparisons and subqueries in it are checked.
+    fn value(&mut self, node: &Node, scope: &Scope<'_, 'a>) -> Result<()> {
+        self.expr(node, scope, false)
+    }
+
+    fn condition_opt(&mut self, node: Option<&Node>, scope: &Scope<'_, 'a>) -> Result<()> {
+        node.map_or(Ok(()), |node| self.expr(node, scope, true))
+    }
+
+    /// Walks an expression. In a condition (`strict`), a protected column
+    /// may appear only as an operand of a comparison this module handles.
+    fn expr(&mut self, node: &Node, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
+        let Some(inner) = &node.node else {
+            return Ok(());
+        };
+        match inner {
+            NodeEnum::ColumnRef(_) => match self.protected_ref(node, scope) {
+                Some(column) if strict => Err(Reason::Computed(column.into())),
+                _ => Ok(()),
+            },
+            NodeEnum::AExpr(e) => self.comparison(e, scope, strict),
+            NodeEnum::NullTest(test) => match test.arg.as_deref() {
+                Some(arg) if self.protected_ref(arg, scope).is_some() => Ok(()),
+                arg => self.exprs(arg, scope, strict),
+            },
+            NodeEnum::SubLink(link) => self.sublink(link, scope, strict),
+            NodeEnum::SelectStmt(s) => self.select(s, scope).map(drop),
+            NodeEnum::BoolExpr(e) => self.exprs(&e.args, scope, strict),
+            NodeEnum::TypeCast(e) => self.exprs(e.arg.as_deref(), scope, strict),
+            NodeEnum::FuncCall(f) => {
+                self.exprs(&f.args, scope, strict)?;
+                self.exprs(f.agg_filter.as_deref(), scope, strict)
+            }
+            NodeEnum::CaseExpr(e) => {
+                self.exprs(e.arg.as_deref(), scope, strict)?;
+                self.exprs(&e.args, scope, strict)?;
+                self.exprs(e.defresult.as_deref(), scope, strict)
+            }
+            NodeEnum::CaseWhen(w) => {
+                self.expr_opt(w.expr.as_deref(), scope, true)?;
+                self.exprs(w.result.as_deref(), scope, strict)
+            }
+            NodeEnum::CoalesceExpr(e) => self.exprs(&e.args, scope, strict),
+            NodeEnum::MinMaxExpr(e) => self.exprs(&e.args, scope, strict),
+            NodeEnum::RowExpr(e) => self.exprs(&e.args, scope, strict),
+            NodeEnum::AArrayExpr(e) => self.exprs(&e.elements, scope, strict),
+            NodeEnum::List(l) => self.exprs(&l.items, scope, strict),
+            NodeEnum::BooleanTest(t) => self.exprs(t.arg.as_deref(), scope, strict),
+            NodeEnum::CollateClause(c) => self.exprs(c.arg.as_deref(), scope, strict),
+            NodeEnum::ResTarget(r) => self.exprs(r.val.as_deref(), scope, strict),
+            NodeEnum::AConst(_)
+            | NodeEnum::ParamRef(_)
+            | NodeEnum::SetToDefault(_)
+            | NodeEnum::AStar(_)
+            | NodeEnum::SqlvalueFunction(_) => Ok(()),
+            other => self.unknown(other, scope, strict),
+        }
+    }
+
+    fn expr_opt(&mut self, node: Option<&Node>, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
+        node.map_or(Ok(()), |node| self.expr(node, scope, strict))
+    }
+
+    fn exprs<'n>(
+        &mut self,
+        nodes: impl IntoIterator<Item = &'n Node>,
+        scope: &Scope<'_, 'a>,
+        strict: bool,
+    ) -> Result<()> {
+        nodes
+            .into_iter()
+            .try_for_each(|node| self.expr(node, scope, strict))
+    }
+
+    /// An expression this walk does not know: refused if it holds a
+    /// subquery, or, in a condition, a protected column.
+    fn unknown(&self, node: &NodeEnum, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
+        for (n, ..) in node.nodes().into_iter().skip(1) {
+            match n {
+                NodeRef::SelectStmt(_) => return Err(Reason::UncheckedSubquery),
+                NodeRef::ColumnRef(c) if strict => {
+                    if let Some(column) = scope.resolve(&fields_of(c)) {
+                        return Err(Reason::Computed(column.into()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn sublink(&mut self, link: &SubLink, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
+        let outputs = match link.subselect.as_deref().and_then(|s| s.node.as_ref()) {
+            Some(NodeEnum::SelectStmt(s)) => self.select(s, scope)?,
+            _ => Protected::new(),
+        };
+        let Some(test) = link.testexpr.as_deref() else {
+            return Ok(());
+        };
+        match self.protected_ref(test, scope) {
+            Some(column) => check_equality(column, outputs.first().map(|(_, c)| *c)),
+            None => self.expr(test, scope, strict),
+        }
+    }
+
+    fn comparison(&mut self, e: &AExpr, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
+        let (Some(left), right) = (e.lexpr.as_deref(), e.rexpr.as_deref()) else {
+            return self.exprs(e.rexpr.as_deref(), scope, strict);
+        };
+        let operator = e.name.iter().filter_map(string).next_back().unwrap_or("");
+        match e.kind() {
+            AExprKind::AexprIn => {
+                let Some(column) = self.protected_ref(left, scope) else {
+                    self.expr(left, scope, strict)?;
+                    return self.exprs(right, scope, strict);
+                };
+                let items = match right.and_then(|r| r.node.as_ref()) {
+                    Some(NodeEnum::List(list)) => list.items.as_slice(),
+                    _ => &[],
+                };
+                items
+                    .iter()
+                    .try_for_each(|item| self.equality(column, item, scope))
+            }
+            AExprKind::AexprOp if !matches!(operator, "=" | "<>") => {
+                let protected = [Some(left), right]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|side| self.protected_ref(side, scope));
+                match protected {
+                    Some(c) if matches!(operator, "<" | ">" | "<=" | ">=" | "~~" | "~~*") => {
+                        Err(Reason::NotSearchable(c.into()))
+                    }
+                    Some(c) => Err(Reason::Computed(c.into())),
+                    None => {
+                        self.expr(left, scope, strict)?;
+                        self.exprs(right, scope, strict)
+                    }
+                }
+            }
+            AExprKind::AexprOp
+            | AExprKind::AexprDistinct
+            | AExprKind::AexprNotDistinct
+            | AExprKind::AexprNullif => {
+                let right = right.ok_or(Reason::Syntax)?;
+                match (
+                    self.protected_ref(left, scope),
+                    self.protected_ref(right, scope),
+                ) {
+                    (Some(column), _) => self.equality(column, right, scope),
+                    (None, Some(column)) => self.equality(column, left, scope),
+                    (None, None) => {
+                        self.expr(left, scope, strict)?;
+                        self.expr(right, scope, strict)
+                    }
+                }
+            }
+            _ => {
+                let mut operands = vec![left];
+                if let Some(Node {
+                    node: Some(NodeEnum::List(list)),
+                }) = right
+                {
+                    operands.extend(&list.items);
+                } else {
+                    operands.extend(right);
+                }
+                let any = matches!(e.kind(), AExprKind::AexprOpAny | AExprKind::AexprOpAll);
+                match operands
+                    .iter()
+                    .find_map(|side| self.protected_ref(side, scope))
+                {
+                    Some(column) if any => Err(Reason::Computed(column.into())),
+                    Some(column) => Err(Reason::NotSearchable(column.into())),
+                    None => self.exprs(operands, scope, strict),
+                }
+            }
+        }
+    }
+
+    /// The other side of an equality with a protected column.
+    fn equality(
+        &mut self,
+        column: &'a ColumnPolicy,
+        other: &Node,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        if column.encryption == Encryption::Randomized {
+            return Err(Reason::Randomized(column.into()));
+        }
+        match self.operand(other, scope) {
+            Operand::Protected(other) => check_equality(column, Some(other)),
+            Operand::Literal(constant, text) => self.encrypt(column, constant, text),
+            Operand::Param(number) => self.param(column, number),
+            Operand::Null => Ok(()),
+            Operand::Other => Err(Reason::Incomparable(column.into())),
+        }
+    }
+
+    fn operand<'n>(&self, node: &'n Node, scope: &Scope<'_, 'a>) -> Operand<'n, 'a> {
+        match &node.node {
+            Some(NodeEnum::TypeCast(cast)) => match cast.arg.as_deref() {
+                Some(arg) => self.operand(arg, scope),
+                None => Operand::Other,
+            },
+            Some(NodeEnum::AConst(c)) if c.isnull => Operand::Null,
+            Some(NodeEnum::AConst(c)) => match &c.val {
+                Some(a_const::Val::Sval(s)) => Operand::Literal(c, &s.sval),
+                _ => Operand::Other,
+            },
+            Some(NodeEnum::ParamRef(p)) => {
+                usize::try_from(p.number).map_or(Operand::Other, Operand::Param)
+            }
+            Some(NodeEnum::ColumnRef(c)) => scope
+                .resolve(&fields_of(c))
+                .map_or(Operand::Other, Operand::Protected),
+            _ => Operand::Other,
+        }
+    }
+
+    /// The protected column an expression is (possibly cast), if any.
+    fn protected_ref(&self, node: &Node, scope: &Scope<'_, 'a>) -> Option<&'a ColumnPolicy> {
+        match self.operand(node, scope) {
+            Operand::Protected(column) => Some(column),
+            _ => None,
+        }
+    }
+
+    fn param(&mut self, column: &ColumnPolicy, number: usize) -> Result<()> {
+        let slot = ParamSlot {
+            number,
+            column: column.into(),
+        };
+        if !self.params.contains(&slot) {
+            self.params.push(slot);
+        }
+        Ok(())
+    }
+
+    /// Replaces the literal token at the constant's location by the
+    /// literal of its ciphertext.
+    fn encrypt(&mut self, column: &ColumnPolicy, constant: &AConst, plaintext: &str) -> Result<()> {
+        let encrypt_error = |error| Reason::Encrypt {
+            column: column.into(),
+            error,
+        };
+        let ciphertext = self.enc.encrypt(column, plaintext).map_err(encrypt_error)?;
+        if !ciphertext
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
+        {
+            return Err(encrypt_error(super::EncryptError(
+                "the ciphertext is not plain ASCII text".into(),
+            )));
+        }
+        let (start, end) = self
+            .literal_extent(constant.location)
+            .ok_or(Reason::Syntax)?;
+        self.edits.push(Edit {
+            start,
+            end,
+            replacement: format!("'{ciphertext}'"),
+        });
+        Ok(())
+    }
+
+    /// The byte range of the literal token starting at `location`, with
+    /// its `UESCAPE '.'` clause if it has one.
+    fn literal_extent(&self, location: i32) -> Option<(usize, usize)> {
+        let i = self
+            .tokens
+            .binary_search_by_key(&location, |t| t.start)
+            .ok()?;
+        let mut end = self.tokens[i].end;
+        if let [escape, char, ..] = &self.tokens[i + 1..] {
+            if escape.token() == Token::Uescape && char.token() == Token::Sconst {
+                end = char.end;
+            }
+        }
+        Some((
+            usize::try_from(self.tokens[i].start).ok()?,
+            usize::try_from(end).ok()?,
+        ))
+    }
+}
+
+/// Two sides of an equality: a protected column may equal only a column
+/// of its key domain, and only with deterministic encryption.
+fn check_equality(column: &ColumnPolicy, other: Option<&ColumnPolicy>) -> Result<()> {
+    if column.encryption == Encryption::Randomized {
+        return Err(Reason::Randomized(column.into()));
+    }
+    match other {
+        Some(other) if other.domain == column.domain => Ok(()),
+        _ => Err(Reason::Incomparable(column.into())),
+    }
+}
+
+/// `(schema, table)` of a table reference.
+fn table_name(range: &RangeVar) -> (&str, String) {
+    let schema = if range.schemaname.is_empty() {
+        DEFAULT_SCHEMA
+    } else {
+        &range.schemaname
+    };
+    (schema, range.relname.clone())
+}
+
+fn string(node: &Node) -> Option<&str> {
+    match &node.node {
+        Some(NodeEnum::String(s)) => Some(&s.sval),
+        _ => None,
+    }
+}
+
+fn fields_of(c: &ColumnRef) -> Vec<String> {
+    c.fields
+        .iter()
+        .filter_map(string)
+        .map(String::from)
+        .collect()
+}
+
+fn column_fields(node: &Node) -> Option<Vec<String>> {
+    match &node.node {
+        Some(NodeEnum::ColumnRef(c)) => Some(fields_of(c)),
+        _ => None,
+    }
+}
+
+/// The qualifier of `*` or `t.*` (empty for `*`), if the target is one.
+fn star_target(node: &Node) -> Option<Vec<String>> {
+    match &node.node {
+        Some(NodeEnum::ColumnRef(c))
+            if matches!(
+                c.fields.last().and_then(|f| f.node.as_ref()),
+                Some(NodeEnum::AStar(_))
+            ) =>
+        {
+            Some(fields_of(c))
+        }
+        _ => None,
+    }
+}
+
+/// `EXCLUDED.column` in ON CONFLICT DO UPDATE.
+fn is_excluded(node: &Node, column: &str) -> bool {
+    column_fields(node).is_some_and(|f| f.len() == 2 && f[0] == "excluded" && f[1] == column)
+}
+
+/// A bare `VALUES (...), (...)` list, as INSERT writes it.
+fn is_plain_values(s: &SelectStmt) -> bool {
+    !s.values_lists.is_empty() && s.from_clause.is_empty() && s.with_clause.is_none()
+}

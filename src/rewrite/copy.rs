@@ -1,0 +1,173 @@
+//! `COPY ... FROM` into a protected table: which columns of the data
+//! stream must be encrypted, and how the stream is formatted.
+//!
+//! The statement itself is relayed unchanged; the relay encrypts the
+//! protected fields of the `CopyData` that follows. Only `FROM STDIN` can
+//! be encrypted that way: a server-side file or program is refused.
+
+use pg_query::protobuf::{CopyStmt, DefElem, Node};
+
+use super::{ColumnOrder, ColumnRefId, NodeEnum, Reason};
+use crate::policy::Policy;
+
+/// The format of a COPY data stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+    Binary,
+}
+
+/// The options of a COPY data stream, with PostgreSQL's defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyOptions {
+    pub format: CopyFormat,
+    /// Tab in text format, comma in CSV.
+    pub delimiter: String,
+    /// `\N` in text format, the empty string in CSV.
+    pub null: String,
+    /// CSV only: `"` by default.
+    pub quote: String,
+    /// CSV only: the quote by default.
+    pub escape: String,
+    /// Whether the first line is a header (`HEADER` or `HEADER MATCH`).
+    pub header: bool,
+}
+
+impl CopyOptions {
+    fn of(format: CopyFormat) -> Self {
+        let csv = format == CopyFormat::Csv;
+        CopyOptions {
+            format,
+            delimiter: if csv { "," } else { "\t" }.into(),
+            null: if csv { "" } else { "\\N" }.into(),
+            quote: "\"".into(),
+            escape: "\"".into(),
+            header: false,
+        }
+    }
+}
+
+/// A `COPY ... FROM STDIN` into a table with protected columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyIn {
+    /// `(schema, table)`.
+    pub table: (String, String),
+    /// The columns of the data, in order: `None` for an unprotected one.
+    pub columns: Vec<Option<ColumnRefId>>,
+    pub options: CopyOptions,
+}
+
+impl CopyIn {
+    /// The first protected column, to name in errors.
+    pub(super) fn first_protected(&self) -> ColumnRefId {
+        self.columns
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .expect("a CopyIn has a protected column")
+    }
+}
+
+/// The CopyIn of a COPY into a protected table; `None` for any other COPY.
+pub(super) fn copy_in(
+    copy: &CopyStmt,
+    policy: &Policy,
+    column_order: ColumnOrder<'_>,
+) -> Result<Option<CopyIn>, Reason> {
+    let Some(range) = copy.relation.as_ref().filter(|_| copy.is_from) else {
+        return Ok(None);
+    };
+    let schema = if range.schemaname.is_empty() {
+        "public"
+    } else {
+        &range.schemaname
+    };
+    let table = &range.relname;
+    let Some(first) = policy.columns_of(schema, table).next() else {
+        return Ok(None);
+    };
+    if copy.is_program || !copy.filename.is_empty() {
+        return Err(Reason::CopyFromFile(first.into()));
+    }
+    if copy.where_clause.is_some() {
+        return Err(Reason::CopyWhere(first.into()));
+    }
+    let names: Vec<String> = if copy.attlist.is_empty() {
+        column_order(schema, table).ok_or_else(|| Reason::NoColumnList {
+            statement: "COPY",
+            table: format!("{schema}.{table}"),
+            column: first.into(),
+        })?
+    } else {
+        copy.attlist.iter().filter_map(text).collect()
+    };
+    Ok(Some(CopyIn {
+        table: (schema.to_owned(), table.clone()),
+        columns: names
+            .iter()
+            .map(|name| policy.column(schema, table, name).map(Into::into))
+            .collect(),
+        options: options(&copy.options),
+    }))
+}
+
+fn options(list: &[Node]) -> CopyOptions {
+    let elems: Vec<&DefElem> = list
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::DefElem(d)) => Some(d.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let format = elems
+        .iter()
+        .find(|d| d.defname == "format")
+        .and_then(|d| d.arg.as_deref().and_then(text))
+        .map_or(CopyFormat::Text, |f| {
+            match f.to_ascii_lowercase().as_str() {
+                "csv" => CopyFormat::Csv,
+                "binary" => CopyFormat::Binary,
+                _ => CopyFormat::Text,
+            }
+        });
+    let mut options = CopyOptions::of(format);
+    let mut escape_set = false;
+    for elem in elems {
+        let arg = elem.arg.as_deref().and_then(text);
+        match (elem.defname.as_str(), arg) {
+            ("delimiter", Some(v)) => options.delimiter = v,
+            ("null", Some(v)) => options.null = v,
+            ("quote", Some(v)) => options.quote = v,
+            ("escape", Some(v)) => {
+                options.escape = v;
+                escape_set = true;
+            }
+            ("header", v) => options.header = v.is_none_or(|v| is_true(&v)),
+            _ => {}
+        }
+    }
+    if !escape_set {
+        options.escape = options.quote.clone();
+    }
+    options
+}
+
+/// The text of a string, integer or boolean option argument.
+fn text(node: &Node) -> Option<String> {
+    match &node.node {
+        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+        Some(NodeEnum::Integer(i)) => Some(i.ival.to_string()),
+        Some(NodeEnum::Boolean(b)) => Some(b.boolval.to_string()),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's spellings of a true boolean option (and `match`).
+fn is_true(value: &str) -> bool {
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "true" | "on" | "1" | "t" | "yes" | "y" | "match"
+    )
+}

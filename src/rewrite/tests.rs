@@ -1,0 +1,574 @@
+use super::*;
+use crate::policy::Policy;
+
+const POLICY: &str = r#"
+[[column]]
+table = "customers"
+column = "email"
+encryption = "deterministic"
+
+[[column]]
+table = "customers"
+column = "full_name"
+
+[[column]]
+table = "customers"
+column = "national_id"
+
+[[column]]
+table = "crm.contacts"
+column = "mail"
+encryption = "deterministic"
+key_domain = "public.customers.email"
+"#;
+
+/// `pgv1:` + the hex of the plaintext + `:` + the column name.
+struct Fake;
+
+impl Encryptor for Fake {
+    fn encrypt(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String, EncryptError> {
+        let hex: String = plaintext.bytes().map(|b| format!("{b:02x}")).collect();
+        Ok(format!("pgv1:{hex}:{}", column.column))
+    }
+}
+
+fn policy() -> Policy {
+    Policy::from_str("t.toml", POLICY).unwrap()
+}
+
+fn ct(plaintext: &str, column: &str) -> String {
+    Fake.encrypt(
+        &policy()
+            .column("public", "customers", column)
+            .unwrap()
+            .clone(),
+        plaintext,
+    )
+    .map(|c| format!("'{c}'"))
+    .unwrap()
+}
+
+fn run(sql: &str) -> Outcome {
+    rewrite(sql, &policy(), &Fake)
+}
+
+fn rewritten(sql: &str) -> Rewrite {
+    match run(sql) {
+        Outcome::Rewritten(r) => r,
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+fn sql_of(sql: &str) -> String {
+    rewritten(sql).sql
+}
+
+/// Asserts a refusal with this SQLSTATE naming this column, without the
+/// value `secret`; returns the message.
+fn refused(sql: &str, sqlstate: &str, column: &str) -> String {
+    match run(sql) {
+        Outcome::Refused(r) => {
+            assert_eq!(r.sqlstate, sqlstate, "{sql}: {}", r.message);
+            assert!(r.message.starts_with("pgveil: "), "{}", r.message);
+            assert!(r.message.contains(column), "{sql}: {}", r.message);
+            assert!(!r.message.contains("secret"), "{}", r.message);
+            r.message
+        }
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+fn column_id(column: &str) -> ColumnRefId {
+    ColumnRefId {
+        schema: "public".into(),
+        table: "customers".into(),
+        column: column.into(),
+    }
+}
+
+fn slot(number: usize, column: &str) -> ParamSlot {
+    ParamSlot {
+        number,
+        column: column_id(column),
+    }
+}
+
+const EMAIL: &str = "public.customers.email";
+const FULL_NAME: &str = "public.customers.full_name";
+
+#[test]
+fn insert_encrypts_literals_of_protected_columns() {
+    assert_eq!(
+        sql_of("INSERT INTO customers (id, email, segment) VALUES (1, 'a@b.c', 'gold')"),
+        format!(
+            "INSERT INTO customers (id, email, segment) VALUES (1, {}, 'gold')",
+            ct("a@b.c", "email")
+        )
+    );
+    let sql = "insert into public.customers (full_name, email) values ('Ann', 'a@x'), \
+               (NULL, DEFAULT), ('李小龙', $1)";
+    let r = rewritten(sql);
+    assert_eq!(
+        r.sql,
+        format!(
+            "insert into public.customers (full_name, email) values ({}, {}), \
+             (NULL, DEFAULT), ({}, $1)",
+            ct("Ann", "full_name"),
+            ct("a@x", "email"),
+            ct("李小龙", "full_name")
+        )
+    );
+    assert_eq!(r.params, [slot(1, "email")]);
+    assert!(r.prepared.is_empty());
+}
+
+#[test]
+fn insert_encrypts_every_spelling_of_a_literal() {
+    let sql = "INSERT INTO customers (email, full_name, national_id) \
+               VALUES (E'a\\'b', $$x y$$, U&'d\\0061t\\+000061'), ('c'::text, CAST('n' AS varchar), $2::text)";
+    let r = rewritten(sql);
+    assert_eq!(
+        r.sql,
+        format!(
+            "INSERT INTO customers (email, full_name, national_id) \
+             VALUES ({}, {}, {}), ({}::text, CAST({} AS varchar), $2::text)",
+            ct("a'b", "email"),
+            ct("x y", "full_name"),
+            ct("data", "national_id"),
+            ct("c", "email"),
+            ct("n", "full_name")
+        )
+    );
+    assert_eq!(r.params, [slot(2, "national_id")]);
+}
+
+#[test]
+fn insert_keeps_a_uescape_clause_inside_the_literal() {
+    let sql = "INSERT INTO customers (email) VALUES (U&'d!0061' UESCAPE '!')";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "INSERT INTO customers (email) VALUES ({})",
+            ct("da", "email")
+        )
+    );
+}
+
+#[test]
+fn insert_refuses_values_it_cannot_encrypt() {
+    for sql in [
+        "INSERT INTO customers (email) VALUES (lower('secret'))",
+        "INSERT INTO customers (email) VALUES ((SELECT 'secret'))",
+        "INSERT INTO customers (email) VALUES ('secret' || 'x')",
+        "INSERT INTO customers (id, email) VALUES (1, segment)",
+        "INSERT INTO customers (email) VALUES (42)",
+    ] {
+        let message = refused(sql, "0A000", EMAIL);
+        assert!(
+            message.contains("only string literals, NULL and parameters"),
+            "{message}"
+        );
+    }
+    refused(
+        "INSERT INTO customers (full_name) SELECT name FROM people WHERE x = 'secret'",
+        "0A000",
+        FULL_NAME,
+    );
+    let message = refused("INSERT INTO customers VALUES (1, 'secret')", "0A000", EMAIL);
+    assert!(message.contains("needs a column list"), "{message}");
+    refused(
+        "MERGE INTO customers c USING people p ON c.id = p.id \
+         WHEN MATCHED THEN UPDATE SET email = 'secret'",
+        "0A000",
+        EMAIL,
+    );
+    refused(
+        "MERGE INTO orders o USING customers c ON o.customer = c.id WHEN MATCHED THEN DELETE",
+        "0A000",
+        EMAIL,
+    );
+}
+
+#[test]
+fn insert_of_unprotected_columns_is_unchanged() {
+    assert_eq!(
+        run("INSERT INTO customers (id, segment) VALUES (1, 'x')"),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        run("INSERT INTO customers (id, segment) SELECT 1, 'x'"),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        run("INSERT INTO customers DEFAULT VALUES"),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
+fn on_conflict_do_update() {
+    let sql = "INSERT INTO customers AS c (id, email) VALUES (1, 'a') \
+               ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, full_name = 'N' \
+               WHERE c.email = 'old' RETURNING email";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "INSERT INTO customers AS c (id, email) VALUES (1, {}) \
+             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, full_name = {} \
+             WHERE c.email = {} RETURNING email",
+            ct("a", "email"),
+            ct("N", "full_name"),
+            ct("old", "email")
+        )
+    );
+    refused(
+        "INSERT INTO customers (id, email) VALUES (1, 'a') \
+         ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.full_name",
+        "0A000",
+        EMAIL,
+    );
+}
+
+#[test]
+fn update_set_single_and_multiple() {
+    let sql = "UPDATE customers SET email = 'n@x', segment = 'vip', full_name = $1 WHERE id = $2";
+    let r = rewritten(sql);
+    assert_eq!(
+        r.sql,
+        format!(
+            "UPDATE customers SET email = {}, segment = 'vip', full_name = $1 WHERE id = $2",
+            ct("n@x", "email")
+        )
+    );
+    assert_eq!(r.params, [slot(1, "full_name")]);
+    let sql =
+        "UPDATE customers SET (email, segment, national_id) = ('e', 's', NULL) WHERE email = 'old'";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "UPDATE customers SET (email, segment, national_id) = ({}, 's', NULL) WHERE email = {}",
+            ct("e", "email"),
+            ct("old", "email")
+        )
+    );
+    refused(
+        "UPDATE customers SET (email, segment) = (SELECT 'secret', 'x')",
+        "0A000",
+        EMAIL,
+    );
+    assert_eq!(
+        sql_of("UPDATE customers SET segment = '中文', email = 'é' WHERE full_name IS NULL"),
+        format!(
+            "UPDATE customers SET segment = '中文', email = {} WHERE full_name IS NULL",
+            ct("é", "email")
+        )
+    );
+    refused("UPDATE customers SET email = upper(email)", "0A000", EMAIL);
+    assert_eq!(
+        run("UPDATE customers SET (segment, id) = (SELECT 'x', 1)"),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
+fn where_on_a_deterministic_column_is_encrypted() {
+    let r = rewritten(
+        "SELECT id FROM customers WHERE email = 'a' OR 'b' = email OR email <> 'c' \
+         OR email != 'd' OR email IN ('e', 'f') OR email = $1 OR email IS NULL",
+    );
+    assert_eq!(
+        r.sql,
+        format!(
+            "SELECT id FROM customers WHERE email = {} OR {} = email OR email <> {} \
+             OR email != {} OR email IN ({}, {}) OR email = $1 OR email IS NULL",
+            ct("a", "email"),
+            ct("b", "email"),
+            ct("c", "email"),
+            ct("d", "email"),
+            ct("e", "email"),
+            ct("f", "email")
+        )
+    );
+    assert_eq!(r.params, [slot(1, "email")]);
+    assert_eq!(
+        sql_of("DELETE FROM customers WHERE email = 'x' AND segment = 'y'"),
+        format!(
+            "DELETE FROM customers WHERE email = {} AND segment = 'y'",
+            ct("x", "email")
+        )
+    );
+}
+
+#[test]
+fn randomized_columns_only_test_for_null() {
+    for sql in [
+        "SELECT id FROM customers WHERE full_name = 'secret'",
+        "SELECT id FROM customers WHERE full_name IN ('secret')",
+        "SELECT id FROM customers WHERE full_name <> $1",
+        "DELETE FROM customers WHERE 'secret' = full_name",
+        "SELECT full_name, count(*) FROM customers GROUP BY full_name",
+    ] {
+        let message = refused(sql, "0A000", FULL_NAME);
+        assert!(message.contains("randomized"), "{message}");
+    }
+    assert_eq!(
+        run("SELECT id FROM customers WHERE full_name IS NULL OR national_id IS NOT NULL"),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        run("SELECT email, count(*) FROM customers GROUP BY email"),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
+fn like_ranges_and_order_by_are_refused() {
+    for sql in [
+        "SELECT id FROM customers WHERE email LIKE 'secret%'",
+        "SELECT id FROM customers WHERE email ILIKE 'secret%'",
+        "SELECT id FROM customers WHERE email NOT LIKE 'secret%'",
+        "SELECT id FROM customers WHERE email SIMILAR TO 'secret'",
+        "SELECT id FROM customers WHERE email > 'secret'",
+        "SELECT id FROM customers WHERE email BETWEEN 'a' AND 'secret'",
+        "SELECT id, email FROM customers ORDER BY email",
+        "SELECT id, email AS e FROM customers ORDER BY e DESC",
+        "SELECT email FROM customers ORDER BY 1",
+    ] {
+        let message = refused(sql, "0A000", EMAIL);
+        assert!(message.contains("ORDER BY / LIKE / range"), "{message}");
+    }
+    refused(
+        "SELECT id FROM customers WHERE lower(email) = 'secret'",
+        "0A000",
+        EMAIL,
+    );
+    refused(
+        "SELECT id FROM customers WHERE email = segment",
+        "0A000",
+        EMAIL,
+    );
+}
+
+#[test]
+fn joins_resolve_aliases() {
+    let sql = "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id \
+               WHERE c.email = 'x' AND o.note = 'y'";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id \
+             WHERE c.email = {} AND o.note = 'y'",
+            ct("x", "email")
+        )
+    );
+    let sql = "SELECT 1 FROM customers c JOIN crm.contacts k ON k.mail = c.email \
+               WHERE public.customers.email = 'z'";
+    // An aliased table is not reachable by its own name: no rewrite there.
+    assert_eq!(run(sql), Outcome::Unchanged);
+    let sql = "SELECT 1 FROM customers JOIN crm.contacts k ON k.mail = customers.email \
+               WHERE public.customers.email = 'z'";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "SELECT 1 FROM customers JOIN crm.contacts k ON k.mail = customers.email \
+             WHERE public.customers.email = {}",
+            ct("z", "email")
+        )
+    );
+    refused(
+        "SELECT 1 FROM customers a JOIN customers b ON a.email = b.national_id",
+        "0A000",
+        EMAIL,
+    );
+    refused(
+        "SELECT 1 FROM customers a JOIN customers b ON a.full_name = b.full_name",
+        "0A000",
+        FULL_NAME,
+    );
+}
+
+#[test]
+fn subqueries_and_ctes() {
+    let sql = "SELECT * FROM orders WHERE customer_id IN \
+               (SELECT id FROM customers WHERE email = 'a')";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "SELECT * FROM orders WHERE customer_id IN \
+             (SELECT id FROM customers WHERE email = {})",
+            ct("a", "email")
+        )
+    );
+    let sql = "WITH c AS (SELECT id, email AS mail FROM customers) \
+               SELECT id FROM c WHERE c.mail = 'b'";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "WITH c AS (SELECT id, email AS mail FROM customers) \
+             SELECT id FROM c WHERE c.mail = {}",
+            ct("b", "email")
+        )
+    );
+    let sql = "SELECT s.id FROM (SELECT * FROM customers) s WHERE s.full_name = 'secret'";
+    refused(sql, "0A000", FULL_NAME);
+    let sql = "SELECT id FROM customers c WHERE EXISTS \
+               (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND c.email = $3)";
+    assert_eq!(rewritten(sql).params, [slot(3, "email")]);
+}
+
+#[test]
+fn statements_not_mentioning_protected_tables_are_not_parsed() {
+    assert_eq!(
+        run("SELECT * FROM orders WHERE note LIKE 'x%'"),
+        Outcome::Unchanged
+    );
+    assert_eq!(run("THIS IS NOT SQL ((("), Outcome::Unchanged);
+    let message = refused("SELECT * FROM customers WHERE (((", "42601", "");
+    assert_eq!(
+        message,
+        "pgveil: cannot parse the statement, so it cannot check it for protected columns"
+    );
+}
+
+#[test]
+fn only_the_statement_touching_the_table_changes() {
+    let sql = "SELECT 1; UPDATE orders SET note = 'n'; DELETE FROM customers WHERE email = 'q';";
+    assert_eq!(
+        sql_of(sql),
+        format!(
+            "SELECT 1; UPDATE orders SET note = 'n'; DELETE FROM customers WHERE email = {};",
+            ct("q", "email")
+        )
+    );
+}
+
+#[test]
+fn copy_from_stdin_reports_the_columns() {
+    let outcome = run("COPY customers (id, email, segment, full_name) FROM STDIN WITH (FORMAT csv, HEADER, NULL 'NA')");
+    let Outcome::CopyIn(copy) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(copy.table, ("public".into(), "customers".into()));
+    assert_eq!(
+        copy.columns,
+        [
+            None,
+            Some(slot(0, "email").column),
+            None,
+            Some(slot(0, "full_name").column)
+        ]
+    );
+    assert_eq!(
+        copy.options,
+        CopyOptions {
+            format: CopyFormat::Csv,
+            delimiter: ",".into(),
+            null: "NA".into(),
+            quote: "\"".into(),
+            escape: "\"".into(),
+            header: true,
+        }
+    );
+    let Outcome::CopyIn(copy) = run("COPY customers (email) FROM STDIN") else {
+        panic!("not a CopyIn");
+    };
+    assert_eq!(copy.options.format, CopyFormat::Text);
+    assert_eq!(copy.options.delimiter, "\t");
+    assert_eq!(copy.options.null, "\\N");
+    assert!(!copy.options.header);
+}
+
+#[test]
+fn copy_from_a_file_or_without_columns_is_refused() {
+    refused(
+        "COPY customers (email) FROM '/tmp/secret.csv'",
+        "0A000",
+        EMAIL,
+    );
+    refused(
+        "COPY customers (email) FROM PROGRAM 'cat secret'",
+        "0A000",
+        EMAIL,
+    );
+    let message = refused("COPY customers FROM STDIN", "0A000", EMAIL);
+    assert!(message.starts_with("pgveil: COPY into public.customers needs a column list"));
+    refused(
+        "COPY customers (email) FROM STDIN; SELECT 1",
+        "0A000",
+        EMAIL,
+    );
+    assert_eq!(run("COPY customers TO STDOUT"), Outcome::Unchanged);
+    assert_eq!(
+        run("COPY (SELECT email FROM customers) TO STDOUT"),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
+fn prepare_reports_slots_and_execute_encrypts_them() {
+    let sql = "PREPARE find (text, int) AS SELECT id FROM customers WHERE email = $1 AND id = $2";
+    let r = rewritten(sql);
+    assert_eq!(r.sql, sql);
+    assert!(r.params.is_empty());
+    assert_eq!(
+        r.prepared,
+        [Prepared {
+            name: "find".into(),
+            params: vec![slot(1, "email")],
+        }]
+    );
+    let slots_of = |name: &str| (name == "find").then(|| r.prepared[0].params.clone());
+    let outcome = rewrite_execute("EXECUTE find('a@b', 7)", &policy(), slots_of, &Fake);
+    assert_eq!(
+        outcome,
+        Outcome::Rewritten(Rewrite {
+            sql: format!("EXECUTE find({}, 7)", ct("a@b", "email")),
+            params: Vec::new(),
+            prepared: Vec::new(),
+        })
+    );
+    assert_eq!(
+        rewrite_execute("EXECUTE other('a@b')", &policy(), slots_of, &Fake),
+        Outcome::Unchanged
+    );
+    let outcome = rewrite_execute(
+        "EXECUTE find(lower('secret'), 7)",
+        &policy(),
+        slots_of,
+        &Fake,
+    );
+    assert!(matches!(outcome, Outcome::Refused(r) if r.sqlstate == "0A000"));
+}
+
+fn setting(name: &str, value: Option<&str>, local: bool) -> SettingChange {
+    SettingChange {
+        name: name.into(),
+        value: value.map(String::from),
+        local,
+    }
+}
+
+#[test]
+fn session_settings_are_recognized() {
+    assert_eq!(
+        session_settings("SET pgveil.purpose = 'kyc'"),
+        [setting("purpose", Some("kyc"), false)]
+    );
+    assert_eq!(
+        session_settings("SET LOCAL pgveil.actor TO alice; RESET pgveil.purpose; SET work_mem = 1"),
+        [
+            setting("actor", Some("alice"), true),
+            setting("purpose", None, false)
+        ]
+    );
+    assert_eq!(
+        session_settings("SELECT set_config('pgveil.purpose', 'fraud', true)"),
+        [setting("purpose", Some("fraud"), true)]
+    );
+    assert_eq!(
+        session_settings("select pg_catalog.set_config('PGVEIL.Actor', 'bob', false)"),
+        [setting("actor", Some("bob"), false)]
+    );
+    assert!(session_settings("SET search_path = public").is_empty());
+    assert!(session_settings("not sql pgveil.").is_empty());
+}
