@@ -30,7 +30,7 @@ usage() {
 # ---------------------------------------------------------------------------
 ROUNDS=3          # rounds over all workloads and targets
 DURATION=10       # pgbench -T, seconds per run
-OUT=bench-results # where results are written
+OUT=""            # where results are written (default: bench-results/ in the repo)
 QUICK=0
 ONLY=""          # run only workloads whose name matches this regex
 while (($#)); do
@@ -49,6 +49,7 @@ done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "e2e.sh: bad --duration $DURATION" >&2; exit 2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${OUT:-$REPO/bench-results}
 BENCHES=$REPO/benches
 PG_BIN=/usr/lib/postgresql/15/bin
 SCALE=10            # pgbench -i -s: 1,000,000 pgbench_accounts rows
@@ -189,12 +190,15 @@ log "building pgveil (release)"
 run_child cargo build --release --quiet --manifest-path "$REPO/Cargo.toml" --bin pgveil
 PGVEIL_BIN=$REPO/target/release/pgveil
 
-if ! command -v pgbouncer >/dev/null; then
+# PgBouncer comes from Debian's package; install it when it is missing.
+if ! dpkg-query -W -f '${Status}' pgbouncer 2>/dev/null | grep -q 'ok installed'; then
     log "installing pgbouncer"
     export DEBIAN_FRONTEND=noninteractive
     run_child apt-get update -qq
     run_child apt-get install -y -qq pgbouncer >/dev/null
 fi
+PGBOUNCER_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+[[ -x $PGBOUNCER_BIN ]] || die "pgbouncer not found after installing it"
 
 PG_PORT=$(free_port)
 BOUNCER_PORT=$(free_port)
@@ -269,9 +273,9 @@ chown -R postgres:postgres "$WORK/pgbouncer"
 chmod 600 "$WORK/pgbouncer/userlist.txt"
 # PgBouncer refuses to run as root. setpriv execs it directly, so $! is
 # PgBouncer itself and can be signalled and measured.
-log "starting pgbouncer $(pgbouncer --version | head -1 | awk '{print $2}')"
+log "starting pgbouncer $("$PGBOUNCER_BIN" --version | head -1 | awk '{print $2}')"
 setpriv --reuid=postgres --regid=postgres --init-groups \
-    pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
+    "$PGBOUNCER_BIN" "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 wait_port "$BOUNCER_PORT" "$BOUNCER_PID" pgbouncer
 
@@ -449,7 +453,7 @@ python3 "$BENCHES/report.py" summary --raw "$RUN_DIR/runs.jsonl" --out "$RUN_DIR
     --meta "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)" \
     --meta "memory=$(free -h | awk '/^Mem:/{print $2}')" \
     --meta "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}')" \
-    --meta "pgbouncer=$(pgbouncer --version | head -1 | awk '{print $2}')" \
+    --meta "pgbouncer=$("$PGBOUNCER_BIN" --version | head -1 | awk '{print $2}')" \
     --meta "pgveil_commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --meta "scale=$SCALE" --meta "quick=$QUICK" \
     "${RATIO_ARGS[@]}" "${MEMORY_ARGS[@]}" | tee "$RUN_DIR/summary.txt"

@@ -72,7 +72,10 @@ fn walk(buf: &[u8], read_size: usize, inspect: impl Fn(u8) -> bool + Copy) -> us
     let mut available = read_size.min(buf.len());
     let mut pos = 0;
     loop {
-        match framer.next(&buf[pos..available], inspect).expect("valid stream") {
+        match framer
+            .next(&buf[pos..available], inspect)
+            .expect("valid stream")
+        {
             Chunk::Forward(n) | Chunk::Message { len: n, .. } => {
                 pos += n;
                 released += n;
