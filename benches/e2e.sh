@@ -171,8 +171,9 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# utime + stime of process $1, in clock ticks (fields 14 and 15).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime + stime of process $1, in clock ticks (fields 14 and 15); empty
+# when the process is gone.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; }
 
 # ---------------------------------------------------------------------------
 # Preparation
@@ -399,16 +400,20 @@ EXTRA_RATIOS=()
 run_one() {
     local round=$1 name=$2 target=$3
     local port=${TARGET_PORT[$target]} pid=${TARGET_PID[$target]:-}
-    local log_file="$RUN_DIR/logs/r$round-$name-$target.log" args rc=0 before=0 cpu=()
+    local log_file="$RUN_DIR/logs/r$round-$name-$target.log" args rc=0 before="" after cpu=()
     IFS=$'\x1f' read -ra args <<<"${WL_ARGS[$name]}"
-    [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+    if [[ -n $pid ]]; then
+        alive "$pid" || log "$target (pid $pid) is not running"
+        before=$(cpu_ticks "$pid")
+    fi
     run_child pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
         "${args[@]}" "$BENCH_DB" >"$log_file" 2>&1 || rc=$?
-    if [[ -n $pid ]]; then
-        if alive "$pid"; then
-            cpu=(--cpu-ticks "$(($(cpu_ticks "$pid") - before))")
+    if [[ -n $before ]]; then
+        after=$(cpu_ticks "$pid")
+        if [[ -n $after ]] && alive "$pid"; then
+            cpu=(--cpu-ticks "$((after - before))")
         else
-            log "$target (pid $pid) is no longer running"
+            log "$target (pid $pid) stopped running during this run"
         fi
     fi
     python3 "$BENCHES/report.py" record --raw "$RUN_DIR/runs.jsonl" --round "$round" \
