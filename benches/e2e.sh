@@ -4,6 +4,7 @@
 # End-to-end benchmark: PostgreSQL direct vs PgBouncer vs pgveil.
 #
 #   benches/e2e.sh [--quick] [--rounds N] [--duration SECS] [--out DIR]
+#                  [--only REGEX]
 #
 # Builds pgveil, creates a throwaway PostgreSQL 15 cluster, starts
 # PgBouncer (session mode) and pgveil (pass-through) in front of it, and
@@ -12,6 +13,7 @@
 # pgveil/direct and pgveil/pgbouncer, pgveil's CPU time per transaction and
 # its resident memory per idle client connection. Raw results go to
 # DIR/e2e-<timestamp>/results.json (DIR defaults to bench-results/).
+# --only runs just the workloads whose names match REGEX (for development).
 #
 # Must run as root (it installs PgBouncer when missing and runs the
 # servers as the postgres user). Everything it starts is stopped, and its
@@ -28,14 +30,16 @@ usage() {
 # ---------------------------------------------------------------------------
 ROUNDS=3          # rounds over all workloads and targets
 DURATION=10       # pgbench -T, seconds per run
-OUT=bench-results # where results are written
+OUT=""            # where results are written (default: bench-results/ in the repo)
 QUICK=0
+ONLY=""          # run only workloads whose name matches this regex
 while (($#)); do
     case $1 in
         --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
         --duration) DURATION=${2:?--duration needs seconds}; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift ;;
+        --only) ONLY=${2:?--only needs a regular expression}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -45,6 +49,7 @@ done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "e2e.sh: bad --duration $DURATION" >&2; exit 2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${OUT:-$REPO/bench-results}
 BENCHES=$REPO/benches
 PG_BIN=/usr/lib/postgresql/15/bin
 SCALE=10            # pgbench -i -s: 1,000,000 pgbench_accounts rows
@@ -70,7 +75,7 @@ die() { log "ERROR: $*"; exit 1; }
 # ---------------------------------------------------------------------------
 WORK=""          # temporary directory (cluster, PgBouncer files)
 PG_STARTED=0     # whether pg_ctl start was attempted
-PGVEIL_PID=""
+PGVEIL_PIDS=()   # every pgveil instance started (see start_pgveil)
 BOUNCER_PID=""
 CHILD_PID=""     # the long-running foreground step (pgbench, cargo, ...)
 
@@ -106,7 +111,7 @@ cleanup() {
         kill -TERM "$CHILD_PID" 2>/dev/null
         wait "$CHILD_PID" 2>/dev/null
     fi
-    stop_pid "$PGVEIL_PID" pgveil
+    for pid in "${PGVEIL_PIDS[@]}"; do stop_pid "$pid" pgveil; done
     stop_pid "$BOUNCER_PID" pgbouncer
     if [[ $PG_STARTED == 1 ]]; then
         runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" stop -m immediate -w \
@@ -161,19 +166,14 @@ wait_log() {
     die "$name did not report \"$text\" within 10 s"
 }
 
-# Three distinct free TCP ports on the loopback interface.
-free_ports() {
-    python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
+# A free TCP port on the loopback interface (asks the kernel for one).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# utime + stime of process $1, in clock ticks (fields 14 and 15).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime + stime of process $1, in clock ticks (fields 14 and 15); empty
+# when the process is gone.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; }
 
 # ---------------------------------------------------------------------------
 # Preparation
@@ -191,17 +191,21 @@ log "building pgveil (release)"
 run_child cargo build --release --quiet --manifest-path "$REPO/Cargo.toml" --bin pgveil
 PGVEIL_BIN=$REPO/target/release/pgveil
 
-if ! command -v pgbouncer >/dev/null; then
+# PgBouncer comes from Debian's package; install it when it is missing.
+if ! dpkg-query -W -f '${Status}' pgbouncer 2>/dev/null | grep -q 'ok installed'; then
     log "installing pgbouncer"
     export DEBIAN_FRONTEND=noninteractive
     run_child apt-get update -qq
     run_child apt-get install -y -qq pgbouncer >/dev/null
 fi
+PGBOUNCER_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+[[ -x $PGBOUNCER_BIN ]] || die "pgbouncer not found after installing it"
 
-read -r PG_PORT BOUNCER_PORT PGVEIL_PORT < <(free_ports)
+PG_PORT=$(free_port)
+BOUNCER_PORT=$(free_port)
 WORK=$(mktemp -d /tmp/pgveil-bench.XXXXXX)
 chmod 755 "$WORK"
-log "work directory $WORK; ports: postgres $PG_PORT, pgbouncer $BOUNCER_PORT, pgveil $PGVEIL_PORT"
+log "work directory $WORK; ports: postgres $PG_PORT, pgbouncer $BOUNCER_PORT"
 
 # --- PostgreSQL 15 cluster ---------------------------------------------------
 # Local (Unix socket) connections are trusted for setup as the superuser;
@@ -270,28 +274,46 @@ chown -R postgres:postgres "$WORK/pgbouncer"
 chmod 600 "$WORK/pgbouncer/userlist.txt"
 # PgBouncer refuses to run as root. setpriv execs it directly, so $! is
 # PgBouncer itself and can be signalled and measured.
-log "starting pgbouncer $(pgbouncer --version | head -1 | awk '{print $2}')"
+log "starting pgbouncer $("$PGBOUNCER_BIN" --version | head -1 | awk '{print $2}')"
 setpriv --reuid=postgres --regid=postgres --init-groups \
-    pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
+    "$PGBOUNCER_BIN" "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 wait_port "$BOUNCER_PORT" "$BOUNCER_PID" pgbouncer
 
-# --- pgveil, no policy (pass-through) ----------------------------------------
-log "starting pgveil"
-# JSON logs are easy to search. Readiness is taken from pgveil's own log
-# line rather than a TCP probe, which pgveil would log as a client that
-# hung up mid-startup.
-"$PGVEIL_BIN" serve --listen "127.0.0.1:$PGVEIL_PORT" --upstream "127.0.0.1:$PG_PORT" \
-    --log-format json 2>"$RUN_DIR/pgveil.log" &
-PGVEIL_PID=$!
-wait_log "$RUN_DIR/pgveil.log" "accepting connections" "$PGVEIL_PID" pgveil
-
+# --- pgveil ------------------------------------------------------------------
 # The benchmark targets: name -> port, and the proxy process whose CPU time
-# is measured (none for direct). Later targets (pgveil with an encryption
-# policy, pgveil with the audit log) are started like pgveil above and
-# registered here with their own names.
-declare -A TARGET_PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT)
-declare -A TARGET_PID=([pgbouncer]=$BOUNCER_PID [pgveil]=$PGVEIL_PID)
+# is measured (none for direct).
+declare -A TARGET_PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT)
+declare -A TARGET_PID=([pgbouncer]=$BOUNCER_PID)
+
+# start_pgveil NAME [VAR=VALUE...] [-- EXTRA-SERVE-ARGS...]
+# Starts a pgveil instance in front of the cluster on a free port, with the
+# given environment variables and extra `pgveil serve` arguments (such as
+# --config FILE for a policy), and registers it as target NAME. Its log is
+# $RUN_DIR/NAME.log, in JSON, which is easy to search; readiness is taken
+# from its own log line rather than a TCP probe, which pgveil would log as
+# a client that hung up mid-startup.
+start_pgveil() {
+    local name=$1 port pid vars=()
+    shift
+    while (($#)) && [[ $1 != -- ]]; do vars+=("$1"); shift; done
+    (($#)) && shift
+    port=$(free_port)
+    log "starting $name on port $port${vars[*]:+ with ${vars[*]}}${*:+, args $*}"
+    env "${vars[@]}" "$PGVEIL_BIN" serve --listen "127.0.0.1:$port" \
+        --upstream "127.0.0.1:$PG_PORT" --log-format json "$@" 2>"$RUN_DIR/$name.log" &
+    pid=$!   # env execs pgveil, so this is pgveil's own pid
+    PGVEIL_PIDS+=("$pid")
+    wait_log "$RUN_DIR/$name.log" "accepting connections" "$pid" "$name"
+    TARGET_PORT[$name]=$port
+    TARGET_PID[$name]=$pid
+}
+
+# pgveil with no policy: pure pass-through.
+start_pgveil pgveil
+# ===== EXTENSION POINT (targets): later issues start more instances here,
+# e.g. start_pgveil pgveil-policy -- --config "$BENCHES/crm/policy.toml",
+# and use them in the workload list below.
 STD_TARGETS="direct pgbouncer pgveil"
 
 # Every target must accept a SCRAM login from the bench user.
@@ -335,6 +357,7 @@ declare -A WL_ARGS    # name -> pgbench arguments, joined with \x1f
 add_workload() {
     local name=$1 targets=$2
     shift 2
+    [[ -z $ONLY || $name =~ $ONLY ]] || return 0
     WL_NAMES+=("$name")
     WL_TARGETS[$name]=$targets
     WL_ARGS[$name]=$(IFS=$'\x1f'; printf '%s' "$*")
@@ -362,9 +385,8 @@ add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
 
 # ===== EXTENSION POINT: CRM workloads and later targets ======================
 # The CRM mix runs against plaintext columns today. When encryption policies
-# and the audit log land, start the extra pgveil instances next to the
-# pass-through one above, register them in TARGET_PORT / TARGET_PID, and
-# add them here, e.g.
+# and the audit log land, start the extra pgveil instances with
+# start_pgveil above and add workloads for them here, e.g.
 #   add_script_workload crm-mix-c8 "pgveil pgveil-policy" 8 crm/...
 #   add_workload select-simple-c8-audit "pgveil pgveil-audit" -S -M simple -c 8 -j 2
 # and pass the matching ratio to the summary (--ratio pgveil-policy/pgveil).
@@ -378,16 +400,20 @@ EXTRA_RATIOS=()
 run_one() {
     local round=$1 name=$2 target=$3
     local port=${TARGET_PORT[$target]} pid=${TARGET_PID[$target]:-}
-    local log_file="$RUN_DIR/logs/r$round-$name-$target.log" args rc=0 before=0 cpu=()
+    local log_file="$RUN_DIR/logs/r$round-$name-$target.log" args rc=0 before="" after cpu=()
     IFS=$'\x1f' read -ra args <<<"${WL_ARGS[$name]}"
-    [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+    if [[ -n $pid ]]; then
+        alive "$pid" || log "$target (pid $pid) is not running"
+        before=$(cpu_ticks "$pid")
+    fi
     run_child pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
         "${args[@]}" "$BENCH_DB" >"$log_file" 2>&1 || rc=$?
-    if [[ -n $pid ]]; then
-        if alive "$pid"; then
-            cpu=(--cpu-ticks "$(($(cpu_ticks "$pid") - before))")
+    if [[ -n $before ]]; then
+        after=$(cpu_ticks "$pid")
+        if [[ -n $after ]] && alive "$pid"; then
+            cpu=(--cpu-ticks "$((after - before))")
         else
-            log "$target (pid $pid) is no longer running"
+            log "$target (pid $pid) stopped running during this run"
         fi
     fi
     python3 "$BENCHES/report.py" record --raw "$RUN_DIR/runs.jsonl" --round "$round" \
@@ -420,8 +446,9 @@ done
 # Report
 # ---------------------------------------------------------------------------
 status=0
-alive "$PGVEIL_PID" || { log "pgveil died during the benchmark; see $RUN_DIR/pgveil.log"; status=1; }
-alive "$BOUNCER_PID" || { log "pgbouncer died during the benchmark"; status=1; }
+for t in "${!TARGET_PID[@]}"; do
+    alive "${TARGET_PID[$t]}" || { log "$t died during the benchmark; see $RUN_DIR"; status=1; }
+done
 
 RATIO_ARGS=()
 for r in pgveil/direct pgveil/pgbouncer "${EXTRA_RATIOS[@]}"; do RATIO_ARGS+=(--ratio "$r"); done
@@ -431,16 +458,21 @@ python3 "$BENCHES/report.py" summary --raw "$RUN_DIR/runs.jsonl" --out "$RUN_DIR
     --meta "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)" \
     --meta "memory=$(free -h | awk '/^Mem:/{print $2}')" \
     --meta "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}')" \
-    --meta "pgbouncer=$(pgbouncer --version | head -1 | awk '{print $2}')" \
+    --meta "pgbouncer=$("$PGBOUNCER_BIN" --version | head -1 | awk '{print $2}')" \
     --meta "pgveil_commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --meta "scale=$SCALE" --meta "quick=$QUICK" \
     "${RATIO_ARGS[@]}" "${MEMORY_ARGS[@]}" | tee "$RUN_DIR/summary.txt"
 
-# Problems pgveil logged (anything above info level).
-if grep -Eq '"level":"(WARN|ERROR)"' "$RUN_DIR/pgveil.log"; then
-    log "pgveil logged $(grep -Ec '"level":"(WARN|ERROR)"' "$RUN_DIR/pgveil.log") warnings or errors, first ones:"
-    grep -E '"level":"(WARN|ERROR)"' "$RUN_DIR/pgveil.log" | head -5 >&2
-fi
+# Problems pgveil logged (anything above info level), per instance.
+for f in "${!TARGET_PID[@]}"; do
+    f=$RUN_DIR/$f.log
+    [[ $f == */pgbouncer.log ]] && continue
+    n=$(grep -Ec '"level":"(WARN|ERROR)"' "$f" || true)
+    if ((n > 0)); then
+        log "$(basename "$f") has $n warnings or errors; the first ones:"
+        grep -E '"level":"(WARN|ERROR)"' "$f" | head -5 >&2
+    fi
+done
 grep -q '"ok": false' "$RUN_DIR/runs.jsonl" && status=1
 python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get("failed") == 0 else 1)' \
     "$RUN_DIR/memory-pgveil.json" 2>/dev/null || { log "idle-connection test through pgveil failed"; status=1; }

@@ -193,7 +193,8 @@ def check_goals(medians, memory):
         if m.get("pgveil") and m.get("pgbouncer"):
             r = m["pgveil"] / m["pgbouncer"]
             verdict = "met" if r >= 1.0 else "MISSED"
-            out.append(f"{w}: pgveil/pgbouncer {r:.2f} (goal >= 1.00, aim 1.30): {verdict}")
+            # Three decimals, so that a ratio just under 1 does not print as 1.00.
+            out.append(f"{w}: pgveil/pgbouncer {r:.3f} (goal >= 1.00, aim 1.30): {verdict}")
     m = memory.get("pgveil", {})
     if m.get("kib_per_connection") is not None:
         k = m["kib_per_connection"]
