@@ -209,6 +209,11 @@ enum Reason {
     ColumnAliases(ColumnRefId),
     #[error("pgveil: cannot check a subquery in this kind of expression for protected columns")]
     UncheckedSubquery,
+    #[error(
+        "pgveil: {0} that mention a protected table cannot be checked for what they write \
+         to it; write protected columns with INSERT, UPDATE or COPY"
+    )]
+    Opaque(&'static str),
     #[error("pgveil: MERGE cannot encrypt the values of column {0}; use INSERT and UPDATE")]
     Merge(ColumnRefId),
     #[error(

@@ -572,3 +572,19 @@ fn session_settings_are_recognized() {
     assert!(session_settings("SET search_path = public").is_empty());
     assert!(session_settings("not sql pgveil.").is_empty());
 }
+
+#[test]
+fn code_pgveil_cannot_see_run_is_refused() {
+    for sql in [
+        "DO $$ BEGIN INSERT INTO customers (email) VALUES ('a@b.c'); END $$",
+        "CALL load_customers()  -- customers",
+        "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE customers SET email = ''x'''",
+        "CREATE RULE r AS ON INSERT TO customers DO ALSO NOTIFY x",
+    ] {
+        let Outcome::Refused(refusal) = run(sql) else {
+            panic!("not refused: {sql}");
+        };
+        assert_eq!(refusal.sqlstate, "0A000", "{sql}");
+        assert!(!refusal.message.contains("a@b.c"));
+    }
+}
