@@ -11,12 +11,16 @@
 //! A value that looks like ciphertext but does not decrypt is forwarded as
 //! it is: still ciphertext, never plaintext.
 
+use std::sync::atomic::Ordering;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 
 use crate::crypto::{self, Envelope};
+use crate::encrypt::Shared;
 use crate::policy::Action;
 use crate::protocol::reply::{self, Severity};
+use crate::relay::Tap;
 use crate::veil::Veil;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
@@ -34,6 +38,151 @@ enum Field {
 pub struct Reader<'a> {
     pub roles: &'a [String],
     pub purpose: Option<&'a str>,
+}
+
+/// The server-to-client tap. Without a policy it only notes FATAL errors.
+/// With one it reveals rows, follows transaction ends for the session's
+/// declarations, and tidies the errors of pgveil's refusals.
+pub struct ServerTap<'a> {
+    veil: Option<&'a Veil>,
+    shared: &'a Shared,
+    roles: &'a [String],
+    /// After a denied value: drop the rest of the result up to ReadyForQuery.
+    skipping: bool,
+    /// ParseComplete/BindComplete held while a refusal is pending: the
+    /// last two are the refusal statement's own, not the client's.
+    held: Vec<Bytes>,
+}
+
+impl<'a> ServerTap<'a> {
+    pub fn new(veil: Option<&'a Veil>, shared: &'a Shared, roles: &'a [String]) -> Self {
+        Self {
+            veil,
+            shared,
+            roles,
+            skipping: false,
+            held: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        let declared = self
+            .shared
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let reader = Reader {
+            roles: self.roles,
+            purpose: declared.current().purpose.as_deref(),
+        };
+        match data_row(veil, &reader, frame) {
+            Ok(row) => out.push(row),
+            Err(denied) => {
+                out.push(denied);
+                self.skipping = true;
+            }
+        }
+    }
+
+    fn error(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
+        let marker = self.veil.map(Veil::refusal_marker);
+        let ours = marker.is_some_and(|m| reply::error_field(&frame, b's') == Some(m.as_bytes()));
+        if !ours {
+            if matches!(reply::error_field(&frame, b'V'), Some(b"FATAL" | b"PANIC")) {
+                self.shared.server_fatal.store(true, Ordering::Relaxed);
+            }
+            out.append(&mut self.held);
+            return out.push(frame);
+        }
+        if self.held.len() >= 2 && self.shared.pending_refusals.load(Ordering::Relaxed) > 0 {
+            self.held.truncate(self.held.len() - 2);
+            self.shared.pending_refusals.fetch_sub(1, Ordering::Relaxed);
+        }
+        out.append(&mut self.held);
+        out.push(refusal_error(&frame));
+    }
+
+    fn track_transaction(&mut self, tag: u8, frame: &[u8]) {
+        let mut declared = self
+            .shared
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match tag {
+            b'Z' => declared.ready(frame.get(5).copied().unwrap_or(b'I')),
+            _ if frame
+                .get(5..)
+                .is_some_and(|tag| tag.starts_with(b"ROLLBACK")) =>
+            {
+                declared.rolled_back()
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Tap for ServerTap<'_> {
+    fn wants(&self, tag: u8) -> bool {
+        if tag == b'E' || self.skipping || !self.held.is_empty() {
+            return true;
+        }
+        self.veil.is_some()
+            && match tag {
+                b'D' | b'Z' => true,
+                b'1' | b'2' => self.shared.pending_refusals.load(Ordering::Relaxed) > 0,
+                b'C' => self.watching_rollback(),
+                _ => false,
+            }
+    }
+
+    fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        if self.skipping {
+            self.skipping = tag != b'Z';
+            if tag == b'Z' {
+                self.track_transaction(tag, &frame);
+                out.push(frame);
+            }
+            return;
+        }
+        match (tag, self.veil) {
+            (b'E', _) => self.error(frame, out),
+            (b'1' | b'2', _) if self.shared.pending_refusals.load(Ordering::Relaxed) > 0 => {
+                self.held.push(frame)
+            }
+            (b'D', Some(veil)) => {
+                out.append(&mut self.held);
+                self.row(veil, frame, out)
+            }
+            _ => {
+                out.append(&mut self.held);
+                if matches!(tag, b'Z' | b'C') && self.veil.is_some() {
+                    self.track_transaction(tag, &frame);
+                }
+                out.push(frame)
+            }
+        }
+    }
+}
+
+impl ServerTap<'_> {
+    fn watching_rollback(&self) -> bool {
+        self.shared
+            .declared
+            .lock()
+            .map(|d| d.watching_rollback())
+            .unwrap_or(true)
+    }
+}
+
+/// pgveil's refusal as the client should see it: severity, SQLSTATE and
+/// message, without the marker and the PL/pgSQL context of the statement
+/// that raised it.
+fn refusal_error(frame: &[u8]) -> Bytes {
+    let field =
+        |code| reply::error_field(frame, code).map(|v| String::from_utf8_lossy(v).into_owned());
+    let code = field(b'C').unwrap_or_else(|| "XX000".into());
+    let message = field(b'M').unwrap_or_default();
+    reply::error(Severity::Error, &code, &message)
 }
 
 /// Rewrites one DataRow frame for `reader`. `Err` carries the ErrorResponse

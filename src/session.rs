@@ -7,7 +7,7 @@
 //! the client is told why if it can still understand a message.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::encrypt::{ClientTap, Shared};
 use crate::protocol::reply::{self, sqlstate, Severity};
 use crate::protocol::startup::{self, Packet, StartupError};
 use crate::protocol::{read_message, FrameError, ReadError, Side};
-use crate::relay::{self, End, Outcome, Tap};
-use crate::reveal::{self, Reader};
+use crate::relay::{self, End, Outcome};
+use crate::reveal::ServerTap;
 use crate::roles::{self, RolesError};
 use crate::veil::Veil;
 
@@ -294,12 +295,9 @@ impl Session {
         let (mut client_rx, mut client_tx) = self.client.split();
         let (mut server_rx, mut server_tx) = upstream.split();
         let stop = self.close_all.child_token();
-        let terminated = AtomicBool::new(false);
-        let server_fatal = AtomicBool::new(false);
+        let shared = Shared::default();
         let upward = async {
-            let mut tap = ClientTap {
-                terminated: &terminated,
-            };
+            let mut tap = ClientTap::new(self.veil.as_deref(), &shared);
             let outcome = relay::relay(
                 Side::Frontend,
                 &mut client_rx,
@@ -313,12 +311,7 @@ impl Session {
             outcome
         };
         let downward = async {
-            let mut tap = ServerTap {
-                fatal: &server_fatal,
-                veil: self.veil.as_deref(),
-                roles: &roles,
-                skipping: false,
-            };
+            let mut tap = ServerTap::new(self.veil.as_deref(), &shared, &roles);
             let outcome = relay::relay(
                 Side::Backend,
                 &mut server_rx,
@@ -332,7 +325,7 @@ impl Session {
             outcome
         };
         let (up, down) = tokio::join!(upward, downward);
-        let farewell = self.farewell(&up, &down, &terminated, &server_fatal);
+        let farewell = self.farewell(&up, &down, &shared);
         if let Some(message) = farewell {
             let _ = self.client.write_all(&message).await;
         }
@@ -340,13 +333,7 @@ impl Session {
     }
 
     /// Logs how the session ended and picks the error the client should get.
-    fn farewell(
-        &self,
-        up: &Outcome,
-        down: &Outcome,
-        terminated: &AtomicBool,
-        server_fatal: &AtomicBool,
-    ) -> Option<Bytes> {
+    fn farewell(&self, up: &Outcome, down: &Outcome, shared: &Shared) -> Option<Bytes> {
         let (code, message) = match (&up.end, &down.end) {
             (End::Protocol(e), _) => {
                 warn!("client broke the protocol: {e}");
@@ -364,7 +351,9 @@ impl Session {
             }
             (End::Closed | End::ReadFailed(_) | End::WriteFailed(_), _) => return None,
             (_, End::Closed | End::ReadFailed(_)) => {
-                if terminated.load(Ordering::Relaxed) || server_fatal.load(Ordering::Relaxed) {
+                if shared.terminated.load(Ordering::Relaxed)
+                    || shared.server_fatal.load(Ordering::Relaxed)
+                {
                     return None;
                 }
                 warn!("upstream server closed the connection");
@@ -405,71 +394,4 @@ fn auth_code(frame: &[u8]) -> i32 {
     frame
         .get(5..9)
         .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// Notes the client's Terminate, after which the server's close is expected.
-struct ClientTap<'a> {
-    terminated: &'a AtomicBool,
-}
-
-impl Tap for ClientTap<'_> {
-    fn wants(&self, tag: u8) -> bool {
-        tag == b'X'
-    }
-
-    fn see(&mut self, _tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
-        self.terminated.store(true, Ordering::Relaxed);
-        out.push(frame);
-    }
-}
-
-/// Reveals protected values in rows (see [`crate::reveal`]) and notes a
-/// FATAL error from the server, which explains its close itself.
-struct ServerTap<'a> {
-    fatal: &'a AtomicBool,
-    veil: Option<&'a Veil>,
-    roles: &'a [String],
-    /// After a denied value: drop the rest of the result up to ReadyForQuery.
-    skipping: bool,
-}
-
-impl ServerTap<'_> {
-    fn see_row(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
-        let reader = Reader {
-            roles: self.roles,
-            purpose: None,
-        };
-        match reveal::data_row(veil, &reader, frame) {
-            Ok(row) => out.push(row),
-            Err(denied) => {
-                out.push(denied);
-                self.skipping = true;
-            }
-        }
-    }
-}
-
-impl Tap for ServerTap<'_> {
-    fn wants(&self, tag: u8) -> bool {
-        tag == b'E' || self.skipping || (tag == b'D' && self.veil.is_some())
-    }
-
-    fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
-        if self.skipping {
-            self.skipping = tag != b'Z';
-            if tag == b'Z' {
-                out.push(frame);
-            }
-            return;
-        }
-        match (tag, self.veil) {
-            (b'D', Some(veil)) => self.see_row(veil, frame, out),
-            _ => {
-                if matches!(reply::error_field(&frame, b'V'), Some(b"FATAL" | b"PANIC")) {
-                    self.fatal.store(true, Ordering::Relaxed);
-                }
-                out.push(frame);
-            }
-        }
-    }
 }

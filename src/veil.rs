@@ -33,6 +33,8 @@ pub struct Veil {
     /// Key id to the columns of its domain, to decide what a reader sees
     /// of a value whose ciphertext names only its key.
     columns_by_key: HashMap<u32, Vec<ColumnPolicy>>,
+    /// A random value marking the errors pgveil has the server raise.
+    refusal_marker: String,
 }
 
 impl Veil {
@@ -66,7 +68,13 @@ impl Veil {
             policy,
             keyring,
             columns_by_key,
+            refusal_marker: random_marker(),
         }
+    }
+
+    /// The marker of refusals (see `encrypt.rs`).
+    pub fn refusal_marker(&self) -> &str {
+        &self.refusal_marker
     }
 
     /// What a reader with `roles` and `purpose` sees of a value encrypted
@@ -86,6 +94,21 @@ impl Veil {
             .map(|column| (column.decide(roles, purpose), column))
             .min_by_key(|(action, _)| *action)
     }
+}
+
+/// 128 random bits as hex. Falls back to the clock if the system has no
+/// randomness to give: the marker only needs to be unguessable by clients
+/// in practice, it protects no secret.
+fn random_marker() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes = now.as_nanos().to_be_bytes();
+    }
+    format!("pgveil-{}", hex::encode(bytes))
 }
 
 /// Loads a policy file, or every `*.toml` of a directory.

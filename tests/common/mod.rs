@@ -361,3 +361,4 @@ pub fn query(sql: &str) -> Vec<u8> {
     body.push(0);
     message(b'Q', &body)
 }
+pub mod crm;

@@ -1,0 +1,404 @@
+//! Encrypts what clients write: the client-to-server tap of a session
+//! with a policy.
+//!
+//! - `Query` and `Parse` texts go through [`crate::rewrite`]: literals
+//!   written to or compared with protected columns are replaced by their
+//!   ciphertext; a statement pgveil cannot make safe is refused.
+//! - `Bind` values at the parameter positions a `Parse` reported are
+//!   encrypted, in text or binary format (a text value's binary form is
+//!   its bytes).
+//! - `SET pgveil.purpose` and friends are noted in [`Declared`].
+//!
+//! **Refusing in order.** A refusal must reach the client where
+//! PostgreSQL's own error would, after the answers to everything sent
+//! before it, and must abort the transaction as an error would. So the
+//! refused message is replaced by a statement that makes the server raise
+//! pgveil's error itself: `DO $$ ... RAISE EXCEPTION USING ERRCODE = ...`,
+//! marked with a per-process nonce in the error's `schema` field. In the
+//! extended protocol it is sent as an unnamed Parse/Bind/Execute and the
+//! client's messages up to its Sync are dropped, as the server would
+//! ignore them after an error; the server tap removes the
+//! ParseComplete/BindComplete of that statement and the marker fields.
+//! Nothing of the refused statement reaches the server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tracing::info;
+
+use crate::declared::Declared;
+use crate::policy::ColumnPolicy;
+use crate::protocol::reply;
+use crate::relay::Tap;
+use crate::rewrite::{
+    self, session_settings, EncryptError, Encryptor, Outcome, ParamSlot, Refusal,
+};
+use crate::veil::Veil;
+
+/// State both taps of a session share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub declared: Mutex<Declared>,
+    /// Refusals sent in the extended protocol whose error has not come back.
+    pub pending_refusals: AtomicUsize,
+    /// The client sent Terminate: the server's close is expected.
+    pub terminated: AtomicBool,
+    /// The server sent a FATAL error, which explains its close itself.
+    pub server_fatal: AtomicBool,
+}
+
+impl Encryptor for Veil {
+    fn encrypt(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String, EncryptError> {
+        self.keyring
+            .encrypt_text(
+                &column.domain,
+                column.encryption.into(),
+                plaintext.as_bytes(),
+            )
+            .map_err(|e| EncryptError(e.to_string()))
+    }
+}
+
+/// The client-to-server tap. Without a policy it only notes Terminate.
+pub struct ClientTap<'a> {
+    veil: Option<&'a Veil>,
+    shared: &'a Shared,
+    /// Parameter slots of prepared statements, by statement name.
+    statements: HashMap<String, Vec<ParamSlot>>,
+    /// Slots of statements prepared with SQL `PREPARE`, by name.
+    sql_prepared: HashMap<String, Vec<ParamSlot>>,
+    /// After an extended-protocol refusal: drop messages up to Sync.
+    skipping: bool,
+}
+
+impl<'a> ClientTap<'a> {
+    pub fn new(veil: Option<&'a Veil>, shared: &'a Shared) -> Self {
+        Self {
+            veil,
+            shared,
+            statements: HashMap::new(),
+            sql_prepared: HashMap::new(),
+            skipping: false,
+        }
+    }
+
+    fn query(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        let Some(sql) = cstr(&frame[5..]).and_then(|s| std::str::from_utf8(s).ok()) else {
+            return out.push(frame);
+        };
+        self.note_settings(sql);
+        match self.analyse(veil, sql) {
+            Outcome::Unchanged => out.push(frame),
+            Outcome::Rewritten(rewrite) => {
+                for prepared in rewrite.prepared {
+                    self.sql_prepared.insert(prepared.name, prepared.params);
+                }
+                out.push(reply::frame_of(b'Q', &cstring(&rewrite.sql)));
+            }
+            Outcome::CopyIn(copy) => {
+                let refusal = Refusal {
+                    sqlstate: "0A000",
+                    message: format!(
+                        "pgveil: COPY FROM STDIN into {}.{} is not supported yet; use INSERT",
+                        copy.table.0, copy.table.1
+                    ),
+                };
+                self.refuse_query(veil, &refusal, out);
+            }
+            Outcome::Refused(refusal) => self.refuse_query(veil, &refusal, out),
+        }
+    }
+
+    /// Rewrites a statement text, including `EXECUTE` of statements
+    /// prepared with SQL `PREPARE`.
+    fn analyse(&self, veil: &Veil, sql: &str) -> Outcome {
+        match rewrite::rewrite(sql, &veil.policy, veil) {
+            Outcome::Unchanged if !self.sql_prepared.is_empty() => rewrite::rewrite_execute(
+                sql,
+                &veil.policy,
+                |name| self.sql_prepared.get(name).cloned(),
+                veil,
+            ),
+            outcome => outcome,
+        }
+    }
+
+    fn note_settings(&self, sql: &str) {
+        if !contains_ignore_case(sql.as_bytes(), b"pgveil.") {
+            return;
+        }
+        let changes = session_settings(sql);
+        if changes.is_empty() {
+            return;
+        }
+        let mut declared = self
+            .shared
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for change in &changes {
+            declared.apply(change);
+        }
+    }
+
+    fn refuse_query(&self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
+        info!(
+            sqlstate = refusal.sqlstate,
+            "statement refused: {}", refusal.message
+        );
+        out.push(reply::frame_of(b'Q', &cstring(&raise_sql(veil, refusal))));
+    }
+
+    fn refuse_extended(&mut self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
+        info!(
+            sqlstate = refusal.sqlstate,
+            "statement refused: {}", refusal.message
+        );
+        let mut parse = BytesMut::new();
+        parse.put_u8(0);
+        parse.put_slice(&cstring(&raise_sql(veil, refusal)));
+        parse.put_i16(0);
+        out.push(reply::frame_of(b'P', &parse));
+        out.push(reply::frame_of(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        out.push(reply::frame_of(b'E', &[0, 0, 0, 0, 0]));
+        self.shared.pending_refusals.fetch_add(1, Ordering::Relaxed);
+        self.skipping = true;
+    }
+
+    fn parse(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        let Some(parse) = ParseMessage::read(&frame) else {
+            return out.push(frame);
+        };
+        let Ok(sql) = std::str::from_utf8(parse.query) else {
+            return out.push(frame);
+        };
+        self.note_settings(sql);
+        let name = String::from_utf8_lossy(parse.name).into_owned();
+        match rewrite::rewrite(sql, &veil.policy, veil) {
+            Outcome::Unchanged => {
+                self.statements.remove(&name);
+                out.push(frame);
+            }
+            Outcome::Rewritten(rewrite) => {
+                let mut body = BytesMut::new();
+                body.put_slice(parse.name);
+                body.put_u8(0);
+                body.put_slice(&cstring(&rewrite.sql));
+                body.put_slice(parse.types);
+                self.statements.insert(name, rewrite.params);
+                out.push(reply::frame_of(b'P', &body));
+            }
+            Outcome::CopyIn(_) => {
+                let refusal = Refusal {
+                    sqlstate: "0A000",
+                    message: "pgveil: COPY FROM STDIN into a protected table is not supported \
+                              in the extended protocol"
+                        .into(),
+                };
+                self.refuse_extended(veil, &refusal, out);
+            }
+            Outcome::Refused(refusal) => self.refuse_extended(veil, &refusal, out),
+        }
+    }
+
+    fn bind(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        let slots = BindMessage::statement_name(&frame)
+            .and_then(|name| self.statements.get(&*String::from_utf8_lossy(name)))
+            .filter(|slots| !slots.is_empty());
+        let Some(slots) = slots else {
+            return out.push(frame);
+        };
+        match encrypt_bind(veil, &frame, slots) {
+            Ok(bind) => out.push(bind),
+            Err(refusal) => self.refuse_extended(veil, &refusal, out),
+        }
+    }
+
+    fn close(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
+        if frame.get(5) == Some(&b'S') {
+            if let Some(name) = cstr(&frame[6..]) {
+                self.statements.remove(&*String::from_utf8_lossy(name));
+            }
+        }
+        out.push(frame);
+    }
+}
+
+impl Tap for ClientTap<'_> {
+    fn wants(&self, tag: u8) -> bool {
+        tag == b'X'
+            || self.skipping
+            || (self.veil.is_some() && matches!(tag, b'Q' | b'P' | b'B' | b'C'))
+    }
+
+    fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        if tag == b'X' {
+            self.shared.terminated.store(true, Ordering::Relaxed);
+        }
+        if self.skipping {
+            // The server would ignore everything up to Sync after an error;
+            // Flush still asks it to send what it has.
+            self.skipping = tag != b'S';
+            if matches!(tag, b'S' | b'H' | b'X') {
+                out.push(frame);
+            }
+            return;
+        }
+        match (tag, self.veil) {
+            (b'Q', Some(veil)) => self.query(veil, frame, out),
+            (b'P', Some(veil)) => self.parse(veil, frame, out),
+            (b'B', Some(veil)) => self.bind(veil, frame, out),
+            (b'C', Some(_)) => self.close(frame, out),
+            _ => out.push(frame),
+        }
+    }
+}
+
+/// A statement that makes the server raise `refusal`, marked with the
+/// nonce so the server tap can recognize and tidy the error.
+fn raise_sql(veil: &Veil, refusal: &Refusal) -> String {
+    format!(
+        "DO $pgveil$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{}', SCHEMA = '{}'; \
+         END$pgveil$",
+        refusal.sqlstate,
+        refusal.message.replace('\'', "''"),
+        veil.refusal_marker()
+    )
+}
+
+/// The parts of a Parse message: name, query, and the raw parameter types.
+struct ParseMessage<'f> {
+    name: &'f [u8],
+    query: &'f [u8],
+    types: &'f [u8],
+}
+
+impl<'f> ParseMessage<'f> {
+    fn read(frame: &'f [u8]) -> Option<Self> {
+        let body = frame.get(5..)?;
+        let name = cstr(body)?;
+        let rest = &body[name.len() + 1..];
+        let query = cstr(rest)?;
+        Some(Self {
+            name,
+            query,
+            types: &rest[query.len() + 1..],
+        })
+    }
+}
+
+/// Reading a Bind message.
+struct BindMessage;
+
+impl BindMessage {
+    fn statement_name(frame: &[u8]) -> Option<&[u8]> {
+        let body = frame.get(5..)?;
+        let portal = cstr(body)?;
+        cstr(&body[portal.len() + 1..])
+    }
+}
+
+/// Rebuilds a Bind with the values at `slots` encrypted.
+fn encrypt_bind(veil: &Veil, frame: &[u8], slots: &[ParamSlot]) -> Result<Bytes, Refusal> {
+    let malformed = || Refusal {
+        sqlstate: "08P01",
+        message: "pgveil: malformed Bind message".into(),
+    };
+    let body = frame.get(5..).ok_or_else(malformed)?;
+    let portal = cstr(body).ok_or_else(malformed)?;
+    let statement = cstr(&body[portal.len() + 1..]).ok_or_else(malformed)?;
+    let head_len = portal.len() + statement.len() + 2;
+    let mut reader = Reader(&body[head_len..]);
+    let formats_count = reader.i16().ok_or_else(malformed)?;
+    let formats = reader
+        .take(2 * formats_count.max(0) as usize)
+        .ok_or_else(malformed)?;
+    let params_count = reader.i16().ok_or_else(malformed)?;
+    let mut out = BytesMut::with_capacity(frame.len() + 64 * slots.len());
+    out.put_slice(&body[..head_len]);
+    out.put_i16(formats_count);
+    out.put_slice(formats);
+    out.put_i16(params_count);
+    for number in 1..=params_count.max(0) as usize {
+        let len = reader.i32().ok_or_else(malformed)?;
+        let value = if len < 0 {
+            None
+        } else {
+            Some(reader.take(len as usize).ok_or_else(malformed)?)
+        };
+        let slot = slots.iter().find(|s| s.number == number);
+        match (value, slot) {
+            (Some(value), Some(slot)) => {
+                let ciphertext = encrypt_param(veil, slot, value)?;
+                out.put_i32(ciphertext.len() as i32);
+                out.put_slice(ciphertext.as_bytes());
+            }
+            (Some(value), None) => {
+                out.put_i32(value.len() as i32);
+                out.put_slice(value);
+            }
+            (None, _) => out.put_i32(-1),
+        }
+    }
+    out.put_slice(reader.0);
+    Ok(reply::frame_of(b'B', &out))
+}
+
+fn encrypt_param(veil: &Veil, slot: &ParamSlot, value: &[u8]) -> Result<String, Refusal> {
+    let c = &slot.column;
+    let column = veil
+        .policy
+        .column(&c.schema, &c.table, &c.column)
+        .ok_or_else(|| Refusal {
+            sqlstate: "XX000",
+            message: format!("pgveil: no policy for column {c}"),
+        })?;
+    let text = std::str::from_utf8(value).map_err(|_| Refusal {
+        sqlstate: "22021",
+        message: format!("pgveil: the value for column {c} is not valid UTF-8 text"),
+    })?;
+    veil.encrypt(column, text).map_err(|e| Refusal {
+        sqlstate: "XX000",
+        message: format!("pgveil: cannot encrypt a value for column {c}: {}", e.0),
+    })
+}
+
+/// Reads big-endian integers and slices off the front.
+struct Reader<'b>(&'b [u8]);
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+        let (head, tail) = self.0.split_at_checked(n)?;
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// The bytes before the first NUL.
+fn cstr(bytes: &[u8]) -> Option<&[u8]> {
+    bytes.iter().position(|&b| b == 0).map(|end| &bytes[..end])
+}
+
+fn cstring(text: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(text.len() + 1);
+    v.extend_from_slice(text.as_bytes());
+    v.push(0);
+    v
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
