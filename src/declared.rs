@@ -4,9 +4,12 @@
 //! The client tap reports each `SET`, `SET LOCAL`, `RESET` and
 //! `set_config` it sees ([`Declared::apply`]); the server tap reports how
 //! transactions end ([`Declared::ready`], [`Declared::rolled_back`]). A
-//! `SET LOCAL` lasts until the transaction ends; a plain `SET` made inside
-//! a transaction is undone if the transaction rolls back, as in
-//! PostgreSQL.
+//! `SET LOCAL` lasts until the transaction ends; a plain `SET` is undone
+//! if its transaction rolls back, explicit (`BEGIN ... ROLLBACK`, or a
+//! failed transaction) or implicit (an error later in the same
+//! multi-statement query), as in PostgreSQL. Since a statement's
+//! transaction is known only once the server answers, every change keeps
+//! the values before it until the next ReadyForQuery says idle.
 
 use crate::rewrite::SettingChange;
 
@@ -34,10 +37,9 @@ pub struct Declared {
     session: Values,
     /// Set by `SET LOCAL`, until the transaction ends.
     local: Option<Values>,
-    /// The session values when the transaction began, kept once a plain
-    /// `SET` changes them inside it.
+    /// The session values before the first plain `SET` of the current
+    /// transaction.
     before_tx: Option<Values>,
-    in_tx: bool,
     rolled_back: bool,
 }
 
@@ -55,7 +57,7 @@ impl Declared {
                 .set(change);
             return;
         }
-        if self.in_tx && self.before_tx.is_none() {
+        if self.before_tx.is_none() {
             self.before_tx = Some(self.session.clone());
         }
         self.session.set(change);
@@ -70,7 +72,8 @@ impl Declared {
         self.before_tx.is_some()
     }
 
-    /// The server completed a ROLLBACK (or a COMMIT of a failed transaction).
+    /// The server completed a ROLLBACK (or a COMMIT of a failed
+    /// transaction), or reported an error, which aborts the transaction.
     pub fn rolled_back(&mut self) {
         self.rolled_back = true;
     }
@@ -91,7 +94,6 @@ impl Declared {
             self.local = None;
             self.rolled_back = false;
         }
-        self.in_tx = status != b'I';
     }
 }
 
@@ -134,6 +136,15 @@ mod tests {
         assert_eq!(purpose(&d), Some("kyc"));
         d.ready(b'I');
         assert_eq!(purpose(&d), Some("marketing"));
+    }
+
+    #[test]
+    fn an_error_in_the_same_query_undoes_a_set() {
+        let mut d = Declared::default();
+        d.apply(&set("purpose", Some("kyc"), false));
+        d.rolled_back();
+        d.ready(b'I');
+        assert_eq!(purpose(&d), None);
     }
 
     #[test]

@@ -87,6 +87,14 @@ impl<'a> ServerTap<'a> {
     fn error(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
         let marker = self.veil.map(Veil::refusal_marker);
         let ours = marker.is_some_and(|m| reply::error_field(&frame, b's') == Some(m.as_bytes()));
+        if self.veil.is_some() && self.watching_rollback() {
+            let mut declared = self
+                .shared
+                .declared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            declared.rolled_back();
+        }
         if !ours {
             if matches!(reply::error_field(&frame, b'V'), Some(b"FATAL" | b"PANIC")) {
                 self.shared.server_fatal.store(true, Ordering::Relaxed);

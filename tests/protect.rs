@@ -1,0 +1,308 @@
+//! Writing and searching protected columns through pgveil: values reach
+//! PostgreSQL only as ciphertext, authorized readers get them back, equality
+//! search works on deterministic columns, unsafe statements are refused
+//! with a clear error and write nothing, and the declared purpose governs
+//! plaintext.
+
+mod common;
+
+use common::crm::crm;
+use common::{sqlstate, Cluster, SUPERUSER, SUPERUSER_PASSWORD};
+use tokio_postgres::SimpleQueryMessage;
+
+/// Every value of customer `id` as PostgreSQL itself stores it.
+fn stored(id: i64) -> String {
+    Cluster::shared().psql_direct(&format!(
+        "select concat_ws('|', full_name, email, phone, national_id, address) from customers where id = {id}"
+    ))
+}
+
+fn first_row(messages: &[SimpleQueryMessage]) -> Vec<Option<String>> {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+fn count_where(condition: &str) -> i64 {
+    Cluster::shared()
+        .psql_direct(&format!("select count(*) from customers where {condition}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn simple_protocol_insert_is_encrypted_and_read_back() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let rows = app
+        .simple_query(
+            "insert into customers (full_name, email, phone, address, segment) \
+             values ('王芳', 'wang.fang@example.com', E'+852 9123\\x204567', $$1 Queen's Road$$, 'gold') \
+             returning id, email",
+        )
+        .await
+        .unwrap();
+    let row = first_row(&rows);
+    let id: i64 = row[0].as_deref().unwrap().parse().unwrap();
+    assert_eq!(
+        row[1].as_deref(),
+        Some("wang.fang@example.com"),
+        "RETURNING is revealed"
+    );
+    let raw = stored(id);
+    for plain in ["王芳", "wang.fang", "9123", "Queen"] {
+        assert!(!raw.contains(plain), "{plain} stored in clear: {raw}");
+    }
+    assert!(raw.starts_with("pgv1:"), "{raw}");
+    let back = first_row(
+        &app.simple_query(&format!(
+            "select full_name, email, phone, address, segment from customers where id = {id}"
+        ))
+        .await
+        .unwrap(),
+    );
+    let expected = [
+        "王芳",
+        "wang.fang@example.com",
+        "+852 9123 4567",
+        "1 Queen's Road",
+        "gold",
+    ];
+    assert_eq!(back, expected.map(|s| Some(s.to_owned())).to_vec());
+}
+
+#[tokio::test]
+async fn extended_protocol_parameters_are_encrypted_and_searchable() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let insert = app
+        .prepare("insert into customers (full_name, email, phone) values ($1, $2, $3) returning id")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let email = format!("param{i}@example.com");
+        let row = app
+            .query_one(&insert, &[&"李雷", &email, &"+86 139 0000 0000"])
+            .await
+            .unwrap();
+        ids.push(row.get::<_, i64>(0));
+    }
+    for id in &ids {
+        assert!(!stored(*id).contains("example.com"));
+    }
+    // Equality search with a parameter and with a literal, on the
+    // deterministic email column.
+    let row = app
+        .query_one(
+            "select id, full_name from customers where email = $1",
+            &[&"param1@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), ids[1]);
+    assert_eq!(row.get::<_, &str>(1), "李雷");
+    let rows = app
+        .simple_query("select id from customers where email in ('param0@example.com', 'param2@example.com') order by id")
+        .await
+        .unwrap();
+    let found: Vec<i64> = rows
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found, vec![ids[0], ids[2]]);
+    // UPDATE with a parameter, as support may.
+    let support = crm.connect("support_user").await;
+    let n = support
+        .execute(
+            "update customers set phone = $1 where id = $2",
+            &[&"+86 139 1111 2222", &ids[0]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(!stored(ids[0]).contains("1111"));
+    let phone: String = app
+        .query_one("select phone from customers where id = $1", &[&ids[0]])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phone, "+86 139 1111 2222");
+}
+
+#[tokio::test]
+async fn unsafe_statements_are_refused_and_write_nothing() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let before = count_where("true");
+    for (sql, column) in [
+        (
+            "insert into customers (email) values (lower('X@EXAMPLE.COM'))",
+            "public.customers.email",
+        ),
+        (
+            "insert into customers (full_name) select 'x' from generate_series(1, 3)",
+            "public.customers.full_name",
+        ),
+        (
+            "select id from customers order by full_name",
+            "public.customers.full_name",
+        ),
+        (
+            "select id from customers where email like '%@example.com'",
+            "public.customers.email",
+        ),
+        (
+            "select id from customers where full_name = 'Alice'",
+            "public.customers.full_name",
+        ),
+    ] {
+        let err = app.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), Some("0A000"), "{sql}: {err}");
+        let message = err.as_db_error().unwrap().message();
+        assert!(
+            message.starts_with("pgveil:") && message.contains(column),
+            "{message}"
+        );
+        assert!(
+            !message.contains("X@EXAMPLE") && !message.contains("Alice"),
+            "{message}"
+        );
+    }
+    // The same through the extended protocol; the session goes on.
+    let err = app
+        .query("select id from customers where email like $1", &[&"%x%"])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("0A000"), "{err}");
+    let one: i32 = app.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    assert_eq!(
+        count_where("true"),
+        before,
+        "a refused statement wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_aborts_the_transaction_like_an_error() {
+    let crm = crm();
+    let mut app = crm.connect("crm_user").await;
+    let before = count_where("true");
+    let tx = app.transaction().await.unwrap();
+    tx.execute("insert into customers (segment) values ('tx-test')", &[])
+        .await
+        .unwrap();
+    let err = tx
+        .execute(
+            "insert into customers (email) values (upper($1))",
+            &[&"a@b.c"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("0A000"));
+    let err = tx.execute("select 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("25P02"), "the transaction is aborted");
+    // COMMIT of an aborted transaction rolls it back.
+    tx.commit().await.unwrap();
+    assert_eq!(count_where("true"), before);
+}
+
+async fn national_id(app: &tokio_postgres::Client, id: i64) -> Option<String> {
+    let sql = format!("select national_id from customers where id = {id}");
+    first_row(&app.simple_query(&sql).await.unwrap())[0].clone()
+}
+
+#[tokio::test]
+async fn national_id_needs_the_declared_purpose() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id: i64 = app
+        .query_one(
+            "insert into customers (national_id) values ($1) returning id",
+            &[&"110101199003071234"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        national_id(&app, id).await,
+        None,
+        "no purpose: the default (null)"
+    );
+    app.batch_execute("set pgveil.purpose = 'kyc'")
+        .await
+        .unwrap();
+    assert_eq!(
+        national_id(&app, id).await.as_deref(),
+        Some("110101199003071234")
+    );
+    app.batch_execute("reset pgveil.purpose").await.unwrap();
+    assert_eq!(national_id(&app, id).await, None);
+    // SET LOCAL lasts until the transaction ends.
+    app.batch_execute("begin; select set_config('pgveil.purpose', 'kyc', true)")
+        .await
+        .unwrap();
+    assert_eq!(
+        national_id(&app, id).await.as_deref(),
+        Some("110101199003071234")
+    );
+    app.batch_execute("commit").await.unwrap();
+    assert_eq!(national_id(&app, id).await, None);
+    // A purpose set in a transaction that rolls back is undone.
+    app.batch_execute("begin; set pgveil.purpose = 'kyc'; rollback")
+        .await
+        .unwrap();
+    assert_eq!(national_id(&app, id).await, None);
+    // So is one followed by an error in the same query.
+    app.batch_execute("set pgveil.purpose = 'kyc'; select 1/0")
+        .await
+        .unwrap_err();
+    assert_eq!(national_id(&app, id).await, None);
+    // Another purpose is not enough.
+    app.batch_execute("set pgveil.purpose = 'marketing'")
+        .await
+        .unwrap();
+    assert_eq!(national_id(&app, id).await, None);
+}
+
+#[tokio::test]
+async fn the_dba_sees_only_ciphertext_directly() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    app.execute(
+        "insert into customers (email, full_name) values ($1, $2)",
+        &[&"dba.check@example.com", &"Secret Person"],
+    )
+    .await
+    .unwrap();
+    let direct = common::try_connect(&format!(
+        "host=127.0.0.1 port={} user={SUPERUSER} password='{SUPERUSER_PASSWORD}' dbname=postgres",
+        Cluster::shared().addr().rsplit_once(':').unwrap().1
+    ))
+    .await
+    .unwrap();
+    let rows = direct
+        .query(
+            "select coalesce(email, '') || coalesce(full_name, '') from customers",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        let value: String = row.get(0);
+        assert!(!value.contains("dba.check") && !value.contains("Secret Person"));
+    }
+}
