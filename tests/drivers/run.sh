@@ -3,9 +3,10 @@
 # PostgreSQL 15 cluster: once directly, once through pgveil. Reports every
 # test that passes directly but not through pgveil.
 #
-#   tests/drivers/run.sh SUITE [-- EXTRA_PYTEST_ARGS...]
+#   tests/drivers/run.sh SUITE|all [-- EXTRA_PYTEST_ARGS...]
 #
-# SUITE: psycopg2 (see tests/drivers/suites/). Environment knobs:
+# SUITE: psycopg2, psycopg2-green, asyncpg, pg8000 (tests/drivers/suites/),
+# or all of them in turn. Environment knobs:
 #   MODE=both|direct|proxy|serve   which runs to do (default both; the
 #                            comparison needs both). serve: set up the
 #                            cluster and pgveil, print their ports, wait
@@ -34,8 +35,19 @@ if [[ "${1:-}" == "--" ]]; then shift; fi
 EXTRA_ARGS=("$@")
 TARGETS=(tests)   # what the suite's pytest runs: its tests directory
 
+if [[ "$SUITE" == all ]]; then
+    # Every suite in turn, each with its own cluster and pgveil.
+    status=0
+    for f in "$HERE"/suites/*.sh; do
+        name="$(basename "$f" .sh)"
+        echo "################ $name"
+        "$0" "$name" "$@" || status=$?
+        [[ $status == 2 ]] && exit 2
+    done
+    exit $status
+fi
 if [[ -z "$SUITE" || ! -f "$HERE/suites/$SUITE.sh" ]]; then
-    echo "usage: $0 SUITE [-- EXTRA_PYTEST_ARGS...]" >&2
+    echo "usage: $0 SUITE|all [-- EXTRA_PYTEST_ARGS...]" >&2
     echo "suites: $(cd "$HERE/suites" && ls *.sh | sed 's/\.sh$//' | tr '\n' ' ')" >&2
     exit 2
 fi
@@ -181,7 +193,7 @@ RUST_LOG="$PGVEIL_LOG" "$PGVEIL_BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
     --upstream "127.0.0.1:$PGPORT_DIRECT" 2>"$WORK/pgveil.log" &
 PGVEIL_PID=$!
 for _ in $(seq 100); do
-    grep -q "accepting connections" "$WORK/pgveil.log" && break
+    grep -qs "accepting connections" "$WORK/pgveil.log" && break
     kill -0 "$PGVEIL_PID" 2>/dev/null || { cat "$WORK/pgveil.log" >&2; die "pgveil exited"; }
     sleep 0.1
 done
@@ -241,7 +253,7 @@ python3 "$HERE/compare.py" --allow "$HERE/allowlist/$SUITE.txt" --list-regressio
     "$WORK/direct.xml" "$WORK/proxy.xml" >"$WORK/regressions.txt"
 : >"$WORK/reruns.txt"
 if [[ -s "$WORK/regressions.txt" && "$RERUNS" -gt 0 ]]; then
-    mapfile -t ids < <(python3 "$HERE/compare.py" --nodeids <"$WORK/regressions.txt")
+    mapfile -t ids <"$WORK/regressions.txt"
     log "re-running ${#ids[@]} differing test(s) $RERUNS time(s) each way"
     TARGETS=("${ids[@]}")
     EXTRA_ARGS=()
