@@ -166,7 +166,7 @@ psql_super() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PGPORT_DIRECT"
 # A fresh database (and no leftover replication slots) before each run, so
 # the second run starts from the same state as the first.
 reset_db() {
-    psql_super -d template1 >/dev/null <<EOF
+    psql_super -d template1 >/dev/null <<EOF || return 1
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$SUITE_DB' AND pid <> pg_backend_pid();
 DROP DATABASE IF EXISTS "$SUITE_DB";
@@ -178,7 +178,7 @@ END \$\$;
 ALTER ROLE "$SUITE_USER" PASSWORD '$SUITE_PASSWORD';
 CREATE DATABASE "$SUITE_DB" OWNER "$SUITE_USER";
 EOF
-    suite_db_setup | psql_super -d "$SUITE_DB" >/dev/null
+    suite_db_setup | psql_super -d "$SUITE_DB" >/dev/null || return 1
 }
 
 # ---------------------------------------------------------------- pgveil
@@ -203,7 +203,7 @@ log "pgveil pid $PGVEIL_PID listening on $PROXY_PORT (log: $WORK/pgveil.log)"
 
 run_one() {
     local label=$1 port=$2 t0
-    reset_db
+    reset_db || die "could not recreate database $SUITE_DB"
     t0=$(date +%s)
     log "running $SUITE $label (port $port)"
     set +e
@@ -217,7 +217,7 @@ run_one() {
 
 if [[ "$MODE" == serve ]]; then
     # For investigating: leave the cluster and pgveil up until interrupted.
-    reset_db
+    reset_db || die "could not recreate database $SUITE_DB"
     cat <<EOF2
 cluster: 127.0.0.1:$PGPORT_DIRECT (socket dir $WORK/sock)   pgveil: 127.0.0.1:$PROXY_PORT
 user $SUITE_USER password $SUITE_PASSWORD database $SUITE_DB
