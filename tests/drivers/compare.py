@@ -7,8 +7,8 @@ through pgveil. Exit 0 when each such test is in the allow-list, else 1.
     compare.py [--allow FILE] DIRECT.xml PROXY.xml
     compare.py --single RUN.xml      # just the counts of one run
     compare.py --list-regressions [--allow FILE] DIRECT.xml PROXY.xml
-                                     # ids that differ, not allow-listed
-    compare.py --nodeids < IDS       # junit ids -> pytest node ids
+                                     # pytest node ids of the tests that
+                                     # differ and are not allow-listed
     compare.py --reruns FILE ...     # FILE: lines "proxy|direct RERUN.xml";
                                      # a differing test that passed every
                                      # re-run through pgveil is FLAKY and
@@ -23,11 +23,15 @@ import sys
 import xml.etree.ElementTree as ET
 
 
+NODEIDS = {}
+
+
 def results(path):
     """Maps test id -> (status, message) for each testcase in a report."""
     out = {}
     for case in ET.parse(path).iter("testcase"):
         tid = f"{case.get('classname', '')}::{case.get('name', '')}"
+        NODEIDS.setdefault(tid, nodeid(case))
         status, message = "passed", ""
         for child in case:
             if child.tag in ("failure", "error"):
@@ -77,17 +81,11 @@ def main():
     ap.add_argument("--allow")
     ap.add_argument("--single", action="store_true")
     ap.add_argument("--list-regressions", action="store_true")
-    ap.add_argument("--nodeids", action="store_true")
     ap.add_argument("--reruns")
     ap.add_argument("--strict", action="store_true")
     ap.add_argument("reports", nargs="*")
     args = ap.parse_args()
 
-    if args.nodeids:
-        for line in sys.stdin:
-            if line.strip():
-                print(nodeid(line.strip()))
-        return 0
 
     if args.single:
         res = results(args.reports[0])
@@ -110,7 +108,7 @@ def main():
     only_proxy = sorted(passed_proxy - passed_direct)
     if args.list_regressions:
         for t in bad:
-            print(t)
+            print(NODEIDS[t])
         return 0
 
     # Re-run tallies: id -> {"proxy": [passes, runs], "direct": [...]}.
@@ -156,7 +154,7 @@ def main():
             print(f"  {t}  [direct: {direct.get(t, ('missing', ''))[0]}]")
     stale = sorted(t for t in allow if t not in regressions)
     if stale:
-        print(f"allow-listed but not failing (consider removing): {', '.join(stale)}")
+        print(f"allow-listed, no difference this run: {', '.join(stale)}")
     print("=" * 72)
     print(f"{'OK' if not failing else 'FAILED'}: {len(failing)} test(s) pass directly "
           f"but fail through pgveil"
@@ -165,11 +163,16 @@ def main():
     return 1 if failing else 0
 
 
-def nodeid(tid):
-    """tests.test_x.Class::name -> tests/test_x.py::Class::name"""
-    classname, _, name = tid.partition("::")
-    module, _, cls = classname.rpartition(".")
-    return f"{module.replace('.', '/')}.py::{cls}::{name}"
+def nodeid(case):
+    """The pytest node id of a junit testcase (xunit1 has its file)."""
+    classname, name, path = case.get("classname", ""), case.get("name", ""), case.get("file")
+    if not path:
+        module, _, cls = classname.rpartition(".")
+        return f"{module.replace('.', '/')}.py::{cls}::{name}"
+    module = path[:-3].replace("/", ".")
+    if classname == module:
+        return f"{path}::{name}"
+    return f"{path}::{classname[len(module) + 1:].replace('.', '::')}::{name}"
 
 
 if __name__ == "__main__":

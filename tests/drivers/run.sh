@@ -3,9 +3,10 @@
 # PostgreSQL 15 cluster: once directly, once through pgveil. Reports every
 # test that passes directly but not through pgveil.
 #
-#   tests/drivers/run.sh SUITE [-- EXTRA_PYTEST_ARGS...]
+#   tests/drivers/run.sh SUITE|all [-- EXTRA_PYTEST_ARGS...]
 #
-# SUITE: psycopg2 (see tests/drivers/suites/). Environment knobs:
+# SUITE: psycopg2, psycopg2-green, asyncpg, pg8000 (tests/drivers/suites/),
+# or all of them in turn. Environment knobs:
 #   MODE=both|direct|proxy|serve   which runs to do (default both; the
 #                            comparison needs both). serve: set up the
 #                            cluster and pgveil, print their ports, wait
@@ -34,8 +35,19 @@ if [[ "${1:-}" == "--" ]]; then shift; fi
 EXTRA_ARGS=("$@")
 TARGETS=(tests)   # what the suite's pytest runs: its tests directory
 
+if [[ "$SUITE" == all ]]; then
+    # Every suite in turn, each with its own cluster and pgveil.
+    status=0
+    for f in "$HERE"/suites/*.sh; do
+        name="$(basename "$f" .sh)"
+        echo "################ $name"
+        "$0" "$name" "$@" || status=$?
+        [[ $status == 2 ]] && exit 2
+    done
+    exit $status
+fi
 if [[ -z "$SUITE" || ! -f "$HERE/suites/$SUITE.sh" ]]; then
-    echo "usage: $0 SUITE [-- EXTRA_PYTEST_ARGS...]" >&2
+    echo "usage: $0 SUITE|all [-- EXTRA_PYTEST_ARGS...]" >&2
     echo "suites: $(cd "$HERE/suites" && ls *.sh | sed 's/\.sh$//' | tr '\n' ' ')" >&2
     exit 2
 fi
@@ -154,7 +166,7 @@ psql_super() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PGPORT_DIRECT"
 # A fresh database (and no leftover replication slots) before each run, so
 # the second run starts from the same state as the first.
 reset_db() {
-    psql_super -d template1 >/dev/null <<EOF
+    psql_super -d template1 >/dev/null <<EOF || return 1
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$SUITE_DB' AND pid <> pg_backend_pid();
 DROP DATABASE IF EXISTS "$SUITE_DB";
@@ -166,7 +178,7 @@ END \$\$;
 ALTER ROLE "$SUITE_USER" PASSWORD '$SUITE_PASSWORD';
 CREATE DATABASE "$SUITE_DB" OWNER "$SUITE_USER";
 EOF
-    suite_db_setup | psql_super -d "$SUITE_DB" >/dev/null
+    suite_db_setup | psql_super -d "$SUITE_DB" >/dev/null || return 1
 }
 
 # ---------------------------------------------------------------- pgveil
@@ -181,7 +193,7 @@ RUST_LOG="$PGVEIL_LOG" "$PGVEIL_BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
     --upstream "127.0.0.1:$PGPORT_DIRECT" 2>"$WORK/pgveil.log" &
 PGVEIL_PID=$!
 for _ in $(seq 100); do
-    grep -q "accepting connections" "$WORK/pgveil.log" && break
+    grep -qs "accepting connections" "$WORK/pgveil.log" && break
     kill -0 "$PGVEIL_PID" 2>/dev/null || { cat "$WORK/pgveil.log" >&2; die "pgveil exited"; }
     sleep 0.1
 done
@@ -191,7 +203,7 @@ log "pgveil pid $PGVEIL_PID listening on $PROXY_PORT (log: $WORK/pgveil.log)"
 
 run_one() {
     local label=$1 port=$2 t0
-    reset_db
+    reset_db || die "could not recreate database $SUITE_DB"
     t0=$(date +%s)
     log "running $SUITE $label (port $port)"
     set +e
@@ -205,7 +217,7 @@ run_one() {
 
 if [[ "$MODE" == serve ]]; then
     # For investigating: leave the cluster and pgveil up until interrupted.
-    reset_db
+    reset_db || die "could not recreate database $SUITE_DB"
     cat <<EOF2
 cluster: 127.0.0.1:$PGPORT_DIRECT (socket dir $WORK/sock)   pgveil: 127.0.0.1:$PROXY_PORT
 user $SUITE_USER password $SUITE_PASSWORD database $SUITE_DB
@@ -241,7 +253,7 @@ python3 "$HERE/compare.py" --allow "$HERE/allowlist/$SUITE.txt" --list-regressio
     "$WORK/direct.xml" "$WORK/proxy.xml" >"$WORK/regressions.txt"
 : >"$WORK/reruns.txt"
 if [[ -s "$WORK/regressions.txt" && "$RERUNS" -gt 0 ]]; then
-    mapfile -t ids < <(python3 "$HERE/compare.py" --nodeids <"$WORK/regressions.txt")
+    mapfile -t ids <"$WORK/regressions.txt"
     log "re-running ${#ids[@]} differing test(s) $RERUNS time(s) each way"
     TARGETS=("${ids[@]}")
     EXTRA_ARGS=()
