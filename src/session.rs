@@ -62,7 +62,7 @@ impl StartError {
     fn reply(&self) -> Option<Bytes> {
         let code = match self {
             StartError::Startup(StartupError::NoUser) => sqlstate::INVALID_AUTHORIZATION,
-            StartError::Startup(StartupError::Io(_))
+            StartError::Startup(StartupError::Io(_) | StartupError::Closed)
             | StartError::Read(ReadError::Io(_))
             | StartError::Io(_)
             | StartError::Refused(_)
@@ -132,7 +132,10 @@ impl Session {
 
     async fn fail_start(&mut self, e: StartError) {
         match &e {
-            StartError::ClientLeft => debug!("{e}"),
+            StartError::ClientLeft | StartError::Startup(StartupError::Closed) => debug!("{e}"),
+            StartError::Io(_) | StartError::Startup(StartupError::Io(_)) => {
+                info!("connection lost during startup: {e}")
+            }
             StartError::Refused(_) => info!("{e}"),
             _ => warn!("{e}"),
         }

@@ -69,13 +69,21 @@ pub enum StartupError {
     Layout,
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
+    /// The client closed between packets, as health checks and clients
+    /// that give up after an SSL refusal do. Not worth a warning.
+    #[error("client closed the connection before starting a session")]
+    Closed,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
 /// Reads one startup-phase packet.
 pub async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<Packet, StartupError> {
-    let len = r.read_u32().await? as usize;
+    let len = match r.read_u32().await {
+        Ok(len) => len as usize,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(StartupError::Closed),
+        Err(e) => return Err(e.into()),
+    };
     if !(8..=MAX_STARTUP_LEN).contains(&len) {
         return Err(StartupError::BadLength);
     }
