@@ -29,6 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
 
 use crate::declared::Declared;
+use crate::encoding::ClientEncoding;
 use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
 use crate::relay::Tap;
@@ -47,6 +48,22 @@ pub struct Shared {
     pub terminated: AtomicBool,
     /// The server sent a FATAL error, which explains its close itself.
     pub server_fatal: AtomicBool,
+    /// The session's `client_encoding`, as the server last reported it.
+    pub encoding: Mutex<ClientEncoding>,
+}
+
+impl Shared {
+    pub fn new(encoding: ClientEncoding) -> Self {
+        Self {
+            encoding: Mutex::new(encoding),
+            ..Self::default()
+        }
+    }
+
+    /// The session's current client encoding.
+    pub fn encoding(&self) -> ClientEncoding {
+        *self.encoding.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Encryptor for Veil {
@@ -85,17 +102,21 @@ impl<'a> ClientTap<'a> {
     }
 
     fn query(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
-        let Some(sql) = cstr(&frame[5..]).and_then(|s| std::str::from_utf8(s).ok()) else {
-            return out.push(frame);
+        let encoding = self.shared.encoding();
+        let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
+            return self.refuse_query(veil, &undecodable(), out);
         };
-        self.note_settings(sql);
-        match self.analyse(veil, sql) {
+        self.note_settings(&sql);
+        match self.analyse(veil, &sql) {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
                 for prepared in rewrite.prepared {
                     self.sql_prepared.insert(prepared.name, prepared.params);
                 }
-                out.push(reply::frame_of(b'Q', &cstring(&rewrite.sql)));
+                out.push(reply::frame_of(
+                    b'Q',
+                    &cstring(encoding.encode(&rewrite.sql)),
+                ));
             }
             Outcome::CopyIn(copy) => {
                 let refusal = Refusal {
@@ -171,12 +192,13 @@ impl<'a> ClientTap<'a> {
         let Some(parse) = ParseMessage::read(&frame) else {
             return out.push(frame);
         };
-        let Ok(sql) = std::str::from_utf8(parse.query) else {
-            return out.push(frame);
+        let encoding = self.shared.encoding();
+        let Some(sql) = encoding.decode(parse.query) else {
+            return self.refuse_extended(veil, &undecodable(), out);
         };
-        self.note_settings(sql);
+        self.note_settings(&sql);
         let name = String::from_utf8_lossy(parse.name).into_owned();
-        match rewrite::rewrite(sql, &veil.policy, veil) {
+        match rewrite::rewrite(&sql, &veil.policy, veil) {
             Outcome::Unchanged => {
                 self.statements.remove(&name);
                 out.push(frame);
@@ -185,7 +207,7 @@ impl<'a> ClientTap<'a> {
                 let mut body = BytesMut::new();
                 body.put_slice(parse.name);
                 body.put_u8(0);
-                body.put_slice(&cstring(&rewrite.sql));
+                body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
                 self.statements.insert(name, rewrite.params);
                 out.push(reply::frame_of(b'P', &body));
@@ -210,7 +232,7 @@ impl<'a> ClientTap<'a> {
         let Some(slots) = slots else {
             return out.push(frame);
         };
-        match encrypt_bind(veil, &frame, slots) {
+        match encrypt_bind(veil, self.shared.encoding(), &frame, slots) {
             Ok(bind) => out.push(bind),
             Err(refusal) => self.refuse_extended(veil, &refusal, out),
         }
@@ -253,6 +275,16 @@ impl Tap for ClientTap<'_> {
             (b'C', Some(_)) => self.close(frame, out),
             _ => out.push(frame),
         }
+    }
+}
+
+/// Statement text pgveil cannot read cannot be checked.
+fn undecodable() -> Refusal {
+    Refusal {
+        sqlstate: "22021",
+        message: "pgveil: the statement is not valid in the client encoding, so it cannot be \
+                  checked for protected columns"
+            .into(),
     }
 }
 
@@ -301,7 +333,12 @@ impl BindMessage {
 }
 
 /// Rebuilds a Bind with the values at `slots` encrypted.
-fn encrypt_bind(veil: &Veil, frame: &[u8], slots: &[ParamSlot]) -> Result<Bytes, Refusal> {
+fn encrypt_bind(
+    veil: &Veil,
+    encoding: ClientEncoding,
+    frame: &[u8],
+    slots: &[ParamSlot],
+) -> Result<Bytes, Refusal> {
     let malformed = || Refusal {
         sqlstate: "08P01",
         message: "pgveil: malformed Bind message".into(),
@@ -331,7 +368,7 @@ fn encrypt_bind(veil: &Veil, frame: &[u8], slots: &[ParamSlot]) -> Result<Bytes,
         let slot = slots.iter().find(|s| s.number == number);
         match (value, slot) {
             (Some(value), Some(slot)) => {
-                let ciphertext = encrypt_param(veil, slot, value)?;
+                let ciphertext = encrypt_param(veil, encoding, slot, value)?;
                 out.put_i32(ciphertext.len() as i32);
                 out.put_slice(ciphertext.as_bytes());
             }
@@ -346,7 +383,12 @@ fn encrypt_bind(veil: &Veil, frame: &[u8], slots: &[ParamSlot]) -> Result<Bytes,
     Ok(reply::frame_of(b'B', &out))
 }
 
-fn encrypt_param(veil: &Veil, slot: &ParamSlot, value: &[u8]) -> Result<String, Refusal> {
+fn encrypt_param(
+    veil: &Veil,
+    encoding: ClientEncoding,
+    slot: &ParamSlot,
+    value: &[u8],
+) -> Result<String, Refusal> {
     let c = &slot.column;
     let column = veil
         .policy
@@ -355,11 +397,11 @@ fn encrypt_param(veil: &Veil, slot: &ParamSlot, value: &[u8]) -> Result<String, 
             sqlstate: "XX000",
             message: format!("pgveil: no policy for column {c}"),
         })?;
-    let text = std::str::from_utf8(value).map_err(|_| Refusal {
+    let text = encoding.decode(value).ok_or_else(|| Refusal {
         sqlstate: "22021",
-        message: format!("pgveil: the value for column {c} is not valid UTF-8 text"),
+        message: format!("pgveil: the value for column {c} is not valid in the client encoding"),
     })?;
-    veil.encrypt(column, text).map_err(|e| Refusal {
+    veil.encrypt(column, &text).map_err(|e| Refusal {
         sqlstate: "XX000",
         message: format!("pgveil: cannot encrypt a value for column {c}: {}", e.0),
     })
@@ -390,9 +432,10 @@ fn cstr(bytes: &[u8]) -> Option<&[u8]> {
     bytes.iter().position(|&b| b == 0).map(|end| &bytes[..end])
 }
 
-fn cstring(text: &str) -> Vec<u8> {
+fn cstring(text: impl AsRef<[u8]>) -> Vec<u8> {
+    let text = text.as_ref();
     let mut v = Vec::with_capacity(text.len() + 1);
-    v.extend_from_slice(text.as_bytes());
+    v.extend_from_slice(text);
     v.push(0);
     v
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod declared;
 pub mod demo;
+pub mod encoding;
 pub mod encrypt;
 pub mod keyring;
 pub mod logging;

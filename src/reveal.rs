@@ -17,6 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 
 use crate::crypto::{self, Envelope};
+use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
 use crate::policy::Action;
 use crate::protocol::reply::{self, Severity};
@@ -34,10 +35,11 @@ enum Field {
     Deny(String),
 }
 
-/// The reader's identity, as the policy sees it.
+/// The reader's identity, as the policy sees it, and its encoding.
 pub struct Reader<'a> {
     pub roles: &'a [String],
     pub purpose: Option<&'a str>,
+    pub encoding: ClientEncoding,
 }
 
 /// The server-to-client tap. Without a policy it only notes FATAL errors.
@@ -74,6 +76,7 @@ impl<'a> ServerTap<'a> {
         let reader = Reader {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
+            encoding: self.shared.encoding(),
         };
         match data_row(veil, &reader, frame) {
             Ok(row) => out.push(row),
@@ -136,7 +139,7 @@ impl Tap for ServerTap<'_> {
         }
         self.veil.is_some()
             && match tag {
-                b'D' | b'Z' => true,
+                b'D' | b'Z' | b'S' => true,
                 b'1' | b'2' => self.shared.pending_refusals.load(Ordering::Relaxed) > 0,
                 b'C' => self.watching_rollback(),
                 _ => false,
@@ -161,6 +164,11 @@ impl Tap for ServerTap<'_> {
                 out.append(&mut self.held);
                 self.row(veil, frame, out)
             }
+            (b'S', Some(_)) => {
+                out.append(&mut self.held);
+                self.parameter_status(&frame);
+                out.push(frame)
+            }
             _ => {
                 out.append(&mut self.held);
                 if matches!(tag, b'Z' | b'C') && self.veil.is_some() {
@@ -173,6 +181,17 @@ impl Tap for ServerTap<'_> {
 }
 
 impl ServerTap<'_> {
+    /// Follows `client_encoding` as the server reports it.
+    fn parameter_status(&self, frame: &[u8]) {
+        if let Some(name) = client_encoding(frame) {
+            *self
+                .shared
+                .encoding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = ClientEncoding::from_pg_name(name);
+        }
+    }
+
     fn watching_rollback(&self) -> bool {
         self.shared
             .declared
@@ -180,6 +199,13 @@ impl ServerTap<'_> {
             .map(|d| d.watching_rollback())
             .unwrap_or(true)
     }
+}
+
+/// The value of a ParameterStatus frame for `client_encoding`.
+pub fn client_encoding(frame: &[u8]) -> Option<&str> {
+    let value = frame.get(5..)?.strip_prefix(b"client_encoding\0")?;
+    let end = value.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&value[..end]).ok()
 }
 
 /// pgveil's refusal as the client should see it: severity, SQLSTATE and
@@ -243,11 +269,12 @@ fn reveal(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Field {
             }
         },
     };
+    let text = String::from_utf8_lossy(&plaintext);
     match action {
-        Action::Plaintext => Field::Replace(plaintext.to_vec()),
+        Action::Plaintext => Field::Replace(reader.encoding.encode(&text).into_owned()),
         Action::Masked => {
-            let text = String::from_utf8_lossy(&plaintext);
-            Field::Replace(column.mask.apply(&text).into_bytes())
+            let masked = column.mask.apply(&text);
+            Field::Replace(reader.encoding.encode(&masked).into_owned())
         }
         Action::Pseudonym => match veil.keyring.pseudonym(domain, &plaintext) {
             Ok(token) => Field::Replace(token.into_bytes()),

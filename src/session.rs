@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::encoding::ClientEncoding;
 use crate::encrypt::{ClientTap, Shared};
 use crate::protocol::reply::{self, sqlstate, Severity};
 use crate::protocol::startup::{self, Packet, StartupError};
 use crate::protocol::{read_message, FrameError, ReadError, Side};
 use crate::relay::{self, End, Outcome};
-use crate::reveal::ServerTap;
+use crate::reveal::{self, ServerTap};
 use crate::roles::{self, RolesError};
 use crate::veil::Veil;
 
@@ -235,25 +236,27 @@ impl Session {
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
-        let roles = match &self.veil {
-            Some(_) => self.learn_roles(&mut upstream, &mut from_server).await?,
-            None => Vec::new(),
+        let greeting = match &self.veil {
+            Some(_) => self.greet(&mut upstream, &mut from_server).await?,
+            None => Greeting::default(),
         };
         Ok(Started {
             upstream,
             from_server,
             from_client,
-            roles,
+            greeting,
         })
     }
 
-    /// Relays the server's greeting up to its first ReadyForQuery, asks the
-    /// server for the session's roles, then lets the client go on.
-    async fn learn_roles(
+    /// Relays the server's greeting up to its first ReadyForQuery, noting
+    /// the client encoding; asks the server for the session's roles; then
+    /// lets the client go on.
+    async fn greet(
         &mut self,
         upstream: &mut TcpStream,
         from_server: &mut BytesMut,
-    ) -> Result<Vec<String>, StartError> {
+    ) -> Result<Greeting, StartError> {
+        let mut encoding = ClientEncoding::default();
         loop {
             let (tag, frame) = read_message(upstream, Side::Backend, from_server)
                 .await?
@@ -262,7 +265,10 @@ impl Session {
                 let roles = roles::fetch(upstream, from_server).await?;
                 self.client.write_all(&frame).await?;
                 debug!(?roles, "session roles");
-                return Ok(roles);
+                return Ok(Greeting { roles, encoding });
+            }
+            if let Some(name) = reveal::client_encoding(&frame).filter(|_| tag == b'S') {
+                encoding = ClientEncoding::from_pg_name(name);
             }
             self.client.write_all(&frame).await?;
             if tag == b'E' {
@@ -293,12 +299,13 @@ impl Session {
             mut upstream,
             from_server,
             from_client,
-            roles,
+            greeting,
         } = started;
         let (mut client_rx, mut client_tx) = self.client.split();
         let (mut server_rx, mut server_tx) = upstream.split();
         let stop = self.close_all.child_token();
-        let shared = Shared::default();
+        let shared = Shared::new(greeting.encoding);
+        let roles = greeting.roles;
         let upward = async {
             let mut tap = ClientTap::new(self.veil.as_deref(), &shared);
             let outcome = relay::relay(
@@ -386,8 +393,16 @@ struct Started {
     from_server: BytesMut,
     /// Client bytes read past its last authentication message.
     from_client: BytesMut,
-    /// The login role and the roles it is a member of (with a policy).
+    greeting: Greeting,
+}
+
+/// What pgveil learns as a session with a policy starts.
+#[derive(Default)]
+struct Greeting {
+    /// The login role and the roles it is a member of.
     roles: Vec<String>,
+    /// The client encoding the server reported.
+    encoding: ClientEncoding,
 }
 
 const AUTH_OK: i32 = 0;

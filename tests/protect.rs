@@ -306,3 +306,68 @@ async fn the_dba_sees_only_ciphertext_directly() {
         assert!(!value.contains("dba.check") && !value.contains("Secret Person"));
     }
 }
+
+/// psql through pgveil as `crm_user` in `encoding`, with raw statement
+/// bytes; returns raw output bytes.
+fn psql_in(encoding: &str, sql: &[u8]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let out = common::psql(&crm().proxy.addr(), "crm_user", "pw", "postgres")
+        .env("PGCLIENTENCODING", encoding)
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(sql))
+        .output()
+        .unwrap();
+    common::assert_success("psql", &out);
+    out.stdout
+}
+
+fn in_encoding(encoding: &str, text: &str) -> Vec<u8> {
+    pgveil::encoding::ClientEncoding::from_pg_name(encoding)
+        .encode(text)
+        .into_owned()
+}
+
+#[tokio::test]
+async fn gbk_and_big5_clients_share_plaintext_with_utf8_clients() {
+    let crm = crm();
+    let mut insert = b"insert into customers (full_name, email) values ('".to_vec();
+    insert.extend(in_encoding("GBK", "张伟"));
+    insert.extend(b"', 'gbk.writer@example.com')");
+    psql_in("GBK", &insert);
+    let mut insert = b"insert into customers (full_name, email) values ('".to_vec();
+    insert.extend(in_encoding("BIG5", "陳大文"));
+    insert.extend(b"', 'big5.writer@example.com')");
+    psql_in("BIG5", &insert);
+
+    let app = crm.connect("crm_user").await;
+    let name = |email: &'static str| {
+        let app = &app;
+        async move {
+            app.query_one(
+                "select full_name from customers where email = $1",
+                &[&email],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    assert_eq!(name("gbk.writer@example.com").await, "张伟");
+    assert_eq!(name("big5.writer@example.com").await, "陳大文");
+    // Each reader gets the name in its own encoding.
+    let out = psql_in(
+        "BIG5",
+        b"select full_name from customers where email = 'big5.writer@example.com'",
+    );
+    assert_eq!(
+        out,
+        [in_encoding("BIG5", "陳大文"), b"\n".to_vec()].concat()
+    );
+    let out = psql_in(
+        "GBK",
+        b"select full_name from customers where email = 'gbk.writer@example.com'",
+    );
+    assert_eq!(out, [in_encoding("GBK", "张伟"), b"\n".to_vec()].concat());
+    let stored = Cluster::shared().psql_direct("select string_agg(full_name, ',') from customers");
+    assert!(!stored.contains("张伟") && !stored.contains("陳大文"));
+}

@@ -81,7 +81,9 @@ pub enum StartupError {
 pub async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<Packet, StartupError> {
     let len = match r.read_u32().await {
         Ok(len) => len as usize,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(StartupError::Closed),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(StartupError::Closed)
+        }
         Err(e) => return Err(e.into()),
     };
     if !(8..=MAX_STARTUP_LEN).contains(&len) {
