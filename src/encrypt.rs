@@ -169,7 +169,7 @@ impl<'a> ClientTap<'a> {
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
         );
-        out.push(reply::frame_of(b'Q', &cstring(&raise_sql(veil, refusal))));
+        out.push(reply::frame_of(b'Q', &cstring(raise_sql(veil, refusal))));
     }
 
     fn refuse_extended(&mut self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
@@ -179,7 +179,7 @@ impl<'a> ClientTap<'a> {
         );
         let mut parse = BytesMut::new();
         parse.put_u8(0);
-        parse.put_slice(&cstring(&raise_sql(veil, refusal)));
+        parse.put_slice(&cstring(raise_sql(veil, refusal)));
         parse.put_i16(0);
         out.push(reply::frame_of(b'P', &parse));
         out.push(reply::frame_of(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
