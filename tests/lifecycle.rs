@@ -167,3 +167,65 @@ fn serve_with_flags_only_then_sigterm() {
         "query text leaked into the log"
     );
 }
+
+#[test]
+fn demo_serves_the_sample_crm_then_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = pgveil()
+        .args(["demo", "--listen", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut direct_port = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("user=postgres") {
+            direct_port = line
+                .split("port=")
+                .nth(1)
+                .and_then(|p| p.split(' ').next())
+                .map(str::to_owned);
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let direct_port = direct_port.expect("the direct connection line");
+    let read = |addr: &str, user: &str| {
+        let out = common::psql(addr, user, "pgveil-demo", "postgres")
+            .args([
+                "-c",
+                "select email from customers where full_name is not null order by id limit 1",
+            ])
+            .output()
+            .unwrap();
+        common::assert_success("psql", &out);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(read(&addr, "crm_user"), "zhang.wei@example.com");
+    assert_eq!(read(&addr, "support_user"), "z***@example.com");
+    let out = common::psql(
+        &format!("127.0.0.1:{direct_port}"),
+        "postgres",
+        "pgveil-demo",
+        "postgres",
+    )
+    .args(["-c", "select email from customers order by id limit 1"])
+    .output()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pgv1:"));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.iter().any(|l| l.contains("removed its files")),
+        "{rest:?}"
+    );
+}
