@@ -329,6 +329,10 @@ fn rewrite_parsed(
                     }
                     return Ok(Outcome::CopyIn(copy_in));
                 }
+                // COPY (query) TO: the query is checked like any other.
+                if let Some(query) = copy.query.as_deref().and_then(|q| q.node.as_ref()) {
+                    analyzer.statement(query)?;
+                }
             }
             Some(NodeEnum::PrepareStmt(prepare)) => {
                 let params = analyzer.prepare(prepare)?;

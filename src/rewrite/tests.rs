@@ -588,3 +588,20 @@ fn code_pgveil_cannot_see_run_is_refused() {
         assert!(!refusal.message.contains("a@b.c"));
     }
 }
+
+#[test]
+fn the_query_of_copy_to_is_checked() {
+    let sql = sql_of("COPY (SELECT id FROM customers WHERE email = 'a@b.c') TO STDOUT");
+    assert_eq!(
+        sql,
+        format!(
+            "COPY (SELECT id FROM customers WHERE email = {}) TO STDOUT",
+            ct("a@b.c", "email")
+        )
+    );
+    refused(
+        "COPY (SELECT id FROM customers ORDER BY full_name) TO STDOUT",
+        "0A000",
+        "public.customers.full_name",
+    );
+}
