@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
 
+use crate::catalog::Catalog;
 use crate::declared::Declared;
 use crate::encoding::ClientEncoding;
 use crate::policy::ColumnPolicy;
@@ -82,6 +83,7 @@ impl Encryptor for Veil {
 pub struct ClientTap<'a> {
     veil: Option<&'a Veil>,
     shared: &'a Shared,
+    catalog: &'a Catalog,
     /// Parameter slots of prepared statements, by statement name.
     statements: HashMap<String, Vec<ParamSlot>>,
     /// Slots of statements prepared with SQL `PREPARE`, by name.
@@ -91,10 +93,11 @@ pub struct ClientTap<'a> {
 }
 
 impl<'a> ClientTap<'a> {
-    pub fn new(veil: Option<&'a Veil>, shared: &'a Shared) -> Self {
+    pub fn new(veil: Option<&'a Veil>, shared: &'a Shared, catalog: &'a Catalog) -> Self {
         Self {
             veil,
             shared,
+            catalog,
             statements: HashMap::new(),
             sql_prepared: HashMap::new(),
             skipping: false,
@@ -135,7 +138,7 @@ impl<'a> ClientTap<'a> {
     /// Rewrites a statement text, including `EXECUTE` of statements
     /// prepared with SQL `PREPARE`.
     fn analyse(&self, veil: &Veil, sql: &str) -> Outcome {
-        match rewrite::rewrite(sql, &veil.policy, veil) {
+        match self.rewrite(veil, sql) {
             Outcome::Unchanged if !self.sql_prepared.is_empty() => rewrite::rewrite_execute(
                 sql,
                 &veil.policy,
@@ -144,6 +147,11 @@ impl<'a> ClientTap<'a> {
             ),
             outcome => outcome,
         }
+    }
+
+    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
+        let columns = |schema: &str, table: &str| self.catalog.column_order(schema, table);
+        rewrite::rewrite_with_columns(sql, &veil.policy, veil, &columns)
     }
 
     fn note_settings(&self, sql: &str) {
@@ -198,7 +206,7 @@ impl<'a> ClientTap<'a> {
         };
         self.note_settings(&sql);
         let name = String::from_utf8_lossy(parse.name).into_owned();
-        match rewrite::rewrite(&sql, &veil.policy, veil) {
+        match self.rewrite(veil, &sql) {
             Outcome::Unchanged => {
                 self.statements.remove(&name);
                 out.push(frame);

@@ -8,6 +8,7 @@
 //! [`keyring`].
 //! See `docs/ARCHITECTURE.md` for how a message flows through.
 
+pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -23,7 +24,6 @@ pub mod protocol;
 pub mod relay;
 pub mod reveal;
 pub mod rewrite;
-pub mod roles;
 pub mod server;
 pub mod session;
 pub mod veil;

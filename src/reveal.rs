@@ -296,13 +296,13 @@ fn parse(value: &[u8]) -> Option<Envelope> {
 /// The fields of a DataRow frame, `None` for SQL NULL. A malformed frame
 /// ends the iteration early; it is then passed on as PostgreSQL wrote it,
 /// for the client to judge.
-struct Fields<'a> {
+pub struct Fields<'a> {
     rest: &'a [u8],
     left: usize,
 }
 
 impl<'a> Fields<'a> {
-    fn of(frame: &'a [u8]) -> Self {
+    pub fn of(frame: &'a [u8]) -> Self {
         Fields {
             rest: frame.get(7..).unwrap_or_default(),
             left: Self::count(frame),

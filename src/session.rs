@@ -18,15 +18,16 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::{ClientTap, Shared};
+use crate::policy::Policy;
 use crate::protocol::reply::{self, sqlstate, Severity};
 use crate::protocol::startup::{self, Packet, StartupError};
 use crate::protocol::{read_message, FrameError, ReadError, Side};
 use crate::relay::{self, End, Outcome};
 use crate::reveal::{self, ServerTap};
-use crate::roles::{self, RolesError};
 use crate::veil::Veil;
 
 /// Why a session could not start.
@@ -46,8 +47,8 @@ enum StartError {
     Connect { upstream: String, reason: String },
     #[error("upstream server closed the connection during startup")]
     UpstreamClosed,
-    #[error("cannot learn the session's roles: {0}")]
-    Roles(#[from] RolesError),
+    #[error("cannot read the catalog for the session: {0}")]
+    Catalog(#[from] CatalogError),
     /// The server refused the login; its ErrorResponse has been relayed.
     #[error("login refused by server (SQLSTATE {0})")]
     Refused(String),
@@ -74,7 +75,7 @@ impl StartError {
             | StartError::UnexpectedMessage(_) => sqlstate::PROTOCOL_VIOLATION,
             StartError::Timeout => sqlstate::PROTOCOL_VIOLATION,
             StartError::Connect { .. } => sqlstate::CANNOT_CONNECT,
-            StartError::UpstreamClosed | StartError::Roles(_) => sqlstate::CONNECTION_FAILURE,
+            StartError::UpstreamClosed | StartError::Catalog(_) => sqlstate::CONNECTION_FAILURE,
         };
         Some(reply::error(Severity::Fatal, code, &self.to_string()))
     }
@@ -236,8 +237,11 @@ impl Session {
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
-        let greeting = match &self.veil {
-            Some(_) => self.greet(&mut upstream, &mut from_server).await?,
+        let greeting = match self.veil.clone() {
+            Some(veil) => {
+                self.greet(&mut upstream, &mut from_server, &veil.policy)
+                    .await?
+            }
             None => Greeting::default(),
         };
         Ok(Started {
@@ -255,6 +259,7 @@ impl Session {
         &mut self,
         upstream: &mut TcpStream,
         from_server: &mut BytesMut,
+        policy: &Policy,
     ) -> Result<Greeting, StartError> {
         let mut encoding = ClientEncoding::default();
         loop {
@@ -262,10 +267,10 @@ impl Session {
                 .await?
                 .ok_or(StartError::UpstreamClosed)?;
             if tag == b'Z' {
-                let roles = roles::fetch(upstream, from_server).await?;
+                let catalog = Catalog::fetch(upstream, from_server, policy).await?;
                 self.client.write_all(&frame).await?;
-                debug!(?roles, "session roles");
-                return Ok(Greeting { roles, encoding });
+                debug!(roles = ?catalog.roles, "session roles");
+                return Ok(Greeting { catalog, encoding });
             }
             if let Some(name) = reveal::client_encoding(&frame).filter(|_| tag == b'S') {
                 encoding = ClientEncoding::from_pg_name(name);
@@ -305,9 +310,9 @@ impl Session {
         let (mut server_rx, mut server_tx) = upstream.split();
         let stop = self.close_all.child_token();
         let shared = Shared::new(greeting.encoding);
-        let roles = greeting.roles;
+        let catalog = greeting.catalog;
         let upward = async {
-            let mut tap = ClientTap::new(self.veil.as_deref(), &shared);
+            let mut tap = ClientTap::new(self.veil.as_deref(), &shared, &catalog);
             let outcome = relay::relay(
                 Side::Frontend,
                 &mut client_rx,
@@ -321,7 +326,7 @@ impl Session {
             outcome
         };
         let downward = async {
-            let mut tap = ServerTap::new(self.veil.as_deref(), &shared, &roles);
+            let mut tap = ServerTap::new(self.veil.as_deref(), &shared, &catalog.roles);
             let outcome = relay::relay(
                 Side::Backend,
                 &mut server_rx,
@@ -399,8 +404,7 @@ struct Started {
 /// What pgveil learns as a session with a policy starts.
 #[derive(Default)]
 struct Greeting {
-    /// The login role and the roles it is a member of.
-    roles: Vec<String>,
+    catalog: Catalog,
     /// The client encoding the server reported.
     encoding: ClientEncoding,
 }

@@ -371,3 +371,34 @@ async fn gbk_and_big5_clients_share_plaintext_with_utf8_clients() {
     let stored = Cluster::shared().psql_direct("select string_agg(full_name, ',') from customers");
     assert!(!stored.contains("张伟") && !stored.contains("陳大文"));
 }
+
+#[tokio::test]
+async fn insert_without_a_column_list_uses_the_catalog_order() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let rows = app
+        .simple_query(
+            "insert into customers values \
+             (default, 'No List', 'nocols@example.com', '+1 555 0100', null, '1 Main St', 'std', default) \
+             returning id",
+        )
+        .await
+        .unwrap();
+    let id: i64 = first_row(&rows)[0].as_deref().unwrap().parse().unwrap();
+    let raw = stored(id);
+    assert!(
+        !raw.contains("nocols") && !raw.contains("No List") && !raw.contains("Main St"),
+        "{raw}"
+    );
+    let row = app
+        .query_one(
+            "select full_name, segment from customers where email = $1",
+            &[&"nocols@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, &str>(0), row.get::<_, &str>(1)),
+        ("No List", "std")
+    );
+}

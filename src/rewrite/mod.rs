@@ -252,17 +252,30 @@ impl From<Reason> for Refusal {
 /// Looks up the column order of a table (`schema`, `table`) for an
 /// `INSERT` or `COPY` without a column list. For now there is no catalog
 /// to look in: such statements on protected tables are refused.
-type ColumnOrder<'a> = &'a dyn Fn(&str, &str) -> Option<Vec<String>>;
+/// The columns of a table in order, by schema and table name, for
+/// statements without a column list (from the catalog).
+pub type ColumnOrder<'a> = &'a dyn Fn(&str, &str) -> Option<Vec<String>>;
 
 const NO_CATALOG: ColumnOrder<'static> = &|_, _| None;
 
 /// Analyses a statement text (one or more statements) for protected
 /// columns, and encrypts the values it writes or compares to them.
 pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
+    rewrite_with_columns(sql, policy, enc, NO_CATALOG)
+}
+
+/// [`rewrite`], knowing the column order of tables, so that `INSERT` and
+/// `COPY` without a column list can be handled.
+pub fn rewrite_with_columns(
+    sql: &str,
+    policy: &Policy,
+    enc: &dyn Encryptor,
+    column_order: ColumnOrder<'_>,
+) -> Outcome {
     if !policy.mentions_protected_table(sql) {
         return Outcome::Unchanged;
     }
-    outcome(rewrite_parsed(sql, policy, enc, NO_CATALOG))
+    outcome(rewrite_parsed(sql, policy, enc, column_order))
 }
 
 /// Encrypts the arguments of `EXECUTE name (...)` at the parameter slots
