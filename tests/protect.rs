@@ -402,3 +402,82 @@ async fn insert_without_a_column_list_uses_the_catalog_order() {
         ("No List", "std")
     );
 }
+
+/// All rows' first column of a simple query, as text.
+async fn column(client: &tokio_postgres::Client, sql: &str) -> Vec<Option<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn values_are_revealed_wherever_they_appear_in_results() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    app.batch_execute(
+        "insert into customers (email, full_name, segment) values ('everywhere@example.com', 'Every Where', 'seg-x')",
+    )
+    .await
+    .unwrap();
+    let cond = "email = 'everywhere@example.com'";
+    let expect = vec![Some("everywhere@example.com".to_owned())];
+    for sql in [
+        format!("select coalesce(email, 'none') from customers where {cond}"),
+        format!("select e from (select email as e from customers where {cond}) sub"),
+        format!("with c as (select email from customers where {cond}) select email from c"),
+        format!("select email from customers where {cond} union all select email from customers where false"),
+        format!("select a.email from customers a join customers b on a.email = b.email where a.{cond}"),
+    ] {
+        assert_eq!(column(&app, &sql).await, expect, "{sql}");
+    }
+    // A view, a cursor and SQL-level PREPARE/EXECUTE.
+    Cluster::shared().psql_direct(
+        "create or replace view customer_emails as select id, email from customers; \
+         grant select on customer_emails to crm_app",
+    );
+    let ids = column(&app, &format!("select id from customers where {cond}")).await;
+    let id = ids[0].clone().unwrap();
+    assert_eq!(
+        column(
+            &app,
+            &format!("select email from customer_emails where id = {id}")
+        )
+        .await,
+        expect
+    );
+    app.batch_execute(&format!(
+        "begin; declare cur cursor for select email from customers where {cond}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(column(&app, "fetch 1 from cur").await, expect);
+    app.batch_execute("commit").await.unwrap();
+    app.batch_execute(
+        "prepare by_email (text) as select full_name from customers where email = $1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        column(&app, "execute by_email ('everywhere@example.com')").await,
+        vec![Some("Every Where".to_owned())]
+    );
+    app.batch_execute("prepare add_customer (text, text) as insert into customers (email, segment) values ($1, $2)")
+        .await
+        .unwrap();
+    app.batch_execute("execute add_customer ('executed@example.com', 'seg-y')")
+        .await
+        .unwrap();
+    let raw = Cluster::shared()
+        .psql_direct("select string_agg(email, ',') from customers where segment = 'seg-y'");
+    assert!(
+        raw.starts_with("pgv1:") && !raw.contains("executed@"),
+        "{raw}"
+    );
+}
