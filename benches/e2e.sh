@@ -299,7 +299,8 @@ start_pgveil() {
     while (($#)) && [[ $1 != -- ]]; do vars+=("$1"); shift; done
     (($#)) && shift
     port=$(free_port)
-    log "starting $name on port $port${vars[*]:+ with ${vars[*]}}${*:+, args $*}"
+    # Variable names only: their values may be keys.
+    log "starting $name on port $port${vars[*]:+ with ${vars[*]%%=*}}${*:+, args $*}"
     env "${vars[@]}" "$PGVEIL_BIN" serve --listen "127.0.0.1:$port" \
         --upstream "127.0.0.1:$PG_PORT" --log-format json "$@" 2>"$RUN_DIR/$name.log" &
     pid=$!   # env execs pgveil, so this is pgveil's own pid
@@ -311,9 +312,19 @@ start_pgveil() {
 
 # pgveil with no policy: pure pass-through.
 start_pgveil pgveil
-# ===== EXTENSION POINT (targets): later issues start more instances here,
-# e.g. start_pgveil pgveil-policy -- --config "$BENCHES/crm/policy.toml",
-# and use them in the workload list below.
+
+# pgveil with the sample CRM policy (policies/crm.toml), in front of its own
+# database, where the customers' personal data is stored encrypted. The
+# bench user belongs to crm_app, as the CRM's application login would.
+ENC_DB=crm_enc
+declare -A TARGET_DB=([pgveil-policy]=$ENC_DB)
+su_psql -d postgres -c "CREATE DATABASE $ENC_DB OWNER $BENCH_USER" >/dev/null
+su_psql -d postgres -c "CREATE ROLE crm_app NOLOGIN; GRANT crm_app TO $BENCH_USER" >/dev/null
+MASTER_KEY=$("$PGVEIL_BIN" keys new-master)
+PGVEIL_MASTER_KEY=$MASTER_KEY "$PGVEIL_BIN" keys init --policy "$REPO/policies/crm.toml" \
+    --keyring "$WORK/keyring.toml" >/dev/null
+printf 'policy = "%s"\nkeyring = "%s"\n' "$REPO/policies/crm.toml" "$WORK/keyring.toml" >"$WORK/policy.toml"
+start_pgveil pgveil-policy "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/policy.toml"
 STD_TARGETS="direct pgbouncer pgveil"
 
 # Every target must accept a SCRAM login from the bench user.
@@ -328,6 +339,13 @@ run_child pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" 
     >"$RUN_DIR/logs/pgbench-init.log" 2>&1 || { cat "$RUN_DIR/logs/pgbench-init.log" >&2; die "pgbench -i failed"; }
 psql -X -q -v ON_ERROR_STOP=1 -v ncust="$NCUST" -h 127.0.0.1 -p "$PG_PORT" \
     -U "$BENCH_USER" -d "$BENCH_DB" -f "$BENCHES/crm/schema.sql" >/dev/null
+# The same customers, written through pgveil-policy so they are encrypted.
+log "CRM seed data ($NCUST customers), encrypted through pgveil-policy"
+psql -X -q -v ON_ERROR_STOP=1 -v ncust=0 -h 127.0.0.1 -p "$PG_PORT" \
+    -U "$BENCH_USER" -d "$ENC_DB" -f "$BENCHES/crm/schema.sql" >/dev/null
+python3 "$BENCHES/crm/seed.py" "$NCUST" | psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 \
+    -p "${TARGET_PORT[pgveil-policy]}" -U "$BENCH_USER" -d "$ENC_DB" >/dev/null
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" -d "$ENC_DB" -c "VACUUM ANALYZE customers"
 su_psql -d postgres -c CHECKPOINT
 
 # ---------------------------------------------------------------------------
@@ -390,10 +408,13 @@ add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
 #   add_script_workload crm-mix-c8 "pgveil pgveil-policy" 8 crm/...
 #   add_workload select-simple-c8-audit "pgveil pgveil-audit" -S -M simple -c 8 -j 2
 # and pass the matching ratio to the summary (--ratio pgveil-policy/pgveil).
-add_script_workload crm-mix-c8 "$STD_TARGETS" 8 \
+# The CRM mix also runs through pgveil-policy on encrypted columns; its
+# ratio to pgveil on the same statements over plaintext is the cost of
+# encryption.
+add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy" 8 \
     crm/lookup_by_email.sql@40 crm/page_of_50.sql@30 \
     crm/update_phone.sql@20 crm/insert_customer.sql@10
-EXTRA_RATIOS=()
+EXTRA_RATIOS=(pgveil-policy/pgveil)
 # =============================================================================
 
 # Runs one pgbench measurement and records it.
@@ -407,7 +428,7 @@ run_one() {
         before=$(cpu_ticks "$pid")
     fi
     run_child pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
-        "${args[@]}" "$BENCH_DB" >"$log_file" 2>&1 || rc=$?
+        "${args[@]}" "${TARGET_DB[$target]:-$BENCH_DB}" >"$log_file" 2>&1 || rc=$?
     if [[ -n $before ]]; then
         after=$(cpu_ticks "$pid")
         if [[ -n $after ]] && alive "$pid"; then
