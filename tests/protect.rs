@@ -481,3 +481,97 @@ async fn values_are_revealed_wherever_they_appear_in_results() {
         "{raw}"
     );
 }
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// After a CRM workload through pgveil (simple and extended inserts,
+/// updates, searches, a refused statement), none of its plaintext is in a
+/// dump of the database, nor anywhere in the cluster's files: tables, WAL,
+/// server log.
+#[tokio::test]
+async fn no_plaintext_reaches_the_database_dump_wal_or_log() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let secrets = [
+        "Leak Canary Person",
+        "leak.canary@example.net",
+        "+49 30 55501234",
+        "LEAKID987654321",
+        "77 Canary Wharf Lane",
+        "Updated Canary Phone 0099",
+        "金丝雀测试",
+    ];
+    app.batch_execute(&format!(
+        "insert into customers (full_name, email, phone, national_id, address, segment) \
+         values ('{}', '{}', '{}', '{}', '{}', 'CanaryVisibleSegment')",
+        secrets[0], secrets[1], secrets[2], secrets[3], secrets[4]
+    ))
+    .await
+    .unwrap();
+    app.execute(
+        "insert into customers (full_name, email) values ($1, $2)",
+        &[&secrets[6], &"canary2@example.net"],
+    )
+    .await
+    .unwrap();
+    app.execute(
+        "update customers set phone = $1 where email = $2",
+        &[&secrets[5], &secrets[1]],
+    )
+    .await
+    .unwrap();
+    app.simple_query(&format!(
+        "select * from customers where email = '{}'",
+        secrets[1]
+    ))
+    .await
+    .unwrap();
+    // Refused, and so never sent: its literal must not reach the server log.
+    app.simple_query(&format!(
+        "select * from customers where full_name like '{}%'",
+        secrets[0]
+    ))
+    .await
+    .unwrap_err();
+    Cluster::shared().psql_direct("checkpoint");
+
+    let (host, port) = Cluster::shared()
+        .addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.to_owned()))
+        .unwrap();
+    let dump = std::process::Command::new("pg_dump")
+        .args(["-h", &host, "-p", &port, "-U", SUPERUSER, "postgres"])
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .output()
+        .unwrap();
+    common::assert_success("pg_dump", &dump);
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("pgv1:"), "the dump holds ciphertext");
+    // The scan works: the unprotected column's value is found in the files.
+    assert!(!files_containing(Cluster::shared().dir(), b"CanaryVisibleSegment").is_empty());
+    for secret in secrets {
+        assert!(!dump.contains(secret), "{secret} is in the dump");
+        let found = files_containing(Cluster::shared().dir(), secret.as_bytes());
+        assert!(found.is_empty(), "{secret} is in {found:?}");
+    }
+}

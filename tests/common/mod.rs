@@ -61,6 +61,11 @@ impl Cluster {
         self.inner.addr()
     }
 
+    /// The cluster's directory: data files, WAL and server log.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.dir
+    }
+
     /// Stops the server (fast mode: sessions are terminated).
     pub fn stop(&self) {
         self.inner.stop().unwrap();
