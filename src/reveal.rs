@@ -346,3 +346,98 @@ fn put_field(body: &mut BytesMut, value: Option<&[u8]>) {
         None => body.put_i32(-1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::keyring::Keyring;
+    use crate::policy::Policy;
+    use crate::rewrite::Encryptor;
+
+    const POLICY: &str = r#"
+[[column]]
+table = "t"
+column = "secret"
+reveal = { reader = "plaintext", masker = "masked" }
+default = "deny"
+"#;
+
+    fn veil() -> Veil {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.toml");
+        let policy = Policy::from_str("t.toml", POLICY).unwrap();
+        let (master, _) = MasterKey::generate().unwrap();
+        Keyring::init(&path, &master, &policy.domains()).unwrap();
+        Veil::new(policy, Keyring::load(&path, &master).unwrap())
+    }
+
+    fn row(fields: &[Option<&[u8]>]) -> Bytes {
+        let mut body = BytesMut::new();
+        body.put_u16(fields.len() as u16);
+        for field in fields {
+            put_field(&mut body, *field);
+        }
+        reply::frame_of(b'D', &body)
+    }
+
+    fn read(veil: &Veil, roles: &[&str], frame: Bytes) -> Result<Vec<Option<Vec<u8>>>, Bytes> {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let reader = Reader {
+            roles: &roles,
+            purpose: None,
+            encoding: ClientEncoding::default(),
+        };
+        let out = data_row(veil, &reader, frame)?;
+        Ok(Fields::of(&out).map(|f| f.map(<[u8]>::to_vec)).collect())
+    }
+
+    #[test]
+    fn each_action_and_untouched_rows() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "secret").unwrap();
+        let ciphertext = veil.encrypt(column, "top secret").unwrap();
+        let frame = row(&[Some(b"plain"), None, Some(ciphertext.as_bytes())]);
+        let plain = read(&veil, &["reader"], frame.clone()).unwrap();
+        assert_eq!(
+            plain,
+            vec![Some(b"plain".to_vec()), None, Some(b"top secret".to_vec())]
+        );
+        let masked = read(&veil, &["masker"], frame.clone()).unwrap();
+        assert_eq!(
+            masked[2],
+            Some(column.mask.apply("top secret").into_bytes())
+        );
+        let denied = read(&veil, &["nobody"], frame).unwrap_err();
+        assert_eq!(reply::error_field(&denied, b'C'), Some(&b"42501"[..]));
+        let message = reply::error_field(&denied, b'M').unwrap();
+        assert!(String::from_utf8_lossy(message).contains("public.t.secret"));
+        // A row without ciphertext is passed on as the same bytes.
+        let untouched = row(&[Some(b"a"), Some(b"pgv1")]);
+        let reader = Reader {
+            roles: &[],
+            purpose: None,
+            encoding: ClientEncoding::default(),
+        };
+        assert_eq!(
+            data_row(&veil, &reader, untouched.clone()).unwrap(),
+            untouched
+        );
+    }
+
+    #[test]
+    fn forged_or_damaged_ciphertext_is_passed_on_not_decrypted() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "secret").unwrap();
+        let mut ciphertext = veil.encrypt(column, "top secret").unwrap().into_bytes();
+        let last = ciphertext.len() - 1;
+        ciphertext[last] = if ciphertext[last] == b'A' { b'B' } else { b'A' };
+        let out = read(&veil, &["reader"], row(&[Some(&ciphertext)])).unwrap();
+        assert_eq!(out, vec![Some(ciphertext)]);
+        let forged = b"pgv1:not-really".to_vec();
+        assert_eq!(
+            read(&veil, &["reader"], row(&[Some(&forged)])).unwrap(),
+            vec![Some(forged)]
+        );
+    }
+}
