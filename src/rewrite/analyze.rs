@@ -211,7 +211,7 @@ impl<'a> Analyzer<'a> {
     fn merge(&self, node: &NodeEnum) -> Result<()> {
         for (n, ..) in node.nodes() {
             if let NodeRef::RangeVar(range) = n {
-                let (schema, table) = table_name(range);
+                let (schema, table) = table_name(range, self.policy);
                 if let Some(column) = self.policy.columns_of(schema, &table).next() {
                     return Err(Reason::Merge(column.into()));
                 }
@@ -303,7 +303,7 @@ impl<'a> Analyzer<'a> {
                 });
             }
         }
-        let (schema, table) = table_name(range);
+        let (schema, table) = table_name(range, self.policy);
         let columns: Protected<'a> = self
             .policy
             .columns_of(schema, &table)
@@ -454,7 +454,7 @@ impl<'a> Analyzer<'a> {
             return Ok(());
         };
         let target = self.range_var(range, &scope)?;
-        let (schema, table) = table_name(range);
+        let (schema, table) = table_name(range, self.policy);
         let targets = self.insert_targets(s, range)?;
         match s.select_stmt.as_deref().and_then(|n| n.node.as_ref()) {
             Some(NodeEnum::SelectStmt(select)) if is_plain_values(select) => {
@@ -491,7 +491,7 @@ impl<'a> Analyzer<'a> {
         s: &InsertStmt,
         range: &RangeVar,
     ) -> Result<Vec<Option<&'a ColumnPolicy>>> {
-        let (schema, table) = table_name(range);
+        let (schema, table) = table_name(range, self.policy);
         if s.select_stmt.is_none() {
             return Ok(Vec::new()); // DEFAULT VALUES
         }
@@ -571,7 +571,7 @@ impl<'a> Analyzer<'a> {
             let relations = self.relations_of(item, &scope)?;
             scope.relations.extend(relations);
         }
-        let (schema, table) = table_name(range);
+        let (schema, table) = table_name(range, self.policy);
         self.set_clause(&s.target_list, schema, &table, false, &scope)?;
         self.condition_opt(s.where_clause.as_deref(), &scope)?;
         self.returning(s.returning_clause.as_ref(), &scope)
@@ -965,14 +965,24 @@ fn check_equality(column: &ColumnPolicy, other: Option<&ColumnPolicy>) -> Result
     }
 }
 
-/// `(schema, table)` of a table reference.
-fn table_name(range: &RangeVar) -> (&str, String) {
-    let schema = if range.schemaname.is_empty() {
+/// `(schema, table)` of a table reference. pgveil does not know the
+/// session's `search_path`, so a table named without a schema is taken to
+/// be `public`'s if that one is protected, else a protected table of that
+/// name in any schema: a wrong guess can only protect too much.
+pub(super) fn table_name<'r>(range: &'r RangeVar, policy: &'r Policy) -> (&'r str, String) {
+    let table = &range.relname;
+    if !range.schemaname.is_empty() {
+        return (&range.schemaname, table.clone());
+    }
+    let schema = if policy.is_protected_table(DEFAULT_SCHEMA, table) {
         DEFAULT_SCHEMA
     } else {
-        &range.schemaname
+        policy
+            .tables()
+            .find(|(_, t)| t == table)
+            .map_or(DEFAULT_SCHEMA, |(schema, _)| schema)
     };
-    (schema, range.relname.clone())
+    (schema, table.clone())
 }
 
 fn string(node: &Node) -> Option<&str> {

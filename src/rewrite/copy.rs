@@ -79,12 +79,8 @@ pub(super) fn copy_in(
     let Some(range) = copy.relation.as_ref().filter(|_| copy.is_from) else {
         return Ok(None);
     };
-    let schema = if range.schemaname.is_empty() {
-        "public"
-    } else {
-        &range.schemaname
-    };
-    let table = &range.relname;
+    let (schema, table) = super::analyze::table_name(range, policy);
+    let (schema, table) = (schema, &table);
     let Some(first) = policy.columns_of(schema, table).next() else {
         return Ok(None);
     };

@@ -605,3 +605,21 @@ fn the_query_of_copy_to_is_checked() {
         "public.customers.full_name",
     );
 }
+
+#[test]
+fn an_unqualified_name_may_mean_a_protected_table_in_another_schema() {
+    let policy = Policy::from_str(
+        "crm.toml",
+        "[[column]]\ntable = \"crm.clients\"\ncolumn = \"email\"\nencryption = \"deterministic\"\n",
+    )
+    .unwrap();
+    // With search_path = crm, `clients` is crm.clients: it must be encrypted.
+    let Outcome::Rewritten(r) = rewrite(
+        "INSERT INTO clients (email) VALUES ('a@b.c')",
+        &policy,
+        &Fake,
+    ) else {
+        panic!("not rewritten");
+    };
+    assert!(!r.sql.contains("'a@b.c'"), "{}", r.sql);
+}
