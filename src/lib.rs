@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod copy_in;
 pub mod crypto;
 pub mod demo;
 pub mod keyring;
