@@ -227,7 +227,8 @@ impl<'a> CopyEncryptor<'a> {
         }
         let mut pending = mem::take(&mut self.pending);
         pending.extend_from_slice(data);
-        let mut out = Vec::with_capacity(pending.len());
+        // Sized for the new data only: a long pending row may not end here.
+        let mut out = Vec::with_capacity(data.len());
         let mut start = 0;
         while !self.ended {
             let Some(row) = self.scan.find_end(self.syntax, &pending[start..]) else {

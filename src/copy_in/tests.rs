@@ -395,9 +395,9 @@ fn oversized_row() {
 
     let mut copy_enc = CopyEncryptor::new(&text_copy(), &policy, &Fake).unwrap();
     copy_enc.max_row = 16;
-    let out = copy_enc.feed(b"1\ta\tb\n1\tsecret@x.org\tb\n").unwrap_err();
+    let err = copy_enc.feed(b"1\ta\tb\n1\tsecret@x.org\tb\n").unwrap_err();
     assert_eq!(
-        out.message,
+        err.message,
         "pgveil: line 2 of the COPY data is longer than 16 bytes"
     );
     assert_eq!(MAX_ROW, 64 * 1024 * 1024);
@@ -515,4 +515,14 @@ fn a_protected_column_without_policy_is_refused() {
         "{}",
         err.message
     );
+}
+
+#[test]
+fn long_row_in_small_messages() {
+    let name = "n".repeat(1 << 20);
+    let data = format!("1\ta@b\t{name}\n2\t\\N\tx");
+    let chunks: Vec<&[u8]> = data.as_bytes().chunks(1000).collect();
+    let out = run_with(&text_copy(), &Fake, &chunks).unwrap();
+    let expected = format!("1\t{}\t{}\n2\t\\N\t{}", ct("a@b"), ct(&name), ct("x"));
+    assert!(out == expected.as_bytes());
 }
