@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod copy_in;
 pub mod crypto;
 pub mod declared;
 pub mod demo;

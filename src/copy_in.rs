@@ -1,0 +1,633 @@
+//! Encrypts the protected columns of the data of a `COPY ... FROM STDIN`.
+//!
+//! When the rewriter reports a statement as [`CopyIn`], the relay passes
+//! the payload of every `CopyData` message the client sends through a
+//! [`CopyEncryptor`], and what it returns on to the server. The encryptor
+//! splits the stream into rows and fields exactly as PostgreSQL's `COPY`
+//! does (text and CSV formats), decodes each protected field to its
+//! plaintext, and writes the ciphertext in its place; everything else,
+//! line terminators included, is copied byte for byte. Rows may span
+//! `CopyData` messages: the incomplete tail is kept until its end arrives
+//! (at most [`MAX_ROW`] bytes).
+//!
+//! **Text format.** Rows end with an unescaped `\n` or `\r\n`; fields are
+//! split on the delimiter; a backslash escapes the next character (`\n`,
+//! `\t`, octal `\123`, hex `\x41`, any other `\c` is `c`; a backslash
+//! before a line break makes the break data). A field equal to the NULL
+//! string before decoding is NULL and stays NULL. A line holding only
+//! `\.` ends the data: it is passed on, and anything after it is dropped,
+//! as PostgreSQL ignores it. `\.` anywhere else is refused, as
+//! PostgreSQL 18 does (older servers would end the data there).
+//!
+//! **CSV format.** Quotes may start anywhere in a field and hide
+//! delimiters and line breaks; inside quotes the escape character (the
+//! quote by default) escapes a quote or itself. An unquoted field equal to
+//! the NULL string is NULL; a quoted one never is. Ciphertext is written
+//! unquoted. With `HEADER`, the first line is passed on unchanged (also in
+//! text format). An unquoted line `\.` ends the data as in text format.
+//!
+//! **Failing closed.** A row with another number of fields than the COPY
+//! has columns, a protected value that is not UTF-8 or holds a literal
+//! carriage return (a line terminator of another style, where PostgreSQL
+//! would split rows differently), a quoted field left open at the end, or
+//! a row over [`MAX_ROW`] is an error: nothing protected may reach the
+//! server unencrypted. Errors start with `pgveil:`, name the column and
+//! the line (counted from 1, as the line the row starts on), and never
+//! contain the data. After an error the COPY must be abandoned.
+//!
+//! Client encodings other than UTF-8 (and ASCII-safe ones) are handled
+//! before the data reaches this module.
+
+use std::mem;
+use std::ops::Range;
+
+use thiserror::Error;
+
+use crate::policy::{ColumnPolicy, Policy};
+use crate::rewrite::{ColumnRefId, CopyFormat, CopyIn, EncryptError, Encryptor};
+
+/// The longest row, line terminator included, that pgveil buffers.
+pub const MAX_ROW: usize = 64 << 20;
+
+/// SQLSTATE `feature_not_supported`.
+const NOT_SUPPORTED: &str = "0A000";
+/// SQLSTATE `bad_copy_file_format`.
+const BAD_COPY_FILE_FORMAT: &str = "22P04";
+/// SQLSTATE `character_not_in_repertoire`.
+const NOT_IN_REPERTOIRE: &str = "22021";
+/// SQLSTATE `program_limit_exceeded`.
+const LIMIT_EXCEEDED: &str = "54000";
+/// SQLSTATE `internal_error`.
+const INTERNAL_ERROR: &str = "XX000";
+
+/// Why the COPY data cannot be encrypted, as the client will read it.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct CopyError {
+    pub sqlstate: &'static str,
+    /// Starts with `pgveil:`; never contains data values.
+    pub message: String,
+}
+
+/// What is wrong with the COPY or its data.
+#[derive(Debug, Error)]
+enum Problem {
+    #[error(
+        "pgveil: binary COPY into a table with protected column {0} is not supported; \
+         use text or csv"
+    )]
+    Binary(String),
+    #[error("pgveil: COPY option {0} must be a single one-byte character")]
+    NotOneByte(&'static str),
+    #[error(
+        "pgveil: COPY option {option} cannot be {value:?} when the table has protected \
+         columns: it ends lines or can appear in ciphertext"
+    )]
+    Unusable { option: &'static str, value: char },
+    #[error("pgveil: column {0} is protected but its policy is missing")]
+    NoPolicy(ColumnRefId),
+    #[error("pgveil: line {line} of the COPY data has {found} fields, expected {expected}")]
+    FieldCount {
+        line: usize,
+        found: usize,
+        expected: usize,
+    },
+    #[error("pgveil: line {line} of the COPY data is longer than {limit} bytes")]
+    RowTooLong { line: usize, limit: usize },
+    #[error("pgveil: line {0} of the COPY data ends inside a quoted CSV field")]
+    UnterminatedQuote(usize),
+    #[error(
+        "pgveil: line {0} of the COPY data has the end-of-data marker \\. inside a row; \
+         it must be alone on its line"
+    )]
+    MisplacedEndMarker(usize),
+    #[error(
+        "pgveil: line {line} of the COPY data has a literal carriage return in the value \
+         of column {column}; write it as \\r in text format, or quote the value in CSV"
+    )]
+    CarriageReturn { line: usize, column: String },
+    #[error(
+        "pgveil: line {line} of the COPY data has a value for column {column} that is not \
+         valid UTF-8 text"
+    )]
+    NotUtf8 { line: usize, column: String },
+    #[error(
+        "pgveil: cannot encrypt the value of column {column} on line {line} of the COPY \
+         data: {error}"
+    )]
+    Encrypt {
+        line: usize,
+        column: String,
+        error: EncryptError,
+    },
+    #[error(
+        "pgveil: the ciphertext for column {column} on line {line} of the COPY data \
+         cannot be written as a COPY field"
+    )]
+    BadCiphertext { line: usize, column: String },
+}
+
+impl From<Problem> for CopyError {
+    fn from(problem: Problem) -> Self {
+        let sqlstate = match problem {
+            Problem::Binary(_) | Problem::NotOneByte(_) | Problem::Unusable { .. } => NOT_SUPPORTED,
+            Problem::FieldCount { .. }
+            | Problem::UnterminatedQuote(_)
+            | Problem::MisplacedEndMarker(_)
+            | Problem::CarriageReturn { .. } => BAD_COPY_FILE_FORMAT,
+            Problem::NotUtf8 { .. } => NOT_IN_REPERTOIRE,
+            Problem::RowTooLong { .. } => LIMIT_EXCEEDED,
+            Problem::NoPolicy(_) | Problem::Encrypt { .. } | Problem::BadCiphertext { .. } => {
+                INTERNAL_ERROR
+            }
+        };
+        CopyError {
+            sqlstate,
+            message: problem.to_string(),
+        }
+    }
+}
+
+/// How rows are written.
+#[derive(Clone, Copy, Debug)]
+enum Syntax {
+    Text,
+    Csv { quote: u8, escape: u8 },
+}
+
+/// Encrypts the protected fields of one COPY data stream.
+pub struct CopyEncryptor<'a> {
+    syntax: Syntax,
+    delimiter: u8,
+    null: Vec<u8>,
+    /// The policy of each column of the data, `None` if unprotected.
+    columns: Vec<Option<&'a ColumnPolicy>>,
+    enc: &'a dyn Encryptor,
+    /// The header line is still to come.
+    header: bool,
+    /// The end-of-data marker was seen: the rest is dropped.
+    ended: bool,
+    /// The start of a row whose end has not arrived yet.
+    pending: Vec<u8>,
+    scan: RowScan,
+    /// The line the pending row starts on, counted from 1.
+    line: usize,
+    max_row: usize,
+    /// The decoded value of the current protected field.
+    plain: Vec<u8>,
+}
+
+impl<'a> CopyEncryptor<'a> {
+    /// An encryptor for the data of `copy`; binary format is refused.
+    pub fn new(
+        copy: &CopyIn,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+    ) -> Result<Self, CopyError> {
+        let options = &copy.options;
+        let syntax = match options.format {
+            CopyFormat::Binary => return Err(Problem::Binary(first_protected(copy, policy)).into()),
+            CopyFormat::Text => Syntax::Text,
+            CopyFormat::Csv => Syntax::Csv {
+                quote: option_byte("QUOTE", &options.quote)?,
+                escape: option_byte("ESCAPE", &options.escape)?,
+            },
+        };
+        let columns = copy
+            .columns
+            .iter()
+            .map(|column| {
+                column
+                    .as_ref()
+                    .map(|id| column_policy(policy, id))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(CopyEncryptor {
+            syntax,
+            delimiter: option_byte("DELIMITER", &options.delimiter)?,
+            null: options.null.clone().into_bytes(),
+            columns,
+            enc,
+            header: options.header,
+            ended: false,
+            pending: Vec::new(),
+            scan: RowScan::default(),
+            line: 1,
+            max_row: MAX_ROW,
+            plain: Vec::new(),
+        })
+    }
+
+    /// Consumes the payload of one CopyData message; returns the bytes to
+    /// send on (zero or more whole rows).
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        let mut pending = mem::take(&mut self.pending);
+        pending.extend_from_slice(data);
+        // Sized for the new data only: a long pending row may not end here.
+        let mut out = Vec::with_capacity(data.len());
+        let mut start = 0;
+        while !self.ended {
+            let Some(row) = self.scan.find_end(self.syntax, &pending[start..]) else {
+                break;
+            };
+            self.check_length(row.len)?;
+            self.row(&pending[start..start + row.len], &row, &mut out)?;
+            start += row.len;
+        }
+        if self.ended {
+            pending.clear();
+        } else {
+            pending.drain(..start);
+            self.check_length(pending.len())?;
+        }
+        self.pending = pending;
+        Ok(out)
+    }
+
+    /// At CopyDone: the last row, if it has no line terminator.
+    pub fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+        let pending = mem::take(&mut self.pending);
+        let scan = mem::take(&mut self.scan);
+        if self.ended || pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        if scan.in_quote {
+            return Err(Problem::UnterminatedQuote(self.line).into());
+        }
+        let row = scan.into_row(pending.len(), pending.len());
+        let mut out = Vec::with_capacity(pending.len());
+        self.row(&pending, &row, &mut out)?;
+        Ok(out)
+    }
+
+    fn check_length(&self, len: usize) -> Result<(), Problem> {
+        if len > self.max_row {
+            return Err(Problem::RowTooLong {
+                line: self.line,
+                limit: self.max_row,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes one whole row (`data`, terminator included) to `out`.
+    fn row(&mut self, data: &[u8], row: &Row, out: &mut Vec<u8>) -> Result<(), Problem> {
+        let (content, terminator) = data.split_at(row.content);
+        if content == b"\\." {
+            self.ended = true;
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        if row.end_marker {
+            return Err(Problem::MisplacedEndMarker(self.line));
+        }
+        if mem::take(&mut self.header) {
+            out.extend_from_slice(data);
+        } else {
+            self.fields(content, out)?;
+            out.extend_from_slice(terminator);
+        }
+        self.line += 1 + row.newlines;
+        Ok(())
+    }
+
+    /// Writes the fields of a row (without its terminator) to `out`,
+    /// protected ones encrypted.
+    fn fields(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), Problem> {
+        let mut start = 0;
+        let mut found = 0;
+        loop {
+            let column = self.columns.get(found).copied().flatten();
+            self.plain.clear();
+            let value = column.map(|_| &mut self.plain);
+            let field = match self.syntax {
+                Syntax::Text => text_field(content, start, self.delimiter, value),
+                Syntax::Csv { quote, escape } => {
+                    csv_field(content, start, self.delimiter, quote, escape, value)
+                }
+            };
+            let raw = &content[field.raw.clone()];
+            let is_null = !field.quoted && raw == self.null.as_slice();
+            match column {
+                Some(column) if !is_null => {
+                    out.extend_from_slice(self.encrypt(column, &field)?.as_bytes())
+                }
+                _ => out.extend_from_slice(raw),
+            }
+            found += 1;
+            if !field.delimited {
+                break;
+            }
+            out.push(self.delimiter);
+            start = field.raw.end + 1;
+        }
+        if found != self.columns.len() {
+            return Err(Problem::FieldCount {
+                line: self.line,
+                found,
+                expected: self.columns.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The ciphertext of the decoded value (in `self.plain`) of `field`.
+    fn encrypt(&self, column: &ColumnPolicy, field: &Field) -> Result<String, Problem> {
+        let line = self.line;
+        if field.bare_cr {
+            return Err(Problem::CarriageReturn {
+                line,
+                column: column.qualified_name(),
+            });
+        }
+        let plaintext = std::str::from_utf8(&self.plain)
+            .ok()
+            .filter(|text| !text.contains('\0'))
+            .ok_or_else(|| Problem::NotUtf8 {
+                line,
+                column: column.qualified_name(),
+            })?;
+        let ciphertext = self
+            .enc
+            .encrypt(column, plaintext)
+            .map_err(|error| Problem::Encrypt {
+                line,
+                column: column.qualified_name(),
+                error,
+            })?;
+        if !ciphertext.bytes().all(is_cipher_byte) || ciphertext.as_bytes() == self.null {
+            return Err(Problem::BadCiphertext {
+                line,
+                column: column.qualified_name(),
+            });
+        }
+        Ok(ciphertext)
+    }
+}
+
+/// A protected column of the COPY's table, to name in a refusal.
+fn first_protected(copy: &CopyIn, policy: &Policy) -> String {
+    let (schema, table) = &copy.table;
+    policy
+        .columns_of(schema, table)
+        .next()
+        .map_or_else(|| format!("{schema}.{table}"), ColumnPolicy::qualified_name)
+}
+
+fn column_policy<'a>(policy: &'a Policy, id: &ColumnRefId) -> Result<&'a ColumnPolicy, Problem> {
+    policy
+        .column(&id.schema, &id.table, &id.column)
+        .ok_or_else(|| Problem::NoPolicy(id.clone()))
+}
+
+/// The byte of a delimiter, quote or escape option.
+fn option_byte(option: &'static str, value: &str) -> Result<u8, Problem> {
+    let &[byte] = value.as_bytes() else {
+        return Err(Problem::NotOneByte(option));
+    };
+    if is_cipher_byte(byte) || byte == b'\r' || byte == b'\n' {
+        return Err(Problem::Unusable {
+            option,
+            value: char::from(byte),
+        });
+    }
+    Ok(byte)
+}
+
+/// Whether a byte belongs to the ciphertext alphabet `[A-Za-z0-9_:-]`.
+fn is_cipher_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b':' | b'-')
+}
+
+/// Where the row being received ends, found as its bytes arrive, with
+/// PostgreSQL's rules (`CopyReadLineText`).
+#[derive(Debug, Default)]
+struct RowScan {
+    /// Bytes of the row scanned so far.
+    scanned: usize,
+    /// Text: the previous byte is a backslash escaping this one.
+    escaped: bool,
+    /// Text: the row has an unescaped `\.`.
+    end_marker: bool,
+    /// CSV: inside a quoted part of a field.
+    in_quote: bool,
+    /// CSV: the previous byte is an escape (distinct from the quote)
+    /// inside quotes.
+    last_was_escape: bool,
+    /// The previous byte is a carriage return, neither escaped nor quoted.
+    bare_cr: bool,
+    /// Line breaks inside the row (escaped or quoted).
+    newlines: usize,
+}
+
+/// A whole row at the start of the data given to [`RowScan::find_end`].
+#[derive(Debug)]
+struct Row {
+    /// The length of its fields, without the line terminator.
+    content: usize,
+    /// Its length with the line terminator.
+    len: usize,
+    newlines: usize,
+    end_marker: bool,
+}
+
+impl RowScan {
+    /// The row at the start of `data`, if its end is there; scanning
+    /// resumes where the previous call on the same row stopped.
+    fn find_end(&mut self, syntax: Syntax, data: &[u8]) -> Option<Row> {
+        for (at, &byte) in data.iter().enumerate().skip(self.scanned) {
+            if byte == b'\n' && !self.escaped && !self.in_quote {
+                let scan = mem::take(self);
+                return Some(scan.into_row(at, at + 1));
+            }
+            self.step(syntax, byte);
+        }
+        self.scanned = data.len();
+        None
+    }
+
+    /// The row whose line ends at `line_end` (before its `\n`, if any)
+    /// and whose terminator ends at `len`.
+    fn into_row(self, line_end: usize, len: usize) -> Row {
+        Row {
+            content: line_end - usize::from(self.bare_cr),
+            len,
+            newlines: self.newlines,
+            end_marker: self.end_marker,
+        }
+    }
+
+    /// Takes in a byte that does not end the row.
+    fn step(&mut self, syntax: Syntax, byte: u8) {
+        self.newlines += usize::from(byte == b'\n');
+        match syntax {
+            Syntax::Text => {
+                let bare = !self.escaped;
+                self.end_marker |= !bare && byte == b'.';
+                self.bare_cr = bare && byte == b'\r';
+                self.escaped = bare && byte == b'\\';
+            }
+            Syntax::Csv { quote, escape } => {
+                if escape != quote && self.in_quote && byte == escape {
+                    self.last_was_escape = !self.last_was_escape;
+                }
+                if byte == quote && !self.last_was_escape {
+                    self.in_quote = !self.in_quote;
+                }
+                if byte != escape {
+                    self.last_was_escape = false;
+                }
+                self.bare_cr = byte == b'\r' && !self.in_quote;
+            }
+        }
+    }
+}
+
+/// One field of a row.
+#[derive(Debug)]
+struct Field {
+    /// Its bytes in the row, as written.
+    raw: Range<usize>,
+    /// Whether a delimiter follows it.
+    delimited: bool,
+    /// CSV: whether any part of it is quoted.
+    quoted: bool,
+    /// Whether it has a carriage return neither escaped nor quoted.
+    bare_cr: bool,
+}
+
+/// Reads the text-format field at `start` of a row as PostgreSQL's
+/// `CopyReadAttributesText` does, pushing its decoded bytes to `value`.
+fn text_field(row: &[u8], start: usize, delimiter: u8, mut value: Option<&mut Vec<u8>>) -> Field {
+    let mut at = start;
+    let mut bare_cr = false;
+    while let Some(&byte) = row.get(at) {
+        if byte == delimiter {
+            return Field {
+                raw: start..at,
+                delimited: true,
+                quoted: false,
+                bare_cr,
+            };
+        }
+        at += 1;
+        let decoded = if byte == b'\\' {
+            // A backslash that ends the data is dropped.
+            let Some((decoded, len)) = unescape(&row[at..]) else {
+                break;
+            };
+            at += len;
+            decoded
+        } else {
+            bare_cr |= byte == b'\r';
+            byte
+        };
+        if let Some(value) = value.as_deref_mut() {
+            value.push(decoded);
+        }
+    }
+    Field {
+        raw: start..at,
+        delimited: false,
+        quoted: false,
+        bare_cr,
+    }
+}
+
+/// The byte a text-format escape stands for, and how many bytes after
+/// the backslash it takes; `None` if nothing follows the backslash.
+fn unescape(after: &[u8]) -> Option<(u8, usize)> {
+    let (&first, rest) = after.split_first()?;
+    let is_octal = |byte: &&u8| (b'0'..=b'7').contains(*byte);
+    Some(match first {
+        b'0'..=b'7' => {
+            let len = 1 + rest.iter().take(2).take_while(is_octal).count();
+            (number(&after[..len], 8), len)
+        }
+        b'x' if rest.first().is_some_and(u8::is_ascii_hexdigit) => {
+            let digits = rest
+                .iter()
+                .take(2)
+                .take_while(|b| b.is_ascii_hexdigit())
+                .count();
+            (number(&rest[..digits], 16), 1 + digits)
+        }
+        b'b' => (0x08, 1),
+        b'f' => (0x0c, 1),
+        b'n' => (b'\n', 1),
+        b'r' => (b'\r', 1),
+        b't' => (b'\t', 1),
+        b'v' => (0x0b, 1),
+        other => (other, 1),
+    })
+}
+
+/// The value of checked digits, keeping the low 8 bits as PostgreSQL does.
+fn number(digits: &[u8], radix: u32) -> u8 {
+    let value = digits.iter().fold(0, |value, &digit| {
+        value * radix + char::from(digit).to_digit(radix).unwrap_or(0)
+    });
+    (value & 0xff) as u8
+}
+
+/// Reads the CSV field at `start` of a row as PostgreSQL's
+/// `CopyReadAttributesCSV` does, pushing its unquoted bytes to `value`.
+fn csv_field(
+    row: &[u8],
+    start: usize,
+    delimiter: u8,
+    quote: u8,
+    escape: u8,
+    mut value: Option<&mut Vec<u8>>,
+) -> Field {
+    let mut at = start;
+    let mut in_quote = false;
+    let mut quoted = false;
+    let mut bare_cr = false;
+    while let Some(&byte) = row.get(at) {
+        at += 1;
+        let decoded = if in_quote {
+            match row.get(at) {
+                Some(&next) if byte == escape && (next == escape || next == quote) => {
+                    at += 1;
+                    next
+                }
+                _ if byte == quote => {
+                    in_quote = false;
+                    continue;
+                }
+                _ => byte,
+            }
+        } else if byte == delimiter {
+            return Field {
+                raw: start..at - 1,
+                delimited: true,
+                quoted,
+                bare_cr,
+            };
+        } else if byte == quote {
+            in_quote = true;
+            quoted = true;
+            continue;
+        } else {
+            bare_cr |= byte == b'\r';
+            byte
+        };
+        if let Some(value) = value.as_deref_mut() {
+            value.push(decoded);
+        }
+    }
+    Field {
+        raw: start..at,
+        delimited: false,
+        quoted,
+        bare_cr,
+    }
+}
+
+#[cfg(test)]
+mod tests;
