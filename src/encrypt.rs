@@ -29,13 +29,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
 
 use crate::catalog::Catalog;
+use crate::copy_in::{CopyEncryptor, CopyError};
 use crate::declared::Declared;
 use crate::encoding::ClientEncoding;
 use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
 use crate::relay::Tap;
 use crate::rewrite::{
-    self, session_settings, EncryptError, Encryptor, Outcome, ParamSlot, Refusal,
+    self, session_settings, CopyIn, EncryptError, Encryptor, Outcome, ParamSlot, Refusal,
 };
 use crate::veil::Veil;
 
@@ -88,8 +89,20 @@ pub struct ClientTap<'a> {
     statements: HashMap<String, Vec<ParamSlot>>,
     /// Slots of statements prepared with SQL `PREPARE`, by name.
     sql_prepared: HashMap<String, Vec<ParamSlot>>,
+    /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
+    copy_statements: HashMap<String, CopyIn>,
     /// After an extended-protocol refusal: drop messages up to Sync.
     skipping: bool,
+    /// The COPY FROM STDIN into a protected table in progress, if any.
+    copy: Option<CopyState<'a>>,
+}
+
+/// A COPY FROM STDIN whose data is being encrypted.
+enum CopyState<'a> {
+    Encrypting(CopyEncryptor<'a>),
+    /// The data could not be encrypted and the COPY was failed: the rest of
+    /// the client's data is dropped, never sent.
+    Failed,
 }
 
 impl<'a> ClientTap<'a> {
@@ -100,11 +113,14 @@ impl<'a> ClientTap<'a> {
             catalog,
             statements: HashMap::new(),
             sql_prepared: HashMap::new(),
+            copy_statements: HashMap::new(),
             skipping: false,
+            copy: None,
         }
     }
 
-    fn query(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn query(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        self.copy = None;
         let encoding = self.shared.encoding();
         let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
             return self.refuse_query(veil, &undecodable(), out);
@@ -121,16 +137,13 @@ impl<'a> ClientTap<'a> {
                     &cstring(encoding.encode(&rewrite.sql)),
                 ));
             }
-            Outcome::CopyIn(copy) => {
-                let refusal = Refusal {
-                    sqlstate: "0A000",
-                    message: format!(
-                        "pgveil: COPY FROM STDIN into {}.{} is not supported yet; use INSERT",
-                        copy.table.0, copy.table.1
-                    ),
-                };
-                self.refuse_query(veil, &refusal, out);
-            }
+            Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {
+                Ok(encryptor) => {
+                    self.copy = Some(CopyState::Encrypting(encryptor));
+                    out.push(frame);
+                }
+                Err(e) => self.refuse_query(veil, &refusal_of(e), out),
+            },
             Outcome::Refused(refusal) => self.refuse_query(veil, &refusal, out),
         }
     }
@@ -196,7 +209,7 @@ impl<'a> ClientTap<'a> {
         self.skipping = true;
     }
 
-    fn parse(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn parse(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
         let Some(parse) = ParseMessage::read(&frame) else {
             return out.push(frame);
         };
@@ -206,6 +219,7 @@ impl<'a> ClientTap<'a> {
         };
         self.note_settings(&sql);
         let name = String::from_utf8_lossy(parse.name).into_owned();
+        self.copy_statements.remove(&name);
         match self.rewrite(veil, &sql) {
             Outcome::Unchanged => {
                 self.statements.remove(&name);
@@ -220,22 +234,37 @@ impl<'a> ClientTap<'a> {
                 self.statements.insert(name, rewrite.params);
                 out.push(reply::frame_of(b'P', &body));
             }
-            Outcome::CopyIn(_) => {
-                let refusal = Refusal {
-                    sqlstate: "0A000",
-                    message: "pgveil: COPY FROM STDIN into a protected table is not supported \
-                              in the extended protocol"
-                        .into(),
-                };
-                self.refuse_extended(veil, &refusal, out);
-            }
+            Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {
+                // Checked now, so that a refusal comes at Parse.
+                Ok(_) => {
+                    self.statements.remove(&name);
+                    self.copy_statements.insert(name, copy);
+                    out.push(frame);
+                }
+                Err(e) => self.refuse_extended(veil, &refusal_of(e), out),
+            },
             Outcome::Refused(refusal) => self.refuse_extended(veil, &refusal, out),
         }
     }
 
-    fn bind(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
-        let slots = BindMessage::statement_name(&frame)
-            .and_then(|name| self.statements.get(&*String::from_utf8_lossy(name)))
+    fn bind(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        let name = BindMessage::statement_name(&frame).map(String::from_utf8_lossy);
+        let Some(name) = name else {
+            return out.push(frame);
+        };
+        if let Some(copy) = self.copy_statements.get(&*name) {
+            // The COPY's data follows its Execute.
+            return match CopyEncryptor::new(copy, &veil.policy, veil) {
+                Ok(encryptor) => {
+                    self.copy = Some(CopyState::Encrypting(encryptor));
+                    out.push(frame)
+                }
+                Err(e) => self.refuse_extended(veil, &refusal_of(e), out),
+            };
+        }
+        let slots = self
+            .statements
+            .get(&*name)
             .filter(|slots| !slots.is_empty());
         let Some(slots) = slots else {
             return out.push(frame);
@@ -246,10 +275,52 @@ impl<'a> ClientTap<'a> {
         }
     }
 
+    /// CopyData, CopyDone or CopyFail of a COPY into a protected table.
+    fn copy_message(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        let Some(CopyState::Encrypting(encryptor)) = &mut self.copy else {
+            // Failed: the server is no longer reading; drop the data.
+            if tag != b'd' {
+                self.copy = None;
+            }
+            return;
+        };
+        let result = match tag {
+            b'd' => encryptor.feed(&frame[5..]),
+            b'c' => encryptor.finish(),
+            _ => {
+                self.copy = None;
+                return out.push(frame);
+            }
+        };
+        match result {
+            Ok(data) => {
+                if !data.is_empty() {
+                    out.push(reply::frame_of(b'd', &data));
+                }
+                if tag == b'c' {
+                    self.copy = None;
+                    out.push(frame);
+                }
+            }
+            Err(e) => {
+                info!(sqlstate = e.sqlstate, "COPY refused: {}", e.message);
+                // CopyFail makes the server abort the COPY with our reason.
+                out.push(reply::frame_of(b'f', &cstring(&e.message)));
+                self.copy = if tag == b'c' {
+                    None
+                } else {
+                    Some(CopyState::Failed)
+                };
+            }
+        }
+    }
+
     fn close(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
         if frame.get(5) == Some(&b'S') {
             if let Some(name) = cstr(&frame[6..]) {
-                self.statements.remove(&*String::from_utf8_lossy(name));
+                let name = String::from_utf8_lossy(name);
+                self.statements.remove(&*name);
+                self.copy_statements.remove(&*name);
             }
         }
         out.push(frame);
@@ -261,6 +332,7 @@ impl Tap for ClientTap<'_> {
         tag == b'X'
             || self.skipping
             || (self.veil.is_some() && matches!(tag, b'Q' | b'P' | b'B' | b'C'))
+            || (self.copy.is_some() && matches!(tag, b'd' | b'c' | b'f'))
     }
 
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
@@ -281,8 +353,16 @@ impl Tap for ClientTap<'_> {
             (b'P', Some(veil)) => self.parse(veil, frame, out),
             (b'B', Some(veil)) => self.bind(veil, frame, out),
             (b'C', Some(_)) => self.close(frame, out),
+            (b'd' | b'c' | b'f', Some(_)) => self.copy_message(tag, frame, out),
             _ => out.push(frame),
         }
+    }
+}
+
+fn refusal_of(e: CopyError) -> Refusal {
+    Refusal {
+        sqlstate: e.sqlstate,
+        message: e.message,
     }
 }
 

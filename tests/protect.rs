@@ -575,3 +575,140 @@ async fn no_plaintext_reaches_the_database_dump_wal_or_log() {
         assert!(found.is_empty(), "{secret} is in {found:?}");
     }
 }
+
+#[tokio::test]
+async fn copy_from_stdin_is_encrypted_in_text_and_csv() {
+    use futures_util::SinkExt;
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    for (format, data) in [
+        (
+            "text",
+            "Copy Text One\tcopy.text1@example.org\t+1 555 0001\tcopy-seg\nCopy\\tTab\tcopy.text2@example.org\t\\N\tcopy-seg\n",
+        ),
+        (
+            "csv",
+            "\"Copy, Csv\",copy.csv1@example.org,\"+1 555 0003\",copy-seg\n赵六,copy.csv2@example.org,,copy-seg\n",
+        ),
+    ] {
+        let sink = app
+            .copy_in(&format!(
+                "copy customers (full_name, email, phone, segment) from stdin (format {format})"
+            ))
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        // Rows split across CopyData messages.
+        let (a, b) = data.split_at(data.len() / 2 + 3);
+        sink.send(bytes::Bytes::from(a.to_owned())).await.unwrap();
+        sink.send(bytes::Bytes::from(b.to_owned())).await.unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 2, "{format}");
+    }
+    let raw = Cluster::shared().psql_direct("select string_agg(concat_ws('|', full_name, email, phone), ';') from customers where segment = 'copy-seg'");
+    for plain in ["Copy Text", "copy.text1", "Copy, Csv", "赵六", "555 0003"] {
+        assert!(!raw.contains(plain), "{plain} stored in clear");
+    }
+    let names = column(
+        &app,
+        "select full_name from customers where segment = 'copy-seg' order by id",
+    )
+    .await;
+    assert_eq!(
+        names,
+        ["Copy Text One", "Copy\tTab", "Copy, Csv", "赵六"]
+            .map(|s| Some(s.to_owned()))
+            .to_vec()
+    );
+    let phones = column(
+        &app,
+        "select phone from customers where email = 'copy.text2@example.org'",
+    )
+    .await;
+    assert_eq!(phones, vec![None], "\\N stays NULL");
+    let phones = column(
+        &app,
+        "select phone from customers where email = 'copy.csv2@example.org'",
+    )
+    .await;
+    assert_eq!(phones, vec![None], "an empty unquoted CSV field is NULL");
+}
+
+#[tokio::test]
+async fn copy_data_that_cannot_be_encrypted_fails_the_copy_and_writes_nothing() {
+    use futures_util::SinkExt;
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let sink = app
+        .copy_in("copy customers (full_name, email, segment) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"Good Row\tgood@x.org\tbad-copy\nBad Row Secret\tonly-two-fields\n",
+    ))
+    .await
+    .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("pgveil:") && message.contains("fields"),
+        "{err}"
+    );
+    assert!(!message.contains("Secret"));
+    assert_eq!(count_where("segment = 'bad-copy'"), 0);
+    // Binary COPY into a protected table is refused up front.
+    let Err(err) = app
+        .copy_in::<_, bytes::Bytes>("copy customers (email) from stdin (format binary)")
+        .await
+    else {
+        panic!("binary COPY into a protected table was accepted");
+    };
+    assert_eq!(sqlstate(&err), Some("0A000"), "{err}");
+    let one: i32 = app.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[test]
+fn psql_copy_from_stdin_uses_the_simple_protocol_and_is_encrypted() {
+    use std::io::Write;
+    let crm = crm();
+    let mut child = common::psql(&crm.proxy.addr(), "crm_user", "pw", "postgres")
+        .args([
+            "-c",
+            "\\copy customers (full_name, email, segment) from stdin with (format csv)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            "Psql Copier,psql.copy@example.org,psql-copy\n孙七,psql.copy2@example.org,psql-copy\n"
+                .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    common::assert_success("psql \\copy", &out);
+    let raw = Cluster::shared().psql_direct(
+        "select string_agg(full_name || email, ';') from customers where segment = 'psql-copy'",
+    );
+    assert!(
+        !raw.contains("Psql Copier") && !raw.contains("孙七") && raw.contains("pgv1:"),
+        "{raw}"
+    );
+    let out = common::psql(&crm.proxy.addr(), "crm_user", "pw", "postgres")
+        .args([
+            "-c",
+            "select full_name from customers where email = 'psql.copy2@example.org'",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "孙七");
+}

@@ -71,7 +71,7 @@ pub use copy::{CopyFormat, CopyIn, CopyOptions};
 pub use settings::{session_settings, SettingChange};
 
 /// Encrypts values for protected columns.
-pub trait Encryptor {
+pub trait Encryptor: Sync {
     /// The ciphertext of `plaintext` for `column`, as ASCII text made of
     /// `[A-Za-z0-9_:-]` only, so that it can be written as a plain SQL
     /// string literal.
