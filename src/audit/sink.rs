@@ -185,7 +185,6 @@ async fn write_until_shutdown(
     fsync_interval: Duration,
 ) -> Result<(), AuditError> {
     let mut sync_at: Option<tokio::time::Instant> = None;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let received = match sync_at {
             Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
@@ -200,21 +199,7 @@ async fn write_until_shutdown(
             Ok(None) => return finish(writer).await,
             Ok(Some(command)) => command,
         };
-        let mut shutdown = None;
-        let mut next = Some(first);
-        while let Some(command) = next {
-            match command {
-                Command::Record(record) => batch.push(record),
-                Command::Shutdown(ack) => {
-                    shutdown = Some(ack);
-                    break;
-                }
-            }
-            next = (batch.len() < MAX_BATCH)
-                .then(|| rx.try_recv().ok())
-                .flatten();
-        }
-        let records = std::mem::take(&mut batch);
+        let (records, shutdown) = gather(first, rx);
         let count = records.len() as u64;
         let appended = on_blocking_thread(writer, move |w| w.append(&records, SystemTime::now()));
         writer = appended.await.inspect_err(|_| {
@@ -234,6 +219,26 @@ async fn write_until_shutdown(
             sync_at = None;
         }
     }
+}
+
+/// The records queued from `first` on, up to [`MAX_BATCH`] or a shutdown
+/// command, which is returned.
+fn gather(
+    first: Command,
+    rx: &mut mpsc::Receiver<Command>,
+) -> (Vec<AuditRecord>, Option<oneshot::Sender<()>>) {
+    let mut records = Vec::new();
+    let mut next = Some(first);
+    while let Some(command) = next {
+        match command {
+            Command::Record(record) => records.push(record),
+            Command::Shutdown(ack) => return (records, Some(ack)),
+        }
+        next = (records.len() < MAX_BATCH)
+            .then(|| rx.try_recv().ok())
+            .flatten();
+    }
+    (records, None)
 }
 
 /// Seals the open file.

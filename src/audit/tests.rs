@@ -397,6 +397,17 @@ async fn records_reach_the_disk_before_shutdown() {
 }
 
 #[tokio::test]
+async fn dropping_the_last_handle_seals_the_log() {
+    let f = Fixture::new();
+    let (handle, task) = AuditSink::start(&f.config(), f.keys.clone()).unwrap();
+    handle.record(statement(1)).unwrap();
+    handle.clone().record(statement(2)).unwrap();
+    drop(handle);
+    task.await.unwrap().unwrap();
+    assert_eq!(f.verify().unwrap().records, 2);
+}
+
+#[tokio::test]
 async fn a_full_queue_refuses_records() {
     let f = Fixture::new();
     let config = AuditConfig {
