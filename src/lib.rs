@@ -8,6 +8,7 @@
 //! [`keyring`].
 //! See `docs/ARCHITECTURE.md` for how a message flows through.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

@@ -1,0 +1,118 @@
+//! The `[audit]` section of the configuration. Every key has a default.
+//!
+//! ```toml
+//! [audit]
+//! dir = "/var/lib/pgveil/audit"
+//! max_file_bytes = 67108864   # rotate at 64 MiB (and at each UTC day)
+//! retention_days = 180        # delete older sealed files; 0 keeps all
+//! fsync_interval_ms = 200
+//! queue_capacity = 8192       # records waiting for the writer
+//! on_failure = "refuse"       # or "continue"
+//! ```
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// What the data path does when the audit log cannot take a record.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Refuse statements touching protected columns.
+    #[default]
+    Refuse,
+    /// Go on without the record: count it as dropped and warn.
+    Continue,
+}
+
+/// Where and how the audit log is written.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The directory holding the audit files; created if missing.
+    pub dir: PathBuf,
+    /// A file is sealed and a new one started before it would grow past
+    /// this size.
+    pub max_file_bytes: u64,
+    /// Sealed files from UTC days older than this are deleted; 0 keeps
+    /// every file.
+    pub retention_days: u32,
+    /// Written records are flushed to disk at most this long after being
+    /// written; 0 flushes after every batch.
+    pub fsync_interval_ms: u64,
+    /// Records waiting for the writer; beyond it `record` fails.
+    pub queue_capacity: usize,
+    pub on_failure: OnFailure,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            dir: "audit".into(),
+            max_file_bytes: 64 * 1024 * 1024,
+            retention_days: 180,
+            fsync_interval_ms: 200,
+            queue_capacity: 8192,
+            on_failure: OnFailure::Refuse,
+        }
+    }
+}
+
+/// The smallest `max_file_bytes`: room for a header, a record and a seal.
+pub const MIN_FILE_BYTES: u64 = 4096;
+
+/// An `[audit]` setting that cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("audit.{key}: {problem}")]
+pub struct AuditConfigError {
+    pub key: &'static str,
+    pub problem: &'static str,
+}
+
+impl AuditConfig {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), AuditConfigError> {
+        let fail = |key, problem| Err(AuditConfigError { key, problem });
+        if self.dir.as_os_str().is_empty() {
+            return fail("dir", "must not be empty");
+        }
+        if self.max_file_bytes < MIN_FILE_BYTES {
+            return fail("max_file_bytes", "must be at least 4096");
+        }
+        if self.queue_capacity == 0 {
+            return fail("queue_capacity", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_section_takes_the_defaults() {
+        let config: AuditConfig = toml::from_str("").unwrap();
+        assert_eq!(config, AuditConfig::default());
+        assert_eq!(config.max_file_bytes, 64 << 20);
+        assert_eq!(config.retention_days, 180);
+        assert_eq!(config.fsync_interval_ms, 200);
+        assert_eq!(config.on_failure, OnFailure::Refuse);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn settings_are_read_and_checked() {
+        let config: AuditConfig =
+            toml::from_str("dir = \"/tmp/a\"\non_failure = \"continue\"\nmax_file_bytes = 100")
+                .unwrap();
+        assert_eq!(config.on_failure, OnFailure::Continue);
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "audit.max_file_bytes: must be at least 4096"
+        );
+        assert!(toml::from_str::<AuditConfig>("on_failure = \"ignore\"").is_err());
+        assert!(toml::from_str::<AuditConfig>("max_bytes = 1").is_err());
+    }
+}

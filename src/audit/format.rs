@@ -1,0 +1,382 @@
+//! The bytes of an audit file, shared by the writer and the verifier so
+//! that both compute MACs, hashes and signatures over the same input.
+//!
+//! A file holds one line per item, each ending in `\n`:
+//!
+//! 1. a header: `{"audit":"pgveil/1","file":NAME,"prev_seq":N,"prev_mac":M}`,
+//!    the chain head the file continues from (seq 0 and 32 zero bytes for
+//!    the very first file);
+//! 2. records: `{"seq":N,…record fields…,"mac":"BASE64"}`;
+//! 3. a seal: `{"seal":SEAL,"sig":"BASE64"}`.
+//!
+//! A record's *canonical bytes* are its line without the newline and
+//! without the final `,"mac":"…"` member: the text before `,"mac":"` followed
+//! by `}`. Its MAC is HMAC-SHA256(audit MAC key, previous MAC (32 raw
+//! bytes) || canonical bytes). Working on the text as written, not on a
+//! re-serialization, the check does not depend on how records serialize.
+//!
+//! The signature is Ed25519 over the exact bytes of `SEAL` as written; the
+//! seal's `sha256` is the hex SHA-256 of every byte of the file before the
+//! seal line. MACs, signatures and the zero MAC are standard base64.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use std::{fmt, fs, io};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::Mac;
+use ring::signature::Ed25519KeyPair;
+use serde::{Deserialize, Serialize};
+
+use super::record::{AuditRecord, Timestamp};
+use crate::crypto::hmac_sha256;
+
+/// The value of a header's `audit` member.
+pub(super) const FORMAT: &str = "pgveil/1";
+
+const MAC_MEMBER: &str = ",\"mac\":\"";
+const SEAL_PREFIX: &str = "{\"seal\":";
+const SIG_MEMBER: &str = ",\"sig\":\"";
+const LINE_END: &str = "\"}";
+
+/// The last record written: where the next one continues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ChainHead {
+    pub seq: u64,
+    pub mac: [u8; 32],
+}
+
+impl ChainHead {
+    /// Before the first record ever written.
+    pub const GENESIS: Self = Self {
+        seq: 0,
+        mac: [0; 32],
+    };
+}
+
+/// A UTC calendar day as `YYYYMMDD`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Day(u32);
+
+impl Day {
+    pub fn of(time: SystemTime) -> Self {
+        let text = humantime::format_rfc3339_seconds(time).to_string();
+        let digits: String = text[..10].chars().filter(char::is_ascii_digit).collect();
+        Self(digits.parse().expect("RFC 3339 starts with YYYY-MM-DD"))
+    }
+
+    /// The day `days` before `time`'s.
+    pub fn days_before(time: SystemTime, days: u32) -> Self {
+        let back = Duration::from_secs(u64::from(days) * 86_400);
+        Self::of(time.checked_sub(back).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+}
+
+/// An audit file's name: `audit-YYYYMMDD-NNNN.jsonl`, numbered from 1
+/// within the day. Files sort by (day, number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct FileName {
+    pub day: Day,
+    pub number: u32,
+}
+
+impl FileName {
+    /// Parses a directory entry; `None` for files that are not audit files.
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
+        let (day, number) = rest.split_once('-')?;
+        let digits = |s: &str, min: usize| s.len() >= min && s.bytes().all(|b| b.is_ascii_digit());
+        if day.len() != 8 || !digits(day, 8) || !digits(number, 4) {
+            return None;
+        }
+        Some(Self {
+            day: Day(day.parse().ok()?),
+            number: number.parse().ok()?,
+        })
+    }
+
+    /// The file to start on `day` after `last`; never sorts before `last`,
+    /// even if the clock went back.
+    pub fn next(day: Day, last: Option<Self>) -> Self {
+        match last {
+            Some(last) if last.day >= day => Self {
+                day: last.day,
+                number: last.number + 1,
+            },
+            _ => Self { day, number: 1 },
+        }
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "audit-{:08}-{:04}.jsonl", self.day.0, self.number)
+    }
+}
+
+/// The audit files in `dir`, oldest first. Other entries are ignored.
+pub(super) fn list_files(dir: &Path) -> io::Result<Vec<FileName>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        if let Some(name) = entry?.file_name().to_str().and_then(FileName::parse) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The first line of a file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Header {
+    pub audit: String,
+    pub file: String,
+    pub prev_seq: u64,
+    pub prev_mac: String,
+}
+
+impl Header {
+    pub fn new(file: FileName, prev: ChainHead) -> Self {
+        Self {
+            audit: FORMAT.into(),
+            file: file.to_string(),
+            prev_seq: prev.seq,
+            prev_mac: STANDARD.encode(prev.mac),
+        }
+    }
+
+    pub fn line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("a header serializes");
+        line.push(b'\n');
+        line
+    }
+
+    pub fn prev(&self) -> Option<ChainHead> {
+        Some(ChainHead {
+            seq: self.prev_seq,
+            mac: decode_mac(&self.prev_mac)?,
+        })
+    }
+}
+
+/// The last line of a file, signed.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Seal {
+    pub file: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub last_mac: String,
+    /// Hex SHA-256 of the file's bytes before the seal line.
+    pub sha256: String,
+    /// Sealed when a writer started after a crash, not by the writer that
+    /// wrote the records.
+    pub recovered: bool,
+    pub sealed: Timestamp,
+}
+
+impl Seal {
+    /// The seal line, signed with `key`.
+    pub fn line(&self, key: &Ed25519KeyPair) -> Vec<u8> {
+        let seal = serde_json::to_string(self).expect("a seal serializes");
+        let sig = STANDARD.encode(key.sign(seal.as_bytes()));
+        format!("{SEAL_PREFIX}{seal}{SIG_MEMBER}{sig}{LINE_END}\n").into_bytes()
+    }
+}
+
+/// Whether a line (without its newline) is a seal line.
+pub(super) fn is_seal(line: &[u8]) -> bool {
+    line.starts_with(SEAL_PREFIX.as_bytes())
+}
+
+/// A seal line split into the signed text and the signature.
+pub(super) struct SealLine<'a> {
+    pub seal: &'a [u8],
+    pub sig: Vec<u8>,
+}
+
+/// Splits a seal line (without its newline); `None` if it is malformed.
+pub(super) fn split_seal(line: &[u8]) -> Option<SealLine<'_>> {
+    let inner = line
+        .strip_prefix(SEAL_PREFIX.as_bytes())?
+        .strip_suffix(LINE_END.as_bytes())?;
+    let at = rfind(inner, SIG_MEMBER.as_bytes())?;
+    let sig = STANDARD.decode(&inner[at + SIG_MEMBER.len()..]).ok()?;
+    Some(SealLine {
+        seal: &inner[..at],
+        sig,
+    })
+}
+
+/// A record line split into its canonical bytes, seq and MAC.
+pub(super) struct RecordLine {
+    pub canonical: Vec<u8>,
+    pub seq: u64,
+    pub mac: [u8; 32],
+}
+
+#[derive(Serialize)]
+struct Numbered<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+}
+
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+/// The line of `record` numbered `prev.seq + 1`, and the new chain head.
+pub(super) fn record_line(
+    record: &AuditRecord,
+    prev: ChainHead,
+    mac_key: &[u8; 32],
+) -> (Vec<u8>, ChainHead) {
+    let seq = prev.seq + 1;
+    let mut line = serde_json::to_vec(&Numbered { seq, record }).expect("a record serializes");
+    let mac = record_mac(mac_key, &prev.mac, &line);
+    line.pop();
+    line.extend_from_slice(MAC_MEMBER.as_bytes());
+    line.extend_from_slice(STANDARD.encode(mac).as_bytes());
+    line.extend_from_slice(LINE_END.as_bytes());
+    line.push(b'\n');
+    (line, ChainHead { seq, mac })
+}
+
+/// Splits a record line (without its newline); `None` if it is malformed.
+pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
+    let inner = line.strip_suffix(LINE_END.as_bytes())?;
+    let at = rfind(inner, MAC_MEMBER.as_bytes())?;
+    let mac = decode_mac(std::str::from_utf8(&inner[at + MAC_MEMBER.len()..]).ok()?)?;
+    let mut canonical = inner[..at].to_vec();
+    canonical.push(b'}');
+    let SeqOnly { seq } = serde_json::from_slice(&canonical).ok()?;
+    Some(RecordLine {
+        canonical,
+        seq,
+        mac,
+    })
+}
+
+/// HMAC-SHA256(key, prev || canonical).
+pub(super) fn record_mac(key: &[u8; 32], prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    let mut mac = hmac_sha256(key);
+    mac.update(prev);
+    mac.update(canonical);
+    mac.finalize().into_bytes().into()
+}
+
+pub(super) fn encode_mac(mac: &[u8; 32]) -> String {
+    STANDARD.encode(mac)
+}
+
+pub(super) fn decode_mac(text: &str) -> Option<[u8; 32]> {
+    STANDARD.decode(text).ok()?.try_into().ok()
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::tests::statement;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    #[test]
+    fn record_lines_split_back_into_their_canonical_bytes() {
+        let (line, head) = record_line(&statement(1), ChainHead::GENESIS, &KEY);
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(
+            text.starts_with("{\"seq\":1,\"event\":\"statement\","),
+            "{text}"
+        );
+        assert!(text.ends_with("\"}\n"));
+        serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let split = split_record(&line[..line.len() - 1]).unwrap();
+        assert_eq!(split.seq, 1);
+        assert_eq!(split.mac, head.mac);
+        assert_eq!(
+            record_mac(&KEY, &[0; 32], &split.canonical),
+            head.mac,
+            "the canonical bytes are what was MACed"
+        );
+        let value: serde_json::Value = serde_json::from_slice(&split.canonical).unwrap();
+        assert!(value.get("mac").is_none());
+    }
+
+    #[test]
+    fn the_mac_chains_on_the_previous_one() {
+        let (_, first) = record_line(&statement(1), ChainHead::GENESIS, &KEY);
+        let (_, second) = record_line(&statement(1), first, &KEY);
+        let (_, other) = record_line(
+            &statement(1),
+            ChainHead {
+                seq: 1,
+                mac: [1; 32],
+            },
+            &KEY,
+        );
+        assert_eq!(second.seq, 2);
+        assert_ne!(second.mac, other.mac);
+    }
+
+    #[test]
+    fn file_names_sort_and_continue() {
+        let name = FileName::parse("audit-20261125-0012.jsonl").unwrap();
+        assert_eq!(name.to_string(), "audit-20261125-0012.jsonl");
+        for bad in [
+            "audit-2026112-0001.jsonl",
+            "audit-20261125-01.jsonl",
+            "x.jsonl",
+        ] {
+            assert!(FileName::parse(bad).is_none(), "{bad}");
+        }
+        let day = Day(20261125);
+        assert_eq!(
+            FileName::next(day, None).to_string(),
+            "audit-20261125-0001.jsonl"
+        );
+        assert_eq!(FileName::next(day, Some(name)).number, 13);
+        assert_eq!(FileName::next(Day(20261124), Some(name)).number, 13);
+        assert_eq!(FileName::next(Day(20261126), Some(name)).number, 1);
+        assert!(FileName::parse("audit-20261125-10000.jsonl").unwrap() > name);
+    }
+
+    #[test]
+    fn days_are_utc() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_115_199);
+        assert_eq!(Day::of(time), Day(20251125));
+        assert_eq!(Day::of(time + Duration::from_secs(1)), Day(20251126));
+        assert_eq!(Day::days_before(time, 30), Day(20251026));
+    }
+
+    #[test]
+    fn seals_split_into_signed_text_and_signature() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let seal = Seal {
+            file: "audit-20261125-0001.jsonl".into(),
+            first_seq: 1,
+            last_seq: 2,
+            last_mac: encode_mac(&[3; 32]),
+            sha256: "00".into(),
+            recovered: false,
+            sealed: Timestamp::now(),
+        };
+        let line = seal.line(&key);
+        assert!(is_seal(&line));
+        let split = split_seal(&line[..line.len() - 1]).unwrap();
+        assert_eq!(split.seal, serde_json::to_vec(&seal).unwrap());
+        use ring::signature::KeyPair;
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key.public_key())
+            .verify(split.seal, &split.sig)
+            .unwrap();
+    }
+}

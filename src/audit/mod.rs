@@ -1,0 +1,55 @@
+//! The access audit log: one JSON line per connection event, statement and
+//! alert, in files that show whether they were altered.
+//!
+//! The data path hands [`AuditRecord`]s to an [`AuditHandle`], which never
+//! waits; a writer task ([`AuditSink`]) appends them to
+//! `audit-YYYYMMDD-NNNN.jsonl` files in the configured directory
+//! ([`AuditConfig`]), rotated by size and by UTC day, and deletes sealed
+//! files older than the retention period. [`verify`] checks a directory.
+//!
+//! # What a record never holds
+//!
+//! No record type has a field for the value of a protected column, a bind
+//! parameter or a literal. Records carry names (database, role, actor,
+//! purpose, tables, columns), numbers (connection id, rows, durations,
+//! seq), closed sets (event, access, decision) and SQLSTATEs, which
+//! [`SqlState`] restricts to five digits or capitals. The statement text
+//! is a [`NormalizedStatement`]: the caller passes `pg_query::normalize`
+//! output, in which every constant is a `$n` placeholder.
+//!
+//! # Tamper evidence
+//!
+//! Every record line carries a `seq`, one more than the previous record's
+//! across files and restarts, and a `mac` chaining it to the previous
+//! record under the audit MAC key. Every file starts with a header naming
+//! the chain head it continues from and ends with a seal signed with the
+//! audit Ed25519 key: its first and last seq, last MAC and SHA-256. The
+//! byte layout is in [`format`](self::format); what verification accepts,
+//! including after retention, is in [`verify`](self::verify).
+//!
+//! ```text
+//! {"audit":"pgveil/1","file":"audit-20261125-0001.jsonl","prev_seq":0,"prev_mac":"AAAA…="}
+//! {"seq":1,"event":"connect","time":"2026-11-25T10:00:00.000000Z","connection":1,"client":"10.0.0.7:51234","mac":"…"}
+//! {"seal":{"file":"audit-20261125-0001.jsonl","first_seq":1,"last_seq":1,"last_mac":"…","sha256":"…","recovered":false,"sealed":"…"},"sig":"…"}
+//! ```
+
+mod config;
+mod format;
+mod keys;
+mod record;
+mod sink;
+mod verify;
+mod writer;
+
+pub use config::{AuditConfig, AuditConfigError, OnFailure, MIN_FILE_BYTES};
+pub use keys::AuditKeys;
+pub use record::{
+    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, InvalidSqlState, Login,
+    NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,
+};
+pub use sink::{AuditHandle, AuditSink, AuditUnavailable};
+pub use verify::{verify, verify_live, Location, VerifyError, VerifyReport};
+pub use writer::AuditError;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,419 @@
+//! What one audit line says: the record types, in their JSON form.
+//!
+//! Every field is metadata about an access (who, when, from where, which
+//! tables and columns, how many rows, what was decided) and none can hold
+//! a protected value, a bind parameter or a literal: names are
+//! identifiers, counts are integers, decisions and outcomes are closed
+//! sets, and the statement is the text normalized with every constant
+//! replaced by a placeholder (see [`NormalizedStatement`]).
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+/// A point in time, written as RFC 3339 UTC with microseconds:
+/// `2026-11-25T10:00:00.123456Z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self(SystemTime::now())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_rfc3339_micros(self.0).fmt(f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_rfc3339(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One audit record. The JSON object carries its kind in `"event"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditRecord {
+    /// A client opened a connection.
+    Connect {
+        time: Timestamp,
+        #[serde(flatten)]
+        peer: Peer,
+    },
+    /// A client authenticated, or failed to.
+    Authentication {
+        time: Timestamp,
+        #[serde(flatten)]
+        peer: Peer,
+        #[serde(flatten)]
+        login: Login,
+        outcome: Outcome,
+    },
+    /// A connection ended.
+    Disconnect {
+        time: Timestamp,
+        #[serde(flatten)]
+        peer: Peer,
+        /// Statements run on the connection.
+        statements: u64,
+        /// Rows returned or affected, over all statements.
+        rows: u64,
+    },
+    /// A statement ran (or failed).
+    Statement(Box<StatementRecord>),
+    /// Access beyond a bulk threshold.
+    Alert(AlertRecord),
+}
+
+/// Which connection, from where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// pgveil's id of the connection, unique while it runs.
+    pub connection: u64,
+    /// The client's address, `IP:PORT`.
+    pub client: String,
+}
+
+/// The database and role a client logs in as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    pub database: String,
+    pub role: String,
+}
+
+/// Everything known about the session that ran a statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    #[serde(flatten)]
+    pub peer: Peer,
+    #[serde(flatten)]
+    pub login: Login,
+    /// The person or service the application acts for, as the session
+    /// declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why the session accesses the data, as it declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+/// One statement: what it touched, what pgveil decided, how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementRecord {
+    pub time: Timestamp,
+    #[serde(flatten)]
+    pub session: Session,
+    /// The statement's kind in lowercase, such as `select` or `insert`.
+    pub kind: String,
+    pub statement: NormalizedStatement,
+    /// Tables touched, schema-qualified.
+    pub tables: Vec<String>,
+    /// Each protected column read or written.
+    pub columns: Vec<ColumnAccess>,
+    /// Rows returned or affected.
+    pub rows: u64,
+    pub outcome: Outcome,
+    pub duration_us: u64,
+}
+
+/// Statement text in which every constant is a placeholder (`$1`, `$2`…),
+/// as `pg_query::normalize` returns it. It is the caller's duty to pass
+/// only normalized text: this type cannot tell a literal from a name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NormalizedStatement(String);
+
+impl NormalizedStatement {
+    /// Wraps the output of `pg_query::normalize`.
+    pub fn from_normalized(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A protected column a statement read or wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnAccess {
+    /// `schema.table.column`.
+    pub column: String,
+    pub access: Access,
+    pub decision: Decision,
+}
+
+/// Whether a column was read or written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// What pgveil did with a protected column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Decrypted and shown.
+    Plaintext,
+    /// Shown masked.
+    Masked,
+    /// Replaced by its pseudonym.
+    Pseudonym,
+    /// Replaced by NULL.
+    Null,
+    /// The statement was refused.
+    Denied,
+    /// Left (or written) encrypted.
+    Encrypted,
+}
+
+/// How an attempt ended: `"ok"`, or the SQLSTATE of the error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Error(SqlState),
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Outcome::Ok => serializer.serialize_str(OUTCOME_OK),
+            Outcome::Error(code) => serializer.serialize_str(code.as_str()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == OUTCOME_OK {
+            return Ok(Outcome::Ok);
+        }
+        SqlState::new(&text)
+            .map(Outcome::Error)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+const OUTCOME_OK: &str = "ok";
+
+/// A five-character SQLSTATE such as `42501`: digits and uppercase letters
+/// only, so it cannot carry anything else.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SqlState([u8; 5]);
+
+/// A string that is not a SQLSTATE.
+#[derive(Debug, Error)]
+#[error("a SQLSTATE is five digits or uppercase letters")]
+pub struct InvalidSqlState;
+
+impl SqlState {
+    pub fn new(code: &str) -> Result<Self, InvalidSqlState> {
+        let bytes: [u8; 5] = code.as_bytes().try_into().map_err(|_| InvalidSqlState)?;
+        if bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        {
+            Ok(Self(bytes))
+        } else {
+            Err(InvalidSqlState)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("checked ASCII in new")
+    }
+}
+
+impl fmt::Debug for SqlState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role or actor read more rows of a protected column within a window
+/// than the configured threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub time: Timestamp,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// `schema.table.column`.
+    pub column: String,
+    /// Rows read within the window.
+    pub rows: u64,
+    /// The threshold that was exceeded.
+    pub threshold: u64,
+    /// The window's length in seconds.
+    pub window_secs: u64,
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::*;
+
+    pub(crate) fn statement(connection: u64) -> AuditRecord {
+        AuditRecord::Statement(Box::new(StatementRecord {
+            time: Timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_064_800_123_456)),
+            session: Session {
+                peer: Peer {
+                    connection,
+                    client: "10.0.0.7:51234".into(),
+                },
+                login: Login {
+                    database: "shop".into(),
+                    role: "app".into(),
+                },
+                actor: Some("alice".into()),
+                purpose: Some("support".into()),
+            },
+            kind: "select".into(),
+            statement: NormalizedStatement::from_normalized(
+                "SELECT email FROM customers WHERE id = $1".into(),
+            ),
+            tables: vec!["public.customers".into()],
+            columns: vec![ColumnAccess {
+                column: "public.customers.email".into(),
+                access: Access::Read,
+                decision: Decision::Masked,
+            }],
+            rows: 1,
+            outcome: Outcome::Ok,
+            duration_us: 412,
+        }))
+    }
+
+    fn keys(record: &AuditRecord) -> BTreeSet<String> {
+        match serde_json::to_value(record).unwrap() {
+            serde_json::Value::Object(map) => map.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn statement_record_has_only_metadata_fields() {
+        assert_eq!(
+            keys(&statement(7)),
+            set(&[
+                "event",
+                "time",
+                "connection",
+                "client",
+                "database",
+                "role",
+                "actor",
+                "purpose",
+                "kind",
+                "statement",
+                "tables",
+                "columns",
+                "rows",
+                "outcome",
+                "duration_us",
+            ])
+        );
+        let AuditRecord::Statement(s) = statement(7) else {
+            unreachable!()
+        };
+        let column = serde_json::to_value(&s.columns[0]).unwrap();
+        assert_eq!(
+            column,
+            serde_json::json!({
+                "column": "public.customers.email",
+                "access": "read",
+                "decision": "masked",
+            })
+        );
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let time = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800));
+        let peer = Peer {
+            connection: 3,
+            client: "[::1]:6000".into(),
+        };
+        let records = [
+            statement(1),
+            AuditRecord::Connect {
+                time,
+                peer: peer.clone(),
+            },
+            AuditRecord::Authentication {
+                time,
+                peer: peer.clone(),
+                login: Login {
+                    database: "shop".into(),
+                    role: "app".into(),
+                },
+                outcome: Outcome::Error(SqlState::new("28P01").unwrap()),
+            },
+            AuditRecord::Disconnect {
+                time,
+                peer,
+                statements: 10,
+                rows: 200,
+            },
+            AuditRecord::Alert(AlertRecord {
+                time,
+                role: "app".into(),
+                actor: None,
+                column: "public.customers.email".into(),
+                rows: 5000,
+                threshold: 1000,
+                window_secs: 60,
+            }),
+        ];
+        for record in records {
+            let json = serde_json::to_string(&record).unwrap();
+            let back: AuditRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, record, "{json}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let json = serde_json::to_string(&statement(1)).unwrap();
+        assert!(
+            json.contains(r#""time":"2025-11-25T10:00:00.123456Z""#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn outcomes_are_ok_or_a_sqlstate() {
+        let denied = Outcome::Error(SqlState::new("42501").unwrap());
+        assert_eq!(serde_json::to_string(&denied).unwrap(), r#""42501""#);
+        assert_eq!(serde_json::to_string(&Outcome::Ok).unwrap(), r#""ok""#);
+        for bad in ["4250", "425011", "42 01", "abcde"] {
+            assert!(SqlState::new(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<Outcome>(&format!("{bad:?}")).is_err());
+        }
+    }
+}

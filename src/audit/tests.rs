@@ -1,0 +1,485 @@
+//! End-to-end tests: writing through the sink, then verifying, tampering,
+//! rotating, restarting, recovering and expiring.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ring::signature::Ed25519KeyPair;
+
+use super::record::tests::statement;
+use super::writer::LogWriter;
+use super::*;
+
+const MAC_KEY: [u8; 32] = [42; 32];
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    keys: Arc<AuditKeys>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let signing = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            keys: Arc::new(AuditKeys::new(&MAC_KEY, signing)),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config(&self) -> AuditConfig {
+        AuditConfig {
+            dir: self.dir().into(),
+            fsync_interval_ms: 0,
+            ..AuditConfig::default()
+        }
+    }
+
+    /// Writes `n` records through a sink and shuts it down.
+    async fn write(&self, config: &AuditConfig, n: u64) {
+        let (handle, task) = AuditSink::start(config, self.keys.clone()).unwrap();
+        for i in 0..n {
+            handle.record(statement(i)).unwrap();
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        handle.shutdown().await.unwrap();
+        task.await.unwrap().unwrap();
+        assert_eq!(handle.dropped(), 0);
+    }
+
+    fn verify(&self) -> Result<VerifyReport, VerifyError> {
+        verify(self.dir(), Some(&MAC_KEY), self.keys.public_key())
+    }
+
+    fn verify_without_mac_key(&self) -> Result<VerifyReport, VerifyError> {
+        verify(self.dir(), None, self.keys.public_key())
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(self.dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn name(&self, index: usize) -> String {
+        let files = self.files();
+        files[index].file_name().unwrap().to_str().unwrap().into()
+    }
+
+    /// Edits the lines (without newlines) of the file at `index`.
+    fn edit(&self, index: usize, edit: impl FnOnce(&mut Vec<String>)) {
+        let path = &self.files()[index];
+        let text = fs::read_to_string(path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        edit(&mut lines);
+        fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+}
+
+fn at(file: &str, line: usize) -> Location {
+    Location {
+        file: file.into(),
+        line,
+    }
+}
+
+/// One file: header, records 1..=20 on lines 2..=21, seal on line 22.
+async fn one_file() -> Fixture {
+    let f = Fixture::new();
+    f.write(&f.config(), 20).await;
+    f
+}
+
+/// Several files of a few records each.
+async fn rotated() -> Fixture {
+    let f = Fixture::new();
+    let config = AuditConfig {
+        max_file_bytes: MIN_FILE_BYTES,
+        ..f.config()
+    };
+    f.write(&config, 40).await;
+    f
+}
+
+#[tokio::test]
+async fn every_record_is_written_and_verifies() {
+    let f = one_file().await;
+    let report = f.verify().unwrap();
+    assert_eq!(
+        report,
+        VerifyReport {
+            files: 1,
+            records: 20,
+            anchor_seq: 0,
+            last_seq: 20,
+            macs_checked: true,
+            recovered: vec![],
+            open: None,
+        }
+    );
+    let report = f.verify_without_mac_key().unwrap();
+    assert_eq!((report.records, report.macs_checked), (20, false));
+    let text = fs::read_to_string(&f.files()[0]).unwrap();
+    assert_eq!(text.lines().count(), 22);
+    assert!(text.lines().nth(1).unwrap().contains("\"seq\":1,"));
+}
+
+#[tokio::test]
+async fn a_changed_byte_is_found() {
+    let f = one_file().await;
+    f.edit(0, |lines| {
+        lines[4] = lines[4].replacen("\"rows\":1,", "\"rows\":9,", 1)
+    });
+    let name = f.name(0);
+    assert!(matches!(f.verify(), Err(VerifyError::MacMismatch { at: a }) if a == at(&name, 5)));
+    assert!(matches!(
+        f.verify_without_mac_key(),
+        Err(VerifyError::HashMismatch { at: a }) if a == at(&name, 22)
+    ));
+}
+
+#[tokio::test]
+async fn a_deleted_line_is_found() {
+    let f = one_file().await;
+    f.edit(0, |lines| {
+        lines.remove(4);
+    });
+    for result in [f.verify(), f.verify_without_mac_key()] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, VerifyError::SeqGap { at: a, expected: 4, found: 5 } if *a == at(&f.name(0), 5)),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn swapped_lines_are_found() {
+    let f = one_file().await;
+    f.edit(0, |lines| lines.swap(4, 5));
+    let err = f.verify().unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::SeqGap { at: a, expected: 4, found: 5 } if *a == at(&f.name(0), 5)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_inserted_line_is_found() {
+    let f = one_file().await;
+    f.edit(0, |lines| {
+        let copy = lines[2].clone();
+        lines.insert(5, copy);
+    });
+    let err = f.verify().unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::SeqGap { at: a, expected: 5, found: 2 } if *a == at(&f.name(0), 6)),
+        "{err}"
+    );
+    // A forged record with the right seq fails its MAC.
+    let f = one_file().await;
+    f.edit(0, |lines| lines[4] = lines[4].replacen("alice", "bob", 1));
+    let err = f.verify().unwrap_err();
+    assert!(matches!(&err, VerifyError::MacMismatch { at: a } if *a == at(&f.name(0), 5)));
+}
+
+#[tokio::test]
+async fn a_truncated_file_is_found() {
+    let f = one_file().await;
+    f.edit(0, |lines| {
+        lines.pop();
+    });
+    let err = f.verify_without_mac_key().unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::Truncated { at: a } if *a == at(&f.name(0), 22)),
+        "{err}"
+    );
+    // Cut into the last record, line 21.
+    let path = &f.files()[0];
+    let bytes = fs::read(path).unwrap();
+    fs::write(path, &bytes[..bytes.len() - 30]).unwrap();
+    let err = f.verify().unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::Truncated { at: a } if *a == at(&f.name(0), 21)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_seal_is_found() {
+    let f = one_file().await;
+    let other = Fixture::new();
+    let err = verify(f.dir(), None, other.keys.public_key()).unwrap_err();
+    assert!(matches!(&err, VerifyError::BadSignature { at: a } if *a == at(&f.name(0), 22)));
+    f.edit(0, |lines| {
+        lines[21] = lines[21].replacen("\"last_seq\":20", "\"last_seq\":19", 1)
+    });
+    assert!(matches!(
+        f.verify_without_mac_key(),
+        Err(VerifyError::BadSignature { .. })
+    ));
+}
+
+#[tokio::test]
+async fn rotation_by_size_makes_files_that_verify_together() {
+    let f = rotated().await;
+    let files = f.files();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        let seal = text.lines().last().unwrap().len() as u64 + 1;
+        assert!(fs::metadata(file).unwrap().len() - seal <= MIN_FILE_BYTES);
+    }
+    let report = f.verify().unwrap();
+    assert_eq!((report.files, report.records), (files.len(), 40));
+    f.verify_without_mac_key().unwrap();
+}
+
+#[tokio::test]
+async fn a_file_removed_from_the_middle_is_found() {
+    let f = rotated().await;
+    let second = f.files()[1].clone();
+    let third = f.name(2);
+    fs::remove_file(second).unwrap();
+    for result in [f.verify(), f.verify_without_mac_key()] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, VerifyError::MissingFile { at: a, .. } if *a == at(&third, 1)),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_renamed_file_is_found() {
+    let f = one_file().await;
+    let path = &f.files()[0];
+    fs::rename(path, f.dir().join("audit-20200101-0001.jsonl")).unwrap();
+    assert!(matches!(f.verify(), Err(VerifyError::Misnamed { .. })));
+}
+
+#[tokio::test]
+async fn a_restart_continues_the_chain() {
+    let f = Fixture::new();
+    f.write(&f.config(), 10).await;
+    f.write(&f.config(), 10).await;
+    let report = f.verify().unwrap();
+    assert_eq!((report.files, report.records, report.last_seq), (2, 20, 20));
+    let second = fs::read_to_string(&f.files()[1]).unwrap();
+    assert!(second.contains("\"prev_seq\":10,"), "{second}");
+}
+
+#[test]
+fn the_day_changing_starts_a_new_file() {
+    let f = Fixture::new();
+    let day = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800);
+    let mut writer = LogWriter::open(&f.config(), f.keys.clone(), day).unwrap();
+    writer.append(&[statement(1)], day).unwrap();
+    let next_day = day + Duration::from_secs(86_400);
+    writer.append(&[statement(2)], next_day).unwrap();
+    writer.close(next_day).unwrap();
+    assert_eq!(f.name(0), "audit-20251125-0001.jsonl");
+    assert_eq!(f.name(1), "audit-20251126-0001.jsonl");
+    assert_eq!(f.verify().unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn a_file_left_open_by_a_crash_is_sealed_on_start() {
+    let f = Fixture::new();
+    let now = SystemTime::now();
+    let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    writer.append(&[statement(1), statement(2)], now).unwrap();
+    writer.sync().unwrap();
+    drop(writer);
+    let path = f.files()[0].clone();
+    let mut torn = fs::read(&path).unwrap();
+    torn.extend_from_slice(b"{\"seq\":3,\"event\":\"sta");
+    fs::write(&path, torn).unwrap();
+    assert!(matches!(f.verify(), Err(VerifyError::Truncated { .. })));
+    let live = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    assert_eq!((live.records, live.open), (2, Some(f.name(0))));
+
+    f.write(&f.config(), 3).await;
+    let report = f.verify().unwrap();
+    assert_eq!(report.recovered, vec![f.name(0)]);
+    assert_eq!((report.files, report.records, report.last_seq), (2, 5, 5));
+}
+
+#[test]
+fn a_crashed_file_that_does_not_verify_stops_the_start() {
+    let f = Fixture::new();
+    let now = SystemTime::now();
+    let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    writer.append(&[statement(1), statement(2)], now).unwrap();
+    drop(writer);
+    f.edit(0, |lines| lines.swap(1, 2));
+    let err = LogWriter::open(&f.config(), f.keys.clone(), now)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, AuditError::Corrupt(VerifyError::SeqGap { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn retention_deletes_old_sealed_files_and_the_rest_verifies() {
+    let f = Fixture::new();
+    let today = SystemTime::now();
+    let days_ago = |days: u64| today - Duration::from_secs(days * 86_400);
+    let keep_all = AuditConfig {
+        retention_days: 0,
+        ..f.config()
+    };
+    for (days, n) in [(400, 3), (200, 2), (100, 4), (1, 1)] {
+        let mut writer = LogWriter::open(&keep_all, f.keys.clone(), days_ago(days)).unwrap();
+        let records: Vec<_> = (0..n).map(statement).collect();
+        writer.append(&records, days_ago(days)).unwrap();
+        writer.close(days_ago(days)).unwrap();
+    }
+    assert_eq!(f.files().len(), 4);
+    assert_eq!(f.verify().unwrap().anchor_seq, 0);
+
+    let config = AuditConfig {
+        retention_days: 180,
+        ..f.config()
+    };
+    LogWriter::open(&config, f.keys.clone(), today).unwrap();
+    assert_eq!(f.files().len(), 2);
+    let report = f.verify().unwrap();
+    assert_eq!(
+        (
+            report.files,
+            report.records,
+            report.anchor_seq,
+            report.last_seq
+        ),
+        (2, 5, 5, 10)
+    );
+    f.verify_without_mac_key().unwrap();
+
+    // The newest file stays however old, so the chain can continue.
+    let later = today + Duration::from_secs(1000 * 86_400);
+    LogWriter::open(&config, f.keys.clone(), later).unwrap();
+    assert_eq!(f.files().len(), 1);
+    assert_eq!(f.verify().unwrap().anchor_seq, 9);
+}
+
+#[tokio::test]
+async fn records_reach_the_disk_before_shutdown() {
+    let f = Fixture::new();
+    let config = AuditConfig {
+        fsync_interval_ms: 10,
+        ..f.config()
+    };
+    let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
+    for i in 0..3 {
+        handle.record(statement(i)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let live = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    assert_eq!((live.records, live.open), (3, Some(f.name(0))));
+    handle.shutdown().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(f.verify().unwrap().records, 3);
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_seals_the_log() {
+    let f = Fixture::new();
+    let (handle, task) = AuditSink::start(&f.config(), f.keys.clone()).unwrap();
+    handle.record(statement(1)).unwrap();
+    handle.clone().record(statement(2)).unwrap();
+    drop(handle);
+    task.await.unwrap().unwrap();
+    assert_eq!(f.verify().unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_records() {
+    let f = Fixture::new();
+    let config = AuditConfig {
+        queue_capacity: 2,
+        ..f.config()
+    };
+    let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
+    assert!(handle.healthy());
+    handle.record(statement(1)).unwrap();
+    handle.record(statement(2)).unwrap();
+    assert_eq!(handle.record(statement(3)), Err(AuditUnavailable));
+    assert!(!handle.healthy() && handle.refusing());
+    assert_eq!(handle.dropped(), 1);
+    handle.shutdown().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(f.verify().unwrap().records, 2);
+    assert_eq!(handle.record(statement(4)), Err(AuditUnavailable));
+}
+
+#[tokio::test]
+async fn with_continue_a_full_queue_counts_drops() {
+    let f = Fixture::new();
+    let config = AuditConfig {
+        queue_capacity: 2,
+        on_failure: OnFailure::Continue,
+        ..f.config()
+    };
+    let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
+    for i in 0..5 {
+        handle.record(statement(i)).unwrap();
+    }
+    assert!(!handle.healthy() && !handle.refusing());
+    assert_eq!(handle.dropped(), 3);
+    handle.shutdown().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(f.verify().unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn a_failed_writer_makes_the_log_unavailable() {
+    let f = Fixture::new();
+    let dir = f.dir().join("log");
+    let config = AuditConfig {
+        dir: dir.clone(),
+        ..f.config()
+    };
+    let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
+    fs::remove_dir(&dir).unwrap();
+    handle.record(statement(1)).unwrap();
+    let err = task.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AuditError::Io {
+                action: "create",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!handle.healthy() && handle.refusing());
+    assert_eq!(handle.record(statement(2)), Err(AuditUnavailable));
+    assert!(matches!(handle.shutdown().await, Err(AuditError::Stopped)));
+    assert_eq!(handle.dropped(), 2);
+}
+
+#[test]
+fn an_empty_directory_does_not_verify() {
+    let f = Fixture::new();
+    assert!(matches!(f.verify(), Err(VerifyError::NoFiles(_))));
+    assert!(matches!(
+        verify(f.dir(), None, &[0; 31]),
+        Err(VerifyError::PublicKey(31))
+    ));
+}

@@ -1,0 +1,396 @@
+//! Checking an audit directory: every file in order, the seq and MAC chain
+//! within and across files, and each file's seal.
+//!
+//! Line by line, a file must have a header naming the file itself and
+//! continuing from the previous file's last seq and MAC; records numbered
+//! one more than the record before, each MAC (with the MAC key) computed
+//! over the previous MAC and the record's canonical bytes; and, last, a
+//! seal whose Ed25519 signature verifies, that names the file, its first
+//! and last seq and last MAC, and the SHA-256 of everything before it.
+//! The first failure is reported with its file and line. Entries not named
+//! like audit files are ignored, so renaming a file away removes it.
+//!
+//! Without the MAC key a record's MAC cannot be recomputed, but an altered
+//! record still changes the file's hash, which the signed seal fixes; the
+//! MAC key adds the exact line and stops someone who holds the signing key
+//! but not the MAC key.
+//!
+//! # Retention and missing files
+//!
+//! The oldest remaining file is accepted as it starts: its header is the
+//! anchor, and the report gives its seq (`anchor_seq`, 0 when the log is
+//! complete from its first record). Deleting the oldest files, as
+//! retention does, therefore verifies; whoever checks the log compares
+//! `anchor_seq` and the first file's date with the retention period.
+//! A file removed from the middle cannot pass: the next file's header
+//! continues from a seq and MAC that are not the previous file's last
+//! ([`VerifyError::MissingFile`]). Removing the newest files leaves a
+//! valid shorter log; only a record of the last seq kept elsewhere (the
+//! proxy's logs, monitoring) can show it.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ring::signature::{UnparsedPublicKey, ED25519};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::format::{
+    decode_mac, is_seal, list_files, record_mac, split_record, split_seal, ChainHead, Header, Seal,
+    FORMAT,
+};
+
+/// A file and a 1-based line in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}", self.file, self.line)
+    }
+}
+
+/// Why an audit directory does not verify: the first problem found.
+#[derive(Debug, Error)]
+pub enum VerifyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("no audit files in {0}")]
+    NoFiles(PathBuf),
+    #[error("the audit public key must be 32 bytes, not {0}")]
+    PublicKey(usize),
+    #[error("{at}: not a valid audit line ({problem})")]
+    Unparseable { at: Location, problem: &'static str },
+    #[error("{at}: the header names file {found}: the file was renamed or copied")]
+    Misnamed { at: Location, found: String },
+    #[error(
+        "{at}: the file continues from seq {found}, but the previous file ends at seq {expected}: \
+         a file is missing or was replaced"
+    )]
+    MissingFile {
+        at: Location,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        "{at}: expected seq {expected}, found {found}: a record was removed, moved or inserted"
+    )]
+    SeqGap {
+        at: Location,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{at}: the record's MAC does not match: the record was altered or inserted")]
+    MacMismatch { at: Location },
+    #[error("{at}: the file ends without a seal: it was truncated (or is still being written)")]
+    Truncated { at: Location },
+    #[error("{at}: the seal's signature does not verify with the audit public key")]
+    BadSignature { at: Location },
+    #[error("{at}: bad seal: {problem}")]
+    BadSeal { at: Location, problem: &'static str },
+    #[error("{at}: the file's SHA-256 differs from its seal: the file was altered")]
+    HashMismatch { at: Location },
+}
+
+/// What a successful verification covered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub files: usize,
+    pub records: u64,
+    /// The seq the oldest remaining file continues from: 0 if the log is
+    /// complete from its first record, more once retention deleted files.
+    pub anchor_seq: u64,
+    /// The last record's seq (`anchor_seq` if there is none).
+    pub last_seq: u64,
+    /// Whether record MACs were recomputed (a MAC key was given).
+    pub macs_checked: bool,
+    /// Files sealed by a writer that started after a crash.
+    pub recovered: Vec<String>,
+    /// With [`verify_live`], the newest file if it is not sealed yet.
+    pub open: Option<String>,
+}
+
+/// Verifies every file in `dir`, all of which must be sealed. With
+/// `mac_key`, record MACs are recomputed too. `public_key` is the raw
+/// 32-byte Ed25519 key (`Keyring::audit_public_key_base64`, decoded).
+pub fn verify(
+    dir: &Path,
+    mac_key: Option<&[u8; 32]>,
+    public_key: &[u8],
+) -> Result<VerifyReport, VerifyError> {
+    verify_dir(dir, &Checker::new(mac_key, public_key)?, Tail::Sealed)
+}
+
+/// Like [`verify`], but the newest file may still be open: not sealed, and
+/// possibly ending in a partly written line, which is not checked.
+pub fn verify_live(
+    dir: &Path,
+    mac_key: Option<&[u8; 32]>,
+    public_key: &[u8],
+) -> Result<VerifyReport, VerifyError> {
+    verify_dir(dir, &Checker::new(mac_key, public_key)?, Tail::Open)
+}
+
+/// Whether a file may end without a seal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tail {
+    Sealed,
+    Open,
+}
+
+/// The keys a scan checks with.
+pub(super) struct Checker<'a> {
+    mac_key: Option<&'a [u8; 32]>,
+    public_key: UnparsedPublicKey<&'a [u8]>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(mac_key: Option<&'a [u8; 32]>, public_key: &'a [u8]) -> Result<Self, VerifyError> {
+        if public_key.len() != 32 {
+            return Err(VerifyError::PublicKey(public_key.len()));
+        }
+        Ok(Self {
+            mac_key,
+            public_key: UnparsedPublicKey::new(&ED25519, public_key),
+        })
+    }
+}
+
+/// One file, checked.
+pub(super) struct Scanned {
+    /// Where the file continues from.
+    pub anchor: ChainHead,
+    /// Its last record (the anchor if it has none).
+    pub head: ChainHead,
+    pub records: u64,
+    /// `Some(recovered)` if sealed.
+    pub sealed: Option<bool>,
+    /// Bytes up to the end of the last complete line before the seal.
+    pub complete: usize,
+}
+
+fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport, VerifyError> {
+    let read_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| VerifyError::Read { path, source }
+    };
+    let names = list_files(dir).map_err(read_error(dir))?;
+    let Some(newest) = names.last().copied() else {
+        return Err(VerifyError::NoFiles(dir.into()));
+    };
+    let mut report = VerifyReport {
+        files: names.len(),
+        records: 0,
+        anchor_seq: 0,
+        last_seq: 0,
+        macs_checked: checker.mac_key.is_some(),
+        recovered: Vec::new(),
+        open: None,
+    };
+    let mut previous: Option<ChainHead> = None;
+    for name in names {
+        let path = dir.join(name.to_string());
+        let bytes = fs::read(&path).map_err(read_error(&path))?;
+        let file_tail = if name == newest { tail } else { Tail::Sealed };
+        let name = name.to_string();
+        let scanned = scan_file(&name, &bytes, previous, checker, file_tail)?;
+        if previous.is_none() {
+            report.anchor_seq = scanned.anchor.seq;
+        }
+        match scanned.sealed {
+            Some(true) => report.recovered.push(name),
+            Some(false) => {}
+            None => report.open = Some(name),
+        }
+        report.records += scanned.records;
+        report.last_seq = scanned.head.seq;
+        previous = Some(scanned.head);
+    }
+    Ok(report)
+}
+
+/// Checks one file, named `name`, that must continue from `expected`
+/// (any anchor if `None`).
+pub(super) fn scan_file(
+    name: &str,
+    bytes: &[u8],
+    expected: Option<ChainHead>,
+    checker: &Checker,
+    tail: Tail,
+) -> Result<Scanned, VerifyError> {
+    let at = |line| Location {
+        file: name.into(),
+        line,
+    };
+    let mut lines = Lines { bytes, offset: 0 };
+    let Some((_, header)) = lines.next() else {
+        return Err(VerifyError::Truncated { at: at(1) });
+    };
+    let anchor = read_header(header, name, at(1))?;
+    if let Some(expected) = expected.filter(|&e| e != anchor) {
+        return Err(VerifyError::MissingFile {
+            at: at(1),
+            expected: expected.seq,
+            found: anchor.seq,
+        });
+    }
+    let mut head = anchor;
+    let mut number = 1;
+    for (offset, line) in lines.by_ref() {
+        number += 1;
+        if is_seal(line) {
+            let recovered = check_seal(line, &bytes[..offset], anchor, head, name, checker)
+                .map_err(|problem| problem.at(at(number)))?;
+            if offset + line.len() + 1 != bytes.len() {
+                return Err(VerifyError::BadSeal {
+                    at: at(number + 1),
+                    problem: "lines follow the seal",
+                });
+            }
+            return Ok(Scanned {
+                anchor,
+                head,
+                records: head.seq - anchor.seq,
+                sealed: Some(recovered),
+                complete: offset,
+            });
+        }
+        head = check_record(line, head, checker).map_err(|problem| problem.at(at(number)))?;
+    }
+    if tail == Tail::Sealed {
+        // The seal, or a partly written line, would be the next line.
+        return Err(VerifyError::Truncated { at: at(number + 1) });
+    }
+    Ok(Scanned {
+        anchor,
+        head,
+        records: head.seq - anchor.seq,
+        sealed: None,
+        complete: lines.offset,
+    })
+}
+
+/// Complete lines (without their newline) and their offsets; a last line
+/// without a newline is left unread.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.offset;
+        let len = self.bytes[start..].iter().position(|&b| b == b'\n')?;
+        self.offset = start + len + 1;
+        Some((start, &self.bytes[start..start + len]))
+    }
+}
+
+fn read_header(line: &[u8], name: &str, at: Location) -> Result<ChainHead, VerifyError> {
+    let unparseable = |problem| VerifyError::Unparseable {
+        at: at.clone(),
+        problem,
+    };
+    let header: Header =
+        serde_json::from_slice(line).map_err(|_| unparseable("not a file header"))?;
+    if header.audit != FORMAT {
+        return Err(unparseable("unknown audit format"));
+    }
+    if header.file != name {
+        return Err(VerifyError::Misnamed {
+            at,
+            found: header.file,
+        });
+    }
+    header
+        .prev()
+        .ok_or_else(|| unparseable("the header's prev_mac is not a MAC"))
+}
+
+/// A problem found on a line, before its location is known.
+enum Problem {
+    Unparseable(&'static str),
+    SeqGap { expected: u64, found: u64 },
+    MacMismatch,
+    BadSignature,
+    BadSeal(&'static str),
+    HashMismatch,
+}
+
+impl Problem {
+    fn at(self, at: Location) -> VerifyError {
+        match self {
+            Problem::Unparseable(problem) => VerifyError::Unparseable { at, problem },
+            Problem::SeqGap { expected, found } => VerifyError::SeqGap {
+                at,
+                expected,
+                found,
+            },
+            Problem::MacMismatch => VerifyError::MacMismatch { at },
+            Problem::BadSignature => VerifyError::BadSignature { at },
+            Problem::BadSeal(problem) => VerifyError::BadSeal { at, problem },
+            Problem::HashMismatch => VerifyError::HashMismatch { at },
+        }
+    }
+}
+
+/// Checks a record following `prev`; returns the new chain head.
+fn check_record(line: &[u8], prev: ChainHead, checker: &Checker) -> Result<ChainHead, Problem> {
+    let record = split_record(line).ok_or(Problem::Unparseable("not an audit record"))?;
+    if record.seq != prev.seq + 1 {
+        return Err(Problem::SeqGap {
+            expected: prev.seq + 1,
+            found: record.seq,
+        });
+    }
+    if let Some(key) = checker.mac_key {
+        if record_mac(key, &prev.mac, &record.canonical) != record.mac {
+            return Err(Problem::MacMismatch);
+        }
+    }
+    Ok(ChainHead {
+        seq: record.seq,
+        mac: record.mac,
+    })
+}
+
+/// Checks a seal over `before`, the file's preceding bytes, which run from
+/// `anchor` to `head`; returns whether it is a recovery seal.
+fn check_seal(
+    line: &[u8],
+    before: &[u8],
+    anchor: ChainHead,
+    head: ChainHead,
+    name: &str,
+    checker: &Checker,
+) -> Result<bool, Problem> {
+    let split = split_seal(line).ok_or(Problem::BadSeal("malformed seal line"))?;
+    checker
+        .public_key
+        .verify(split.seal, &split.sig)
+        .map_err(|_| Problem::BadSignature)?;
+    let seal: Seal =
+        serde_json::from_slice(split.seal).map_err(|_| Problem::BadSeal("unreadable seal"))?;
+    if seal.file != name {
+        return Err(Problem::BadSeal("the seal names another file"));
+    }
+    if seal.first_seq != anchor.seq + 1 {
+        return Err(Problem::BadSeal("first_seq does not follow the header"));
+    }
+    if seal.last_seq != head.seq || decode_mac(&seal.last_mac) != Some(head.mac) {
+        return Err(Problem::BadSeal(
+            "last_seq and last_mac are not the file's last record",
+        ));
+    }
+    if hex::encode(Sha256::digest(before)) != seal.sha256 {
+        return Err(Problem::HashMismatch);
+    }
+    Ok(seal.recovered)
+}

@@ -1,0 +1,347 @@
+//! The file side of the audit log, synchronous: continuing the chain from
+//! the newest file on start, appending records, rotating, sealing and
+//! deleting expired files. [`super::sink`] runs it off the async threads.
+//!
+//! On start the newest file is read. If it is sealed, the chain continues
+//! from its seal in a new file. If a crash left it open, its records are
+//! checked (seq and MAC chain), a partly written last line is cut off, and
+//! it is sealed with `"recovered": true`. A file whose records do not
+//! verify stops the start: it is evidence, and only a person should move
+//! it aside. An empty file (created just before a crash) is removed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::config::AuditConfig;
+use super::format::{
+    encode_mac, is_seal, list_files, record_line, ChainHead, Day, FileName, Header, Seal,
+};
+use super::keys::AuditKeys;
+use super::record::{AuditRecord, Timestamp};
+use super::verify::{scan_file, Checker, Tail, VerifyError};
+
+/// The audit log cannot be written.
+#[derive(Debug, Error)]
+pub enum AuditError {
+    #[error("audit log: cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "audit log: the newest file does not verify, so the chain cannot continue \
+         (inspect it, and move it aside to start from the file before): {0}"
+    )]
+    Corrupt(#[source] VerifyError),
+    #[error(transparent)]
+    Config(#[from] super::config::AuditConfigError),
+    #[error("audit log: the writer has stopped (the writer task's result says why)")]
+    Stopped,
+}
+
+/// Maps an I/O error on `path`.
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AuditError + 'a {
+    move |source| AuditError::Io {
+        action,
+        path: path.into(),
+        source,
+    }
+}
+
+/// How many bytes at the end of a file hold its seal line.
+const SEAL_TAIL: u64 = 4096;
+
+pub(super) struct LogWriter {
+    dir: PathBuf,
+    keys: Arc<AuditKeys>,
+    max_file_bytes: u64,
+    retention_days: u32,
+    /// The last record written.
+    head: ChainHead,
+    /// The newest file, open or sealed.
+    newest: Option<FileName>,
+    current: Option<OpenFile>,
+}
+
+/// The file being written.
+struct OpenFile {
+    name: FileName,
+    path: PathBuf,
+    file: File,
+    /// The UTC day it was opened; the file is sealed when the day changes.
+    day: Day,
+    anchor: ChainHead,
+    len: u64,
+    hash: Sha256,
+    /// Lines not yet written to the file.
+    pending: Vec<u8>,
+    unsynced: bool,
+}
+
+impl OpenFile {
+    fn push(&mut self, line: &[u8]) {
+        self.hash.update(line);
+        self.len += line.len() as u64;
+        self.pending.extend_from_slice(line);
+    }
+
+    fn flush(&mut self) -> Result<(), AuditError> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all(&self.pending)
+                .map_err(io_error("write", &self.path))?;
+            self.pending.clear();
+            self.unsynced = true;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), AuditError> {
+        self.flush()?;
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(io_error("sync", &self.path))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+}
+
+impl LogWriter {
+    /// Opens `config.dir` (creating it), continues the chain from its
+    /// newest file, and deletes expired files.
+    pub fn open(
+        config: &AuditConfig,
+        keys: Arc<AuditKeys>,
+        now: SystemTime,
+    ) -> Result<Self, AuditError> {
+        let dir = config.dir.clone();
+        create_dir(&dir)?;
+        let (head, newest) = recover(&dir, &keys, now)?;
+        let writer = Self {
+            dir,
+            keys,
+            max_file_bytes: config.max_file_bytes,
+            retention_days: config.retention_days,
+            head,
+            newest,
+            current: None,
+        };
+        writer.delete_expired(now);
+        Ok(writer)
+    }
+
+    /// Appends `records` at `now`, rotating as needed. They reach the disk
+    /// at the next [`Self::sync`].
+    pub fn append(&mut self, records: &[AuditRecord], now: SystemTime) -> Result<(), AuditError> {
+        let day = Day::of(now);
+        for record in records {
+            let (line, head) = record_line(record, self.head, self.keys.mac_key());
+            if self.current.as_ref().is_some_and(|file| {
+                file.day != day
+                    || (file.len + line.len() as u64 > self.max_file_bytes
+                        && file.anchor != self.head)
+            }) {
+                self.seal_current(now)?;
+            }
+            let file = match &mut self.current {
+                Some(file) => file,
+                None => self.start_file(day)?,
+            };
+            file.push(&line);
+            self.head = head;
+        }
+        self.current.as_mut().map_or(Ok(()), OpenFile::flush)
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.current.as_mut().map_or(Ok(()), OpenFile::sync)
+    }
+
+    /// Seals the open file, if any.
+    pub fn close(&mut self, now: SystemTime) -> Result<(), AuditError> {
+        if self.current.is_some() {
+            self.seal_current(now)?;
+        }
+        Ok(())
+    }
+
+    fn start_file(&mut self, day: Day) -> Result<&mut OpenFile, AuditError> {
+        let name = FileName::next(day, self.newest);
+        let path = self.dir.join(name.to_string());
+        let file = create_file(&path)?;
+        sync_dir(&self.dir)?;
+        self.newest = Some(name);
+        let mut file = OpenFile {
+            name,
+            path,
+            file,
+            day,
+            anchor: self.head,
+            len: 0,
+            hash: Sha256::new(),
+            pending: Vec::new(),
+            unsynced: false,
+        };
+        file.push(&Header::new(name, self.head).line());
+        Ok(self.current.insert(file))
+    }
+
+    fn seal_current(&mut self, now: SystemTime) -> Result<(), AuditError> {
+        let mut file = self.current.take().expect("called with an open file");
+        file.flush()?;
+        let seal = seal_line(
+            &self.keys,
+            file.name,
+            file.anchor,
+            self.head,
+            file.hash,
+            false,
+            now,
+        );
+        file.file
+            .write_all(&seal)
+            .map_err(io_error("seal", &file.path))?;
+        file.file.sync_all().map_err(io_error("sync", &file.path))?;
+        self.delete_expired(now);
+        Ok(())
+    }
+
+    /// Deletes expired files. A failure loses no record, so it is only
+    /// logged, and the next seal tries again.
+    fn delete_expired(&self, now: SystemTime) {
+        if let Err(error) = self.try_delete_expired(now) {
+            tracing::warn!(%error, "cannot delete expired audit files");
+        }
+    }
+
+    /// Deletes sealed files of days more than `retention_days` before
+    /// `now`, oldest first, stopping at the first file that is not sealed.
+    /// The newest file always stays: the chain continues from it.
+    fn try_delete_expired(&self, now: SystemTime) -> Result<(), AuditError> {
+        if self.retention_days == 0 {
+            return Ok(());
+        }
+        let cutoff = Day::days_before(now, self.retention_days);
+        let names = list_files(&self.dir).map_err(io_error("list", &self.dir))?;
+        let older = &names[..names.len().saturating_sub(1)];
+        for name in older.iter().take_while(|name| name.day < cutoff) {
+            let path = self.dir.join(name.to_string());
+            if !ends_with_seal(&path).map_err(io_error("read", &path))? {
+                break;
+            }
+            fs::remove_file(&path).map_err(io_error("delete", &path))?;
+            tracing::info!(file = %name, "deleted an expired audit file");
+        }
+        Ok(())
+    }
+}
+
+/// The signed seal of file `name`, which runs from `anchor` to `head` and
+/// whose bytes so far hash to `hash`.
+fn seal_line(
+    keys: &AuditKeys,
+    name: FileName,
+    anchor: ChainHead,
+    head: ChainHead,
+    hash: Sha256,
+    recovered: bool,
+    now: SystemTime,
+) -> Vec<u8> {
+    Seal {
+        file: name.to_string(),
+        first_seq: anchor.seq + 1,
+        last_seq: head.seq,
+        last_mac: encode_mac(&head.mac),
+        sha256: hex::encode(hash.finalize()),
+        recovered,
+        sealed: Timestamp(now),
+    }
+    .line(keys.signing_key())
+}
+
+/// Finds the chain head to continue from and the newest file, sealing that
+/// file if a crash left it open.
+fn recover(
+    dir: &Path,
+    keys: &AuditKeys,
+    now: SystemTime,
+) -> Result<(ChainHead, Option<FileName>), AuditError> {
+    let mut names = list_files(dir).map_err(io_error("list", dir))?;
+    while let Some(&newest) = names.last() {
+        let path = dir.join(newest.to_string());
+        let bytes = fs::read(&path).map_err(io_error("read", &path))?;
+        if bytes.is_empty() {
+            fs::remove_file(&path).map_err(io_error("delete", &path))?;
+            names.pop();
+            continue;
+        }
+        let checker = Checker::new(Some(keys.mac_key()), keys.public_key())
+            .expect("an Ed25519 public key has 32 bytes");
+        let name = newest.to_string();
+        let scanned =
+            scan_file(&name, &bytes, None, &checker, Tail::Open).map_err(AuditError::Corrupt)?;
+        if scanned.sealed.is_none() {
+            let complete = &bytes[..scanned.complete];
+            let hash = Sha256::new_with_prefix(complete);
+            let seal = seal_line(keys, newest, scanned.anchor, scanned.head, hash, true, now);
+            let mut file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io_error("open", &path))?;
+            file.set_len(complete.len() as u64)
+                .and_then(|()| file.write_all(&seal))
+                .and_then(|()| file.sync_all())
+                .map_err(io_error("seal", &path))?;
+            tracing::warn!(file = %name, "sealed an audit file left open by a crash");
+        }
+        return Ok((scanned.head, Some(newest)));
+    }
+    Ok((ChainHead::GENESIS, None))
+}
+
+/// Whether the file's last line is a seal (not whether the seal is valid).
+fn ends_with_seal(path: &Path) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(SEAL_TAIL)))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let Some(body) = tail.strip_suffix(b"\n") else {
+        return Ok(false);
+    };
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    Ok(is_seal(&body[start..]))
+}
+
+fn create_dir(dir: &Path) -> Result<(), AuditError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io_error("create", dir))
+}
+
+fn create_file(path: &Path) -> Result<File, AuditError> {
+    let mut options = OpenOptions::new();
+    options.append(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(io_error("create", path))
+}
+
+/// Makes a new directory entry durable.
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync", dir))
+}
