@@ -21,7 +21,7 @@
 //! ParseComplete/BindComplete of that statement and the marker fields.
 //! Nothing of the refused statement reaches the server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -36,7 +36,8 @@ use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
 use crate::relay::Tap;
 use crate::rewrite::{
-    self, session_settings, CopyIn, EncryptError, Encryptor, Outcome, ParamSlot, Refusal,
+    self, copy_out_options, session_settings, CopyIn, CopyOptions, EncryptError, Encryptor,
+    Outcome, ParamSlot, Refusal,
 };
 use crate::veil::Veil;
 
@@ -52,6 +53,9 @@ pub struct Shared {
     pub server_fatal: AtomicBool,
     /// The session's `client_encoding`, as the server last reported it.
     pub encoding: Mutex<ClientEncoding>,
+    /// The data options of the COPY TO statements sent, whose data has not
+    /// started yet, in order.
+    pub copy_out: Mutex<VecDeque<CopyOptions>>,
 }
 
 impl Shared {
@@ -60,6 +64,22 @@ impl Shared {
             encoding: Mutex::new(encoding),
             ..Self::default()
         }
+    }
+
+    /// Notes COPY TO statements about to be sent.
+    fn expect_copy_out(&self, options: Vec<CopyOptions>) {
+        if !options.is_empty() {
+            let mut queue = self.copy_out.lock().unwrap_or_else(|e| e.into_inner());
+            queue.extend(options);
+        }
+    }
+
+    /// The data options of the COPY TO whose data starts now, if known.
+    pub fn next_copy_out(&self) -> Option<CopyOptions> {
+        self.copy_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 
     /// The session's current client encoding.
@@ -91,6 +111,8 @@ pub struct ClientTap<'a> {
     sql_prepared: HashMap<String, Vec<ParamSlot>>,
     /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
     copy_statements: HashMap<String, CopyIn>,
+    /// Prepared `COPY ... TO STDOUT`, by name: their data options.
+    copy_out_statements: HashMap<String, CopyOptions>,
     /// After an extended-protocol refusal: drop messages up to Sync.
     skipping: bool,
     /// The COPY FROM STDIN into a protected table in progress, if any.
@@ -114,6 +136,7 @@ impl<'a> ClientTap<'a> {
             statements: HashMap::new(),
             sql_prepared: HashMap::new(),
             copy_statements: HashMap::new(),
+            copy_out_statements: HashMap::new(),
             skipping: false,
             copy: None,
         }
@@ -126,6 +149,7 @@ impl<'a> ClientTap<'a> {
             return self.refuse_query(veil, &undecodable(), out);
         };
         self.note_settings(&sql);
+        self.shared.expect_copy_out(copy_out_in(&sql));
         match self.analyse(veil, &sql) {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
@@ -220,6 +244,10 @@ impl<'a> ClientTap<'a> {
         self.note_settings(&sql);
         let name = String::from_utf8_lossy(parse.name).into_owned();
         self.copy_statements.remove(&name);
+        self.copy_out_statements.remove(&name);
+        if let Some(options) = copy_out_in(&sql).pop() {
+            self.copy_out_statements.insert(name.clone(), options);
+        }
         match self.rewrite(veil, &sql) {
             Outcome::Unchanged => {
                 self.statements.remove(&name);
@@ -252,6 +280,9 @@ impl<'a> ClientTap<'a> {
         let Some(name) = name else {
             return out.push(frame);
         };
+        if let Some(options) = self.copy_out_statements.get(&*name) {
+            self.shared.expect_copy_out(vec![options.clone()]);
+        }
         if let Some(copy) = self.copy_statements.get(&*name) {
             // The COPY's data follows its Execute.
             return match CopyEncryptor::new(copy, &veil.policy, veil) {
@@ -356,6 +387,15 @@ impl Tap for ClientTap<'_> {
             (b'd' | b'c' | b'f', Some(_)) => self.copy_message(tag, frame, out),
             _ => out.push(frame),
         }
+    }
+}
+
+/// The COPY TO statements of a text, if it may have any.
+fn copy_out_in(sql: &str) -> Vec<CopyOptions> {
+    if contains_ignore_case(sql.as_bytes(), b"copy") {
+        copy_out_options(sql)
+    } else {
+        Vec::new()
     }
 }
 

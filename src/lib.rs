@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod copy_in;
+pub mod copy_out;
 pub mod crypto;
 pub mod declared;
 pub mod demo;

@@ -16,23 +16,28 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 
+use crate::copy_out;
 use crate::crypto::{self, Envelope};
 use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
 use crate::policy::Action;
 use crate::protocol::reply::{self, Severity};
 use crate::relay::Tap;
+use crate::rewrite::CopyOptions;
 use crate::veil::Veil;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
 const DENIED: &str = "42501";
 
-/// What a reader gets in place of one field.
-enum Field {
+/// What a reader gets in place of one value.
+pub enum Revealed {
+    /// The value as it is (not pgveil's ciphertext, or not decryptable).
     Keep,
-    Replace(Vec<u8>),
+    /// This, in the reader's encoding.
+    Value(Vec<u8>),
     Null,
-    Deny(String),
+    /// Access denied by the policy of this column.
+    Denied(String),
 }
 
 /// The reader's identity, as the policy sees it, and its encoding.
@@ -54,6 +59,8 @@ pub struct ServerTap<'a> {
     /// ParseComplete/BindComplete held while a refusal is pending: the
     /// last two are the refusal statement's own, not the client's.
     held: Vec<Bytes>,
+    /// The options of the COPY TO whose data is flowing, if known.
+    copy_out: Option<CopyOptions>,
 }
 
 impl<'a> ServerTap<'a> {
@@ -64,6 +71,28 @@ impl<'a> ServerTap<'a> {
             roles,
             skipping: false,
             held: Vec::new(),
+            copy_out: None,
+        }
+    }
+
+    fn copy_row(&mut self, veil: &Veil, options: &CopyOptions, frame: Bytes, out: &mut Vec<Bytes>) {
+        let declared = self
+            .shared
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let reader = Reader {
+            roles: self.roles,
+            purpose: declared.current().purpose.as_deref(),
+            encoding: self.shared.encoding(),
+        };
+        match copy_out::reveal_row(veil, &reader, options, &frame[5..]) {
+            Ok(None) => out.push(frame),
+            Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
+            Err(column) => {
+                out.push(denied(&column));
+                self.skipping = true;
+            }
         }
     }
 
@@ -120,7 +149,16 @@ impl<'a> ServerTap<'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match tag {
-            b'Z' => declared.ready(frame.get(5).copied().unwrap_or(b'I')),
+            b'Z' => {
+                declared.ready(frame.get(5).copied().unwrap_or(b'I'));
+                // A COPY TO that failed before its data never started.
+                self.copy_out = None;
+                self.shared
+                    .copy_out
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
             _ if frame
                 .get(5..)
                 .is_some_and(|tag| tag.starts_with(b"ROLLBACK")) =>
@@ -139,7 +177,8 @@ impl Tap for ServerTap<'_> {
         }
         self.veil.is_some()
             && match tag {
-                b'D' | b'Z' | b'S' => true,
+                b'D' | b'Z' | b'S' | b'H' => true,
+                b'd' | b'c' => self.copy_out.is_some(),
                 b'1' | b'2' => self.shared.pending_refusals.load(Ordering::Relaxed) > 0,
                 b'C' => self.watching_rollback(),
                 _ => false,
@@ -163,6 +202,21 @@ impl Tap for ServerTap<'_> {
             (b'D', Some(veil)) => {
                 out.append(&mut self.held);
                 self.row(veil, frame, out)
+            }
+            (b'H', Some(_)) => {
+                self.copy_out = self.shared.next_copy_out();
+                out.push(frame)
+            }
+            (b'd', Some(veil)) => match self.copy_out.take() {
+                Some(options) => {
+                    self.copy_row(veil, &options, frame, out);
+                    self.copy_out = Some(options);
+                }
+                None => out.push(frame),
+            },
+            (b'c', _) => {
+                self.copy_out = None;
+                out.push(frame)
             }
             (b'S', Some(_)) => {
                 out.append(&mut self.held);
@@ -219,6 +273,12 @@ fn refusal_error(frame: &[u8]) -> Bytes {
     reply::error(Severity::Error, &code, &message)
 }
 
+/// The error a reader gets for a value the policy denies it.
+pub fn denied(column: &str) -> Bytes {
+    let message = format!("pgveil: access to column {column} is denied by policy");
+    reply::error(Severity::Error, DENIED, &message)
+}
+
 /// Rewrites one DataRow frame for `reader`. `Err` carries the ErrorResponse
 /// to send instead when a value is denied.
 pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes, Bytes> {
@@ -232,13 +292,12 @@ pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes,
     let mut body = BytesMut::with_capacity(frame.len());
     body.put_u16(fields.len() as u16);
     for field in &fields {
-        match field.map_or(Field::Keep, |value| reveal(veil, reader, value)) {
-            Field::Keep => put_field(&mut body, *field),
-            Field::Replace(value) => put_field(&mut body, Some(&value)),
-            Field::Null => put_field(&mut body, None),
-            Field::Deny(column) => {
-                let message = format!("pgveil: access to column {column} is denied by policy");
-                return Err(reply::error(Severity::Error, DENIED, &message));
+        match field.map_or(Revealed::Keep, |value| reveal_value(veil, reader, value)) {
+            Revealed::Keep => put_field(&mut body, *field),
+            Revealed::Value(value) => put_field(&mut body, Some(&value)),
+            Revealed::Null => put_field(&mut body, None),
+            Revealed::Denied(column) => {
+                return Err(denied(&column));
             }
         }
     }
@@ -249,36 +308,37 @@ fn looks_encrypted(field: &[u8]) -> bool {
     crypto::looks_encrypted_text(field) || field.starts_with(crypto::MAGIC)
 }
 
-fn reveal(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Field {
+/// What `reader` may see of one value.
+pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed {
     let Some(envelope) = parse(value) else {
-        return Field::Keep;
+        return Revealed::Keep;
     };
     let Some((action, column)) = veil.decide(envelope.key_ref(), reader.roles, reader.purpose)
     else {
-        return Field::Keep;
+        return Revealed::Keep;
     };
     let domain = column.domain.as_str();
     let plaintext = match action {
-        Action::Null => return Field::Null,
-        Action::Deny => return Field::Deny(column.qualified_name()),
+        Action::Null => return Revealed::Null,
+        Action::Deny => return Revealed::Denied(column.qualified_name()),
         _ => match veil.keyring.decrypt(domain, &envelope) {
             Ok(plaintext) => plaintext,
             Err(e) => {
                 warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
-                return Field::Keep;
+                return Revealed::Keep;
             }
         },
     };
     let text = String::from_utf8_lossy(&plaintext);
     match action {
-        Action::Plaintext => Field::Replace(reader.encoding.encode(&text).into_owned()),
+        Action::Plaintext => Revealed::Value(reader.encoding.encode(&text).into_owned()),
         Action::Masked => {
             let masked = column.mask.apply(&text);
-            Field::Replace(reader.encoding.encode(&masked).into_owned())
+            Revealed::Value(reader.encoding.encode(&masked).into_owned())
         }
         Action::Pseudonym => match veil.keyring.pseudonym(domain, &plaintext) {
-            Ok(token) => Field::Replace(token.into_bytes()),
-            Err(_) => Field::Null,
+            Ok(token) => Revealed::Value(token.into_bytes()),
+            Err(_) => Revealed::Null,
         },
         Action::Null | Action::Deny => unreachable!("handled before decryption"),
     }

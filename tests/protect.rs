@@ -712,3 +712,55 @@ fn psql_copy_from_stdin_uses_the_simple_protocol_and_is_encrypted() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "孙七");
 }
+
+async fn copy(client: &tokio_postgres::Client, format: &str) -> String {
+    use futures_util::TryStreamExt;
+    let sql = format!(
+        "copy (select full_name, email, segment from customers where segment = 'copy-out') to stdout (format {format})"
+    );
+    let chunks: Vec<bytes::Bytes> = client
+        .copy_out(&sql)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    String::from_utf8(chunks.concat()).unwrap()
+}
+
+#[tokio::test]
+async fn copy_to_stdout_is_revealed_per_role_in_text_and_csv() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    app.batch_execute(
+        "insert into customers (full_name, email, segment) values (E'Tab\\tName, \"Q\"', 'copyout@example.org', 'copy-out')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        copy(&app, "text").await,
+        "Tab\\tName, \"Q\"\tcopyout@example.org\tcopy-out\n"
+    );
+    assert_eq!(
+        copy(&app, "csv").await,
+        "\"Tab\tName, \"\"Q\"\"\",copyout@example.org,copy-out\n"
+    );
+    let support = crm.connect("support_user").await;
+    let masked = copy(&support, "text").await;
+    assert!(
+        masked.contains(&crm.mask("email", "copyout@example.org")),
+        "{masked}"
+    );
+    // psql's COPY TO uses the simple protocol.
+    let out = common::psql(&crm.proxy.addr(), "crm_user", "pw", "postgres")
+        .args([
+            "-c",
+            "copy (select email from customers where segment = 'copy-out') to stdout",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "copyout@example.org\n"
+    );
+}

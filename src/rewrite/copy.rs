@@ -109,6 +109,26 @@ pub(super) fn copy_in(
     }))
 }
 
+/// The data options of each `COPY ... TO STDOUT` in a statement text, in
+/// order, so that the rows it sends can be revealed. Call it only for text
+/// containing `copy` (in any case).
+pub fn copy_out_options(sql: &str) -> Vec<CopyOptions> {
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return Vec::new();
+    };
+    parsed
+        .protobuf
+        .stmts
+        .iter()
+        .filter_map(|raw| match raw.stmt.as_deref()?.node.as_ref()? {
+            NodeEnum::CopyStmt(copy) if !copy.is_from && copy.filename.is_empty() => {
+                Some(options(&copy.options))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn options(list: &[Node]) -> CopyOptions {
     let elems: Vec<&DefElem> = list
         .iter()
