@@ -146,7 +146,6 @@ async fn extended_protocol_parameters_are_encrypted_and_searchable() {
 async fn unsafe_statements_are_refused_and_write_nothing() {
     let crm = crm();
     let app = crm.connect("crm_user").await;
-    let before = count_where("true");
     for (sql, column) in [
         (
             "insert into customers (email) values (lower('X@EXAMPLE.COM'))",
@@ -200,7 +199,6 @@ async fn unsafe_statements_are_refused_and_write_nothing() {
 async fn a_refusal_aborts_the_transaction_like_an_error() {
     let crm = crm();
     let mut app = crm.connect("crm_user").await;
-    let before = count_where("true");
     let tx = app.transaction().await.unwrap();
     tx.execute("insert into customers (segment) values ('tx-test')", &[])
         .await
@@ -217,7 +215,7 @@ async fn a_refusal_aborts_the_transaction_like_an_error() {
     assert_eq!(sqlstate(&err), Some("25P02"), "the transaction is aborted");
     // COMMIT of an aborted transaction rolls it back.
     tx.commit().await.unwrap();
-    assert_eq!(count_where("true"), before);
+    assert_eq!(count_where("segment = 'tx-test'"), 0);
 }
 
 async fn national_id(app: &tokio_postgres::Client, id: i64) -> Option<String> {
