@@ -148,11 +148,11 @@ async fn unsafe_statements_are_refused_and_write_nothing() {
     let app = crm.connect("crm_user").await;
     for (sql, column) in [
         (
-            "insert into customers (email) values (lower('X@EXAMPLE.COM'))",
+            "insert into customers (email, segment) values (lower('X@EXAMPLE.COM'), 'refused')",
             "public.customers.email",
         ),
         (
-            "insert into customers (full_name) select 'x' from generate_series(1, 3)",
+            "insert into customers (full_name, segment) select 'x', 'refused' from generate_series(1, 3)",
             "public.customers.full_name",
         ),
         (
