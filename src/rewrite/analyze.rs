@@ -10,7 +10,8 @@ use pg_query::protobuf::{
 use pg_query::NodeRef;
 
 use super::{
-    splice, ColumnOrder, Encryptor, NodeEnum, Outcome, ParamSlot, Prepared, Reason, Rewrite,
+    splice, ColumnOrder, ColumnRefId, Encryptor, NodeEnum, Outcome, ParamSlot, Prepared, Reason,
+    Rewrite,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
 
@@ -119,6 +120,8 @@ pub(super) struct Analyzer<'a> {
     column_order: ColumnOrder<'a>,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
+    /// Protected columns written with a value (encrypted).
+    written: Vec<ColumnRefId>,
 }
 
 impl<'a> Analyzer<'a> {
@@ -137,6 +140,7 @@ impl<'a> Analyzer<'a> {
             column_order,
             edits: Vec::new(),
             params: Vec::new(),
+            written: Vec::new(),
         }
     }
 
@@ -148,6 +152,7 @@ impl<'a> Analyzer<'a> {
             sql: splice(self.sql, self.edits),
             params: self.params,
             prepared,
+            written: self.written,
         })
     }
 
@@ -656,7 +661,14 @@ impl<'a> Analyzer<'a> {
         if matches!(value.node, Some(NodeEnum::SetToDefault(_))) {
             return Ok(());
         }
-        match self.operand(value, scope) {
+        let operand = self.operand(value, scope);
+        if matches!(operand, Operand::Literal(..) | Operand::Param(_)) {
+            let id = ColumnRefId::from(column);
+            if !self.written.contains(&id) {
+                self.written.push(id);
+            }
+        }
+        match operand {
             Operand::Literal(constant, text) => self.encrypt(column, constant, text),
             Operand::Param(number) => self.param(column, number),
             Operand::Null => Ok(()),

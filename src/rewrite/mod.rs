@@ -132,6 +132,8 @@ pub struct Rewrite {
     pub params: Vec<ParamSlot>,
     /// The parameters of statements the text prepares (`PREPARE`).
     pub prepared: Vec<Prepared>,
+    /// The protected columns the text writes values to, for the audit log.
+    pub written: Vec<ColumnRefId>,
 }
 
 /// Why a statement is refused, as the client will read it.

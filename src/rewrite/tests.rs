@@ -525,6 +525,7 @@ fn prepare_reports_slots_and_execute_encrypts_them() {
             sql: format!("EXECUTE find({}, 7)", ct("a@b", "email")),
             params: Vec::new(),
             prepared: Vec::new(),
+            written: vec![column_id("email")],
         })
     );
     assert_eq!(
@@ -622,4 +623,13 @@ fn an_unqualified_name_may_mean_a_protected_table_in_another_schema() {
         panic!("not rewritten");
     };
     assert!(!r.sql.contains("'a@b.c'"), "{}", r.sql);
+}
+
+#[test]
+fn written_columns_are_reported() {
+    let r =
+        rewritten("INSERT INTO customers (email, full_name, national_id) VALUES ($1, 'x', NULL)");
+    assert_eq!(r.written, vec![column_id("email"), column_id("full_name")]);
+    let r = rewritten("SELECT id FROM customers WHERE email = 'a@b.c'");
+    assert!(r.written.is_empty(), "a search writes nothing");
 }
