@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::audit::{self, AuditKeys, AuditSink};
 use crate::config::{Config, LogFormat};
 use crate::crypto::MasterKey;
 use crate::keyring::Keyring;
-use crate::veil::{load_policy, Veil};
+use crate::veil::{load_keyring, load_policy, Veil};
 use crate::{logging, server::Server};
 
 /// Exit code for a configuration that cannot be used.
@@ -36,6 +38,39 @@ enum Command {
     /// Manage the master key and the keyring.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check and read the access audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify every file of an audit log directory: the MAC chain across
+    /// files (with the keyring), the seals and their signatures. Exits 1
+    /// naming the first broken record on any edit, deletion, insertion,
+    /// reordering or truncation.
+    Verify {
+        /// The audit log directory.
+        dir: PathBuf,
+        /// pgveil's configuration, for its keyring and master key: checks
+        /// every record's MAC too.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Without the keyring: the audit public key (base64, from
+        /// `pgveil audit public-key`); checks seals and signatures.
+        #[arg(long, conflicts_with = "config")]
+        public_key: Option<String>,
+        /// Accept the newest file unsealed, as while pgveil is writing it.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Print the audit log's public key (base64), for auditors who verify
+    /// without the keyring.
+    PublicKey {
+        /// pgveil's configuration, for its keyring and master key.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +141,98 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Demo(args) => demo(&args),
         Command::Keys(command) => keys(command),
+        Command::Audit(command) => audit(command),
+    }
+}
+
+fn audit(command: AuditCommand) -> ExitCode {
+    let result = match command {
+        AuditCommand::Verify {
+            dir,
+            config,
+            public_key,
+            live,
+        } => audit_verify(&dir, config.as_deref(), public_key.as_deref(), live),
+        AuditCommand::PublicKey { config } => audit_keyring(&config)
+            .and_then(|keyring| keyring.audit_public_key_base64().map_err(|e| e.to_string()))
+            .map(|key| {
+                println!("{key}");
+                true
+            }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Err(e) => {
+            eprintln!("pgveil audit: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// The keyring named by a configuration file.
+fn audit_keyring(config: &std::path::Path) -> Result<Keyring, String> {
+    let config = Config::load(config).map_err(|e| e.to_string())?;
+    let path = config
+        .keyring
+        .clone()
+        .ok_or("the configuration names no keyring")?;
+    load_keyring(&path, &config).map_err(|e| e.to_string())
+}
+
+/// Verifies a log; `Ok(false)` when it has been tampered with.
+fn audit_verify(
+    dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+    public_key: Option<&str>,
+    live: bool,
+) -> Result<bool, String> {
+    use base64::Engine;
+    let keyring = config.map(audit_keyring).transpose()?;
+    let (mac, public) = match (&keyring, public_key) {
+        (Some(keyring), _) => (
+            Some(*keyring.audit_mac_key().map_err(|e| e.to_string())?),
+            keyring
+                .audit_public_key_base64()
+                .map_err(|e| e.to_string())?,
+        ),
+        (None, Some(key)) => (None, key.to_owned()),
+        (None, None) => return Err("give --config (full check) or --public-key".into()),
+    };
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(public.trim())
+        .map_err(|_| "the public key is not base64")?;
+    let check = if live {
+        audit::verify_live
+    } else {
+        audit::verify
+    };
+    match check(dir, mac.as_ref(), &public) {
+        Ok(report) => {
+            println!(
+                "ok: {} file(s), {} record(s), seq {}..{}, record MACs {}",
+                report.files,
+                report.records,
+                report.anchor_seq,
+                report.last_seq,
+                if report.macs_checked {
+                    "checked"
+                } else {
+                    "not checked (no keyring)"
+                }
+            );
+            if report.anchor_seq > 0 {
+                println!(
+                    "note: the log starts at seq {} (older files removed by retention)",
+                    report.anchor_seq
+                );
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Ok(false)
+        }
     }
 }
 
@@ -197,6 +324,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let audit_keys = match audit_keys(&config) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("pgveil: cannot open the audit log: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     logging::init(config.log_format, &config.log_level);
     with_runtime(async {
         let server = match Server::bind(config.clone(), veil).await {
@@ -206,9 +340,29 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        let server = match (&config.audit, audit_keys) {
+            (Some(audit), Some(keys)) => match AuditSink::start(audit, keys) {
+                Ok((handle, _writer)) => server.with_audit(handle, audit.scope),
+                Err(e) => {
+                    tracing::error!("cannot open the audit log: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            },
+            _ => server,
+        };
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// The audit log's keys, when `[audit]` is configured.
+fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
+    let (Some(_), Some(path)) = (&config.audit, &config.keyring) else {
+        return Ok(None);
+    };
+    let keyring = load_keyring(path, config).map_err(|e| e.to_string())?;
+    let keys = AuditKeys::from_keyring(Arc::new(keyring)).map_err(|e| e.to_string())?;
+    Ok(Some(Arc::new(keys)))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::audit::AuditConfig;
 use thiserror::Error;
 
 /// How log lines are written.
@@ -47,6 +49,8 @@ pub struct Config {
     /// A file holding the base64 master key; without it the master key
     /// comes from the `PGVEIL_MASTER_KEY` environment variable.
     pub master_key_file: Option<PathBuf>,
+    /// The access audit log (`[audit]`); off when absent.
+    pub audit: Option<AuditConfig>,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             policy: None,
             keyring: None,
             master_key_file: None,
+            audit: None,
         }
     }
 }
@@ -105,6 +110,18 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key,
                     problem: "must be at least 1 second".into(),
+                });
+            }
+        }
+        if let Some(audit) = &self.audit {
+            audit.validate().map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                problem: e.problem.into(),
+            })?;
+            if self.keyring.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "keyring",
+                    problem: "is required with [audit]: it holds the audit log's keys".into(),
                 });
             }
         }

@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
@@ -39,6 +39,7 @@ use crate::rewrite::{
     self, copy_out_options, session_settings, CopyIn, CopyOptions, EncryptError, Encryptor,
     Outcome, ParamSlot, Refusal,
 };
+use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
 
 /// State both taps of a session share.
@@ -117,6 +118,11 @@ pub struct ClientTap<'a> {
     skipping: bool,
     /// The COPY FROM STDIN into a protected table in progress, if any.
     copy: Option<CopyState<'a>>,
+    /// The session's audit trail, with audit on.
+    trail: Option<&'a Trail>,
+    /// Statement texts for the trail, by statement name and by portal.
+    texts: HashMap<String, Arc<StatementText>>,
+    portals: HashMap<String, Arc<StatementText>>,
 }
 
 /// A COPY FROM STDIN whose data is being encrypted.
@@ -128,7 +134,12 @@ enum CopyState<'a> {
 }
 
 impl<'a> ClientTap<'a> {
-    pub fn new(veil: Option<&'a Veil>, shared: &'a Shared, catalog: &'a Catalog) -> Self {
+    pub fn new(
+        veil: Option<&'a Veil>,
+        shared: &'a Shared,
+        catalog: &'a Catalog,
+        trail: Option<&'a Trail>,
+    ) -> Self {
         Self {
             veil,
             shared,
@@ -139,6 +150,71 @@ impl<'a> ClientTap<'a> {
             copy_out_statements: HashMap::new(),
             skipping: false,
             copy: None,
+            trail,
+            texts: HashMap::new(),
+            portals: HashMap::new(),
+        }
+    }
+
+    /// A statement text for the trail.
+    fn text(&self, sql: &str, written: Vec<String>) -> Arc<StatementText> {
+        let protected = self
+            .veil
+            .is_some_and(|veil| veil.policy.mentions_protected_table(sql));
+        StatementText::new(sql.to_owned(), written, protected)
+    }
+
+    /// Notes a simple Query in the trail.
+    fn note_query(&self, sql: &str, written: Vec<String>) {
+        if let Some(trail) = self.trail {
+            trail.sent(self.text(sql, written), true);
+        }
+    }
+
+    /// Notes a prepared statement's text for the trail.
+    fn note_parse(&mut self, name: &str, sql: &str, written: Vec<String>) {
+        if self.trail.is_some() {
+            let text = self.text(sql, written);
+            self.texts.insert(name.to_owned(), text);
+        }
+    }
+
+    /// Follows Parse, Bind, Execute and Sync for the trail; the texts of
+    /// a Query and of a Parse with a policy are noted where they are
+    /// analysed.
+    fn observe(&mut self, trail: &Trail, tag: u8, frame: &[u8]) {
+        match tag {
+            b'Q' if self.veil.is_none() => {
+                let sql = cstr(&frame[5..])
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                self.note_query(&sql, Vec::new());
+            }
+            b'P' if self.veil.is_none() => {
+                if let Some(parse) = ParseMessage::read(frame) {
+                    let name = String::from_utf8_lossy(parse.name);
+                    self.note_parse(&name, &String::from_utf8_lossy(parse.query), Vec::new());
+                }
+            }
+            b'B' => {
+                let portal = BindMessage::portal_name(frame).map(String::from_utf8_lossy);
+                let statement = BindMessage::statement_name(frame).map(String::from_utf8_lossy);
+                if let (Some(portal), Some(text)) =
+                    (portal, statement.and_then(|s| self.texts.get(&*s)))
+                {
+                    self.portals.insert(portal.into_owned(), text.clone());
+                }
+            }
+            b'E' => {
+                let portal = cstr(&frame[5..])
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                if let Some(text) = self.portals.get(&*portal) {
+                    trail.sent(text.clone(), false);
+                }
+            }
+            b'S' => trail.sync(),
+            _ => {}
         }
     }
 
@@ -146,11 +222,17 @@ impl<'a> ClientTap<'a> {
         self.copy = None;
         let encoding = self.shared.encoding();
         let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
+            self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
         self.note_settings(&sql);
         self.shared.expect_copy_out(copy_out_in(&sql));
-        match self.analyse(veil, &sql) {
+        let outcome = self.analyse(veil, &sql);
+        self.note_query(&sql, written(&outcome));
+        if self.audit_refusing(&outcome) {
+            return self.refuse_query(veil, &audit_unavailable(), out);
+        }
+        match outcome {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
                 for prepared in rewrite.prepared {
@@ -217,11 +299,22 @@ impl<'a> ClientTap<'a> {
         out.push(reply::frame_of(b'Q', &cstring(raise_sql(veil, refusal))));
     }
 
-    fn refuse_extended(&mut self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
+    /// Refuses the statement named `statement` (see the module doc). Its
+    /// refusal stands for the client's next Execute in the trail.
+    fn refuse_extended(
+        &mut self,
+        veil: &Veil,
+        refusal: &Refusal,
+        out: &mut Vec<Bytes>,
+        statement: &str,
+    ) {
         info!(
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
         );
+        if let (Some(trail), Some(text)) = (self.trail, self.texts.get(statement)) {
+            trail.sent(text.clone(), false);
+        }
         let mut parse = BytesMut::new();
         parse.put_u8(0);
         parse.put_slice(&cstring(raise_sql(veil, refusal)));
@@ -238,17 +331,23 @@ impl<'a> ClientTap<'a> {
             return out.push(frame);
         };
         let encoding = self.shared.encoding();
+        let name = String::from_utf8_lossy(parse.name).into_owned();
         let Some(sql) = encoding.decode(parse.query) else {
-            return self.refuse_extended(veil, &undecodable(), out);
+            self.note_parse(&name, "", Vec::new());
+            return self.refuse_extended(veil, &undecodable(), out, &name);
         };
         self.note_settings(&sql);
-        let name = String::from_utf8_lossy(parse.name).into_owned();
         self.copy_statements.remove(&name);
         self.copy_out_statements.remove(&name);
         if let Some(options) = copy_out_in(&sql).pop() {
             self.copy_out_statements.insert(name.clone(), options);
         }
-        match self.rewrite(veil, &sql) {
+        let outcome = self.rewrite(veil, &sql);
+        self.note_parse(&name, &sql, written(&outcome));
+        if self.audit_refusing(&outcome) {
+            return self.refuse_extended(veil, &audit_unavailable(), out, &name);
+        }
+        match outcome {
             Outcome::Unchanged => {
                 self.statements.remove(&name);
                 out.push(frame);
@@ -269,9 +368,9 @@ impl<'a> ClientTap<'a> {
                     self.copy_statements.insert(name, copy);
                     out.push(frame);
                 }
-                Err(e) => self.refuse_extended(veil, &refusal_of(e), out),
+                Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
             },
-            Outcome::Refused(refusal) => self.refuse_extended(veil, &refusal, out),
+            Outcome::Refused(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }
     }
 
@@ -290,7 +389,7 @@ impl<'a> ClientTap<'a> {
                     self.copy = Some(CopyState::Encrypting(encryptor));
                     out.push(frame)
                 }
-                Err(e) => self.refuse_extended(veil, &refusal_of(e), out),
+                Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
             };
         }
         let slots = self
@@ -302,7 +401,7 @@ impl<'a> ClientTap<'a> {
         };
         match encrypt_bind(veil, self.shared.encoding(), &frame, slots) {
             Ok(bind) => out.push(bind),
-            Err(refusal) => self.refuse_extended(veil, &refusal, out),
+            Err(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }
     }
 
@@ -362,6 +461,7 @@ impl Tap for ClientTap<'_> {
     fn wants(&self, tag: u8) -> bool {
         tag == b'X'
             || self.skipping
+            || (self.trail.is_some() && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S'))
             || (self.veil.is_some() && matches!(tag, b'Q' | b'P' | b'B' | b'C'))
             || (self.copy.is_some() && matches!(tag, b'd' | b'c' | b'f'))
     }
@@ -374,10 +474,16 @@ impl Tap for ClientTap<'_> {
             // The server would ignore everything up to Sync after an error;
             // Flush still asks it to send what it has.
             self.skipping = tag != b'S';
+            if let (b'S', Some(trail)) = (tag, self.trail) {
+                trail.sync();
+            }
             if matches!(tag, b'S' | b'H' | b'X') {
                 out.push(frame);
             }
             return;
+        }
+        if let Some(trail) = self.trail {
+            self.observe(trail, tag, &frame);
         }
         match (tag, self.veil) {
             (b'Q', Some(veil)) => self.query(veil, frame, out),
@@ -387,6 +493,37 @@ impl Tap for ClientTap<'_> {
             (b'd' | b'c' | b'f', Some(_)) => self.copy_message(tag, frame, out),
             _ => out.push(frame),
         }
+    }
+}
+
+impl ClientTap<'_> {
+    /// Whether the audit log is down and `outcome` touches protected
+    /// columns, with `on_failure = "refuse"`.
+    fn audit_refusing(&self, outcome: &Outcome) -> bool {
+        self.trail.is_some_and(Trail::refusing) && !matches!(outcome, Outcome::Unchanged)
+    }
+}
+
+/// The protected columns a statement writes, for the trail.
+fn written(outcome: &Outcome) -> Vec<String> {
+    match outcome {
+        Outcome::Rewritten(rewrite) => rewrite.written.iter().map(ToString::to_string).collect(),
+        Outcome::CopyIn(copy) => copy
+            .columns
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn audit_unavailable() -> Refusal {
+    Refusal {
+        sqlstate: "58030",
+        message: "pgveil: the audit log cannot record this access now; statements touching \
+                  protected columns are refused until it recovers"
+            .into(),
     }
 }
 
@@ -453,6 +590,10 @@ impl<'f> ParseMessage<'f> {
 struct BindMessage;
 
 impl BindMessage {
+    fn portal_name(frame: &[u8]) -> Option<&[u8]> {
+        cstr(frame.get(5..)?)
+    }
+
     fn statement_name(frame: &[u8]) -> Option<&[u8]> {
         let body = frame.get(5..)?;
         let portal = cstr(body)?;

@@ -29,4 +29,5 @@ pub mod reveal;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod trail;
 pub mod veil;

@@ -18,12 +18,14 @@ use tracing::warn;
 
 use crate::copy_out;
 use crate::crypto::{self, Envelope};
+use crate::declared::Values;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
 use crate::policy::Action;
 use crate::protocol::reply::{self, Severity};
 use crate::relay::Tap;
 use crate::rewrite::CopyOptions;
+use crate::trail::{tag_rows, Trail};
 use crate::veil::Veil;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
@@ -45,6 +47,8 @@ pub struct Reader<'a> {
     pub roles: &'a [String],
     pub purpose: Option<&'a str>,
     pub encoding: ClientEncoding,
+    /// Where reads of protected columns are noted, with audit on.
+    pub trail: Option<&'a Trail>,
 }
 
 /// The server-to-client tap. Without a policy it only notes FATAL errors.
@@ -61,14 +65,22 @@ pub struct ServerTap<'a> {
     held: Vec<Bytes>,
     /// The options of the COPY TO whose data is flowing, if known.
     copy_out: Option<CopyOptions>,
+    /// The session's audit trail, with audit on.
+    trail: Option<&'a Trail>,
 }
 
 impl<'a> ServerTap<'a> {
-    pub fn new(veil: Option<&'a Veil>, shared: &'a Shared, roles: &'a [String]) -> Self {
+    pub fn new(
+        veil: Option<&'a Veil>,
+        shared: &'a Shared,
+        roles: &'a [String],
+        trail: Option<&'a Trail>,
+    ) -> Self {
         Self {
             veil,
             shared,
             roles,
+            trail,
             skipping: false,
             held: Vec::new(),
             copy_out: None,
@@ -85,13 +97,14 @@ impl<'a> ServerTap<'a> {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
             encoding: self.shared.encoding(),
+            trail: self.trail,
         };
         match copy_out::reveal_row(veil, &reader, options, &frame[5..]) {
             Ok(None) => out.push(frame),
             Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
             Err(column) => {
                 out.push(denied(&column));
-                self.skipping = true;
+                self.deny();
             }
         }
     }
@@ -106,13 +119,46 @@ impl<'a> ServerTap<'a> {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
             encoding: self.shared.encoding(),
+            trail: self.trail,
         };
         match data_row(veil, &reader, frame) {
             Ok(row) => out.push(row),
             Err(denied) => {
                 out.push(denied);
-                self.skipping = true;
+                self.deny();
             }
+        }
+    }
+
+    /// A value was denied: the statement fails with 42501, and the rest of
+    /// the server's answer up to ReadyForQuery is dropped.
+    fn deny(&mut self) {
+        self.skipping = true;
+        if let Some(trail) = self.trail {
+            trail.failed(DENIED.as_bytes(), &self.declared());
+        }
+    }
+
+    fn declared(&self) -> Values {
+        let declared = self
+            .shared
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        declared.current().clone()
+    }
+
+    /// Tells the audit trail how the server answers.
+    fn audit(&self, trail: &Trail, tag: u8, frame: &[u8]) {
+        match tag {
+            b'C' => trail.completed(tag_rows(frame), &self.declared()),
+            b'I' | b's' => trail.completed(0, &self.declared()),
+            b'E' => trail.failed(
+                reply::error_field(frame, b'C').unwrap_or_default(),
+                &self.declared(),
+            ),
+            b'Z' => trail.ready(&self.declared()),
+            _ => {}
         }
     }
 
@@ -175,6 +221,9 @@ impl Tap for ServerTap<'_> {
         if tag == b'E' || self.skipping || !self.held.is_empty() {
             return true;
         }
+        if self.trail.is_some() && matches!(tag, b'C' | b'I' | b's' | b'Z') {
+            return true;
+        }
         self.veil.is_some()
             && match tag {
                 b'D' | b'Z' | b'S' | b'H' => true,
@@ -189,10 +238,16 @@ impl Tap for ServerTap<'_> {
         if self.skipping {
             self.skipping = tag != b'Z';
             if tag == b'Z' {
+                if let Some(trail) = self.trail {
+                    self.audit(trail, tag, &frame);
+                }
                 self.track_transaction(tag, &frame);
                 out.push(frame);
             }
             return;
+        }
+        if let Some(trail) = self.trail {
+            self.audit(trail, tag, &frame);
         }
         match (tag, self.veil) {
             (b'E', _) => self.error(frame, out),
@@ -317,18 +372,31 @@ pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed 
     else {
         return Revealed::Keep;
     };
+    let note = |action| {
+        if let Some(trail) = reader.trail {
+            trail.read(column.qualified_name(), action);
+        }
+    };
     let domain = column.domain.as_str();
     let plaintext = match action {
-        Action::Null => return Revealed::Null,
-        Action::Deny => return Revealed::Denied(column.qualified_name()),
+        Action::Null => {
+            note(Some(action));
+            return Revealed::Null;
+        }
+        Action::Deny => {
+            note(Some(action));
+            return Revealed::Denied(column.qualified_name());
+        }
         _ => match veil.keyring.decrypt(domain, &envelope) {
             Ok(plaintext) => plaintext,
             Err(e) => {
                 warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
+                note(None);
                 return Revealed::Keep;
             }
         },
     };
+    note(Some(action));
     let text = String::from_utf8_lossy(&plaintext);
     match action {
         Action::Plaintext => Revealed::Value(reader.encoding.encode(&text).into_owned()),
@@ -447,6 +515,7 @@ default = "deny"
             roles: &roles,
             purpose: None,
             encoding: ClientEncoding::default(),
+            trail: None,
         };
         let out = data_row(veil, &reader, frame)?;
         Ok(Fields::of(&out).map(|f| f.map(<[u8]>::to_vec)).collect())
@@ -478,6 +547,7 @@ default = "deny"
             roles: &[],
             purpose: None,
             encoding: ClientEncoding::default(),
+            trail: None,
         };
         assert_eq!(
             data_row(&veil, &reader, untouched.clone()).unwrap(),

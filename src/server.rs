@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::audit::{AuditHandle, Scope};
 use crate::config::Config;
-use crate::session::Session;
+use crate::session::{Services, Session};
 use crate::veil::Veil;
 
 /// Pause after an accept error such as running out of file descriptors.
@@ -28,8 +29,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// A bound, not yet running, proxy.
 pub struct Server {
     listener: TcpListener,
-    config: Arc<Config>,
+    config: Config,
     veil: Option<Arc<Veil>>,
+    audit: Option<(AuditHandle, Scope)>,
 }
 
 impl Server {
@@ -42,9 +44,16 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self {
             listener,
-            config: Arc::new(config),
+            config,
             veil: veil.map(Arc::new),
+            audit: None,
         })
+    }
+
+    /// Records connections and statements in the audit log of `handle`.
+    pub fn with_audit(mut self, handle: AuditHandle, scope: Scope) -> Self {
+        self.audit = Some((handle, scope));
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -54,11 +63,18 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains sessions.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let close_all = CancellationToken::new();
+        let grace = self.config.shutdown_grace();
+        let audit = self.audit.as_ref().map(|(handle, _)| handle.clone());
+        let services = Arc::new(Services {
+            config: self.config,
+            veil: self.veil,
+            audit: self.audit,
+            close_all: CancellationToken::new(),
+        });
         let sessions = TaskTracker::new();
         info!(
-            listen = %self.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-            upstream = %self.config.upstream,
+            listen = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            upstream = %services.config.upstream,
             "pgveil is accepting connections"
         );
         tokio::pin!(shutdown);
@@ -72,14 +88,7 @@ impl Server {
                         if let Err(e) = stream.set_nodelay(true) {
                             warn!(%peer, "cannot set TCP_NODELAY: {e}");
                         }
-                        let session = Session::new(
-                            next_id,
-                            stream,
-                            peer,
-                            self.config.clone(),
-                            close_all.clone(),
-                            self.veil.clone(),
-                        );
+                        let session = Session::new(next_id, stream, peer, services.clone());
                         sessions.spawn(session.run());
                     }
                     Err(e) => {
@@ -90,7 +99,13 @@ impl Server {
             }
         }
         drop(self.listener);
-        drain(sessions, close_all, self.config.shutdown_grace()).await;
+        drain(sessions, services.close_all.clone(), grace).await;
+        if let Some(audit) = audit {
+            drop(services);
+            if let Err(e) = audit.shutdown().await {
+                error!("audit log not sealed cleanly: {e}");
+            }
+        }
     }
 }
 

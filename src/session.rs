@@ -18,6 +18,9 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::audit::{
+    AuditHandle, AuditRecord, Login, Outcome as AuditOutcome, Peer, Scope, SqlState, Timestamp,
+};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::encoding::ClientEncoding;
@@ -28,6 +31,7 @@ use crate::protocol::startup::{self, Packet, StartupError};
 use crate::protocol::{read_message, FrameError, ReadError, Side};
 use crate::relay::{self, End, Outcome};
 use crate::reveal::{self, ServerTap};
+use crate::trail::Trail;
 use crate::veil::Veil;
 
 /// Why a session could not start.
@@ -81,34 +85,62 @@ impl StartError {
     }
 }
 
+/// What every session shares: settings, protection, the audit log.
+pub struct Services {
+    pub config: Config,
+    /// The policy and keys, when columns are protected.
+    pub veil: Option<Arc<Veil>>,
+    /// The audit log and its scope, when audit is on.
+    pub audit: Option<(AuditHandle, Scope)>,
+    /// Cancelled when pgveil must close every session now.
+    pub close_all: CancellationToken,
+}
+
 /// A client connection and what pgveil knows about it.
 pub struct Session {
     id: u64,
     client: TcpStream,
     peer: SocketAddr,
-    config: Arc<Config>,
-    /// Cancelled when pgveil must close every session now.
-    close_all: CancellationToken,
-    /// The policy and keys, when columns are protected.
-    veil: Option<Arc<Veil>>,
+    services: Arc<Services>,
+    /// The database and role, once the client has named them.
+    login: Option<Login>,
 }
 
 impl Session {
-    pub fn new(
-        id: u64,
-        client: TcpStream,
-        peer: SocketAddr,
-        config: Arc<Config>,
-        close_all: CancellationToken,
-        veil: Option<Arc<Veil>>,
-    ) -> Self {
+    pub fn new(id: u64, client: TcpStream, peer: SocketAddr, services: Arc<Services>) -> Self {
         Self {
             id,
             client,
             peer,
-            config,
-            close_all,
-            veil,
+            services,
+            login: None,
+        }
+    }
+
+    fn audit_peer(&self) -> Peer {
+        Peer {
+            connection: self.id,
+            client: self.peer.to_string(),
+        }
+    }
+
+    fn audit_record(&self, record: impl FnOnce(Peer) -> AuditRecord) {
+        if let Some((handle, _)) = &self.services.audit {
+            if handle.record(record(self.audit_peer())).is_err() {
+                warn!("audit log unavailable: a connection record was not written");
+            }
+        }
+    }
+
+    /// Records how authentication ended, once the client named a login.
+    fn audit_login(&self, outcome: AuditOutcome) {
+        if let Some(login) = self.login.clone() {
+            self.audit_record(|peer| AuditRecord::Authentication {
+                time: Timestamp::now(),
+                peer,
+                login,
+                outcome,
+            });
         }
     }
 
@@ -121,8 +153,12 @@ impl Session {
             user = tracing::field::Empty,
             database = tracing::field::Empty,
         );
+        self.audit_record(|peer| AuditRecord::Connect {
+            time: Timestamp::now(),
+            peer,
+        });
         let fut = async {
-            match timeout(self.config.startup_timeout(), self.start(&span)).await {
+            match timeout(self.services.config.startup_timeout(), self.start(&span)).await {
                 Ok(Ok(Some(started))) => self.serve(started).await,
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => self.fail_start(e).await,
@@ -140,6 +176,11 @@ impl Session {
             }
             StartError::Refused(_) => info!("{e}"),
             _ => warn!("{e}"),
+        }
+        if let StartError::Refused(code) = &e {
+            if let Ok(code) = SqlState::new(code) {
+                self.audit_login(AuditOutcome::Error(code));
+            }
         }
         if let Some(reply) = e.reply() {
             let _ = self.client.write_all(&reply).await;
@@ -159,10 +200,15 @@ impl Session {
         };
         span.record("user", startup.user());
         span.record("database", startup.database());
+        self.login = Some(Login {
+            database: startup.database().to_owned(),
+            role: startup.user().to_owned(),
+        });
         let mut upstream = self.connect().await?;
         upstream.write_all(&startup.raw).await?;
         let started = self.authenticate(upstream).await?;
         info!("authenticated");
+        self.audit_login(AuditOutcome::Ok);
         Ok(Some(started))
     }
 
@@ -180,15 +226,18 @@ impl Session {
     }
 
     async fn connect(&self) -> Result<TcpStream, StartError> {
-        let upstream = &self.config.upstream;
+        let upstream = &self.services.config.upstream;
         let failed = |reason: String| StartError::Connect {
             upstream: upstream.clone(),
             reason,
         };
-        let stream = timeout(self.config.connect_timeout(), TcpStream::connect(upstream))
-            .await
-            .map_err(|_| failed("timed out".into()))?
-            .map_err(|e| failed(e.to_string()))?;
+        let stream = timeout(
+            self.services.config.connect_timeout(),
+            TcpStream::connect(upstream),
+        )
+        .await
+        .map_err(|_| failed("timed out".into()))?
+        .map_err(|e| failed(e.to_string()))?;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
@@ -237,7 +286,7 @@ impl Session {
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
-        let greeting = match self.veil.clone() {
+        let greeting = match self.services.veil.clone() {
             Some(veil) => {
                 self.greet(&mut upstream, &mut from_server, &veil.policy)
                     .await?
@@ -306,13 +355,28 @@ impl Session {
             from_client,
             greeting,
         } = started;
+        let trail = match (&self.services.audit, &self.login) {
+            (Some((handle, scope)), Some(login)) => Some(Trail::new(
+                handle.clone(),
+                *scope,
+                self.audit_peer(),
+                login.clone(),
+            )),
+            _ => None,
+        };
         let (mut client_rx, mut client_tx) = self.client.split();
         let (mut server_rx, mut server_tx) = upstream.split();
-        let stop = self.close_all.child_token();
+        let stop = self.services.close_all.child_token();
         let shared = Shared::new(greeting.encoding);
         let catalog = greeting.catalog;
+
         let upward = async {
-            let mut tap = ClientTap::new(self.veil.as_deref(), &shared, &catalog);
+            let mut tap = ClientTap::new(
+                self.services.veil.as_deref(),
+                &shared,
+                &catalog,
+                trail.as_ref(),
+            );
             let outcome = relay::relay(
                 Side::Frontend,
                 &mut client_rx,
@@ -326,7 +390,12 @@ impl Session {
             outcome
         };
         let downward = async {
-            let mut tap = ServerTap::new(self.veil.as_deref(), &shared, &catalog.roles);
+            let mut tap = ServerTap::new(
+                self.services.veil.as_deref(),
+                &shared,
+                &catalog.roles,
+                trail.as_ref(),
+            );
             let outcome = relay::relay(
                 Side::Backend,
                 &mut server_rx,
@@ -344,6 +413,13 @@ impl Session {
         if let Some(message) = farewell {
             let _ = self.client.write_all(&message).await;
         }
+        let (statements, rows) = trail.as_ref().map_or((0, 0), Trail::totals);
+        self.audit_record(|peer| AuditRecord::Disconnect {
+            time: Timestamp::now(),
+            peer,
+            statements,
+            rows,
+        });
         info!("disconnected");
     }
 

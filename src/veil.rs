@@ -44,11 +44,7 @@ impl Veil {
             return Ok(None);
         };
         let policy = load_policy(policy_path)?;
-        let master = match &config.master_key_file {
-            Some(path) => MasterKey::from_file(path)?,
-            None => MasterKey::from_env()?,
-        };
-        let keyring = Keyring::load(keyring_path, &master)?;
+        let keyring = load_keyring(keyring_path, config)?;
         keyring.require_domains(&policy.domains())?;
         Ok(Some(Veil::new(policy, keyring)))
     }
@@ -109,6 +105,15 @@ fn random_marker() -> String {
         bytes = now.as_nanos().to_be_bytes();
     }
     format!("pgveil-{}", hex::encode(bytes))
+}
+
+/// Loads the keyring at `path` with the configured master key.
+pub fn load_keyring(path: &Path, config: &Config) -> Result<Keyring, VeilError> {
+    let master = match &config.master_key_file {
+        Some(file) => MasterKey::from_file(file)?,
+        None => MasterKey::from_env()?,
+    };
+    Ok(Keyring::load(path, &master)?)
 }
 
 /// Loads a policy file, or every `*.toml` of a directory.

@@ -27,9 +27,23 @@ pub enum OnFailure {
 }
 
 /// Where and how the audit log is written.
+/// Which statements are recorded.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every statement.
+    #[default]
+    All,
+    /// Statements that read or write protected columns, or mention a
+    /// protected table; connection events always.
+    Protected,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
+    /// Which statements are recorded.
+    pub scope: Scope,
     /// The directory holding the audit files; created if missing.
     pub dir: PathBuf,
     /// A file is sealed and a new one started before it would grow past
@@ -49,6 +63,7 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
+            scope: Scope::All,
             dir: "audit".into(),
             max_file_bytes: 64 * 1024 * 1024,
             retention_days: 180,

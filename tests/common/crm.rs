@@ -2,7 +2,9 @@
 //! with a fresh keyring, and login users for each policy role.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use pgveil::audit::{AuditConfig, AuditKeys};
 
 use pgveil::crypto::MasterKey;
 use pgveil::keyring::Keyring;
@@ -32,10 +34,12 @@ fn project_file(path: &str) -> PathBuf {
 /// The CRM of this test binary, set up once.
 pub fn crm() -> &'static Crm {
     static CRM: OnceLock<Crm> = OnceLock::new();
-    CRM.get_or_init(setup)
+    CRM.get_or_init(|| setup(None))
 }
 
-fn setup() -> Crm {
+/// Sets the CRM up (once per test binary), behind a pgveil that records to
+/// the audit log `audit` describes, if given.
+pub fn setup(audit: Option<AuditConfig>) -> Crm {
     let cluster = Cluster::shared();
     cluster.psql_direct(&std::fs::read_to_string(project_file("policies/crm.sql")).unwrap());
     for (user, role) in USERS {
@@ -57,8 +61,12 @@ fn setup() -> Crm {
         upstream: cluster.addr(),
         ..test_config()
     };
+    let audit = audit.map(|audit| {
+        let keyring = Arc::new(Keyring::load(&keyring_path, &master).unwrap());
+        (audit, Arc::new(AuditKeys::from_keyring(keyring).unwrap()))
+    });
     Crm {
-        proxy: Proxy::with_veil(config, Some(veil)),
+        proxy: Proxy::with_audit(config, Some(veil), audit),
         policy: load_policy(),
         keyring: Keyring::load(&keyring_path, &master).unwrap(),
     }

@@ -136,7 +136,20 @@ impl Proxy {
     }
 
     /// Starts pgveil protecting the columns of `veil`.
-    pub fn with_veil(mut config: Config, veil: Option<pgveil::veil::Veil>) -> Proxy {
+    pub fn with_veil(config: Config, veil: Option<pgveil::veil::Veil>) -> Proxy {
+        Proxy::with_audit(config, veil, None)
+    }
+
+    /// Starts pgveil protecting the columns of `veil`, recording to the
+    /// audit log `audit` describes, if given.
+    pub fn with_audit(
+        mut config: Config,
+        veil: Option<pgveil::veil::Veil>,
+        audit: Option<(
+            pgveil::audit::AuditConfig,
+            std::sync::Arc<pgveil::audit::AuditKeys>,
+        )>,
+    ) -> Proxy {
         config.listen = "127.0.0.1:0".into();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -147,7 +160,11 @@ impl Proxy {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let server = Server::bind(config, veil).await.unwrap();
+                let mut server = Server::bind(config, veil).await.unwrap();
+                if let Some((audit, keys)) = audit {
+                    let (handle, _writer) = pgveil::audit::AuditSink::start(&audit, keys).unwrap();
+                    server = server.with_audit(handle, audit.scope);
+                }
                 addr_tx.send(server.local_addr().unwrap()).unwrap();
                 server
                     .run(async {

@@ -1,0 +1,360 @@
+//! One session's audit trail: what it ran, what it read and wrote of
+//! protected columns, and how each statement ended.
+//!
+//! The client tap notes each statement as it is sent (a `Query`, or an
+//! `Execute` of a prepared statement) and each `Sync`; the server tap
+//! completes them in the same order, since PostgreSQL answers in order:
+//! an `Execute` ends at its CommandComplete, EmptyQueryResponse,
+//! PortalSuspended or error; a `Query` at its ReadyForQuery; after an
+//! error, the server skips the rest of an extended batch, so entries up to
+//! the batch's `Sync` are dropped unrun. Statement text is normalized
+//! (`pg_query::normalize`: every constant becomes `$n`) only when a record
+//! is written, and once per prepared statement. No value of any kind
+//! reaches a record.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use tracing::warn;
+
+use crate::audit::{
+    Access, AuditHandle, AuditRecord, ColumnAccess, Decision, Login, NormalizedStatement, Outcome,
+    Peer, Scope, Session, SqlState, StatementRecord, Timestamp,
+};
+use crate::declared::Values;
+use crate::policy::Action;
+
+/// A statement's text and what pgveil knows of it before it runs.
+#[derive(Debug)]
+pub struct StatementText {
+    sql: String,
+    /// Protected columns it writes (encrypted), `schema.table.column`.
+    written: Vec<String>,
+    /// Whether it mentions a protected table.
+    protected: bool,
+    /// Kind, normalized text and tables, computed once, when first needed.
+    summary: OnceLock<Summary>,
+}
+
+#[derive(Debug)]
+struct Summary {
+    kind: String,
+    normalized: NormalizedStatement,
+    tables: Vec<String>,
+}
+
+impl StatementText {
+    pub fn new(sql: String, written: Vec<String>, protected: bool) -> Arc<Self> {
+        Arc::new(Self {
+            sql,
+            written,
+            protected,
+            summary: OnceLock::new(),
+        })
+    }
+
+    fn summary(&self) -> &Summary {
+        self.summary.get_or_init(|| summarize(&self.sql))
+    }
+}
+
+/// Kind, normalized text and tables of a statement text. Text that does
+/// not parse is recorded as such, never as it is.
+fn summarize(sql: &str) -> Summary {
+    let unparsed = || Summary {
+        kind: "unknown".into(),
+        normalized: NormalizedStatement::from_normalized("<statement that does not parse>".into()),
+        tables: Vec::new(),
+    };
+    let (Ok(parsed), Ok(normalized)) = (pg_query::parse(sql, 0), pg_query::normalize(sql)) else {
+        return unparsed();
+    };
+    let kind = parsed
+        .statement_types()
+        .first()
+        .map_or("empty".to_owned(), |t| statement_kind(t));
+    Summary {
+        kind,
+        normalized: NormalizedStatement::from_normalized(normalized),
+        tables: parsed.tables(),
+    }
+}
+
+/// `SelectStmt` → `select`, `CreateTableAsStmt` → `create_table_as`.
+fn statement_kind(node_type: &str) -> String {
+    let name = node_type.strip_suffix("Stmt").unwrap_or(node_type);
+    let mut kind = String::with_capacity(name.len() + 4);
+    for (i, c) in name.char_indices() {
+        if c.is_ascii_uppercase() && i > 0 {
+            kind.push('_');
+        }
+        kind.push(c.to_ascii_lowercase());
+    }
+    kind
+}
+
+/// A statement sent and not yet answered, or the end of a batch.
+enum Entry {
+    Statement {
+        text: Arc<StatementText>,
+        /// A simple-protocol Query, answered up to its ReadyForQuery.
+        simple: bool,
+        time: Timestamp,
+        started: Instant,
+    },
+    Sync,
+}
+
+/// What the server has answered so far for the statement at the front.
+#[derive(Default)]
+struct Answer {
+    rows: u64,
+    error: Option<SqlState>,
+    reads: BTreeSet<(String, DecisionKey)>,
+}
+
+/// `Decision` ordered, for a set of distinct reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DecisionKey(u8);
+
+impl DecisionKey {
+    fn of(action: Option<Action>) -> Self {
+        DecisionKey(match action {
+            Some(Action::Plaintext) => 0,
+            Some(Action::Masked) => 1,
+            Some(Action::Pseudonym) => 2,
+            Some(Action::Null) => 3,
+            Some(Action::Deny) => 4,
+            None => 5,
+        })
+    }
+
+    fn decision(self) -> Decision {
+        match self.0 {
+            0 => Decision::Plaintext,
+            1 => Decision::Masked,
+            2 => Decision::Pseudonym,
+            3 => Decision::Null,
+            4 => Decision::Denied,
+            _ => Decision::Encrypted,
+        }
+    }
+}
+
+/// A session's audit trail, shared by its two taps.
+pub struct Trail {
+    handle: AuditHandle,
+    scope: Scope,
+    peer: Peer,
+    login: Login,
+    entries: Mutex<VecDeque<Entry>>,
+    answer: Mutex<Answer>,
+    statements: AtomicU64,
+    rows: AtomicU64,
+}
+
+impl Trail {
+    pub fn new(handle: AuditHandle, scope: Scope, peer: Peer, login: Login) -> Self {
+        Self {
+            handle,
+            scope,
+            peer,
+            login,
+            entries: Mutex::default(),
+            answer: Mutex::default(),
+            statements: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the audit log can take records; with `on_failure =
+    /// "refuse"`, statements touching protected columns must be refused
+    /// while it cannot.
+    pub fn refusing(&self) -> bool {
+        self.handle.refusing()
+    }
+
+    /// The client sent a statement.
+    pub fn sent(&self, text: Arc<StatementText>, simple: bool) {
+        self.lock_entries().push_back(Entry::Statement {
+            text,
+            simple,
+            time: Timestamp::now(),
+            started: Instant::now(),
+        });
+    }
+
+    /// The client sent Sync.
+    pub fn sync(&self) {
+        self.lock_entries().push_back(Entry::Sync);
+    }
+
+    /// A protected column's value was read, with this decision (`None`:
+    /// left encrypted).
+    pub fn read(&self, column: String, action: Option<Action>) {
+        let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        answer.reads.insert((column, DecisionKey::of(action)));
+    }
+
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended, with the
+    /// rows the command tag counts.
+    pub fn completed(&self, rows: u64, declared: &Values) {
+        self.answer.lock().unwrap_or_else(|e| e.into_inner()).rows += rows;
+        if self.front_is_extended() {
+            self.finish(declared);
+        }
+    }
+
+    /// An ErrorResponse.
+    pub fn failed(&self, sqlstate: &[u8], declared: &Values) {
+        let code = std::str::from_utf8(sqlstate)
+            .ok()
+            .and_then(|c| SqlState::new(c).ok());
+        // XX000 stands for an error whose SQLSTATE cannot be read.
+        let code = code.or_else(|| SqlState::new("XX000").ok());
+        self.answer.lock().unwrap_or_else(|e| e.into_inner()).error = code;
+        if self.front_is_extended() {
+            self.finish(declared);
+        }
+    }
+
+    /// ReadyForQuery: a Query ends; a batch's unrun statements are dropped.
+    pub fn ready(&self, declared: &Values) {
+        if matches!(
+            self.lock_entries().front(),
+            Some(Entry::Statement { simple: true, .. })
+        ) {
+            self.finish(declared);
+            return;
+        }
+        let mut entries = self.lock_entries();
+        while let Some(entry) = entries.pop_front() {
+            if matches!(entry, Entry::Sync) {
+                break;
+            }
+        }
+    }
+
+    /// The connection's totals: statements recorded and rows.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.statements.load(Ordering::Relaxed),
+            self.rows.load(Ordering::Relaxed),
+        )
+    }
+
+    fn front_is_extended(&self) -> bool {
+        matches!(
+            self.lock_entries().front(),
+            Some(Entry::Statement { simple: false, .. })
+        )
+    }
+
+    fn lock_entries(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the record of the statement at the front.
+    fn finish(&self, declared: &Values) {
+        let Some(Entry::Statement {
+            text,
+            time,
+            started,
+            ..
+        }) = self.lock_entries().pop_front()
+        else {
+            return;
+        };
+        let answer = std::mem::take(&mut *self.answer.lock().unwrap_or_else(|e| e.into_inner()));
+        self.rows.fetch_add(answer.rows, Ordering::Relaxed);
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        let touches_protected =
+            text.protected || !text.written.is_empty() || !answer.reads.is_empty();
+        if self.scope == Scope::Protected && !touches_protected {
+            return;
+        }
+        let summary = text.summary();
+        let columns = text
+            .written
+            .iter()
+            .map(|column| ColumnAccess {
+                column: column.clone(),
+                access: Access::Write,
+                decision: Decision::Encrypted,
+            })
+            .chain(answer.reads.into_iter().map(|(column, key)| ColumnAccess {
+                column,
+                access: Access::Read,
+                decision: key.decision(),
+            }))
+            .collect();
+        let record = StatementRecord {
+            time,
+            session: Session {
+                peer: self.peer.clone(),
+                login: self.login.clone(),
+                actor: declared.actor.clone(),
+                purpose: declared.purpose.clone(),
+            },
+            kind: summary.kind.clone(),
+            statement: summary.normalized.clone(),
+            tables: summary.tables.clone(),
+            columns,
+            rows: answer.rows,
+            outcome: answer.error.map_or(Outcome::Ok, Outcome::Error),
+            duration_us: started.elapsed().as_micros() as u64,
+        };
+        self.record(AuditRecord::Statement(Box::new(record)));
+    }
+
+    /// Queues a record; a failing log is the sink's to report.
+    pub fn record(&self, record: AuditRecord) {
+        if self.handle.record(record).is_err() {
+            warn!("audit log unavailable: a record was not written");
+        }
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+/// The row count of a CommandComplete frame's tag (`SELECT 5`, `INSERT 0 2`).
+pub fn tag_rows(frame: &[u8]) -> u64 {
+    let tag = frame
+        .get(5..frame.len().saturating_sub(1))
+        .unwrap_or_default();
+    tag.rsplit(|&b| b == b' ')
+        .next()
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_summaries() {
+        assert_eq!(statement_kind("SelectStmt"), "select");
+        assert_eq!(statement_kind("CreateTableAsStmt"), "create_table_as");
+        let s = summarize("SELECT * FROM customers WHERE email = 'a@b.c' AND id = 7");
+        assert_eq!(s.kind, "select");
+        assert!(!s.normalized.as_str().contains("a@b.c"));
+        assert!(!s.normalized.as_str().contains('7'));
+        assert_eq!(s.tables, vec!["customers".to_owned()]);
+        let bad = summarize("SELEC 'secret value'");
+        assert!(!bad.normalized.as_str().contains("secret"));
+    }
+
+    #[test]
+    fn rows_of_command_tags() {
+        let frame =
+            |tag: &str| crate::protocol::reply::frame_of(b'C', format!("{tag}\0").as_bytes());
+        assert_eq!(tag_rows(&frame("SELECT 5")), 5);
+        assert_eq!(tag_rows(&frame("INSERT 0 2")), 2);
+        assert_eq!(tag_rows(&frame("CREATE TABLE")), 0);
+    }
+}

@@ -1,0 +1,168 @@
+//! The access audit log fed by real sessions: every statement and
+//! connection event recorded with its decisions, no value in it, and the
+//! log verifies after a clean shutdown.
+
+mod common;
+
+use common::crm::setup;
+use common::sqlstate;
+use pgveil::audit::{verify, AuditConfig};
+use serde_json::Value;
+
+fn records(dir: &std::path::Path) -> (Vec<Value>, String) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("event").is_some())
+        .collect();
+    (records, text)
+}
+
+fn statements<'r>(records: &'r [Value], role: &str) -> Vec<&'r Value> {
+    records
+        .iter()
+        .filter(|r| r["event"] == "statement" && r["role"] == role)
+        .collect()
+}
+
+fn has_column(record: &Value, column: &str, access: &str, decision: &str) -> bool {
+    record["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["column"] == column && c["access"] == access && c["decision"] == decision)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_access_is_recorded_without_values_and_verifies() {
+    let dir = std::env::temp_dir().join(format!("pgveil-audit-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut crm = setup(Some(AuditConfig {
+        dir: dir.clone(),
+        ..AuditConfig::default()
+    }));
+    let secrets = ["Audit Person", "audit.person@example.org", "+1 555 0199"];
+    {
+        let app = crm.connect("crm_user").await;
+        app.batch_execute(&format!(
+            "insert into customers (full_name, email, phone, segment) values ('{}', '{}', '{}', 'audit-seg')",
+            secrets[0], secrets[1], secrets[2]
+        ))
+        .await
+        .unwrap();
+        app.batch_execute(
+            "set pgveil.purpose = 'support-ticket'; set pgveil.actor = 'alice@crm.example'",
+        )
+        .await
+        .unwrap();
+        let rows = app
+            .query(
+                "select full_name, email from customers where email = $1",
+                &[&secrets[1]],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        let err = app.simple_query("select 1/0").await.unwrap_err();
+        assert_eq!(sqlstate(&err), Some("22012"));
+        let err = app
+            .simple_query("select id from customers order by full_name")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), Some("0A000"));
+        let support = crm.connect("support_user").await;
+        support
+            .simple_query("select email from customers where segment = 'audit-seg'")
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let keyring_mac = *crm.keyring.audit_mac_key().unwrap();
+    let public = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(crm.keyring.audit_public_key_base64().unwrap())
+            .unwrap()
+    };
+    tokio::task::block_in_place(|| crm.proxy.shutdown());
+
+    let report = verify(&dir, Some(&keyring_mac), &public).expect("the log verifies");
+    assert!(report.records > 0 && report.macs_checked);
+    let (records, text) = records(&dir);
+    for secret in secrets {
+        assert!(!text.contains(secret), "{secret} is in the audit log");
+    }
+    assert!(!text.contains("audit-seg"), "literals are normalized away");
+
+    let app = statements(&records, "crm_user");
+    let insert = app
+        .iter()
+        .find(|r| r["kind"] == "insert")
+        .expect("the insert");
+    assert!(has_column(
+        insert,
+        "public.customers.email",
+        "write",
+        "encrypted"
+    ));
+    assert!(has_column(
+        insert,
+        "public.customers.full_name",
+        "write",
+        "encrypted"
+    ));
+    assert_eq!(
+        (insert["rows"].as_u64(), insert["outcome"].as_str()),
+        (Some(1), Some("ok"))
+    );
+
+    let select = app
+        .iter()
+        .find(|r| r["kind"] == "select" && r["statement"].as_str().unwrap().contains("email ="))
+        .expect("the lookup");
+    assert!(select["statement"].as_str().unwrap().contains("$1"));
+    assert!(has_column(
+        select,
+        "public.customers.full_name",
+        "read",
+        "plaintext"
+    ));
+    assert_eq!(select["rows"].as_u64(), Some(1));
+    assert_eq!(select["purpose"], "support-ticket");
+    assert_eq!(select["actor"], "alice@crm.example");
+
+    assert!(app.iter().any(|r| r["outcome"] == "22012"));
+    let refused = app
+        .iter()
+        .find(|r| r["outcome"] == "0A000")
+        .expect("the refusal");
+    assert_eq!(refused["kind"], "select");
+
+    let support = statements(&records, "support_user");
+    assert!(support
+        .iter()
+        .any(|r| has_column(r, "public.customers.email", "read", "masked")));
+
+    for event in ["connect", "authentication", "disconnect"] {
+        assert!(
+            records.iter().any(|r| r["event"] == event),
+            "no {event} record"
+        );
+    }
+    let disconnect = records
+        .iter()
+        .find(|r| r["event"] == "disconnect" && r["statements"].as_u64() >= Some(5))
+        .expect("the CRM session's disconnect with totals");
+    assert!(disconnect["rows"].as_u64() >= Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
