@@ -217,6 +217,23 @@ mod tests {
     }
 
     #[test]
+    fn audit_section_needs_a_keyring() {
+        let with_keyring =
+            parse("keyring = \"k.toml\"\n[audit]\ndir = \"/tmp/a\"\nscope = \"protected\"")
+                .unwrap();
+        assert_eq!(
+            with_keyring.audit.unwrap().scope,
+            crate::audit::Scope::Protected
+        );
+        assert!(parse("[audit]\ndir = \"/tmp/a\"")
+            .unwrap_err()
+            .starts_with("keyring:"));
+        assert!(parse("keyring = \"k\"\n[audit]\nscope = \"some\"")
+            .unwrap_err()
+            .contains("scope"));
+    }
+
+    #[test]
     fn shipped_example_is_valid() {
         let text = include_str!("../pgveil.example.toml");
         parse(text).unwrap();
