@@ -325,6 +325,10 @@ PGVEIL_MASTER_KEY=$MASTER_KEY "$PGVEIL_BIN" keys init --policy "$REPO/policies/c
     --keyring "$WORK/keyring.toml" >/dev/null
 printf 'policy = "%s"\nkeyring = "%s"\n' "$REPO/policies/crm.toml" "$WORK/keyring.toml" >"$WORK/policy.toml"
 start_pgveil pgveil-policy "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/policy.toml"
+
+# pgveil with no policy and the audit log on, recording every statement.
+printf 'keyring = "%s"\n[audit]\ndir = "%s"\nscope = "all"\n' "$WORK/keyring.toml" "$WORK/audit" >"$WORK/audit.toml"
+start_pgveil pgveil-audit "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/audit.toml"
 STD_TARGETS="direct pgbouncer pgveil"
 
 # Every target must accept a SCRAM login from the bench user.
@@ -395,9 +399,9 @@ add_script_workload() {
 }
 
 # Pass-through workloads: pgbench's built-in scripts.
-add_workload select-simple-c8    "$STD_TARGETS" -S -M simple   -c 8  -j 2
+add_workload select-simple-c8    "$STD_TARGETS pgveil-audit" -S -M simple   -c 8  -j 2
 add_workload select-simple-c64   "$STD_TARGETS" -S -M simple   -c 64 -j 2
-add_workload select-prepared-c8  "$STD_TARGETS" -S -M prepared -c 8  -j 2
+add_workload select-prepared-c8  "$STD_TARGETS pgveil-audit" -S -M prepared -c 8  -j 2
 add_workload select-prepared-c64 "$STD_TARGETS" -S -M prepared -c 64 -j 2
 add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
 
@@ -414,7 +418,7 @@ add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
 add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy" 8 \
     crm/lookup_by_email.sql@40 crm/page_of_50.sql@30 \
     crm/update_phone.sql@20 crm/insert_customer.sql@10
-EXTRA_RATIOS=(pgveil-policy/pgveil)
+EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-audit/pgveil)
 # =============================================================================
 
 # Runs one pgbench measurement and records it.

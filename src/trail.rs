@@ -12,7 +12,7 @@
 //! is written, and once per prepared statement. No value of any kind
 //! reaches a record.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -35,7 +35,7 @@ pub struct StatementText {
     /// Whether it mentions a protected table.
     protected: bool,
     /// Kind, normalized text and tables, computed once, when first needed.
-    summary: OnceLock<Summary>,
+    summary: OnceLock<Arc<Summary>>,
 }
 
 #[derive(Debug)]
@@ -55,8 +55,91 @@ impl StatementText {
         })
     }
 
-    fn summary(&self) -> &Summary {
-        self.summary.get_or_init(|| summarize(&self.sql))
+    /// The summary, from `cache` when a statement of the same shape was
+    /// summarized before.
+    fn summary(&self, cache: &Mutex<ShapeCache>) -> &Summary {
+        self.summary.get_or_init(|| {
+            let Some(shape) = shape(&self.sql) else {
+                return Arc::new(summarize(&self.sql));
+            };
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(summary) = cache.get(&shape) {
+                return summary.clone();
+            }
+            let summary = Arc::new(summarize(&self.sql));
+            if cache.len() >= SHAPE_CACHE_SIZE {
+                cache.clear();
+            }
+            cache.insert(shape, summary.clone());
+            summary
+        })
+    }
+}
+
+/// Summaries by statement shape, for one session.
+type ShapeCache = HashMap<String, Arc<Summary>>;
+
+/// Shapes remembered per session before the cache starts over.
+const SHAPE_CACHE_SIZE: usize = 256;
+
+/// The statement with each plain number and `'...'` string replaced by
+/// `?`, so that statements differing only in their constants share a
+/// shape, and with it their normalized text, kind and tables. `None` for
+/// text this simple scan cannot be sure of (comments, dollar quotes,
+/// escape strings, parameters): that text is normalized on its own. A
+/// shape holds no constant, so the cache holds no value.
+fn shape(sql: &str) -> Option<String> {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'$' | b'\\' => return None,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => return None,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => return None,
+            b'"' => {
+                // A quoted identifier is kept as it is.
+                let end = skip_quoted(bytes, i + 1, b'"')?;
+                out.push_str(&sql[i..end]);
+                i = end;
+                continue;
+            }
+            b'\'' => {
+                if i > 0 && bytes[i - 1].is_ascii_alphanumeric() {
+                    return None; // E'...', U&'...', B'...', X'...'
+                }
+                i = skip_quoted(bytes, i + 1, b'\'')?;
+                out.push('?');
+                continue;
+            }
+            b'0'..=b'9' if i == 0 || !is_word(bytes[i - 1]) => {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.') {
+                    i += 1;
+                }
+                out.push('?');
+                continue;
+            }
+            _ => out.push(b as char),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// The index after the `quote` closing a quoted run whose body starts at
+/// `i` (a doubled quote is part of the body).
+fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8) -> Option<usize> {
+    loop {
+        match bytes.get(i)? {
+            &b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
+            &b if b == quote => return Some(i + 1),
+            _ => i += 1,
+        }
     }
 }
 
@@ -151,6 +234,7 @@ pub struct Trail {
     login: Login,
     entries: Mutex<VecDeque<Entry>>,
     answer: Mutex<Answer>,
+    shapes: Mutex<ShapeCache>,
     statements: AtomicU64,
     rows: AtomicU64,
 }
@@ -164,6 +248,7 @@ impl Trail {
             login,
             entries: Mutex::default(),
             answer: Mutex::default(),
+            shapes: Mutex::default(),
             statements: AtomicU64::new(0),
             rows: AtomicU64::new(0),
         }
@@ -275,7 +360,7 @@ impl Trail {
         if self.scope == Scope::Protected && !touches_protected {
             return;
         }
-        let summary = text.summary();
+        let summary = text.summary(&self.shapes);
         let columns = text
             .written
             .iter()
@@ -347,6 +432,31 @@ mod tests {
         assert_eq!(s.tables, vec!["customers".to_owned()]);
         let bad = summarize("SELEC 'secret value'");
         assert!(!bad.normalized.as_str().contains("secret"));
+    }
+
+    #[test]
+    fn shapes_hide_constants_and_give_up_when_unsure() {
+        let a = shape("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;").unwrap();
+        let b = shape("SELECT abalance FROM pgbench_accounts WHERE aid = 7;").unwrap();
+        assert_eq!(a, b);
+        assert!(!a.contains("12345"));
+        assert_eq!(
+            shape("select 'it''s', x1 from t2").unwrap(),
+            "select ?, x1 from t2"
+        );
+        assert_eq!(
+            shape(r#"select "it's" from "T""1""#).unwrap(),
+            r#"select "it's" from "T""1""#
+        );
+        for unsure in [
+            "select $1",
+            "select E'a'",
+            "select 1 -- c",
+            "select /* c */ 1",
+            "select 'open",
+        ] {
+            assert_eq!(shape(unsure), None, "{unsure}");
+        }
     }
 
     #[test]
