@@ -135,9 +135,9 @@ fn is_word(b: u8) -> bool {
 /// `i` (a doubled quote is part of the body).
 fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8) -> Option<usize> {
     loop {
-        match bytes.get(i)? {
-            &b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
-            &b if b == quote => return Some(i + 1),
+        match *bytes.get(i)? {
+            b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
+            b if b == quote => return Some(i + 1),
             _ => i += 1,
         }
     }
