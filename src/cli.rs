@@ -342,7 +342,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         };
         let server = match (&config.audit, audit_keys) {
             (Some(audit), Some(keys)) => match AuditSink::start(audit, keys) {
-                Ok((handle, _writer)) => server.with_audit(handle, audit.scope),
+                Ok((handle, _writer)) => server.with_audit(handle, audit),
                 Err(e) => {
                     tracing::error!("cannot open the audit log: {e}");
                     return ExitCode::from(EXIT_FAILURE);

@@ -9,6 +9,7 @@
 //! See `docs/ARCHITECTURE.md` for how a message flows through.
 
 pub mod audit;
+pub mod bulk;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

@@ -87,19 +87,24 @@ impl<'a> ServerTap<'a> {
         }
     }
 
-    fn copy_row(&mut self, veil: &Veil, options: &CopyOptions, frame: Bytes, out: &mut Vec<Bytes>) {
+    /// Runs `f` with the session's reader. The declarations' lock is held
+    /// only inside `f`.
+    fn with_reader<R>(&self, f: impl FnOnce(&Reader<'_>) -> R) -> R {
         let declared = self
             .shared
             .declared
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let reader = Reader {
+        f(&Reader {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
             encoding: self.shared.encoding(),
             trail: self.trail,
-        };
-        match copy_out::reveal_row(veil, &reader, options, &frame[5..]) {
+        })
+    }
+
+    fn copy_row(&mut self, veil: &Veil, options: &CopyOptions, frame: Bytes, out: &mut Vec<Bytes>) {
+        match self.with_reader(|reader| copy_out::reveal_row(veil, reader, options, &frame[5..])) {
             Ok(None) => out.push(frame),
             Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
             Err(column) => {
@@ -110,18 +115,7 @@ impl<'a> ServerTap<'a> {
     }
 
     fn row(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
-        let declared = self
-            .shared
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let reader = Reader {
-            roles: self.roles,
-            purpose: declared.current().purpose.as_deref(),
-            encoding: self.shared.encoding(),
-            trail: self.trail,
-        };
-        match data_row(veil, &reader, frame) {
+        match self.with_reader(|reader| data_row(veil, reader, frame)) {
             Ok(row) => out.push(row),
             Err(denied) => {
                 out.push(denied);
@@ -396,6 +390,10 @@ pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed 
             }
         },
     };
+    if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
+        note(Some(Action::Deny));
+        return Revealed::Denied(column.qualified_name());
+    }
     note(Some(action));
     let text = String::from_utf8_lossy(&plaintext);
     match action {

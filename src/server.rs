@@ -16,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::audit::{AuditHandle, Scope};
+use crate::audit::{AuditConfig, AuditHandle};
+use crate::bulk::BulkWatch;
 use crate::config::Config;
 use crate::session::{Services, Session};
+use crate::trail::AuditSetup;
 use crate::veil::Veil;
 
 /// Pause after an accept error such as running out of file descriptors.
@@ -31,7 +33,7 @@ pub struct Server {
     listener: TcpListener,
     config: Config,
     veil: Option<Arc<Veil>>,
-    audit: Option<(AuditHandle, Scope)>,
+    audit: Option<AuditSetup>,
 }
 
 impl Server {
@@ -50,9 +52,17 @@ impl Server {
         })
     }
 
-    /// Records connections and statements in the audit log of `handle`.
-    pub fn with_audit(mut self, handle: AuditHandle, scope: Scope) -> Self {
-        self.audit = Some((handle, scope));
+    /// Records connections and statements in the audit log of `handle`,
+    /// as `config` says.
+    pub fn with_audit(mut self, handle: AuditHandle, config: &AuditConfig) -> Self {
+        self.audit = Some(AuditSetup {
+            handle,
+            scope: config.scope,
+            bulk: config
+                .bulk
+                .clone()
+                .map(|bulk| Arc::new(BulkWatch::new(bulk))),
+        });
         self
     }
 
@@ -64,7 +74,7 @@ impl Server {
     /// Serves until `shutdown` completes, then drains sessions.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = self.config.shutdown_grace();
-        let audit = self.audit.as_ref().map(|(handle, _)| handle.clone());
+        let audit = self.audit.as_ref().map(|audit| audit.handle.clone());
         let services = Arc::new(Services {
             config: self.config,
             veil: self.veil,

@@ -18,9 +18,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::audit::{
-    AuditHandle, AuditRecord, Login, Outcome as AuditOutcome, Peer, Scope, SqlState, Timestamp,
-};
+use crate::audit::{AuditRecord, Login, Outcome as AuditOutcome, Peer, SqlState, Timestamp};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::encoding::ClientEncoding;
@@ -31,7 +29,7 @@ use crate::protocol::startup::{self, Packet, StartupError};
 use crate::protocol::{read_message, FrameError, ReadError, Side};
 use crate::relay::{self, End, Outcome};
 use crate::reveal::{self, ServerTap};
-use crate::trail::Trail;
+use crate::trail::{AuditSetup, Trail};
 use crate::veil::Veil;
 
 /// Why a session could not start.
@@ -90,8 +88,8 @@ pub struct Services {
     pub config: Config,
     /// The policy and keys, when columns are protected.
     pub veil: Option<Arc<Veil>>,
-    /// The audit log and its scope, when audit is on.
-    pub audit: Option<(AuditHandle, Scope)>,
+    /// The audit log, when audit is on.
+    pub audit: Option<AuditSetup>,
     /// Cancelled when pgveil must close every session now.
     pub close_all: CancellationToken,
 }
@@ -125,8 +123,8 @@ impl Session {
     }
 
     fn audit_record(&self, record: impl FnOnce(Peer) -> AuditRecord) {
-        if let Some((handle, _)) = &self.services.audit {
-            if handle.record(record(self.audit_peer())).is_err() {
+        if let Some(audit) = &self.services.audit {
+            if audit.handle.record(record(self.audit_peer())).is_err() {
                 warn!("audit log unavailable: a connection record was not written");
             }
         }
@@ -356,12 +354,7 @@ impl Session {
             greeting,
         } = started;
         let trail = match (&self.services.audit, &self.login) {
-            (Some((handle, scope)), Some(login)) => Some(Trail::new(
-                handle.clone(),
-                *scope,
-                self.audit_peer(),
-                login.clone(),
-            )),
+            (Some(audit), Some(login)) => Some(Trail::new(audit, self.audit_peer(), login.clone())),
             _ => None,
         };
         let (mut client_rx, mut client_tx) = self.client.split();

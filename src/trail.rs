@@ -12,19 +12,29 @@
 //! is written, and once per prepared statement. No value of any kind
 //! reaches a record.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tracing::warn;
 
 use crate::audit::{
-    Access, AuditHandle, AuditRecord, ColumnAccess, Decision, Login, NormalizedStatement, Outcome,
-    Peer, Scope, Session, SqlState, StatementRecord, Timestamp,
+    Access, AlertRecord, AuditHandle, AuditRecord, ColumnAccess, Decision, Login,
+    NormalizedStatement, OnBulk, Outcome, Peer, Scope, Session, SqlState, StatementRecord,
+    Timestamp,
 };
+use crate::bulk::{BulkWatch, Reader as BulkReader};
 use crate::declared::Values;
 use crate::policy::Action;
+
+/// How the audit log is set up for every session.
+#[derive(Clone)]
+pub struct AuditSetup {
+    pub handle: AuditHandle,
+    pub scope: Scope,
+    pub bulk: Option<Arc<BulkWatch>>,
+}
 
 /// A statement's text and what pgveil knows of it before it runs.
 #[derive(Debug)]
@@ -195,7 +205,8 @@ enum Entry {
 struct Answer {
     rows: u64,
     error: Option<SqlState>,
-    reads: BTreeSet<(String, DecisionKey)>,
+    /// Values read, by column and decision.
+    reads: BTreeMap<(String, DecisionKey), u64>,
 }
 
 /// `Decision` ordered, for a set of distinct reads.
@@ -230,6 +241,10 @@ impl DecisionKey {
 pub struct Trail {
     handle: AuditHandle,
     scope: Scope,
+    bulk: Option<Arc<BulkWatch>>,
+    /// Set when this session crossed a bulk threshold with `on_bulk =
+    /// "block"`: it gets no more plaintext.
+    blocked: AtomicBool,
     peer: Peer,
     login: Login,
     entries: Mutex<VecDeque<Entry>>,
@@ -240,10 +255,12 @@ pub struct Trail {
 }
 
 impl Trail {
-    pub fn new(handle: AuditHandle, scope: Scope, peer: Peer, login: Login) -> Self {
+    pub fn new(audit: &AuditSetup, peer: Peer, login: Login) -> Self {
         Self {
-            handle,
-            scope,
+            handle: audit.handle.clone(),
+            scope: audit.scope,
+            bulk: audit.bulk.clone(),
+            blocked: AtomicBool::new(false),
             peer,
             login,
             entries: Mutex::default(),
@@ -259,6 +276,11 @@ impl Trail {
     /// while it cannot.
     pub fn refusing(&self) -> bool {
         self.handle.refusing()
+    }
+
+    /// Whether this session may no longer see plaintext (bulk block).
+    pub fn blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
     }
 
     /// The client sent a statement.
@@ -280,7 +302,10 @@ impl Trail {
     /// left encrypted).
     pub fn read(&self, column: String, action: Option<Action>) {
         let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
-        answer.reads.insert((column, DecisionKey::of(action)));
+        *answer
+            .reads
+            .entry((column, DecisionKey::of(action)))
+            .or_default() += 1;
     }
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended, with the
@@ -353,6 +378,7 @@ impl Trail {
             return;
         };
         let answer = std::mem::take(&mut *self.answer.lock().unwrap_or_else(|e| e.into_inner()));
+        self.watch_bulk(&answer.reads, declared);
         self.rows.fetch_add(answer.rows, Ordering::Relaxed);
         self.statements.fetch_add(1, Ordering::Relaxed);
         let touches_protected =
@@ -369,7 +395,7 @@ impl Trail {
                 access: Access::Write,
                 decision: Decision::Encrypted,
             })
-            .chain(answer.reads.into_iter().map(|(column, key)| ColumnAccess {
+            .chain(answer.reads.into_keys().map(|(column, key)| ColumnAccess {
                 column,
                 access: Access::Read,
                 decision: key.decision(),
@@ -392,6 +418,47 @@ impl Trail {
             duration_us: started.elapsed().as_micros() as u64,
         };
         self.record(AuditRecord::Statement(Box::new(record)));
+    }
+
+    /// Counts plaintext reads against the bulk thresholds; alerts (and
+    /// blocks) on a crossing.
+    fn watch_bulk(&self, reads: &BTreeMap<(String, DecisionKey), u64>, declared: &Values) {
+        let Some(bulk) = &self.bulk else {
+            return;
+        };
+        let now = Instant::now();
+        let plaintext = DecisionKey::of(Some(Action::Plaintext));
+        for ((column, _), rows) in reads.iter().filter(|((_, key), _)| *key == plaintext) {
+            let reader = BulkReader {
+                role: self.login.role.clone(),
+                actor: declared.actor.clone(),
+                column: column.clone(),
+            };
+            let Some(crossing) = bulk.add(reader, *rows, now) else {
+                continue;
+            };
+            let config = bulk.config();
+            warn!(
+                role = %self.login.role,
+                column = %column,
+                rows = crossing.rows,
+                threshold = config.threshold_rows,
+                window_secs = config.window_secs,
+                "bulk access: plaintext rows of a protected column over the threshold"
+            );
+            if config.on_bulk == OnBulk::Block {
+                self.blocked.store(true, Ordering::Relaxed);
+            }
+            self.record(AuditRecord::Alert(AlertRecord {
+                time: Timestamp::now(),
+                role: self.login.role.clone(),
+                actor: declared.actor.clone(),
+                column: column.clone(),
+                rows: crossing.rows,
+                threshold: config.threshold_rows,
+                window_secs: config.window_secs,
+            }));
+        }
     }
 
     /// Queues a record; a failing log is the sink's to report.

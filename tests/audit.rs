@@ -6,7 +6,7 @@ mod common;
 
 use common::crm::setup;
 use common::sqlstate;
-use pgveil::audit::{verify, AuditConfig};
+use pgveil::audit::{verify, AuditConfig, BulkConfig, OnBulk};
 use serde_json::Value;
 
 fn records(dir: &std::path::Path) -> (Vec<Value>, String) {
@@ -49,6 +49,11 @@ async fn every_access_is_recorded_without_values_and_verifies() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut crm = setup(Some(AuditConfig {
         dir: dir.clone(),
+        bulk: Some(BulkConfig {
+            threshold_rows: 3,
+            window_secs: 300,
+            on_bulk: OnBulk::Block,
+        }),
         ..AuditConfig::default()
     }));
     let secrets = ["Audit Person", "audit.person@example.org", "+1 555 0199"];
@@ -85,6 +90,36 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             .simple_query("select email from customers where segment = 'audit-seg'")
             .await
             .unwrap();
+        // Bulk access: four plaintext names in one go crosses the threshold
+        // of three; the session is then blocked from plaintext.
+        let bot = crm.connect("crm_user").await;
+        bot.batch_execute("set pgveil.actor = 'export-bot'")
+            .await
+            .unwrap();
+        for i in 0..4 {
+            bot.execute(
+                "insert into customers (full_name, segment) values ($1, 'bulk-seg')",
+                &[&format!("Bulk Person {i}")],
+            )
+            .await
+            .unwrap();
+        }
+        let names = bot
+            .query(
+                "select full_name from customers where segment = 'bulk-seg'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(names.len(), 4, "the crossing read itself is served");
+        let err = bot
+            .query(
+                "select full_name from customers where segment = 'bulk-seg'",
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), Some("42501"), "blocked after the alert");
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let keyring_mac = *crm.keyring.audit_mac_key().unwrap();
@@ -152,6 +187,28 @@ async fn every_access_is_recorded_without_values_and_verifies() {
     assert!(support
         .iter()
         .any(|r| has_column(r, "public.customers.email", "read", "masked")));
+
+    let alert = records
+        .iter()
+        .find(|r| r["event"] == "alert")
+        .expect("a bulk-access alert");
+    assert_eq!(
+        (
+            alert["role"].as_str(),
+            alert["actor"].as_str(),
+            alert["column"].as_str()
+        ),
+        (
+            Some("crm_user"),
+            Some("export-bot"),
+            Some("public.customers.full_name")
+        )
+    );
+    assert_eq!(
+        (alert["rows"].as_u64(), alert["threshold"].as_u64()),
+        (Some(4), Some(3))
+    );
+    assert!(!text.contains("Bulk Person"));
 
     for event in ["connect", "authentication", "disconnect"] {
         assert!(

@@ -58,6 +58,40 @@ pub struct AuditConfig {
     /// Records waiting for the writer; beyond it `record` fails.
     pub queue_capacity: usize,
     pub on_failure: OnFailure,
+    /// Bulk-access detection (`[audit.bulk]`); off when absent.
+    pub bulk: Option<BulkConfig>,
+}
+
+/// What to do when a bulk-access threshold is crossed.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBulk {
+    /// Write an alert record and a warning.
+    #[default]
+    Alert,
+    /// Also refuse further plaintext reveals to the session that crossed it.
+    Block,
+}
+
+/// A bulk-access threshold: more than `threshold_rows` rows of one
+/// protected column revealed in plaintext to one role and actor within
+/// `window_secs`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkConfig {
+    pub threshold_rows: u64,
+    pub window_secs: u64,
+    pub on_bulk: OnBulk,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        Self {
+            threshold_rows: 1000,
+            window_secs: 300,
+            on_bulk: OnBulk::Alert,
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -70,6 +104,7 @@ impl Default for AuditConfig {
             fsync_interval_ms: 200,
             queue_capacity: 8192,
             on_failure: OnFailure::Refuse,
+            bulk: None,
         }
     }
 }

@@ -41,7 +41,9 @@ mod sink;
 mod verify;
 mod writer;
 
-pub use config::{AuditConfig, AuditConfigError, OnFailure, Scope, MIN_FILE_BYTES};
+pub use config::{
+    AuditConfig, AuditConfigError, BulkConfig, OnBulk, OnFailure, Scope, MIN_FILE_BYTES,
+};
 pub use keys::AuditKeys;
 pub use record::{
     Access, AlertRecord, AuditRecord, ColumnAccess, Decision, InvalidSqlState, Login,

@@ -163,7 +163,7 @@ impl Proxy {
                 let mut server = Server::bind(config, veil).await.unwrap();
                 if let Some((audit, keys)) = audit {
                     let (handle, _writer) = pgveil::audit::AuditSink::start(&audit, keys).unwrap();
-                    server = server.with_audit(handle, audit.scope);
+                    server = server.with_audit(handle, &audit);
                 }
                 addr_tx.send(server.local_addr().unwrap()).unwrap();
                 server

@@ -1,0 +1,133 @@
+//! Bulk-access detection: breaches show up as one role or actor reading
+//! far more personal data than usual. pgveil counts, across sessions, the
+//! rows of each protected column revealed in plaintext to each (login
+//! role, actor) within a sliding window; crossing the configured threshold
+//! writes an alert record and a warning, once per window, and with
+//! `on_bulk = "block"` the session that crossed it gets no more plaintext.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::audit::BulkConfig;
+
+/// Whose reads are counted together.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Reader {
+    pub role: String,
+    pub actor: Option<String>,
+    pub column: String,
+}
+
+/// A threshold crossed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Crossing {
+    /// Rows within the window, the new ones included.
+    pub rows: u64,
+}
+
+#[derive(Default)]
+struct Window {
+    reads: VecDeque<(Instant, u64)>,
+    total: u64,
+    /// When an alert was last raised, so it is raised once per window.
+    alerted: Option<Instant>,
+}
+
+/// Counts plaintext reads for every session of the process.
+pub struct BulkWatch {
+    config: BulkConfig,
+    windows: Mutex<HashMap<Reader, Window>>,
+}
+
+impl BulkWatch {
+    pub fn new(config: BulkConfig) -> Self {
+        Self {
+            config,
+            windows: Mutex::default(),
+        }
+    }
+
+    pub fn config(&self) -> &BulkConfig {
+        &self.config
+    }
+
+    /// Adds `rows` plaintext rows read now; returns the crossing when this
+    /// read takes the window over the threshold and no alert was raised in
+    /// the last window.
+    pub fn add(&self, reader: Reader, rows: u64, now: Instant) -> Option<Crossing> {
+        let window_len = Duration::from_secs(self.config.window_secs);
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows.retain(|_, w| {
+            w.reads
+                .back()
+                .is_some_and(|(t, _)| now.duration_since(*t) < window_len)
+        });
+        let window = windows.entry(reader).or_default();
+        window.reads.push_back((now, rows));
+        window.total += rows;
+        while let Some(&(t, n)) = window.reads.front() {
+            if now.duration_since(t) < window_len {
+                break;
+            }
+            window.reads.pop_front();
+            window.total -= n;
+        }
+        let recently_alerted = window
+            .alerted
+            .is_some_and(|t| now.duration_since(t) < window_len);
+        if window.total <= self.config.threshold_rows || recently_alerted {
+            return None;
+        }
+        window.alerted = Some(now);
+        Some(Crossing { rows: window.total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(role: &str) -> Reader {
+        Reader {
+            role: role.into(),
+            actor: None,
+            column: "public.customers.email".into(),
+        }
+    }
+
+    fn watch() -> BulkWatch {
+        BulkWatch::new(BulkConfig {
+            threshold_rows: 100,
+            window_secs: 60,
+            ..BulkConfig::default()
+        })
+    }
+
+    #[test]
+    fn fires_once_when_the_window_crosses_the_threshold() {
+        let watch = watch();
+        let t0 = Instant::now();
+        assert_eq!(watch.add(reader("a"), 60, t0), None);
+        assert_eq!(
+            watch.add(reader("b"), 60, t0),
+            None,
+            "another role counts apart"
+        );
+        assert_eq!(watch.add(reader("a"), 41, t0), Some(Crossing { rows: 101 }));
+        assert_eq!(watch.add(reader("a"), 50, t0), None, "once per window");
+    }
+
+    #[test]
+    fn old_reads_leave_the_window() {
+        let watch = watch();
+        let t0 = Instant::now();
+        assert_eq!(watch.add(reader("a"), 90, t0), None);
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(watch.add(reader("a"), 90, later), None);
+        assert_eq!(
+            watch.add(reader("a"), 20, later),
+            Some(Crossing { rows: 110 })
+        );
+    }
+}
