@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::{self, AuditKeys, AuditSink};
+use crate::audit::{self, review, AuditKeys, AuditSink};
 use crate::config::{Config, LogFormat};
 use crate::crypto::MasterKey;
 use crate::keyring::Keyring;
@@ -63,6 +63,19 @@ enum AuditCommand {
         /// Accept the newest file unsealed, as while pgveil is writing it.
         #[arg(long)]
         live: bool,
+    },
+    /// Print the records of an audit log directory that match every
+    /// option given. Reads without verifying: run `pgveil audit verify`
+    /// first to know the log was not altered.
+    Search {
+        /// The audit log directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        filter: review::Filter,
+        /// Output: aligned columns, JSON lines as stored (without seq and
+        /// mac) or CSV.
+        #[arg(long, value_enum, default_value_t)]
+        format: review::SearchFormat,
     },
     /// Print the audit log's public key (base64), for auditors who verify
     /// without the keyring.
@@ -153,6 +166,13 @@ fn audit(command: AuditCommand) -> ExitCode {
             public_key,
             live,
         } => audit_verify(&dir, config.as_deref(), public_key.as_deref(), live),
+        AuditCommand::Search {
+            dir,
+            filter,
+            format,
+        } => review::search(&dir, &filter, format, &mut std::io::stdout().lock())
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
         AuditCommand::PublicKey { config } => audit_keyring(&config)
             .and_then(|keyring| keyring.audit_public_key_base64().map_err(|e| e.to_string()))
             .map(|key| {
