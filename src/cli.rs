@@ -77,6 +77,23 @@ enum AuditCommand {
         #[arg(long, value_enum, default_value_t)]
         format: review::SearchFormat,
     },
+    /// Write the access review of a period: per role, actor and protected
+    /// column the rows by decision, statements, refusals and purposes;
+    /// totals; alerts; and (html) charts of access over time. Reads
+    /// without verifying: run `pgveil audit verify` first.
+    Report {
+        /// The audit log directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        period: review::Period,
+        /// Output: text tables, CSV (a row per role, actor, column and
+        /// decision) or one self-contained HTML page.
+        #[arg(long, value_enum, default_value_t)]
+        format: review::ReportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print the audit log's public key (base64), for auditors who verify
     /// without the keyring.
     PublicKey {
@@ -171,6 +188,14 @@ fn audit(command: AuditCommand) -> ExitCode {
             filter,
             format,
         } => review::search(&dir, &filter, format, &mut std::io::stdout().lock())
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
+        AuditCommand::Report {
+            dir,
+            period,
+            format,
+            out,
+        } => review::report(&dir, period, format, out.as_deref())
             .map(|()| true)
             .map_err(|e| e.to_string()),
         AuditCommand::PublicKey { config } => audit_keyring(&config)

@@ -59,6 +59,14 @@ pub(super) fn decision_name(decision: Decision) -> &'static str {
     }
 }
 
+/// A decision's position in [`DECISIONS`].
+pub(super) fn decision_index(decision: Decision) -> usize {
+    DECISIONS
+        .iter()
+        .position(|&d| d == decision)
+        .expect("DECISIONS lists every decision")
+}
+
 fn parse_decision(text: &str) -> Result<Decision, String> {
     DECISIONS
         .into_iter()

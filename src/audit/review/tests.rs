@@ -521,3 +521,228 @@ fn long_statements_are_cut_in_tables() {
     assert_eq!(layout::truncate("abcdef", 6), "abcdef");
     assert_eq!(layout::truncate("abcdefg", 6), "abcde…");
 }
+
+fn two_days() -> Period {
+    Period {
+        since: parse_since("2026-11-25").unwrap(),
+        until: parse_until("2026-11-26").unwrap(),
+    }
+}
+
+fn built(dir: &tempfile::TempDir, period: Period) -> Report {
+    Report::build(Records::open(dir.path()).unwrap(), period).unwrap()
+}
+
+fn written(report: &Report, format: ReportFormat) -> String {
+    let mut out = Vec::new();
+    write_report(report, format, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn key(role: &str, actor: Option<&str>, column: &str) -> AccessKey {
+    AccessKey {
+        role: role.into(),
+        actor: actor.map(Into::into),
+        column: format!("public.customers.{column}"),
+    }
+}
+
+fn count(statements: u64, rows: u64) -> Count {
+    Count { statements, rows }
+}
+
+#[test]
+fn report_totals() {
+    let report = built(&log(), two_days());
+    let totals = &report.totals;
+    assert_eq!(
+        (
+            totals.statements,
+            totals.protected,
+            totals.refused,
+            totals.errors,
+            totals.connections,
+            totals.failed_logins,
+        ),
+        (9, 8, 1, 2, 1, 0)
+    );
+    let decisions = &totals.decisions;
+    assert_eq!(decisions.get(Decision::Plaintext), count(3, 5021));
+    assert_eq!(decisions.get(Decision::Masked), count(3, 4));
+    assert_eq!(decisions.get(Decision::Pseudonym), count(1, 100));
+    assert_eq!(decisions.get(Decision::Null), count(0, 0));
+    assert_eq!(decisions.get(Decision::Encrypted), count(1, 1));
+    assert_eq!(decisions.get(Decision::Denied), count(1, 0));
+    assert_eq!(report.alerts.len(), 1);
+    assert_eq!(report.alerts[0].role, "<b>");
+}
+
+#[test]
+fn report_counts_per_role_actor_column_and_decision() {
+    let report = built(&log(), two_days());
+    let keys: Vec<&AccessKey> = report.access.keys().collect();
+    assert_eq!(
+        keys,
+        [
+            &key("<b>", None, "email"),
+            &key("analyst", None, "email"),
+            &key("analyst", None, "ssn"),
+            &key("app", Some("alice"), "email"),
+            &key("app", Some("alice"), "name"),
+            &key("app", Some("bob"), "email"),
+        ]
+    );
+    let alice = &report.access[&key("app", Some("alice"), "email")];
+    assert_eq!(alice.decisions.get(Decision::Masked), count(3, 4));
+    assert_eq!(alice.decisions.get(Decision::Encrypted), count(1, 1));
+    assert_eq!(alice.decisions.get(Decision::Plaintext), count(0, 0));
+    assert_eq!((alice.statements, alice.refused), (4, 0));
+    assert_eq!(
+        alice.purposes.iter().collect::<Vec<_>>(),
+        ["fraud", "support"]
+    );
+    let ssn = &report.access[&key("analyst", None, "ssn")];
+    assert_eq!(ssn.decisions.get(Decision::Denied), count(1, 0));
+    assert_eq!((ssn.statements, ssn.refused), (1, 1));
+    assert!(ssn.purposes.is_empty());
+    let bob = &report.access[&key("app", Some("bob"), "email")];
+    assert_eq!(bob.decisions.get(Decision::Plaintext), count(1, 20));
+    let email = &report.columns["public.customers.email"];
+    assert_eq!(email.get(Decision::Plaintext), count(2, 5020));
+    assert_eq!(email.statements(), 7);
+}
+
+#[test]
+fn report_plaintext_rows_per_hour_and_role() {
+    let report = built(&log(), two_days());
+    assert!(report.buckets.hourly());
+    assert_eq!(report.buckets.count, 48);
+    assert_eq!(report.buckets.label(10), "2026-11-25 10:00");
+    let per_role: Vec<(&str, Vec<(usize, u64)>)> = report
+        .plaintext
+        .iter()
+        .map(|(role, rows)| (role.as_str(), rows.iter().map(|(&b, &n)| (b, n)).collect()))
+        .collect();
+    assert_eq!(
+        per_role,
+        [("<b>", vec![(13, 5000)]), ("app", vec![(10, 21)])]
+    );
+}
+
+#[test]
+fn longer_periods_chart_by_day() {
+    let period = Period {
+        since: parse_since("2026-11-20T12:00:00Z").unwrap(),
+        until: parse_until("2026-11-26").unwrap(),
+    };
+    let buckets = period.buckets();
+    assert!(!buckets.hourly());
+    assert_eq!(buckets.count, 7);
+    assert_eq!(buckets.label(5), "2026-11-25");
+    let report = built(&log(), period);
+    assert_eq!(
+        report.plaintext["app"].iter().collect::<Vec<_>>(),
+        [(&5, &21)]
+    );
+}
+
+#[test]
+fn the_report_keeps_to_its_period() {
+    let period = Period {
+        since: at("2026-11-25T10:30:00Z"),
+        until: at("2026-11-25T13:00:00Z"),
+    };
+    let report = built(&log(), period);
+    assert_eq!(report.totals.statements, 5);
+    assert!(report.alerts.is_empty());
+    assert!(!report.access.contains_key(&key("<b>", None, "email")));
+    let empty = Period {
+        since: period.until,
+        until: period.since,
+    };
+    assert!(matches!(
+        Report::build(Records::open(log().path()).unwrap(), empty),
+        Err(ReviewError::EmptyPeriod)
+    ));
+}
+
+#[test]
+fn report_csv_has_a_row_per_role_actor_column_and_decision() {
+    let out = written(&built(&log(), two_days()), ReportFormat::Csv);
+    assert_eq!(
+        out.split("\r\n").collect::<Vec<_>>(),
+        [
+            "role,actor,column,decision,statements,rows",
+            "<b>,,public.customers.email,plaintext,1,5000",
+            "analyst,,public.customers.email,pseudonym,1,100",
+            "analyst,,public.customers.ssn,denied,1,0",
+            "app,alice,public.customers.email,masked,3,4",
+            "app,alice,public.customers.email,encrypted,1,1",
+            "app,alice,public.customers.name,plaintext,1,1",
+            "app,bob,public.customers.email,plaintext,1,20",
+            "",
+        ]
+    );
+}
+
+#[test]
+fn report_text_has_every_section() {
+    let out = written(&built(&log(), two_days()), ReportFormat::Text);
+    for expected in [
+        "pgveil access review: 2026-11-25T00:00:00Z to 2026-11-27T00:00:00Z",
+        "pgveil audit verify",
+        "\nTotals\n",
+        "refused statements               1",
+        "\nAlerts\n",
+        "2026-11-25T13:00:00Z  <b>   -      public.customers.email  5000  1000       60 s",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in\n{out}");
+    }
+    let alice = out
+        .lines()
+        .find(|l| l.starts_with("app      alice  public.customers.email"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = alice.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "app",
+            "alice",
+            "public.customers.email",
+            "0",
+            "4",
+            "0",
+            "0",
+            "1",
+            "0",
+            "4",
+            "0",
+            "fraud,",
+            "support"
+        ]
+    );
+}
+
+#[test]
+fn report_html_is_one_offline_page_with_charts_and_escaped_names() {
+    let out = written(&built(&log(), two_days()), ReportFormat::Html);
+    assert!(out.starts_with("<!DOCTYPE html>\n"));
+    assert_eq!(out.matches("<html").count(), 1);
+    assert_eq!(out.matches("</html>").count(), 1);
+    assert!(out.trim_end().ends_with("</html>"));
+    assert_eq!(out.matches("<svg").count(), 2);
+    for forbidden in ["<script", "http://", "https://", "<link", "@import", "url("] {
+        assert!(!out.contains(forbidden), "{forbidden}");
+    }
+    assert!(!out.contains("<b>"));
+    assert!(out.contains("&lt;b&gt;"));
+    assert!(out.contains("<title>&lt;b&gt;: 5000 rows, 2026-11-25 13:00</title>"));
+}
+
+#[test]
+fn html_escapes_markup_and_quotes() {
+    assert_eq!(
+        html::escape(r#"<a href="x">'&'</a>"#),
+        "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+    );
+}
