@@ -126,7 +126,7 @@ fn detail(record: &AuditRecord) -> String {
     }
 }
 
-pub(super) fn outcome_text(outcome: Outcome) -> String {
+fn outcome_text(outcome: Outcome) -> String {
     match outcome {
         Outcome::Ok => "ok".to_owned(),
         Outcome::Error(code) => code.as_str().to_owned(),

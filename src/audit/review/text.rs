@@ -7,7 +7,7 @@ use super::layout::{write_aligned, write_csv_row};
 use super::report::{AccessKey, Report};
 
 /// Shown where a role has no declared actor.
-pub(super) const NO_ACTOR: &str = "-";
+const NO_ACTOR: &str = "-";
 
 /// Writes the totals, the decisions, the access per role, actor and
 /// column, and the alerts.
