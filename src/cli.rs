@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::{self, AuditKeys, AuditSink};
+use crate::audit::{self, review, AuditKeys, AuditSink};
 use crate::config::{Config, LogFormat};
 use crate::crypto::MasterKey;
 use crate::keyring::Keyring;
@@ -63,6 +63,36 @@ enum AuditCommand {
         /// Accept the newest file unsealed, as while pgveil is writing it.
         #[arg(long)]
         live: bool,
+    },
+    /// Print the records of an audit log directory that match every
+    /// option given. Reads without verifying: run `pgveil audit verify`
+    /// first to know the log was not altered.
+    Search {
+        /// The audit log directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        filter: review::Filter,
+        /// Output: aligned columns, JSON lines as stored (without seq and
+        /// mac) or CSV.
+        #[arg(long, value_enum, default_value_t)]
+        format: review::SearchFormat,
+    },
+    /// Write the access review of a period: per role, actor and protected
+    /// column the rows by decision, statements, refusals and purposes;
+    /// totals; alerts; and (html) charts of access over time. Reads
+    /// without verifying: run `pgveil audit verify` first.
+    Report {
+        /// The audit log directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        period: review::Period,
+        /// Output: text tables, CSV (a row per role, actor, column and
+        /// decision) or one self-contained HTML page.
+        #[arg(long, value_enum, default_value_t)]
+        format: review::ReportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print the audit log's public key (base64), for auditors who verify
     /// without the keyring.
@@ -153,6 +183,21 @@ fn audit(command: AuditCommand) -> ExitCode {
             public_key,
             live,
         } => audit_verify(&dir, config.as_deref(), public_key.as_deref(), live),
+        AuditCommand::Search {
+            dir,
+            filter,
+            format,
+        } => review::search(&dir, &filter, format, &mut std::io::stdout().lock())
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
+        AuditCommand::Report {
+            dir,
+            period,
+            format,
+            out,
+        } => review::report(&dir, period, format, out.as_deref())
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
         AuditCommand::PublicKey { config } => audit_keyring(&config)
             .and_then(|keyring| keyring.audit_public_key_base64().map_err(|e| e.to_string()))
             .map(|key| {

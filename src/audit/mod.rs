@@ -37,6 +37,7 @@ mod config;
 mod format;
 mod keys;
 mod record;
+pub mod review;
 mod sink;
 mod verify;
 mod writer;

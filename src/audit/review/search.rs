@@ -1,0 +1,134 @@
+//! `pgveil audit search`: the records a [`Filter`] selects, as a table,
+//! JSON lines or CSV.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::ValueEnum;
+
+use super::filter::{decision_name, Facts, Filter};
+use super::layout::{truncate, write_aligned, write_csv_row};
+use super::read::Records;
+use super::ReviewError;
+use crate::audit::{AuditRecord, Outcome};
+
+/// How `search` prints records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum SearchFormat {
+    /// Aligned columns, statements shortened.
+    #[default]
+    Table,
+    /// One record per line as stored, without `seq` and `mac`.
+    Json,
+    /// CSV with a header row, statements in full.
+    Csv,
+}
+
+/// The columns of table and CSV output.
+const HEADER: [&str; 11] = [
+    "time",
+    "event",
+    "conn",
+    "role",
+    "actor",
+    "purpose",
+    "kind",
+    "outcome",
+    "rows",
+    "columns",
+    "statement",
+];
+
+/// Statements in table output are cut to this many characters.
+const TABLE_STATEMENT_CHARS: usize = 60;
+
+/// Writes the records of `dir` that `filter` selects to `out`.
+pub fn search(
+    dir: &Path,
+    filter: &Filter,
+    format: SearchFormat,
+    out: &mut dyn Write,
+) -> Result<(), ReviewError> {
+    let selected = Records::open(dir)?.filter(|r| r.as_ref().map_or(true, |r| filter.matches(r)));
+    match format {
+        SearchFormat::Json => {
+            for record in selected {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&record?).expect("records serialize")
+                )?;
+            }
+        }
+        SearchFormat::Csv => {
+            write_csv_row(out, &HEADER)?;
+            for record in selected {
+                write_csv_row(out, &cells(&record?))?;
+            }
+        }
+        SearchFormat::Table => {
+            let rows = selected
+                .map(|record| record.map(|r| table_row(&r)))
+                .collect::<Result<Vec<_>, _>>()?;
+            write_aligned(out, &HEADER, &rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn table_row(record: &AuditRecord) -> Vec<String> {
+    let mut cells = cells(record);
+    let statement = cells.last_mut().expect("a statement cell");
+    *statement = truncate(statement, TABLE_STATEMENT_CHARS);
+    cells
+}
+
+/// A record's cells under [`HEADER`]; empty where it has no such field.
+fn cells(record: &AuditRecord) -> Vec<String> {
+    let facts = Facts::of(record);
+    let text = |field: Option<&str>| field.unwrap_or_default().to_owned();
+    let number = |field: Option<u64>| field.map(|n| n.to_string()).unwrap_or_default();
+    let columns: Vec<String> = facts
+        .columns
+        .iter()
+        .map(|c| match c.decision {
+            Some(decision) => format!("{}:{}", c.name, decision_name(decision)),
+            None => c.name.to_owned(),
+        })
+        .collect();
+    vec![
+        humantime::format_rfc3339_seconds(facts.time.0).to_string(),
+        facts.event.name().to_owned(),
+        number(facts.connection),
+        text(facts.role),
+        text(facts.actor),
+        text(facts.purpose),
+        text(facts.kind),
+        facts.outcome.map(outcome_text).unwrap_or_default(),
+        number(facts.rows),
+        columns.join(" "),
+        detail(record),
+    ]
+}
+
+/// The statement text, or what else a record tells.
+fn detail(record: &AuditRecord) -> String {
+    match record {
+        AuditRecord::Statement(s) => s.statement.as_str().to_owned(),
+        AuditRecord::Connect { peer, .. } => format!("from {}", peer.client),
+        AuditRecord::Authentication { peer, login, .. } => {
+            format!("database {} from {}", login.database, peer.client)
+        }
+        AuditRecord::Disconnect { statements, .. } => format!("{statements} statements"),
+        AuditRecord::Alert(alert) => {
+            format!("over {} rows in {} s", alert.threshold, alert.window_secs)
+        }
+    }
+}
+
+fn outcome_text(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Ok => "ok".to_owned(),
+        Outcome::Error(code) => code.as_str().to_owned(),
+    }
+}
