@@ -221,5 +221,73 @@ async fn every_access_is_recorded_without_values_and_verifies() {
         .find(|r| r["event"] == "disconnect" && r["statements"].as_u64() >= Some(5))
         .expect("the CRM session's disconnect with totals");
     assert!(disconnect["rows"].as_u64() >= Some(2));
+
+    // Compliance staff's commands on the same log.
+    let public_b64 = crm.keyring.audit_public_key_base64().unwrap();
+    let verify_cli = || {
+        pgveil()
+            .args(["audit", "verify"])
+            .arg(&dir)
+            .args(["--public-key", &public_b64])
+            .output()
+            .unwrap()
+    };
+    assert!(verify_cli().status.success());
+    let out = pgveil()
+        .args(["audit", "search"])
+        .arg(&dir)
+        .args([
+            "--role",
+            "support_user",
+            "--decision",
+            "masked",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    common::assert_success("audit search", &out);
+    let found = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        found.lines().count() >= 1 && found.contains("masked"),
+        "{found}"
+    );
+    let today = chrono_free_today();
+    let out = pgveil()
+        .args(["audit", "report"])
+        .arg(&dir)
+        .args(["--since", &today, "--until", &today, "--format", "html"])
+        .output()
+        .unwrap();
+    common::assert_success("audit report", &out);
+    let html = String::from_utf8_lossy(&out.stdout);
+    assert!(html.contains("<svg") && html.contains("crm_user"));
+    assert!(!html.contains("Audit Person"));
+
+    // One byte changed in a record: verification fails, naming it.
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("\"rows\":1", "\"rows\":9", 1)).unwrap();
+    let out = verify_cli();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn pgveil() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pgveil"))
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
+fn chrono_free_today() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

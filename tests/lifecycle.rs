@@ -229,3 +229,128 @@ fn demo_serves_the_sample_crm_then_cleans_up() {
         "{rest:?}"
     );
 }
+
+/// A policy, keyring and master key file in a fresh directory; returns the
+/// directory and the config file naming them.
+fn protected_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("pgveil-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.toml");
+    let out = pgveil().args(["keys", "new-master"]).output().unwrap();
+    std::fs::write(dir.join("master.key"), &out.stdout).unwrap();
+    let out = pgveil()
+        .args(["keys", "init", "--policy"])
+        .arg(&policy)
+        .arg("--keyring")
+        .arg(dir.join("keyring.toml"))
+        .arg("--master-key-file")
+        .arg(dir.join("master.key"))
+        .output()
+        .unwrap();
+    common::assert_success("keys init", &out);
+    let config = dir.join("pgveil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy = {:?}\nkeyring = {:?}\nmaster_key_file = {:?}\n",
+            policy,
+            dir.join("keyring.toml"),
+            dir.join("master.key")
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+/// `pgveil serve` with `config`, expected to refuse to start.
+fn refused_start(config: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = pgveil()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .env_remove("PGVEIL_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn serve_refuses_to_start_without_the_right_keys_or_with_a_bad_policy() {
+    let (dir, config) = protected_setup("start");
+    // Wrong master key.
+    let right = std::fs::read(dir.join("master.key")).unwrap();
+    let out = pgveil().args(["keys", "new-master"]).output().unwrap();
+    std::fs::write(dir.join("master.key"), &out.stdout).unwrap();
+    let stderr = refused_start(&config, &[]);
+    assert!(stderr.contains("master key does not match"), "{stderr}");
+    std::fs::write(dir.join("master.key"), right).unwrap();
+    // No master key at all.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without = dir.join("no-master.toml");
+    std::fs::write(
+        &without,
+        text.lines()
+            .filter(|l| !l.starts_with("master_key_file"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let stderr = refused_start(&without, &[]);
+    assert!(stderr.contains("PGVEIL_MASTER_KEY"), "{stderr}");
+    // A policy column whose domain has no key: a policy with a new column.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[column]]\ntable = \"customers\"\ncolumn = \"email\"\nmask = \"nonsense\"\n",
+    )
+    .unwrap();
+    let with_bad = dir.join("bad-policy.toml");
+    std::fs::write(
+        &with_bad,
+        text.replace(
+            &format!(
+                "{:?}",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.toml")
+            ),
+            &format!("{bad:?}"),
+        ),
+    )
+    .unwrap();
+    let stderr = refused_start(&with_bad, &[]);
+    assert!(
+        stderr.contains("bad.toml:4"),
+        "the file and line of the bad mask: {stderr}"
+    );
+    let new_column = dir.join("new.toml");
+    std::fs::write(
+        &new_column,
+        "[[column]]\ntable = \"orders\"\ncolumn = \"note\"\n",
+    )
+    .unwrap();
+    let with_new = dir.join("new-policy.toml");
+    std::fs::write(
+        &with_new,
+        text.replace(
+            &format!(
+                "{:?}",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.toml")
+            ),
+            &format!("{new_column:?}"),
+        ),
+    )
+    .unwrap();
+    let stderr = refused_start(&with_new, &[]);
+    assert!(
+        stderr.contains("public.orders.note") && stderr.contains("keys init"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

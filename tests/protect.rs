@@ -762,3 +762,33 @@ async fn copy_to_stdout_is_revealed_per_role_in_text_and_csv() {
         "copyout@example.org\n"
     );
 }
+
+#[tokio::test]
+async fn upsert_encrypts_both_the_insert_and_the_update() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id: i64 = app
+        .query_one(
+            "insert into customers (email, segment) values ('upsert1@example.org', 'upsert') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    app.batch_execute(&format!(
+        "insert into customers (id, email, phone, segment) values ({id}, 'upsert2@example.org', '+1 555 0777', 'upsert') \
+         on conflict (id) do update set email = excluded.email, phone = '+1 555 0888'"
+    ))
+    .await
+    .unwrap();
+    let raw = stored(id);
+    assert!(!raw.contains("upsert2") && !raw.contains("0888"), "{raw}");
+    let row = app
+        .query_one("select email, phone from customers where id = $1", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, &str>(0), row.get::<_, &str>(1)),
+        ("upsert2@example.org", "+1 555 0888")
+    );
+}
