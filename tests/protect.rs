@@ -7,7 +7,7 @@
 mod common;
 
 use common::crm::crm;
-use common::{sqlstate, Cluster, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{simple_rows, sqlstate, Cluster, SUPERUSER, SUPERUSER_PASSWORD};
 use tokio_postgres::SimpleQueryMessage;
 
 /// Every value of customer `id` as PostgreSQL itself stores it.
@@ -18,17 +18,7 @@ fn stored(id: i64) -> String {
 }
 
 fn first_row(messages: &[SimpleQueryMessage]) -> Vec<Option<String>> {
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .expect("a row")
+    simple_rows(messages).into_iter().next().expect("a row")
 }
 
 fn count_where(condition: &str) -> i64 {
@@ -403,15 +393,10 @@ async fn insert_without_a_column_list_uses_the_catalog_order() {
 
 /// All rows' first column of a simple query, as text.
 async fn column(client: &tokio_postgres::Client, sql: &str) -> Vec<Option<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
-            _ => None,
-        })
+    let messages = client.simple_query(sql).await.unwrap();
+    simple_rows(&messages)
+        .into_iter()
+        .map(|mut row| row.remove(0))
         .collect()
 }
 

@@ -7,23 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{psql, sqlstate, Cluster, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
-use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use common::{psql, simple_rows, sqlstate, Cluster, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
+use futures_util::{SinkExt, TryStreamExt};
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
-
-fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn simple_query_with_several_statements() {
@@ -210,17 +196,7 @@ async fn failed_copy_leaves_the_session_usable() {
 #[tokio::test]
 async fn listen_notify_crosses_the_proxy() {
     let proxy = Proxy::start(Cluster::shared());
-    let url = proxy.url(SUPERUSER, SUPERUSER_PASSWORD, "postgres");
-    let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = messages.next().await {
-            let _ = tx.send(message);
-        }
-    });
+    let (listener, mut rx) = common::connect_with_messages(&proxy).await;
     listener
         .batch_execute("listen pgveil_channel")
         .await
@@ -243,17 +219,7 @@ async fn listen_notify_crosses_the_proxy() {
 #[tokio::test]
 async fn notices_reach_the_client() {
     let proxy = Proxy::start(Cluster::shared());
-    let url = proxy.url(SUPERUSER, SUPERUSER_PASSWORD, "postgres");
-    let (client, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = messages.next().await {
-            let _ = tx.send(message);
-        }
-    });
+    let (client, mut rx) = common::connect_with_messages(&proxy).await;
     client
         .batch_execute("do $$ begin raise notice 'careful: %', 7; end $$")
         .await
