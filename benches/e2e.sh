@@ -495,7 +495,7 @@ for f in "${!TARGET_PID[@]}"; do
     n=$(grep -Ec '"level":"(WARN|ERROR)"' "$f" || true)
     if ((n > 0)); then
         log "$(basename "$f") has $n warnings or errors; the first ones:"
-        grep -E '"level":"(WARN|ERROR)"' "$f" | head -5 >&2
+        { grep -E '"level":"(WARN|ERROR)"' "$f" | head -5 >&2; } || true
     fi
 done
 grep -q '"ok": false' "$RUN_DIR/runs.jsonl" && status=1

@@ -123,6 +123,9 @@ pub struct ClientTap<'a> {
     /// Statement texts for the trail, by statement name and by portal.
     texts: HashMap<String, Arc<StatementText>>,
     portals: HashMap<String, Arc<StatementText>>,
+    /// An extended-protocol COPY FROM STDIN is running: the server ignores
+    /// Sync until CopyDone or CopyFail, so the trail must too.
+    in_copy: bool,
 }
 
 /// A COPY FROM STDIN whose data is being encrypted.
@@ -153,6 +156,7 @@ impl<'a> ClientTap<'a> {
             trail,
             texts: HashMap::new(),
             portals: HashMap::new(),
+            in_copy: false,
         }
     }
 
@@ -210,10 +214,12 @@ impl<'a> ClientTap<'a> {
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
                 if let Some(text) = self.portals.get(&*portal) {
+                    self.in_copy = text.copy_in();
                     trail.sent(text.clone(), false);
                 }
             }
-            b'S' => trail.sync(),
+            b'S' if !self.in_copy => trail.sync(),
+            b'c' | b'f' => self.in_copy = false,
             _ => {}
         }
     }
@@ -461,7 +467,8 @@ impl Tap for ClientTap<'_> {
     fn wants(&self, tag: u8) -> bool {
         tag == b'X'
             || self.skipping
-            || (self.trail.is_some() && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S'))
+            || (self.trail.is_some()
+                && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'c' | b'f'))
             || (self.veil.is_some() && matches!(tag, b'Q' | b'P' | b'B' | b'C'))
             || (self.copy.is_some() && matches!(tag, b'd' | b'c' | b'f'))
     }

@@ -120,6 +120,46 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err), Some("42501"), "blocked after the alert");
+
+        // A session whose records are checked one by one.
+        let exact = crm.connect("crm_user").await;
+        exact
+            .batch_execute("set pgveil.actor = 'exact'")
+            .await
+            .unwrap();
+        exact
+            .simple_query(&format!(
+                "select phone from customers where email = '{}'",
+                secrets[1]
+            ))
+            .await
+            .unwrap();
+        exact
+            .execute(
+                "insert into customers (email, segment) values ($1, 'exact-seg')",
+                &[&"exact@example.org"],
+            )
+            .await
+            .unwrap();
+        {
+            use futures_util::SinkExt;
+            let sink = exact
+                .copy_in("copy customers (email, segment) from stdin")
+                .await
+                .unwrap();
+            futures_util::pin_mut!(sink);
+            sink.send(bytes::Bytes::from_static(
+                b"copy1@example.org\texact-seg\ncopy2@example.org\texact-seg\n",
+            ))
+            .await
+            .unwrap();
+            assert_eq!(sink.finish().await.unwrap(), 2);
+        }
+        exact.simple_query("select 1/0").await.unwrap_err();
+        exact
+            .query("select id from customers where email like $1", &[&"%x"])
+            .await
+            .unwrap_err();
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let keyring_mac = *crm.keyring.audit_mac_key().unwrap();
@@ -221,6 +261,41 @@ async fn every_access_is_recorded_without_values_and_verifies() {
         .find(|r| r["event"] == "disconnect" && r["statements"].as_u64() >= Some(5))
         .expect("the CRM session's disconnect with totals");
     assert!(disconnect["rows"].as_u64() >= Some(2));
+
+    // Exactly one record per statement, in order, with kind, outcome, rows.
+    let exact: Vec<(&str, &str, u64)> = records
+        .iter()
+        .filter(|r| r["event"] == "statement" && r["actor"] == "exact")
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+                r["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        exact,
+        vec![
+            ("variable_set", "ok", 0),
+            ("select", "ok", 1),
+            ("insert", "ok", 1),
+            ("copy", "ok", 2),
+            ("select", "22012", 0),
+            ("select", "0A000", 0),
+        ]
+    );
+    let copy = records
+        .iter()
+        .find(|r| r["event"] == "statement" && r["actor"] == "exact" && r["kind"] == "copy")
+        .unwrap();
+    assert!(has_column(
+        copy,
+        "public.customers.email",
+        "write",
+        "encrypted"
+    ));
+    assert!(!text.contains("copy1@example.org") && !text.contains("exact@example.org"));
 
     // Compliance staff's commands on the same log.
     let public_b64 = crm.keyring.audit_public_key_base64().unwrap();

@@ -6,7 +6,7 @@
 //! max_file_bytes = 67108864   # rotate at 64 MiB (and at each UTC day)
 //! retention_days = 180        # delete older sealed files; 0 keeps all
 //! fsync_interval_ms = 200
-//! queue_capacity = 8192       # records waiting for the writer
+//! queue_capacity = 65536      # records waiting for the writer
 //! on_failure = "refuse"       # or "continue"
 //! ```
 
@@ -102,7 +102,7 @@ impl Default for AuditConfig {
             max_file_bytes: 64 * 1024 * 1024,
             retention_days: 180,
             fsync_interval_ms: 200,
-            queue_capacity: 8192,
+            queue_capacity: 65536,
             on_failure: OnFailure::Refuse,
             bulk: None,
         }

@@ -5,9 +5,9 @@
 //! writer task takes what is queued in batches, appends it on a blocking
 //! thread, and syncs the file at most `fsync_interval_ms` after a write.
 //! When the queue is full or the writer has failed, the record is counted
-//! in [`AuditHandle::dropped`]; with `on_failure = "refuse"` `record`
-//! returns [`AuditUnavailable`], with `"continue"` it warns (at most every
-//! ten seconds) and returns `Ok`. A failed writer does not recover: the
+//! in [`AuditHandle::dropped`] and warned about (at most every ten
+//! seconds); with `on_failure = "refuse"` `record` returns
+//! [`AuditUnavailable`], with `"continue"` it returns `Ok`. A failed writer does not recover: the
 //! state of its file is unknown, so the log stays unavailable until
 //! pgveil restarts and seals that file.
 //!
@@ -28,7 +28,7 @@ use super::record::AuditRecord;
 use super::writer::{AuditError, LogWriter};
 
 /// The most records written in one batch.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 4096;
 /// The shortest time between two warnings about dropped records.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -115,12 +115,10 @@ impl AuditHandle {
             return Ok(());
         }
         self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        self.shared.warn_dropped();
         match self.on_failure {
             OnFailure::Refuse => Err(AuditUnavailable),
-            OnFailure::Continue => {
-                self.shared.warn_dropped();
-                Ok(())
-            }
+            OnFailure::Continue => Ok(()),
         }
     }
 

@@ -129,6 +129,20 @@ pub fn copy_out_options(sql: &str) -> Vec<CopyOptions> {
         .collect()
 }
 
+/// Whether a statement text is a `COPY ... FROM STDIN`, after which the
+/// server ignores Sync until the data ends.
+pub fn is_copy_from_stdin(sql: &str) -> bool {
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return false;
+    };
+    parsed.protobuf.stmts.iter().any(|raw| {
+        matches!(
+            raw.stmt.as_deref().and_then(|s| s.node.as_ref()),
+            Some(NodeEnum::CopyStmt(copy)) if copy.is_from && copy.filename.is_empty() && !copy.is_program
+        )
+    })
+}
+
 fn options(list: &[Node]) -> CopyOptions {
     let elems: Vec<&DefElem> = list
         .iter()
