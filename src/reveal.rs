@@ -115,6 +115,10 @@ impl<'a> ServerTap<'a> {
     }
 
     fn row(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        if !has_ciphertext(&frame) {
+            // Most rows: no lock, no copy.
+            return out.push(frame);
+        }
         match self.with_reader(|reader| data_row(veil, reader, frame)) {
             Ok(row) => out.push(row),
             Err(denied) => {
@@ -331,7 +335,7 @@ pub fn denied(column: &str) -> Bytes {
 /// Rewrites one DataRow frame for `reader`. `Err` carries the ErrorResponse
 /// to send instead when a value is denied.
 pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes, Bytes> {
-    if !Fields::of(&frame).flatten().any(looks_encrypted) {
+    if !has_ciphertext(&frame) {
         return Ok(frame);
     }
     let fields: Vec<Option<&[u8]>> = Fields::of(&frame).collect();
@@ -351,6 +355,11 @@ pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes,
         }
     }
     Ok(reply::frame_of(b'D', &body))
+}
+
+/// Whether any field of a DataRow frame looks like pgveil's ciphertext.
+fn has_ciphertext(frame: &[u8]) -> bool {
+    Fields::of(frame).flatten().any(looks_encrypted)
 }
 
 fn looks_encrypted(field: &[u8]) -> bool {
