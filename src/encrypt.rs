@@ -716,7 +716,8 @@ fn cstring(text: impl AsRef<[u8]>) -> Vec<u8> {
     v
 }
 
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+/// Whether `needle` occurs in `haystack`, ignoring ASCII case.
+pub(crate) fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))

@@ -26,6 +26,7 @@ use crate::audit::{
 };
 use crate::bulk::{BulkWatch, Reader as BulkReader};
 use crate::declared::Values;
+use crate::encrypt::contains_ignore_case;
 use crate::policy::Action;
 
 /// How the audit log is set up for every session.
@@ -59,7 +60,8 @@ struct Summary {
 
 impl StatementText {
     pub fn new(sql: String, written: Vec<String>, protected: bool) -> Arc<Self> {
-        let copy_in = contains_copy(&sql) && crate::rewrite::is_copy_from_stdin(&sql);
+        let copy_in = contains_ignore_case(sql.as_bytes(), b"copy")
+            && crate::rewrite::is_copy_from_stdin(&sql);
         Arc::new(Self {
             sql,
             written,
@@ -94,12 +96,6 @@ impl StatementText {
             summary
         })
     }
-}
-
-fn contains_copy(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"copy"))
 }
 
 /// Summaries by statement shape, for one session.
