@@ -390,7 +390,7 @@ pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed 
             note(Some(action));
             return Revealed::Denied(column.qualified_name());
         }
-        _ => match veil.keyring.decrypt(domain, &envelope) {
+        _ => match veil.keyring.decrypt(domain, envelope) {
             Ok(plaintext) => plaintext,
             Err(e) => {
                 warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");

@@ -5,9 +5,12 @@
 //! nonce, which randomized envelopes and the keyring's wrapped keys share.
 //!
 //! Plaintext is only ever copied into the output buffer, where it is
-//! encrypted in place; decryption writes into a zeroizing buffer.
+//! encrypted in place; decryption works in place in the envelope's own
+//! buffer, which becomes a zeroizing buffer first.
 
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Mutex;
 
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce, Tag};
@@ -30,11 +33,11 @@ const PSEUDONYM_LEN: usize = 16;
 pub struct KeyCiphers {
     key_ref: KeyRef,
     gcm: Aes256Gcm,
-    /// `Aes256Siv` needs `&mut self` (it reuses its CMAC state), so sharing
-    /// one would need a lock. Each call builds one from this subkey
-    /// instead: the crate re-keys its CTR cipher on every call anyway, and
-    /// building the instance adds only the CMAC key schedule and subkeys,
-    /// a few AES block operations. No lock, no contention between sessions.
+    /// `Aes256Siv` needs `&mut self` (it reuses its CMAC state). One keyed
+    /// instance is kept for whichever call finds it free; a call that finds
+    /// it taken builds its own from `siv_key` rather than wait, so sessions
+    /// never block each other here.
+    siv: Mutex<Aes256Siv>,
     siv_key: Zeroizing<[u8; 64]>,
     /// Keyed once; each pseudonym starts from a clone.
     pseudonym: Hmac<Sha256>,
@@ -45,10 +48,12 @@ impl KeyCiphers {
     pub fn new(key: &DataKey, key_ref: KeyRef) -> Self {
         let gcm_key: Zeroizing<[u8; 32]> = key.subkey(label::GCM);
         let hmac_key: Zeroizing<[u8; 32]> = key.subkey(label::PSEUDONYM);
+        let siv_key: Zeroizing<[u8; 64]> = key.subkey(label::SIV);
         Self {
             key_ref,
             gcm: Aes256Gcm::new((&*gcm_key).into()),
-            siv_key: key.subkey(label::SIV),
+            siv: Mutex::new(Aes256Siv::new((&*siv_key).into())),
+            siv_key,
             pseudonym: hmac_sha256(hmac_key.as_ref()),
         }
     }
@@ -67,7 +72,7 @@ impl KeyCiphers {
         plaintext: &[u8],
     ) -> Result<Envelope, CryptoError> {
         let header = Envelope::header(mode, self.key_ref);
-        let aad = associated_data(&header, domain);
+        let aad = AssociatedData::new(&header, domain);
         let mut out = Zeroizing::new(Vec::with_capacity(
             HEADER_LEN + NONCE_LEN + TAG_LEN + plaintext.len(),
         ));
@@ -83,22 +88,25 @@ impl KeyCiphers {
         ))
     }
 
-    /// Decrypts an envelope of `domain` made with this key.
+    /// Decrypts an envelope of `domain` made with this key, in the
+    /// envelope's own buffer.
     pub fn decrypt(
         &self,
         domain: &str,
-        envelope: &Envelope,
+        envelope: Envelope,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        if envelope.key_ref() != self.key_ref {
+        let (mode, key_ref) = (envelope.mode(), envelope.key_ref());
+        if key_ref != self.key_ref {
             return Err(CryptoError::UnknownKey {
                 domain: domain.into(),
-                key: envelope.key_ref(),
+                key: key_ref,
             });
         }
-        let aad = associated_data(envelope.header_bytes(), domain);
-        let opened = match envelope.mode() {
-            Mode::Randomized => gcm_open(&self.gcm, &aad, envelope.body()),
-            Mode::Deterministic => self.siv_open(&aad, envelope.body()),
+        let aad = AssociatedData::new(&Envelope::header(mode, key_ref), domain);
+        let sealed = envelope.into_bytes();
+        let opened = match mode {
+            Mode::Randomized => gcm_open(&self.gcm, &aad, sealed, HEADER_LEN),
+            Mode::Deterministic => self.siv_open(&aad, sealed, HEADER_LEN),
         };
         opened.ok_or_else(|| CryptoError::Authentication(domain.into()))
     }
@@ -115,8 +123,13 @@ impl KeyCiphers {
         )
     }
 
-    fn siv(&self) -> Aes256Siv {
-        Aes256Siv::new((&*self.siv_key).into())
+    /// Runs `f` with the shared SIV instance, or a fresh one if another
+    /// call holds it.
+    fn with_siv<R>(&self, f: impl FnOnce(&mut Aes256Siv) -> R) -> R {
+        match self.siv.try_lock() {
+            Ok(mut siv) => f(&mut siv),
+            Err(_) => f(&mut Aes256Siv::new((&*self.siv_key).into())),
+        }
     }
 
     /// Appends the synthetic IV and the ciphertext to `out`.
@@ -125,19 +138,25 @@ impl KeyCiphers {
         out.resize(iv_at + TAG_LEN, 0);
         out.extend_from_slice(plaintext);
         let iv = self
-            .siv()
-            .encrypt_inout_detached([aad], InOutBuf::from(&mut out[iv_at + TAG_LEN..]))
+            .with_siv(|siv| {
+                siv.encrypt_inout_detached([aad], InOutBuf::from(&mut out[iv_at + TAG_LEN..]))
+            })
             .expect("AES-SIV fails only with more than 126 headers; there is one");
         out[iv_at..iv_at + TAG_LEN].copy_from_slice(&iv);
     }
 
-    fn siv_open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        let (iv, ciphertext) = sealed.split_first_chunk::<TAG_LEN>()?;
-        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
-        self.siv()
-            .decrypt_inout_detached([aad], InOutBuf::from(plaintext.as_mut_slice()), iv.into())
-            .ok()?;
-        Some(plaintext)
+    /// Opens `buf[at..]`, `iv || ciphertext`, in place: the result is `buf`
+    /// holding only the plaintext.
+    fn siv_open(&self, aad: &[u8], buf: Vec<u8>, at: usize) -> Option<Zeroizing<Vec<u8>>> {
+        let mut buf = Zeroizing::new(buf);
+        let (iv, ciphertext) = buf.get_mut(at..)?.split_first_chunk_mut::<TAG_LEN>()?;
+        let iv = *iv;
+        self.with_siv(|siv| {
+            siv.decrypt_inout_detached([aad], InOutBuf::from(ciphertext), (&iv).into())
+        })
+        .ok()?;
+        buf.drain(..at + TAG_LEN);
+        Some(buf)
     }
 }
 
@@ -153,9 +172,37 @@ pub(crate) fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
 }
 
 /// The envelope header followed by the domain name: the header has a fixed
-/// length, so no two (header, domain) pairs give the same bytes.
-fn associated_data(header: &[u8], domain: &str) -> Vec<u8> {
-    [header, domain.as_bytes()].concat()
+/// length, so no two (header, domain) pairs give the same bytes. Built for
+/// every value, so kept on the stack for domains of usual length.
+enum AssociatedData {
+    Inline([u8; 128], usize),
+    Heap(Vec<u8>),
+}
+
+impl AssociatedData {
+    fn new(header: &[u8; HEADER_LEN], domain: &str) -> Self {
+        let len = HEADER_LEN + domain.len();
+        let mut inline = [0; 128];
+        match inline.get_mut(..len) {
+            Some(buf) => {
+                buf[..HEADER_LEN].copy_from_slice(header);
+                buf[HEADER_LEN..].copy_from_slice(domain.as_bytes());
+                Self::Inline(inline, len)
+            }
+            None => Self::Heap([&header[..], domain.as_bytes()].concat()),
+        }
+    }
+}
+
+impl Deref for AssociatedData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline(buf, len) => &buf[..*len],
+            Self::Heap(buf) => buf,
+        }
+    }
 }
 
 /// Appends a random nonce, the AES-256-GCM ciphertext of `plaintext` and
@@ -182,25 +229,27 @@ pub(crate) fn gcm_seal_into(
     Ok(())
 }
 
-/// Opens `nonce || ciphertext || tag` as written by [`gcm_seal_into`];
-/// `None` if it is too short or fails authentication.
+/// Opens `buf[at..]`, `nonce || ciphertext || tag` as written by
+/// [`gcm_seal_into`], in place: the result is `buf` holding only the
+/// plaintext. `None` if it is too short or fails authentication.
 pub(crate) fn gcm_open(
     cipher: &Aes256Gcm,
     aad: &[u8],
-    sealed: &[u8],
+    buf: Vec<u8>,
+    at: usize,
 ) -> Option<Zeroizing<Vec<u8>>> {
-    let (nonce, rest) = sealed.split_first_chunk::<NONCE_LEN>()?;
-    let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>()?;
-    let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+    let mut buf = Zeroizing::new(buf);
+    let (nonce, rest) = buf.get_mut(at..)?.split_first_chunk_mut::<NONCE_LEN>()?;
+    let nonce = Nonce::from(*nonce);
+    let (ciphertext, tag) = rest.split_last_chunk_mut::<TAG_LEN>()?;
+    let tag = Tag::from(*tag);
     cipher
-        .decrypt_inout_detached(
-            &Nonce::from(*nonce),
-            aad,
-            InOutBuf::from(plaintext.as_mut_slice()),
-            &Tag::from(*tag),
-        )
+        .decrypt_inout_detached(&nonce, aad, InOutBuf::from(ciphertext), &tag)
         .ok()?;
-    Some(plaintext)
+    let len = buf.len() - TAG_LEN;
+    buf.truncate(len);
+    buf.drain(..at + NONCE_LEN);
+    Some(buf)
 }
 
 #[cfg(test)]
@@ -232,7 +281,7 @@ mod tests {
                 assert_eq!(envelope.mode(), mode);
                 assert_eq!(envelope.key_ref(), KEY);
                 let parsed = Envelope::from_bytes(envelope.as_bytes().to_vec()).unwrap();
-                assert_eq!(c.decrypt(DOMAIN, &parsed).unwrap().as_slice(), plaintext);
+                assert_eq!(c.decrypt(DOMAIN, parsed).unwrap().as_slice(), plaintext);
             }
         }
     }
@@ -264,7 +313,7 @@ mod tests {
         let c = ciphers();
         for mode in [Mode::Randomized, Mode::Deterministic] {
             let envelope = c.encrypt("public.a.x", mode, b"secret value").unwrap();
-            let err = c.decrypt("public.b.x", &envelope).unwrap_err();
+            let err = c.decrypt("public.b.x", envelope).unwrap_err();
             assert!(matches!(err, CryptoError::Authentication(_)), "{err}");
             assert!(!err.to_string().contains("secret"));
         }
@@ -282,7 +331,7 @@ mod tests {
                 for bit in [0x01, 0x80] {
                     let mut bytes = good.clone();
                     bytes[at] ^= bit;
-                    let result = Envelope::from_bytes(bytes).and_then(|e| c.decrypt(DOMAIN, &e));
+                    let result = Envelope::from_bytes(bytes).and_then(|e| c.decrypt(DOMAIN, e));
                     let err = result.expect_err("a flipped byte must not decrypt");
                     if at >= HEADER_LEN {
                         assert!(matches!(err, CryptoError::Authentication(_)), "{at}: {err}");
@@ -301,7 +350,7 @@ mod tests {
             .into_bytes();
         bytes[3] = Mode::Randomized.to_byte();
         let envelope = Envelope::from_bytes(bytes).unwrap();
-        let err = c.decrypt(DOMAIN, &envelope).unwrap_err();
+        let err = c.decrypt(DOMAIN, envelope).unwrap_err();
         assert!(matches!(err, CryptoError::Authentication(_)), "{err}");
     }
 
@@ -310,7 +359,7 @@ mod tests {
         let c = ciphers();
         let other = KeyCiphers::new(&DataKey::generate().unwrap(), KeyRef { id: 2, version: 1 });
         let envelope = other.encrypt(DOMAIN, Mode::Randomized, b"x").unwrap();
-        let err = c.decrypt(DOMAIN, &envelope).unwrap_err();
+        let err = c.decrypt(DOMAIN, envelope).unwrap_err();
         assert!(matches!(err, CryptoError::UnknownKey { .. }), "{err}");
     }
 
@@ -340,7 +389,7 @@ mod tests {
     fn gcm_open_rejects_short_input() {
         let gcm = Aes256Gcm::new(&[0; 32].into());
         for len in 0..NONCE_LEN + TAG_LEN {
-            assert!(gcm_open(&gcm, b"", &vec![0; len]).is_none());
+            assert!(gcm_open(&gcm, b"", vec![0; len], 0).is_none());
         }
     }
 }

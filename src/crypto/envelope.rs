@@ -128,16 +128,6 @@ impl Envelope {
     pub fn to_bytea_text(&self) -> String {
         format!("\\x{}", hex::encode(&self.bytes))
     }
-
-    /// The header, the first part of the associated data.
-    pub(crate) fn header_bytes(&self) -> &[u8] {
-        &self.bytes[..HEADER_LEN]
-    }
-
-    /// What follows the header: nonce and GCM output, or SIV output.
-    pub(crate) fn body(&self) -> &[u8] {
-        &self.bytes[HEADER_LEN..]
-    }
 }
 
 impl fmt::Debug for Envelope {

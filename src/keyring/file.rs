@@ -298,7 +298,7 @@ impl<'a> Unwrapper<'a> {
             .decode(&entry.wrapped)
             .map_err(|_| self.bad_entry(kind, entry, "is not valid base64"))?;
         let aad = wrap_aad(kind, &entry.domain, entry.key_ref());
-        gcm_open(&self.cipher, &aad, &sealed).ok_or_else(|| KeyringError::Unwrap {
+        gcm_open(&self.cipher, &aad, sealed, 0).ok_or_else(|| KeyringError::Unwrap {
             path: self.path.into(),
             kind,
             domain: entry.domain.clone(),

@@ -300,7 +300,7 @@ impl Keyring {
     pub fn decrypt(
         &self,
         domain: &str,
-        envelope: &Envelope,
+        envelope: Envelope,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let key = self
             .keys(domain)?
@@ -487,9 +487,9 @@ mod tests {
 
         let reloaded = f.load().unwrap();
         let envelope = parse_text(text.as_bytes()).unwrap().unwrap();
-        assert_eq!(reloaded.decrypt(EMAIL, &envelope).unwrap().as_slice(), name);
+        assert_eq!(reloaded.decrypt(EMAIL, envelope).unwrap().as_slice(), name);
         let envelope = Envelope::from_bytes(bytes.clone()).unwrap();
-        assert_eq!(reloaded.decrypt(EMAIL, &envelope).unwrap().as_slice(), name);
+        assert_eq!(reloaded.decrypt(EMAIL, envelope).unwrap().as_slice(), name);
         let again = reloaded
             .encrypt_bytes(EMAIL, Mode::Deterministic, name)
             .unwrap();
@@ -501,9 +501,9 @@ mod tests {
         let f = fixture(&[EMAIL, NAME]);
         let keyring = f.load().unwrap();
         let envelope = keyring.encrypt(EMAIL, Mode::Deterministic, b"x").unwrap();
-        let err = keyring.decrypt(NAME, &envelope).unwrap_err();
+        let err = keyring.decrypt(NAME, envelope.clone()).unwrap_err();
         assert!(matches!(err, CryptoError::UnknownKey { .. }), "{err}");
-        let err = keyring.decrypt("public.other", &envelope).unwrap_err();
+        let err = keyring.decrypt("public.other", envelope).unwrap_err();
         assert_eq!(err.to_string(), "no key for domain public.other");
     }
 
@@ -518,7 +518,7 @@ mod tests {
             let mut altered = text.clone().into_bytes();
             altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
             let result = parse_text(&altered)
-                .and_then(|e| keyring.decrypt(EMAIL, &e.expect("still has the prefix")));
+                .and_then(|e| keyring.decrypt(EMAIL, e.expect("still has the prefix")));
             assert!(result.is_err(), "position {at}");
         }
     }
@@ -542,7 +542,7 @@ mod tests {
         assert!(report.added.is_empty());
 
         let after = f.load().unwrap();
-        assert_eq!(after.decrypt(EMAIL, &envelope).unwrap().as_slice(), b"kept");
+        assert_eq!(after.decrypt(EMAIL, envelope).unwrap().as_slice(), b"kept");
         assert_eq!(after.pseudonym(EMAIL, b"kept").unwrap(), pseudonym);
         let name = after.encrypt(NAME, Mode::Randomized, b"n").unwrap();
         assert_eq!(name.key_ref(), KeyRef { id: 4, version: 1 });
