@@ -9,7 +9,7 @@
 //! see, escaped or quoted for the format. Binary COPY output is passed on
 //! as it is: its protected values stay ciphertext.
 
-use crate::reveal::{reveal_value, Reader, Revealed};
+use crate::reveal::{Memo, Reader, Revealed};
 use crate::rewrite::{CopyFormat, CopyOptions};
 use crate::veil::Veil;
 
@@ -17,9 +17,10 @@ use crate::veil::Veil;
 pub type RowResult = Result<Option<Vec<u8>>, String>;
 
 /// Reveals one row of COPY data; `Ok(None)` when it is unchanged.
-pub fn reveal_row(
-    veil: &Veil,
+pub fn reveal_row<'v>(
+    veil: &'v Veil,
     reader: &Reader<'_>,
+    memo: &mut Memo<'v>,
     options: &CopyOptions,
     row: &[u8],
 ) -> RowResult {
@@ -38,7 +39,7 @@ pub fn reveal_row(
         if i > 0 {
             out.push(*delimiter);
         }
-        match reveal_value(veil, reader, field) {
+        match memo.reveal(veil, reader, field) {
             Revealed::Keep => out.extend_from_slice(field),
             Revealed::Null => {
                 changed = true;
@@ -47,9 +48,9 @@ pub fn reveal_row(
             Revealed::Value(value) => {
                 changed = true;
                 if csv {
-                    put_csv(&mut out, &value, *delimiter, options);
+                    put_csv(&mut out, value, *delimiter, options);
                 } else {
-                    put_text(&mut out, &value, *delimiter);
+                    put_text(&mut out, value, *delimiter);
                 }
             }
             Revealed::Denied(column) => return Err(column),

@@ -13,15 +13,18 @@
 
 use std::sync::atomic::Ordering;
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
+use zeroize::Zeroizing;
 
 use crate::copy_out;
-use crate::crypto::{self, Envelope};
+use crate::crypto;
 use crate::declared::Values;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
-use crate::policy::Action;
+use crate::policy::{Action, ColumnPolicy};
 use crate::protocol::reply::{self, Severity};
 use crate::relay::Tap;
 use crate::rewrite::CopyOptions;
@@ -32,11 +35,11 @@ use crate::veil::Veil;
 const DENIED: &str = "42501";
 
 /// What a reader gets in place of one value.
-pub enum Revealed {
+pub enum Revealed<'m> {
     /// The value as it is (not pgveil's ciphertext, or not decryptable).
     Keep,
     /// This, in the reader's encoding.
-    Value(Vec<u8>),
+    Value(&'m [u8]),
     Null,
     /// Access denied by the policy of this column.
     Denied(String),
@@ -67,6 +70,7 @@ pub struct ServerTap<'a> {
     copy_out: Option<CopyOptions>,
     /// The session's audit trail, with audit on.
     trail: Option<&'a Trail>,
+    memo: Memo<'a>,
 }
 
 impl<'a> ServerTap<'a> {
@@ -84,27 +88,38 @@ impl<'a> ServerTap<'a> {
             skipping: false,
             held: Vec::new(),
             copy_out: None,
+            memo: Memo::default(),
         }
     }
 
-    /// Runs `f` with the session's reader. The declarations' lock is held
-    /// only inside `f`.
-    fn with_reader<R>(&self, f: impl FnOnce(&Reader<'_>) -> R) -> R {
+    /// Runs `f` with the session's reader and memo. The declarations' lock
+    /// is held only inside `f`.
+    fn with_reader<R>(&mut self, f: impl FnOnce(&Reader<'_>, &mut Memo<'a>) -> R) -> R {
         let declared = self
             .shared
             .declared
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        f(&Reader {
+        let reader = Reader {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
             encoding: self.shared.encoding(),
             trail: self.trail,
-        })
+        };
+        f(&reader, &mut self.memo)
     }
 
-    fn copy_row(&mut self, veil: &Veil, options: &CopyOptions, frame: Bytes, out: &mut Vec<Bytes>) {
-        match self.with_reader(|reader| copy_out::reveal_row(veil, reader, options, &frame[5..])) {
+    fn copy_row(
+        &mut self,
+        veil: &'a Veil,
+        options: &CopyOptions,
+        frame: Bytes,
+        out: &mut Vec<Bytes>,
+    ) {
+        let revealed = self.with_reader(|reader, memo| {
+            copy_out::reveal_row(veil, reader, memo, options, &frame[5..])
+        });
+        match revealed {
             Ok(None) => out.push(frame),
             Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
             Err(column) => {
@@ -114,13 +129,14 @@ impl<'a> ServerTap<'a> {
         }
     }
 
-    fn row(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn row(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
         if !has_ciphertext(&frame) {
             // Most rows: no lock, no copy.
             return out.push(frame);
         }
-        match self.with_reader(|reader| data_row(veil, reader, frame)) {
-            Ok(row) => out.push(row),
+        match self.with_reader(|reader, memo| memo.rewrite_row(veil, reader, &frame)) {
+            Ok(None) => out.push(frame),
+            Ok(Some(row)) => out.push(row),
             Err(denied) => {
                 out.push(denied);
                 self.deny();
@@ -133,6 +149,7 @@ impl<'a> ServerTap<'a> {
     fn deny(&mut self) {
         self.skipping = true;
         if let Some(trail) = self.trail {
+            self.memo.tell(trail);
             trail.failed(DENIED.as_bytes(), &self.declared());
         }
     }
@@ -146,8 +163,12 @@ impl<'a> ServerTap<'a> {
         declared.current().clone()
     }
 
-    /// Tells the audit trail how the server answers.
-    fn audit(&self, trail: &Trail, tag: u8, frame: &[u8]) {
+    /// Tells the audit trail how the server answers, after the reads of
+    /// the statement it ends.
+    fn audit(&mut self, trail: &Trail, tag: u8, frame: &[u8]) {
+        if matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
+            self.memo.tell(trail);
+        }
         match tag {
             b'C' => trail.completed(tag_rows(frame), &self.declared()),
             b'I' | b's' => trail.completed(0, &self.declared()),
@@ -332,29 +353,15 @@ pub fn denied(column: &str) -> Bytes {
     reply::error(Severity::Error, DENIED, &message)
 }
 
-/// Rewrites one DataRow frame for `reader`. `Err` carries the ErrorResponse
-/// to send instead when a value is denied.
+/// Rewrites one DataRow frame for `reader`, with a fresh memo (see
+/// [`Memo::rewrite_row`]); the frame itself when it holds no ciphertext.
+/// `Err` carries the ErrorResponse to send instead when a value is denied.
 pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes, Bytes> {
     if !has_ciphertext(&frame) {
         return Ok(frame);
     }
-    let fields: Vec<Option<&[u8]>> = Fields::of(&frame).collect();
-    if fields.len() != Fields::count(&frame) {
-        return Ok(frame);
-    }
-    let mut body = BytesMut::with_capacity(frame.len());
-    body.put_u16(fields.len() as u16);
-    for field in &fields {
-        match field.map_or(Revealed::Keep, |value| reveal_value(veil, reader, value)) {
-            Revealed::Keep => put_field(&mut body, *field),
-            Revealed::Value(value) => put_field(&mut body, Some(&value)),
-            Revealed::Null => put_field(&mut body, None),
-            Revealed::Denied(column) => {
-                return Err(denied(&column));
-            }
-        }
-    }
-    Ok(reply::frame_of(b'D', &body))
+    let revealed = Memo::default().rewrite_row(veil, reader, &frame)?;
+    Ok(revealed.unwrap_or(frame))
 }
 
 /// Whether any field of a DataRow frame looks like pgveil's ciphertext.
@@ -366,66 +373,162 @@ fn looks_encrypted(field: &[u8]) -> bool {
     crypto::looks_encrypted_text(field) || field.starts_with(crypto::MAGIC)
 }
 
-/// What `reader` may see of one value.
-pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed {
-    let Some(envelope) = parse(value) else {
-        return Revealed::Keep;
-    };
-    let Some((action, column)) = veil.decide(envelope.key_ref(), reader.roles, reader.purpose)
-    else {
-        return Revealed::Keep;
-    };
-    let note = |action| {
-        if let Some(trail) = reader.trail {
-            trail.read(column.qualified_name(), action);
-        }
-    };
-    let domain = column.domain.as_str();
-    let plaintext = match action {
-        Action::Null => {
-            note(Some(action));
-            return Revealed::Null;
-        }
-        Action::Deny => {
-            note(Some(action));
-            return Revealed::Denied(column.qualified_name());
-        }
-        _ => match veil.keyring.decrypt(domain, envelope) {
-            Ok(plaintext) => plaintext,
-            Err(e) => {
-                warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
-                note(None);
-                return Revealed::Keep;
-            }
-        },
-    };
-    if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
-        note(Some(Action::Deny));
-        return Revealed::Denied(column.qualified_name());
-    }
-    note(Some(action));
-    let text = String::from_utf8_lossy(&plaintext);
-    match action {
-        Action::Plaintext => Revealed::Value(reader.encoding.encode(&text).into_owned()),
-        Action::Masked => {
-            let masked = column.mask.apply(&text);
-            Revealed::Value(reader.encoding.encode(&masked).into_owned())
-        }
-        Action::Pseudonym => match veil.keyring.pseudonym(domain, &plaintext) {
-            Ok(token) => Revealed::Value(token.into_bytes()),
-            Err(_) => Revealed::Null,
-        },
-        Action::Null | Action::Deny => unreachable!("handled before decryption"),
-    }
+/// What a reader sees of the values under one key, and the column whose
+/// rule decided it; `None` for a key no policy column uses.
+type Decision<'v> = Option<(Action, &'v ColumnPolicy)>;
+
+/// Decisions a memo keeps; a result naming more keys than this (forged
+/// headers) only costs decoding them again.
+const MAX_DECISIONS: usize = 64;
+
+/// What a session keeps from one value to the next: the decision for each
+/// key under the purpose in force (roles do not change in a session), the
+/// reads not yet told to the audit trail, and buffers for plaintext, which
+/// are zeroized when the session ends.
+#[derive(Default)]
+pub struct Memo<'v> {
+    purpose: Option<String>,
+    /// By the field bytes that encode the envelope's header, which name
+    /// the key (see [`crypto::encoded_header`]).
+    decisions: Vec<(Vec<u8>, Decision<'v>)>,
+    reads: Vec<(&'v ColumnPolicy, Option<Action>, u64)>,
+    plaintext: Zeroizing<Vec<u8>>,
+    value: Zeroizing<Vec<u8>>,
 }
 
-fn parse(value: &[u8]) -> Option<Envelope> {
-    let parsed = if value.starts_with(crypto::MAGIC) {
-        crypto::parse_bytes(value)
-    } else {
-        crypto::parse_text(value)
-    };
-    parsed.ok().flatten()
+impl<'v> Memo<'v> {
+    /// Rewrites one DataRow frame for `reader`: `Ok(None)` when nothing in
+    /// it changes; `Err` carries the ErrorResponse to send instead when a
+    /// value is denied.
+    pub fn rewrite_row(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        frame: &[u8],
+    ) -> Result<Option<Bytes>, Bytes> {
+        let count = Fields::count(frame);
+        let mut row = BytesMut::with_capacity(frame.len());
+        row.put_u8(b'D');
+        row.put_i32(0);
+        row.put_u16(count as u16);
+        let (mut seen, mut changed) = (0, false);
+        for field in Fields::of(frame) {
+            seen += 1;
+            let Some(value) = field else {
+                row.put_i32(-1);
+                continue;
+            };
+            match self.reveal(veil, reader, value) {
+                Revealed::Keep => put_field(&mut row, Some(value)),
+                Revealed::Value(revealed) => {
+                    put_field(&mut row, Some(revealed));
+                    changed = true;
+                }
+                Revealed::Null => {
+                    put_field(&mut row, None);
+                    changed = true;
+                }
+                Revealed::Denied(column) => return Err(denied(&column)),
+            }
+        }
+        if seen != count || !changed {
+            // A malformed frame goes on as PostgreSQL wrote it.
+            return Ok(None);
+        }
+        let len = (row.len() - 1) as i32;
+        row[1..5].copy_from_slice(&len.to_be_bytes());
+        Ok(Some(row.freeze()))
+    }
+
+    /// What `reader` may see of one value.
+    pub fn reveal(&mut self, veil: &'v Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed<'_> {
+        let Some((mut action, column)) = self.decision(veil, reader, value) else {
+            return Revealed::Keep;
+        };
+        if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
+            action = Action::Deny;
+        }
+        match action {
+            Action::Null => {
+                self.note(reader, column, Some(action));
+                return Revealed::Null;
+            }
+            Action::Deny => {
+                self.note(reader, column, Some(action));
+                return Revealed::Denied(column.qualified_name());
+            }
+            Action::Plaintext | Action::Masked | Action::Pseudonym => {}
+        }
+        self.plaintext.clear();
+        if let Err(e) = veil.decrypt_into(&column.domain, value, &mut self.plaintext) {
+            warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
+            self.note(reader, column, None);
+            return Revealed::Keep;
+        }
+        self.note(reader, column, Some(action));
+        let text = match std::str::from_utf8(&self.plaintext) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&self.plaintext),
+        };
+        let shown = Zeroizing::new(match action {
+            Action::Plaintext => match (&text, reader.encoding.encode(&text)) {
+                // Valid UTF-8 for a UTF-8 reader: the plaintext as it is.
+                (Cow::Borrowed(_), Cow::Borrowed(_)) => return Revealed::Value(&self.plaintext),
+                (_, encoded) => encoded.into_owned(),
+            },
+            Action::Masked => reader
+                .encoding
+                .encode(&column.mask.apply(&text))
+                .into_owned(),
+            _ => match veil.keyring.pseudonym(&column.domain, &self.plaintext) {
+                Ok(token) => token.into_bytes(),
+                Err(_) => return Revealed::Null,
+            },
+        });
+        self.value.clear();
+        self.value.extend_from_slice(&shown);
+        Revealed::Value(&self.value)
+    }
+
+    /// The decision for `value`, by the key its envelope names (`None`
+    /// if it is no envelope), remembered for the purpose in force.
+    fn decision(&mut self, veil: &'v Veil, reader: &Reader<'_>, value: &[u8]) -> Decision<'v> {
+        if self.purpose.as_deref() != reader.purpose {
+            self.purpose = reader.purpose.map(str::to_owned);
+            self.decisions.clear();
+        }
+        let header = crypto::encoded_header(value)?;
+        if let Some((_, decision)) = self.decisions.iter().find(|(h, _)| h[..] == *header) {
+            return *decision;
+        }
+        let decision = veil.decide(crypto::key_of(value)?, reader.roles, reader.purpose);
+        if self.decisions.len() == MAX_DECISIONS {
+            self.decisions.clear();
+        }
+        self.decisions.push((header.to_vec(), decision));
+        decision
+    }
+
+    /// Counts a read of `column` for the audit trail, with audit on.
+    fn note(&mut self, reader: &Reader<'_>, column: &'v ColumnPolicy, action: Option<Action>) {
+        if reader.trail.is_none() {
+            return;
+        }
+        let same = |(c, a, _): &&mut (&ColumnPolicy, Option<Action>, u64)| {
+            std::ptr::eq(*c, column) && *a == action
+        };
+        match self.reads.iter_mut().find(same) {
+            Some((_, _, count)) => *count += 1,
+            None => self.reads.push((column, action, 1)),
+        }
+    }
+
+    /// Tells the audit trail the reads counted since it was last told.
+    pub fn tell(&mut self, trail: &Trail) {
+        for (column, action, count) in self.reads.drain(..) {
+            trail.read(column.qualified_name(), action, count);
+        }
+    }
 }
 
 /// The fields of a DataRow frame, `None` for SQL NULL. A malformed frame
@@ -496,6 +599,13 @@ table = "t"
 column = "secret"
 reveal = { reader = "plaintext", masker = "masked" }
 default = "deny"
+
+[[column]]
+table = "t"
+column = "kyc"
+reveal = { reader = "plaintext" }
+purposes = ["kyc"]
+default = "null"
 "#;
 
     fn veil() -> Veil {
@@ -560,6 +670,57 @@ default = "deny"
             data_row(&veil, &reader, untouched.clone()).unwrap(),
             untouched
         );
+    }
+
+    fn reader<'a>(roles: &'a [String], purpose: Option<&'a str>) -> Reader<'a> {
+        Reader {
+            roles,
+            purpose,
+            encoding: ClientEncoding::default(),
+            trail: None,
+        }
+    }
+
+    fn fields(row: Option<Bytes>) -> Vec<Option<Vec<u8>>> {
+        let row = row.expect("the row changes");
+        Fields::of(&row).map(|f| f.map(<[u8]>::to_vec)).collect()
+    }
+
+    #[test]
+    fn a_session_memo_follows_the_declared_purpose() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "kyc").unwrap();
+        let frame = row(&[Some(veil.encrypt(column, "X123").unwrap().as_bytes())]);
+        let roles = vec!["reader".to_string()];
+        let mut memo = Memo::default();
+        for (purpose, expected) in [
+            (Some("kyc"), Some(b"X123".to_vec())),
+            (None, None),
+            (Some("marketing"), None),
+            (Some("kyc"), Some(b"X123".to_vec())),
+        ] {
+            let out = memo.rewrite_row(&veil, &reader(&roles, purpose), &frame);
+            assert_eq!(fields(out.unwrap()), vec![expected], "{purpose:?}");
+        }
+    }
+
+    #[test]
+    fn cached_plaintext_is_still_decided_for_each_reader() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "secret").unwrap();
+        let frame = row(&[Some(veil.encrypt(column, "top secret").unwrap().as_bytes())]);
+        let roles = |r: &str| vec![r.to_string()];
+        let (plain, masked, nobody) = (roles("reader"), roles("masker"), roles("nobody"));
+        // Twice each, so the second reads come from the cache.
+        for _ in 0..2 {
+            let out = Memo::default().rewrite_row(&veil, &reader(&plain, None), &frame);
+            assert_eq!(fields(out.unwrap()), vec![Some(b"top secret".to_vec())]);
+            let out = Memo::default().rewrite_row(&veil, &reader(&masked, None), &frame);
+            let expected = column.mask.apply("top secret").into_bytes();
+            assert_eq!(fields(out.unwrap()), vec![Some(expected)]);
+            let out = Memo::default().rewrite_row(&veil, &reader(&nobody, None), &frame);
+            assert!(out.is_err(), "denied");
+        }
     }
 
     #[test]

@@ -310,14 +310,14 @@ impl Trail {
         self.lock_entries().push_back(Entry::Sync);
     }
 
-    /// A protected column's value was read, with this decision (`None`:
-    /// left encrypted).
-    pub fn read(&self, column: String, action: Option<Action>) {
+    /// `count` values of a protected column were read, with this decision
+    /// (`None`: left encrypted).
+    pub fn read(&self, column: String, action: Option<Action>, count: u64) {
         let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
         *answer
             .reads
             .entry((column, DecisionKey::of(action)))
-            .or_default() += 1;
+            .or_default() += count;
     }
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended, with the

@@ -63,19 +63,7 @@ impl Envelope {
 
     /// Parses a binary envelope.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, CryptoError> {
-        if !bytes.starts_with(MAGIC) {
-            return Err(if MAGIC.starts_with(&bytes) {
-                CryptoError::Truncated
-            } else {
-                CryptoError::Magic
-            });
-        }
-        let &version = bytes.get(2).ok_or(CryptoError::Truncated)?;
-        if version != FORMAT_VERSION {
-            return Err(CryptoError::Version(version));
-        }
-        let &mode_byte = bytes.get(3).ok_or(CryptoError::Truncated)?;
-        let mode = Mode::from_byte(mode_byte).ok_or(CryptoError::Mode(mode_byte))?;
+        let (mode, key_ref) = read_header(&bytes)?;
         let min_body = match mode {
             Mode::Randomized => NONCE_LEN + TAG_LEN,
             Mode::Deterministic => TAG_LEN,
@@ -83,11 +71,6 @@ impl Envelope {
         if bytes.len() < HEADER_LEN + min_body {
             return Err(CryptoError::Truncated);
         }
-        let be_u32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
-        let key_ref = KeyRef {
-            id: be_u32(4),
-            version: be_u32(8),
-        };
         Ok(Self {
             bytes,
             mode,
@@ -138,6 +121,65 @@ impl fmt::Debug for Envelope {
             .field("len", &self.bytes.len())
             .finish()
     }
+}
+
+/// The mode and key a binary envelope's header names.
+fn read_header(bytes: &[u8]) -> Result<(Mode, KeyRef), CryptoError> {
+    if !bytes.starts_with(MAGIC) {
+        return Err(if MAGIC.starts_with(bytes) {
+            CryptoError::Truncated
+        } else {
+            CryptoError::Magic
+        });
+    }
+    let &version = bytes.get(2).ok_or(CryptoError::Truncated)?;
+    if version != FORMAT_VERSION {
+        return Err(CryptoError::Version(version));
+    }
+    let &mode_byte = bytes.get(3).ok_or(CryptoError::Truncated)?;
+    let mode = Mode::from_byte(mode_byte).ok_or(CryptoError::Mode(mode_byte))?;
+    let header = bytes
+        .first_chunk::<HEADER_LEN>()
+        .ok_or(CryptoError::Truncated)?;
+    let be_u32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap());
+    let key_ref = KeyRef {
+        id: be_u32(4),
+        version: be_u32(8),
+    };
+    Ok((mode, key_ref))
+}
+
+/// The bytes of a field that encode its envelope's header, in whichever
+/// form the field is: the same for every value under one key in one form,
+/// so a decision made for the key can be found again by comparing them,
+/// without decoding. `None` if the field is too short to hold a header.
+pub fn encoded_header(field: &[u8]) -> Option<&[u8]> {
+    let len = if field.starts_with(TEXT_PREFIX.as_bytes()) {
+        TEXT_PREFIX.len() + HEADER_LEN / 3 * 4
+    } else if field.starts_with(BYTEA_HEX_PREFIX) {
+        2 + 2 * HEADER_LEN
+    } else {
+        HEADER_LEN
+    };
+    field.get(..len)
+}
+
+/// The key a field's envelope names, in any of its forms (text, `bytea`
+/// text, binary), read from the header alone: the decision of what a
+/// reader sees needs no more, and a value the reader may not see is never
+/// decoded further. `None` if the field does not start like an envelope.
+pub fn key_of(field: &[u8]) -> Option<KeyRef> {
+    let mut header = [0u8; HEADER_LEN];
+    if let Some(base64) = field.strip_prefix(TEXT_PREFIX.as_bytes()) {
+        // 16 base64 characters are exactly the 12 header bytes.
+        let chars = base64.get(..HEADER_LEN / 3 * 4)?;
+        URL_SAFE_NO_PAD.decode_slice(chars, &mut header).ok()?;
+    } else if field.starts_with(BYTEA_HEX_PREFIX) {
+        hex::decode_to_slice(field.get(2..2 + 2 * HEADER_LEN)?, &mut header).ok()?;
+    } else {
+        header = *field.first_chunk()?;
+    }
+    read_header(&header).ok().map(|(_, key)| key)
 }
 
 /// Whether a text-format field starts like an envelope: `pgv1:` (text
@@ -208,6 +250,37 @@ mod tests {
     }
 
     #[test]
+    fn the_key_is_read_from_the_header_of_every_form() {
+        let env = Envelope::from_bytes(sample(Mode::Deterministic, 20)).unwrap();
+        let text = env.to_text();
+        let hex_form = env.to_bytea_text();
+        let other = Envelope::from_bytes(sample(Mode::Deterministic, 30)).unwrap();
+        let (other_text, other_hex) = (other.to_text(), other.to_bytea_text());
+        let forms = [
+            (text.as_bytes(), other_text.as_bytes()),
+            (hex_form.as_bytes(), other_hex.as_bytes()),
+            (env.as_bytes(), other.as_bytes()),
+        ];
+        for (form, same_key) in forms {
+            assert_eq!(key_of(form), Some(KEY));
+            assert_eq!(encoded_header(form), encoded_header(same_key));
+            assert_ne!(encoded_header(form), None);
+        }
+        let mut bad_version = sample(Mode::Randomized, 40);
+        bad_version[2] = 9;
+        let headless: [&[u8]; 5] = [
+            b"pgv1:not-really",
+            b"pgv1:UFY",
+            b"\\x5056",
+            b"PV\x01",
+            &bad_version,
+        ];
+        for field in headless {
+            assert_eq!(key_of(field), None, "{field:?}");
+        }
+    }
+
+    #[test]
     fn ordinary_values_are_not_envelopes() {
         for field in [
             &b""[..],
@@ -221,6 +294,7 @@ mod tests {
         ] {
             assert!(!looks_encrypted_text(field));
             assert_eq!(parse_text(field).unwrap(), None);
+            assert_eq!(key_of(field), None);
         }
         assert_eq!(parse_bytes(b"\x00\x01binary").unwrap(), None);
     }

@@ -41,6 +41,7 @@
 //! Key bytes and plaintexts live in zeroizing buffers, key types print as
 //! `..redacted..`, and no error message contains a plaintext or key byte.
 
+mod cache;
 mod cipher;
 mod envelope;
 mod keys;
@@ -50,9 +51,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use cache::DecryptCache;
 pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
 pub use envelope::{
-    looks_encrypted_text, parse_bytes, parse_text, Envelope, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
+    encoded_header, key_of, looks_encrypted_text, parse_bytes, parse_text, Envelope,
+    FORMAT_VERSION, MAGIC, TEXT_PREFIX,
 };
 pub use keys::{DataKey, KeySource, MasterKey, MasterKeyError, MASTER_KEY_ENV};
 
