@@ -366,3 +366,222 @@ fn chrono_free_today() -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// A small tmpfs the test fills to 100% and frees again, so that the
+/// audit log really fails while pgveil runs.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts one; `None`, with the reason printed, where tmpfs cannot be
+    /// mounted (not root, no CAP_SYS_ADMIN): the test is then skipped.
+    fn mount(name: &str) -> Option<SmallDisk> {
+        let path = std::env::temp_dir().join(format!("pgveil-disk-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .arg(&path)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk { path }),
+            other => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): {other:?}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Fills the disk: nothing more can be written.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path.join("filler")).unwrap();
+        let chunk = [0u8; 4096];
+        while matches!(filler.write(&chunk), Ok(n) if n > 0) {}
+        assert!(std::fs::write(self.path.join("probe"), [0u8; 4096]).is_err());
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).unwrap();
+        let _ = std::fs::remove_file(self.path.join("probe"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// The audit public key and MAC key of the CRM's keyring.
+fn audit_keys(crm: &common::crm::Crm) -> (Vec<u8>, [u8; 32]) {
+    use base64::Engine;
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(crm.keyring.audit_public_key_base64().unwrap())
+        .unwrap();
+    (public, *crm.keyring.audit_mac_key().unwrap())
+}
+
+/// `pgveil audit verify DIR --public-key KEY`: exit code and output.
+fn verify_cli(dir: &std::path::Path, crm: &common::crm::Crm) -> (Option<i32>, String) {
+    let out = pgveil()
+        .args(["audit", "verify"])
+        .arg(dir)
+        .args([
+            "--public-key",
+            &crm.keyring.audit_public_key_base64().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Rows of `segment` in the customers table, read directly.
+fn rows_in_segment(segment: &str) -> usize {
+    let out = common::Cluster::shared().psql_direct(&format!(
+        "select count(*) from customers where segment = '{segment}'"
+    ));
+    out.trim().parse().unwrap()
+}
+
+/// Runs `attempt` every 50 ms until it returns `Some`, for at most 20 s.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
+    let Some(disk) = SmallDisk::mount("refuse") else {
+        return;
+    };
+    let dir = disk.path.join("audit");
+    let mut crm = setup(Some(AuditConfig {
+        dir: dir.clone(),
+        ..AuditConfig::default()
+    }));
+    let app = crm.connect("crm_user").await;
+    let lookup = "select email from customers where segment = 'refuse-seg'";
+    let prepared = app
+        .prepare("select email from customers where segment = $1")
+        .await
+        .unwrap();
+    app.batch_execute(
+        "insert into customers (email, segment) values ('before@example.org', 'refuse-seg')",
+    )
+    .await
+    .unwrap();
+
+    disk.fill();
+    // The file's last page still takes a few records; then a write fails.
+    let refused = eventually("the audit log fails", || async {
+        app.simple_query("select 1").await.unwrap();
+        app.simple_query(lookup).await.err()
+    })
+    .await;
+    assert_eq!(sqlstate(&refused), Some("58030"), "{refused}");
+    let message = refused.as_db_error().unwrap().message().to_owned();
+    assert!(message.contains("audit log"), "{message}");
+
+    // Protected statements are refused, in every protocol, and write nothing.
+    let secret = "during@example.org";
+    let err = app
+        .simple_query(&format!(
+            "insert into customers (email, segment) values ('{secret}', 'refuse-seg')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("58030"));
+    assert!(!err.to_string().contains(secret));
+    let err = app
+        .execute(
+            "insert into customers (email, segment) values ($1, 'refuse-seg')",
+            &[&secret],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("58030"));
+    let err = app.query(&prepared, &[&"refuse-seg"]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("58030"), "prepared before the failure");
+    assert_eq!(rows_in_segment("refuse-seg"), 1, "nothing written");
+    // Unprotected statements are served, on this session and on new ones.
+    app.simple_query("select 1").await.unwrap();
+    let support = crm.connect("support_user").await;
+    support.simple_query("select 2").await.unwrap();
+
+    disk.free();
+    let rows = eventually("the audit log resumes", || async {
+        app.simple_query(lookup).await.ok()
+    })
+    .await;
+    assert_eq!(
+        common::simple_rows(&rows),
+        vec![vec![Some("before@example.org".to_owned())]]
+    );
+    app.execute(
+        "insert into customers (email, segment) values ($1, 'refuse-seg')",
+        &[&"after@example.org"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows_in_segment("refuse-seg"), 2);
+    drop((app, support));
+    tokio::task::block_in_place(|| crm.proxy.shutdown());
+
+    let (public, mac) = audit_keys(&crm);
+    let report = verify(&dir, Some(&mac), &public).expect("the log verifies across the gap");
+    assert_eq!(report.gaps.len(), 1, "{report:?}");
+    // At least the three refused statements, the two unprotected ones and
+    // the new session's connection events.
+    assert!(report.lost >= 7, "{report:?}");
+    assert!(!report.recovered.is_empty(), "the failed file is sealed");
+    let (records, text) = records(&dir);
+    assert!(!text.contains(secret));
+    let gap = records.iter().position(|r| r["event"] == "gap").unwrap();
+    assert_eq!(records[gap]["cause"], "write_failed");
+    let inserts_after = records[gap..]
+        .iter()
+        .filter(|r| r["kind"] == "insert" && r["outcome"] == "ok")
+        .filter(|r| has_column(r, "public.customers.email", "write", "encrypted"))
+        .count();
+    assert_eq!(
+        inserts_after, 1,
+        "the insert after the recovery is recorded"
+    );
+
+    let (code, out) = verify_cli(&dir, &crm);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "INCOMPLETE: the log says {} record(s) were lost",
+            report.lost
+        )),
+        "{out}"
+    );
+    let out = pgveil()
+        .args(["audit", "search"])
+        .arg(&dir)
+        .args(["--event", "gap", "--format", "json"])
+        .output()
+        .unwrap();
+    common::assert_success("audit search", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}

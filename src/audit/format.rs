@@ -171,8 +171,9 @@ pub(super) struct Seal {
     pub last_mac: String,
     /// Hex SHA-256 of the file's bytes before the seal line.
     pub sha256: String,
-    /// Sealed when a writer started after a crash, not by the writer that
-    /// wrote the records.
+    /// Sealed by recovery (a writer starting after a crash, or resuming
+    /// after a failed write), cut after the last complete record, not by
+    /// the writer as it closed the file.
     pub recovered: bool,
     pub sealed: Timestamp,
 }
@@ -215,6 +216,8 @@ pub(super) struct RecordLine {
     pub canonical: Vec<u8>,
     pub seq: u64,
     pub mac: [u8; 32],
+    /// For a gap record, the records it says were lost.
+    pub lost: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -224,9 +227,13 @@ struct Numbered<'a> {
     record: &'a AuditRecord,
 }
 
+/// What verification reads of a record's fields.
 #[derive(Deserialize)]
-struct SeqOnly {
+struct Checked<'a> {
     seq: u64,
+    #[serde(borrow)]
+    event: Option<&'a str>,
+    lost: Option<u64>,
 }
 
 /// The line of `record` numbered `prev.seq + 1`, and the new chain head.
@@ -253,11 +260,13 @@ pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
     let mac = decode_mac(std::str::from_utf8(&inner[at + MAC_MEMBER.len()..]).ok()?)?;
     let mut canonical = inner[..at].to_vec();
     canonical.push(b'}');
-    let SeqOnly { seq } = serde_json::from_slice(&canonical).ok()?;
+    let Checked { seq, event, lost } = serde_json::from_slice(&canonical).ok()?;
+    let lost = if event == Some("gap") { lost } else { None };
     Some(RecordLine {
         canonical,
         seq,
         mac,
+        lost,
     })
 }
 

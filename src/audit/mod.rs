@@ -47,11 +47,11 @@ pub use config::{
 };
 pub use keys::AuditKeys;
 pub use record::{
-    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, InvalidSqlState, Login,
-    NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,
+    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, GapCause, GapRecord, InvalidSqlState,
+    Login, NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,
 };
 pub use sink::{AuditHandle, AuditSink, AuditUnavailable};
-pub use verify::{verify, verify_live, Location, VerifyError, VerifyReport};
+pub use verify::{verify, verify_live, Gap, Location, VerifyError, VerifyReport};
 pub use writer::AuditError;
 
 #[cfg(test)]

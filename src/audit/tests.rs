@@ -127,6 +127,8 @@ async fn every_record_is_written_and_verifies() {
             macs_checked: true,
             recovered: vec![],
             open: None,
+            gaps: vec![],
+            lost: 0,
         }
     );
     let report = f.verify_without_mac_key().unwrap();
@@ -423,7 +425,14 @@ async fn a_full_queue_refuses_records() {
     assert_eq!(handle.dropped(), 1);
     handle.shutdown().await.unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(f.verify().unwrap().records, 2);
+    // The two records and a gap record for the third.
+    let report = f.verify().unwrap();
+    assert_eq!((report.records, report.lost), (3, 1));
+    let text = fs::read_to_string(&f.files()[0]).unwrap();
+    assert!(
+        text.contains("\"lost\":1,\"cause\":\"queue_full\""),
+        "{text}"
+    );
     assert_eq!(handle.record(statement(4)), Err(AuditUnavailable));
 }
 
@@ -443,12 +452,62 @@ async fn with_continue_a_full_queue_counts_drops() {
     assert_eq!(handle.dropped(), 3);
     handle.shutdown().await.unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(f.verify().unwrap().records, 2);
+    let report = f.verify().unwrap();
+    assert_eq!((report.records, report.lost, report.gaps.len()), (3, 3, 1));
 }
 
 #[tokio::test]
-async fn a_failed_writer_makes_the_log_unavailable() {
+async fn a_failed_writer_refuses_until_it_resumes_and_writes_a_gap_record() {
     let f = Fixture::new();
+    let (dir, handle, task) = broken_sink(&f).await;
+    assert_eq!(handle.record(statement(2)), Err(AuditUnavailable));
+    assert_eq!(handle.dropped(), 1);
+
+    fs::remove_file(&dir).unwrap();
+    wait_until(|| handle.healthy()).await;
+    handle.record(statement(3)).unwrap();
+    handle.shutdown().await.unwrap();
+    task.await.unwrap().unwrap();
+    let report = verify(&dir, Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    // The gap, statement 1 (kept through the failure), statement 3.
+    assert_eq!((report.records, report.lost), (3, 1));
+    assert_eq!(
+        report.gaps,
+        vec![Gap {
+            at: at(&report_file(&dir), 2),
+            seq: 1,
+            lost: 1
+        }]
+    );
+    let text = fs::read_to_string(dir.join(report_file(&dir))).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].contains("\"lost\":1,\"cause\":\"write_failed\""),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains("\"connection\":1,"), "{}", lines[2]);
+    assert!(lines[3].contains("\"connection\":3,"), "{}", lines[3]);
+}
+
+#[tokio::test]
+async fn a_log_still_down_at_shutdown_counts_what_it_could_not_write() {
+    let f = Fixture::new();
+    let (_, handle, task) = broken_sink(&f).await;
+    assert!(matches!(handle.shutdown().await, Err(AuditError::Stopped)));
+    assert!(task.await.unwrap().is_err());
+    assert_eq!(handle.dropped(), 1);
+}
+
+/// A sink writing to a directory that is then replaced by a file, after
+/// statement 1 was handed to it: the writer has failed.
+async fn broken_sink(
+    f: &Fixture,
+) -> (
+    PathBuf,
+    AuditHandle,
+    tokio::task::JoinHandle<Result<(), AuditError>>,
+) {
     let dir = f.dir().join("log");
     let config = AuditConfig {
         dir: dir.clone(),
@@ -456,22 +515,27 @@ async fn a_failed_writer_makes_the_log_unavailable() {
     };
     let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
     fs::remove_dir(&dir).unwrap();
+    fs::write(&dir, "not a directory").unwrap();
     handle.record(statement(1)).unwrap();
-    let err = task.await.unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            AuditError::Io {
-                action: "create",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(!handle.healthy() && handle.refusing());
-    assert_eq!(handle.record(statement(2)), Err(AuditUnavailable));
-    assert!(matches!(handle.shutdown().await, Err(AuditError::Stopped)));
-    assert_eq!(handle.dropped(), 2);
+    wait_until(|| handle.refusing()).await;
+    (dir, handle, task)
+}
+
+/// The name of the only file in `dir`.
+fn report_file(dir: &Path) -> String {
+    let mut names = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name());
+    let name = names.next().unwrap().into_string().unwrap();
+    assert!(names.next().is_none());
+    name
+}
+
+/// Waits (at most ten seconds) until `condition` holds.
+async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[test]

@@ -27,6 +27,15 @@
 //! ([`VerifyError::MissingFile`]). Removing the newest files leaves a
 //! valid shorter log; only a record of the last seq kept elsewhere (the
 //! proxy's logs, monitoring) can show it.
+//!
+//! # Lost records
+//!
+//! Records pgveil could not write (a full queue, a disk that failed for a
+//! while) leave no hole in the chain: the writer counts them and writes a
+//! gap record saying how many, chained like any other. Verification lists
+//! every gap record ([`VerifyReport::gaps`]) and the total lost; the log
+//! still verifies, since nothing was altered, but it says it is
+//! incomplete.
 
 use std::fmt;
 use std::fs;
@@ -113,6 +122,19 @@ pub struct VerifyReport {
     pub recovered: Vec<String>,
     /// With [`verify_live`], the newest file if it is not sealed yet.
     pub open: Option<String>,
+    /// The gap records: where pgveil wrote that records were lost.
+    pub gaps: Vec<Gap>,
+    /// The records lost, over all gap records.
+    pub lost: u64,
+}
+
+/// A gap record: `lost` records before it were never written (the queue
+/// was full, or the disk could not take them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub at: Location,
+    pub seq: u64,
+    pub lost: u64,
 }
 
 /// Verifies every file in `dir`, all of which must be sealed. With
@@ -172,6 +194,7 @@ pub(super) struct Scanned {
     pub sealed: Option<bool>,
     /// Bytes up to the end of the last complete line before the seal.
     pub complete: usize,
+    pub gaps: Vec<Gap>,
 }
 
 fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport, VerifyError> {
@@ -191,6 +214,8 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         macs_checked: checker.mac_key.is_some(),
         recovered: Vec::new(),
         open: None,
+        gaps: Vec::new(),
+        lost: 0,
     };
     let mut previous: Option<ChainHead> = None;
     for name in names {
@@ -209,6 +234,8 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         }
         report.records += scanned.records;
         report.last_seq = scanned.head.seq;
+        report.lost += scanned.gaps.iter().map(|gap| gap.lost).sum::<u64>();
+        report.gaps.extend(scanned.gaps);
         previous = Some(scanned.head);
     }
     Ok(report)
@@ -240,6 +267,7 @@ pub(super) fn scan_file(
         });
     }
     let mut head = anchor;
+    let mut gaps = Vec::new();
     let mut number = 1;
     for (offset, line) in lines.by_ref() {
         number += 1;
@@ -258,9 +286,19 @@ pub(super) fn scan_file(
                 records: head.seq - anchor.seq,
                 sealed: Some(recovered),
                 complete: offset,
+                gaps,
             });
         }
-        head = check_record(line, head, checker).map_err(|problem| problem.at(at(number)))?;
+        let lost;
+        (head, lost) =
+            check_record(line, head, checker).map_err(|problem| problem.at(at(number)))?;
+        if let Some(lost) = lost {
+            gaps.push(Gap {
+                at: at(number),
+                seq: head.seq,
+                lost,
+            });
+        }
     }
     if tail == Tail::Sealed {
         // The seal, or a partly written line, would be the next line.
@@ -272,6 +310,7 @@ pub(super) fn scan_file(
         records: head.seq - anchor.seq,
         sealed: None,
         complete: lines.offset,
+        gaps,
     })
 }
 
@@ -341,8 +380,13 @@ impl Problem {
     }
 }
 
-/// Checks a record following `prev`; returns the new chain head.
-fn check_record(line: &[u8], prev: ChainHead, checker: &Checker) -> Result<ChainHead, Problem> {
+/// Checks a record following `prev`; returns the new chain head and, for
+/// a gap record, the records it says were lost.
+fn check_record(
+    line: &[u8],
+    prev: ChainHead,
+    checker: &Checker,
+) -> Result<(ChainHead, Option<u64>), Problem> {
     let record = split_record(line).ok_or(Problem::Unparseable("not an audit record"))?;
     if record.seq != prev.seq + 1 {
         return Err(Problem::SeqGap {
@@ -355,10 +399,11 @@ fn check_record(line: &[u8], prev: ChainHead, checker: &Checker) -> Result<Chain
             return Err(Problem::MacMismatch);
         }
     }
-    Ok(ChainHead {
+    let head = ChainHead {
         seq: record.seq,
         mac: record.mac,
-    })
+    };
+    Ok((head, record.lost))
 }
 
 /// Checks a seal over `before`, the file's preceding bytes, which run from

@@ -7,7 +7,9 @@
 //! checked (seq and MAC chain), a partly written last line is cut off, and
 //! it is sealed with `"recovered": true`. A file whose records do not
 //! verify stops the start: it is evidence, and only a person should move
-//! it aside. An empty file (created just before a crash) is removed.
+//! it aside. A file without a complete line (created just before a crash)
+//! is removed. After a failed write, [`LogWriter::resume`] does the same
+//! without a restart.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -162,6 +164,27 @@ impl LogWriter {
         self.current.as_mut().map_or(Ok(()), OpenFile::flush)
     }
 
+    /// The seq of the last record appended.
+    pub fn seq(&self) -> u64 {
+        self.head.seq
+    }
+
+    /// Continues after a failed append, sync or seal, which left the open
+    /// file in a state only the disk knows: forgets that file and does what
+    /// a start does (see the module documentation), so the newest file is
+    /// cut after its last complete record and sealed as recovered, and the
+    /// chain goes on in a new file. Returns the seq of the last record on
+    /// disk, which the chain continues from. Fails, and may be called
+    /// again, while the disk still cannot take the seal.
+    pub fn resume(&mut self, now: SystemTime) -> Result<u64, AuditError> {
+        self.current = None;
+        create_dir(&self.dir)?;
+        let (head, newest) = recover(&self.dir, &self.keys, now)?;
+        self.head = head;
+        self.newest = newest;
+        Ok(head.seq)
+    }
+
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> Result<(), AuditError> {
         self.current.as_mut().map_or(Ok(()), OpenFile::sync)
@@ -280,7 +303,9 @@ fn recover(
     while let Some(&newest) = names.last() {
         let path = dir.join(newest.to_string());
         let bytes = fs::read(&path).map_err(io_error("read", &path))?;
-        if bytes.is_empty() {
+        if !bytes.contains(&b'\n') {
+            // Empty, or a partly written header: created just before a
+            // crash or a failed write, with no record in it.
             fs::remove_file(&path).map_err(io_error("delete", &path))?;
             names.pop();
             continue;

@@ -123,6 +123,7 @@ fn detail(record: &AuditRecord) -> String {
         AuditRecord::Alert(alert) => {
             format!("over {} rows in {} s", alert.threshold, alert.window_secs)
         }
+        AuditRecord::Gap(gap) => format!("{} records lost ({})", gap.lost, gap.cause.name()),
     }
 }
 
