@@ -6,7 +6,7 @@ mod common;
 
 use common::crm::setup;
 use common::sqlstate;
-use pgveil::audit::{verify, AuditConfig, BulkConfig, OnBulk};
+use pgveil::audit::{verify, AuditConfig, BulkConfig, OnBulk, VerifyError, VerifyReport};
 use serde_json::Value;
 
 fn records(dir: &std::path::Path) -> (Vec<Value>, String) {
@@ -162,16 +162,9 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             .unwrap_err();
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let keyring_mac = *crm.keyring.audit_mac_key().unwrap();
-    let public = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(crm.keyring.audit_public_key_base64().unwrap())
-            .unwrap()
-    };
     tokio::task::block_in_place(|| crm.proxy.shutdown());
 
-    let report = verify(&dir, Some(&keyring_mac), &public).expect("the log verifies");
+    let report = verify_crm(&dir).expect("the log verifies");
     assert!(report.records > 0 && report.macs_checked);
     let (records, text) = records(&dir);
     for secret in secrets {
@@ -298,16 +291,7 @@ async fn every_access_is_recorded_without_values_and_verifies() {
     assert!(!text.contains("copy1@example.org") && !text.contains("exact@example.org"));
 
     // Compliance staff's commands on the same log.
-    let public_b64 = crm.keyring.audit_public_key_base64().unwrap();
-    let verify_cli = || {
-        pgveil()
-            .args(["audit", "verify"])
-            .arg(&dir)
-            .args(["--public-key", &public_b64])
-            .output()
-            .unwrap()
-    };
-    assert!(verify_cli().status.success());
+    assert_eq!(verify_cli(&dir).0, Some(0));
     let out = pgveil()
         .args(["audit", "search"])
         .arg(&dir)
@@ -348,9 +332,9 @@ async fn every_access_is_recorded_without_values_and_verifies() {
         .unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replacen("\"rows\":1", "\"rows\":9", 1)).unwrap();
-    let out = verify_cli();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+    let (code, out) = verify_cli(&dir);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("FAILED"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -419,24 +403,23 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The audit public key and MAC key of the CRM's keyring.
-fn audit_keys(crm: &common::crm::Crm) -> (Vec<u8>, [u8; 32]) {
+/// Verifies `dir` with the CRM's audit keys.
+fn verify_crm(dir: &std::path::Path) -> Result<VerifyReport, VerifyError> {
     use base64::Engine;
+    let keyring = common::crm::keyring();
     let public = base64::engine::general_purpose::STANDARD
-        .decode(crm.keyring.audit_public_key_base64().unwrap())
+        .decode(keyring.audit_public_key_base64().unwrap())
         .unwrap();
-    (public, *crm.keyring.audit_mac_key().unwrap())
+    verify(dir, Some(keyring.audit_mac_key().unwrap()), &public)
 }
 
 /// `pgveil audit verify DIR --public-key KEY`: exit code and output.
-fn verify_cli(dir: &std::path::Path, crm: &common::crm::Crm) -> (Option<i32>, String) {
+fn verify_cli(dir: &std::path::Path) -> (Option<i32>, String) {
+    let key = common::crm::keyring().audit_public_key_base64().unwrap();
     let out = pgveil()
         .args(["audit", "verify"])
         .arg(dir)
-        .args([
-            "--public-key",
-            &crm.keyring.audit_public_key_base64().unwrap(),
-        ])
+        .args(["--public-key", &key])
         .output()
         .unwrap();
     (
@@ -546,8 +529,7 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
     drop((app, support));
     tokio::task::block_in_place(|| crm.proxy.shutdown());
 
-    let (public, mac) = audit_keys(&crm);
-    let report = verify(&dir, Some(&mac), &public).expect("the log verifies across the gap");
+    let report = verify_crm(&dir).expect("the log verifies across the gap");
     assert_eq!(report.gaps.len(), 1, "{report:?}");
     // At least the three refused statements, the two unprotected ones and
     // the new session's connection events.
@@ -567,7 +549,7 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
         "the insert after the recovery is recorded"
     );
 
-    let (code, out) = verify_cli(&dir, &crm);
+    let (code, out) = verify_cli(&dir);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains(&format!(
@@ -584,4 +566,191 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
         .unwrap();
     common::assert_success("audit search", &out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+/// `pgveil serve` run as a program in front of the CRM, logging JSON lines
+/// to a file.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+impl Served {
+    /// Starts the binary with the CRM's policy and keys and `audit` as
+    /// its `[audit]` section; waits until it listens.
+    fn start(name: &str, audit: &str) -> Served {
+        let files = common::crm::prepared();
+        let dir = std::env::temp_dir().join(format!("pgveil-served-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let config = dir.join("pgveil.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = {addr:?}\nupstream = {:?}\nlog_format = \"json\"\nshutdown_grace_secs = 30\n\
+                 policy = {:?}\nkeyring = {:?}\nmaster_key_file = {:?}\n[audit]\n{audit}\n",
+                common::Cluster::shared().addr(),
+                common::crm::policy_file(),
+                files.keyring,
+                files.master_key,
+            ),
+        )
+        .unwrap();
+        let log = dir.join("pgveil.log");
+        let child = pgveil()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgveil did not start listening"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Served { child, addr, log }
+    }
+
+    async fn connect(&self, user: &str) -> tokio_postgres::Client {
+        let (host, port) = self.addr.split_once(':').unwrap();
+        common::try_connect(&format!(
+            "host={host} port={port} user={user} password=pw dbname=postgres connect_timeout=10"
+        ))
+        .await
+        .unwrap()
+    }
+
+    /// What pgveil logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// Sends SIGTERM.
+    fn signal(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for a successful exit; returns the log.
+    fn wait(mut self) -> String {
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "pgveil exit status {status}: {}",
+            self.log()
+        );
+        self.log()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until pgveil's log contains `text`.
+async fn logged(served: &Served, text: &str) {
+    eventually(text, || async { served.log().contains(text).then_some(()) }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_continue_a_full_disk_serves_counts_and_warns() {
+    let Some(disk) = SmallDisk::mount("continue") else {
+        return;
+    };
+    let dir = disk.path.join("audit");
+    let served = Served::start(
+        "continue",
+        &format!("dir = {dir:?}\non_failure = \"continue\""),
+    );
+    let app = served.connect("crm_user").await;
+    let insert = "insert into customers (email, segment) values ($1, 'continue-seg')";
+    app.execute(insert, &[&"before@example.org"]).await.unwrap();
+    disk.fill();
+    eventually("the audit log fails", || async {
+        app.simple_query("select email from customers where segment = 'continue-seg'")
+            .await
+            .unwrap();
+        served
+            .log()
+            .contains("the audit log cannot be written")
+            .then_some(())
+    })
+    .await;
+    let secret = "during@example.org";
+    for _ in 0..20 {
+        app.execute(insert, &[&secret])
+            .await
+            .expect("served unlogged");
+    }
+    assert_eq!(rows_in_segment("continue-seg"), 21);
+    let log = served.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("records are being dropped"))
+        .count();
+    assert_eq!(warnings, 1, "warned once, not per record: {log}");
+    assert!(log.contains("\"dropped\":"), "{log}");
+
+    disk.free();
+    logged(&served, "the audit log is writable again").await;
+    app.execute(insert, &[&"after@example.org"]).await.unwrap();
+    drop(app);
+    served.signal();
+    let log = served.wait();
+    assert!(!log.contains(secret), "{log}");
+
+    let report = verify_crm(&dir).expect("the log verifies across the gap");
+    assert_eq!(report.gaps.len(), 1, "{report:?}");
+    assert!(report.lost >= 20, "{report:?}");
+    let (records, text) = records(&dir);
+    assert!(!text.contains(secret));
+    let gap = records.iter().position(|r| r["event"] == "gap").unwrap();
+    assert_eq!(records[gap]["lost"].as_u64(), Some(report.lost));
+    let (code, out) = verify_cli(&dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("INCOMPLETE"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_every_queued_record_and_seals() {
+    let dir = std::env::temp_dir().join(format!("pgveil-audit-sigterm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let served = Served::start("sigterm", &format!("dir = {dir:?}"));
+    let app = served.connect("crm_user").await;
+    app.batch_execute("set pgveil.actor = 'sigterm'")
+        .await
+        .unwrap();
+    let lookup = |i: usize| format!("select email from customers where id = {i}");
+    for i in 0..300 {
+        app.simple_query(&lookup(i)).await.unwrap();
+    }
+    served.signal();
+    // The session goes on during the grace period, its records queued
+    // behind the shutdown.
+    for i in 300..600 {
+        app.simple_query(&lookup(i)).await.unwrap();
+    }
+    drop(app);
+    served.wait();
+
+    let report = verify_crm(&dir).expect("sealed and verified");
+    assert_eq!((report.lost, report.open.clone()), (0, None), "{report:?}");
+    let (records, _) = records(&dir);
+    let statements = records
+        .iter()
+        .filter(|r| r["event"] == "statement" && r["actor"] == "sigterm")
+        .count();
+    assert_eq!(statements, 601, "the SET and 600 lookups");
+    assert!(records.iter().any(|r| r["event"] == "disconnect"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -77,14 +77,16 @@ fn load_policy() -> Policy {
     Policy::load(&[policy_file()]).unwrap()
 }
 
+/// The CRM's keyring, loaded.
+pub fn keyring() -> Keyring {
+    let files = prepared();
+    let master = MasterKey::from_file(&files.master_key).unwrap();
+    Keyring::load(&files.keyring, &master).unwrap()
+}
+
 /// A pgveil in front of the CRM, recording to the audit log `audit`
 /// describes, if given. The CRM is set up on first use.
 pub fn setup(audit: Option<AuditConfig>) -> Crm {
-    let files = prepared();
-    let keyring = || {
-        let master = MasterKey::from_file(&files.master_key).unwrap();
-        Keyring::load(&files.keyring, &master).unwrap()
-    };
     let veil = Veil::new(load_policy(), keyring());
     let config = pgveil::config::Config {
         upstream: Cluster::shared().addr(),
