@@ -16,16 +16,40 @@ fn records(dir: &std::path::Path) -> (Vec<Value>, String) {
         .map(|e| e.path())
         .collect();
     files.sort();
-    let text: String = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect();
+    let text: String = files.iter().map(|f| read_text(f)).collect();
     let records = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v.get("event").is_some())
         .collect();
     (records, text)
+}
+
+/// The text of an audit file, compressed or not.
+fn read_text(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let file = std::fs::File::open(path).unwrap();
+    let mut text = String::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::MultiGzDecoder::new(file).read_to_string(&mut text)
+    } else {
+        std::io::BufReader::new(file).read_to_string(&mut text)
+    }
+    .unwrap();
+    text
+}
+
+/// Replaces an audit file's text, compressing it again if it was.
+fn write_text(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap();
+    } else {
+        file.write_all(text.as_bytes()).unwrap();
+    }
 }
 
 fn statements<'r>(records: &'r [Value], role: &str) -> Vec<&'r Value> {
@@ -323,18 +347,26 @@ async fn every_access_is_recorded_without_values_and_verifies() {
     assert!(html.contains("<svg") && html.contains("crm_user"));
     assert!(!html.contains("Audit Person"));
 
-    // One byte changed in a record: verification fails, naming it.
+    // One byte changed in a record of the (compressed) file: verification
+    // fails, naming it.
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .min()
         .unwrap();
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replacen("\"rows\":1", "\"rows\":9", 1)).unwrap();
+    let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.ends_with(".jsonl.gz"),
+        "sealed at shutdown, then compressed"
+    );
+    write_text(
+        &file,
+        &read_text(&file).replacen("\"rows\":1", "\"rows\":9", 1),
+    );
     let (code, out) = verify_cli(&dir);
     assert_eq!(code, Some(1));
-    assert!(out.contains("FAILED"), "{out}");
+    assert!(out.contains("FAILED") && out.contains(&name), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -751,6 +783,13 @@ async fn sigterm_writes_every_queued_record_and_seals() {
         .filter(|r| r["event"] == "statement" && r["actor"] == "sigterm")
         .count();
     assert_eq!(statements, 601, "the SET and 600 lookups");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            name.ends_with(".jsonl.gz"),
+            "compressed once sealed: {name}"
+        );
+    }
     assert!(records.iter().any(|r| r["event"] == "disconnect"));
     let _ = std::fs::remove_dir_all(&dir);
 }

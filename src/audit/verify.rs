@@ -38,7 +38,6 @@
 //! incomplete.
 
 use std::fmt;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -46,9 +45,10 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::compress;
 use super::format::{
-    decode_mac, is_seal, list_files, record_mac, split_record, split_seal, ChainHead, Header, Seal,
-    FORMAT,
+    decode_mac, is_seal, list_files, record_mac, split_record, split_seal, AuditFile, ChainHead,
+    Header, Seal, FORMAT,
 };
 
 /// A file and a 1-based line in it.
@@ -202,12 +202,12 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         let path = path.to_owned();
         move |source| VerifyError::Read { path, source }
     };
-    let names = list_files(dir).map_err(read_error(dir))?;
-    let Some(newest) = names.last().copied() else {
+    let files = list_files(dir).map_err(read_error(dir))?;
+    let Some(newest) = files.last().map(|file| file.name) else {
         return Err(VerifyError::NoFiles(dir.into()));
     };
     let mut report = VerifyReport {
-        files: names.len(),
+        files: files.len(),
         records: 0,
         anchor_seq: 0,
         last_seq: 0,
@@ -218,12 +218,15 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         lost: 0,
     };
     let mut previous: Option<ChainHead> = None;
-    for name in names {
-        let path = dir.join(name.to_string());
-        let bytes = fs::read(&path).map_err(read_error(&path))?;
-        let file_tail = if name == newest { tail } else { Tail::Sealed };
-        let name = name.to_string();
-        let scanned = scan_file(&name, &bytes, previous, checker, file_tail)?;
+    for file in files {
+        let name = file.entry();
+        let bytes = compress::read(dir, &file).map_err(read_error(&dir.join(&name)))?;
+        let file_tail = if file.name == newest {
+            tail
+        } else {
+            Tail::Sealed
+        };
+        let scanned = scan_file(&file, &bytes, previous, checker, file_tail)?;
         if previous.is_none() {
             report.anchor_seq = scanned.anchor.seq;
         }
@@ -241,17 +244,19 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
     Ok(report)
 }
 
-/// Checks one file, named `name`, that must continue from `expected`
-/// (any anchor if `None`).
+/// Checks the bytes of `file`, which must continue from `expected` (any
+/// anchor if `None`). Problems are located in the entry read.
 pub(super) fn scan_file(
-    name: &str,
+    file: &AuditFile,
     bytes: &[u8],
     expected: Option<ChainHead>,
     checker: &Checker,
     tail: Tail,
 ) -> Result<Scanned, VerifyError> {
+    let name = &file.name.to_string();
+    let entry = file.entry();
     let at = |line| Location {
-        file: name.into(),
+        file: entry.clone(),
         line,
     };
     let mut lines = Lines { bytes, offset: 0 };
