@@ -30,6 +30,9 @@ use crate::veil::Veil;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
 const DENIED: &str = "42501";
+/// SQLSTATE for a value withheld while the audit log cannot record its
+/// reading: `io_error`, as pgveil's refusals of statements then.
+const UNRECORDED: &str = "58030";
 
 /// What a reader gets in place of one value.
 pub enum Revealed {
@@ -38,8 +41,40 @@ pub enum Revealed {
     /// This, in the reader's encoding.
     Value(Vec<u8>),
     Null,
-    /// Access denied by the policy of this column.
-    Denied(String),
+    /// Withheld: denied by the policy of this column, or not recordable.
+    Denied(Denial),
+}
+
+/// A value withheld from a reader.
+#[derive(Debug)]
+pub struct Denial {
+    /// `schema.table.column`.
+    pub column: String,
+    /// Withheld because the audit log cannot record the access now (with
+    /// `on_failure = "refuse"`), not by the policy.
+    pub unrecorded: bool,
+}
+
+impl Denial {
+    fn policy(column: String) -> Revealed {
+        Revealed::Denied(Self {
+            column,
+            unrecorded: false,
+        })
+    }
+
+    /// The ErrorResponse the reader gets instead of the row.
+    pub fn error(&self) -> Bytes {
+        if self.unrecorded {
+            let message = format!(
+                "pgveil: column {} cannot be revealed now: the audit log cannot record the access",
+                self.column
+            );
+            reply::error(Severity::Error, UNRECORDED, &message)
+        } else {
+            denied(&self.column)
+        }
+    }
 }
 
 /// The reader's identity, as the policy sees it, and its encoding.
@@ -107,9 +142,10 @@ impl<'a> ServerTap<'a> {
         match self.with_reader(|reader| copy_out::reveal_row(veil, reader, options, &frame[5..])) {
             Ok(None) => out.push(frame),
             Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
-            Err(column) => {
-                out.push(denied(&column));
-                self.deny();
+            Err(denial) => {
+                let error = denial.error();
+                self.deny(&error);
+                out.push(error);
             }
         }
     }
@@ -122,18 +158,19 @@ impl<'a> ServerTap<'a> {
         match self.with_reader(|reader| data_row(veil, reader, frame)) {
             Ok(row) => out.push(row),
             Err(denied) => {
+                self.deny(&denied);
                 out.push(denied);
-                self.deny();
             }
         }
     }
 
-    /// A value was denied: the statement fails with 42501, and the rest of
-    /// the server's answer up to ReadyForQuery is dropped.
-    fn deny(&mut self) {
+    /// A value was withheld: the statement fails with `error`, and the
+    /// rest of the server's answer up to ReadyForQuery is dropped.
+    fn deny(&mut self, error: &[u8]) {
         self.skipping = true;
         if let Some(trail) = self.trail {
-            trail.failed(DENIED.as_bytes(), &self.declared());
+            let code = reply::error_field(error, b'C').unwrap_or(DENIED.as_bytes());
+            trail.failed(code, &self.declared());
         }
     }
 
@@ -349,8 +386,8 @@ pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes,
             Revealed::Keep => put_field(&mut body, *field),
             Revealed::Value(value) => put_field(&mut body, Some(&value)),
             Revealed::Null => put_field(&mut body, None),
-            Revealed::Denied(column) => {
-                return Err(denied(&column));
+            Revealed::Denied(denial) => {
+                return Err(denial.error());
             }
         }
     }
@@ -388,7 +425,14 @@ pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed 
         }
         Action::Deny => {
             note(Some(action));
-            return Revealed::Denied(column.qualified_name());
+            return Denial::policy(column.qualified_name());
+        }
+        _ if reader.trail.is_some_and(Trail::refusing) => {
+            note(Some(Action::Deny));
+            return Revealed::Denied(Denial {
+                column: column.qualified_name(),
+                unrecorded: true,
+            });
         }
         _ => match veil.keyring.decrypt(domain, envelope) {
             Ok(plaintext) => plaintext,
@@ -401,7 +445,7 @@ pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed 
     };
     if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
         note(Some(Action::Deny));
-        return Revealed::Denied(column.qualified_name());
+        return Denial::policy(column.qualified_name());
     }
     note(Some(action));
     let text = String::from_utf8_lossy(&plaintext);

@@ -493,7 +493,16 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
         dir: dir.clone(),
         ..AuditConfig::default()
     }));
+    common::Cluster::shared().psql_direct(
+        "create view refuse_view as select email, segment from customers; \
+         grant select on refuse_view to crm_app",
+    );
     let app = crm.connect("crm_user").await;
+    app.batch_execute(
+        "prepare refuse_lookup as select email from customers where segment = 'refuse-seg'",
+    )
+    .await
+    .unwrap();
     let lookup = "select email from customers where segment = 'refuse-seg'";
     let prepared = app
         .prepare("select email from customers where segment = $1")
@@ -537,6 +546,17 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
     let err = app.query(&prepared, &[&"refuse-seg"]).await.unwrap_err();
     assert_eq!(sqlstate(&err), Some("58030"), "prepared before the failure");
     assert_eq!(rows_in_segment("refuse-seg"), 1, "nothing written");
+    // Reads whose text names no protected table are withheld row by row.
+    for read in [
+        "select email from refuse_view where segment = 'refuse-seg'",
+        "execute refuse_lookup",
+    ] {
+        let err = app.simple_query(read).await.unwrap_err();
+        assert_eq!(sqlstate(&err), Some("58030"), "{read}: {err}");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("public.customers.email"), "{message}");
+        assert!(!message.contains("before@example.org"), "{message}");
+    }
     // Unprotected statements are served, on this session and on new ones.
     app.simple_query("select 1").await.unwrap();
     let support = crm.connect("support_user").await;
@@ -551,6 +571,8 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
         common::simple_rows(&rows),
         vec![vec![Some("before@example.org".to_owned())]]
     );
+    let rows = app.simple_query("execute refuse_lookup").await.unwrap();
+    assert_eq!(common::simple_rows(&rows).len(), 1);
     app.execute(
         "insert into customers (email, segment) values ($1, 'refuse-seg')",
         &[&"after@example.org"],
