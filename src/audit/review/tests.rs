@@ -757,3 +757,32 @@ fn html_escapes_markup_and_quotes() {
         "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
     );
 }
+
+#[test]
+fn gap_records_are_counted_shown_and_searched() {
+    let gap = AuditRecord::Gap(crate::audit::GapRecord {
+        time: at("2026-11-25T12:00:00Z"),
+        lost: 7,
+        cause: crate::audit::GapCause::WriteFailed,
+    });
+    let report = Report::build([Ok(gap.clone())], two_days()).unwrap();
+    assert_eq!(report.totals.lost, 7);
+    let mut text = Vec::new();
+    write_report(&report, ReportFormat::Text, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("records lost (not written)") && l.trim_end().ends_with('7')),
+        "{text}"
+    );
+    let filter = Filter {
+        event: Some(EventKind::Gap),
+        ..Filter::default()
+    };
+    assert!(filter.matches(&gap));
+    assert_eq!(
+        search::detail(&gap),
+        "7 records lost (write_failed)",
+        "what a search prints"
+    );
+}
