@@ -256,4 +256,29 @@ mod tests {
         let text = include_str!("../pgveil.example.toml");
         parse(text).unwrap();
     }
+
+    #[test]
+    fn the_example_audit_section_is_valid_and_compresses() {
+        let text = include_str!("../pgveil.example.toml");
+        let start = text.find("# [audit]").unwrap();
+        let uncommented: String = text[start..]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.starts_with('[')
+                    || line.split_once('=').is_some_and(|(key, _)| {
+                        key.trim_end()
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = parse(&format!("keyring = \"k.toml\"\n{uncommented}")).unwrap();
+        let audit = config.audit.unwrap();
+        assert!(audit.compress);
+        assert_eq!(audit.on_failure, crate::audit::OnFailure::Refuse);
+        let off = parse("keyring = \"k\"\n[audit]\ncompress = false").unwrap();
+        assert!(!off.audit.unwrap().compress);
+    }
 }

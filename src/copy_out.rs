@@ -9,12 +9,12 @@
 //! see, escaped or quoted for the format. Binary COPY output is passed on
 //! as it is: its protected values stay ciphertext.
 
-use crate::reveal::{Memo, Reader, Revealed};
+use crate::reveal::{Denial, Memo, Reader, Revealed};
 use crate::rewrite::{CopyFormat, CopyOptions};
 use crate::veil::Veil;
 
-/// A revealed row, or the column whose value is denied.
-pub type RowResult = Result<Option<Vec<u8>>, String>;
+/// A revealed row, or the value withheld.
+pub type RowResult = Result<Option<Vec<u8>>, Denial>;
 
 /// Reveals one row of COPY data; `Ok(None)` when it is unchanged.
 pub fn reveal_row<'v>(
@@ -53,7 +53,7 @@ pub fn reveal_row<'v>(
                     put_text(&mut out, value, *delimiter);
                 }
             }
-            Revealed::Denied(column) => return Err(column),
+            Revealed::Denied(denial) => return Err(denial),
         }
     }
     out.extend_from_slice(ending);

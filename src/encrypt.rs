@@ -235,7 +235,7 @@ impl<'a> ClientTap<'a> {
         self.shared.expect_copy_out(copy_out_in(&sql));
         let outcome = self.analyse(veil, &sql);
         self.note_query(&sql, written(&outcome));
-        if self.audit_refusing(&outcome) {
+        if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
         }
         match outcome {
@@ -350,7 +350,7 @@ impl<'a> ClientTap<'a> {
         }
         let outcome = self.rewrite(veil, &sql);
         self.note_parse(&name, &sql, written(&outcome));
-        if self.audit_refusing(&outcome) {
+        if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
         }
         match outcome {
@@ -385,6 +385,9 @@ impl<'a> ClientTap<'a> {
         let Some(name) = name else {
             return out.push(frame);
         };
+        if self.audit_refusing_prepared(&name) {
+            return self.refuse_extended(veil, &audit_unavailable(), out, &name);
+        }
         if let Some(options) = self.copy_out_statements.get(&*name) {
             self.shared.expect_copy_out(vec![options.clone()]);
         }
@@ -504,10 +507,20 @@ impl Tap for ClientTap<'_> {
 }
 
 impl ClientTap<'_> {
-    /// Whether the audit log is down and `outcome` touches protected
-    /// columns, with `on_failure = "refuse"`.
-    fn audit_refusing(&self, outcome: &Outcome) -> bool {
-        self.trail.is_some_and(Trail::refusing) && !matches!(outcome, Outcome::Unchanged)
+    /// Whether the audit log is down, with `on_failure = "refuse"`, and
+    /// `sql` (analysed as `outcome`) may touch protected columns: it
+    /// writes or compares them, or mentions a protected table.
+    fn audit_refusing(&self, veil: &Veil, sql: &str, outcome: &Outcome) -> bool {
+        self.trail.is_some_and(Trail::refusing)
+            && (!matches!(outcome, Outcome::Unchanged) || veil.policy.mentions_protected_table(sql))
+    }
+
+    /// Whether the audit log is down, with `on_failure = "refuse"`, and the
+    /// prepared statement `name` may touch protected columns. Checked at
+    /// each Bind, since the log may have gone down after the Parse.
+    fn audit_refusing_prepared(&self, name: &str) -> bool {
+        self.trail.is_some_and(Trail::refusing)
+            && self.texts.get(name).is_some_and(|text| text.protected())
     }
 }
 

@@ -33,6 +33,9 @@ use crate::veil::Veil;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
 const DENIED: &str = "42501";
+/// SQLSTATE for a value withheld while the audit log cannot record its
+/// reading: `io_error`, as pgveil's refusals of statements then.
+const UNRECORDED: &str = "58030";
 
 /// What a reader gets in place of one value.
 pub enum Revealed<'m> {
@@ -41,8 +44,33 @@ pub enum Revealed<'m> {
     /// This, in the reader's encoding.
     Value(&'m [u8]),
     Null,
-    /// Access denied by the policy of this column.
-    Denied(String),
+    /// Withheld: denied by the policy of this column, or not recordable.
+    Denied(Denial),
+}
+
+/// A value withheld from a reader.
+#[derive(Debug)]
+pub struct Denial {
+    /// `schema.table.column`.
+    pub column: String,
+    /// Withheld because the audit log cannot record the access now (with
+    /// `on_failure = "refuse"`), not by the policy.
+    pub unrecorded: bool,
+}
+
+impl Denial {
+    /// The ErrorResponse the reader gets instead of the row.
+    pub fn error(&self) -> Bytes {
+        if self.unrecorded {
+            let message = format!(
+                "pgveil: column {} cannot be revealed now: the audit log cannot record the access",
+                self.column
+            );
+            reply::error(Severity::Error, UNRECORDED, &message)
+        } else {
+            denied(&self.column)
+        }
+    }
 }
 
 /// The reader's identity, as the policy sees it, and its encoding.
@@ -122,9 +150,10 @@ impl<'a> ServerTap<'a> {
         match revealed {
             Ok(None) => out.push(frame),
             Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
-            Err(column) => {
-                out.push(denied(&column));
-                self.deny();
+            Err(denial) => {
+                let error = denial.error();
+                self.deny(&error);
+                out.push(error);
             }
         }
     }
@@ -138,19 +167,20 @@ impl<'a> ServerTap<'a> {
             Ok(None) => out.push(frame),
             Ok(Some(row)) => out.push(row),
             Err(denied) => {
+                self.deny(&denied);
                 out.push(denied);
-                self.deny();
             }
         }
     }
 
-    /// A value was denied: the statement fails with 42501, and the rest of
-    /// the server's answer up to ReadyForQuery is dropped.
-    fn deny(&mut self) {
+    /// A value was withheld: the statement fails with `error`, and the
+    /// rest of the server's answer up to ReadyForQuery is dropped.
+    fn deny(&mut self, error: &[u8]) {
         self.skipping = true;
         if let Some(trail) = self.trail {
             self.memo.tell(trail);
-            trail.failed(DENIED.as_bytes(), &self.declared());
+            let code = reply::error_field(error, b'C').unwrap_or(DENIED.as_bytes());
+            trail.failed(code, &self.declared());
         }
     }
 
@@ -428,7 +458,7 @@ impl<'v> Memo<'v> {
                     put_field(&mut row, None);
                     changed = true;
                 }
-                Revealed::Denied(column) => return Err(denied(&column)),
+                Revealed::Denied(denial) => return Err(denial.error()),
             }
         }
         if seen != count || !changed {
@@ -448,6 +478,7 @@ impl<'v> Memo<'v> {
         if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
             action = Action::Deny;
         }
+        let unrecorded = reader.trail.is_some_and(Trail::refusing);
         match action {
             Action::Null => {
                 self.note(reader, column, Some(action));
@@ -455,7 +486,11 @@ impl<'v> Memo<'v> {
             }
             Action::Deny => {
                 self.note(reader, column, Some(action));
-                return Revealed::Denied(column.qualified_name());
+                return self.denial(column, false);
+            }
+            _ if unrecorded => {
+                self.note(reader, column, Some(Action::Deny));
+                return self.denial(column, true);
             }
             Action::Plaintext | Action::Masked | Action::Pseudonym => {}
         }
@@ -488,6 +523,13 @@ impl<'v> Memo<'v> {
         self.value.clear();
         self.value.extend_from_slice(&shown);
         Revealed::Value(&self.value)
+    }
+
+    fn denial(&self, column: &ColumnPolicy, unrecorded: bool) -> Revealed<'static> {
+        Revealed::Denied(Denial {
+            column: column.qualified_name(),
+            unrecorded,
+        })
     }
 
     /// The decision for `value`, by the key its envelope names (`None`

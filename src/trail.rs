@@ -71,6 +71,12 @@ impl StatementText {
         })
     }
 
+    /// Whether it may touch protected columns: it writes them or mentions
+    /// a protected table.
+    pub fn protected(&self) -> bool {
+        self.protected || !self.written.is_empty()
+    }
+
     /// Whether it is a `COPY ... FROM STDIN`: the server ignores the Syncs
     /// sent while its data flows.
     pub fn copy_in(&self) -> bool {
