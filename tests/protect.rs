@@ -839,6 +839,14 @@ async fn equality_with_any_array_encrypts_every_element() {
     let sql = "select id from customers where segment = 'any-test' \
                and email <> all('{any0@example.com,any1@example.com}') order by id";
     assert_eq!(simple_ids(&app, sql).await, vec![ids[2]]);
+    // SQL PREPARE / EXECUTE with the array as the argument.
+    app.simple_query(
+        "prepare by_emails(text[]) as select id from customers where email = any($1) order by id",
+    )
+    .await
+    .unwrap();
+    let sql = "execute by_emails('{any1@example.com,any2@example.com}')";
+    assert_eq!(simple_ids(&app, sql).await, vec![ids[1], ids[2]]);
     // What cannot be encrypted element by element is refused.
     for (sql, column) in [
         (

@@ -184,7 +184,11 @@ impl<'a> Analyzer<'a> {
             ) else {
                 continue;
             };
-            self.write(column, arg, &Scope::default())?;
+            if slot.array {
+                self.write_array(column, arg, &Scope::default())?;
+            } else {
+                self.write(column, arg, &Scope::default())?;
+            }
         }
         Ok(())
     }
