@@ -656,6 +656,12 @@ fn encrypt_bind(
         };
         let slot = slots.iter().find(|s| s.number == number);
         match (value, slot) {
+            (Some(value), Some(slot)) if slot.array => {
+                let binary = param_format(formats, number) == 1;
+                let array = encrypt_array_param(veil, encoding, slot, value, binary)?;
+                out.put_i32(array.len() as i32);
+                out.put_slice(&array);
+            }
             (Some(value), Some(slot)) => {
                 let ciphertext = encrypt_param(veil, encoding, slot, value)?;
                 out.put_i32(ciphertext.len() as i32);
@@ -672,12 +678,83 @@ fn encrypt_bind(
     Ok(reply::frame_of(b'B', &out))
 }
 
+/// The format code (0 text, 1 binary) of parameter `number` (from 1),
+/// from the format codes of a Bind: none (all text), one for all, or one
+/// per parameter.
+fn param_format(formats: &[u8], number: usize) -> i16 {
+    let code = |i: usize| {
+        formats
+            .get(2 * i..2 * i + 2)
+            .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]))
+    };
+    match formats.len() / 2 {
+        0 => 0,
+        1 => code(0),
+        _ => code(number - 1),
+    }
+}
+
+/// An array parameter for a protected column, with each element
+/// encrypted, in the format it came in.
+fn encrypt_array_param(
+    veil: &Veil,
+    encoding: ClientEncoding,
+    slot: &ParamSlot,
+    value: &[u8],
+    binary: bool,
+) -> Result<Vec<u8>, Refusal> {
+    let encrypted = if binary {
+        rewrite::array::map_binary(value, |bytes| {
+            encrypt_param(veil, encoding, slot, bytes).map_err(|r| r.message)
+        })
+    } else {
+        let text = encoding
+            .decode(value)
+            .ok_or_else(|| undecodable_value(slot))?;
+        rewrite::array::map_text(&text, |element| {
+            encrypt_value(veil, slot, element).map_err(|r| r.message)
+        })
+        .map(|array| encoding.encode(&array).into_owned())
+    };
+    encrypted.map_err(|e| match e {
+        rewrite::array::ArrayError::Element(message) => Refusal {
+            sqlstate: "XX000",
+            message,
+        },
+        error => Refusal {
+            sqlstate: "22P02",
+            message: format!(
+                "pgveil: cannot encrypt the array for column {}: {error}",
+                slot.column
+            ),
+        },
+    })
+}
+
+fn undecodable_value(slot: &ParamSlot) -> Refusal {
+    Refusal {
+        sqlstate: "22021",
+        message: format!(
+            "pgveil: the value for column {} is not valid in the client encoding",
+            slot.column
+        ),
+    }
+}
+
 fn encrypt_param(
     veil: &Veil,
     encoding: ClientEncoding,
     slot: &ParamSlot,
     value: &[u8],
 ) -> Result<String, Refusal> {
+    let text = encoding
+        .decode(value)
+        .ok_or_else(|| undecodable_value(slot))?;
+    encrypt_value(veil, slot, &text)
+}
+
+/// The ciphertext of a parameter's value (decoded text) for its column.
+fn encrypt_value(veil: &Veil, slot: &ParamSlot, text: &str) -> Result<String, Refusal> {
     let c = &slot.column;
     let column = veil
         .policy
@@ -686,11 +763,7 @@ fn encrypt_param(
             sqlstate: "XX000",
             message: format!("pgveil: no policy for column {c}"),
         })?;
-    let text = encoding.decode(value).ok_or_else(|| Refusal {
-        sqlstate: "22021",
-        message: format!("pgveil: the value for column {c} is not valid in the client encoding"),
-    })?;
-    veil.encrypt(column, &text).map_err(|e| Refusal {
+    veil.encrypt(column, text).map_err(|e| Refusal {
         sqlstate: "XX000",
         message: format!("pgveil: cannot encrypt a value for column {c}: {}", e.0),
     })

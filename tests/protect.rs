@@ -21,6 +21,21 @@ fn first_row(messages: &[SimpleQueryMessage]) -> Vec<Option<String>> {
     simple_rows(messages).into_iter().next().expect("a row")
 }
 
+/// Checks that pgveil refuses `sql` (simple protocol) with 0A000 and a
+/// message naming `column` and quoting none of `secrets`.
+async fn assert_refused(app: &tokio_postgres::Client, sql: &str, column: &str, secrets: &[&str]) {
+    let err = app.simple_query(sql).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("0A000"), "{sql}: {err}");
+    let message = err.as_db_error().unwrap().message();
+    assert!(
+        message.starts_with("pgveil:") && message.contains(column),
+        "{message}"
+    );
+    for secret in secrets {
+        assert!(!message.contains(secret), "{message}");
+    }
+}
+
 fn count_where(condition: &str) -> i64 {
     Cluster::shared()
         .psql_direct(&format!("select count(*) from customers where {condition}"))
@@ -158,17 +173,7 @@ async fn unsafe_statements_are_refused_and_write_nothing() {
             "public.customers.full_name",
         ),
     ] {
-        let err = app.simple_query(sql).await.unwrap_err();
-        assert_eq!(sqlstate(&err), Some("0A000"), "{sql}: {err}");
-        let message = err.as_db_error().unwrap().message();
-        assert!(
-            message.starts_with("pgveil:") && message.contains(column),
-            "{message}"
-        );
-        assert!(
-            !message.contains("X@EXAMPLE") && !message.contains("Alice"),
-            "{message}"
-        );
+        assert_refused(&app, sql, column, &["X@EXAMPLE", "Alice"]).await;
     }
     // The same through the extended protocol; the session goes on.
     let err = app
@@ -776,4 +781,181 @@ async fn upsert_encrypts_both_the_insert_and_the_update() {
         (row.get::<_, &str>(0), row.get::<_, &str>(1)),
         ("upsert2@example.org", "+1 555 0888")
     );
+}
+
+/// The ids of rows whose first column is an id.
+fn ids_of(rows: &[tokio_postgres::Row]) -> Vec<i64> {
+    rows.iter().map(|r| r.get::<_, i64>(0)).collect()
+}
+
+/// The ids a simple query returns in its first column.
+async fn simple_ids(client: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    let rows = client.simple_query(sql).await.unwrap();
+    simple_rows(&rows)
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn equality_with_any_array_encrypts_every_element() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let row = app
+            .query_one(
+                "insert into customers (email, segment) values ($1, 'any-test') returning id",
+                &[&format!("any{i}@example.com")],
+            )
+            .await
+            .unwrap();
+        ids.push(row.get::<_, i64>(0));
+    }
+    // A text[] parameter (binary format, as tokio-postgres and asyncpg send it).
+    let emails = vec!["any0@example.com", "any2@example.com"];
+    let rows = app
+        .query(
+            "select id from customers where email = any($1) order by id",
+            &[&emails],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&rows), vec![ids[0], ids[2]]);
+    // Literal arrays, as client-side binding writes them.
+    for array in [
+        r#"'{any0@example.com, "any2@example.com"}'"#,
+        r#"E'{"any0@example.com",any2@example.com}'::text[]"#,
+        "array['any0@example.com', 'any2@example.com']",
+        "array[$$any0@example.com$$, 'any2@example.com']::text[]",
+    ] {
+        let sql = format!("select id from customers where email = any({array}) order by id");
+        assert_eq!(
+            simple_ids(&app, &sql).await,
+            vec![ids[0], ids[2]],
+            "{array}"
+        );
+    }
+    let sql = "select id from customers where segment = 'any-test' \
+               and email <> all('{any0@example.com,any1@example.com}') order by id";
+    assert_eq!(simple_ids(&app, sql).await, vec![ids[2]]);
+    // SQL PREPARE / EXECUTE with the array as the argument.
+    app.simple_query(
+        "prepare by_emails(text[]) as select id from customers where email = any($1) order by id",
+    )
+    .await
+    .unwrap();
+    let sql = "execute by_emails('{any1@example.com,any2@example.com}')";
+    assert_eq!(simple_ids(&app, sql).await, vec![ids[1], ids[2]]);
+    // What cannot be encrypted element by element is refused.
+    for (sql, column) in [
+        (
+            "select id from customers where full_name = any('{Alice}')",
+            "public.customers.full_name",
+        ),
+        (
+            "select id from customers where email = any('{{a@b.c},{Alice@b.c}}')",
+            "public.customers.email",
+        ),
+        (
+            "select id from customers where email = any(string_to_array('Alice@b.c', ','))",
+            "public.customers.email",
+        ),
+    ] {
+        assert_refused(&app, sql, column, &["Alice"]).await;
+    }
+    let err = app
+        .query(
+            "select id from customers where full_name = any($1)",
+            &[&emails],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("0A000"), "{err}");
+}
+
+#[tokio::test]
+async fn orm_batch_inserts_through_select_are_encrypted() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let names = vec!["Ünnest Eins", "Ünnest Zwei"];
+    let emails = vec!["unnest1@example.com", "unnest2@example.com"];
+    let segments = vec!["batch-test", "batch-test"];
+    // Django's bulk_create: arrays as parameters...
+    let mut ids = ids_of(
+        &app.query(
+            "insert into \"customers\" (\"full_name\", \"email\", \"segment\") \
+             select * from unnest(($1)::text[], ($2)::text[], ($3)::text[]) returning \"customers\".\"id\"",
+            &[&names, &emails, &segments],
+        )
+        .await
+        .unwrap(),
+    );
+    // ... and as literals (client-side binding).
+    ids.extend(
+        simple_ids(
+            &app,
+            "insert into \"customers\" (\"full_name\", \"email\", \"segment\") \
+             select * from unnest(('{\"Ünnest Drei\"}')::text[], (E'{unnest3@example.com}')::text[], \
+             ('{batch-test}')::text[]) returning \"customers\".\"id\"",
+        )
+        .await,
+    );
+    // SQLAlchemy's insertmanyvalues, with parameters and with literals.
+    ids.extend(ids_of(
+        &app.query(
+            "INSERT INTO public.customers (full_name, email, segment) SELECT p0::TEXT, p1::TEXT, p2::TEXT \
+             FROM (VALUES ($1, $2, $3, 0), ($4, $5, $6, 1)) AS imp_sen(p0, p1, p2, sen_counter) \
+             ORDER BY sen_counter RETURNING public.customers.id, public.customers.id AS id__1",
+            &[
+                &"Values Vier", &"values4@example.com", &"batch-test",
+                &"Values Fünf", &"values5@example.com", &"batch-test",
+            ],
+        )
+        .await
+        .unwrap(),
+    ));
+    ids.extend(
+        simple_ids(
+            &app,
+            "INSERT INTO public.customers (full_name, email, segment) SELECT imp_sen.p0::TEXT, p1, p2 \
+             FROM (VALUES ('Values Sechs', 'values6@example.com', 'batch-test', 0)) \
+             AS imp_sen(p0, p1, p2, sen_counter) ORDER BY sen_counter RETURNING id",
+        )
+        .await,
+    );
+    assert_eq!(ids.len(), 6);
+    for id in &ids {
+        let raw = stored(*id);
+        assert!(raw.starts_with("pgv1:"), "{raw}");
+        for plain in ["nnest", "Values", "example.com"] {
+            assert!(!raw.contains(plain), "{plain} stored in clear: {raw}");
+        }
+    }
+    let found = app
+        .query(
+            "select id, full_name from customers where email = $1",
+            &[&"values5@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found[0].get::<_, i64>(0), ids[4]);
+    assert_eq!(found[0].get::<_, &str>(1), "Values Fünf");
+    assert_eq!(count_where("segment = 'batch-test'"), 6);
+    // Other INSERT ... SELECT shapes stay refused and write nothing.
+    for sql in [
+        "insert into customers (email, segment) select lower(p0), p1 \
+         from (values ('Alice@b.c', 'batch-refused')) as t(p0, p1)",
+        "insert into customers (email, phone, segment) select p0, p0, p1 \
+         from (values ('Alice@b.c', 'batch-refused')) as t(p0, p1)",
+        "insert into customers (email, segment) select * \
+         from unnest('{Alice@b.c}'::text[], '{batch-refused}'::text[]) with ordinality",
+        "insert into customers (email, segment) select * \
+         from unnest('{Alice@b.c}'::text[], '{batch-refused}'::text[]) limit 1",
+        "insert into customers (email, segment) select * \
+         from unnest(string_to_array('Alice@b.c', ','), '{batch-refused}'::text[])",
+    ] {
+        assert_refused(&app, sql, "public.customers.", &["Alice"]).await;
+    }
+    assert_eq!(count_where("segment = 'batch-refused'"), 0);
 }

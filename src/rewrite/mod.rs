@@ -16,7 +16,14 @@
 //! parameter (possibly cast) to a protected column, and `ON CONFLICT` also
 //! `EXCLUDED.col` to the same column. Anything else (a function call,
 //! another column, a subquery, `INSERT ... SELECT`) is refused, because
-//! the value would reach the table unencrypted. `DEFAULT` is kept: a
+//! the value would reach the table unencrypted, except for the two
+//! `INSERT ... SELECT` shapes ORMs batch rows in: `SELECT * FROM
+//! UNNEST(a1, a2, ...)` (Django's `bulk_create`), whose arrays are
+//! encrypted element by element, and `SELECT p0::T, ... FROM (VALUES ...)
+//! AS t(p0, ...) ORDER BY ...` (SQLAlchemy's insertmanyvalues), whose
+//! VALUES items are written to the columns their outputs go to. An
+//! array is an `ARRAY[...]` of such values, a string literal in array
+//! syntax or a parameter (see [`array`]). `DEFAULT` is kept: a
 //! protected column must not have a non-NULL default (checked elsewhere,
 //! from the catalog). `MERGE` touching a protected table is refused.
 //! `COPY ... FROM STDIN` into a protected table is reported as
@@ -26,7 +33,9 @@
 //! subqueries, CTEs, joins), a protected column may be compared with `=`,
 //! `<>`, `IN (...)`, `IS [NOT] DISTINCT FROM` to a literal (encrypted with
 //! the column's key), a parameter, `NULL`, or another protected column of
-//! the same key domain; it may be tested with `IS [NOT] NULL`. Only
+//! the same key domain; with `= ANY (...)`, `<> ALL (...)` (and `<> ANY`,
+//! `= ALL`) to an array, encrypted element by element; it may be tested
+//! with `IS [NOT] NULL`. Only
 //! deterministic columns can be compared; randomized ones only tested for
 //! NULL. Ranges, `LIKE`, `ORDER BY`, other operators and functions of a
 //! protected column in a condition are refused: on ciphertext they would
@@ -53,6 +62,7 @@
 //! data.
 
 mod analyze;
+pub mod array;
 mod copy;
 mod settings;
 #[cfg(test)]
@@ -114,6 +124,9 @@ pub struct ParamSlot {
     /// `n`, counted from 1.
     pub number: usize,
     pub column: ColumnRefId,
+    /// The value is an array of values for the column (`= ANY($n)`,
+    /// `UNNEST($n)`): each element is encrypted ([`array`]).
+    pub array: bool,
 }
 
 /// The parameter slots of a statement prepared with SQL `PREPARE`, for
@@ -230,6 +243,14 @@ enum Reason {
          of its own"
     )]
     CopyNotAlone(ColumnRefId),
+    #[error(
+        "pgveil: cannot encrypt the array for column {column}: {error}; write it as ARRAY[...], \
+         a string literal or a parameter of type text[]"
+    )]
+    Array {
+        column: ColumnRefId,
+        error: array::ArrayError,
+    },
     #[error("pgveil: cannot encrypt a value for column {column}: {error}")]
     Encrypt {
         column: ColumnRefId,

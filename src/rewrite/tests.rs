@@ -90,6 +90,7 @@ fn slot(number: usize, column: &str) -> ParamSlot {
     ParamSlot {
         number,
         column: column_id(column),
+        array: false,
     }
 }
 
