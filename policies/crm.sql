@@ -66,3 +66,85 @@ GRANT SELECT ON public.customers, public.orders, public.customer_notes TO analys
 
 -- KYC officers: read customers to verify identities.
 GRANT SELECT ON public.customers TO kyc_officer;
+
+-- Ciphertext guards (`pgveil guard --policy policies/crm.toml`): every protected
+-- column admits only NULL and pgveil's ciphertext, so that a write pgveil does
+-- not see (a view, function, rule or trigger, a direct connection) fails
+-- instead of storing plaintext. The tables are new, so they are validated
+-- at once.
+DO $pgveil$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_address') THEN
+        IF (SELECT atttypid FROM pg_catalog.pg_attribute
+            WHERE attrelid = 'public.customers'::regclass AND attname = 'address' AND NOT attisdropped)
+            = 'pg_catalog.bytea'::regtype THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR substring(address FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+        ELSE
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR address ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
+        END IF;
+    END IF;
+END
+$pgveil$;
+DO $pgveil$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_email') THEN
+        IF (SELECT atttypid FROM pg_catalog.pg_attribute
+            WHERE attrelid = 'public.customers'::regclass AND attname = 'email' AND NOT attisdropped)
+            = 'pg_catalog.bytea'::regtype THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex')) NOT VALID;
+        ELSE
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR email ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
+        END IF;
+    END IF;
+END
+$pgveil$;
+DO $pgveil$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_full_name') THEN
+        IF (SELECT atttypid FROM pg_catalog.pg_attribute
+            WHERE attrelid = 'public.customers'::regclass AND attname = 'full_name' AND NOT attisdropped)
+            = 'pg_catalog.bytea'::regtype THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR substring(full_name FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+        ELSE
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR full_name ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
+        END IF;
+    END IF;
+END
+$pgveil$;
+DO $pgveil$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_national_id') THEN
+        IF (SELECT atttypid FROM pg_catalog.pg_attribute
+            WHERE attrelid = 'public.customers'::regclass AND attname = 'national_id' AND NOT attisdropped)
+            = 'pg_catalog.bytea'::regtype THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR substring(national_id FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+        ELSE
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR national_id ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
+        END IF;
+    END IF;
+END
+$pgveil$;
+DO $pgveil$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_phone') THEN
+        IF (SELECT atttypid FROM pg_catalog.pg_attribute
+            WHERE attrelid = 'public.customers'::regclass AND attname = 'phone' AND NOT attisdropped)
+            = 'pg_catalog.bytea'::regtype THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR substring(phone FROM 1 FOR 4) = decode('50560102', 'hex')) NOT VALID;
+        ELSE
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR phone ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
+        END IF;
+    END IF;
+END
+$pgveil$;
+
+ALTER TABLE public.customers VALIDATE CONSTRAINT pgveil_guard_address;
+ALTER TABLE public.customers VALIDATE CONSTRAINT pgveil_guard_email;
+ALTER TABLE public.customers VALIDATE CONSTRAINT pgveil_guard_full_name;
+ALTER TABLE public.customers VALIDATE CONSTRAINT pgveil_guard_national_id;
+ALTER TABLE public.customers VALIDATE CONSTRAINT pgveil_guard_phone;

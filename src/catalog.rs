@@ -9,6 +9,9 @@
 //!   every role, so a DBA does not see plaintext merely by being superuser.
 //! - The column order of the protected tables, for `INSERT` and `COPY`
 //!   without a column list.
+//! - The ciphertext guards of the protected columns ([`crate::guard`]):
+//!   which exist, and whether they are validated, so that missing ones
+//!   can be warned about.
 
 use bytes::BytesMut;
 use thiserror::Error;
@@ -16,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use std::collections::HashMap;
 
+use crate::guard::{self, Guard, GuardState};
 use crate::policy::Policy;
 use crate::protocol::reply::{error_field, frame_of};
 use crate::protocol::{read_message, ReadError, Side};
@@ -44,6 +48,8 @@ pub struct Catalog {
     pub roles: Vec<String>,
     /// Column names in order, by (schema, table), for protected tables.
     pub columns: HashMap<(String, String), Vec<String>>,
+    /// The guard of each protected column of the tables that exist.
+    pub guards: Vec<GuardState>,
 }
 
 impl Catalog {
@@ -64,6 +70,7 @@ impl Catalog {
                 .filter_map(|mut row| row.pop().flatten())
                 .collect(),
             columns: HashMap::new(),
+            guards: guards(server, buf, policy).await?,
         };
         for row in query(server, buf, &columns_query(policy)).await? {
             if let [Some(schema), Some(table), Some(column)] = &row[..] {
@@ -88,10 +95,6 @@ impl Catalog {
 /// The columns of the policy's tables, in order. Policy names are
 /// validated identifiers, so they can be quoted as literals as they are.
 fn columns_query(policy: &Policy) -> String {
-    let tables: Vec<String> = policy
-        .tables()
-        .map(|(schema, table)| format!("('{schema}', '{table}')"))
-        .collect();
     format!(
         "SELECT n.nspname::text, c.relname::text, a.attname::text \
          FROM pg_catalog.pg_attribute a \
@@ -100,11 +103,77 @@ fn columns_query(policy: &Policy) -> String {
          WHERE a.attnum > 0 AND NOT a.attisdropped \
          AND (n.nspname, c.relname) IN (VALUES {}) \
          ORDER BY n.nspname, c.relname, a.attnum",
-        if tables.is_empty() {
-            "(NULL, NULL)".to_owned()
-        } else {
-            tables.join(", ")
-        }
+        table_values(policy)
+    )
+}
+
+/// The policy's tables as a `VALUES` list of `(schema, table)`, or one row
+/// of NULLs when there are none.
+fn table_values(policy: &Policy) -> String {
+    let tables: Vec<String> = policy
+        .tables()
+        .map(|(schema, table)| format!("('{schema}', '{table}')"))
+        .collect();
+    if tables.is_empty() {
+        "(NULL, NULL)".to_owned()
+    } else {
+        tables.join(", ")
+    }
+}
+
+/// Reads the guard of every protected column whose table exists.
+async fn guards<S>(
+    server: &mut S,
+    buf: &mut BytesMut,
+    policy: &Policy,
+) -> Result<Vec<GuardState>, CatalogError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if policy.columns().next().is_none() {
+        return Ok(Vec::new());
+    }
+    let rows = query(server, buf, &guards_query(policy)).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match &row[..] {
+            [Some(column), validated] => {
+                let guard = match validated.as_deref() {
+                    None => Guard::Missing,
+                    Some("t") => Guard::Valid,
+                    Some(_) => Guard::NotValidated,
+                };
+                Some((column.clone(), guard))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// For each protected column of an existing table: its qualified name and
+/// whether its guard is validated (NULL when there is none). Policy names
+/// are validated identifiers, so they can be quoted as literals as they are.
+fn guards_query(policy: &Policy) -> String {
+    let columns: Vec<String> = policy
+        .columns()
+        .map(|c| {
+            format!(
+                "('{}', '{}', '{}', '{}')",
+                c.schema,
+                c.table,
+                c.column,
+                guard::constraint_name(&c.column)
+            )
+        })
+        .collect();
+    format!(
+        "SELECT g.schema || '.' || g.tbl || '.' || g.col, k.convalidated \
+         FROM (VALUES {}) AS g(schema, tbl, col, guard) \
+         JOIN pg_catalog.pg_namespace n ON n.nspname = g.schema \
+         JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = g.tbl \
+         LEFT JOIN pg_catalog.pg_constraint k ON k.conrelid = c.oid AND k.conname = g.guard \
+         AND k.contype = 'c' ORDER BY 1",
+        columns.join(", ")
     )
 }
 

@@ -41,6 +41,21 @@ enum Command {
     /// Check and read the access audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print the SQL that adds the database's ciphertext guards: a CHECK
+    /// constraint per protected column that admits only NULL and pgveil's
+    /// ciphertext. Pipe it to psql as the tables' owner; it can run again.
+    Guard(GuardArgs),
+}
+
+#[derive(Args)]
+struct GuardArgs {
+    /// Policy file or directory.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Print only the statements that validate the guards, checking the
+    /// rows written before they were added.
+    #[arg(long)]
+    validate: bool,
 }
 
 #[derive(Subcommand)]
@@ -172,6 +187,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo(&args),
         Command::Keys(command) => keys(command),
         Command::Audit(command) => audit(command),
+        Command::Guard(args) => guard(&args),
     }
 }
 
@@ -298,6 +314,18 @@ fn print_incomplete(report: &audit::VerifyReport) {
     for file in &report.recovered {
         println!("note: {file} was sealed by recovery, after a crash or a failed write");
     }
+}
+
+fn guard(args: &GuardArgs) -> ExitCode {
+    match load_policy(&args.policy) {
+        Ok(policy) if args.validate => print!("{}", crate::guard::validate_sql(&policy)),
+        Ok(policy) => print!("{}", crate::guard::script(&policy)),
+        Err(e) => {
+            eprintln!("pgveil guard: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn keys(command: KeysCommand) -> ExitCode {

@@ -21,6 +21,7 @@ pub mod declared;
 pub mod demo;
 pub mod encoding;
 pub mod encrypt;
+pub mod guard;
 pub mod keyring;
 pub mod logging;
 pub mod policy;

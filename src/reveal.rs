@@ -227,7 +227,7 @@ impl<'a> ServerTap<'a> {
                 self.shared.server_fatal.store(true, Ordering::Relaxed);
             }
             out.append(&mut self.held);
-            return out.push(frame);
+            return out.push(without_guard_values(frame));
         }
         if self.held.len() >= 2 && self.shared.pending_refusals.load(Ordering::Relaxed) > 0 {
             self.held.truncate(self.held.len() - 2);
@@ -375,6 +375,22 @@ fn refusal_error(frame: &[u8]) -> Bytes {
     let code = field(b'C').unwrap_or_else(|| "XX000".into());
     let message = field(b'M').unwrap_or_default();
     reply::error(Severity::Error, &code, &message)
+}
+
+/// An error the server raised for a violated ciphertext guard
+/// ([`crate::guard`]) without the fields that may quote the row or the
+/// statement (`DETAIL: Failing row contains (...)`, the context and the
+/// internal query): the values are plaintext the client sent, and client
+/// libraries and applications log error details. Other errors pass as
+/// they are.
+fn without_guard_values(frame: Bytes) -> Bytes {
+    let guard = reply::error_field(&frame, b'n')
+        .is_some_and(|name| name.starts_with(crate::guard::NAME_PREFIX.as_bytes()));
+    if !guard {
+        return frame;
+    }
+    // Severity, SQLSTATE, message, schema, table, column, type, constraint.
+    reply::keep_fields(&frame, b"SVCMstcdn")
 }
 
 /// The error a reader gets for a value the policy denies it.

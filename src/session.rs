@@ -317,6 +317,7 @@ impl Session {
                 let catalog = Catalog::fetch(upstream, from_server, policy).await?;
                 self.client.write_all(&frame).await?;
                 debug!(roles = ?catalog.roles, "session roles");
+                crate::guard::warn_unguarded(&catalog.guards);
                 return Ok(Greeting { catalog, encoding });
             }
             if let Some(name) = reveal::client_encoding(&frame).filter(|_| tag == b'S') {

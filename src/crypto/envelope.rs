@@ -164,6 +164,30 @@ pub fn encoded_header(field: &[u8]) -> Option<&[u8]> {
     field.get(..len)
 }
 
+/// The first four bytes of every binary envelope of `mode`: magic, format
+/// version and mode. The database's ciphertext guards on `bytea` columns
+/// compare them (see [`crate::guard`]).
+pub fn mode_prefix(mode: Mode) -> [u8; 4] {
+    [MAGIC[0], MAGIC[1], FORMAT_VERSION, mode.to_byte()]
+}
+
+/// A regular expression (POSIX, as PostgreSQL's `~` reads it) that the text
+/// form of every envelope of `mode` matches: [`TEXT_PREFIX`], the base64 of
+/// [`mode_prefix`] as far as it fills whole characters (five, 30 bits),
+/// the sixth character, which holds the mode's last two bits and the first
+/// four of the key id, then URL-safe base64 to the end. The database's
+/// ciphertext guards on text columns use it.
+pub fn text_pattern(mode: Mode) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = u32::from_be_bytes(mode_prefix(mode));
+    let whole: String = (0..5)
+        .map(|i| char::from(ALPHABET[((bits >> (26 - 6 * i)) & 63) as usize]))
+        .collect();
+    let sixth = ((bits & 3) << 4) as usize;
+    let sixth = std::str::from_utf8(&ALPHABET[sixth..sixth + 16]).unwrap_or_default();
+    format!("^{TEXT_PREFIX}{whole}[{sixth}][A-Za-z0-9_-]+$")
+}
+
 /// The key a field's envelope names, in any of its forms (text, `bytea`
 /// text, binary), read from the header alone: the decision of what a
 /// reader sees needs no more, and a value the reader may not see is never
@@ -231,6 +255,31 @@ mod tests {
             Envelope::header(Mode::Deterministic, KEY),
             [b'P', b'V', 1, 2, 0, 0, 0, 7, 0, 0, 0, 3]
         );
+    }
+
+    #[test]
+    fn text_patterns_pin_the_header_and_the_mode() {
+        let randomized = text_pattern(Mode::Randomized);
+        let deterministic = text_pattern(Mode::Deterministic);
+        assert_eq!(randomized, "^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$");
+        assert_eq!(
+            deterministic,
+            "^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$"
+        );
+        for (mode, pattern) in [
+            (Mode::Randomized, randomized),
+            (Mode::Deterministic, deterministic),
+        ] {
+            let class = &pattern[pattern.find('[').unwrap() + 1..pattern.find(']').unwrap()];
+            for id in [0, 7, 0x1000_0000, 0xf000_0000, u32::MAX] {
+                let mut bytes = Envelope::header(mode, KeyRef { id, version: 1 }).to_vec();
+                bytes.extend([0; 28]);
+                let text = Envelope::from_bytes(bytes).unwrap().to_text();
+                assert!(text.starts_with("pgv1:UFYBA"), "{text}");
+                assert!(class.contains(&text[10..11]), "{text} {pattern}");
+            }
+            assert_eq!(mode_prefix(mode)[..3], *b"PV\x01");
+        }
     }
 
     #[test]

@@ -54,8 +54,8 @@ use thiserror::Error;
 pub use cache::DecryptCache;
 pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
 pub use envelope::{
-    encoded_header, key_of, looks_encrypted_text, parse_bytes, parse_text, Envelope,
-    FORMAT_VERSION, MAGIC, TEXT_PREFIX,
+    encoded_header, key_of, looks_encrypted_text, mode_prefix, parse_bytes, parse_text,
+    text_pattern, Envelope, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
 };
 pub use keys::{DataKey, KeySource, MasterKey, MasterKeyError, MASTER_KEY_ENV};
 

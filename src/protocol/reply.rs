@@ -67,6 +67,21 @@ pub fn error_field(frame: &[u8], code: u8) -> Option<&[u8]> {
         .find_map(|field| (field[0] == code).then(|| &field[1..]))
 }
 
+/// An ErrorResponse or NoticeResponse frame with only the fields whose
+/// codes are in `keep`, in their order.
+pub fn keep_fields(frame: &[u8], keep: &[u8]) -> Bytes {
+    let mut body = Vec::with_capacity(frame.len());
+    let fields = frame.get(5..).unwrap_or_default().split(|&b| b == 0);
+    for field in fields.take_while(|field| !field.is_empty()) {
+        if keep.contains(&field[0]) {
+            body.extend_from_slice(field);
+            body.push(0);
+        }
+    }
+    body.push(0);
+    frame_of(frame[0], &body)
+}
+
 const SASL_REQUEST: i32 = 10;
 
 /// If `frame` is an AuthenticationSASL request, returns it with the
@@ -108,6 +123,30 @@ mod tests {
         assert_eq!(e[0], b'E');
         assert_eq!(error_field(&e, b'V'), Some(&b"FATAL"[..]));
         assert_eq!(error_field(&e, b'C'), Some(&b"08P01"[..]));
+    }
+
+    #[test]
+    fn keeps_only_the_fields_asked_for() {
+        let mut body = Vec::new();
+        for field in [
+            "SERROR",
+            "C23514",
+            "Mviolates",
+            "Dfailing row contains (x)",
+            "npgveil_guard_email",
+        ] {
+            body.extend_from_slice(field.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let kept = keep_fields(&frame_of(b'E', &body), b"SCMn");
+        assert_eq!(error_field(&kept, b'C'), Some(&b"23514"[..]));
+        assert_eq!(error_field(&kept, b'n'), Some(&b"pgveil_guard_email"[..]));
+        assert_eq!(error_field(&kept, b'D'), None);
+        assert_eq!(
+            kept.len(),
+            5 + "SERROR C23514 Mviolates npgveil_guard_email ".len() + 1
+        );
     }
 
     #[test]
