@@ -12,6 +12,14 @@
 //! - The ciphertext guards of the protected columns ([`crate::guard`]):
 //!   which exist, and whether they are validated, so that missing ones
 //!   can be warned about.
+//! - The server-side objects over protected tables
+//!   ([`crate::rewrite::ServerObjects`]): views that depend on one, directly
+//!   or through other views (`pg_depend` of their `_RETURN` rule), with
+//!   their definitions; rules whose actions depend on one or on such a
+//!   view; functions and procedures whose body mentions one of their names
+//!   (`prosrc`, ignoring case), depends on one (`pg_depend`, for `BEGIN
+//!   ATOMIC` bodies) or mentions such a function; and the user triggers
+//!   that run such a function. One query, views ordered inner first.
 
 use bytes::BytesMut;
 use thiserror::Error;
@@ -24,6 +32,7 @@ use crate::policy::Policy;
 use crate::protocol::reply::{error_field, frame_of};
 use crate::protocol::{read_message, ReadError, Side};
 use crate::reveal::Fields;
+use crate::rewrite::{CatalogObject, Kind, ServerObjects};
 
 const ROLES_QUERY: &str = "WITH RECURSIVE member_of(oid) AS (\
     SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user \
@@ -50,6 +59,8 @@ pub struct Catalog {
     pub columns: HashMap<(String, String), Vec<String>>,
     /// The guard of each protected column of the tables that exist.
     pub guards: Vec<GuardState>,
+    /// Views, rules, triggers and functions over protected tables.
+    pub objects: ServerObjects,
 }
 
 impl Catalog {
@@ -71,6 +82,7 @@ impl Catalog {
                 .collect(),
             columns: HashMap::new(),
             guards: guards(server, buf, policy).await?,
+            objects: server_objects(server, buf, policy).await?,
         };
         for row in query(server, buf, &columns_query(policy)).await? {
             if let [Some(schema), Some(table), Some(column)] = &row[..] {
@@ -174,6 +186,122 @@ fn guards_query(policy: &Policy) -> String {
          LEFT JOIN pg_catalog.pg_constraint k ON k.conrelid = c.oid AND k.conname = g.guard \
          AND k.contype = 'c' ORDER BY 1",
         columns.join(", ")
+    )
+}
+
+/// Reads the server-side objects over the policy's tables.
+async fn server_objects<S>(
+    server: &mut S,
+    buf: &mut BytesMut,
+    policy: &Policy,
+) -> Result<ServerObjects, CatalogError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if policy.tables().next().is_none() {
+        return Ok(ServerObjects::default());
+    }
+    let rows = query(server, buf, &objects_query(policy)).await?;
+    let objects = rows.into_iter().filter_map(|row| {
+        let [Some(kind), Some(schema), Some(name), hook, Some(table), definition] =
+            <[Option<String>; 6]>::try_from(row).ok()?
+        else {
+            return None;
+        };
+        let kind = match (kind.as_str(), hook) {
+            ("view", _) => Kind::View,
+            ("rule", Some(rule)) => Kind::Rule(rule),
+            ("trigger", Some(trigger)) => Kind::Trigger(trigger),
+            ("function", _) => Kind::Function,
+            _ => return None,
+        };
+        Some(CatalogObject {
+            kind,
+            schema,
+            name,
+            table,
+            definition,
+        })
+    });
+    Ok(ServerObjects::new(policy, objects.collect()))
+}
+
+/// The server-side objects over the policy's tables, as rows of kind,
+/// schema, name, rule or trigger name, the protected table
+/// (`schema.table`) and a view's definition. The names searched for in
+/// function bodies are folded to lowercase, like the bodies.
+fn objects_query(policy: &Policy) -> String {
+    format!(
+        "WITH RECURSIVE protected AS (\
+           SELECT c.oid FROM pg_catalog.pg_class c \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE (n.nspname, c.relname) IN (VALUES {tables})), \
+         views(oid, base, depth) AS (\
+           SELECT r.ev_class, d.refobjid, 1 FROM pg_catalog.pg_rewrite r \
+           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+             AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+           WHERE r.rulename = '_RETURN' AND d.refobjid IN (SELECT oid FROM protected) \
+             AND r.ev_class <> d.refobjid \
+           UNION \
+           SELECT r.ev_class, v.base, v.depth + 1 FROM views v \
+           JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass \
+             AND d.refobjid = v.oid AND d.classid = 'pg_catalog.pg_rewrite'::regclass \
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+           WHERE r.rulename = '_RETURN' AND r.ev_class <> v.oid), \
+         view AS (SELECT oid, min(base) AS base, max(depth) AS depth FROM views GROUP BY oid), \
+         exposing AS (SELECT oid, oid AS base FROM protected UNION ALL SELECT oid, base FROM view), \
+         names AS (SELECT e.base, lower(c.relname::text) AS name FROM exposing e \
+           JOIN pg_catalog.pg_class c ON c.oid = e.oid), \
+         funcs(oid, base) AS (\
+           SELECT p.oid, x.base FROM pg_catalog.pg_proc p \
+           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+           JOIN LATERAL (\
+             SELECT m.base FROM names m WHERE strpos(lower(p.prosrc), m.name) > 0 \
+             UNION ALL SELECT e.base FROM pg_catalog.pg_depend d \
+             JOIN exposing e ON e.oid = d.refobjid \
+             WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid \
+               AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+             LIMIT 1) x ON true \
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           UNION \
+           SELECT p.oid, f.base FROM funcs f \
+           JOIN pg_catalog.pg_proc q ON q.oid = f.oid \
+           JOIN pg_catalog.pg_proc p ON p.oid <> f.oid \
+             AND strpos(lower(p.prosrc), lower(q.proname::text)) > 0 \
+           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')), \
+         func AS (SELECT DISTINCT ON (oid) oid, base FROM funcs ORDER BY oid, base), \
+         object(kind, oid, hook, base, depth) AS (\
+           SELECT 'view', oid, NULL::text, base, depth FROM view \
+           UNION ALL \
+           SELECT DISTINCT ON (r.oid) 'rule', r.ev_class, r.rulename::text, e.base, 0 \
+           FROM pg_catalog.pg_rewrite r \
+           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+             AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+             AND d.refobjid <> r.ev_class \
+           JOIN exposing e ON e.oid = d.refobjid \
+           WHERE r.rulename <> '_RETURN' \
+           UNION ALL \
+           SELECT 'trigger', t.tgrelid, t.tgname::text, f.base, 0 FROM pg_catalog.pg_trigger t \
+           JOIN func f ON f.oid = t.tgfoid WHERE NOT t.tgisinternal) \
+         SELECT o.kind, n.nspname::text, c.relname::text, o.hook, \
+           bn.nspname || '.' || bc.relname, \
+           CASE o.kind WHEN 'view' THEN pg_catalog.pg_get_viewdef(o.oid) END \
+         FROM object o \
+         JOIN pg_catalog.pg_class c ON c.oid = o.oid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_class bc ON bc.oid = o.base \
+         JOIN pg_catalog.pg_namespace bn ON bn.oid = bc.relnamespace \
+         UNION ALL \
+         SELECT 'function', n.nspname::text, p.proname::text, NULL, \
+           bn.nspname || '.' || bc.relname, NULL \
+         FROM func f \
+         JOIN pg_catalog.pg_proc p ON p.oid = f.oid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         JOIN pg_catalog.pg_class bc ON bc.oid = f.base \
+         JOIN pg_catalog.pg_namespace bn ON bn.oid = bc.relnamespace \
+         ORDER BY 1 DESC, 2, 3",
+        tables = table_values(policy)
     )
 }
 

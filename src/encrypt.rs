@@ -276,7 +276,11 @@ impl<'a> ClientTap<'a> {
 
     fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
         let columns = |schema: &str, table: &str| self.catalog.column_order(schema, table);
-        rewrite::rewrite_with_columns(sql, &veil.policy, veil, &columns)
+        let known = rewrite::Known {
+            column_order: &columns,
+            objects: &self.catalog.objects,
+        };
+        rewrite::rewrite_with_catalog(sql, &veil.policy, veil, known)
     }
 
     fn note_settings(&self, sql: &str) {

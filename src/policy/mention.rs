@@ -19,14 +19,14 @@ const UNICODE_IDENTIFIER: &str = "u&\"";
 
 /// Finds protected table names in statement text.
 #[derive(Clone, Debug, Default)]
-pub(super) struct TableMentions {
+pub(crate) struct TableMentions {
     /// `None` when no table is protected.
     finder: Option<AhoCorasick>,
 }
 
 impl TableMentions {
     /// A finder for these bare table names.
-    pub(super) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         let mut patterns: Vec<&str> = names.into_iter().collect();
         if patterns.is_empty() {
             return Self::default();
@@ -44,7 +44,7 @@ impl TableMentions {
     }
 
     /// Whether `sql` may mention a protected table.
-    pub(super) fn in_sql(&self, sql: &str) -> bool {
+    pub(crate) fn in_sql(&self, sql: &str) -> bool {
         self.finder
             .as_ref()
             .is_some_and(|finder| finder.is_match(sql))

@@ -63,7 +63,7 @@ use thiserror::Error;
 pub use mask::{Mask, MaskError};
 
 use file::Entry;
-use mention::TableMentions;
+pub(crate) use mention::TableMentions;
 
 /// The schema of a table named without one.
 const DEFAULT_SCHEMA: &str = "public";

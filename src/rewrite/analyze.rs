@@ -10,6 +10,7 @@ use pg_query::protobuf::{
 };
 use pg_query::NodeRef;
 
+use super::objects::{ServerObjects, View};
 use super::{
     array, splice, ColumnOrder, ColumnRefId, Encryptor, NodeEnum, Outcome, ParamSlot, Prepared,
     Reason, Rewrite,
@@ -32,13 +33,17 @@ pub(super) struct Edit {
 /// Protected columns a relation exposes, by the name it exposes them as.
 type Protected<'a> = Vec<(String, &'a ColumnPolicy)>;
 
-/// A table, subquery or CTE in a FROM list.
+/// A table, view, subquery or CTE in a FROM list.
+#[derive(Default)]
 struct Relation<'a> {
     /// The alias, or the table or CTE name.
     name: String,
     /// The schema of a table referred to without an alias.
     schema: Option<String>,
     columns: Protected<'a>,
+    /// The views over protected tables it reads (one for a view, those of
+    /// its sides for an aliased join), for their derived columns.
+    views: Vec<&'a View>,
 }
 
 /// The relations and CTEs visible in a (sub)query, and the enclosing
@@ -97,6 +102,26 @@ impl<'s, 'a> Scope<'s, 'a> {
         }
     }
 
+    /// The view whose derived column a column reference names, if any:
+    /// comparing it with a value is refused (see [`super::views`]).
+    fn derived(&self, fields: &[String]) -> Option<&'a View> {
+        let find = |relation: &Relation<'a>, column: &'_ str| {
+            relation
+                .views
+                .iter()
+                .copied()
+                .find(|view| view.columns.is_derived(column))
+        };
+        let relations = || self.levels().flat_map(|scope| &scope.relations);
+        match fields {
+            [column] => relations().find_map(|r| find(r, column)),
+            [.., table, column] => relations()
+                .filter(|r| r.name == *table)
+                .find_map(|r| find(r, column)),
+            [] => None,
+        }
+    }
+
     /// Every protected column the relations of this level expose.
     fn all_columns(&self) -> impl Iterator<Item = &(String, &'a ColumnPolicy)> {
         self.relations.iter().flat_map(|r| &r.columns)
@@ -123,6 +148,7 @@ pub(super) struct Analyzer<'a> {
     policy: &'a Policy,
     enc: &'a dyn Encryptor,
     column_order: ColumnOrder<'a>,
+    objects: &'a ServerObjects,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
     /// Protected columns written with a value (encrypted).
@@ -136,6 +162,7 @@ impl<'a> Analyzer<'a> {
         policy: &'a Policy,
         enc: &'a dyn Encryptor,
         column_order: ColumnOrder<'a>,
+        objects: &'a ServerObjects,
     ) -> Self {
         Analyzer {
             sql,
@@ -143,6 +170,7 @@ impl<'a> Analyzer<'a> {
             policy,
             enc,
             column_order,
+            objects,
             edits: Vec::new(),
             params: Vec::new(),
             written: Vec::new(),
@@ -159,6 +187,17 @@ impl<'a> Analyzer<'a> {
             prepared,
             written: self.written,
         })
+    }
+
+    /// Refuses calls of functions over protected tables with values.
+    pub fn check_calls(&self) -> Result<()> {
+        self.objects.check_calls(self.sql, &self.tokens)
+    }
+
+    /// Refuses a write into a view over a protected table, or into a table
+    /// whose rules or triggers may write one.
+    pub fn check_write(&self, range: &RangeVar) -> Result<()> {
+        self.objects.check_write(&range.schemaname, &range.relname)
     }
 
     /// Analyses a top-level statement other than COPY and PREPARE.
@@ -214,6 +253,9 @@ impl<'a> Analyzer<'a> {
             // Their bodies are SQL pgveil does not see run: the text already
             // mentions a protected table (the pre-check), so fail closed.
             NodeEnum::DoStmt(_) => Err(Reason::Opaque("DO blocks")),
+            // A procedure over a protected table named only by its own name
+            // was checked for its arguments (`check_calls`).
+            NodeEnum::CallStmt(_) if !self.policy.mentions_protected_table(self.sql) => Ok(()),
             NodeEnum::CallStmt(_) => Err(Reason::Opaque("procedure calls")),
             NodeEnum::CreateFunctionStmt(_) => Err(Reason::Opaque("function definitions")),
             NodeEnum::CreateTrigStmt(_) => Err(Reason::Opaque("trigger definitions")),
@@ -223,6 +265,12 @@ impl<'a> Analyzer<'a> {
     }
 
     fn merge(&self, node: &NodeEnum) -> Result<()> {
+        if let NodeEnum::MergeStmt(merge) = node {
+            merge
+                .relation
+                .as_ref()
+                .map_or(Ok(()), |r| self.check_write(r))?;
+        }
         for (n, ..) in node.nodes() {
             if let NodeRef::RangeVar(range) = n {
                 let (schema, table) = table_name(range, self.policy);
@@ -312,19 +360,32 @@ impl<'a> Analyzer<'a> {
                 let columns = columns.clone();
                 return Ok(Relation {
                     name,
-                    schema: None,
                     columns,
+                    ..Relation::default()
                 });
             }
         }
         let (schema, table) = table_name(range, self.policy);
-        let columns: Protected<'a> = self
+        let mut columns: Protected<'a> = self
             .policy
             .columns_of(schema, &table)
             .map(|c| (c.column.clone(), c))
             .collect();
-        if let (Some((_, column)), Some(alias)) = (columns.first(), alias) {
-            if !alias.colnames.is_empty() {
+        let view = self.objects.view(&range.schemaname, &range.relname);
+        if let Some(view) = view {
+            columns.extend(view.columns.exact.iter().filter_map(|(name, c)| {
+                let column = self.policy.column(&c.schema, &c.table, &c.column)?;
+                Some((name.clone(), column))
+            }));
+        }
+        if alias.is_some_and(|a| !a.colnames.is_empty()) {
+            if let Some(view) = view {
+                return Err(Reason::ViewAliases {
+                    view: view.qualified(),
+                    table: view.table().to_owned(),
+                });
+            }
+            if let Some((_, column)) = columns.first() {
                 return Err(Reason::ColumnAliases((*column).into()));
             }
         }
@@ -332,6 +393,7 @@ impl<'a> Analyzer<'a> {
             name,
             schema: alias.is_none().then(|| schema.to_owned()),
             columns,
+            views: view.into_iter().collect(),
         })
     }
 
@@ -343,8 +405,8 @@ impl<'a> Analyzer<'a> {
         let name = sub.alias.as_ref().map(|a| a.aliasname.clone());
         Ok(Relation {
             name: name.unwrap_or_default(),
-            schema: None,
             columns,
+            ..Relation::default()
         })
     }
 
@@ -360,12 +422,15 @@ impl<'a> Analyzer<'a> {
         self.condition_opt(join.quals.as_deref(), &quals_scope)?;
         let mut relations = quals_scope.relations;
         if let Some(alias) = &join.alias {
-            let columns = relations.drain(..).flat_map(|r| r.columns).collect();
-            relations.push(Relation {
+            let mut joined = Relation {
                 name: alias.aliasname.clone(),
-                schema: None,
-                columns,
-            });
+                ..Relation::default()
+            };
+            for relation in relations.drain(..) {
+                joined.columns.extend(relation.columns);
+                joined.views.extend(relation.views);
+            }
+            relations.push(joined);
         }
         Ok(relations)
     }
@@ -467,6 +532,7 @@ impl<'a> Analyzer<'a> {
         let Some(range) = &s.relation else {
             return Ok(());
         };
+        self.check_write(range)?;
         let target = self.range_var(range, &scope)?;
         let (schema, table) = table_name(range, self.policy);
         let targets = self.insert_targets(s, range)?;
@@ -637,6 +703,7 @@ impl<'a> Analyzer<'a> {
         let mut conflict_scope = Scope::child(scope);
         conflict_scope.relations.push(Relation {
             name: "excluded".into(),
+            views: Vec::new(),
             schema: None,
             columns: self
                 .policy
@@ -654,6 +721,7 @@ impl<'a> Analyzer<'a> {
         let Some(range) = &s.relation else {
             return Ok(());
         };
+        self.check_write(range)?;
         let target = self.range_var(range, &scope)?;
         scope.relations.push(target);
         for item in &s.from_clause {
@@ -713,6 +781,12 @@ impl<'a> Analyzer<'a> {
         let mut scope = Scope::child(parent);
         self.with_clause(s.with_clause.as_ref(), &mut scope)?;
         if let Some(range) = &s.relation {
+            if s.returning_clause
+                .as_ref()
+                .is_some_and(|r| !r.exprs.is_empty())
+            {
+                self.check_write(range)?;
+            }
             let target = self.range_var(range, &scope)?;
             scope.relations.push(target);
         }
@@ -913,13 +987,42 @@ impl<'a> Analyzer<'a> {
         let Some(test) = link.testexpr.as_deref() else {
             return Ok(());
         };
+        self.not_derived([test], scope)?;
         match self.protected_ref(test, scope) {
             Some(column) => check_equality(column, outputs.first().map(|(_, c)| *c)),
             None => self.expr(test, scope, strict),
         }
     }
 
+    /// Refuses a comparison one of whose operands (possibly cast) is a
+    /// derived column of a view over a protected table.
+    fn not_derived<'n>(
+        &self,
+        operands: impl IntoIterator<Item = &'n Node>,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        for operand in operands {
+            let Some(mut fields) = column_fields(uncast(operand)) else {
+                continue;
+            };
+            if let Some(view) = scope.derived(&fields) {
+                return Err(Reason::DerivedViewColumn {
+                    column: fields.pop().unwrap_or_default(),
+                    view: view.qualified(),
+                    table: view.table().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn comparison(&mut self, e: &AExpr, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
+        let list = match e.rexpr.as_deref().and_then(|r| r.node.as_ref()) {
+            Some(NodeEnum::List(list)) => list.items.as_slice(),
+            _ => &[],
+        };
+        let sides = [e.lexpr.as_deref(), e.rexpr.as_deref()];
+        self.not_derived(sides.into_iter().flatten().chain(list), scope)?;
         let (Some(left), right) = (e.lexpr.as_deref(), e.rexpr.as_deref()) else {
             return self.exprs(e.rexpr.as_deref(), scope, strict);
         };

@@ -64,9 +64,11 @@
 mod analyze;
 pub mod array;
 mod copy;
+mod objects;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::fmt;
 
@@ -78,6 +80,7 @@ use crate::policy::{ColumnPolicy, Policy};
 use analyze::{Analyzer, Edit};
 
 pub use copy::{copy_out_options, is_copy_from_stdin, CopyFormat, CopyIn, CopyOptions};
+pub use objects::{CatalogObject, Kind, ServerObjects};
 pub use settings::{session_settings, SettingChange};
 
 /// Encrypts values for protected columns.
@@ -251,6 +254,39 @@ enum Reason {
         column: ColumnRefId,
         error: array::ArrayError,
     },
+    #[error(
+        "pgveil: writes through view {view} are not encrypted (it exposes protected table \
+         {table}); write to the table"
+    )]
+    ViewWrite { view: String, table: String },
+    #[error(
+        "pgveil: writes to {target} are not encrypted ({hook} protected table {table}); \
+         write protected columns with INSERT, UPDATE or COPY on their table"
+    )]
+    HookedWrite {
+        target: String,
+        hook: String,
+        table: String,
+    },
+    #[error(
+        "pgveil: function {function} is called with a value pgveil cannot encrypt (its body \
+         mentions protected table {table}); write protected columns with INSERT, UPDATE or COPY"
+    )]
+    FunctionArguments { function: String, table: String },
+    #[error(
+        "pgveil: column {column} of view {view} is computed from protected table {table}; \
+         a value compared with it would reach the server unencrypted"
+    )]
+    DerivedViewColumn {
+        column: String,
+        view: String,
+        table: String,
+    },
+    #[error(
+        "pgveil: view {view} exposes protected table {table}; column aliases on it are not \
+         supported"
+    )]
+    ViewAliases { view: String, table: String },
     #[error("pgveil: cannot encrypt a value for column {column}: {error}")]
     Encrypt {
         column: ColumnRefId,
@@ -272,33 +308,49 @@ impl From<Reason> for Refusal {
     }
 }
 
-/// Looks up the column order of a table (`schema`, `table`) for an
-/// `INSERT` or `COPY` without a column list. For now there is no catalog
-/// to look in: such statements on protected tables are refused.
 /// The columns of a table in order, by schema and table name, for
 /// statements without a column list (from the catalog).
 pub type ColumnOrder<'a> = &'a dyn Fn(&str, &str) -> Option<Vec<String>>;
 
 const NO_CATALOG: ColumnOrder<'static> = &|_, _| None;
 
+/// What a session's catalog tells the rewrite.
+#[derive(Clone, Copy)]
+pub struct Known<'a> {
+    /// The column order of tables, so that `INSERT` and `COPY` without a
+    /// column list can be handled.
+    pub column_order: ColumnOrder<'a>,
+    /// The views, functions, rules and triggers over protected tables.
+    pub objects: &'a ServerObjects,
+}
+
+impl Known<'static> {
+    /// Knowing nothing of the server.
+    fn nothing() -> Self {
+        Known {
+            column_order: NO_CATALOG,
+            objects: ServerObjects::none(),
+        }
+    }
+}
+
 /// Analyses a statement text (one or more statements) for protected
 /// columns, and encrypts the values it writes or compares to them.
 pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
-    rewrite_with_columns(sql, policy, enc, NO_CATALOG)
+    rewrite_with_catalog(sql, policy, enc, Known::nothing())
 }
 
-/// [`rewrite`], knowing the column order of tables, so that `INSERT` and
-/// `COPY` without a column list can be handled.
-pub fn rewrite_with_columns(
+/// [`rewrite`], knowing what the session's catalog says.
+pub fn rewrite_with_catalog(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,
-    column_order: ColumnOrder<'_>,
+    known: Known<'_>,
 ) -> Outcome {
-    if !policy.mentions_protected_table(sql) {
+    if !policy.mentions_protected_table(sql) && !known.objects.mentioned_in(sql) {
         return Outcome::Unchanged;
     }
-    outcome(rewrite_parsed(sql, policy, enc, column_order))
+    outcome(rewrite_parsed(sql, policy, enc, known))
 }
 
 /// Encrypts the arguments of `EXECUTE name (...)` at the parameter slots
@@ -313,7 +365,7 @@ pub fn rewrite_execute(
         return Outcome::Unchanged;
     }
     outcome((|| {
-        let (parsed, mut analyzer) = parse(sql, policy, enc, NO_CATALOG)?;
+        let (parsed, mut analyzer) = parse(sql, policy, enc, Known::nothing())?;
         for raw in &parsed.protobuf.stmts {
             if let Some(NodeEnum::ExecuteStmt(execute)) = statement(raw) {
                 if let Some(slots) = slots_of(&execute.name) {
@@ -337,13 +389,13 @@ fn parse<'a>(
     sql: &'a str,
     policy: &'a Policy,
     enc: &'a dyn Encryptor,
-    column_order: ColumnOrder<'a>,
+    known: Known<'a>,
 ) -> Result<(pg_query::ParseResult, Analyzer<'a>), Reason> {
     let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
     let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
     Ok((
         parsed,
-        Analyzer::new(sql, tokens, policy, enc, column_order),
+        Analyzer::new(sql, tokens, policy, enc, known.column_order, known.objects),
     ))
 }
 
@@ -351,15 +403,19 @@ fn rewrite_parsed(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,
-    column_order: ColumnOrder<'_>,
+    known: Known<'_>,
 ) -> Result<Outcome, Reason> {
-    let (parsed, mut analyzer) = parse(sql, policy, enc, column_order)?;
+    let (parsed, mut analyzer) = parse(sql, policy, enc, known)?;
+    analyzer.check_calls()?;
     let statements = &parsed.protobuf.stmts;
     let mut prepared = Vec::new();
     for raw in statements {
         match statement(raw) {
             Some(NodeEnum::CopyStmt(copy)) => {
-                if let Some(copy_in) = copy::copy_in(copy, policy, column_order)? {
+                if let Some(range) = copy.relation.as_ref().filter(|_| copy.is_from) {
+                    analyzer.check_write(range)?;
+                }
+                if let Some(copy_in) = copy::copy_in(copy, policy, known.column_order)? {
                     if statements.len() > 1 {
                         return Err(Reason::CopyNotAlone(copy_in.first_protected()));
                     }

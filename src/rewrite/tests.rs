@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::Policy;
+use crate::rewrite::objects::{CatalogObject, Kind, ServerObjects};
 
 const POLICY: &str = r#"
 [[column]]
@@ -633,4 +634,146 @@ fn written_columns_are_reported() {
     assert_eq!(r.written, vec![column_id("email"), column_id("full_name")]);
     let r = rewritten("SELECT id FROM customers WHERE email = 'a@b.c'");
     assert!(r.written.is_empty(), "a search writes nothing");
+}
+
+/// A view, a table with a rule, one with a trigger, and a function over
+/// customers, as the catalog would list them.
+fn server_objects() -> ServerObjects {
+    let object = |kind, name: &str, definition: Option<&str>| CatalogObject {
+        kind,
+        schema: "public".into(),
+        name: name.into(),
+        table: "public.customers".into(),
+        definition: definition.map(String::from),
+    };
+    ServerObjects::new(
+        &policy(),
+        vec![
+            object(
+                Kind::View,
+                "people",
+                Some(
+                    " SELECT customers.id, customers.email, customers.full_name, \
+                     lower(customers.email) AS low, customers.segment FROM customers;",
+                ),
+            ),
+            object(Kind::Rule("to_customers".into()), "inbox", None),
+            object(Kind::Trigger("copy_over".into()), "staging", None),
+            object(Kind::Function, "add_customer", None),
+        ],
+    )
+}
+
+fn run_known(sql: &str) -> Outcome {
+    let objects = server_objects();
+    let known = Known {
+        column_order: NO_CATALOG,
+        objects: &objects,
+    };
+    rewrite_with_catalog(sql, &policy(), &Fake, known)
+}
+
+/// Asserts a 0A000 refusal naming `object` and the protected table.
+fn refused_known(sql: &str, object: &str) {
+    match run_known(sql) {
+        Outcome::Refused(r) => {
+            assert_eq!(r.sqlstate, "0A000", "{sql}: {}", r.message);
+            assert!(
+                r.message.contains(object) && r.message.contains("public.customers"),
+                "{sql}: {}",
+                r.message
+            );
+            assert!(!r.message.contains("secret"), "{}", r.message);
+        }
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+#[test]
+fn writes_through_server_side_objects_are_refused() {
+    for sql in [
+        "INSERT INTO people (email, segment) VALUES ('secret@example.com', 'view')",
+        "insert into public.PEOPLE (email) values ($1)",
+        "UPDATE people SET segment = 'x' WHERE id = 1",
+        "DELETE FROM people WHERE id = 1 RETURNING email",
+        "MERGE INTO people p USING orders o ON o.id = p.id WHEN MATCHED THEN DELETE",
+        "COPY people (email) FROM STDIN",
+        "PREPARE p AS INSERT INTO people (email) VALUES ($1)",
+        "WITH moved AS (DELETE FROM orders RETURNING id) UPDATE people SET segment = 's'",
+    ] {
+        refused_known(sql, "public.people");
+    }
+    for sql in [
+        "INSERT INTO inbox (address) VALUES ('secret@example.com')",
+        "WITH x AS (INSERT INTO staging VALUES ('secret') RETURNING 1) SELECT * FROM x",
+    ] {
+        let object = if sql.contains("inbox") {
+            "rule to_customers"
+        } else {
+            "trigger copy_over"
+        };
+        refused_known(sql, object);
+    }
+    assert_eq!(
+        run_known("DELETE FROM people WHERE id = 1"),
+        Outcome::Unchanged
+    );
+    assert_eq!(run_known("COPY people TO STDOUT"), Outcome::Unchanged);
+}
+
+#[test]
+fn calls_of_functions_over_protected_tables_with_values_are_refused() {
+    for sql in [
+        "SELECT add_customer('secret@example.com')",
+        "SELECT * FROM public.add_customer($1)",
+        "CALL add_customer(E'secret')",
+        "SELECT Add_Customer(lower('secret'))",
+        "SELECT \"add_customer\"(name => 'secret')",
+        "INSERT INTO orders (note) VALUES (add_customer ( $1 ))",
+        "SELECT add_customer(ARRAY['secret'])",
+    ] {
+        refused_known(sql, "public.add_customer");
+    }
+    for sql in [
+        "SELECT add_customer()",
+        "SELECT add_customer(42)",
+        "CALL add_customer()",
+        "SELECT add_customer FROM orders WHERE note = 'x'",
+    ] {
+        assert_eq!(run_known(sql), Outcome::Unchanged, "{sql}");
+    }
+}
+
+#[test]
+fn views_map_exact_columns_and_refuse_comparing_derived_ones() {
+    let Outcome::Rewritten(r) = run_known("SELECT full_name FROM people WHERE email = 'a@b.c'")
+    else {
+        panic!("not rewritten");
+    };
+    assert_eq!(
+        r.sql,
+        format!(
+            "SELECT full_name FROM people WHERE email = {}",
+            ct("a@b.c", "email")
+        )
+    );
+    for sql in [
+        "SELECT id FROM people p WHERE p.low = 'secret'",
+        "SELECT id FROM people WHERE low IN ('secret')",
+        "SELECT id FROM people WHERE $1 = low::text",
+        "SELECT id FROM people WHERE id IN (SELECT id FROM orders WHERE note = people.low)",
+    ] {
+        refused_known(sql, "public.people");
+    }
+    refused_known(
+        "SELECT id FROM people WHERE email LIKE 'secret%'",
+        "public.customers.email",
+    );
+    for sql in [
+        "SELECT id FROM people WHERE segment = 'x'",
+        "SELECT low FROM people WHERE low IS NULL",
+        "SELECT * FROM people",
+    ] {
+        assert_eq!(run_known(sql), Outcome::Unchanged, "{sql}");
+    }
 }
