@@ -165,20 +165,13 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             )
             .await
             .unwrap();
-        {
-            use futures_util::SinkExt;
-            let sink = exact
-                .copy_in("copy customers (email, segment) from stdin")
-                .await
-                .unwrap();
-            futures_util::pin_mut!(sink);
-            sink.send(bytes::Bytes::from_static(
-                b"copy1@example.org\texact-seg\ncopy2@example.org\texact-seg\n",
-            ))
-            .await
-            .unwrap();
-            assert_eq!(sink.finish().await.unwrap(), 2);
-        }
+        let copied = common::copy_rows(
+            &exact,
+            "copy customers (email, segment) from stdin",
+            b"copy1@example.org\texact-seg\ncopy2@example.org\texact-seg\n",
+        )
+        .await;
+        assert_eq!(copied.unwrap(), 2);
         exact.simple_query("select 1/0").await.unwrap_err();
         exact
             .query("select id from customers where email like $1", &[&"%x"])

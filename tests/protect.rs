@@ -623,20 +623,15 @@ async fn copy_from_stdin_is_encrypted_in_text_and_csv() {
 
 #[tokio::test]
 async fn copy_data_that_cannot_be_encrypted_fails_the_copy_and_writes_nothing() {
-    use futures_util::SinkExt;
     let crm = crm();
     let app = crm.connect("crm_user").await;
-    let sink = app
-        .copy_in("copy customers (full_name, email, segment) from stdin")
-        .await
-        .unwrap();
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(
+    let err = common::copy_rows(
+        &app,
+        "copy customers (full_name, email, segment) from stdin",
         b"Good Row\tgood@x.org\tbad-copy\nBad Row Secret\tonly-two-fields\n",
-    ))
+    )
     .await
-    .unwrap();
-    let err = sink.finish().await.unwrap_err();
+    .unwrap_err();
     let message = err
         .as_db_error()
         .map(|e| e.message().to_owned())

@@ -258,6 +258,20 @@ pub fn simple_rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<O
         .collect()
 }
 
+/// Runs `COPY ... FROM STDIN` with `data` as one CopyData message;
+/// the rows copied, or the error that failed the COPY.
+pub async fn copy_rows(
+    client: &tokio_postgres::Client,
+    statement: &str,
+    data: &'static [u8],
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let sink = client.copy_in(statement).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(data)).await?;
+    sink.finish().await
+}
+
 /// Connects through the proxy and passes the connection's asynchronous
 /// messages (notices, notifications) to the returned receiver.
 pub async fn connect_with_messages(
