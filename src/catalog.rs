@@ -19,7 +19,11 @@
 //!   view; functions and procedures whose body mentions one of their names
 //!   (`prosrc`, ignoring case), depends on one (`pg_depend`, for `BEGIN
 //!   ATOMIC` bodies) or mentions such a function; and the user triggers
-//!   that run such a function. One query, views ordered inner first.
+//!   that run such a function. Rules and triggers on a protected table
+//!   itself are left out: writes to it are encrypted by pgveil, so what
+//!   they see of its protected columns is ciphertext (one that copies an
+//!   unprotected value into a protected column fails on the guards). One
+//!   query, views ordered inner first.
 
 use bytes::BytesMut;
 use thiserror::Error;
@@ -280,10 +284,11 @@ fn objects_query(policy: &Policy) -> String {
              AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
              AND d.refobjid <> r.ev_class \
            JOIN exposing e ON e.oid = d.refobjid \
-           WHERE r.rulename <> '_RETURN' \
+           WHERE r.rulename <> '_RETURN' AND r.ev_class NOT IN (SELECT oid FROM protected) \
            UNION ALL \
            SELECT 'trigger', t.tgrelid, t.tgname::text, f.base, 0 FROM pg_catalog.pg_trigger t \
-           JOIN func f ON f.oid = t.tgfoid WHERE NOT t.tgisinternal) \
+           JOIN func f ON f.oid = t.tgfoid \
+           WHERE NOT t.tgisinternal AND t.tgrelid NOT IN (SELECT oid FROM protected)) \
          SELECT o.kind, n.nspname::text, c.relname::text, o.hook, \
            bn.nspname || '.' || bc.relname, \
            CASE o.kind WHEN 'view' THEN pg_catalog.pg_get_viewdef(o.oid) END \

@@ -44,7 +44,9 @@ fn nothing_in(segment: &str) {
 /// per test binary, before any session that must know them logs in: a
 /// view, a function and a procedure that insert into customers, a table
 /// whose rule inserts into customers instead, and one whose trigger copies
-/// into customers; plus a function that only counts and one that reads.
+/// into customers; plus a function that only counts, one that reads, and
+/// a trigger on customers itself that keeps a history (of ciphertext),
+/// which must not stop writes to customers.
 fn leak_paths() {
     static MADE: OnceLock<()> = OnceLock::new();
     MADE.get_or_init(|| {
@@ -62,12 +64,16 @@ fn leak_paths() {
              create function leak_copy() returns trigger language plpgsql as
                $$ begin insert into public.CUSTOMERS (email, segment) values (new.address, new.segment); return new; end $$;
              create trigger leak_trigger after insert on leak_staging for each row execute function leak_copy();
+             create table customers_history (email text);
+             create function keep_history() returns trigger language plpgsql as
+               $$ begin insert into customers_history values (new.email); return new; end $$;
+             create trigger keep_history after insert on customers for each row execute function keep_history();
              create function leak_count() returns bigint language sql as 'select count(*) from customers';
              create function leak_emails() returns setof text language sql as
                $$ select email from customers where segment = 'view-read' $$;
              grant select, insert, update on leak_view to crm_app;
              grant select on leak_view to support;
-             grant insert on leak_inbox, leak_staging to crm_app;",
+             grant insert on leak_inbox, leak_staging, customers_history to crm_app;",
         );
     });
 }
@@ -271,6 +277,7 @@ async fn writes_through_objects_made_after_login_fail_in_the_database_without_th
 
 #[tokio::test]
 async fn pgveils_own_writes_pass_the_guards() {
+    leak_paths();
     let guards = Cluster::shared().psql_direct(
         "select string_agg(conname || ':' || convalidated, ',' order by conname) from pg_constraint \
          where conrelid = 'public.customers'::regclass and conname like 'pgveil_guard_%'",
@@ -315,6 +322,9 @@ async fn pgveils_own_writes_pass_the_guards() {
     assert_eq!(copied.unwrap(), 1);
     let stored = stored_in("guarded");
     assert!(stored.starts_with("3|pgv1:"), "{stored}");
+    let history = Cluster::shared()
+        .psql_direct("select count(*) from customers_history where email like '%guard.example%'");
+    assert_eq!(history.trim(), "0", "the history holds ciphertext only");
     assert!(
         !stored.contains("guard.example") && !stored.contains("Guard"),
         "{stored}"

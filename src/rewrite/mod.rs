@@ -53,6 +53,12 @@
 //! Column aliases on a protected table (`customers AS c(a, b)`) are
 //! refused.
 //!
+//! **Server-side objects.** Views, functions, rules and triggers over
+//! protected tables, which the session's catalog lists ([`Known`]), are
+//! handled in `objects`: writes through them and calls of such
+//! functions with values are refused, and a view's columns that are a
+//! protected column as it is resolve to that column.
+//!
 //! **Left out:** statements inside function bodies, `DO` blocks and
 //! `CALL`; a `$n` used for two different columns; `NATURAL` joins; window
 //! definitions; `DISTINCT ON`; the column aliases of a CTE.

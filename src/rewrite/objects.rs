@@ -162,6 +162,9 @@ impl ServerObjects {
             let Some(function) = self.called(sql, token) else {
                 continue;
             };
+            if i > 0 && names_prepared(sql, &tokens[i - 1]) {
+                continue;
+            }
             let Some(args) = tokens.get(i + 1..).filter(|rest| is_open(rest.first())) else {
                 continue;
             };
@@ -200,6 +203,16 @@ impl Kind {
             Kind::Function => "its body mentions".into(),
         }
     }
+}
+
+/// `PREPARE` or `EXECUTE`, after which a name followed by `(` names a
+/// prepared statement, not a function.
+fn names_prepared(sql: &str, token: &ScanToken) -> bool {
+    let text = usize::try_from(token.start)
+        .ok()
+        .zip(usize::try_from(token.end).ok())
+        .and_then(|(start, end)| sql.get(start..end));
+    text.is_some_and(|t| t.eq_ignore_ascii_case("prepare") || t.eq_ignore_ascii_case("execute"))
 }
 
 fn is_open(token: Option<&ScanToken>) -> bool {

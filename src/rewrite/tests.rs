@@ -739,6 +739,7 @@ fn calls_of_functions_over_protected_tables_with_values_are_refused() {
         "SELECT add_customer(42)",
         "CALL add_customer()",
         "SELECT add_customer FROM orders WHERE note = 'x'",
+        "EXECUTE add_customer ('a prepared statement', $1)",
     ] {
         assert_eq!(run_known(sql), Outcome::Unchanged, "{sql}");
     }
