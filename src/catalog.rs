@@ -206,6 +206,7 @@ where
         return Ok(ServerObjects::default());
     }
     let rows = query(server, buf, &objects_query(policy)).await?;
+    // The row of `set_config` has one column; the objects have six.
     let objects = rows.into_iter().filter_map(|row| {
         let [Some(kind), Some(schema), Some(name), hook, Some(table), definition] =
             <[Option<String>; 6]>::try_from(row).ok()?
@@ -233,10 +234,18 @@ where
 /// The server-side objects over the policy's tables, as rows of kind,
 /// schema, name, rule or trigger name, the protected table
 /// (`schema.table`) and a view's definition. The names searched for in
-/// function bodies are folded to lowercase, like the bodies.
+/// function bodies are folded to lowercase, like the bodies; only
+/// functions outside `pg_catalog` and `information_schema` are searched.
+///
+/// The planner's estimates for the recursive searches are far too high,
+/// enough to make PostgreSQL JIT-compile the query, which takes longer
+/// than running it (a second, against milliseconds): so JIT is turned off
+/// first, for this query only (`set_config(..., true)` lasts until the end
+/// of the implicit transaction the two statements of one Query share).
 fn objects_query(policy: &Policy) -> String {
     format!(
-        "WITH RECURSIVE protected AS (\
+        "SELECT pg_catalog.set_config('jit', 'off', true); \
+         WITH RECURSIVE protected AS (\
            SELECT c.oid FROM pg_catalog.pg_class c \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
            WHERE (n.nspname, c.relname) IN (VALUES {tables})), \
@@ -256,24 +265,23 @@ fn objects_query(policy: &Policy) -> String {
          exposing AS (SELECT oid, oid AS base FROM protected UNION ALL SELECT oid, base FROM view), \
          names AS (SELECT e.base, lower(c.relname::text) AS name FROM exposing e \
            JOIN pg_catalog.pg_class c ON c.oid = e.oid), \
+         procs AS MATERIALIZED (\
+           SELECT p.oid, lower(p.proname::text) AS name, lower(p.prosrc) AS src \
+           FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')), \
          funcs(oid, base) AS (\
-           SELECT p.oid, x.base FROM pg_catalog.pg_proc p \
-           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+           SELECT p.oid, x.base FROM procs p \
            JOIN LATERAL (\
-             SELECT m.base FROM names m WHERE strpos(lower(p.prosrc), m.name) > 0 \
+             SELECT m.base FROM names m WHERE strpos(p.src, m.name) > 0 \
              UNION ALL SELECT e.base FROM pg_catalog.pg_depend d \
              JOIN exposing e ON e.oid = d.refobjid \
              WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid \
                AND d.refclassid = 'pg_catalog.pg_class'::regclass \
              LIMIT 1) x ON true \
-           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
            UNION \
            SELECT p.oid, f.base FROM funcs f \
-           JOIN pg_catalog.pg_proc q ON q.oid = f.oid \
-           JOIN pg_catalog.pg_proc p ON p.oid <> f.oid \
-             AND strpos(lower(p.prosrc), lower(q.proname::text)) > 0 \
-           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')), \
+           JOIN procs q ON q.oid = f.oid \
+           JOIN procs p ON p.oid <> f.oid AND strpos(p.src, q.name) > 0), \
          func AS (SELECT DISTINCT ON (oid) oid, base FROM funcs ORDER BY oid, base), \
          object(kind, oid, hook, base, depth) AS (\
            SELECT 'view', oid, NULL::text, base, depth FROM view \

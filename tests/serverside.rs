@@ -228,6 +228,9 @@ async fn reads_through_views_and_functions_are_revealed_per_role() {
         .await
         .unwrap_err();
     assert_refused(&err, "low_email", "public.leak_view", "view.reader");
+    // The catalog lookup turned JIT off for its own query only.
+    let jit = simple_rows(&app.simple_query("show jit").await.unwrap());
+    assert_eq!(jit, [[Some("on".to_owned())]]);
     // Functions: without values they run; what they return is revealed.
     let count = app.query_one("select leak_count()", &[]).await.unwrap();
     assert!(count.get::<_, i64>(0) >= 1);
