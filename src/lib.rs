@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod bulk;
+pub mod bytea;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
