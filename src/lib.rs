@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod copy_binary;
 pub mod copy_in;
 pub mod copy_out;
 pub mod crypto;
