@@ -23,15 +23,29 @@ pub fn decode(text: &[u8]) -> Option<Vec<u8>> {
 
 /// The hex form: `\x` and two lowercase hex digits per byte.
 pub fn hex(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + 2 * bytes.len());
-    out.extend_from_slice(b"\\x");
-    out.extend_from_slice(hex::encode(bytes).as_bytes());
+    let mut out = Vec::new();
+    write_hex(bytes, &mut out);
     out
+}
+
+/// Appends the hex form of `bytes` to `out`.
+pub fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + 2 + 2 * bytes.len(), 0);
+    out[start..start + 2].copy_from_slice(b"\\x");
+    hex::encode_to_slice(bytes, &mut out[start + 2..]).expect("sized for the hex digits");
 }
 
 /// The escape form, as `byteaout` writes it.
 pub fn escape(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4);
+    let mut out = Vec::new();
+    write_escape(bytes, &mut out);
+    out
+}
+
+/// Appends the escape form of `bytes` to `out`.
+pub fn write_escape(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + bytes.len() / 4);
     for &byte in bytes {
         match byte {
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -44,7 +58,6 @@ pub fn escape(bytes: &[u8]) -> Vec<u8> {
             ]),
         }
     }
-    out
 }
 
 fn decode_hex(digits: &[u8]) -> Option<Vec<u8>> {

@@ -11,8 +11,8 @@ use pg_query::protobuf::{
 use pg_query::NodeRef;
 
 use super::{
-    array, splice, ColumnOrder, ColumnRefId, Encryptor, NodeEnum, Outcome, ParamSlot, Prepared,
-    Reason, Rewrite,
+    array, splice, storage, ColumnRefId, Columns, Encryptor, NodeEnum, Outcome, ParamSlot,
+    Prepared, Reason, Rewrite, Storage, Target,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
 
@@ -122,7 +122,7 @@ pub(super) struct Analyzer<'a> {
     tokens: Vec<ScanToken>,
     policy: &'a Policy,
     enc: &'a dyn Encryptor,
-    column_order: ColumnOrder<'a>,
+    columns: &'a dyn Columns,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
     /// Protected columns written with a value (encrypted).
@@ -135,14 +135,14 @@ impl<'a> Analyzer<'a> {
         tokens: Vec<ScanToken>,
         policy: &'a Policy,
         enc: &'a dyn Encryptor,
-        column_order: ColumnOrder<'a>,
+        columns: &'a dyn Columns,
     ) -> Self {
         Analyzer {
             sql,
             tokens,
             policy,
             enc,
-            column_order,
+            columns,
             edits: Vec::new(),
             params: Vec::new(),
             written: Vec::new(),
@@ -177,10 +177,10 @@ impl<'a> Analyzer<'a> {
     /// Encrypts the arguments of an EXECUTE at these slots.
     pub fn execute(&mut self, execute: &ExecuteStmt, slots: &[ParamSlot]) -> Result<()> {
         for slot in slots {
+            let c = &slot.target.column;
             let (Some(arg), Some(column)) = (
                 execute.params.get(slot.number.wrapping_sub(1)),
-                self.policy
-                    .column(&slot.column.schema, &slot.column.table, &slot.column.column),
+                self.policy.column(&c.schema, &c.table, &c.column),
             ) else {
                 continue;
             };
@@ -588,11 +588,13 @@ impl<'a> Analyzer<'a> {
             let Some(first) = self.policy.columns_of(schema, &table).next() else {
                 return Ok(Vec::new());
             };
-            (self.column_order)(schema, &table).ok_or_else(|| Reason::NoColumnList {
-                statement: "INSERT",
-                table: format!("{schema}.{table}"),
-                column: first.into(),
-            })?
+            self.columns
+                .order(schema, &table)
+                .ok_or_else(|| Reason::NoColumnList {
+                    statement: "INSERT",
+                    table: format!("{schema}.{table}"),
+                    column: first.into(),
+                })?
         } else {
             s.cols
                 .iter()
@@ -767,7 +769,7 @@ impl<'a> Analyzer<'a> {
     /// An array of values for `column`: `ARRAY[...]`, each element
     /// checked by `element`; a string literal in array syntax or a `$n`,
     /// encrypted element by element; or NULL, possibly cast. Anything else
-    /// is refused with `other`.
+    /// is refused with `other`, and any array for a `bytea` column.
     fn array(
         &mut self,
         column: &'a ColumnPolicy,
@@ -776,6 +778,9 @@ impl<'a> Analyzer<'a> {
         element: ElementCheck<'a>,
         other: fn(ColumnRefId) -> Reason,
     ) -> Result<()> {
+        if storage(self.columns, column)? == Storage::Bytea {
+            return Err(Reason::ByteaArray(column.into()));
+        }
         match &node.node {
             Some(NodeEnum::TypeCast(cast)) => match cast.arg.as_deref() {
                 Some(arg) => self.array(column, arg, scope, element, other),
@@ -1064,7 +1069,7 @@ impl<'a> Analyzer<'a> {
     fn slot(&mut self, column: &ColumnPolicy, number: usize, array: bool) -> Result<()> {
         let slot = ParamSlot {
             number,
-            column: column.into(),
+            target: Target::of(self.columns, column)?,
             array,
         };
         if !self.params.contains(&slot) {
@@ -1076,8 +1081,11 @@ impl<'a> Analyzer<'a> {
     /// Replaces the literal token at the constant's location by the
     /// literal of its ciphertext.
     fn encrypt(&mut self, column: &ColumnPolicy, constant: &AConst, plaintext: &str) -> Result<()> {
-        let ciphertext = self.ciphertext(column, plaintext)?;
-        self.replace_literal(constant, &ciphertext)
+        let replacement = match storage(self.columns, column)? {
+            Storage::Text => format!("'{}'", self.ciphertext(column, plaintext)?),
+            Storage::Bytea => self.bytea_literal(column, plaintext)?,
+        };
+        self.replace_literal(constant, replacement)
     }
 
     /// Replaces a string literal in array syntax (`'{a,b}'`) by the array
@@ -1098,7 +1106,7 @@ impl<'a> Analyzer<'a> {
         });
         match (encrypted, failure) {
             (_, Some(reason)) => Err(reason),
-            (Ok(encrypted), None) => self.replace_literal(constant, &encrypted),
+            (Ok(encrypted), None) => self.replace_literal(constant, format!("'{encrypted}'")),
             (Err(error), None) => Err(Reason::Array {
                 column: column.into(),
                 error,
@@ -1106,35 +1114,46 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    /// The ciphertext of `plaintext` for `column`, checked to be plain
-    /// ASCII text that needs no escaping in a literal.
+    /// The ciphertext of `plaintext` for a text `column`, checked to be
+    /// plain ASCII text that needs no escaping in a literal.
     fn ciphertext(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String> {
-        let encrypt_error = |error| Reason::Encrypt {
-            column: column.into(),
-            error,
-        };
-        let ciphertext = self.enc.encrypt(column, plaintext).map_err(encrypt_error)?;
+        let ciphertext = self
+            .enc
+            .encrypt(column, plaintext)
+            .map_err(|error| encrypt_error(column, error))?;
         if !ciphertext
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
         {
-            return Err(encrypt_error(super::EncryptError(
-                "the ciphertext is not plain ASCII text".into(),
-            )));
+            return Err(encrypt_error(
+                column,
+                super::EncryptError("the ciphertext is not plain ASCII text".into()),
+            ));
         }
         Ok(ciphertext)
     }
 
-    /// Replaces the literal token of `constant` by `'text'`; `text` holds
-    /// no quote or backslash.
-    fn replace_literal(&mut self, constant: &AConst, text: &str) -> Result<()> {
+    /// `E'\\x...'`: the hex form of the binary ciphertext of the bytes the
+    /// literal stands for.
+    fn bytea_literal(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String> {
+        let bytes = crate::bytea::decode(plaintext.as_bytes())
+            .ok_or_else(|| Reason::NotBytea(column.into()))?;
+        let ciphertext = self
+            .enc
+            .encrypt_bytes(column, &bytes)
+            .map_err(|error| encrypt_error(column, error))?;
+        Ok(format!("E'\\\\x{}'", hex::encode(ciphertext)))
+    }
+
+    /// Replaces the literal token of `constant` by `replacement`.
+    fn replace_literal(&mut self, constant: &AConst, replacement: String) -> Result<()> {
         let (start, end) = self
             .literal_extent(constant.location)
             .ok_or(Reason::Syntax)?;
         self.edits.push(Edit {
             start,
             end,
-            replacement: format!("'{text}'"),
+            replacement,
         });
         Ok(())
     }
@@ -1156,6 +1175,13 @@ impl<'a> Analyzer<'a> {
             usize::try_from(self.tokens[i].start).ok()?,
             usize::try_from(end).ok()?,
         ))
+    }
+}
+
+fn encrypt_error(column: &ColumnPolicy, error: super::EncryptError) -> Reason {
+    Reason::Encrypt {
+        column: column.into(),
+        error,
     }
 }
 
