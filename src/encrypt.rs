@@ -42,7 +42,7 @@ use crate::relay::Tap;
 use crate::reveal::put_field;
 use crate::rewrite::{
     self, copy_out_options, session_settings, CopyIn, CopyOptions, EncryptError, Encryptor,
-    Outcome, ParamSlot, Refusal, Storage,
+    Outcome, ParamSlot, Prepared, PreparedSlots, Refusal, Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -124,7 +124,7 @@ pub struct ClientTap<'a> {
     /// Parameter slots of prepared statements, by statement name.
     statements: HashMap<String, Vec<ParamSlot>>,
     /// Slots of statements prepared with SQL `PREPARE`, by name.
-    sql_prepared: HashMap<String, Vec<ParamSlot>>,
+    sql_prepared: PreparedSlots,
     /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
     copy_statements: HashMap<String, CopyIn>,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
@@ -248,7 +248,7 @@ impl<'a> ClientTap<'a> {
         };
         self.note_settings(&sql);
         self.shared.expect_copy_out(copy_out_in(&sql));
-        let outcome = self.analyse(veil, &sql);
+        let outcome = self.rewrite(veil, &sql);
         self.note_query(&sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
@@ -256,9 +256,7 @@ impl<'a> ClientTap<'a> {
         match outcome {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
-                for prepared in rewrite.prepared {
-                    self.sql_prepared.insert(prepared.name, prepared.params);
-                }
+                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(
                     b'Q',
                     &cstring(encoding.encode(&rewrite.sql)),
@@ -277,21 +275,16 @@ impl<'a> ClientTap<'a> {
 
     /// Rewrites a statement text, including `EXECUTE` of statements
     /// prepared with SQL `PREPARE`.
-    fn analyse(&self, veil: &Veil, sql: &str) -> Outcome {
-        match self.rewrite(veil, sql) {
-            Outcome::Unchanged if !self.sql_prepared.is_empty() => rewrite::rewrite_execute(
-                sql,
-                &veil.policy,
-                |name| self.sql_prepared.get(name).cloned(),
-                veil,
-                self.catalog,
-            ),
-            outcome => outcome,
-        }
+    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
+        rewrite::rewrite_in_session(sql, &veil.policy, veil, self.catalog, &self.sql_prepared)
     }
 
-    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
-        rewrite::rewrite_with_columns(sql, &veil.policy, veil, self.catalog)
+    /// Notes the statements a text prepares with SQL `PREPARE`, whether it
+    /// came in a Query or a Parse.
+    fn note_prepared(&mut self, prepared: Vec<Prepared>) {
+        for prepared in prepared {
+            self.sql_prepared.insert(prepared.name, prepared.params);
+        }
     }
 
     fn note_settings(&self, sql: &str) {
@@ -380,6 +373,7 @@ impl<'a> ClientTap<'a> {
                 body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
                 self.statements.insert(name, rewrite.params);
+                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(b'P', &body));
             }
             Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {

@@ -790,6 +790,60 @@ fn psql_binary_copy_to_a_file_is_revealed_per_role() {
     );
 }
 
+#[tokio::test]
+async fn execute_of_a_prepared_insert_is_encrypted_wherever_it_appears() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    app.batch_execute(
+        "prepare add_exec (text) as insert into customers (email, segment) values ($1, 'exec-seg'); \
+         execute add_exec ('same.text@example.org')",
+    )
+    .await
+    .unwrap();
+    app.batch_execute("select 1; execute add_exec ('after.other@example.org')")
+        .await
+        .unwrap();
+    app.batch_execute("begin; explain analyze execute add_exec ('explained@example.org'); commit")
+        .await
+        .unwrap();
+    // Through the extended protocol, and a PREPARE sent that way.
+    app.execute("execute add_exec ('extended@example.org')", &[])
+        .await
+        .unwrap();
+    app.execute(
+        "prepare add_ext (text) as insert into customers (email, segment) values ($1, 'exec-seg')",
+        &[],
+    )
+    .await
+    .unwrap();
+    app.batch_execute("execute add_ext ('prepared.extended@example.org')")
+        .await
+        .unwrap();
+    let raw = Cluster::shared().psql_direct(
+        "select count(*) || ' ' || string_agg(email, ';') from customers where segment = 'exec-seg'",
+    );
+    assert!(
+        raw.starts_with("5 pgv1:") && !raw.contains("@example.org"),
+        "{raw}"
+    );
+    let emails = column(
+        &app,
+        "select email from customers where segment = 'exec-seg' order by id",
+    )
+    .await;
+    assert_eq!(
+        emails,
+        [
+            "same.text@example.org",
+            "after.other@example.org",
+            "explained@example.org",
+            "extended@example.org",
+            "prepared.extended@example.org"
+        ]
+        .map(|s| Some(s.to_owned()))
+    );
+}
+
 #[test]
 fn psql_copy_from_stdin_uses_the_simple_protocol_and_is_encrypted() {
     use std::io::Write;

@@ -12,7 +12,7 @@ use pg_query::NodeRef;
 
 use super::{
     array, splice, storage, ColumnRefId, Columns, Encryptor, NodeEnum, Outcome, ParamSlot,
-    Prepared, Reason, Rewrite, Storage, Target,
+    Prepared, PreparedSlots, Reason, Rewrite, Storage, Target,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
 
@@ -123,8 +123,12 @@ pub(super) struct Analyzer<'a> {
     policy: &'a Policy,
     enc: &'a dyn Encryptor,
     columns: &'a dyn Columns,
+    /// The statements the session prepared before this text.
+    session_prepared: &'a PreparedSlots,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
+    /// The statements this text prepares, in order.
+    prepared: Vec<Prepared>,
     /// Protected columns written with a value (encrypted).
     written: Vec<ColumnRefId>,
 }
@@ -136,6 +140,7 @@ impl<'a> Analyzer<'a> {
         policy: &'a Policy,
         enc: &'a dyn Encryptor,
         columns: &'a dyn Columns,
+        session_prepared: &'a PreparedSlots,
     ) -> Self {
         Analyzer {
             sql,
@@ -143,13 +148,20 @@ impl<'a> Analyzer<'a> {
             policy,
             enc,
             columns,
+            session_prepared,
             edits: Vec::new(),
             params: Vec::new(),
+            prepared: Vec::new(),
             written: Vec::new(),
         }
     }
 
-    pub fn finish(self, prepared: Vec<Prepared>) -> Outcome {
+    pub fn finish(self) -> Outcome {
+        let prepared: Vec<Prepared> = self
+            .prepared
+            .into_iter()
+            .filter(|p| !p.params.is_empty())
+            .collect();
         if self.edits.is_empty() && self.params.is_empty() && prepared.is_empty() {
             return Outcome::Unchanged;
         }
@@ -161,22 +173,37 @@ impl<'a> Analyzer<'a> {
         })
     }
 
-    /// Analyses a top-level statement other than COPY and PREPARE.
+    /// Analyses a top-level statement other than COPY.
     pub fn statement(&mut self, node: &NodeEnum) -> Result<()> {
         self.statement_in(node, &Scope::default())
     }
 
-    /// Analyses the statement a PREPARE prepares; returns its slots.
-    pub fn prepare(&mut self, prepare: &PrepareStmt) -> Result<Vec<ParamSlot>> {
+    /// Analyses the statement a PREPARE prepares and notes its slots.
+    fn prepare(&mut self, prepare: &PrepareStmt) -> Result<()> {
         let outer = std::mem::take(&mut self.params);
         let result = self.optional_statement(prepare.query.as_deref(), &Scope::default());
-        let slots = std::mem::replace(&mut self.params, outer);
-        result.map(|()| slots)
+        let params = std::mem::replace(&mut self.params, outer);
+        result?;
+        self.prepared.push(Prepared {
+            name: prepare.name.clone(),
+            params,
+        });
+        Ok(())
     }
 
-    /// Encrypts the arguments of an EXECUTE at these slots.
-    pub fn execute(&mut self, execute: &ExecuteStmt, slots: &[ParamSlot]) -> Result<()> {
-        for slot in slots {
+    /// Encrypts the arguments of an EXECUTE at the slots of its statement,
+    /// prepared earlier in this text or in the session.
+    fn execute(&mut self, execute: &ExecuteStmt) -> Result<()> {
+        let slots = self
+            .prepared
+            .iter()
+            .rev()
+            .find(|p| p.name == execute.name)
+            .map(|p| &p.params)
+            .or_else(|| self.session_prepared.get(&execute.name))
+            .cloned()
+            .unwrap_or_default();
+        for slot in &slots {
             let c = &slot.target.column;
             let (Some(arg), Some(column)) = (
                 execute.params.get(slot.number.wrapping_sub(1)),
@@ -207,6 +234,8 @@ impl<'a> Analyzer<'a> {
             NodeEnum::UpdateStmt(s) => self.update(s, scope),
             NodeEnum::DeleteStmt(s) => self.delete(s, scope),
             NodeEnum::MergeStmt(_) => self.merge(node),
+            NodeEnum::PrepareStmt(s) => self.prepare(s),
+            NodeEnum::ExecuteStmt(s) => self.execute(s),
             NodeEnum::ExplainStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::DeclareCursorStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::CreateTableAsStmt(s) => self.optional_statement(s.query.as_deref(), scope),

@@ -79,6 +79,7 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use pg_query::protobuf::node::Node as NodeEnum;
@@ -228,13 +229,17 @@ pub struct ParamSlot {
     pub array: bool,
 }
 
-/// The parameter slots of a statement prepared with SQL `PREPARE`, for
-/// [`rewrite_execute`].
+/// The parameter slots of a statement prepared with SQL `PREPARE`, so that
+/// the arguments of a later `EXECUTE` can be encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prepared {
     pub name: String,
     pub params: Vec<ParamSlot>,
 }
+
+/// The parameter slots of the statements a session prepared with SQL
+/// `PREPARE`, by name.
+pub type PreparedSlots = HashMap<String, Vec<ParamSlot>>;
 
 /// A statement text with its protected values encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -397,45 +402,29 @@ impl From<Reason> for Refusal {
 /// no catalog: `INSERT` and `COPY` without a column list are refused, and
 /// every protected column is taken to be text.
 pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
-    rewrite_with_columns(sql, policy, enc, &NoCatalog)
+    rewrite_in_session(sql, policy, enc, &NoCatalog, &PreparedSlots::new())
 }
 
-/// [`rewrite`], knowing the column order and types of tables.
-pub fn rewrite_with_columns(
+/// [`rewrite`] in a session: knowing the column order and types of
+/// tables, and the statements the session prepared with SQL `PREPARE`,
+/// whose `EXECUTE` arguments are encrypted wherever it appears (alone,
+/// after other statements or the `PREPARE` in the same text, under
+/// `EXPLAIN` or `CREATE TABLE AS`). A text that mentions no protected
+/// table, and no `execute` while the session has such statements, is
+/// not parsed.
+pub fn rewrite_in_session(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,
     columns: &dyn Columns,
+    prepared: &PreparedSlots,
 ) -> Outcome {
-    if !policy.mentions_protected_table(sql) {
+    let may_execute =
+        || !prepared.is_empty() && crate::encrypt::contains_ignore_case(sql.as_bytes(), b"execute");
+    if !policy.mentions_protected_table(sql) && !may_execute() {
         return Outcome::Unchanged;
     }
-    outcome(rewrite_parsed(sql, policy, enc, columns))
-}
-
-/// Encrypts the arguments of `EXECUTE name (...)` at the parameter slots
-/// of the prepared statement, which `slots_of` looks up by name.
-pub fn rewrite_execute(
-    sql: &str,
-    policy: &Policy,
-    slots_of: impl Fn(&str) -> Option<Vec<ParamSlot>>,
-    enc: &dyn Encryptor,
-    columns: &dyn Columns,
-) -> Outcome {
-    if !sql.to_ascii_lowercase().contains("execute") {
-        return Outcome::Unchanged;
-    }
-    outcome((|| {
-        let (parsed, mut analyzer) = parse(sql, policy, enc, columns)?;
-        for raw in &parsed.protobuf.stmts {
-            if let Some(NodeEnum::ExecuteStmt(execute)) = statement(raw) {
-                if let Some(slots) = slots_of(&execute.name) {
-                    analyzer.execute(execute, &slots)?;
-                }
-            }
-        }
-        Ok(analyzer.finish(Vec::new()))
-    })())
+    outcome(rewrite_parsed(sql, policy, enc, columns, prepared))
 }
 
 fn outcome(result: Result<Outcome, Reason>) -> Outcome {
@@ -446,26 +435,17 @@ fn statement(raw: &pg_query::protobuf::RawStmt) -> Option<&NodeEnum> {
     raw.stmt.as_ref()?.node.as_ref()
 }
 
-fn parse<'a>(
-    sql: &'a str,
-    policy: &'a Policy,
-    enc: &'a dyn Encryptor,
-    columns: &'a dyn Columns,
-) -> Result<(pg_query::ParseResult, Analyzer<'a>), Reason> {
-    let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
-    let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
-    Ok((parsed, Analyzer::new(sql, tokens, policy, enc, columns)))
-}
-
 fn rewrite_parsed(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,
     columns: &dyn Columns,
+    prepared: &PreparedSlots,
 ) -> Result<Outcome, Reason> {
-    let (parsed, mut analyzer) = parse(sql, policy, enc, columns)?;
+    let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
+    let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
+    let mut analyzer = Analyzer::new(sql, tokens, policy, enc, columns, prepared);
     let statements = &parsed.protobuf.stmts;
-    let mut prepared = Vec::new();
     for raw in statements {
         match statement(raw) {
             Some(NodeEnum::CopyStmt(copy)) => {
@@ -480,20 +460,11 @@ fn rewrite_parsed(
                     analyzer.statement(query)?;
                 }
             }
-            Some(NodeEnum::PrepareStmt(prepare)) => {
-                let params = analyzer.prepare(prepare)?;
-                if !params.is_empty() {
-                    prepared.push(Prepared {
-                        name: prepare.name.clone(),
-                        params,
-                    });
-                }
-            }
             Some(node) => analyzer.statement(node)?,
             None => {}
         }
     }
-    Ok(analyzer.finish(prepared))
+    Ok(analyzer.finish())
 }
 
 /// Applies edits (sorted or not, never overlapping) to `sql`.

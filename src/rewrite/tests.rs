@@ -75,7 +75,7 @@ impl Columns for Types {
 }
 
 fn typed(sql: &str) -> Outcome {
-    rewrite_with_columns(sql, &policy(), &Fake, &Types::new())
+    rewrite_in_session(sql, &policy(), &Fake, &Types::new(), &PreparedSlots::new())
 }
 
 fn policy() -> Policy {
@@ -567,41 +567,51 @@ fn prepare_reports_slots_and_execute_encrypts_them() {
             params: vec![slot(1, "email")],
         }]
     );
-    let slots_of = |name: &str| (name == "find").then(|| r.prepared[0].params.clone());
-    let outcome = rewrite_execute(
-        "EXECUTE find('a@b', 7)",
-        &policy(),
-        slots_of,
-        &Fake,
-        &NoCatalog,
-    );
-    assert_eq!(
-        outcome,
+    let session = PreparedSlots::from([("find".to_owned(), r.prepared[0].params.clone())]);
+    let execute = |sql| rewrite_in_session(sql, &policy(), &Fake, &NoCatalog, &session);
+    let expected = |sql: String| {
         Outcome::Rewritten(Rewrite {
-            sql: format!("EXECUTE find({}, 7)", ct("a@b", "email")),
+            sql,
             params: Vec::new(),
             prepared: Vec::new(),
             written: vec![column_id("email")],
         })
-    );
+    };
+    let encrypted = ct("a@b", "email");
     assert_eq!(
-        rewrite_execute(
-            "EXECUTE other('a@b')",
-            &policy(),
-            slots_of,
-            &Fake,
-            &NoCatalog
-        ),
-        Outcome::Unchanged
+        execute("EXECUTE find('a@b', 7)"),
+        expected(format!("EXECUTE find({encrypted}, 7)"))
     );
-    let outcome = rewrite_execute(
-        "EXECUTE find(lower('secret'), 7)",
-        &policy(),
-        slots_of,
-        &Fake,
-        &NoCatalog,
-    );
+    // Wherever the EXECUTE is: after another statement, under EXPLAIN or
+    // CREATE TABLE AS.
+    for sql in [
+        "SELECT 1; EXECUTE find('a@b', 7)",
+        "EXPLAIN ANALYZE EXECUTE find('a@b', 7)",
+        "CREATE TABLE t AS EXECUTE find('a@b', 7)",
+    ] {
+        assert_eq!(
+            execute(sql),
+            expected(sql.replace("'a@b'", &encrypted)),
+            "{sql}"
+        );
+    }
+    assert_eq!(execute("EXECUTE other('a@b')"), Outcome::Unchanged);
+    let outcome = execute("EXECUTE find(lower('secret'), 7)");
     assert!(matches!(outcome, Outcome::Refused(r) if r.sqlstate == "0A000"));
+}
+
+#[test]
+fn execute_after_prepare_in_the_same_text_is_encrypted() {
+    let sql = "PREPARE add (text) AS INSERT INTO customers (email) VALUES ($1); \
+               EXECUTE add('a@b'); INSERT INTO customers (email) VALUES ('c@d'); EXECUTE add('e@f')";
+    let r = rewritten(sql);
+    assert_eq!(
+        r.sql,
+        sql.replace("'a@b'", &ct("a@b", "email"))
+            .replace("'c@d'", &ct("c@d", "email"))
+            .replace("'e@f'", &ct("e@f", "email"))
+    );
+    assert_eq!(r.prepared[0].name, "add");
 }
 
 fn setting(name: &str, value: Option<&str>, local: bool) -> SettingChange {
