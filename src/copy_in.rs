@@ -4,8 +4,8 @@
 //! the payload of every `CopyData` message the client sends through a
 //! [`CopyEncryptor`], and what it returns on to the server. The encryptor
 //! splits the stream into rows and fields exactly as PostgreSQL's `COPY`
-//! does (text and CSV formats), decodes each protected field to its
-//! plaintext, and writes the ciphertext in its place; everything else,
+//! does (text, CSV and binary formats), decodes each protected field to
+//! its plaintext, and writes the ciphertext in its place; everything else,
 //! line terminators included, is copied byte for byte. Rows may span
 //! `CopyData` messages: the incomplete tail is kept until its end arrives
 //! (at most [`MAX_ROW`] bytes).
@@ -26,25 +26,42 @@
 //! unquoted. With `HEADER`, the first line is passed on unchanged (also in
 //! text format). An unquoted line `\.` ends the data as in text format.
 //!
+//! **`bytea` columns.** In text and CSV the decoded field is `bytea` text
+//! input (`\x0102`, written `\\x0102` in text format, or the escape
+//! form); its plaintext is the bytes it stands for, and the ciphertext is
+//! written as `bytea` hex input, escaped for the format.
+//!
+//! **Binary format.** The header is passed on; each tuple
+//! (`copy_binary`) must have as many fields as the COPY has columns, and
+//! a protected field's bytes are its plaintext (text in the client
+//! encoding, or a `bytea`'s bytes); the ciphertext replaces them with its
+//! length. Data after the trailer, or a tuple left unfinished at
+//! CopyDone, fails the COPY, as PostgreSQL would. For binary data,
+//! "line" in messages counts tuples.
+//!
 //! **Failing closed.** A row with another number of fields than the COPY
-//! has columns, a protected value that is not UTF-8 or holds a literal
-//! carriage return (a line terminator of another style, where PostgreSQL
-//! would split rows differently), a quoted field left open at the end, or
-//! a row over [`MAX_ROW`] is an error: nothing protected may reach the
-//! server unencrypted. Errors start with `pgveil:`, name the column and
-//! the line (counted from 1, as the line the row starts on), and never
-//! contain the data. After an error the COPY must be abandoned.
+//! has columns, a protected text value that is not UTF-8 or holds a
+//! literal carriage return (a line terminator of another style, where
+//! PostgreSQL would split rows differently), a `bytea` value that is not
+//! valid `bytea` input, a quoted field left open at the end, or a row
+//! over [`MAX_ROW`] is an error: nothing protected may reach the server
+//! unencrypted. Errors start with `pgveil:`, name the column and the line
+//! (counted from 1, as the line the row starts on), and never contain the
+//! data. After an error the COPY must be abandoned.
 //!
 //! Client encodings other than UTF-8 (and ASCII-safe ones) are handled
 //! before the data reaches this module.
+
+mod binary;
 
 use std::mem;
 use std::ops::Range;
 
 use thiserror::Error;
 
+use crate::copy_binary::FormatError;
 use crate::policy::{ColumnPolicy, Policy};
-use crate::rewrite::{ColumnRefId, CopyFormat, CopyIn, EncryptError, Encryptor};
+use crate::rewrite::{ColumnRefId, CopyFormat, CopyIn, EncryptError, Encryptor, Storage};
 
 /// The longest row, line terminator included, that pgveil buffers.
 pub const MAX_ROW: usize = 64 << 20;
@@ -55,6 +72,8 @@ const NOT_SUPPORTED: &str = "0A000";
 const BAD_COPY_FILE_FORMAT: &str = "22P04";
 /// SQLSTATE `character_not_in_repertoire`.
 const NOT_IN_REPERTOIRE: &str = "22021";
+/// SQLSTATE `invalid_text_representation`.
+const INVALID_TEXT: &str = "22P02";
 /// SQLSTATE `program_limit_exceeded`.
 const LIMIT_EXCEEDED: &str = "54000";
 /// SQLSTATE `internal_error`.
@@ -72,11 +91,6 @@ pub struct CopyError {
 /// What is wrong with the COPY or its data.
 #[derive(Debug, Error)]
 enum Problem {
-    #[error(
-        "pgveil: binary COPY into a table with protected column {0} is not supported; \
-         use text or csv"
-    )]
-    Binary(String),
     #[error("pgveil: COPY option {0} must be a single one-byte character")]
     NotOneByte(&'static str),
     #[error(
@@ -112,6 +126,15 @@ enum Problem {
     )]
     NotUtf8 { line: usize, column: String },
     #[error(
+        "pgveil: line {line} of the COPY data has a value for bytea column {column} that \
+         is not valid bytea input"
+    )]
+    NotBytea { line: usize, column: String },
+    #[error("pgveil: {0}")]
+    Binary(FormatError),
+    #[error("pgveil: line {0} of the binary COPY data ends before its last field")]
+    UnfinishedTuple(usize),
+    #[error(
         "pgveil: cannot encrypt the value of column {column} on line {line} of the COPY \
          data: {error}"
     )]
@@ -130,12 +153,15 @@ enum Problem {
 impl From<Problem> for CopyError {
     fn from(problem: Problem) -> Self {
         let sqlstate = match problem {
-            Problem::Binary(_) | Problem::NotOneByte(_) | Problem::Unusable { .. } => NOT_SUPPORTED,
+            Problem::NotOneByte(_) | Problem::Unusable { .. } => NOT_SUPPORTED,
             Problem::FieldCount { .. }
             | Problem::UnterminatedQuote(_)
             | Problem::MisplacedEndMarker(_)
-            | Problem::CarriageReturn { .. } => BAD_COPY_FILE_FORMAT,
+            | Problem::CarriageReturn { .. }
+            | Problem::Binary(_)
+            | Problem::UnfinishedTuple(_) => BAD_COPY_FILE_FORMAT,
             Problem::NotUtf8 { .. } => NOT_IN_REPERTOIRE,
+            Problem::NotBytea { .. } => INVALID_TEXT,
             Problem::RowTooLong { .. } => LIMIT_EXCEEDED,
             Problem::NoPolicy(_) | Problem::Encrypt { .. } | Problem::BadCiphertext { .. } => {
                 INTERNAL_ERROR
@@ -150,19 +176,124 @@ impl From<Problem> for CopyError {
 
 /// How rows are written.
 #[derive(Clone, Copy, Debug)]
-enum Syntax {
+pub(crate) enum Syntax {
     Text,
     Csv { quote: u8, escape: u8 },
 }
 
 /// Encrypts the protected fields of one COPY data stream.
-pub struct CopyEncryptor<'a> {
+pub enum CopyEncryptor<'a> {
+    /// Text or CSV.
+    Rows(RowEncryptor<'a>),
+    Binary(binary::TupleEncryptor<'a>),
+}
+
+impl<'a> CopyEncryptor<'a> {
+    /// An encryptor for the data of `copy`.
+    pub fn new(
+        copy: &CopyIn,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+    ) -> Result<Self, CopyError> {
+        let values = Values::new(copy, policy, enc)?;
+        Ok(match copy.options.format {
+            CopyFormat::Binary => CopyEncryptor::Binary(binary::TupleEncryptor::new(values)),
+            CopyFormat::Text | CopyFormat::Csv => {
+                CopyEncryptor::Rows(RowEncryptor::new(copy, values)?)
+            }
+        })
+    }
+
+    /// Consumes the payload of one CopyData message; returns the bytes to
+    /// send on (zero or more whole rows).
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+        match self {
+            CopyEncryptor::Rows(rows) => rows.feed(data),
+            CopyEncryptor::Binary(tuples) => tuples.feed(data).map_err(Into::into),
+        }
+    }
+
+    /// At CopyDone: what is still to send.
+    pub fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+        match self {
+            CopyEncryptor::Rows(rows) => rows.finish(),
+            CopyEncryptor::Binary(tuples) => tuples.finish().map_err(Into::into),
+        }
+    }
+}
+
+/// The protected columns of a COPY's data, and how their values are
+/// encrypted.
+struct Values<'a> {
+    /// The policy and storage of each column of the data, `None` if
+    /// unprotected.
+    columns: Vec<Option<(&'a ColumnPolicy, Storage)>>,
+    enc: &'a dyn Encryptor,
+}
+
+impl<'a> Values<'a> {
+    fn new(copy: &CopyIn, policy: &'a Policy, enc: &'a dyn Encryptor) -> Result<Self, Problem> {
+        let columns = copy
+            .columns
+            .iter()
+            .map(|target| {
+                target
+                    .as_ref()
+                    .map(|target| Ok((column_policy(policy, &target.column)?, target.storage)))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Values { columns, enc })
+    }
+
+    /// The protected column at `index` of the data, if it is one.
+    fn column(&self, index: usize) -> Option<(&'a ColumnPolicy, Storage)> {
+        self.columns.get(index).copied().flatten()
+    }
+
+    /// The ciphertext of `plain` for `column`, on `line` of the data: the
+    /// text envelope's bytes, or the binary envelope. A text plaintext
+    /// must be UTF-8 without NUL.
+    fn encrypt(
+        &self,
+        column: &ColumnPolicy,
+        storage: Storage,
+        plain: &[u8],
+        line: usize,
+    ) -> Result<Vec<u8>, Problem> {
+        let name = || column.qualified_name();
+        let encrypt_error = |error| Problem::Encrypt {
+            line,
+            column: name(),
+            error,
+        };
+        if storage == Storage::Bytea {
+            return self.enc.encrypt_bytes(column, plain).map_err(encrypt_error);
+        }
+        let plaintext = std::str::from_utf8(plain)
+            .ok()
+            .filter(|text| !text.contains('\0'))
+            .ok_or_else(|| Problem::NotUtf8 {
+                line,
+                column: name(),
+            })?;
+        let ciphertext = self.enc.encrypt(column, plaintext).map_err(encrypt_error)?;
+        if !ciphertext.bytes().all(is_cipher_byte) {
+            return Err(Problem::BadCiphertext {
+                line,
+                column: name(),
+            });
+        }
+        Ok(ciphertext.into_bytes())
+    }
+}
+
+/// Encrypts the protected fields of a text or CSV COPY data stream.
+pub struct RowEncryptor<'a> {
     syntax: Syntax,
     delimiter: u8,
     null: Vec<u8>,
-    /// The policy of each column of the data, `None` if unprotected.
-    columns: Vec<Option<&'a ColumnPolicy>>,
-    enc: &'a dyn Encryptor,
+    values: Values<'a>,
     /// The header line is still to come.
     header: bool,
     /// The end-of-data marker was seen: the rest is dropped.
@@ -177,38 +308,21 @@ pub struct CopyEncryptor<'a> {
     plain: Vec<u8>,
 }
 
-impl<'a> CopyEncryptor<'a> {
-    /// An encryptor for the data of `copy`; binary format is refused.
-    pub fn new(
-        copy: &CopyIn,
-        policy: &'a Policy,
-        enc: &'a dyn Encryptor,
-    ) -> Result<Self, CopyError> {
+impl<'a> RowEncryptor<'a> {
+    fn new(copy: &CopyIn, values: Values<'a>) -> Result<Self, Problem> {
         let options = &copy.options;
         let syntax = match options.format {
-            CopyFormat::Binary => return Err(Problem::Binary(first_protected(copy, policy)).into()),
-            CopyFormat::Text => Syntax::Text,
             CopyFormat::Csv => Syntax::Csv {
                 quote: option_byte("QUOTE", &options.quote)?,
                 escape: option_byte("ESCAPE", &options.escape)?,
             },
+            CopyFormat::Text | CopyFormat::Binary => Syntax::Text,
         };
-        let columns = copy
-            .columns
-            .iter()
-            .map(|column| {
-                column
-                    .as_ref()
-                    .map(|id| column_policy(policy, id))
-                    .transpose()
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(CopyEncryptor {
+        Ok(RowEncryptor {
             syntax,
             delimiter: option_byte("DELIMITER", &options.delimiter)?,
             null: options.null.clone().into_bytes(),
-            columns,
-            enc,
+            values,
             header: options.header,
             ended: false,
             pending: Vec::new(),
@@ -219,9 +333,7 @@ impl<'a> CopyEncryptor<'a> {
         })
     }
 
-    /// Consumes the payload of one CopyData message; returns the bytes to
-    /// send on (zero or more whole rows).
-    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+    fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
         if self.ended {
             return Ok(Vec::new());
         }
@@ -234,7 +346,7 @@ impl<'a> CopyEncryptor<'a> {
             let Some(row) = self.scan.find_end(self.syntax, &pending[start..]) else {
                 break;
             };
-            self.check_length(row.len)?;
+            check_length(row.len, self.max_row, self.line)?;
             self.row(&pending[start..start + row.len], &row, &mut out)?;
             start += row.len;
         }
@@ -242,14 +354,14 @@ impl<'a> CopyEncryptor<'a> {
             pending.clear();
         } else {
             pending.drain(..start);
-            self.check_length(pending.len())?;
+            check_length(pending.len(), self.max_row, self.line)?;
         }
         self.pending = pending;
         Ok(out)
     }
 
-    /// At CopyDone: the last row, if it has no line terminator.
-    pub fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+    /// The last row, if it has no line terminator.
+    fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
         let pending = mem::take(&mut self.pending);
         let scan = mem::take(&mut self.scan);
         if self.ended || pending.is_empty() {
@@ -262,16 +374,6 @@ impl<'a> CopyEncryptor<'a> {
         let mut out = Vec::with_capacity(pending.len());
         self.row(&pending, &row, &mut out)?;
         Ok(out)
-    }
-
-    fn check_length(&self, len: usize) -> Result<(), Problem> {
-        if len > self.max_row {
-            return Err(Problem::RowTooLong {
-                line: self.line,
-                limit: self.max_row,
-            });
-        }
-        Ok(())
     }
 
     /// Writes one whole row (`data`, terminator included) to `out`.
@@ -301,20 +403,15 @@ impl<'a> CopyEncryptor<'a> {
         let mut start = 0;
         let mut found = 0;
         loop {
-            let column = self.columns.get(found).copied().flatten();
+            let column = self.values.column(found);
             self.plain.clear();
             let value = column.map(|_| &mut self.plain);
-            let field = match self.syntax {
-                Syntax::Text => text_field(content, start, self.delimiter, value),
-                Syntax::Csv { quote, escape } => {
-                    csv_field(content, start, self.delimiter, quote, escape, value)
-                }
-            };
+            let field = read_field(self.syntax, content, start, self.delimiter, value);
             let raw = &content[field.raw.clone()];
             let is_null = !field.quoted && raw == self.null.as_slice();
             match column {
-                Some(column) if !is_null => {
-                    out.extend_from_slice(self.encrypt(column, &field)?.as_bytes())
+                Some((column, storage)) if !is_null => {
+                    out.extend_from_slice(&self.encrypt(column, storage, &field)?)
                 }
                 _ => out.extend_from_slice(raw),
             }
@@ -325,57 +422,75 @@ impl<'a> CopyEncryptor<'a> {
             out.push(self.delimiter);
             start = field.raw.end + 1;
         }
-        if found != self.columns.len() {
+        if found != self.values.columns.len() {
             return Err(Problem::FieldCount {
                 line: self.line,
                 found,
-                expected: self.columns.len(),
+                expected: self.values.columns.len(),
             });
         }
         Ok(())
     }
 
-    /// The ciphertext of the decoded value (in `self.plain`) of `field`.
-    fn encrypt(&self, column: &ColumnPolicy, field: &Field) -> Result<String, Problem> {
+    /// The COPY field holding the ciphertext of the decoded value (in
+    /// `self.plain`) of `field`.
+    fn encrypt(
+        &self,
+        column: &ColumnPolicy,
+        storage: Storage,
+        field: &Field,
+    ) -> Result<Vec<u8>, Problem> {
         let line = self.line;
+        let name = || column.qualified_name();
         if field.bare_cr {
             return Err(Problem::CarriageReturn {
                 line,
-                column: column.qualified_name(),
+                column: name(),
             });
         }
-        let plaintext = std::str::from_utf8(&self.plain)
-            .ok()
-            .filter(|text| !text.contains('\0'))
-            .ok_or_else(|| Problem::NotUtf8 {
-                line,
-                column: column.qualified_name(),
-            })?;
-        let ciphertext = self
-            .enc
-            .encrypt(column, plaintext)
-            .map_err(|error| Problem::Encrypt {
-                line,
-                column: column.qualified_name(),
-                error,
-            })?;
-        if !ciphertext.bytes().all(is_cipher_byte) || ciphertext.as_bytes() == self.null {
+        let written = match storage {
+            Storage::Text => self.values.encrypt(column, storage, &self.plain, line)?,
+            Storage::Bytea => {
+                let bytes = crate::bytea::decode(&self.plain).ok_or_else(|| Problem::NotBytea {
+                    line,
+                    column: name(),
+                })?;
+                let ciphertext = self.values.encrypt(column, storage, &bytes, line)?;
+                let hex = crate::bytea::hex(&ciphertext);
+                match self.syntax {
+                    // The backslash of `\x`, escaped.
+                    Syntax::Text => [&b"\\"[..], &hex].concat(),
+                    Syntax::Csv { .. } => hex,
+                }
+            }
+        };
+        let quote = match self.syntax {
+            Syntax::Csv { quote, .. } => Some(quote),
+            Syntax::Text => None,
+        };
+        if written == self.null
+            || written
+                .iter()
+                .any(|&b| b == self.delimiter || Some(b) == quote)
+        {
             return Err(Problem::BadCiphertext {
                 line,
-                column: column.qualified_name(),
+                column: name(),
             });
         }
-        Ok(ciphertext)
+        Ok(written)
     }
 }
 
-/// A protected column of the COPY's table, to name in a refusal.
-fn first_protected(copy: &CopyIn, policy: &Policy) -> String {
-    let (schema, table) = &copy.table;
-    policy
-        .columns_of(schema, table)
-        .next()
-        .map_or_else(|| format!("{schema}.{table}"), ColumnPolicy::qualified_name)
+/// Refuses a row longer than `max_row` starting on `line`.
+fn check_length(len: usize, max_row: usize, line: usize) -> Result<(), Problem> {
+    if len > max_row {
+        return Err(Problem::RowTooLong {
+            line,
+            limit: max_row,
+        });
+    }
+    Ok(())
 }
 
 fn column_policy<'a>(policy: &'a Policy, id: &ColumnRefId) -> Result<&'a ColumnPolicy, Problem> {
@@ -489,15 +604,30 @@ impl RowScan {
 
 /// One field of a row.
 #[derive(Debug)]
-struct Field {
+pub(crate) struct Field {
     /// Its bytes in the row, as written.
-    raw: Range<usize>,
+    pub raw: Range<usize>,
     /// Whether a delimiter follows it.
-    delimited: bool,
+    pub delimited: bool,
     /// CSV: whether any part of it is quoted.
     quoted: bool,
     /// Whether it has a carriage return neither escaped nor quoted.
     bare_cr: bool,
+}
+
+/// Reads the field at `start` of a row (without its terminator), pushing
+/// its decoded bytes to `value`.
+pub(crate) fn read_field(
+    syntax: Syntax,
+    row: &[u8],
+    start: usize,
+    delimiter: u8,
+    value: Option<&mut Vec<u8>>,
+) -> Field {
+    match syntax {
+        Syntax::Text => text_field(row, start, delimiter, value),
+        Syntax::Csv { quote, escape } => csv_field(row, start, delimiter, quote, escape, value),
+    }
 }
 
 /// Reads the text-format field at `start` of a row as PostgreSQL's

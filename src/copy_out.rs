@@ -1,67 +1,162 @@
 //! Reveals protected values in `COPY ... TO STDOUT` data, as `reveal`
 //! does for rows.
 //!
-//! PostgreSQL sends each row of a COPY TO in a CopyData message of its
-//! own. In text and CSV format the row is split into fields with the
-//! COPY's options (which the client tap read from the statement); a field
-//! holding pgveil's ciphertext (always written unquoted and unescaped,
-//! since its alphabet needs neither) is replaced by what the reader may
-//! see, escaped or quoted for the format. Binary COPY output is passed on
-//! as it is: its protected values stay ciphertext.
+//! **Text and CSV.** PostgreSQL sends each row of a COPY TO in a CopyData
+//! message of its own. The row is split into fields with the COPY's
+//! options (which the client tap read from the statement), and each field
+//! is read as COPY would read it back (`copy_in`: backslash escapes in
+//! text format, quotes in CSV). A field holding pgveil's ciphertext (a
+//! text column's `pgv1:...`, a `bytea` column's `\x5056...`, written
+//! `\\x5056...` in text format, or its escape form) is replaced by what the
+//! reader may see, escaped or quoted for the format. A row none of whose
+//! bytes could start ciphertext is passed on without being split.
+//!
+//! **Binary.** The stream is split into its header, tuples and trailer
+//! (`copy_binary`); a piece cut across CopyData messages is kept until
+//! its end arrives. Each tuple's fields are revealed as a DataRow's are
+//! (text columns arrive as the bytes of `pgv1:...`, `bytea` ones as the
+//! envelope's bytes) and their lengths rewritten. A message made of whole
+//! pieces without ciphertext, which is every message of a COPY without
+//! protected values, is passed on as it is.
 
-use crate::reveal::{Denial, Memo, Reader, Revealed};
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+use bytes::Bytes;
+
+use crate::copy_binary::{FormatError, Piece, Splitter};
+use crate::copy_in::{read_field, Syntax};
+use crate::protocol::reply::{self, Severity};
+use crate::reveal::{tuple_has_ciphertext, Denial, Memo, Reader, Revealed};
 use crate::rewrite::{CopyFormat, CopyOptions};
 use crate::veil::Veil;
 
-/// A revealed row, or the value withheld.
-pub type RowResult = Result<Option<Vec<u8>>, Denial>;
+/// SQLSTATE `internal_error`.
+const INTERNAL_ERROR: &str = "XX000";
 
-/// Reveals one row of COPY data; `Ok(None)` when it is unchanged.
-pub fn reveal_row<'v>(
-    veil: &'v Veil,
-    reader: &Reader<'_>,
-    memo: &mut Memo<'v>,
-    options: &CopyOptions,
-    row: &[u8],
-) -> RowResult {
-    if options.format == CopyFormat::Binary || !contains(row, crate::crypto::TEXT_PREFIX.as_bytes())
-    {
-        return Ok(None);
-    }
-    let [delimiter] = options.delimiter.as_bytes() else {
-        return Ok(None);
-    };
-    let (line, ending) = split_ending(row);
-    let csv = options.format == CopyFormat::Csv;
-    let mut out = Vec::with_capacity(row.len() + 64);
-    let mut changed = false;
-    for (i, field) in fields(line, *delimiter, csv, options.quote.as_bytes()).enumerate() {
-        if i > 0 {
-            out.push(*delimiter);
-        }
-        match memo.reveal(veil, reader, field) {
-            Revealed::Keep => out.extend_from_slice(field),
-            Revealed::Null => {
-                changed = true;
-                out.extend_from_slice(options.null.as_bytes());
-            }
-            Revealed::Value(value) => {
-                changed = true;
-                if csv {
-                    put_csv(&mut out, value, *delimiter, options);
-                } else {
-                    put_text(&mut out, value, *delimiter);
-                }
-            }
-            Revealed::Denied(denial) => return Err(denial),
-        }
-    }
-    out.extend_from_slice(ending);
-    Ok(changed.then_some(out))
+/// The data of one COPY TO, to be revealed as it flows.
+pub enum CopyOut {
+    Lines(Lines),
+    Binary(BinaryOut),
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+impl CopyOut {
+    /// How to reveal the COPY TO whose CopyOutResponse says `binary` or
+    /// not, with the options of its statement if pgveil read them; `None`
+    /// when its data cannot be read and is passed on as it is.
+    pub fn new(options: Option<CopyOptions>, binary: bool) -> Option<Self> {
+        if binary {
+            return Some(CopyOut::Binary(BinaryOut::default()));
+        }
+        Lines::new(options?).map(CopyOut::Lines)
+    }
+
+    /// Reveals the payload of one CopyData message: `Ok(None)` to pass it
+    /// on as it is, or the bytes to send in its place (none, if they are
+    /// not whole yet). `Err` is the ErrorResponse that ends the COPY.
+    pub fn reveal<'v>(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        memo: &mut Memo<'v>,
+        data: &[u8],
+    ) -> Result<Option<Vec<u8>>, Bytes> {
+        match self {
+            CopyOut::Lines(lines) => lines
+                .reveal(veil, reader, memo, data)
+                .map_err(|denial| denial.error()),
+            CopyOut::Binary(binary) => binary.reveal(veil, reader, memo, data),
+        }
+    }
+}
+
+/// Text or CSV rows, one per message.
+pub struct Lines {
+    options: CopyOptions,
+    syntax: Syntax,
+    delimiter: u8,
+}
+
+impl Lines {
+    /// `None` for a delimiter that is not one byte, which COPY rejects.
+    fn new(options: CopyOptions) -> Option<Self> {
+        let &[delimiter] = options.delimiter.as_bytes() else {
+            return None;
+        };
+        let syntax = match options.format {
+            CopyFormat::Csv => {
+                let quote = options.quote.as_bytes().first().copied().unwrap_or(b'"');
+                let escape = options.escape.as_bytes().first().copied().unwrap_or(quote);
+                Syntax::Csv { quote, escape }
+            }
+            CopyFormat::Text | CopyFormat::Binary => Syntax::Text,
+        };
+        Some(Lines {
+            options,
+            syntax,
+            delimiter,
+        })
+    }
+
+    /// Reveals one row; `Ok(None)` when it is unchanged, `Err` is the
+    /// value withheld.
+    fn reveal<'v>(
+        &self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        memo: &mut Memo<'v>,
+        row: &[u8],
+    ) -> Result<Option<Vec<u8>>, Denial> {
+        if !may_hold_ciphertext(row) {
+            return Ok(None);
+        }
+        let (line, ending) = split_ending(row);
+        let mut out = Vec::with_capacity(row.len() + 64);
+        let mut value = Vec::new();
+        let mut changed = false;
+        let mut start = 0;
+        loop {
+            value.clear();
+            let field = read_field(self.syntax, line, start, self.delimiter, Some(&mut value));
+            let raw = &line[field.raw.clone()];
+            match memo.reveal(veil, reader, &value) {
+                Revealed::Keep => out.extend_from_slice(raw),
+                Revealed::Null => {
+                    changed = true;
+                    out.extend_from_slice(self.options.null.as_bytes());
+                }
+                Revealed::Value(value) => {
+                    changed = true;
+                    self.put(&mut out, value);
+                }
+                Revealed::Denied(denial) => return Err(denial),
+            }
+            if !field.delimited {
+                break;
+            }
+            out.push(self.delimiter);
+            start = field.raw.end + 1;
+        }
+        out.extend_from_slice(ending);
+        Ok(changed.then_some(out))
+    }
+
+    fn put(&self, out: &mut Vec<u8>, value: &[u8]) {
+        match self.syntax {
+            Syntax::Csv { .. } => put_csv(out, value, self.delimiter, &self.options),
+            Syntax::Text => put_text(out, value, self.delimiter),
+        }
+    }
+}
+
+/// Whether a row has bytes that start ciphertext in any of its forms.
+fn may_hold_ciphertext(row: &[u8]) -> bool {
+    static STARTS: OnceLock<AhoCorasick> = OnceLock::new();
+    STARTS
+        .get_or_init(|| {
+            AhoCorasick::new([&b"pgv1:"[..], b"\\x5056", b"PV\\"]).expect("fixed patterns build")
+        })
+        .is_match(row)
 }
 
 fn split_ending(row: &[u8]) -> (&[u8], &[u8]) {
@@ -71,31 +166,6 @@ fn split_ending(row: &[u8]) -> (&[u8], &[u8]) {
         usize::from(row.ends_with(b"\n"))
     };
     row.split_at(row.len() - cut)
-}
-
-/// The raw fields of a line: a CSV field keeps its quotes.
-fn fields<'l>(
-    line: &'l [u8],
-    delimiter: u8,
-    csv: bool,
-    quote: &[u8],
-) -> impl Iterator<Item = &'l [u8]> {
-    let quote = quote.first().copied().filter(|_| csv);
-    let mut rest = Some(line);
-    std::iter::from_fn(move || {
-        let current = rest?;
-        let mut in_quotes = false;
-        for (i, &b) in current.iter().enumerate() {
-            if Some(b) == quote {
-                in_quotes = !in_quotes;
-            } else if b == delimiter && !in_quotes {
-                rest = Some(&current[i + 1..]);
-                return Some(&current[..i]);
-            }
-        }
-        rest = None;
-        Some(current)
-    })
 }
 
 /// Text format: backslash escapes for backslash, line breaks, tab and the
@@ -135,17 +205,75 @@ fn put_csv(out: &mut Vec<u8>, value: &[u8], delimiter: u8, options: &CopyOptions
     out.push(quote);
 }
 
+/// A binary COPY TO stream.
+#[derive(Default)]
+pub struct BinaryOut {
+    splitter: Splitter,
+    /// The start of a piece whose end has not arrived yet.
+    pending: Vec<u8>,
+}
+
+impl BinaryOut {
+    fn reveal<'v>(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        memo: &mut Memo<'v>,
+        data: &[u8],
+    ) -> Result<Option<Vec<u8>>, Bytes> {
+        if self.pending.is_empty() && self.passes(data).map_err(unreadable)? {
+            return Ok(None);
+        }
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(data);
+        let mut out = Vec::with_capacity(buf.len() + 64);
+        let mut start = 0;
+        while let Some((piece, len)) = self.splitter.next(&buf[start..]).map_err(unreadable)? {
+            let bytes = &buf[start..start + len];
+            let at = out.len();
+            let revealed =
+                piece == Piece::Tuple && memo.rewrite_tuple(veil, reader, bytes, &mut out)?;
+            if !revealed {
+                out.truncate(at);
+                out.extend_from_slice(bytes);
+            }
+            start += len;
+        }
+        buf.drain(..start);
+        self.pending = buf;
+        Ok(Some(out))
+    }
+
+    /// Whether `data` is whole pieces none of which holds ciphertext; if
+    /// so, the splitter moves past them.
+    fn passes(&mut self, data: &[u8]) -> Result<bool, FormatError> {
+        let mut splitter = self.splitter;
+        let mut start = 0;
+        while start < data.len() {
+            match splitter.next(&data[start..])? {
+                Some((Piece::Tuple, len)) if tuple_has_ciphertext(&data[start..start + len]) => {
+                    return Ok(false)
+                }
+                Some((_, len)) => start += len,
+                None => return Ok(false),
+            }
+        }
+        self.splitter = splitter;
+        Ok(true)
+    }
+}
+
+/// The error that ends a binary COPY TO pgveil cannot read: its
+/// protected values cannot be revealed, nor passed on as ciphertext to a
+/// reader the policy may deny.
+fn unreadable(error: FormatError) -> Bytes {
+    let message = format!("pgveil: cannot reveal the COPY data: {error}");
+    reply::error(Severity::Error, INTERNAL_ERROR, &message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_csv_fields_keeping_quotes() {
-        let got: Vec<&[u8]> = fields(b"a,\"b,c\",pgv1:x", b',', true, b"\"").collect();
-        assert_eq!(got, vec![&b"a"[..], b"\"b,c\"", b"pgv1:x"]);
-        let got: Vec<&[u8]> = fields(b"a\tb\t", b'\t', false, b"\"").collect();
-        assert_eq!(got, vec![&b"a"[..], b"b", b""]);
-    }
 
     #[test]
     fn escapes_for_each_format() {
@@ -159,5 +287,77 @@ mod tests {
         let mut out = Vec::new();
         put_csv(&mut out, b"", b',', &csv);
         assert_eq!(out, b"\"\"", "an empty string is not NULL");
+    }
+
+    use crate::copy_binary::tests::{stream, tuple_bytes};
+    use crate::reveal::tests::{reader, veil};
+    use crate::rewrite::Encryptor;
+
+    /// The tuples `BinaryOut` sends for `data` given in chunks of `size`
+    /// bytes, as `roles` reads them.
+    fn binary_tuples(
+        veil: &Veil,
+        data: &[u8],
+        size: usize,
+        roles: &[String],
+    ) -> Result<Vec<u8>, Bytes> {
+        let mut copy = CopyOut::new(None, true).unwrap();
+        let mut memo = Memo::default();
+        let mut out = Vec::new();
+        for chunk in data.chunks(size) {
+            let sent = copy.reveal(veil, &reader(roles, None), &mut memo, chunk)?;
+            out.extend(sent.unwrap_or_else(|| chunk.to_vec()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn binary_copy_is_revealed_whatever_the_cuts() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "secret").unwrap();
+        let text = veil.encrypt(column, "top secret").unwrap();
+        let bytes = veil.encrypt_bytes(column, b"\x00\xff").unwrap();
+        let data = stream(&[
+            &[Some(b"1"), Some(text.as_bytes()), None],
+            &[Some(b"2"), None, Some(&bytes)],
+        ]);
+        let expected = stream(&[
+            &[Some(b"1"), Some(b"top secret"), None],
+            &[Some(b"2"), None, Some(b"\x00\xff")],
+        ]);
+        let roles = ["reader".to_owned()];
+        for size in 1..=data.len() {
+            assert_eq!(
+                binary_tuples(&veil, &data, size, &roles).unwrap(),
+                expected,
+                "{size}"
+            );
+        }
+        let denied = binary_tuples(&veil, &data, data.len(), &["nobody".to_owned()]).unwrap_err();
+        assert_eq!(reply::error_field(&denied, b'C'), Some(&b"42501"[..]));
+    }
+
+    #[test]
+    fn binary_copy_without_ciphertext_is_passed_on_as_it_is() {
+        let veil = veil();
+        let reader = reader(&[], None);
+        let mut memo = Memo::default();
+        let mut copy = CopyOut::new(None, true).unwrap();
+        let header_and_tuple = [&stream(&[])[..19], &tuple_bytes(&[Some(b"pgv1")])].concat();
+        for message in [&header_and_tuple[..], &(-1i16).to_be_bytes()] {
+            assert_eq!(copy.reveal(&veil, &reader, &mut memo, message), Ok(None));
+        }
+        let error = copy.reveal(&veil, &reader, &mut memo, b"more").unwrap_err();
+        assert_eq!(reply::error_field(&error, b'C'), Some(&b"XX000"[..]));
+    }
+
+    #[test]
+    fn rows_that_cannot_hold_ciphertext_are_not_split() {
+        for row in [&b"1\tplain\t\\N\n"[..], b"pgv1\t\\x50\tPV"] {
+            assert!(!may_hold_ciphertext(row));
+        }
+        for row in [&b"1\tpgv1:AAAA\n"[..], b"\\\\x505601", b"\"PV\\001\""] {
+            assert!(may_hold_ciphertext(row));
+        }
     }
 }

@@ -5,8 +5,11 @@
 //!   written to or compared with protected columns are replaced by their
 //!   ciphertext; a statement pgveil cannot make safe is refused.
 //! - `Bind` values at the parameter positions a `Parse` reported are
-//!   encrypted, in text or binary format (a text value's binary form is
-//!   its bytes).
+//!   encrypted, in text or binary format. For a text column a value's
+//!   binary form is its text; for a `bytea` column the plaintext is the
+//!   value's bytes (binary format) or the bytes its `bytea` text input
+//!   stands for (text format), and the ciphertext is sent in the same
+//!   format: the envelope's bytes, or `\x` and their hex.
 //! - `SET pgveil.purpose` and friends are noted in [`Declared`].
 //!
 //! **Refusing in order.** A refusal must reach the client where
@@ -28,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
 
+use crate::bytea;
 use crate::catalog::Catalog;
 use crate::copy_in::{CopyEncryptor, CopyError};
 use crate::declared::Declared;
@@ -35,9 +39,10 @@ use crate::encoding::ClientEncoding;
 use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
 use crate::relay::Tap;
+use crate::reveal::put_field;
 use crate::rewrite::{
     self, copy_out_options, session_settings, CopyIn, CopyOptions, EncryptError, Encryptor,
-    Outcome, ParamSlot, Refusal,
+    Outcome, ParamSlot, Prepared, PreparedSlots, Refusal, Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -99,6 +104,16 @@ impl Encryptor for Veil {
             )
             .map_err(|e| EncryptError(e.to_string()))
     }
+
+    fn encrypt_bytes(
+        &self,
+        column: &ColumnPolicy,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, EncryptError> {
+        self.keyring
+            .encrypt_bytes(&column.domain, column.encryption.into(), plaintext)
+            .map_err(|e| EncryptError(e.to_string()))
+    }
 }
 
 /// The client-to-server tap. Without a policy it only notes Terminate.
@@ -109,7 +124,7 @@ pub struct ClientTap<'a> {
     /// Parameter slots of prepared statements, by statement name.
     statements: HashMap<String, Vec<ParamSlot>>,
     /// Slots of statements prepared with SQL `PREPARE`, by name.
-    sql_prepared: HashMap<String, Vec<ParamSlot>>,
+    sql_prepared: PreparedSlots,
     /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
     copy_statements: HashMap<String, CopyIn>,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
@@ -233,7 +248,7 @@ impl<'a> ClientTap<'a> {
         };
         self.note_settings(&sql);
         self.shared.expect_copy_out(copy_out_in(&sql));
-        let outcome = self.analyse(veil, &sql);
+        let outcome = self.rewrite(veil, &sql);
         self.note_query(&sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
@@ -241,9 +256,7 @@ impl<'a> ClientTap<'a> {
         match outcome {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
-                for prepared in rewrite.prepared {
-                    self.sql_prepared.insert(prepared.name, prepared.params);
-                }
+                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(
                     b'Q',
                     &cstring(encoding.encode(&rewrite.sql)),
@@ -262,25 +275,23 @@ impl<'a> ClientTap<'a> {
 
     /// Rewrites a statement text, including `EXECUTE` of statements
     /// prepared with SQL `PREPARE`.
-    fn analyse(&self, veil: &Veil, sql: &str) -> Outcome {
-        match self.rewrite(veil, sql) {
-            Outcome::Unchanged if !self.sql_prepared.is_empty() => rewrite::rewrite_execute(
-                sql,
-                &veil.policy,
-                |name| self.sql_prepared.get(name).cloned(),
-                veil,
-            ),
-            outcome => outcome,
-        }
+    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
+        rewrite::rewrite_in_session(
+            sql,
+            &veil.policy,
+            veil,
+            self.catalog,
+            &self.catalog.objects,
+            &self.sql_prepared,
+        )
     }
 
-    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
-        let columns = |schema: &str, table: &str| self.catalog.column_order(schema, table);
-        let known = rewrite::Known {
-            column_order: &columns,
-            objects: &self.catalog.objects,
-        };
-        rewrite::rewrite_with_catalog(sql, &veil.policy, veil, known)
+    /// Notes the statements a text prepares with SQL `PREPARE`, whether it
+    /// came in a Query or a Parse.
+    fn note_prepared(&mut self, prepared: Vec<Prepared>) {
+        for prepared in prepared {
+            self.sql_prepared.insert(prepared.name, prepared.params);
+        }
     }
 
     fn note_settings(&self, sql: &str) {
@@ -369,6 +380,7 @@ impl<'a> ClientTap<'a> {
                 body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
                 self.statements.insert(name, rewrite.params);
+                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(b'P', &body));
             }
             Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {
@@ -625,7 +637,8 @@ impl BindMessage {
     }
 }
 
-/// Rebuilds a Bind with the values at `slots` encrypted.
+/// Rebuilds a Bind with the values at `slots` encrypted, each in the
+/// format the client sent it in.
 fn encrypt_bind(
     veil: &Veil,
     encoding: ClientEncoding,
@@ -660,22 +673,16 @@ fn encrypt_bind(
         };
         let slot = slots.iter().find(|s| s.number == number);
         match (value, slot) {
-            (Some(value), Some(slot)) if slot.array => {
-                let binary = param_format(formats, number) == 1;
-                let array = encrypt_array_param(veil, encoding, slot, value, binary)?;
-                out.put_i32(array.len() as i32);
-                out.put_slice(&array);
-            }
             (Some(value), Some(slot)) => {
-                let ciphertext = encrypt_param(veil, encoding, slot, value)?;
-                out.put_i32(ciphertext.len() as i32);
-                out.put_slice(ciphertext.as_bytes());
+                let binary = param_format(formats, number) == 1;
+                let encrypted = if slot.array {
+                    encrypt_array_param(veil, encoding, slot, value, binary)?
+                } else {
+                    encrypt_param(veil, encoding, slot, value, binary)?
+                };
+                put_field(&mut out, Some(&encrypted));
             }
-            (Some(value), None) => {
-                out.put_i32(value.len() as i32);
-                out.put_slice(value);
-            }
-            (None, _) => out.put_i32(-1),
+            (value, _) => put_field(&mut out, value),
         }
     }
     out.put_slice(reader.0);
@@ -698,8 +705,9 @@ fn param_format(formats: &[u8], number: usize) -> i16 {
     }
 }
 
-/// An array parameter for a protected column, with each element
-/// encrypted, in the format it came in.
+/// An array parameter for a protected text column, with each element
+/// encrypted, in the format it came in. (Arrays for `bytea` columns are
+/// refused when the statement is analysed.)
 fn encrypt_array_param(
     veil: &Veil,
     encoding: ClientEncoding,
@@ -709,7 +717,7 @@ fn encrypt_array_param(
 ) -> Result<Vec<u8>, Refusal> {
     let encrypted = if binary {
         rewrite::array::map_binary(value, |bytes| {
-            encrypt_param(veil, encoding, slot, bytes).map_err(|r| r.message)
+            encrypt_text_param(veil, encoding, slot, bytes).map_err(|r| r.message)
         })
     } else {
         let text = encoding
@@ -729,7 +737,7 @@ fn encrypt_array_param(
             sqlstate: "22P02",
             message: format!(
                 "pgveil: cannot encrypt the array for column {}: {error}",
-                slot.column
+                slot.target
             ),
         },
     })
@@ -740,12 +748,43 @@ fn undecodable_value(slot: &ParamSlot) -> Refusal {
         sqlstate: "22021",
         message: format!(
             "pgveil: the value for column {} is not valid in the client encoding",
-            slot.column
+            slot.target
         ),
     }
 }
 
+/// The ciphertext of one parameter value, in its format: for a text
+/// column the text envelope; for a `bytea` column the binary envelope of
+/// the value's bytes (binary format) or of the bytes its text input
+/// stands for, sent as `\x` and hex (text format).
 fn encrypt_param(
+    veil: &Veil,
+    encoding: ClientEncoding,
+    slot: &ParamSlot,
+    value: &[u8],
+    binary: bool,
+) -> Result<Vec<u8>, Refusal> {
+    match slot.target.storage {
+        Storage::Text => encrypt_text_param(veil, encoding, slot, value).map(String::into_bytes),
+        Storage::Bytea if binary => encrypt_bytes(veil, slot, value),
+        Storage::Bytea => {
+            let text = encoding
+                .decode(value)
+                .ok_or_else(|| undecodable_value(slot))?;
+            let bytes = bytea::decode(text.as_bytes()).ok_or_else(|| Refusal {
+                sqlstate: "22P02",
+                message: format!(
+                    "pgveil: the value for bytea column {} is not valid bytea input",
+                    slot.target
+                ),
+            })?;
+            encrypt_bytes(veil, slot, &bytes).map(|ciphertext| bytea::hex(&ciphertext))
+        }
+    }
+}
+
+/// The text envelope of a parameter value (text in the client encoding).
+fn encrypt_text_param(
     veil: &Veil,
     encoding: ClientEncoding,
     slot: &ParamSlot,
@@ -759,18 +798,36 @@ fn encrypt_param(
 
 /// The ciphertext of a parameter's value (decoded text) for its column.
 fn encrypt_value(veil: &Veil, slot: &ParamSlot, text: &str) -> Result<String, Refusal> {
-    let c = &slot.column;
-    let column = veil
-        .policy
+    let column = slot_column(veil, slot)?;
+    veil.encrypt(column, text)
+        .map_err(|e| cannot_encrypt(slot, e))
+}
+
+/// The binary envelope of `bytes` for a `bytea` parameter's column.
+fn encrypt_bytes(veil: &Veil, slot: &ParamSlot, bytes: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let column = slot_column(veil, slot)?;
+    veil.encrypt_bytes(column, bytes)
+        .map_err(|e| cannot_encrypt(slot, e))
+}
+
+fn slot_column<'v>(veil: &'v Veil, slot: &ParamSlot) -> Result<&'v ColumnPolicy, Refusal> {
+    let c = &slot.target.column;
+    veil.policy
         .column(&c.schema, &c.table, &c.column)
         .ok_or_else(|| Refusal {
             sqlstate: "XX000",
             message: format!("pgveil: no policy for column {c}"),
-        })?;
-    veil.encrypt(column, text).map_err(|e| Refusal {
+        })
+}
+
+fn cannot_encrypt(slot: &ParamSlot, e: EncryptError) -> Refusal {
+    Refusal {
         sqlstate: "XX000",
-        message: format!("pgveil: cannot encrypt a value for column {c}: {}", e.0),
-    })
+        message: format!(
+            "pgveil: cannot encrypt a value for column {}: {}",
+            slot.target, e.0
+        ),
+    }
 }
 
 /// Reads big-endian integers and slices off the front.

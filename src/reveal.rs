@@ -1,7 +1,7 @@
 //! Reveals protected values in results, as the policy allows the reader.
 //!
 //! Every field of every `DataRow` is checked for pgveil's ciphertext (a
-//! prefix comparison; see `crypto::looks_encrypted_text`). This finds
+//! prefix comparison; see `crypto::Form::of`). This finds
 //! protected values wherever they appear: plain column references, aliases,
 //! views, `COALESCE`, `UNION`, CTEs, cursors, `RETURNING`, and prepared
 //! statements whose rows arrive without a new RowDescription. The
@@ -10,6 +10,15 @@
 //! an error. A row with no ciphertext is forwarded untouched and uncopied.
 //! A value that looks like ciphertext but does not decrypt is forwarded as
 //! it is: still ciphertext, never plaintext.
+//!
+//! A revealed value is written in the form its ciphertext had
+//! ([`Form`]): text in the reader's encoding for a text column; for a
+//! `bytea` column its bytes in binary format, or `\x` and their hex (the
+//! escape form with `bytea_output = 'escape'`) in text format. Masks work
+//! on characters, which bytes do not have: a masked `bytea` value is the
+//! four bytes `****`, as the `redact` mask writes, whatever the column's
+//! mask. A pseudonym of a `bytea` value is the bytes of its `pgvp_...`
+//! text.
 
 use std::sync::atomic::Ordering;
 
@@ -19,15 +28,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use crate::copy_out;
-use crate::crypto;
+use crate::bytea;
+use crate::copy_out::CopyOut;
+use crate::crypto::{self, Form};
 use crate::declared::Values;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
-use crate::policy::{Action, ColumnPolicy};
+use crate::policy::{Action, ColumnPolicy, Mask};
 use crate::protocol::reply::{self, Severity};
 use crate::relay::Tap;
-use crate::rewrite::CopyOptions;
 use crate::trail::{tag_rows, Trail};
 use crate::veil::Veil;
 
@@ -41,7 +50,8 @@ const UNRECORDED: &str = "58030";
 pub enum Revealed<'m> {
     /// The value as it is (not pgveil's ciphertext, or not decryptable).
     Keep,
-    /// This, in the reader's encoding.
+    /// This, in the reader's encoding (text) or the form of its ciphertext
+    /// (`bytea`).
     Value(&'m [u8]),
     Null,
     /// Withheld: denied by the policy of this column, or not recordable.
@@ -94,8 +104,8 @@ pub struct ServerTap<'a> {
     /// ParseComplete/BindComplete held while a refusal is pending: the
     /// last two are the refusal statement's own, not the client's.
     held: Vec<Bytes>,
-    /// The options of the COPY TO whose data is flowing, if known.
-    copy_out: Option<CopyOptions>,
+    /// The COPY TO whose data is flowing, if pgveil can read it.
+    copy_out: Option<CopyOut>,
     /// The session's audit trail, with audit on.
     trail: Option<&'a Trail>,
     memo: Memo<'a>,
@@ -137,21 +147,20 @@ impl<'a> ServerTap<'a> {
         f(&reader, &mut self.memo)
     }
 
-    fn copy_row(
+    fn copy_data(
         &mut self,
         veil: &'a Veil,
-        options: &CopyOptions,
+        copy: &mut CopyOut,
         frame: Bytes,
         out: &mut Vec<Bytes>,
     ) {
-        let revealed = self.with_reader(|reader, memo| {
-            copy_out::reveal_row(veil, reader, memo, options, &frame[5..])
-        });
+        let revealed =
+            self.with_reader(|reader, memo| copy.reveal(veil, reader, memo, &frame[5..]));
         match revealed {
             Ok(None) => out.push(frame),
-            Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
-            Err(denial) => {
-                let error = denial.error();
+            Ok(Some(data)) if data.is_empty() => {}
+            Ok(Some(data)) => out.push(reply::frame_of(b'd', &data)),
+            Err(error) => {
                 self.deny(&error);
                 out.push(error);
             }
@@ -173,8 +182,9 @@ impl<'a> ServerTap<'a> {
         }
     }
 
-    /// A value was withheld: the statement fails with `error`, and the
-    /// rest of the server's answer up to ReadyForQuery is dropped.
+    /// A value was withheld, or COPY data could not be read: the statement
+    /// fails with `error`, and the rest of the server's answer up to
+    /// ReadyForQuery is dropped.
     fn deny(&mut self, error: &[u8]) {
         self.skipping = true;
         if let Some(trail) = self.trail {
@@ -308,13 +318,15 @@ impl Tap for ServerTap<'_> {
                 self.row(veil, frame, out)
             }
             (b'H', Some(_)) => {
-                self.copy_out = self.shared.next_copy_out();
+                // CopyOutResponse: its first byte is 1 for binary format.
+                let binary = frame.get(5) == Some(&1);
+                self.copy_out = CopyOut::new(self.shared.next_copy_out(), binary);
                 out.push(frame)
             }
             (b'd', Some(veil)) => match self.copy_out.take() {
-                Some(options) => {
-                    self.copy_row(veil, &options, frame, out);
-                    self.copy_out = Some(options);
+                Some(mut copy) => {
+                    self.copy_data(veil, &mut copy, frame, out);
+                    self.copy_out = Some(copy);
                 }
                 None => out.push(frame),
             },
@@ -412,11 +424,14 @@ pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes,
 
 /// Whether any field of a DataRow frame looks like pgveil's ciphertext.
 fn has_ciphertext(frame: &[u8]) -> bool {
-    Fields::of(frame).flatten().any(looks_encrypted)
+    tuple_has_ciphertext(&frame[5..])
 }
 
-fn looks_encrypted(field: &[u8]) -> bool {
-    crypto::looks_encrypted_text(field) || field.starts_with(crypto::MAGIC)
+/// Whether any field of a tuple looks like pgveil's ciphertext.
+pub fn tuple_has_ciphertext(tuple: &[u8]) -> bool {
+    Fields::of_tuple(tuple)
+        .flatten()
+        .any(|field| Form::of(field).is_some())
 }
 
 /// What a reader sees of the values under one key, and the column whose
@@ -452,33 +467,10 @@ impl<'v> Memo<'v> {
         reader: &Reader<'_>,
         frame: &[u8],
     ) -> Result<Option<Bytes>, Bytes> {
-        let count = Fields::count(frame);
         let mut row = BytesMut::with_capacity(frame.len());
         row.put_u8(b'D');
         row.put_i32(0);
-        row.put_u16(count as u16);
-        let (mut seen, mut changed) = (0, false);
-        for field in Fields::of(frame) {
-            seen += 1;
-            let Some(value) = field else {
-                row.put_i32(-1);
-                continue;
-            };
-            match self.reveal(veil, reader, value) {
-                Revealed::Keep => put_field(&mut row, Some(value)),
-                Revealed::Value(revealed) => {
-                    put_field(&mut row, Some(revealed));
-                    changed = true;
-                }
-                Revealed::Null => {
-                    put_field(&mut row, None);
-                    changed = true;
-                }
-                Revealed::Denied(denial) => return Err(denial.error()),
-            }
-        }
-        if seen != count || !changed {
-            // A malformed frame goes on as PostgreSQL wrote it.
+        if !self.rewrite_tuple(veil, reader, &frame[5..], &mut row)? {
             return Ok(None);
         }
         let len = (row.len() - 1) as i32;
@@ -486,8 +478,48 @@ impl<'v> Memo<'v> {
         Ok(Some(row.freeze()))
     }
 
+    /// Appends a tuple (a field count, then each field's length and bytes:
+    /// a DataRow's body, or a binary COPY tuple) revealed for `reader` to
+    /// `out`. `false` when nothing in it changes, or it is malformed and
+    /// goes on as PostgreSQL wrote it: what was appended is then to be
+    /// dropped. `Err` carries the ErrorResponse for a withheld value.
+    pub fn rewrite_tuple(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        tuple: &[u8],
+        out: &mut impl BufMut,
+    ) -> Result<bool, Bytes> {
+        let count = Fields::count(tuple);
+        out.put_u16(count as u16);
+        let (mut seen, mut changed) = (0, false);
+        for field in Fields::of_tuple(tuple) {
+            seen += 1;
+            let Some(value) = field else {
+                out.put_i32(-1);
+                continue;
+            };
+            match self.reveal(veil, reader, value) {
+                Revealed::Keep => put_field(out, Some(value)),
+                Revealed::Value(revealed) => {
+                    put_field(out, Some(revealed));
+                    changed = true;
+                }
+                Revealed::Null => {
+                    put_field(out, None);
+                    changed = true;
+                }
+                Revealed::Denied(denial) => return Err(denial.error()),
+            }
+        }
+        Ok(seen == count && changed)
+    }
+
     /// What `reader` may see of one value.
     pub fn reveal(&mut self, veil: &'v Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed<'_> {
+        let Some(form) = Form::of(value) else {
+            return Revealed::Keep;
+        };
         let Some((mut action, column)) = self.decision(veil, reader, value) else {
             return Revealed::Keep;
         };
@@ -517,6 +549,9 @@ impl<'v> Memo<'v> {
             return Revealed::Keep;
         }
         self.note(reader, column, Some(action));
+        if form != Form::Text {
+            return self.reveal_bytes(veil, column, action, form);
+        }
         let text = match std::str::from_utf8(&self.plaintext) {
             Ok(text) => Cow::Borrowed(text),
             Err(_) => String::from_utf8_lossy(&self.plaintext),
@@ -538,6 +573,36 @@ impl<'v> Memo<'v> {
         });
         self.value.clear();
         self.value.extend_from_slice(&shown);
+        Revealed::Value(&self.value)
+    }
+
+    /// What a reader sees of a `bytea` value whose plaintext is in
+    /// `self.plaintext`, written in `form`.
+    fn reveal_bytes(
+        &mut self,
+        veil: &Veil,
+        column: &ColumnPolicy,
+        action: Action,
+        form: Form,
+    ) -> Revealed<'_> {
+        let stand_in = match action {
+            Action::Plaintext if form == Form::Binary => return Revealed::Value(&self.plaintext),
+            Action::Plaintext => None,
+            Action::Masked => Some(Mask::Redact.apply("")),
+            _ => match veil.keyring.pseudonym(&column.domain, &self.plaintext) {
+                Ok(token) => Some(token),
+                Err(_) => return Revealed::Null,
+            },
+        };
+        let shown = stand_in
+            .as_ref()
+            .map_or(&self.plaintext[..], |s| s.as_bytes());
+        self.value.clear();
+        match form {
+            Form::ByteaHex => bytea::write_hex(shown, &mut self.value),
+            Form::ByteaEscape => bytea::write_escape(shown, &mut self.value),
+            Form::Text | Form::Binary => self.value.extend_from_slice(shown),
+        }
         Revealed::Value(&self.value)
     }
 
@@ -598,17 +663,23 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The fields of a DataRow frame.
     pub fn of(frame: &'a [u8]) -> Self {
+        Self::of_tuple(frame.get(5..).unwrap_or_default())
+    }
+
+    /// The fields of a DataRow's body or a binary COPY tuple.
+    pub fn of_tuple(tuple: &'a [u8]) -> Self {
         Fields {
-            rest: frame.get(7..).unwrap_or_default(),
-            left: Self::count(frame),
+            rest: tuple.get(2..).unwrap_or_default(),
+            left: Self::count(tuple),
         }
     }
 
-    /// The field count the frame announces.
-    fn count(frame: &[u8]) -> usize {
-        frame
-            .get(5..7)
+    /// The field count a tuple announces.
+    fn count(tuple: &[u8]) -> usize {
+        tuple
+            .get(..2)
             .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]) as usize)
     }
 }
@@ -633,7 +704,9 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn put_field(body: &mut BytesMut, value: Option<&[u8]>) {
+/// Writes one field as a DataRow, a Bind and a binary COPY tuple hold it:
+/// its length, -1 for NULL, and its bytes.
+pub(crate) fn put_field(body: &mut impl BufMut, value: Option<&[u8]>) {
     match value {
         Some(value) => {
             body.put_i32(value.len() as i32);
@@ -644,7 +717,7 @@ fn put_field(body: &mut BytesMut, value: Option<&[u8]>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypto::MasterKey;
     use crate::keyring::Keyring;
@@ -666,7 +739,9 @@ purposes = ["kyc"]
 default = "null"
 "#;
 
-    fn veil() -> Veil {
+    /// A veil protecting `public.t.secret` (plaintext for `reader`,
+    /// masked for `masker`, denied to anyone else) and `public.t.kyc`.
+    pub(crate) fn veil() -> Veil {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.toml");
         let policy = Policy::from_str("t.toml", POLICY).unwrap();
@@ -676,23 +751,12 @@ default = "null"
     }
 
     fn row(fields: &[Option<&[u8]>]) -> Bytes {
-        let mut body = BytesMut::new();
-        body.put_u16(fields.len() as u16);
-        for field in fields {
-            put_field(&mut body, *field);
-        }
-        reply::frame_of(b'D', &body)
+        reply::frame_of(b'D', &crate::copy_binary::tests::tuple_bytes(fields))
     }
 
     fn read(veil: &Veil, roles: &[&str], frame: Bytes) -> Result<Vec<Option<Vec<u8>>>, Bytes> {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        let reader = Reader {
-            roles: &roles,
-            purpose: None,
-            encoding: ClientEncoding::default(),
-            trail: None,
-        };
-        let out = data_row(veil, &reader, frame)?;
+        let out = data_row(veil, &reader(&roles, None), frame)?;
         Ok(Fields::of(&out).map(|f| f.map(<[u8]>::to_vec)).collect())
     }
 
@@ -718,19 +782,14 @@ default = "null"
         assert!(String::from_utf8_lossy(message).contains("public.t.secret"));
         // A row without ciphertext is passed on as the same bytes.
         let untouched = row(&[Some(b"a"), Some(b"pgv1")]);
-        let reader = Reader {
-            roles: &[],
-            purpose: None,
-            encoding: ClientEncoding::default(),
-            trail: None,
-        };
         assert_eq!(
-            data_row(&veil, &reader, untouched.clone()).unwrap(),
+            data_row(&veil, &reader(&[], None), untouched.clone()).unwrap(),
             untouched
         );
     }
 
-    fn reader<'a>(roles: &'a [String], purpose: Option<&'a str>) -> Reader<'a> {
+    /// A reader with these roles and purpose, and no trail.
+    pub(crate) fn reader<'a>(roles: &'a [String], purpose: Option<&'a str>) -> Reader<'a> {
         Reader {
             roles,
             purpose,
@@ -778,6 +837,38 @@ default = "null"
             assert_eq!(fields(out.unwrap()), vec![Some(expected)]);
             let out = Memo::default().rewrite_row(&veil, &reader(&nobody, None), &frame);
             assert!(out.is_err(), "denied");
+        }
+    }
+
+    #[test]
+    fn bytea_values_are_revealed_in_the_form_of_their_ciphertext() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "secret").unwrap();
+        let plaintext = b"\x00secret\\\xff";
+        let envelope = veil.encrypt_bytes(column, plaintext).unwrap();
+        let frame = row(&[
+            Some(&envelope),
+            Some(&bytea::hex(&envelope)),
+            Some(&bytea::escape(&envelope)),
+        ]);
+        let forms = |bytes: &[u8]| {
+            vec![
+                Some(bytes.to_vec()),
+                Some(bytea::hex(bytes)),
+                Some(bytea::escape(bytes)),
+            ]
+        };
+        // Twice, so the second read comes from the caches.
+        for _ in 0..2 {
+            assert_eq!(
+                read(&veil, &["reader"], frame.clone()).unwrap(),
+                forms(plaintext)
+            );
+            assert_eq!(
+                read(&veil, &["masker"], frame.clone()).unwrap(),
+                forms(b"****")
+            );
+            assert!(read(&veil, &["nobody"], frame.clone()).is_err());
         }
     }
 

@@ -84,7 +84,7 @@ impl Veil {
     }
 
     /// Appends the plaintext of `field`, a value of `domain` as PostgreSQL
-    /// sent it (text or binary form), to `out`: from the decrypt cache if
+    /// sent it (in any form, see [`crypto::Form`]), to `out`: from the decrypt cache if
     /// it was revealed before, otherwise decrypted and then cached.
     pub fn decrypt_into(
         &self,
@@ -95,12 +95,7 @@ impl Veil {
         if self.cache.get_into(field, out) {
             return Ok(());
         }
-        let envelope = if field.starts_with(crypto::MAGIC) {
-            crypto::parse_bytes(field)
-        } else {
-            crypto::parse_text(field)
-        }?
-        .ok_or(CryptoError::Magic)?;
+        let (envelope, _) = crypto::parse_field(field)?.ok_or(CryptoError::Magic)?;
         let plaintext = self.keyring.decrypt(domain, envelope)?;
         self.cache.insert(field, &plaintext);
         out.extend_from_slice(&plaintext);

@@ -165,10 +165,10 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             )
             .await
             .unwrap();
-        let copied = common::copy_rows(
+        let copied = common::copy_in(
             &exact,
             "copy customers (email, segment) from stdin",
-            b"copy1@example.org\texact-seg\ncopy2@example.org\texact-seg\n",
+            [&b"copy1@example.org\texact-seg\ncopy2@example.org\texact-seg\n"[..]],
         )
         .await;
         assert_eq!(copied.unwrap(), 2);

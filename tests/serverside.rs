@@ -316,10 +316,10 @@ async fn pgveils_own_writes_pass_the_guards() {
     )
     .await
     .unwrap();
-    let copied = common::copy_rows(
+    let copied = common::copy_in(
         &app,
         "copy customers (full_name, email, phone, national_id, address, segment) from stdin",
-        b"Guard Copy\tcopy@guard.example\t+1 555 0102\tG-3\t3 Guard St\tguarded\n",
+        [&b"Guard Copy\tcopy@guard.example\t+1 555 0102\tG-3\t3 Guard St\tguarded\n"[..]],
     )
     .await;
     assert_eq!(copied.unwrap(), 1);

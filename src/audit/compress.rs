@@ -12,8 +12,10 @@
 //! While both exist, `NAME.jsonl` is the file (the compressed copy may be
 //! unfinished): readers use it, and a writer starting up compresses it
 //! again. Compression runs on a thread of its own ([`Compressor`]), so the
-//! writer never waits for it; a failure leaves the original in place and
-//! is only logged.
+//! writer never waits for it, at the idle scheduling class, so it takes
+//! only CPU time nothing else wants and never slows the data path; a
+//! failure leaves the original in place and is only logged. The fast
+//! gzip level is used: audit JSON compresses well at any level.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -55,7 +57,7 @@ pub(super) fn read(dir: &Path, file: &AuditFile) -> io::Result<Vec<u8>> {
 pub(super) fn compress(dir: &Path, name: FileName) -> io::Result<()> {
     let plain = dir.join(name.to_string());
     let packed = dir.join(name.compressed());
-    let mut encoder = GzEncoder::new(BufWriter::new(create(&packed)?), Compression::default());
+    let mut encoder = GzEncoder::new(BufWriter::new(create(&packed)?), Compression::fast());
     let original = hash(File::open(&plain)?, &mut encoder)?;
     let out = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
     out.sync_all()?;
@@ -100,6 +102,22 @@ fn create(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
+/// Puts the calling thread in the idle scheduling class (Linux
+/// `SCHED_IDLE`): it runs only when no other thread wants the CPU.
+fn run_when_idle() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param; 0 names this thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            tracing::debug!(
+                error = %io::Error::last_os_error(),
+                "audit compression keeps the normal scheduling class"
+            );
+        }
+    }
+}
+
 /// Compresses sealed files, one at a time, on a thread started with the
 /// first one.
 pub(super) struct Compressor {
@@ -118,6 +136,7 @@ impl Compressor {
             let (jobs, queue) = mpsc::channel::<FileName>();
             let dir = self.dir.clone();
             let thread = std::thread::spawn(move || {
+                run_when_idle();
                 for name in queue {
                     match compress(&dir, name) {
                         Ok(()) => tracing::debug!(file = %name, "compressed a sealed audit file"),

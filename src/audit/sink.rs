@@ -2,7 +2,8 @@
 //! without ever waiting, and the task that writes them.
 //!
 //! [`AuditHandle::record`] pushes onto a bounded queue with `try_send`. The
-//! writer task takes what is queued in batches, appends it on a blocking
+//! writer task takes what is queued in batches (letting them gather for a
+//! few milliseconds after the first record), appends them on a blocking
 //! thread, and syncs the file at most `fsync_interval_ms` after a write.
 //!
 //! # When records cannot be written
@@ -47,6 +48,11 @@ const MAX_BATCH: usize = 4096;
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often a failed log tries to continue.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long the writer lets records gather after the first of a batch:
+/// under load, one wake-up and one trip to a blocking thread per batch
+/// instead of per record, which is what keeps the log's cost off a busy
+/// machine's CPUs.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The audit log cannot take the record: its queue is full or its writer
 /// has failed.
@@ -262,6 +268,9 @@ impl Task {
                 Ok(None) => return self.finish().await,
                 Ok(Some(command)) => command,
             };
+            if matches!(first, Command::Record(_)) && self.failed.is_none() {
+                tokio::time::sleep(LINGER).await;
+            }
             let shutdown = gather(first, rx, &mut self.unwritten);
             if self.failed.is_none() {
                 self.write().await;

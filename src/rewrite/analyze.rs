@@ -12,8 +12,8 @@ use pg_query::NodeRef;
 
 use super::objects::{ServerObjects, View};
 use super::{
-    array, splice, ColumnOrder, ColumnRefId, Encryptor, NodeEnum, Outcome, ParamSlot, Prepared,
-    Reason, Rewrite,
+    array, splice, storage, ColumnRefId, Columns, Encryptor, NodeEnum, Outcome, ParamSlot,
+    Prepared, PreparedSlots, Reason, Rewrite, Storage, Target,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
 
@@ -147,10 +147,14 @@ pub(super) struct Analyzer<'a> {
     tokens: Vec<ScanToken>,
     policy: &'a Policy,
     enc: &'a dyn Encryptor,
-    column_order: ColumnOrder<'a>,
+    columns: &'a dyn Columns,
     objects: &'a ServerObjects,
+    /// The statements the session prepared before this text.
+    session_prepared: &'a PreparedSlots,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
+    /// The statements this text prepares, in order.
+    prepared: Vec<Prepared>,
     /// Protected columns written with a value (encrypted).
     written: Vec<ColumnRefId>,
 }
@@ -161,23 +165,31 @@ impl<'a> Analyzer<'a> {
         tokens: Vec<ScanToken>,
         policy: &'a Policy,
         enc: &'a dyn Encryptor,
-        column_order: ColumnOrder<'a>,
+        columns: &'a dyn Columns,
         objects: &'a ServerObjects,
+        session_prepared: &'a PreparedSlots,
     ) -> Self {
         Analyzer {
             sql,
             tokens,
             policy,
             enc,
-            column_order,
+            columns,
             objects,
+            session_prepared,
             edits: Vec::new(),
             params: Vec::new(),
+            prepared: Vec::new(),
             written: Vec::new(),
         }
     }
 
-    pub fn finish(self, prepared: Vec<Prepared>) -> Outcome {
+    pub fn finish(self) -> Outcome {
+        let prepared: Vec<Prepared> = self
+            .prepared
+            .into_iter()
+            .filter(|p| !p.params.is_empty())
+            .collect();
         if self.edits.is_empty() && self.params.is_empty() && prepared.is_empty() {
             return Outcome::Unchanged;
         }
@@ -200,26 +212,41 @@ impl<'a> Analyzer<'a> {
         self.objects.check_write(&range.schemaname, &range.relname)
     }
 
-    /// Analyses a top-level statement other than COPY and PREPARE.
+    /// Analyses a top-level statement other than COPY.
     pub fn statement(&mut self, node: &NodeEnum) -> Result<()> {
         self.statement_in(node, &Scope::default())
     }
 
-    /// Analyses the statement a PREPARE prepares; returns its slots.
-    pub fn prepare(&mut self, prepare: &PrepareStmt) -> Result<Vec<ParamSlot>> {
+    /// Analyses the statement a PREPARE prepares and notes its slots.
+    fn prepare(&mut self, prepare: &PrepareStmt) -> Result<()> {
         let outer = std::mem::take(&mut self.params);
         let result = self.optional_statement(prepare.query.as_deref(), &Scope::default());
-        let slots = std::mem::replace(&mut self.params, outer);
-        result.map(|()| slots)
+        let params = std::mem::replace(&mut self.params, outer);
+        result?;
+        self.prepared.push(Prepared {
+            name: prepare.name.clone(),
+            params,
+        });
+        Ok(())
     }
 
-    /// Encrypts the arguments of an EXECUTE at these slots.
-    pub fn execute(&mut self, execute: &ExecuteStmt, slots: &[ParamSlot]) -> Result<()> {
-        for slot in slots {
+    /// Encrypts the arguments of an EXECUTE at the slots of its statement,
+    /// prepared earlier in this text or in the session.
+    fn execute(&mut self, execute: &ExecuteStmt) -> Result<()> {
+        let slots = self
+            .prepared
+            .iter()
+            .rev()
+            .find(|p| p.name == execute.name)
+            .map(|p| &p.params)
+            .or_else(|| self.session_prepared.get(&execute.name))
+            .cloned()
+            .unwrap_or_default();
+        for slot in &slots {
+            let c = &slot.target.column;
             let (Some(arg), Some(column)) = (
                 execute.params.get(slot.number.wrapping_sub(1)),
-                self.policy
-                    .column(&slot.column.schema, &slot.column.table, &slot.column.column),
+                self.policy.column(&c.schema, &c.table, &c.column),
             ) else {
                 continue;
             };
@@ -246,6 +273,8 @@ impl<'a> Analyzer<'a> {
             NodeEnum::UpdateStmt(s) => self.update(s, scope),
             NodeEnum::DeleteStmt(s) => self.delete(s, scope),
             NodeEnum::MergeStmt(_) => self.merge(node),
+            NodeEnum::PrepareStmt(s) => self.prepare(s),
+            NodeEnum::ExecuteStmt(s) => self.execute(s),
             NodeEnum::ExplainStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::DeclareCursorStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::CreateTableAsStmt(s) => self.optional_statement(s.query.as_deref(), scope),
@@ -654,11 +683,13 @@ impl<'a> Analyzer<'a> {
             let Some(first) = self.policy.columns_of(schema, &table).next() else {
                 return Ok(Vec::new());
             };
-            (self.column_order)(schema, &table).ok_or_else(|| Reason::NoColumnList {
-                statement: "INSERT",
-                table: format!("{schema}.{table}"),
-                column: first.into(),
-            })?
+            self.columns
+                .order(schema, &table)
+                .ok_or_else(|| Reason::NoColumnList {
+                    statement: "INSERT",
+                    table: format!("{schema}.{table}"),
+                    column: first.into(),
+                })?
         } else {
             s.cols
                 .iter()
@@ -841,7 +872,7 @@ impl<'a> Analyzer<'a> {
     /// An array of values for `column`: `ARRAY[...]`, each element
     /// checked by `element`; a string literal in array syntax or a `$n`,
     /// encrypted element by element; or NULL, possibly cast. Anything else
-    /// is refused with `other`.
+    /// is refused with `other`, and any array for a `bytea` column.
     fn array(
         &mut self,
         column: &'a ColumnPolicy,
@@ -850,6 +881,9 @@ impl<'a> Analyzer<'a> {
         element: ElementCheck<'a>,
         other: fn(ColumnRefId) -> Reason,
     ) -> Result<()> {
+        if storage(self.columns, column)? == Storage::Bytea {
+            return Err(Reason::ByteaArray(column.into()));
+        }
         match &node.node {
             Some(NodeEnum::TypeCast(cast)) => match cast.arg.as_deref() {
                 Some(arg) => self.array(column, arg, scope, element, other),
@@ -1167,7 +1201,7 @@ impl<'a> Analyzer<'a> {
     fn slot(&mut self, column: &ColumnPolicy, number: usize, array: bool) -> Result<()> {
         let slot = ParamSlot {
             number,
-            column: column.into(),
+            target: Target::of(self.columns, column)?,
             array,
         };
         if !self.params.contains(&slot) {
@@ -1179,8 +1213,11 @@ impl<'a> Analyzer<'a> {
     /// Replaces the literal token at the constant's location by the
     /// literal of its ciphertext.
     fn encrypt(&mut self, column: &ColumnPolicy, constant: &AConst, plaintext: &str) -> Result<()> {
-        let ciphertext = self.ciphertext(column, plaintext)?;
-        self.replace_literal(constant, &ciphertext)
+        let replacement = match storage(self.columns, column)? {
+            Storage::Text => format!("'{}'", self.ciphertext(column, plaintext)?),
+            Storage::Bytea => self.bytea_literal(column, plaintext)?,
+        };
+        self.replace_literal(constant, replacement)
     }
 
     /// Replaces a string literal in array syntax (`'{a,b}'`) by the array
@@ -1201,7 +1238,7 @@ impl<'a> Analyzer<'a> {
         });
         match (encrypted, failure) {
             (_, Some(reason)) => Err(reason),
-            (Ok(encrypted), None) => self.replace_literal(constant, &encrypted),
+            (Ok(encrypted), None) => self.replace_literal(constant, format!("'{encrypted}'")),
             (Err(error), None) => Err(Reason::Array {
                 column: column.into(),
                 error,
@@ -1209,35 +1246,46 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    /// The ciphertext of `plaintext` for `column`, checked to be plain
-    /// ASCII text that needs no escaping in a literal.
+    /// The ciphertext of `plaintext` for a text `column`, checked to be
+    /// plain ASCII text that needs no escaping in a literal.
     fn ciphertext(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String> {
-        let encrypt_error = |error| Reason::Encrypt {
-            column: column.into(),
-            error,
-        };
-        let ciphertext = self.enc.encrypt(column, plaintext).map_err(encrypt_error)?;
+        let ciphertext = self
+            .enc
+            .encrypt(column, plaintext)
+            .map_err(|error| encrypt_error(column, error))?;
         if !ciphertext
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
         {
-            return Err(encrypt_error(super::EncryptError(
-                "the ciphertext is not plain ASCII text".into(),
-            )));
+            return Err(encrypt_error(
+                column,
+                super::EncryptError("the ciphertext is not plain ASCII text".into()),
+            ));
         }
         Ok(ciphertext)
     }
 
-    /// Replaces the literal token of `constant` by `'text'`; `text` holds
-    /// no quote or backslash.
-    fn replace_literal(&mut self, constant: &AConst, text: &str) -> Result<()> {
+    /// `E'\\x...'`: the hex form of the binary ciphertext of the bytes the
+    /// literal stands for.
+    fn bytea_literal(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String> {
+        let bytes = crate::bytea::decode(plaintext.as_bytes())
+            .ok_or_else(|| Reason::NotBytea(column.into()))?;
+        let ciphertext = self
+            .enc
+            .encrypt_bytes(column, &bytes)
+            .map_err(|error| encrypt_error(column, error))?;
+        Ok(format!("E'\\\\x{}'", hex::encode(ciphertext)))
+    }
+
+    /// Replaces the literal token of `constant` by `replacement`.
+    fn replace_literal(&mut self, constant: &AConst, replacement: String) -> Result<()> {
         let (start, end) = self
             .literal_extent(constant.location)
             .ok_or(Reason::Syntax)?;
         self.edits.push(Edit {
             start,
             end,
-            replacement: format!("'{text}'"),
+            replacement,
         });
         Ok(())
     }
@@ -1259,6 +1307,13 @@ impl<'a> Analyzer<'a> {
             usize::try_from(self.tokens[i].start).ok()?,
             usize::try_from(end).ok()?,
         ))
+    }
+}
+
+fn encrypt_error(column: &ColumnPolicy, error: super::EncryptError) -> Reason {
+    Reason::Encrypt {
+        column: column.into(),
+        error,
     }
 }
 

@@ -103,6 +103,26 @@ pub fn setup(audit: Option<AuditConfig>) -> Crm {
     }
 }
 
+/// The CRM's roles and users (see [`prepared`]), then `schema` run as the
+/// superuser, behind a pgveil protecting the columns of `policy` with a
+/// keyring of their own. Once per test binary.
+pub fn protect(schema: &str, policy: Policy) -> Crm {
+    let path = prepared().keyring.with_file_name("protect-keyring.toml");
+    Cluster::shared().psql_direct(schema);
+    let (master, _) = MasterKey::generate().unwrap();
+    Keyring::init(&path, &master, &policy.domains()).unwrap();
+    let load = || Keyring::load(&path, &master).unwrap();
+    let config = pgveil::config::Config {
+        upstream: Cluster::shared().addr(),
+        ..test_config()
+    };
+    Crm {
+        proxy: Proxy::with_veil(config, Some(Veil::new(policy.clone(), load()))),
+        policy,
+        keyring: load(),
+    }
+}
+
 impl Crm {
     /// Ciphertext of `plaintext` for a customers column, as pgveil writes it.
     pub fn encrypt(&self, column: &str, plaintext: &str) -> String {
