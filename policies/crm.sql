@@ -77,13 +77,16 @@ DO $pgveil$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_address') THEN
-        IF (SELECT atttypid FROM pg_catalog.pg_attribute
-            WHERE attrelid = 'public.customers'::regclass AND attname = 'address' AND NOT attisdropped)
-            = 'pg_catalog.bytea'::regtype THEN
+        CASE (SELECT CASE WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc THEN 'text' ELSE 'other' END
+              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'address' AND NOT a.attisdropped)
+        WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR substring(address FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+        WHEN 'text' THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR address::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
         ELSE
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR address ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
-        END IF;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL) NOT VALID;
+        END CASE;
     END IF;
 END
 $pgveil$;
@@ -91,13 +94,16 @@ DO $pgveil$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_email') THEN
-        IF (SELECT atttypid FROM pg_catalog.pg_attribute
-            WHERE attrelid = 'public.customers'::regclass AND attname = 'email' AND NOT attisdropped)
-            = 'pg_catalog.bytea'::regtype THEN
+        CASE (SELECT CASE WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc THEN 'text' ELSE 'other' END
+              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'email' AND NOT a.attisdropped)
+        WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex')) NOT VALID;
+        WHEN 'text' THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
         ELSE
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR email ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
-        END IF;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL) NOT VALID;
+        END CASE;
     END IF;
 END
 $pgveil$;
@@ -105,13 +111,16 @@ DO $pgveil$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_full_name') THEN
-        IF (SELECT atttypid FROM pg_catalog.pg_attribute
-            WHERE attrelid = 'public.customers'::regclass AND attname = 'full_name' AND NOT attisdropped)
-            = 'pg_catalog.bytea'::regtype THEN
+        CASE (SELECT CASE WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc THEN 'text' ELSE 'other' END
+              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'full_name' AND NOT a.attisdropped)
+        WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR substring(full_name FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+        WHEN 'text' THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR full_name::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
         ELSE
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR full_name ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
-        END IF;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL) NOT VALID;
+        END CASE;
     END IF;
 END
 $pgveil$;
@@ -119,13 +128,16 @@ DO $pgveil$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_national_id') THEN
-        IF (SELECT atttypid FROM pg_catalog.pg_attribute
-            WHERE attrelid = 'public.customers'::regclass AND attname = 'national_id' AND NOT attisdropped)
-            = 'pg_catalog.bytea'::regtype THEN
+        CASE (SELECT CASE WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc THEN 'text' ELSE 'other' END
+              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'national_id' AND NOT a.attisdropped)
+        WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR substring(national_id FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+        WHEN 'text' THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR national_id::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
         ELSE
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR national_id ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
-        END IF;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL) NOT VALID;
+        END CASE;
     END IF;
 END
 $pgveil$;
@@ -133,13 +145,16 @@ DO $pgveil$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'public.customers'::regclass AND conname = 'pgveil_guard_phone') THEN
-        IF (SELECT atttypid FROM pg_catalog.pg_attribute
-            WHERE attrelid = 'public.customers'::regclass AND attname = 'phone' AND NOT attisdropped)
-            = 'pg_catalog.bytea'::regtype THEN
+        CASE (SELECT CASE WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc THEN 'text' ELSE 'other' END
+              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'phone' AND NOT a.attisdropped)
+        WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR substring(phone FROM 1 FOR 4) = decode('50560102', 'hex')) NOT VALID;
+        WHEN 'text' THEN
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR phone::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
         ELSE
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR phone ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
-        END IF;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL) NOT VALID;
+        END CASE;
     END IF;
 END
 $pgveil$;

@@ -129,6 +129,13 @@ impl Columns for Catalog {
     }
 }
 
+/// The kind of the type `t` (a `pg_type` row) of a protected column:
+/// `bytea`, `text` or `other` (see the module doc).
+pub(crate) const TYPE_KIND: &str = "CASE \
+    WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' \
+    WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc \
+    THEN 'text' ELSE 'other' END";
+
 /// A column's type from the kind the columns query gives it.
 fn column_type(kind: &str, type_name: &str) -> ColumnType {
     match kind {
@@ -143,11 +150,7 @@ fn column_type(kind: &str, type_name: &str) -> ColumnType {
 /// validated identifiers, so they can be quoted as literals as they are.
 fn columns_query(policy: &Policy) -> String {
     format!(
-        "SELECT n.nspname::text, c.relname::text, a.attname::text, \
-         CASE WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' \
-         WHEN t.typcategory = 'S' \
-         AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc THEN 'text' \
-         ELSE 'other' END, \
+        "SELECT n.nspname::text, c.relname::text, a.attname::text, {TYPE_KIND}, \
          pg_catalog.format_type(a.atttypid, a.atttypmod) \
          FROM pg_catalog.pg_attribute a \
          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \

@@ -8,16 +8,18 @@
 //! envelope of the column's mode, so such a write fails in the database
 //! with `23514` instead:
 //!
-//! - text columns: `col ~ '^pgv1:UFYBA[...][A-Za-z0-9_-]+$'`, the text
+//! - text columns: `col::text ~ '^pgv1:UFYBA[...][A-Za-z0-9_-]+$'`, the text
 //!   form's prefix, the header's magic, format version and mode as base64,
 //!   then base64 ([`crate::crypto::text_pattern`]);
-//! - `bytea` columns: the first four bytes are magic, version and mode.
+//! - `bytea` columns: the first four bytes are magic, version and mode;
+//! - columns of any other type, which cannot hold ciphertext and to which
+//!   pgveil never writes a value: NULL only.
 //!
 //! Each guard is named `pgveil_guard_<column>` on the column's table.
 //! [`install_sql`] adds the guards `NOT VALID`, so that they can be added
 //! while old plaintext rows are still being migrated (new rows are checked
 //! at once), in one `DO` block per column that picks the check by the
-//! column's type and does nothing if the guard exists, so it can run any
+//! kind of the column's type and does nothing if the guard exists, so it can run any
 //! number of times; [`validate_sql`] checks the old rows once they are
 //! encrypted. `pgveil guard` prints them.
 //!
@@ -31,6 +33,7 @@ use std::sync::{Mutex, OnceLock};
 
 use tracing::warn;
 
+use crate::catalog::TYPE_KIND;
 use crate::crypto::{mode_prefix, text_pattern};
 use crate::policy::{ColumnPolicy, Policy};
 
@@ -97,34 +100,43 @@ fn table(column: &ColumnPolicy) -> String {
 }
 
 /// The `DO` block adding one column's guard if its table has no
-/// constraint of that name, with the check for the column's type.
+/// constraint of that name, with the check for the kind of the column's
+/// type, as the catalog lookup tells them apart ([`TYPE_KIND`]): a type
+/// that can hold neither envelope admits only NULL, since pgveil never
+/// writes a value to it.
 fn install_column(column: &ColumnPolicy) -> String {
     let table = table(column);
     let name = constraint_name(&column.column);
     let col = &column.column;
     let mode = column.encryption.into();
     let add = |check: String| {
-        format!(
-            "ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({col} IS NULL OR {check}) NOT VALID"
-        )
+        format!("ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({check}) NOT VALID")
     };
     let bytea = add(format!(
-        "substring({col} FROM 1 FOR 4) = decode('{}', 'hex')",
+        "{col} IS NULL OR substring({col} FROM 1 FOR 4) = decode('{}', 'hex')",
         hex::encode(mode_prefix(mode))
     ));
-    let text = add(format!("{col} ~ '{}'", text_pattern(mode)));
+    // As text: a `char(n)` column's value without its padding.
+    let text = add(format!(
+        "{col} IS NULL OR {col}::text ~ '{}'",
+        text_pattern(mode)
+    ));
+    let other = add(format!("{col} IS NULL"));
     format!(
         "DO $pgveil$\n\
          BEGIN\n    \
              IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint\n                   \
                  WHERE conrelid = '{table}'::regclass AND conname = '{name}') THEN\n        \
-                 IF (SELECT atttypid FROM pg_catalog.pg_attribute\n            \
-                     WHERE attrelid = '{table}'::regclass AND attname = '{col}' AND NOT attisdropped)\n            \
-                     = 'pg_catalog.bytea'::regtype THEN\n            \
+                 CASE (SELECT {TYPE_KIND}\n              \
+                     FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid\n              \
+                     WHERE a.attrelid = '{table}'::regclass AND a.attname = '{col}' AND NOT a.attisdropped)\n        \
+                 WHEN 'bytea' THEN\n            \
                      {bytea};\n        \
-                 ELSE\n            \
+                 WHEN 'text' THEN\n            \
                      {text};\n        \
-                 END IF;\n    \
+                 ELSE\n            \
+                     {other};\n        \
+                 END CASE;\n    \
              END IF;\n\
          END\n\
          $pgveil$;\n"
@@ -205,7 +217,7 @@ mod tests {
         assert_eq!(sql.matches("DO $pgveil$").count(), 2);
         assert!(sql.contains(
             "ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL \
-             OR email ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID"
+             OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID"
         ));
         assert!(sql.contains(
             "CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex'))"
@@ -216,6 +228,9 @@ mod tests {
         assert!(
             sql.contains("conrelid = 'crm.people'::regclass AND conname = 'pgveil_guard_address'")
         );
+        // A type that can hold no envelope admits only NULL.
+        assert!(sql.contains("ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL) NOT VALID"));
+        assert!(sql.contains(&format!("CASE (SELECT {TYPE_KIND}")));
     }
 
     #[test]

@@ -68,7 +68,12 @@ const DIGEST: &[u8] = b"\xde\xad\xbe\xef-digest-0001";
 
 fn docs() -> &'static Crm {
     static DOCS: OnceLock<Crm> = OnceLock::new();
-    DOCS.get_or_init(|| protect(SCHEMA, Policy::from_str("docs.toml", POLICY).unwrap()))
+    DOCS.get_or_init(|| {
+        let policy = Policy::from_str("docs.toml", POLICY).unwrap();
+        // With the ciphertext guards: every write below must pass them.
+        let schema = format!("{SCHEMA} {}", pgveil::guard::install_sql(&policy));
+        protect(&schema, policy)
+    })
 }
 
 /// `\x` and the hex of `bytes`, as PostgreSQL prints a `bytea`.
