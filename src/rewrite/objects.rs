@@ -131,7 +131,7 @@ impl ServerObjects {
         self.views.iter().find(|v| v.object.named(schema, name))
     }
 
-    /// Refuses a write (`statement`) into a view over a protected table or
+    /// Refuses a write into a view over a protected table, or into
     /// a table whose rules or triggers may write one.
     pub(super) fn check_write(&self, schema: &str, name: &str) -> Result<(), Reason> {
         if let Some(view) = self.view(schema, name) {
