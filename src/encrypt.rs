@@ -8,6 +8,9 @@
 //!   encrypted, in text or binary format (a text value's binary form is
 //!   its bytes).
 //! - `SET pgveil.purpose` and friends are noted in [`Declared`].
+//! - COPY FROM STDIN data into a protected table is encrypted
+//!   (`copy_in`), read in the client encoding in force when the data
+//!   starts.
 //!
 //! **Refusing in order.** A refusal must reach the client where
 //! PostgreSQL's own error would, after the answers to everything sent
@@ -130,6 +133,9 @@ pub struct ClientTap<'a> {
 
 /// A COPY FROM STDIN whose data is being encrypted.
 enum CopyState<'a> {
+    /// Its data has not started: the client encoding it comes in is the
+    /// one in force when it does.
+    Waiting(CopyIn),
     Encrypting(CopyEncryptor<'a>),
     /// The data could not be encrypted and the COPY was failed: the rest of
     /// the client's data is dropped, never sent.
@@ -249,13 +255,15 @@ impl<'a> ClientTap<'a> {
                     &cstring(encoding.encode(&rewrite.sql)),
                 ));
             }
-            Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {
-                Ok(encryptor) => {
-                    self.copy = Some(CopyState::Encrypting(encryptor));
-                    out.push(frame);
+            Outcome::CopyIn(copy) => {
+                match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
+                    Ok(_) => {
+                        self.copy = Some(CopyState::Waiting(copy));
+                        out.push(frame);
+                    }
+                    Err(e) => self.refuse_query(veil, &refusal_of(e), out),
                 }
-                Err(e) => self.refuse_query(veil, &refusal_of(e), out),
-            },
+            }
             Outcome::Refused(refusal) => self.refuse_query(veil, &refusal, out),
         }
     }
@@ -367,20 +375,24 @@ impl<'a> ClientTap<'a> {
                 self.statements.insert(name, rewrite.params);
                 out.push(reply::frame_of(b'P', &body));
             }
-            Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {
-                // Checked now, so that a refusal comes at Parse.
-                Ok(_) => {
-                    self.statements.remove(&name);
-                    self.copy_statements.insert(name, copy);
-                    out.push(frame);
+            Outcome::CopyIn(copy) => {
+                match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
+                    // Checked now, so that a refusal comes at Parse.
+                    Ok(_) => {
+                        self.statements.remove(&name);
+                        self.copy_statements.insert(name, copy);
+                        out.push(frame);
+                    }
+                    Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
                 }
-                Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
-            },
+            }
             Outcome::Refused(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }
     }
 
     fn bind(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        // No COPY data can come before this portal's Execute.
+        self.copy = None;
         let name = BindMessage::statement_name(&frame).map(String::from_utf8_lossy);
         let Some(name) = name else {
             return out.push(frame);
@@ -390,13 +402,8 @@ impl<'a> ClientTap<'a> {
         }
         if let Some(copy) = self.copy_statements.get(&*name) {
             // The COPY's data follows its Execute.
-            return match CopyEncryptor::new(copy, &veil.policy, veil) {
-                Ok(encryptor) => {
-                    self.copy = Some(CopyState::Encrypting(encryptor));
-                    out.push(frame)
-                }
-                Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
-            };
+            self.copy = Some(CopyState::Waiting(copy.clone()));
+            return out.push(frame);
         }
         let slots = self
             .statements
@@ -412,7 +419,19 @@ impl<'a> ClientTap<'a> {
     }
 
     /// CopyData, CopyDone or CopyFail of a COPY into a protected table.
-    fn copy_message(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn copy_message(&mut self, veil: &'a Veil, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        if let Some(CopyState::Waiting(copy)) = &self.copy {
+            let encoding = self.shared.encoding();
+            self.copy = Some(
+                match CopyEncryptor::new(copy, &veil.policy, veil, encoding) {
+                    Ok(encryptor) => CopyState::Encrypting(encryptor),
+                    Err(e) => {
+                        fail_copy(&e, out);
+                        CopyState::Failed
+                    }
+                },
+            );
+        }
         let Some(CopyState::Encrypting(encryptor)) = &mut self.copy else {
             // Failed: the server is no longer reading; drop the data.
             if tag != b'd' {
@@ -439,9 +458,7 @@ impl<'a> ClientTap<'a> {
                 }
             }
             Err(e) => {
-                info!(sqlstate = e.sqlstate, "COPY refused: {}", e.message);
-                // CopyFail makes the server abort the COPY with our reason.
-                out.push(reply::frame_of(b'f', &cstring(&e.message)));
+                fail_copy(&e, out);
                 self.copy = if tag == b'c' {
                     None
                 } else {
@@ -497,7 +514,7 @@ impl Tap for ClientTap<'_> {
             (b'P', Some(veil)) => self.parse(veil, frame, out),
             (b'B', Some(veil)) => self.bind(veil, frame, out),
             (b'C', Some(_)) => self.close(frame, out),
-            (b'd' | b'c' | b'f', Some(_)) => self.copy_message(tag, frame, out),
+            (b'd' | b'c' | b'f', Some(veil)) => self.copy_message(veil, tag, frame, out),
             _ => out.push(frame),
         }
     }
@@ -541,6 +558,12 @@ fn copy_out_in(sql: &str) -> Vec<CopyOptions> {
     } else {
         Vec::new()
     }
+}
+
+/// Sends CopyFail: the server aborts the COPY with pgveil's reason.
+fn fail_copy(e: &CopyError, out: &mut Vec<Bytes>) {
+    info!(sqlstate = e.sqlstate, "COPY refused: {}", e.message);
+    out.push(reply::frame_of(b'f', &cstring(&e.message)));
 }
 
 fn refusal_of(e: CopyError) -> Refusal {

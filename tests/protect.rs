@@ -561,7 +561,6 @@ async fn no_plaintext_reaches_the_database_dump_wal_or_log() {
 
 #[tokio::test]
 async fn copy_from_stdin_is_encrypted_in_text_and_csv() {
-    use futures_util::SinkExt;
     let crm = crm();
     let app = crm.connect("crm_user").await;
     for (format, data) in [
@@ -574,18 +573,12 @@ async fn copy_from_stdin_is_encrypted_in_text_and_csv() {
             "\"Copy, Csv\",copy.csv1@example.org,\"+1 555 0003\",copy-seg\n赵六,copy.csv2@example.org,,copy-seg\n",
         ),
     ] {
-        let sink = app
-            .copy_in(&format!(
-                "copy customers (full_name, email, phone, segment) from stdin (format {format})"
-            ))
-            .await
-            .unwrap();
-        futures_util::pin_mut!(sink);
+        let sql =
+            format!("copy customers (full_name, email, phone, segment) from stdin (format {format})");
         // Rows split across CopyData messages.
-        let (a, b) = data.split_at(data.len() / 2 + 3);
-        sink.send(bytes::Bytes::from(a.to_owned())).await.unwrap();
-        sink.send(bytes::Bytes::from(b.to_owned())).await.unwrap();
-        assert_eq!(sink.finish().await.unwrap(), 2, "{format}");
+        let (a, b) = data.as_bytes().split_at(data.len() / 2 + 3);
+        let rows = common::copy_in(&app, &sql, &[a, b]).await.unwrap();
+        assert_eq!(rows, 2, "{format}");
     }
     let raw = Cluster::shared().psql_direct("select string_agg(concat_ws('|', full_name, email, phone), ';') from customers where segment = 'copy-seg'");
     for plain in ["Copy Text", "copy.text1", "Copy, Csv", "赵六", "555 0003"] {
@@ -618,20 +611,15 @@ async fn copy_from_stdin_is_encrypted_in_text_and_csv() {
 
 #[tokio::test]
 async fn copy_data_that_cannot_be_encrypted_fails_the_copy_and_writes_nothing() {
-    use futures_util::SinkExt;
     let crm = crm();
     let app = crm.connect("crm_user").await;
-    let sink = app
-        .copy_in("copy customers (full_name, email, segment) from stdin")
-        .await
-        .unwrap();
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(
-        b"Good Row\tgood@x.org\tbad-copy\nBad Row Secret\tonly-two-fields\n",
-    ))
+    let err = common::copy_in(
+        &app,
+        "copy customers (full_name, email, segment) from stdin",
+        &[b"Good Row\tgood@x.org\tbad-copy\nBad Row Secret\tonly-two-fields\n"],
+    )
     .await
-    .unwrap();
-    let err = sink.finish().await.unwrap_err();
+    .unwrap_err();
     let message = err
         .as_db_error()
         .map(|e| e.message().to_owned())

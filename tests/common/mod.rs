@@ -281,6 +281,22 @@ pub async fn connect_with_messages(
     (client, rx)
 }
 
+/// Runs a `COPY ... FROM STDIN` with tokio-postgres, sending each chunk
+/// as a CopyData message of its own; the rows copied.
+pub async fn copy_in(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    chunks: &[&[u8]],
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let sink = client.copy_in(sql).await?;
+    futures_util::pin_mut!(sink);
+    for chunk in chunks {
+        sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.finish().await
+}
+
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|db| db.code().code())
