@@ -42,6 +42,11 @@
 //! encoding is refused. A protected value is converted to UTF-8 before it
 //! is unescaped and encrypted, as PostgreSQL converts the data before it
 //! parses it: a GBK writer and a UTF-8 reader see the same name.
+//!
+//! **FORCE_NOT_NULL, FORCE_NULL** (CSV) are honoured as PostgreSQL does:
+//! the unquoted NULL string of a FORCE_NOT_NULL column is a value and is
+//! encrypted; a quoted value equal to the NULL string in a FORCE_NULL
+//! column is NULL and is passed on as written.
 
 use std::mem;
 
@@ -174,6 +179,9 @@ pub struct CopyEncryptor<'a> {
     null: Vec<u8>,
     /// The policy of each column of the data, `None` if unprotected.
     columns: Vec<Option<&'a ColumnPolicy>>,
+    /// CSV: FORCE_NOT_NULL and FORCE_NULL, by column.
+    force_not_null: Vec<bool>,
+    force_null: Vec<bool>,
     enc: &'a dyn Encryptor,
     /// The header line is still to come.
     header: bool,
@@ -220,6 +228,15 @@ impl<'a> CopyEncryptor<'a> {
                     .transpose()
             })
             .collect::<Result<_, _>>()?;
+        let forced = |set: &crate::rewrite::ColumnSet| -> Vec<bool> {
+            copy.columns
+                .iter()
+                .map(|column| {
+                    format != Format::Text
+                        && column.as_ref().is_some_and(|c| set.contains(&c.column))
+                })
+                .collect()
+        };
         Ok(CopyEncryptor {
             syntax: Syntax {
                 format,
@@ -228,6 +245,8 @@ impl<'a> CopyEncryptor<'a> {
             },
             null: options.null.clone().into_bytes(),
             columns,
+            force_not_null: forced(&options.force_not_null),
+            force_null: forced(&options.force_null),
             enc,
             header: options.header,
             ended: false,
@@ -329,7 +348,7 @@ impl<'a> CopyEncryptor<'a> {
             let field = self.syntax.field(content, start, None);
             let raw = &content[field.raw.clone()];
             match self.columns.get(found).copied().flatten() {
-                Some(column) => self.protected(column, &field, raw, out)?,
+                Some(column) => self.protected(column, found, &field, raw, out)?,
                 None => out.extend_from_slice(raw),
             }
             found += 1;
@@ -349,11 +368,12 @@ impl<'a> CopyEncryptor<'a> {
         Ok(())
     }
 
-    /// Writes the field `raw` of a protected column: its ciphertext, or
-    /// `raw` itself when it stands for NULL.
+    /// Writes the field `raw` of the protected column at `index`: its
+    /// ciphertext, or `raw` itself when it stands for NULL.
     fn protected(
         &mut self,
         column: &ColumnPolicy,
+        index: usize,
         field: &Field,
         raw: &[u8],
         out: &mut Vec<u8>,
@@ -366,12 +386,17 @@ impl<'a> CopyEncryptor<'a> {
         };
         // The NULL string is compared with the field as written, unquoted
         // (in CSV) and before escapes are decoded (in text).
-        if !field.quoted && text.as_bytes() == self.null {
+        let unquoted_null = !field.quoted && text.as_bytes() == self.null;
+        if unquoted_null && !self.force_not_null[index] {
             out.extend_from_slice(raw);
             return Ok(());
         }
         self.plain.clear();
         self.syntax.value(&text, &mut self.plain);
+        if field.quoted && self.force_null[index] && self.plain == self.null {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
         let ciphertext = self.encrypt(column, field)?;
         out.extend_from_slice(ciphertext.as_bytes());
         Ok(())

@@ -1,7 +1,8 @@
 //! COPY through pgveil in client encodings whose multibyte characters hold
-//! ASCII bytes (GBK, BIG5), and with FORCE_QUOTE: what reaches the database
-//! is ciphertext of the UTF-8 text, what readers get is what PostgreSQL
-//! itself would have written.
+//! ASCII bytes (GBK, BIG5), and with the CSV options that decide what is
+//! NULL (FORCE_NOT_NULL, FORCE_NULL) or quoted (FORCE_QUOTE): what reaches
+//! the database is ciphertext of the UTF-8 text, what readers get is what
+//! PostgreSQL itself would have written.
 
 mod common;
 
@@ -49,11 +50,15 @@ fn psql(encoding: &str, through_pgveil: bool, sql: &str, stdin: &[u8]) -> Vec<u8
     out.stdout
 }
 
-/// The first column of a simple query's rows, through pgveil as
-/// `crm_user`.
-async fn column(sql: &str) -> Vec<Option<String>> {
+/// A simple query's rows, through pgveil as `crm_user`.
+async fn rows(sql: &str) -> Vec<Vec<Option<String>>> {
     let app = crm().connect("crm_user").await;
-    let rows = simple_rows(&app.simple_query(sql).await.unwrap());
+    simple_rows(&app.simple_query(sql).await.unwrap())
+}
+
+/// The first column of [`rows`].
+async fn column(sql: &str) -> Vec<Option<String>> {
+    let rows = rows(sql).await;
     rows.into_iter().map(|mut row| row.remove(0)).collect()
 }
 
@@ -224,5 +229,54 @@ async fn copy_to_stdout_is_written_as_postgresql_writes_it_in_each_encoding() {
             );
             assert_eq!(through, reference, "{encoding} {options}");
         }
+    }
+}
+
+#[tokio::test]
+async fn force_not_null_and_force_null_are_honoured_as_postgresql_does() {
+    let crm = crm();
+    Cluster::shared().psql_direct(
+        "create table if not exists force_twin (id bigserial, full_name text, email text, \
+         phone text, segment text); grant all on force_twin, force_twin_id_seq to crm_app",
+    );
+    let app = crm.connect("crm_user").await;
+    let data =
+        ",a@example.org,\"\",SEG\n\"\",\"\",,SEG\nNA,\"NA\",NA,SEG\n\"NA\",N\"A\",\"\",SEG\n";
+    for (i, options) in [
+        "(format csv, force_not_null (full_name, email), force_null (phone))",
+        "(format csv, null 'NA', force_not_null (full_name), force_null (email, phone))",
+        "(format csv, force_null (full_name, email, phone))",
+        "(format csv, null 'NA', force_not_null (full_name, email, phone), force_null (full_name))",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let segment = format!("force-{i}");
+        for table in ["customers", "force_twin"] {
+            let sql =
+                format!("copy {table} (full_name, email, phone, segment) from stdin {options}");
+            let data = data.replace("SEG", &segment);
+            let rows = copy_in(&app, &sql, &[data.as_bytes()]).await.unwrap();
+            assert_eq!(rows, 4, "{options}");
+        }
+        assert_stored_encrypted(&segment, &["a@example.org"]);
+        let stored = Cluster::shared().psql_direct(&format!(
+            "select count(*) from customers where segment = '{segment}' and \
+             ('' in (full_name, email, phone) or 'NA' in (full_name, email, phone))"
+        ));
+        assert_eq!(
+            stored.trim(),
+            "0",
+            "{options}: empty strings are encrypted too"
+        );
+        // What pgveil stored reads back as what PostgreSQL stores.
+        let read = |table: &str| {
+            format!(
+                "select full_name, email, phone from {table} where segment = '{segment}' order by id"
+            )
+        };
+        let through = rows(&read("customers")).await;
+        let twin = rows(&read("force_twin")).await;
+        assert_eq!(through, twin, "{options}");
     }
 }

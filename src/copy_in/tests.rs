@@ -1,5 +1,5 @@
 use super::*;
-use crate::rewrite::CopyOptions;
+use crate::rewrite::{ColumnSet, CopyOptions};
 
 const POLICY: &str = r#"
 [[column]]
@@ -57,6 +57,8 @@ fn copy(format: CopyFormat, columns: &[&str]) -> CopyIn {
             quote: "\"".into(),
             escape: "\"".into(),
             header: false,
+            force_not_null: ColumnSet::None,
+            force_null: ColumnSet::None,
         },
     }
 }
@@ -415,6 +417,32 @@ fn csv_null_and_empty_string() {
     assert_eq!(
         out,
         format!("1,NULL,{}\n2,{},{}\n", ct("NULL"), ct(""), ct("NULL"))
+    );
+}
+
+#[test]
+fn csv_force_not_null_and_force_null() {
+    let mut copy = csv_copy();
+    copy.options.force_not_null = ColumnSet::Named(vec!["email".into()]);
+    copy.options.force_null = ColumnSet::All;
+    let out = encrypted(&copy, "1,,\"\"\n2,\"\",\n3,x,\"\"\"\"\n");
+    assert_eq!(
+        out,
+        format!("1,{},\"\"\n2,\"\",\n3,{},{}\n", ct(""), ct("x"), ct("\""))
+    );
+    copy.options.null = "NA".into();
+    copy.options.force_null = ColumnSet::Named(vec!["full_name".into()]);
+    let out = encrypted(&copy, "NA,NA,\"NA\"\n1,\"NA\",N\"A\"\n");
+    assert_eq!(
+        out,
+        format!("NA,{},\"NA\"\n1,{},N\"A\"\n", ct("NA"), ct("NA"))
+    );
+    // Text format has neither option (the server refuses them there).
+    let mut copy = text_copy();
+    copy.options.force_not_null = ColumnSet::All;
+    assert_eq!(
+        encrypted(&copy, "1\t\\N\tx\n"),
+        format!("1\t\\N\t{}\n", ct("x"))
     );
 }
 

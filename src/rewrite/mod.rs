@@ -67,7 +67,7 @@ use crate::policy::{ColumnPolicy, Policy};
 
 use analyze::{Analyzer, Edit};
 
-pub use copy::{copy_out_options, is_copy_from_stdin, CopyFormat, CopyIn, CopyOptions};
+pub use copy::{copy_out_options, is_copy_from_stdin, ColumnSet, CopyFormat, CopyIn, CopyOptions};
 pub use settings::{session_settings, SettingChange};
 
 /// Encrypts values for protected columns.

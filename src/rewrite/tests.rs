@@ -467,8 +467,27 @@ fn copy_from_stdin_reports_the_columns() {
             quote: "\"".into(),
             escape: "\"".into(),
             header: true,
+            force_not_null: ColumnSet::None,
+            force_null: ColumnSet::None,
         }
     );
+    let Outcome::CopyIn(copy) = run(
+        "COPY customers (email, phone) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (email, phone), FORCE_NULL *)",
+    ) else {
+        panic!("not a CopyIn");
+    };
+    assert_eq!(
+        copy.options.force_not_null,
+        ColumnSet::Named(vec!["email".into(), "phone".into()])
+    );
+    assert_eq!(copy.options.force_null, ColumnSet::All);
+    let Outcome::CopyIn(copy) =
+        run("COPY customers (email) FROM STDIN WITH CSV FORCE NOT NULL email")
+    else {
+        panic!("not a CopyIn");
+    };
+    assert!(copy.options.force_not_null.contains("email"));
+    assert!(!copy.options.force_null.contains("email"));
     let Outcome::CopyIn(copy) = run("COPY customers (email) FROM STDIN") else {
         panic!("not a CopyIn");
     };
