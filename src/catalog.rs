@@ -9,6 +9,10 @@
 //!   every role, so a DBA does not see plaintext merely by being superuser.
 //! - The column order of the protected tables, for `INSERT` and `COPY`
 //!   without a column list.
+//! - The session's `pgveil.purpose` and `pgveil.actor` as the server has
+//!   them at login, from the startup options or parameters, `ALTER ROLE`
+//!   or `ALTER DATABASE ... SET`, or the server's configuration: the
+//!   declarations the session starts with, and returns to on `RESET`.
 
 use bytes::BytesMut;
 use thiserror::Error;
@@ -16,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use std::collections::HashMap;
 
+use crate::declared::Values;
+use crate::encoding::ClientEncoding;
 use crate::policy::Policy;
 use crate::protocol::reply::{error_field, frame_of};
 use crate::protocol::{read_message, ReadError, Side};
@@ -25,6 +31,9 @@ const ROLES_QUERY: &str = "WITH RECURSIVE member_of(oid) AS (\
     SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user \
     UNION SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN member_of ON m.member = member_of.oid) \
     SELECT r.rolname FROM pg_catalog.pg_roles r JOIN member_of USING (oid)";
+
+const DECLARED_QUERY: &str = "SELECT pg_catalog.current_setting('pgveil.purpose', true), \
+    pg_catalog.current_setting('pgveil.actor', true)";
 
 /// Why the catalog could not be read.
 #[derive(Debug, Error)]
@@ -44,28 +53,43 @@ pub struct Catalog {
     pub roles: Vec<String>,
     /// Column names in order, by (schema, table), for protected tables.
     pub columns: HashMap<(String, String), Vec<String>>,
+    /// The session's declarations at login (empty values are none).
+    pub declared: Values,
 }
 
 impl Catalog {
-    /// Reads the catalog for `policy`. The connection must be idle (after
-    /// ReadyForQuery); it is idle again when this returns.
+    /// Reads the catalog for `policy`, with text in the session's client
+    /// `encoding`. The connection must be idle (after ReadyForQuery); it
+    /// is idle again when this returns.
     pub async fn fetch<S>(
         server: &mut S,
         buf: &mut BytesMut,
         policy: &Policy,
+        encoding: ClientEncoding,
     ) -> Result<Self, CatalogError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let roles = query(server, buf, ROLES_QUERY).await?;
+        let roles = query(server, buf, encoding, ROLES_QUERY).await?;
+        let declared = query(server, buf, encoding, DECLARED_QUERY).await?;
+        let setting = |i: usize| {
+            declared
+                .first()
+                .and_then(|row| row.get(i).cloned().flatten())
+                .filter(|v| !v.is_empty())
+        };
         let mut catalog = Catalog {
             roles: roles
                 .into_iter()
                 .filter_map(|mut row| row.pop().flatten())
                 .collect(),
             columns: HashMap::new(),
+            declared: Values {
+                purpose: setting(0),
+                actor: setting(1),
+            },
         };
-        for row in query(server, buf, &columns_query(policy)).await? {
+        for row in query(server, buf, encoding, &columns_query(policy)).await? {
             if let [Some(schema), Some(table), Some(column)] = &row[..] {
                 catalog
                     .columns
@@ -112,6 +136,7 @@ fn columns_query(policy: &Policy) -> String {
 async fn query<S>(
     server: &mut S,
     buf: &mut BytesMut,
+    encoding: ClientEncoding,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, CatalogError>
 where
@@ -132,7 +157,7 @@ where
         match tag {
             b'D' => rows.push(
                 Fields::of(&frame)
-                    .map(|f| f.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .map(|f| f.map(|v| text(encoding, v)))
                     .collect(),
             ),
             b'E' => {
@@ -147,4 +172,13 @@ where
         Some(code) => Err(CatalogError::Server(code)),
         None => Ok(rows),
     }
+}
+
+/// Server text in the client encoding as UTF-8; bytes that are not valid
+/// in it are replaced.
+fn text(encoding: ClientEncoding, bytes: &[u8]) -> String {
+    encoding.decode(bytes).map_or_else(
+        || String::from_utf8_lossy(bytes).into_owned(),
+        |t| t.into_owned(),
+    )
 }

@@ -560,39 +560,6 @@ fn prepare_reports_slots_and_execute_encrypts_them() {
     assert!(matches!(outcome, Outcome::Refused(r) if r.sqlstate == "0A000"));
 }
 
-fn setting(name: &str, value: Option<&str>, local: bool) -> SettingChange {
-    SettingChange {
-        name: name.into(),
-        value: value.map(String::from),
-        local,
-    }
-}
-
-#[test]
-fn session_settings_are_recognized() {
-    assert_eq!(
-        session_settings("SET pgveil.purpose = 'kyc'"),
-        [setting("purpose", Some("kyc"), false)]
-    );
-    assert_eq!(
-        session_settings("SET LOCAL pgveil.actor TO alice; RESET pgveil.purpose; SET work_mem = 1"),
-        [
-            setting("actor", Some("alice"), true),
-            setting("purpose", None, false)
-        ]
-    );
-    assert_eq!(
-        session_settings("SELECT set_config('pgveil.purpose', 'fraud', true)"),
-        [setting("purpose", Some("fraud"), true)]
-    );
-    assert_eq!(
-        session_settings("select pg_catalog.set_config('PGVEIL.Actor', 'bob', false)"),
-        [setting("actor", Some("bob"), false)]
-    );
-    assert!(session_settings("SET search_path = public").is_empty());
-    assert!(session_settings("not sql pgveil.").is_empty());
-}
-
 #[test]
 fn code_pgveil_cannot_see_run_is_refused() {
     for sql in [
