@@ -11,7 +11,8 @@ use std::process::Stdio;
 
 use common::crm::crm;
 use common::{
-    assert_success, copy_in, simple_rows, sqlstate, Cluster, SUPERUSER, SUPERUSER_PASSWORD,
+    assert_success, copy_in, message, query, simple_rows, sqlstate, Cluster, RawClient, SUPERUSER,
+    SUPERUSER_PASSWORD,
 };
 
 fn in_encoding(encoding: &str, text: &str) -> Vec<u8> {
@@ -162,6 +163,36 @@ async fn copy_from_stdin_in_gbk_and_big5_encrypts_the_utf8_text() {
     let stored =
         Cluster::shared().psql_direct("select count(*) from customers where segment = 'bad-gbk'");
     assert_eq!(stored.trim(), "0");
+}
+
+#[tokio::test]
+async fn copy_data_is_read_in_the_encoding_in_force_when_it_starts() {
+    let addr = crm().proxy.addr;
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let (mut raw, _) = RawClient::login(addr).await;
+    // The COPY is sent before the server has answered the SET.
+    raw.send(
+        &[
+            query("set client_encoding to 'GBK'"),
+            query("copy customers (full_name, segment) from stdin"),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(raw.rows_until_ready().await.1, None);
+    loop {
+        match raw.expect_message().await {
+            (b'G', _) => break,
+            (tag, body) => assert_ne!(tag, b'E', "{}", String::from_utf8_lossy(&body)),
+        }
+    }
+    let data = in_encoding("GBK", "乗\tpipelined-gbk\n");
+    raw.send(&[message(b'd', &data), message(b'c', &[])].concat())
+        .await;
+    assert_eq!(raw.rows_until_ready().await.1, None);
+    assert_stored_encrypted("pipelined-gbk", &["乗"]);
+    let names = column("select full_name from customers where segment = 'pipelined-gbk'").await;
+    assert_eq!(names, vec![Some("乗".to_owned())]);
 }
 
 #[tokio::test]
