@@ -318,6 +318,9 @@ start_pgveil pgveil
 # bench user belongs to crm_app, as the CRM's application login would.
 ENC_DB=crm_enc
 declare -A TARGET_DB=([pgveil-policy]=$ENC_DB)
+# The CRM application declares the purpose that national_id's rule asks
+# for, at connection time, so crm_app sees all five columns in plaintext.
+declare -A TARGET_ENV=([pgveil-policy]="PGOPTIONS=-cpgveil.purpose=kyc")
 su_psql -d postgres -c "CREATE DATABASE $ENC_DB OWNER $BENCH_USER" >/dev/null
 su_psql -d postgres -c "CREATE ROLE crm_app NOLOGIN; GRANT crm_app TO $BENCH_USER" >/dev/null
 MASTER_KEY=$("$PGVEIL_BIN" keys new-master)
@@ -325,6 +328,13 @@ PGVEIL_MASTER_KEY=$MASTER_KEY "$PGVEIL_BIN" keys init --policy "$REPO/policies/c
     --keyring "$WORK/keyring.toml" >/dev/null
 printf 'policy = "%s"\nkeyring = "%s"\n' "$REPO/policies/crm.toml" "$WORK/keyring.toml" >"$WORK/policy.toml"
 start_pgveil pgveil-policy "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/policy.toml"
+
+# The encrypted database read through pgveil without a policy: what
+# PostgreSQL and the relay cost with ciphertext in the rows, with nothing
+# decrypted. Between it and pgveil-policy lies the cost of revealing alone.
+TARGET_PORT[pgveil-ciphertext]=${TARGET_PORT[pgveil]}
+TARGET_PID[pgveil-ciphertext]=${TARGET_PID[pgveil]}
+TARGET_DB[pgveil-ciphertext]=$ENC_DB
 
 # pgveil with no policy and the audit log on, recording every statement.
 printf 'keyring = "%s"\n[audit]\ndir = "%s"\nscope = "all"\n' "$WORK/keyring.toml" "$WORK/audit" >"$WORK/audit.toml"
@@ -418,7 +428,11 @@ add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
 add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy" 8 \
     crm/lookup_by_email.sql@40 crm/page_of_50.sql@30 \
     crm/update_phone.sql@20 crm/insert_customer.sql@10
-EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-audit/pgveil)
+# Pages of 50 customers with all five protected columns: 250 values to
+# reveal per statement. pgveil-policy/pgveil is the cost of protection;
+# pgveil-policy/pgveil-ciphertext its part spent revealing.
+add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy" 8 crm/page_of_50_protected.sql
+EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil)
 # =============================================================================
 
 # Runs one pgbench measurement and records it.
@@ -431,7 +445,8 @@ run_one() {
         alive "$pid" || log "$target (pid $pid) is not running"
         before=$(cpu_ticks "$pid")
     fi
-    run_child pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
+    # shellcheck disable=SC2086 # VAR=VALUE words, split on purpose
+    run_child env ${TARGET_ENV[$target]:-} pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
         "${args[@]}" "${TARGET_DB[$target]:-$BENCH_DB}" >"$log_file" 2>&1 || rc=$?
     if [[ -n $before ]]; then
         after=$(cpu_ticks "$pid")

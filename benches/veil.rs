@@ -5,8 +5,9 @@
 //!   1 KiB, through the keyring as the data path calls it;
 //! - `reveal`: rewriting a page of 50 customer rows with five protected
 //!   columns for a reader who sees plaintext, one who sees masks, and one
-//!   who sees nothing (NULL), next to a page without ciphertext, which
-//!   must cost next to nothing;
+//!   who sees nothing (NULL), with the decrypt cache (every value seen
+//!   before) and without it (every value decrypted), next to a page
+//!   without ciphertext, which must cost next to nothing;
 //! - `rewrite`: analysing an `INSERT` of a customer and encrypting its
 //!   literals, next to an `INSERT` into an unprotected table, which the
 //!   cheap first check lets through unparsed.
@@ -22,9 +23,9 @@ use pgveil::encoding::ClientEncoding;
 use pgveil::keyring::Keyring;
 use pgveil::policy::{ColumnPolicy, Policy};
 use pgveil::protocol::reply;
-use pgveil::reveal::{data_row, Reader};
+use pgveil::reveal::{Memo, Reader};
 use pgveil::rewrite::{rewrite, Encryptor};
-use pgveil::veil::Veil;
+use pgveil::veil::{Veil, DEFAULT_DECRYPT_CACHE_MIB};
 
 const POLICY: &str = include_str!("../policies/crm.toml");
 /// The protected columns of `customers`, in the order of the page.
@@ -32,12 +33,21 @@ const PROTECTED: [&str; 5] = ["full_name", "email", "phone", "national_id", "add
 const PAGE: usize = 50;
 
 fn veil() -> Veil {
+    let [veil] = veils([DEFAULT_DECRYPT_CACHE_MIB << 20]);
+    veil
+}
+
+/// The sample policy with one fresh keyring, loaded once for each decrypt
+/// cache budget.
+fn veils<const N: usize>(cache_budgets: [usize; N]) -> [Veil; N] {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.toml");
-    let policy = Policy::from_str("crm.toml", POLICY).unwrap();
+    let policy = || Policy::from_str("crm.toml", POLICY).unwrap();
     let (master, _) = MasterKey::generate().unwrap();
-    Keyring::init(&path, &master, &policy.domains()).unwrap();
-    Veil::new(policy, Keyring::load(&path, &master).unwrap())
+    Keyring::init(&path, &master, &policy().domains()).unwrap();
+    cache_budgets.map(|budget| {
+        Veil::new(policy(), Keyring::load(&path, &master).unwrap()).with_decrypt_cache(budget)
+    })
 }
 
 fn column<'a>(veil: &'a Veil, name: &str) -> &'a ColumnPolicy {
@@ -115,7 +125,11 @@ fn page(veil: &Veil, encrypted: bool) -> Vec<Bytes> {
 }
 
 fn reveal(c: &mut Criterion) {
-    let veil = veil();
+    let [cached, uncached] = veils([DEFAULT_DECRYPT_CACHE_MIB << 20, 0]);
+    let pages = [
+        ("encrypted", page(&cached, true)),
+        ("plain", page(&cached, false)),
+    ];
     let mut group = c.benchmark_group("reveal");
     group.throughput(Throughput::Elements(PAGE as u64));
     let readers = [
@@ -123,27 +137,26 @@ fn reveal(c: &mut Criterion) {
         ("masked", "support"),
         ("null", "nobody"),
     ];
-    let pages = [
-        ("encrypted", page(&veil, true)),
-        ("plain", page(&veil, false)),
-    ];
     for (what, rows) in &pages {
-        for (action, role) in readers {
-            let roles = vec![role.to_string()];
-            let reader = Reader {
-                roles: &roles,
-                purpose: None,
-                encoding: ClientEncoding::default(),
-                trail: None,
-            };
-            let id = BenchmarkId::new(format!("page50/{what}"), action);
-            group.bench_function(id, |b| {
-                b.iter(|| {
-                    for frame in rows {
-                        black_box(data_row(&veil, &reader, frame.clone()).unwrap());
-                    }
-                })
-            });
+        for (veil, cache) in [(&cached, "cached"), (&uncached, "uncached")] {
+            for (action, role) in readers {
+                let roles = vec![role.to_string()];
+                let reader = Reader {
+                    roles: &roles,
+                    purpose: Some("kyc"),
+                    encoding: ClientEncoding::default(),
+                    trail: None,
+                };
+                let mut memo = Memo::default();
+                let id = BenchmarkId::new(format!("page50/{what}/{cache}"), action);
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        for frame in rows {
+                            black_box(memo.rewrite_row(veil, &reader, frame).unwrap());
+                        }
+                    })
+                });
+            }
         }
     }
     group.finish();

@@ -4,7 +4,8 @@
 -- written through pgveil, so that the personal-data columns listed in
 -- crm.toml reach the server encrypted. Running it twice is harmless.
 --
--- Encrypted values are stored as text, so every protected column is text.
+-- Encrypted values are stored as text in a text column (a bytea column
+-- would hold them as bytes), so every protected column here is text.
 
 -- Group roles. Login roles are made members of these, and pgveil decides
 -- what each session sees from the roles it belongs to.

@@ -7,8 +7,13 @@
 //!   through other roles. Membership is followed through
 //!   `pg_auth_members` only: a superuser is not treated as a member of
 //!   every role, so a DBA does not see plaintext merely by being superuser.
-//! - The column order of the protected tables, for `INSERT` and `COPY`
-//!   without a column list.
+//! - The columns of the protected tables, in order (for `INSERT` and
+//!   `COPY` without a column list), with their types: a text type holds
+//!   the text envelope, `bytea` the binary one, and any other type cannot
+//!   hold ciphertext (see `rewrite`). A string type (`typcategory` `S`,
+//!   domains included) but `name`, which would truncate ciphertext, counts
+//!   as text; `bytea` is recognised by its output function, which every
+//!   domain over it shares.
 //! - The session's `pgveil.purpose` and `pgveil.actor` as the server has
 //!   them at login, from the startup options or parameters, `ALTER ROLE`
 //!   or `ALTER DATABASE ... SET`, or the server's configuration: the
@@ -26,6 +31,7 @@ use crate::policy::Policy;
 use crate::protocol::reply::{error_field, frame_of};
 use crate::protocol::{read_message, ReadError, Side};
 use crate::reveal::Fields;
+use crate::rewrite::{ColumnType, Columns};
 
 const ROLES_QUERY: &str = "WITH RECURSIVE member_of(oid) AS (\
     SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user \
@@ -51,8 +57,9 @@ pub enum CatalogError {
 pub struct Catalog {
     /// The login role and every role it is a member of.
     pub roles: Vec<String>,
-    /// Column names in order, by (schema, table), for protected tables.
-    pub columns: HashMap<(String, String), Vec<String>>,
+    /// Column names and types in order, by (schema, table), for protected
+    /// tables.
+    pub columns: HashMap<(String, String), Vec<(String, ColumnType)>>,
     /// The session's declarations at login (empty values are none).
     pub declared: Values,
 }
@@ -90,26 +97,51 @@ impl Catalog {
             },
         };
         for row in query(server, buf, encoding, &columns_query(policy)).await? {
-            if let [Some(schema), Some(table), Some(column)] = &row[..] {
+            if let [Some(schema), Some(table), Some(column), Some(kind), Some(type_name)] = &row[..]
+            {
                 catalog
                     .columns
                     .entry((schema.clone(), table.clone()))
                     .or_default()
-                    .push(column.clone());
+                    .push((column.clone(), column_type(kind, type_name)));
             }
         }
         Ok(catalog)
     }
 
-    /// The column order of a table, as [`crate::rewrite::ColumnOrder`] wants.
-    pub fn column_order(&self, schema: &str, table: &str) -> Option<Vec<String>> {
+    fn table(&self, schema: &str, table: &str) -> Option<&[(String, ColumnType)]> {
         self.columns
             .get(&(schema.to_owned(), table.to_owned()))
-            .cloned()
+            .map(Vec::as_slice)
     }
 }
 
-/// The columns of the policy's tables, in order. Policy names are
+impl Columns for Catalog {
+    fn order(&self, schema: &str, table: &str) -> Option<Vec<String>> {
+        let columns = self.table(schema, table)?;
+        Some(columns.iter().map(|(name, _)| name.clone()).collect())
+    }
+
+    fn type_of(&self, schema: &str, table: &str, column: &str) -> Option<&ColumnType> {
+        let columns = self.table(schema, table)?;
+        columns
+            .iter()
+            .find(|(name, _)| name == column)
+            .map(|(_, column_type)| column_type)
+    }
+}
+
+/// A column's type from the kind the columns query gives it.
+fn column_type(kind: &str, type_name: &str) -> ColumnType {
+    match kind {
+        "text" => ColumnType::Text,
+        "bytea" => ColumnType::Bytea,
+        _ => ColumnType::Other(type_name.to_owned()),
+    }
+}
+
+/// The columns of the policy's tables, in order, with the kind of their
+/// type (`text`, `bytea` or `other`) and its SQL name. Policy names are
 /// validated identifiers, so they can be quoted as literals as they are.
 fn columns_query(policy: &Policy) -> String {
     let tables: Vec<String> = policy
@@ -117,10 +149,16 @@ fn columns_query(policy: &Policy) -> String {
         .map(|(schema, table)| format!("('{schema}', '{table}')"))
         .collect();
     format!(
-        "SELECT n.nspname::text, c.relname::text, a.attname::text \
+        "SELECT n.nspname::text, c.relname::text, a.attname::text, \
+         CASE WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' \
+         WHEN t.typcategory = 'S' \
+         AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc THEN 'text' \
+         ELSE 'other' END, \
+         pg_catalog.format_type(a.atttypid, a.atttypmod) \
          FROM pg_catalog.pg_attribute a \
          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
          WHERE a.attnum > 0 AND NOT a.attisdropped \
          AND (n.nspname, c.relname) IN (VALUES {}) \
          ORDER BY n.nspname, c.relname, a.attnum",

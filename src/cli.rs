@@ -272,12 +272,31 @@ fn audit_verify(
                     report.anchor_seq
                 );
             }
+            print_incomplete(&report);
             Ok(true)
         }
         Err(e) => {
             println!("FAILED: {e}");
             Ok(false)
         }
+    }
+}
+
+/// What a verified log says about itself: records it could not write,
+/// files sealed by recovery.
+fn print_incomplete(report: &audit::VerifyReport) {
+    if report.lost > 0 {
+        println!(
+            "INCOMPLETE: the log says {} record(s) were lost (never written), in {} gap record(s):",
+            report.lost,
+            report.gaps.len()
+        );
+        for gap in &report.gaps {
+            println!("  {} (seq {}): {} lost", gap.at, gap.seq, gap.lost);
+        }
+    }
+    for file in &report.recovered {
+        println!("note: {file} was sealed by recovery, after a crash or a failed write");
     }
 }
 

@@ -49,9 +49,15 @@ pub struct Config {
     /// A file holding the base64 master key; without it the master key
     /// comes from the `PGVEIL_MASTER_KEY` environment variable.
     pub master_key_file: Option<PathBuf>,
+    /// MiB of recently revealed plaintexts kept to spare decrypting them
+    /// again; 0 turns the cache off.
+    pub decrypt_cache_mib: usize,
     /// The access audit log (`[audit]`); off when absent.
     pub audit: Option<AuditConfig>,
 }
+
+/// The largest decrypt cache accepted, in MiB.
+const MAX_DECRYPT_CACHE_MIB: usize = 1 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -66,6 +72,7 @@ impl Default for Config {
             policy: None,
             keyring: None,
             master_key_file: None,
+            decrypt_cache_mib: crate::veil::DEFAULT_DECRYPT_CACHE_MIB,
             audit: None,
         }
     }
@@ -124,6 +131,12 @@ impl Config {
                     problem: "is required with [audit]: it holds the audit log's keys".into(),
                 });
             }
+        }
+        if self.decrypt_cache_mib > MAX_DECRYPT_CACHE_MIB {
+            return Err(ConfigError::Invalid {
+                key: "decrypt_cache_mib",
+                problem: format!("must be at most {MAX_DECRYPT_CACHE_MIB} (1 TiB)"),
+            });
         }
         if self.policy.is_some() && self.keyring.is_none() {
             return Err(ConfigError::Invalid {
@@ -194,6 +207,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:6432");
         assert_eq!(c.upstream, "127.0.0.1:5432");
         assert_eq!(c.startup_timeout(), Duration::from_secs(30));
+        assert_eq!(c.decrypt_cache_mib, 128);
+        assert_eq!(parse("decrypt_cache_mib = 0").unwrap().decrypt_cache_mib, 0);
     }
 
     #[test]
@@ -214,6 +229,9 @@ mod tests {
         assert!(parse("log_format = \"xml\"")
             .unwrap_err()
             .contains("log_format"));
+        assert!(parse("decrypt_cache_mib = 2000000")
+            .unwrap_err()
+            .starts_with("decrypt_cache_mib:"));
     }
 
     #[test]
@@ -237,5 +255,30 @@ mod tests {
     fn shipped_example_is_valid() {
         let text = include_str!("../pgveil.example.toml");
         parse(text).unwrap();
+    }
+
+    #[test]
+    fn the_example_audit_section_is_valid_and_compresses() {
+        let text = include_str!("../pgveil.example.toml");
+        let start = text.find("# [audit]").unwrap();
+        let uncommented: String = text[start..]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.starts_with('[')
+                    || line.split_once('=').is_some_and(|(key, _)| {
+                        key.trim_end()
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = parse(&format!("keyring = \"k.toml\"\n{uncommented}")).unwrap();
+        let audit = config.audit.unwrap();
+        assert!(audit.compress);
+        assert_eq!(audit.on_failure, crate::audit::OnFailure::Refuse);
+        let off = parse("keyring = \"k\"\n[audit]\ncompress = false").unwrap();
+        assert!(!off.audit.unwrap().compress);
     }
 }

@@ -4,8 +4,8 @@
 //! the payload of every `CopyData` message the client sends through a
 //! [`CopyEncryptor`], and what it returns on to the server. The encryptor
 //! splits the stream into rows and fields exactly as PostgreSQL's `COPY`
-//! does (text and CSV formats), decodes each protected field to its
-//! plaintext, and writes the ciphertext in its place; everything else,
+//! does (text, CSV and binary formats), decodes each protected field to
+//! its plaintext, and writes the ciphertext in its place; everything else,
 //! line terminators included, is copied byte for byte. Rows may span
 //! `CopyData` messages: the incomplete tail is kept until its end arrives
 //! (at most [`MAX_ROW`] bytes).
@@ -26,14 +26,29 @@
 //! unquoted. With `HEADER`, the first line is passed on unchanged (also in
 //! text format). An unquoted line `\.` ends the data as in text format.
 //!
+//! **`bytea` columns.** In text and CSV the decoded field is `bytea` text
+//! input (`\x0102`, written `\\x0102` in text format, or the escape
+//! form); its plaintext is the bytes it stands for, and the ciphertext is
+//! written as `bytea` hex input, escaped for the format.
+//!
+//! **Binary format.** The header is passed on; each tuple
+//! (`copy_binary`) must have as many fields as the COPY has columns, and
+//! a protected field's bytes are its plaintext (text in the client
+//! encoding, converted to UTF-8, or a `bytea`'s bytes as they are); the
+//! ciphertext replaces them with its length. Data after the trailer, or a
+//! tuple left unfinished at CopyDone, fails the COPY, as PostgreSQL would.
+//! For binary data, "line" in messages counts tuples.
+//!
 //! **Failing closed.** A row with another number of fields than the COPY
-//! has columns, a protected value that is not UTF-8 or holds a literal
-//! carriage return (a line terminator of another style, where PostgreSQL
-//! would split rows differently), a quoted field left open at the end, or
-//! a row over [`MAX_ROW`] is an error: nothing protected may reach the
-//! server unencrypted. Errors start with `pgveil:`, name the column and
-//! the line (counted from 1, as the line the row starts on), and never
-//! contain the data. After an error the COPY must be abandoned.
+//! has columns, a protected text value that is not valid text in the
+//! client encoding (or, unescaped, not UTF-8) or holds a literal carriage
+//! return (a line terminator of another style, where PostgreSQL would
+//! split rows differently), a `bytea` value that is not valid `bytea`
+//! input, a quoted field left open at the end, or a row over [`MAX_ROW`]
+//! is an error: nothing protected may reach the server unencrypted.
+//! Errors start with `pgveil:`, name the column and the line (counted
+//! from 1, as the line the row starts on), and never contain the data.
+//! After an error the COPY must be abandoned.
 //!
 //! **Client encodings.** Rows are split in the client's encoding, stepping
 //! over whole characters (`copy_syntax`), so that a byte of a multibyte
@@ -48,14 +63,20 @@
 //! encrypted; a quoted value equal to the NULL string in a FORCE_NULL
 //! column is NULL and is passed on as written.
 
+mod binary;
+
+use std::borrow::Cow;
 use std::mem;
 
 use thiserror::Error;
 
+use crate::copy_binary::FormatError;
 use crate::copy_syntax::{Field, Format, Syntax};
 use crate::encoding::{ClientEncoding, Step};
 use crate::policy::{ColumnPolicy, Policy};
-use crate::rewrite::{ColumnRefId, CopyFormat, CopyIn, EncryptError, Encryptor};
+use crate::rewrite::{
+    ColumnRefId, ColumnSet, CopyFormat, CopyIn, EncryptError, Encryptor, Storage,
+};
 
 /// The longest row, line terminator included, that pgveil buffers.
 pub const MAX_ROW: usize = 64 << 20;
@@ -66,6 +87,8 @@ const NOT_SUPPORTED: &str = "0A000";
 const BAD_COPY_FILE_FORMAT: &str = "22P04";
 /// SQLSTATE `character_not_in_repertoire`.
 const NOT_IN_REPERTOIRE: &str = "22021";
+/// SQLSTATE `invalid_text_representation`.
+const INVALID_TEXT: &str = "22P02";
 /// SQLSTATE `program_limit_exceeded`.
 const LIMIT_EXCEEDED: &str = "54000";
 /// SQLSTATE `internal_error`.
@@ -83,11 +106,6 @@ pub struct CopyError {
 /// What is wrong with the COPY or its data.
 #[derive(Debug, Error)]
 enum Problem {
-    #[error(
-        "pgveil: binary COPY into a table with protected column {0} is not supported; \
-         use text or csv"
-    )]
-    Binary(String),
     #[error("pgveil: COPY option {0} must be a single one-byte character")]
     NotOneByte(&'static str),
     #[error(
@@ -95,7 +113,7 @@ enum Problem {
          session's client encoding; use UTF8, GBK, GB18030, BIG5, SJIS, UHC, EUC_JP, \
          EUC_KR, EUC_CN or LATIN1"
     )]
-    Encoding(String),
+    Encoding(ColumnRefId),
     #[error(
         "pgveil: COPY option {option} cannot be {value:?} when the table has protected \
          columns: it ends lines or can appear in ciphertext"
@@ -134,6 +152,15 @@ enum Problem {
     )]
     BadCharacter(usize),
     #[error(
+        "pgveil: line {line} of the COPY data has a value for bytea column {column} that \
+         is not valid bytea input"
+    )]
+    NotBytea { line: usize, column: String },
+    #[error("pgveil: {0}")]
+    Binary(FormatError),
+    #[error("pgveil: line {0} of the binary COPY data ends before its last field")]
+    UnfinishedTuple(usize),
+    #[error(
         "pgveil: cannot encrypt the value of column {column} on line {line} of the COPY \
          data: {error}"
     )]
@@ -152,15 +179,17 @@ enum Problem {
 impl From<Problem> for CopyError {
     fn from(problem: Problem) -> Self {
         let sqlstate = match problem {
-            Problem::Binary(_)
-            | Problem::NotOneByte(_)
-            | Problem::Unusable { .. }
-            | Problem::Encoding(_) => NOT_SUPPORTED,
+            Problem::NotOneByte(_) | Problem::Unusable { .. } | Problem::Encoding(_) => {
+                NOT_SUPPORTED
+            }
             Problem::FieldCount { .. }
             | Problem::UnterminatedQuote(_)
             | Problem::MisplacedEndMarker(_)
-            | Problem::CarriageReturn { .. } => BAD_COPY_FILE_FORMAT,
+            | Problem::CarriageReturn { .. }
+            | Problem::Binary(_)
+            | Problem::UnfinishedTuple(_) => BAD_COPY_FILE_FORMAT,
             Problem::NotText { .. } | Problem::BadCharacter(_) => NOT_IN_REPERTOIRE,
+            Problem::NotBytea { .. } => INVALID_TEXT,
             Problem::RowTooLong { .. } => LIMIT_EXCEEDED,
             Problem::NoPolicy(_) | Problem::Encrypt { .. } | Problem::BadCiphertext { .. } => {
                 INTERNAL_ERROR
@@ -174,15 +203,151 @@ impl From<Problem> for CopyError {
 }
 
 /// Encrypts the protected fields of one COPY data stream.
-pub struct CopyEncryptor<'a> {
+pub enum CopyEncryptor<'a> {
+    /// Text or CSV.
+    Rows(RowEncryptor<'a>),
+    Binary(binary::TupleEncryptor<'a>),
+}
+
+impl<'a> CopyEncryptor<'a> {
+    /// An encryptor for the data of `copy`, sent in `encoding`.
+    pub fn new(
+        copy: &CopyIn,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+        encoding: ClientEncoding,
+    ) -> Result<Self, CopyError> {
+        if !encoding.delimits_characters() {
+            return Err(Problem::Encoding(copy.first_protected()).into());
+        }
+        let values = Values::new(copy, policy, enc, encoding)?;
+        Ok(match copy.options.format {
+            CopyFormat::Binary => CopyEncryptor::Binary(binary::TupleEncryptor::new(values)),
+            CopyFormat::Text | CopyFormat::Csv => {
+                CopyEncryptor::Rows(RowEncryptor::new(copy, values)?)
+            }
+        })
+    }
+
+    /// Consumes the payload of one CopyData message; returns the bytes to
+    /// send on (zero or more whole rows).
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+        match self {
+            CopyEncryptor::Rows(rows) => rows.feed(data),
+            CopyEncryptor::Binary(tuples) => tuples.feed(data).map_err(Into::into),
+        }
+    }
+
+    /// At CopyDone: what is still to send.
+    pub fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+        match self {
+            CopyEncryptor::Rows(rows) => rows.finish(),
+            CopyEncryptor::Binary(tuples) => tuples.finish().map_err(Into::into),
+        }
+    }
+}
+
+/// The protected columns of a COPY's data, and how their values are
+/// encrypted.
+struct Values<'a> {
+    /// The policy and storage of each column of the data, `None` if
+    /// unprotected.
+    columns: Vec<Option<(&'a ColumnPolicy, Storage)>>,
+    enc: &'a dyn Encryptor,
+    /// The client encoding the data is in.
+    encoding: ClientEncoding,
+}
+
+impl<'a> Values<'a> {
+    fn new(
+        copy: &CopyIn,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+        encoding: ClientEncoding,
+    ) -> Result<Self, Problem> {
+        let columns = copy
+            .columns
+            .iter()
+            .map(|target| {
+                target
+                    .as_ref()
+                    .map(|target| Ok((column_policy(policy, &target.column)?, target.storage)))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Values {
+            columns,
+            enc,
+            encoding,
+        })
+    }
+
+    /// The protected column at `index` of the data, if it is one.
+    fn column(&self, index: usize) -> Option<(&'a ColumnPolicy, Storage)> {
+        self.columns.get(index).copied().flatten()
+    }
+
+    /// Text of `column` on `line` of the data, as written in the client
+    /// encoding, converted to UTF-8.
+    fn decode<'b>(
+        &self,
+        written: &'b [u8],
+        column: &ColumnPolicy,
+        line: usize,
+    ) -> Result<Cow<'b, str>, Problem> {
+        self.encoding
+            .decode(written)
+            .ok_or_else(|| Problem::NotText {
+                line,
+                column: column.qualified_name(),
+            })
+    }
+
+    /// The ciphertext of `plain` for `column`, on `line` of the data: the
+    /// text envelope's bytes, or the binary envelope. A text plaintext
+    /// must be UTF-8 without NUL.
+    fn encrypt(
+        &self,
+        column: &ColumnPolicy,
+        storage: Storage,
+        plain: &[u8],
+        line: usize,
+    ) -> Result<Vec<u8>, Problem> {
+        let name = || column.qualified_name();
+        let encrypt_error = |error| Problem::Encrypt {
+            line,
+            column: name(),
+            error,
+        };
+        if storage == Storage::Bytea {
+            return self.enc.encrypt_bytes(column, plain).map_err(encrypt_error);
+        }
+        let plaintext = std::str::from_utf8(plain)
+            .ok()
+            .filter(|text| !text.contains('\0'))
+            .ok_or_else(|| Problem::NotText {
+                line,
+                column: name(),
+            })?;
+        let ciphertext = self.enc.encrypt(column, plaintext).map_err(encrypt_error)?;
+        if !ciphertext.bytes().all(is_cipher_byte) {
+            return Err(Problem::BadCiphertext {
+                line,
+                column: name(),
+            });
+        }
+        Ok(ciphertext.into_bytes())
+    }
+}
+
+/// Encrypts the protected fields of a text or CSV COPY data stream.
+pub struct RowEncryptor<'a> {
     syntax: Syntax,
     null: Vec<u8>,
-    /// The policy of each column of the data, `None` if unprotected.
-    columns: Vec<Option<&'a ColumnPolicy>>,
+    values: Values<'a>,
     /// CSV: FORCE_NOT_NULL and FORCE_NULL, by column.
     force_not_null: Vec<bool>,
     force_null: Vec<bool>,
-    enc: &'a dyn Encryptor,
     /// The header line is still to come.
     header: bool,
     /// The end-of-data marker was seen: the rest is dropped.
@@ -197,57 +362,37 @@ pub struct CopyEncryptor<'a> {
     plain: Vec<u8>,
 }
 
-impl<'a> CopyEncryptor<'a> {
-    /// An encryptor for the data of `copy`, sent in `encoding`; binary
-    /// format is refused.
-    pub fn new(
-        copy: &CopyIn,
-        policy: &'a Policy,
-        enc: &'a dyn Encryptor,
-        encoding: ClientEncoding,
-    ) -> Result<Self, CopyError> {
+impl<'a> RowEncryptor<'a> {
+    fn new(copy: &CopyIn, values: Values<'a>) -> Result<Self, Problem> {
         let options = &copy.options;
         let format = match options.format {
-            CopyFormat::Binary => return Err(Problem::Binary(first_protected(copy, policy)).into()),
-            CopyFormat::Text => Format::Text,
             CopyFormat::Csv => Format::Csv {
                 quote: option_byte("QUOTE", &options.quote)?,
                 escape: option_byte("ESCAPE", &options.escape)?,
             },
+            CopyFormat::Text | CopyFormat::Binary => Format::Text,
         };
-        if !encoding.delimits_characters() {
-            return Err(Problem::Encoding(first_protected(copy, policy)).into());
-        }
-        let columns = copy
-            .columns
-            .iter()
-            .map(|column| {
-                column
-                    .as_ref()
-                    .map(|id| column_policy(policy, id))
-                    .transpose()
-            })
-            .collect::<Result<_, _>>()?;
-        let forced = |set: &crate::rewrite::ColumnSet| -> Vec<bool> {
+        let forced = |set: &ColumnSet| -> Vec<bool> {
             copy.columns
                 .iter()
-                .map(|column| {
+                .map(|target| {
                     format != Format::Text
-                        && column.as_ref().is_some_and(|c| set.contains(&c.column))
+                        && target
+                            .as_ref()
+                            .is_some_and(|t| set.contains(&t.column.column))
                 })
                 .collect()
         };
-        Ok(CopyEncryptor {
+        Ok(RowEncryptor {
             syntax: Syntax {
                 format,
                 delimiter: option_byte("DELIMITER", &options.delimiter)?,
-                encoding,
+                encoding: values.encoding,
             },
             null: options.null.clone().into_bytes(),
-            columns,
             force_not_null: forced(&options.force_not_null),
             force_null: forced(&options.force_null),
-            enc,
+            values,
             header: options.header,
             ended: false,
             pending: Vec::new(),
@@ -258,9 +403,7 @@ impl<'a> CopyEncryptor<'a> {
         })
     }
 
-    /// Consumes the payload of one CopyData message; returns the bytes to
-    /// send on (zero or more whole rows).
-    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+    fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
         if self.ended {
             return Ok(Vec::new());
         }
@@ -274,7 +417,7 @@ impl<'a> CopyEncryptor<'a> {
             let Some(row) = found.map_err(|BadCharacter| Problem::BadCharacter(self.line))? else {
                 break;
             };
-            self.check_length(row.len)?;
+            check_length(row.len, self.max_row, self.line)?;
             self.row(&pending[start..start + row.len], &row, &mut out)?;
             start += row.len;
         }
@@ -282,14 +425,14 @@ impl<'a> CopyEncryptor<'a> {
             pending.clear();
         } else {
             pending.drain(..start);
-            self.check_length(pending.len())?;
+            check_length(pending.len(), self.max_row, self.line)?;
         }
         self.pending = pending;
         Ok(out)
     }
 
-    /// At CopyDone: the last row, if it has no line terminator.
-    pub fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+    /// The last row, if it has no line terminator.
+    fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
         let pending = mem::take(&mut self.pending);
         let scan = mem::take(&mut self.scan);
         if self.ended || pending.is_empty() {
@@ -306,16 +449,6 @@ impl<'a> CopyEncryptor<'a> {
         let mut out = Vec::with_capacity(pending.len());
         self.row(&pending, &row, &mut out)?;
         Ok(out)
-    }
-
-    fn check_length(&self, len: usize) -> Result<(), Problem> {
-        if len > self.max_row {
-            return Err(Problem::RowTooLong {
-                line: self.line,
-                limit: self.max_row,
-            });
-        }
-        Ok(())
     }
 
     /// Writes one whole row (`data`, terminator included) to `out`.
@@ -347,7 +480,7 @@ impl<'a> CopyEncryptor<'a> {
         loop {
             let field = self.syntax.field(content, start, None);
             let raw = &content[field.raw.clone()];
-            match self.columns.get(found).copied().flatten() {
+            match self.values.column(found) {
                 Some(column) => self.protected(column, found, &field, raw, out)?,
                 None => out.extend_from_slice(raw),
             }
@@ -358,11 +491,11 @@ impl<'a> CopyEncryptor<'a> {
             out.push(self.syntax.delimiter);
             start = field.raw.end + 1;
         }
-        if found != self.columns.len() {
+        if found != self.values.columns.len() {
             return Err(Problem::FieldCount {
                 line: self.line,
                 found,
-                expected: self.columns.len(),
+                expected: self.values.columns.len(),
             });
         }
         Ok(())
@@ -372,18 +505,13 @@ impl<'a> CopyEncryptor<'a> {
     /// ciphertext, or `raw` itself when it stands for NULL.
     fn protected(
         &mut self,
-        column: &ColumnPolicy,
+        (column, storage): (&ColumnPolicy, Storage),
         index: usize,
         field: &Field,
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), Problem> {
-        let Some(text) = self.syntax.encoding.decode(raw) else {
-            return Err(Problem::NotText {
-                line: self.line,
-                column: column.qualified_name(),
-            });
-        };
+        let text = self.values.decode(raw, column, self.line)?;
         // The NULL string is compared with the field as written, unquoted
         // (in CSV) and before escapes are decoded (in text).
         let unquoted_null = !field.quoted && text.as_bytes() == self.null;
@@ -397,52 +525,69 @@ impl<'a> CopyEncryptor<'a> {
             out.extend_from_slice(raw);
             return Ok(());
         }
-        let ciphertext = self.encrypt(column, field)?;
-        out.extend_from_slice(ciphertext.as_bytes());
+        out.extend_from_slice(&self.encrypt(column, storage, field)?);
         Ok(())
     }
 
-    /// The ciphertext of the decoded value (in `self.plain`) of `field`.
-    fn encrypt(&self, column: &ColumnPolicy, field: &Field) -> Result<String, Problem> {
+    /// The COPY field holding the ciphertext of the decoded value (in
+    /// `self.plain`) of `field`.
+    fn encrypt(
+        &self,
+        column: &ColumnPolicy,
+        storage: Storage,
+        field: &Field,
+    ) -> Result<Vec<u8>, Problem> {
         let line = self.line;
+        let name = || column.qualified_name();
         if field.bare_cr {
             return Err(Problem::CarriageReturn {
                 line,
-                column: column.qualified_name(),
+                column: name(),
             });
         }
-        let plaintext = std::str::from_utf8(&self.plain)
-            .ok()
-            .filter(|text| !text.contains('\0'))
-            .ok_or_else(|| Problem::NotText {
-                line,
-                column: column.qualified_name(),
-            })?;
-        let ciphertext = self
-            .enc
-            .encrypt(column, plaintext)
-            .map_err(|error| Problem::Encrypt {
-                line,
-                column: column.qualified_name(),
-                error,
-            })?;
-        if !ciphertext.bytes().all(is_cipher_byte) || ciphertext.as_bytes() == self.null {
+        let written = match storage {
+            Storage::Text => self.values.encrypt(column, storage, &self.plain, line)?,
+            Storage::Bytea => {
+                let bytes = crate::bytea::decode(&self.plain).ok_or_else(|| Problem::NotBytea {
+                    line,
+                    column: name(),
+                })?;
+                let ciphertext = self.values.encrypt(column, storage, &bytes, line)?;
+                let hex = crate::bytea::hex(&ciphertext);
+                match self.syntax.format {
+                    // The backslash of `\x`, escaped.
+                    Format::Text => [&b"\\"[..], &hex].concat(),
+                    Format::Csv { .. } => hex,
+                }
+            }
+        };
+        let quote = match self.syntax.format {
+            Format::Csv { quote, .. } => Some(quote),
+            Format::Text => None,
+        };
+        if written == self.null
+            || written
+                .iter()
+                .any(|&b| b == self.syntax.delimiter || Some(b) == quote)
+        {
             return Err(Problem::BadCiphertext {
                 line,
-                column: column.qualified_name(),
+                column: name(),
             });
         }
-        Ok(ciphertext)
+        Ok(written)
     }
 }
 
-/// A protected column of the COPY's table, to name in a refusal.
-fn first_protected(copy: &CopyIn, policy: &Policy) -> String {
-    let (schema, table) = &copy.table;
-    policy
-        .columns_of(schema, table)
-        .next()
-        .map_or_else(|| format!("{schema}.{table}"), ColumnPolicy::qualified_name)
+/// Refuses a row longer than `max_row` starting on `line`.
+fn check_length(len: usize, max_row: usize, line: usize) -> Result<(), Problem> {
+    if len > max_row {
+        return Err(Problem::RowTooLong {
+            line,
+            limit: max_row,
+        });
+    }
+    Ok(())
 }
 
 fn column_policy<'a>(policy: &'a Policy, id: &ColumnRefId) -> Result<&'a ColumnPolicy, Problem> {

@@ -5,8 +5,11 @@
 //!   written to or compared with protected columns are replaced by their
 //!   ciphertext; a statement pgveil cannot make safe is refused.
 //! - `Bind` values at the parameter positions a `Parse` reported are
-//!   encrypted, in text or binary format (a text value's binary form is
-//!   its bytes).
+//!   encrypted, in text or binary format. For a text column a value's
+//!   binary form is its text; for a `bytea` column the plaintext is the
+//!   value's bytes (binary format) or the bytes its `bytea` text input
+//!   stands for (text format), and the ciphertext is sent in the same
+//!   format: the envelope's bytes, or `\x` and their hex.
 //! - What each Query, Execute and Sync does to the session's declared
 //!   purpose and actor (`SET pgveil.purpose` and friends, savepoints) is
 //!   queued in [`Declared`], which applies it as the server answers; a
@@ -34,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
 
+use crate::bytea;
 use crate::catalog::Catalog;
 use crate::copy_in::{CopyEncryptor, CopyError};
 use crate::declared::Declared;
@@ -41,9 +45,10 @@ use crate::encoding::ClientEncoding;
 use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
 use crate::relay::Tap;
+use crate::reveal::put_field;
 use crate::rewrite::{
     self, copy_out_options, declarations, CopyIn, CopyOptions, Declarations, Effect, EncryptError,
-    Encryptor, Outcome, Param, ParamSlot, Refusal,
+    Encryptor, Outcome, Param, ParamSlot, Prepared, PreparedSlots, Refusal, Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -113,6 +118,16 @@ impl Encryptor for Veil {
             )
             .map_err(|e| EncryptError(e.to_string()))
     }
+
+    fn encrypt_bytes(
+        &self,
+        column: &ColumnPolicy,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, EncryptError> {
+        self.keyring
+            .encrypt_bytes(&column.domain, column.encryption.into(), plaintext)
+            .map_err(|e| EncryptError(e.to_string()))
+    }
 }
 
 /// The client-to-server tap. Without a policy it only notes Terminate.
@@ -123,7 +138,7 @@ pub struct ClientTap<'a> {
     /// Parameter slots of prepared statements, by statement name.
     statements: HashMap<String, Vec<ParamSlot>>,
     /// Slots of statements prepared with SQL `PREPARE`, by name.
-    sql_prepared: HashMap<String, Vec<ParamSlot>>,
+    sql_prepared: PreparedSlots,
     /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
     copy_statements: HashMap<String, CopyIn>,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
@@ -265,17 +280,15 @@ impl<'a> ClientTap<'a> {
             return self.refuse_query(veil, &refusal, out);
         }
         self.shared.expect_copy_out(copy_out_in(&sql));
-        let outcome = self.analyse(veil, &sql);
+        let outcome = self.rewrite(veil, &sql);
         self.note_query(&sql, written(&outcome));
-        if self.audit_refusing(&outcome) {
+        if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
         }
         match outcome {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
-                for prepared in rewrite.prepared {
-                    self.sql_prepared.insert(prepared.name, prepared.params);
-                }
+                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(
                     b'Q',
                     &cstring(encoding.encode(&rewrite.sql)),
@@ -296,21 +309,16 @@ impl<'a> ClientTap<'a> {
 
     /// Rewrites a statement text, including `EXECUTE` of statements
     /// prepared with SQL `PREPARE`.
-    fn analyse(&self, veil: &Veil, sql: &str) -> Outcome {
-        match self.rewrite(veil, sql) {
-            Outcome::Unchanged if !self.sql_prepared.is_empty() => rewrite::rewrite_execute(
-                sql,
-                &veil.policy,
-                |name| self.sql_prepared.get(name).cloned(),
-                veil,
-            ),
-            outcome => outcome,
-        }
+    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
+        rewrite::rewrite_in_session(sql, &veil.policy, veil, self.catalog, &self.sql_prepared)
     }
 
-    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
-        let columns = |schema: &str, table: &str| self.catalog.column_order(schema, table);
-        rewrite::rewrite_with_columns(sql, &veil.policy, veil, &columns)
+    /// Notes the statements a text prepares with SQL `PREPARE`, whether it
+    /// came in a Query or a Parse.
+    fn note_prepared(&mut self, prepared: Vec<Prepared>) {
+        for prepared in prepared {
+            self.sql_prepared.insert(prepared.name, prepared.params);
+        }
     }
 
     fn refuse_query(&self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
@@ -377,7 +385,7 @@ impl<'a> ClientTap<'a> {
         }
         let outcome = self.rewrite(veil, &sql);
         self.note_parse(&name, &sql, written(&outcome));
-        if self.audit_refusing(&outcome) {
+        if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
         }
         match outcome {
@@ -392,6 +400,7 @@ impl<'a> ClientTap<'a> {
                 body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
                 self.statements.insert(name, rewrite.params);
+                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(b'P', &body));
             }
             Outcome::CopyIn(copy) => {
@@ -416,6 +425,9 @@ impl<'a> ClientTap<'a> {
         let Some(name) = name else {
             return out.push(frame);
         };
+        if self.audit_refusing_prepared(&name) {
+            return self.refuse_extended(veil, &audit_unavailable(), out, &name);
+        }
         if let Err(refusal) = self.declare_portal(&name, &frame) {
             return self.refuse_extended(veil, &refusal, out, &name);
         }
@@ -631,10 +643,20 @@ impl Tap for ClientTap<'_> {
 }
 
 impl ClientTap<'_> {
-    /// Whether the audit log is down and `outcome` touches protected
-    /// columns, with `on_failure = "refuse"`.
-    fn audit_refusing(&self, outcome: &Outcome) -> bool {
-        self.trail.is_some_and(Trail::refusing) && !matches!(outcome, Outcome::Unchanged)
+    /// Whether the audit log is down, with `on_failure = "refuse"`, and
+    /// `sql` (analysed as `outcome`) may touch protected columns: it
+    /// writes or compares them, or mentions a protected table.
+    fn audit_refusing(&self, veil: &Veil, sql: &str, outcome: &Outcome) -> bool {
+        self.trail.is_some_and(Trail::refusing)
+            && (!matches!(outcome, Outcome::Unchanged) || veil.policy.mentions_protected_table(sql))
+    }
+
+    /// Whether the audit log is down, with `on_failure = "refuse"`, and the
+    /// prepared statement `name` may touch protected columns. Checked at
+    /// each Bind, since the log may have gone down after the Parse.
+    fn audit_refusing_prepared(&self, name: &str) -> bool {
+        self.trail.is_some_and(Trail::refusing)
+            && self.texts.get(name).is_some_and(|text| text.protected())
     }
 }
 
@@ -793,7 +815,8 @@ fn malformed_bind() -> Refusal {
     }
 }
 
-/// Rebuilds a Bind with the values at `slots` encrypted.
+/// Rebuilds a Bind with the values at `slots` encrypted, each in the
+/// format the client sent it in.
 fn encrypt_bind(
     veil: &Veil,
     encoding: ClientEncoding,
@@ -806,47 +829,148 @@ fn encrypt_bind(
     out.put_i16(bind.formats_count);
     out.put_slice(bind.formats);
     out.put_i16(bind.values.len() as i16);
-    for (i, value) in bind.values.iter().enumerate() {
+    for (i, &value) in bind.values.iter().enumerate() {
         let slot = slots.iter().find(|s| s.number == i + 1);
         match (value, slot) {
             (Some(value), Some(slot)) => {
-                let ciphertext = encrypt_param(veil, encoding, slot, value)?;
-                out.put_i32(ciphertext.len() as i32);
-                out.put_slice(ciphertext.as_bytes());
+                let binary = bind.binary(i);
+                let encrypted = if slot.array {
+                    encrypt_array_param(veil, encoding, slot, value, binary)?
+                } else {
+                    encrypt_param(veil, encoding, slot, value, binary)?
+                };
+                put_field(&mut out, Some(&encrypted));
             }
-            (Some(value), None) => {
-                out.put_i32(value.len() as i32);
-                out.put_slice(value);
-            }
-            (None, _) => out.put_i32(-1),
+            (value, _) => put_field(&mut out, value),
         }
     }
     out.put_slice(bind.rest);
     Ok(reply::frame_of(b'B', &out))
 }
 
+/// An array parameter for a protected text column, with each element
+/// encrypted, in the format it came in. (Arrays for `bytea` columns are
+/// refused when the statement is analysed.)
+fn encrypt_array_param(
+    veil: &Veil,
+    encoding: ClientEncoding,
+    slot: &ParamSlot,
+    value: &[u8],
+    binary: bool,
+) -> Result<Vec<u8>, Refusal> {
+    let encrypted = if binary {
+        rewrite::array::map_binary(value, |bytes| {
+            encrypt_text_param(veil, encoding, slot, bytes).map_err(|r| r.message)
+        })
+    } else {
+        let text = encoding
+            .decode(value)
+            .ok_or_else(|| undecodable_value(slot))?;
+        rewrite::array::map_text(&text, |element| {
+            encrypt_value(veil, slot, element).map_err(|r| r.message)
+        })
+        .map(|array| encoding.encode(&array).into_owned())
+    };
+    encrypted.map_err(|e| match e {
+        rewrite::array::ArrayError::Element(message) => Refusal {
+            sqlstate: "XX000",
+            message,
+        },
+        error => Refusal {
+            sqlstate: "22P02",
+            message: format!(
+                "pgveil: cannot encrypt the array for column {}: {error}",
+                slot.target
+            ),
+        },
+    })
+}
+
+fn undecodable_value(slot: &ParamSlot) -> Refusal {
+    Refusal {
+        sqlstate: "22021",
+        message: format!(
+            "pgveil: the value for column {} is not valid in the client encoding",
+            slot.target
+        ),
+    }
+}
+
+/// The ciphertext of one parameter value, in its format: for a text
+/// column the text envelope; for a `bytea` column the binary envelope of
+/// the value's bytes (binary format) or of the bytes its text input
+/// stands for, sent as `\x` and hex (text format).
 fn encrypt_param(
     veil: &Veil,
     encoding: ClientEncoding,
     slot: &ParamSlot,
     value: &[u8],
+    binary: bool,
+) -> Result<Vec<u8>, Refusal> {
+    match slot.target.storage {
+        Storage::Text => encrypt_text_param(veil, encoding, slot, value).map(String::into_bytes),
+        Storage::Bytea if binary => encrypt_bytes(veil, slot, value),
+        Storage::Bytea => {
+            let text = encoding
+                .decode(value)
+                .ok_or_else(|| undecodable_value(slot))?;
+            let bytes = bytea::decode(text.as_bytes()).ok_or_else(|| Refusal {
+                sqlstate: "22P02",
+                message: format!(
+                    "pgveil: the value for bytea column {} is not valid bytea input",
+                    slot.target
+                ),
+            })?;
+            encrypt_bytes(veil, slot, &bytes).map(|ciphertext| bytea::hex(&ciphertext))
+        }
+    }
+}
+
+/// The text envelope of a parameter value (text in the client encoding).
+fn encrypt_text_param(
+    veil: &Veil,
+    encoding: ClientEncoding,
+    slot: &ParamSlot,
+    value: &[u8],
 ) -> Result<String, Refusal> {
-    let c = &slot.column;
-    let column = veil
-        .policy
+    let text = encoding
+        .decode(value)
+        .ok_or_else(|| undecodable_value(slot))?;
+    encrypt_value(veil, slot, &text)
+}
+
+/// The ciphertext of a parameter's value (decoded text) for its column.
+fn encrypt_value(veil: &Veil, slot: &ParamSlot, text: &str) -> Result<String, Refusal> {
+    let column = slot_column(veil, slot)?;
+    veil.encrypt(column, text)
+        .map_err(|e| cannot_encrypt(slot, e))
+}
+
+/// The binary envelope of `bytes` for a `bytea` parameter's column.
+fn encrypt_bytes(veil: &Veil, slot: &ParamSlot, bytes: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let column = slot_column(veil, slot)?;
+    veil.encrypt_bytes(column, bytes)
+        .map_err(|e| cannot_encrypt(slot, e))
+}
+
+fn slot_column<'v>(veil: &'v Veil, slot: &ParamSlot) -> Result<&'v ColumnPolicy, Refusal> {
+    let c = &slot.target.column;
+    veil.policy
         .column(&c.schema, &c.table, &c.column)
         .ok_or_else(|| Refusal {
             sqlstate: "XX000",
             message: format!("pgveil: no policy for column {c}"),
-        })?;
-    let text = encoding.decode(value).ok_or_else(|| Refusal {
-        sqlstate: "22021",
-        message: format!("pgveil: the value for column {c} is not valid in the client encoding"),
-    })?;
-    veil.encrypt(column, &text).map_err(|e| Refusal {
+        })
+}
+
+fn cannot_encrypt(slot: &ParamSlot, e: EncryptError) -> Refusal {
+    Refusal {
         sqlstate: "XX000",
-        message: format!("pgveil: cannot encrypt a value for column {c}: {}", e.0),
-    })
+        message: format!(
+            "pgveil: cannot encrypt a value for column {}: {}",
+            slot.target, e.0
+        ),
+    }
 }
 
 /// Reads big-endian integers and slices off the front.

@@ -10,10 +10,12 @@
 
 pub mod audit;
 pub mod bulk;
+pub mod bytea;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod copy_binary;
 pub mod copy_in;
 pub mod copy_out;
 pub mod copy_syntax;

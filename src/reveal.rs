@@ -1,7 +1,7 @@
 //! Reveals protected values in results, as the policy allows the reader.
 //!
 //! Every field of every `DataRow` is checked for pgveil's ciphertext (a
-//! prefix comparison; see `crypto::looks_encrypted_text`). This finds
+//! prefix comparison; see `crypto::Form::of`). This finds
 //! protected values wherever they appear: plain column references, aliases,
 //! views, `COALESCE`, `UNION`, CTEs, cursors, `RETURNING`, and prepared
 //! statements whose rows arrive without a new RowDescription. The
@@ -10,36 +10,77 @@
 //! an error. A row with no ciphertext is forwarded untouched and uncopied.
 //! A value that looks like ciphertext but does not decrypt is forwarded as
 //! it is: still ciphertext, never plaintext.
+//!
+//! A revealed value is written in the form its ciphertext had
+//! ([`Form`]): text in the reader's encoding for a text column; for a
+//! `bytea` column its bytes in binary format, or `\x` and their hex (the
+//! escape form with `bytea_output = 'escape'`) in text format. Masks work
+//! on characters, which bytes do not have: a masked `bytea` value is the
+//! four bytes `****`, as the `redact` mask writes, whatever the column's
+//! mask. A pseudonym of a `bytea` value is the bytes of its `pgvp_...`
+//! text.
 
 use std::sync::atomic::Ordering;
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
+use zeroize::Zeroizing;
 
-use crate::copy_out;
-use crate::crypto::{self, Envelope};
+use crate::bytea;
+use crate::copy_out::CopyOut;
+use crate::crypto::{self, Form};
 use crate::declared::Values;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
-use crate::policy::Action;
+use crate::policy::{Action, ColumnPolicy, Mask};
 use crate::protocol::reply::{self, Severity};
 use crate::relay::Tap;
-use crate::rewrite::CopyOptions;
 use crate::trail::{command_tag, tag_rows, Trail};
 use crate::veil::Veil;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
 const DENIED: &str = "42501";
+/// SQLSTATE for a value withheld while the audit log cannot record its
+/// reading: `io_error`, as pgveil's refusals of statements then.
+const UNRECORDED: &str = "58030";
 
 /// What a reader gets in place of one value.
-pub enum Revealed {
+pub enum Revealed<'m> {
     /// The value as it is (not pgveil's ciphertext, or not decryptable).
     Keep,
-    /// This, in the reader's encoding.
-    Value(Vec<u8>),
+    /// This, in the reader's encoding (text) or the form of its ciphertext
+    /// (`bytea`).
+    Value(&'m [u8]),
     Null,
-    /// Access denied by the policy of this column.
-    Denied(String),
+    /// Withheld: denied by the policy of this column, or not recordable.
+    Denied(Denial),
+}
+
+/// A value withheld from a reader.
+#[derive(Debug)]
+pub struct Denial {
+    /// `schema.table.column`.
+    pub column: String,
+    /// Withheld because the audit log cannot record the access now (with
+    /// `on_failure = "refuse"`), not by the policy.
+    pub unrecorded: bool,
+}
+
+impl Denial {
+    /// The ErrorResponse the reader gets instead of the row.
+    pub fn error(&self) -> Bytes {
+        if self.unrecorded {
+            let message = format!(
+                "pgveil: column {} cannot be revealed now: the audit log cannot record the access",
+                self.column
+            );
+            reply::error(Severity::Error, UNRECORDED, &message)
+        } else {
+            denied(&self.column)
+        }
+    }
 }
 
 /// The reader's identity, as the policy sees it, and its encoding.
@@ -63,10 +104,11 @@ pub struct ServerTap<'a> {
     /// ParseComplete/BindComplete held while a refusal is pending: the
     /// last two are the refusal statement's own, not the client's.
     held: Vec<Bytes>,
-    /// The options of the COPY TO whose data is flowing, if known.
-    copy_out: Option<CopyOptions>,
+    /// The COPY TO whose data is flowing, if pgveil can read it.
+    copy_out: Option<CopyOut>,
     /// The session's audit trail, with audit on.
     trail: Option<&'a Trail>,
+    memo: Memo<'a>,
 }
 
 impl<'a> ServerTap<'a> {
@@ -84,52 +126,67 @@ impl<'a> ServerTap<'a> {
             skipping: false,
             held: Vec::new(),
             copy_out: None,
+            memo: Memo::default(),
         }
     }
 
-    /// Runs `f` with the session's reader. The declarations' lock is held
-    /// only inside `f`.
-    fn with_reader<R>(&self, f: impl FnOnce(&Reader<'_>) -> R) -> R {
+    /// Runs `f` with the session's reader and memo. The declarations' lock
+    /// is held only inside `f`.
+    fn with_reader<R>(&mut self, f: impl FnOnce(&Reader<'_>, &mut Memo<'a>) -> R) -> R {
         let declared = self.shared.declared();
-        f(&Reader {
+        let reader = Reader {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
             encoding: self.shared.encoding(),
             trail: self.trail,
-        })
+        };
+        f(&reader, &mut self.memo)
     }
 
-    fn copy_row(&mut self, veil: &Veil, options: &CopyOptions, frame: Bytes, out: &mut Vec<Bytes>) {
-        match self.with_reader(|reader| copy_out::reveal_row(veil, reader, options, &frame[5..])) {
+    fn copy_data(
+        &mut self,
+        veil: &'a Veil,
+        copy: &mut CopyOut,
+        frame: Bytes,
+        out: &mut Vec<Bytes>,
+    ) {
+        let revealed =
+            self.with_reader(|reader, memo| copy.reveal(veil, reader, memo, &frame[5..]));
+        match revealed {
             Ok(None) => out.push(frame),
-            Ok(Some(row)) => out.push(reply::frame_of(b'd', &row)),
-            Err(column) => {
-                out.push(denied(&column));
-                self.deny();
+            Ok(Some(data)) if data.is_empty() => {}
+            Ok(Some(data)) => out.push(reply::frame_of(b'd', &data)),
+            Err(error) => {
+                self.deny(&error);
+                out.push(error);
             }
         }
     }
 
-    fn row(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn row(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
         if !has_ciphertext(&frame) {
             // Most rows: no lock, no copy.
             return out.push(frame);
         }
-        match self.with_reader(|reader| data_row(veil, reader, frame)) {
-            Ok(row) => out.push(row),
+        match self.with_reader(|reader, memo| memo.rewrite_row(veil, reader, &frame)) {
+            Ok(None) => out.push(frame),
+            Ok(Some(row)) => out.push(row),
             Err(denied) => {
+                self.deny(&denied);
                 out.push(denied);
-                self.deny();
             }
         }
     }
 
-    /// A value was denied: the statement fails with 42501, and the rest of
-    /// the server's answer up to ReadyForQuery is dropped.
-    fn deny(&mut self) {
+    /// A value was withheld, or COPY data could not be read: the statement
+    /// fails with `error`, and the rest of the server's answer up to
+    /// ReadyForQuery is dropped.
+    fn deny(&mut self, error: &[u8]) {
         self.skipping = true;
         if let Some(trail) = self.trail {
-            trail.failed(DENIED.as_bytes(), &self.declared());
+            self.memo.tell(trail);
+            let code = reply::error_field(error, b'C').unwrap_or(DENIED.as_bytes());
+            trail.failed(code, &self.declared());
         }
     }
 
@@ -137,8 +194,12 @@ impl<'a> ServerTap<'a> {
         self.shared.declared().current().clone()
     }
 
-    /// Tells the audit trail how the server answers.
-    fn audit(&self, trail: &Trail, tag: u8, frame: &[u8]) {
+    /// Tells the audit trail how the server answers, after the reads of
+    /// the statement it ends.
+    fn audit(&mut self, trail: &Trail, tag: u8, frame: &[u8]) {
+        if matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
+            self.memo.tell(trail);
+        }
         match tag {
             b'C' => trail.completed(tag_rows(frame), &self.declared()),
             b'I' | b's' => trail.completed(0, &self.declared()),
@@ -244,13 +305,16 @@ impl Tap for ServerTap<'_> {
                 self.row(veil, frame, out)
             }
             (b'H', Some(_)) => {
-                self.copy_out = self.shared.next_copy_out();
+                // CopyOutResponse: its first byte is 1 for binary format.
+                let binary = frame.get(5) == Some(&1);
+                self.copy_out =
+                    CopyOut::new(self.shared.next_copy_out(), binary, self.shared.encoding());
                 out.push(frame)
             }
             (b'd', Some(veil)) => match self.copy_out.take() {
-                Some(options) => {
-                    self.copy_row(veil, &options, frame, out);
-                    self.copy_out = Some(options);
+                Some(mut copy) => {
+                    self.copy_data(veil, &mut copy, frame, out);
+                    self.copy_out = Some(copy);
                 }
                 None => out.push(frame),
             },
@@ -313,100 +377,247 @@ pub fn denied(column: &str) -> Bytes {
     reply::error(Severity::Error, DENIED, &message)
 }
 
-/// Rewrites one DataRow frame for `reader`. `Err` carries the ErrorResponse
-/// to send instead when a value is denied.
+/// Rewrites one DataRow frame for `reader`, with a fresh memo (see
+/// [`Memo::rewrite_row`]); the frame itself when it holds no ciphertext.
+/// `Err` carries the ErrorResponse to send instead when a value is denied.
 pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes, Bytes> {
     if !has_ciphertext(&frame) {
         return Ok(frame);
     }
-    let fields: Vec<Option<&[u8]>> = Fields::of(&frame).collect();
-    if fields.len() != Fields::count(&frame) {
-        return Ok(frame);
-    }
-    let mut body = BytesMut::with_capacity(frame.len());
-    body.put_u16(fields.len() as u16);
-    for field in &fields {
-        match field.map_or(Revealed::Keep, |value| reveal_value(veil, reader, value)) {
-            Revealed::Keep => put_field(&mut body, *field),
-            Revealed::Value(value) => put_field(&mut body, Some(&value)),
-            Revealed::Null => put_field(&mut body, None),
-            Revealed::Denied(column) => {
-                return Err(denied(&column));
-            }
-        }
-    }
-    Ok(reply::frame_of(b'D', &body))
+    let revealed = Memo::default().rewrite_row(veil, reader, &frame)?;
+    Ok(revealed.unwrap_or(frame))
 }
 
 /// Whether any field of a DataRow frame looks like pgveil's ciphertext.
 fn has_ciphertext(frame: &[u8]) -> bool {
-    Fields::of(frame).flatten().any(looks_encrypted)
+    tuple_has_ciphertext(&frame[5..])
 }
 
-fn looks_encrypted(field: &[u8]) -> bool {
-    crypto::looks_encrypted_text(field) || field.starts_with(crypto::MAGIC)
+/// Whether any field of a tuple looks like pgveil's ciphertext.
+pub fn tuple_has_ciphertext(tuple: &[u8]) -> bool {
+    Fields::of_tuple(tuple)
+        .flatten()
+        .any(|field| Form::of(field).is_some())
 }
 
-/// What `reader` may see of one value.
-pub fn reveal_value(veil: &Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed {
-    let Some(envelope) = parse(value) else {
-        return Revealed::Keep;
-    };
-    let Some((action, column)) = veil.decide(envelope.key_ref(), reader.roles, reader.purpose)
-    else {
-        return Revealed::Keep;
-    };
-    let note = |action| {
-        if let Some(trail) = reader.trail {
-            trail.read(column.qualified_name(), action);
+/// What a reader sees of the values under one key, and the column whose
+/// rule decided it; `None` for a key no policy column uses.
+type Decision<'v> = Option<(Action, &'v ColumnPolicy)>;
+
+/// Decisions a memo keeps; a result naming more keys than this (forged
+/// headers) only costs decoding them again.
+const MAX_DECISIONS: usize = 64;
+
+/// What a session keeps from one value to the next: the decision for each
+/// key under the purpose in force (roles do not change in a session), the
+/// reads not yet told to the audit trail, and buffers for plaintext, which
+/// are zeroized when the session ends.
+#[derive(Default)]
+pub struct Memo<'v> {
+    purpose: Option<String>,
+    /// By the field bytes that encode the envelope's header, which name
+    /// the key (see [`crypto::encoded_header`]).
+    decisions: Vec<(Vec<u8>, Decision<'v>)>,
+    reads: Vec<(&'v ColumnPolicy, Option<Action>, u64)>,
+    plaintext: Zeroizing<Vec<u8>>,
+    value: Zeroizing<Vec<u8>>,
+}
+
+impl<'v> Memo<'v> {
+    /// Rewrites one DataRow frame for `reader`: `Ok(None)` when nothing in
+    /// it changes; `Err` carries the ErrorResponse to send instead when a
+    /// value is denied.
+    pub fn rewrite_row(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        frame: &[u8],
+    ) -> Result<Option<Bytes>, Bytes> {
+        let mut row = BytesMut::with_capacity(frame.len());
+        row.put_u8(b'D');
+        row.put_i32(0);
+        if !self.rewrite_tuple(veil, reader, &frame[5..], &mut row)? {
+            return Ok(None);
         }
-    };
-    let domain = column.domain.as_str();
-    let plaintext = match action {
-        Action::Null => {
-            note(Some(action));
-            return Revealed::Null;
-        }
-        Action::Deny => {
-            note(Some(action));
-            return Revealed::Denied(column.qualified_name());
-        }
-        _ => match veil.keyring.decrypt(domain, envelope) {
-            Ok(plaintext) => plaintext,
-            Err(e) => {
-                warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
-                note(None);
-                return Revealed::Keep;
+        let len = (row.len() - 1) as i32;
+        row[1..5].copy_from_slice(&len.to_be_bytes());
+        Ok(Some(row.freeze()))
+    }
+
+    /// Appends a tuple (a field count, then each field's length and bytes:
+    /// a DataRow's body, or a binary COPY tuple) revealed for `reader` to
+    /// `out`. `false` when nothing in it changes, or it is malformed and
+    /// goes on as PostgreSQL wrote it: what was appended is then to be
+    /// dropped. `Err` carries the ErrorResponse for a withheld value.
+    pub fn rewrite_tuple(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        tuple: &[u8],
+        out: &mut impl BufMut,
+    ) -> Result<bool, Bytes> {
+        let count = Fields::count(tuple);
+        out.put_u16(count as u16);
+        let (mut seen, mut changed) = (0, false);
+        for field in Fields::of_tuple(tuple) {
+            seen += 1;
+            let Some(value) = field else {
+                out.put_i32(-1);
+                continue;
+            };
+            match self.reveal(veil, reader, value) {
+                Revealed::Keep => put_field(out, Some(value)),
+                Revealed::Value(revealed) => {
+                    put_field(out, Some(revealed));
+                    changed = true;
+                }
+                Revealed::Null => {
+                    put_field(out, None);
+                    changed = true;
+                }
+                Revealed::Denied(denial) => return Err(denial.error()),
             }
-        },
-    };
-    if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
-        note(Some(Action::Deny));
-        return Revealed::Denied(column.qualified_name());
-    }
-    note(Some(action));
-    let text = String::from_utf8_lossy(&plaintext);
-    match action {
-        Action::Plaintext => Revealed::Value(reader.encoding.encode(&text).into_owned()),
-        Action::Masked => {
-            let masked = column.mask.apply(&text);
-            Revealed::Value(reader.encoding.encode(&masked).into_owned())
         }
-        Action::Pseudonym => match veil.keyring.pseudonym(domain, &plaintext) {
-            Ok(token) => Revealed::Value(token.into_bytes()),
-            Err(_) => Revealed::Null,
-        },
-        Action::Null | Action::Deny => unreachable!("handled before decryption"),
+        Ok(seen == count && changed)
     }
-}
 
-fn parse(value: &[u8]) -> Option<Envelope> {
-    let parsed = if value.starts_with(crypto::MAGIC) {
-        crypto::parse_bytes(value)
-    } else {
-        crypto::parse_text(value)
-    };
-    parsed.ok().flatten()
+    /// What `reader` may see of one value.
+    pub fn reveal(&mut self, veil: &'v Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed<'_> {
+        let Some(form) = Form::of(value) else {
+            return Revealed::Keep;
+        };
+        let Some((mut action, column)) = self.decision(veil, reader, value) else {
+            return Revealed::Keep;
+        };
+        if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
+            action = Action::Deny;
+        }
+        let unrecorded = reader.trail.is_some_and(Trail::refusing);
+        match action {
+            Action::Null => {
+                self.note(reader, column, Some(action));
+                return Revealed::Null;
+            }
+            Action::Deny => {
+                self.note(reader, column, Some(action));
+                return self.denial(column, false);
+            }
+            _ if unrecorded => {
+                self.note(reader, column, Some(Action::Deny));
+                return self.denial(column, true);
+            }
+            Action::Plaintext | Action::Masked | Action::Pseudonym => {}
+        }
+        self.plaintext.clear();
+        if let Err(e) = veil.decrypt_into(&column.domain, value, &mut self.plaintext) {
+            warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
+            self.note(reader, column, None);
+            return Revealed::Keep;
+        }
+        self.note(reader, column, Some(action));
+        if form != Form::Text {
+            return self.reveal_bytes(veil, column, action, form);
+        }
+        let text = match std::str::from_utf8(&self.plaintext) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&self.plaintext),
+        };
+        let shown = Zeroizing::new(match action {
+            Action::Plaintext => match (&text, reader.encoding.encode(&text)) {
+                // Valid UTF-8 for a UTF-8 reader: the plaintext as it is.
+                (Cow::Borrowed(_), Cow::Borrowed(_)) => return Revealed::Value(&self.plaintext),
+                (_, encoded) => encoded.into_owned(),
+            },
+            Action::Masked => reader
+                .encoding
+                .encode(&column.mask.apply(&text))
+                .into_owned(),
+            _ => match veil.keyring.pseudonym(&column.domain, &self.plaintext) {
+                Ok(token) => token.into_bytes(),
+                Err(_) => return Revealed::Null,
+            },
+        });
+        self.value.clear();
+        self.value.extend_from_slice(&shown);
+        Revealed::Value(&self.value)
+    }
+
+    /// What a reader sees of a `bytea` value whose plaintext is in
+    /// `self.plaintext`, written in `form`.
+    fn reveal_bytes(
+        &mut self,
+        veil: &Veil,
+        column: &ColumnPolicy,
+        action: Action,
+        form: Form,
+    ) -> Revealed<'_> {
+        let stand_in = match action {
+            Action::Plaintext if form == Form::Binary => return Revealed::Value(&self.plaintext),
+            Action::Plaintext => None,
+            Action::Masked => Some(Mask::Redact.apply("")),
+            _ => match veil.keyring.pseudonym(&column.domain, &self.plaintext) {
+                Ok(token) => Some(token),
+                Err(_) => return Revealed::Null,
+            },
+        };
+        let shown = stand_in
+            .as_ref()
+            .map_or(&self.plaintext[..], |s| s.as_bytes());
+        self.value.clear();
+        match form {
+            Form::ByteaHex => bytea::write_hex(shown, &mut self.value),
+            Form::ByteaEscape => bytea::write_escape(shown, &mut self.value),
+            Form::Text | Form::Binary => self.value.extend_from_slice(shown),
+        }
+        Revealed::Value(&self.value)
+    }
+
+    fn denial(&self, column: &ColumnPolicy, unrecorded: bool) -> Revealed<'static> {
+        Revealed::Denied(Denial {
+            column: column.qualified_name(),
+            unrecorded,
+        })
+    }
+
+    /// The decision for `value`, by the key its envelope names (`None`
+    /// if it is no envelope), remembered for the purpose in force.
+    fn decision(&mut self, veil: &'v Veil, reader: &Reader<'_>, value: &[u8]) -> Decision<'v> {
+        if self.purpose.as_deref() != reader.purpose {
+            self.purpose = reader.purpose.map(str::to_owned);
+            self.decisions.clear();
+        }
+        let header = crypto::encoded_header(value)?;
+        if let Some((_, decision)) = self.decisions.iter().find(|(h, _)| h[..] == *header) {
+            return *decision;
+        }
+        let decision = veil.decide(crypto::key_of(value)?, reader.roles, reader.purpose);
+        if self.decisions.len() == MAX_DECISIONS {
+            self.decisions.clear();
+        }
+        self.decisions.push((header.to_vec(), decision));
+        decision
+    }
+
+    /// Counts a read of `column` for the audit trail, with audit on.
+    fn note(&mut self, reader: &Reader<'_>, column: &'v ColumnPolicy, action: Option<Action>) {
+        if reader.trail.is_none() {
+            return;
+        }
+        let same = |(c, a, _): &&mut (&ColumnPolicy, Option<Action>, u64)| {
+            std::ptr::eq(*c, column) && *a == action
+        };
+        match self.reads.iter_mut().find(same) {
+            Some((_, _, count)) => *count += 1,
+            None => self.reads.push((column, action, 1)),
+        }
+    }
+
+    /// Tells the audit trail the reads counted since it was last told.
+    pub fn tell(&mut self, trail: &Trail) {
+        for (column, action, count) in self.reads.drain(..) {
+            trail.read(column.qualified_name(), action, count);
+        }
+    }
 }
 
 /// The fields of a DataRow frame, `None` for SQL NULL. A malformed frame
@@ -418,17 +629,23 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The fields of a DataRow frame.
     pub fn of(frame: &'a [u8]) -> Self {
+        Self::of_tuple(frame.get(5..).unwrap_or_default())
+    }
+
+    /// The fields of a DataRow's body or a binary COPY tuple.
+    pub fn of_tuple(tuple: &'a [u8]) -> Self {
         Fields {
-            rest: frame.get(7..).unwrap_or_default(),
-            left: Self::count(frame),
+            rest: tuple.get(2..).unwrap_or_default(),
+            left: Self::count(tuple),
         }
     }
 
-    /// The field count the frame announces.
-    fn count(frame: &[u8]) -> usize {
-        frame
-            .get(5..7)
+    /// The field count a tuple announces.
+    fn count(tuple: &[u8]) -> usize {
+        tuple
+            .get(..2)
             .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]) as usize)
     }
 }
@@ -453,7 +670,9 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn put_field(body: &mut BytesMut, value: Option<&[u8]>) {
+/// Writes one field as a DataRow, a Bind and a binary COPY tuple hold it:
+/// its length, -1 for NULL, and its bytes.
+pub(crate) fn put_field(body: &mut impl BufMut, value: Option<&[u8]>) {
     match value {
         Some(value) => {
             body.put_i32(value.len() as i32);
@@ -464,7 +683,7 @@ fn put_field(body: &mut BytesMut, value: Option<&[u8]>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypto::MasterKey;
     use crate::keyring::Keyring;
@@ -477,9 +696,18 @@ table = "t"
 column = "secret"
 reveal = { reader = "plaintext", masker = "masked" }
 default = "deny"
+
+[[column]]
+table = "t"
+column = "kyc"
+reveal = { reader = "plaintext" }
+purposes = ["kyc"]
+default = "null"
 "#;
 
-    fn veil() -> Veil {
+    /// A veil protecting `public.t.secret` (plaintext for `reader`,
+    /// masked for `masker`, denied to anyone else) and `public.t.kyc`.
+    pub(crate) fn veil() -> Veil {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.toml");
         let policy = Policy::from_str("t.toml", POLICY).unwrap();
@@ -489,23 +717,12 @@ default = "deny"
     }
 
     fn row(fields: &[Option<&[u8]>]) -> Bytes {
-        let mut body = BytesMut::new();
-        body.put_u16(fields.len() as u16);
-        for field in fields {
-            put_field(&mut body, *field);
-        }
-        reply::frame_of(b'D', &body)
+        reply::frame_of(b'D', &crate::copy_binary::tests::tuple_bytes(fields))
     }
 
     fn read(veil: &Veil, roles: &[&str], frame: Bytes) -> Result<Vec<Option<Vec<u8>>>, Bytes> {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        let reader = Reader {
-            roles: &roles,
-            purpose: None,
-            encoding: ClientEncoding::default(),
-            trail: None,
-        };
-        let out = data_row(veil, &reader, frame)?;
+        let out = data_row(veil, &reader(&roles, None), frame)?;
         Ok(Fields::of(&out).map(|f| f.map(<[u8]>::to_vec)).collect())
     }
 
@@ -531,16 +748,94 @@ default = "deny"
         assert!(String::from_utf8_lossy(message).contains("public.t.secret"));
         // A row without ciphertext is passed on as the same bytes.
         let untouched = row(&[Some(b"a"), Some(b"pgv1")]);
-        let reader = Reader {
-            roles: &[],
-            purpose: None,
-            encoding: ClientEncoding::default(),
-            trail: None,
-        };
         assert_eq!(
-            data_row(&veil, &reader, untouched.clone()).unwrap(),
+            data_row(&veil, &reader(&[], None), untouched.clone()).unwrap(),
             untouched
         );
+    }
+
+    /// A reader with these roles and purpose, and no trail.
+    pub(crate) fn reader<'a>(roles: &'a [String], purpose: Option<&'a str>) -> Reader<'a> {
+        Reader {
+            roles,
+            purpose,
+            encoding: ClientEncoding::default(),
+            trail: None,
+        }
+    }
+
+    fn fields(row: Option<Bytes>) -> Vec<Option<Vec<u8>>> {
+        let row = row.expect("the row changes");
+        Fields::of(&row).map(|f| f.map(<[u8]>::to_vec)).collect()
+    }
+
+    #[test]
+    fn a_session_memo_follows_the_declared_purpose() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "kyc").unwrap();
+        let frame = row(&[Some(veil.encrypt(column, "X123").unwrap().as_bytes())]);
+        let roles = vec!["reader".to_string()];
+        let mut memo = Memo::default();
+        for (purpose, expected) in [
+            (Some("kyc"), Some(b"X123".to_vec())),
+            (None, None),
+            (Some("marketing"), None),
+            (Some("kyc"), Some(b"X123".to_vec())),
+        ] {
+            let out = memo.rewrite_row(&veil, &reader(&roles, purpose), &frame);
+            assert_eq!(fields(out.unwrap()), vec![expected], "{purpose:?}");
+        }
+    }
+
+    #[test]
+    fn cached_plaintext_is_still_decided_for_each_reader() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "secret").unwrap();
+        let frame = row(&[Some(veil.encrypt(column, "top secret").unwrap().as_bytes())]);
+        let roles = |r: &str| vec![r.to_string()];
+        let (plain, masked, nobody) = (roles("reader"), roles("masker"), roles("nobody"));
+        // Twice each, so the second reads come from the cache.
+        for _ in 0..2 {
+            let out = Memo::default().rewrite_row(&veil, &reader(&plain, None), &frame);
+            assert_eq!(fields(out.unwrap()), vec![Some(b"top secret".to_vec())]);
+            let out = Memo::default().rewrite_row(&veil, &reader(&masked, None), &frame);
+            let expected = column.mask.apply("top secret").into_bytes();
+            assert_eq!(fields(out.unwrap()), vec![Some(expected)]);
+            let out = Memo::default().rewrite_row(&veil, &reader(&nobody, None), &frame);
+            assert!(out.is_err(), "denied");
+        }
+    }
+
+    #[test]
+    fn bytea_values_are_revealed_in_the_form_of_their_ciphertext() {
+        let veil = veil();
+        let column = veil.policy.column("public", "t", "secret").unwrap();
+        let plaintext = b"\x00secret\\\xff";
+        let envelope = veil.encrypt_bytes(column, plaintext).unwrap();
+        let frame = row(&[
+            Some(&envelope),
+            Some(&bytea::hex(&envelope)),
+            Some(&bytea::escape(&envelope)),
+        ]);
+        let forms = |bytes: &[u8]| {
+            vec![
+                Some(bytes.to_vec()),
+                Some(bytea::hex(bytes)),
+                Some(bytea::escape(bytes)),
+            ]
+        };
+        // Twice, so the second read comes from the caches.
+        for _ in 0..2 {
+            assert_eq!(
+                read(&veil, &["reader"], frame.clone()).unwrap(),
+                forms(plaintext)
+            );
+            assert_eq!(
+                read(&veil, &["masker"], frame.clone()).unwrap(),
+                forms(b"****")
+            );
+            assert!(read(&veil, &["nobody"], frame.clone()).is_err());
+        }
     }
 
     #[test]

@@ -71,6 +71,12 @@ impl StatementText {
         })
     }
 
+    /// Whether it may touch protected columns: it writes them or mentions
+    /// a protected table.
+    pub fn protected(&self) -> bool {
+        self.protected || !self.written.is_empty()
+    }
+
     /// Whether it is a `COPY ... FROM STDIN`: the server ignores the Syncs
     /// sent while its data flows.
     pub fn copy_in(&self) -> bool {
@@ -310,14 +316,14 @@ impl Trail {
         self.lock_entries().push_back(Entry::Sync);
     }
 
-    /// A protected column's value was read, with this decision (`None`:
-    /// left encrypted).
-    pub fn read(&self, column: String, action: Option<Action>) {
+    /// `count` values of a protected column were read, with this decision
+    /// (`None`: left encrypted).
+    pub fn read(&self, column: String, action: Option<Action>, count: u64) {
         let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
         *answer
             .reads
             .entry((column, DecisionKey::of(action)))
-            .or_default() += 1;
+            .or_default() += count;
     }
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended, with the

@@ -6,7 +6,7 @@ mod common;
 
 use common::crm::setup;
 use common::sqlstate;
-use pgveil::audit::{verify, AuditConfig, BulkConfig, OnBulk};
+use pgveil::audit::{verify, AuditConfig, BulkConfig, OnBulk, VerifyError, VerifyReport};
 use serde_json::Value;
 
 fn records(dir: &std::path::Path) -> (Vec<Value>, String) {
@@ -16,16 +16,40 @@ fn records(dir: &std::path::Path) -> (Vec<Value>, String) {
         .map(|e| e.path())
         .collect();
     files.sort();
-    let text: String = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect();
+    let text: String = files.iter().map(|f| read_text(f)).collect();
     let records = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v.get("event").is_some())
         .collect();
     (records, text)
+}
+
+/// The text of an audit file, compressed or not.
+fn read_text(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let file = std::fs::File::open(path).unwrap();
+    let mut text = String::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::MultiGzDecoder::new(file).read_to_string(&mut text)
+    } else {
+        std::io::BufReader::new(file).read_to_string(&mut text)
+    }
+    .unwrap();
+    text
+}
+
+/// Replaces an audit file's text, compressing it again if it was.
+fn write_text(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap();
+    } else {
+        file.write_all(text.as_bytes()).unwrap();
+    }
 }
 
 fn statements<'r>(records: &'r [Value], role: &str) -> Vec<&'r Value> {
@@ -171,16 +195,9 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             .unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let keyring_mac = *crm.keyring.audit_mac_key().unwrap();
-    let public = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(crm.keyring.audit_public_key_base64().unwrap())
-            .unwrap()
-    };
     tokio::task::block_in_place(|| crm.proxy.shutdown());
 
-    let report = verify(&dir, Some(&keyring_mac), &public).expect("the log verifies");
+    let report = verify_crm(&dir).expect("the log verifies");
     assert!(report.records > 0 && report.macs_checked);
     let (records, text) = records(&dir);
     for secret in secrets {
@@ -313,16 +330,7 @@ async fn every_access_is_recorded_without_values_and_verifies() {
     assert!(!text.contains("copy1@example.org") && !text.contains("exact@example.org"));
 
     // Compliance staff's commands on the same log.
-    let public_b64 = crm.keyring.audit_public_key_base64().unwrap();
-    let verify_cli = || {
-        pgveil()
-            .args(["audit", "verify"])
-            .arg(&dir)
-            .args(["--public-key", &public_b64])
-            .output()
-            .unwrap()
-    };
-    assert!(verify_cli().status.success());
+    assert_eq!(verify_cli(&dir).0, Some(0));
     let out = pgveil()
         .args(["audit", "search"])
         .arg(&dir)
@@ -354,18 +362,26 @@ async fn every_access_is_recorded_without_values_and_verifies() {
     assert!(html.contains("<svg") && html.contains("crm_user"));
     assert!(!html.contains("Audit Person"));
 
-    // One byte changed in a record: verification fails, naming it.
+    // One byte changed in a record of the (compressed) file: verification
+    // fails, naming it.
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .min()
         .unwrap();
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replacen("\"rows\":1", "\"rows\":9", 1)).unwrap();
-    let out = verify_cli();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+    let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.ends_with(".jsonl.gz"),
+        "sealed at shutdown, then compressed"
+    );
+    write_text(
+        &file,
+        &read_text(&file).replacen("\"rows\":1", "\"rows\":9", 1),
+    );
+    let (code, out) = verify_cli(&dir);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("FAILED") && out.contains(&name), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -380,4 +396,437 @@ fn chrono_free_today() -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A small tmpfs the test fills to 100% and frees again, so that the
+/// audit log really fails while pgveil runs.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts one; `None`, with the reason printed, where tmpfs cannot be
+    /// mounted (not root, no CAP_SYS_ADMIN): the test is then skipped.
+    fn mount(name: &str) -> Option<SmallDisk> {
+        let path = std::env::temp_dir().join(format!("pgveil-disk-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .arg(&path)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk { path }),
+            other => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): {other:?}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Fills the disk: nothing more can be written.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path.join("filler")).unwrap();
+        let chunk = [0u8; 4096];
+        while matches!(filler.write(&chunk), Ok(n) if n > 0) {}
+        assert!(std::fs::write(self.path.join("probe"), [0u8; 4096]).is_err());
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).unwrap();
+        let _ = std::fs::remove_file(self.path.join("probe"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Verifies `dir` with the CRM's audit keys.
+fn verify_crm(dir: &std::path::Path) -> Result<VerifyReport, VerifyError> {
+    use base64::Engine;
+    let keyring = common::crm::keyring();
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(keyring.audit_public_key_base64().unwrap())
+        .unwrap();
+    verify(dir, Some(keyring.audit_mac_key().unwrap()), &public)
+}
+
+/// `pgveil audit verify DIR --public-key KEY`: exit code and output.
+fn verify_cli(dir: &std::path::Path) -> (Option<i32>, String) {
+    let key = common::crm::keyring().audit_public_key_base64().unwrap();
+    let out = pgveil()
+        .args(["audit", "verify"])
+        .arg(dir)
+        .args(["--public-key", &key])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Rows of `segment` in the customers table, read directly.
+fn rows_in_segment(segment: &str) -> usize {
+    let out = common::Cluster::shared().psql_direct(&format!(
+        "select count(*) from customers where segment = '{segment}'"
+    ));
+    out.trim().parse().unwrap()
+}
+
+/// Runs `attempt` every 50 ms until it returns `Some`, for at most 20 s.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
+    let Some(disk) = SmallDisk::mount("refuse") else {
+        return;
+    };
+    let dir = disk.path.join("audit");
+    let mut crm = setup(Some(AuditConfig {
+        dir: dir.clone(),
+        ..AuditConfig::default()
+    }));
+    common::Cluster::shared().psql_direct(
+        "create view refuse_view as select email, segment from customers; \
+         grant select on refuse_view to crm_app",
+    );
+    let app = crm.connect("crm_user").await;
+    app.batch_execute(
+        "prepare refuse_lookup as select email from customers where segment = 'refuse-seg'",
+    )
+    .await
+    .unwrap();
+    let lookup = "select email from customers where segment = 'refuse-seg'";
+    let prepared = app
+        .prepare("select email from customers where segment = $1")
+        .await
+        .unwrap();
+    app.batch_execute(
+        "insert into customers (email, segment) values ('before@example.org', 'refuse-seg')",
+    )
+    .await
+    .unwrap();
+
+    disk.fill();
+    // The file's last page still takes a few records; then a write fails.
+    let refused = eventually("the audit log fails", || async {
+        app.simple_query("select 1").await.unwrap();
+        app.simple_query(lookup).await.err()
+    })
+    .await;
+    assert_eq!(sqlstate(&refused), Some("58030"), "{refused}");
+    let message = refused.as_db_error().unwrap().message().to_owned();
+    assert!(message.contains("audit log"), "{message}");
+
+    // Protected statements are refused, in every protocol, and write nothing.
+    let secret = "during@example.org";
+    let err = app
+        .simple_query(&format!(
+            "insert into customers (email, segment) values ('{secret}', 'refuse-seg')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("58030"));
+    assert!(!err.to_string().contains(secret));
+    let err = app
+        .execute(
+            "insert into customers (email, segment) values ($1, 'refuse-seg')",
+            &[&secret],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("58030"));
+    let err = app.query(&prepared, &[&"refuse-seg"]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("58030"), "prepared before the failure");
+    assert_eq!(rows_in_segment("refuse-seg"), 1, "nothing written");
+    // Reads whose text names no protected table are withheld row by row.
+    for read in [
+        "select email from refuse_view where segment = 'refuse-seg'",
+        "execute refuse_lookup",
+    ] {
+        let err = app.simple_query(read).await.unwrap_err();
+        assert_eq!(sqlstate(&err), Some("58030"), "{read}: {err}");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("public.customers.email"), "{message}");
+        assert!(!message.contains("before@example.org"), "{message}");
+    }
+    // Unprotected statements are served, on this session and on new ones.
+    app.simple_query("select 1").await.unwrap();
+    let support = crm.connect("support_user").await;
+    support.simple_query("select 2").await.unwrap();
+
+    disk.free();
+    let rows = eventually("the audit log resumes", || async {
+        app.simple_query(lookup).await.ok()
+    })
+    .await;
+    assert_eq!(
+        common::simple_rows(&rows),
+        vec![vec![Some("before@example.org".to_owned())]]
+    );
+    let rows = app.simple_query("execute refuse_lookup").await.unwrap();
+    assert_eq!(common::simple_rows(&rows).len(), 1);
+    app.execute(
+        "insert into customers (email, segment) values ($1, 'refuse-seg')",
+        &[&"after@example.org"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows_in_segment("refuse-seg"), 2);
+    drop((app, support));
+    tokio::task::block_in_place(|| crm.proxy.shutdown());
+
+    let report = verify_crm(&dir).expect("the log verifies across the gap");
+    assert_eq!(report.gaps.len(), 1, "{report:?}");
+    // At least the three refused statements, the two unprotected ones and
+    // the new session's connection events.
+    assert!(report.lost >= 7, "{report:?}");
+    assert!(!report.recovered.is_empty(), "the failed file is sealed");
+    let (records, text) = records(&dir);
+    assert!(!text.contains(secret));
+    let gap = records.iter().position(|r| r["event"] == "gap").unwrap();
+    assert_eq!(records[gap]["cause"], "write_failed");
+    let inserts_after = records[gap..]
+        .iter()
+        .filter(|r| r["kind"] == "insert" && r["outcome"] == "ok")
+        .filter(|r| has_column(r, "public.customers.email", "write", "encrypted"))
+        .count();
+    assert_eq!(
+        inserts_after, 1,
+        "the insert after the recovery is recorded"
+    );
+
+    let (code, out) = verify_cli(&dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "INCOMPLETE: the log says {} record(s) were lost",
+            report.lost
+        )),
+        "{out}"
+    );
+    let out = pgveil()
+        .args(["audit", "search"])
+        .arg(&dir)
+        .args(["--event", "gap", "--format", "json"])
+        .output()
+        .unwrap();
+    common::assert_success("audit search", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+/// `pgveil serve` run as a program in front of the CRM, logging JSON lines
+/// to a file.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+impl Served {
+    /// Starts the binary with the CRM's policy and keys and `audit` as
+    /// its `[audit]` section; waits until it listens.
+    fn start(name: &str, audit: &str) -> Served {
+        let files = common::crm::prepared();
+        let dir = std::env::temp_dir().join(format!("pgveil-served-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let config = dir.join("pgveil.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = {addr:?}\nupstream = {:?}\nlog_format = \"json\"\nshutdown_grace_secs = 30\n\
+                 policy = {:?}\nkeyring = {:?}\nmaster_key_file = {:?}\n[audit]\n{audit}\n",
+                common::Cluster::shared().addr(),
+                common::crm::policy_file(),
+                files.keyring,
+                files.master_key,
+            ),
+        )
+        .unwrap();
+        let log = dir.join("pgveil.log");
+        let child = pgveil()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgveil did not start listening"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Served { child, addr, log }
+    }
+
+    async fn connect(&self, user: &str) -> tokio_postgres::Client {
+        let (host, port) = self.addr.split_once(':').unwrap();
+        common::try_connect(&format!(
+            "host={host} port={port} user={user} password=pw dbname=postgres connect_timeout=10"
+        ))
+        .await
+        .unwrap()
+    }
+
+    /// What pgveil logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// Sends SIGTERM.
+    fn signal(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for a successful exit; returns the log.
+    fn wait(mut self) -> String {
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "pgveil exit status {status}: {}",
+            self.log()
+        );
+        self.log()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until pgveil's log contains `text`.
+async fn logged(served: &Served, text: &str) {
+    eventually(text, || async { served.log().contains(text).then_some(()) }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_continue_a_full_disk_serves_counts_and_warns() {
+    let Some(disk) = SmallDisk::mount("continue") else {
+        return;
+    };
+    let dir = disk.path.join("audit");
+    let served = Served::start(
+        "continue",
+        &format!("dir = {dir:?}\non_failure = \"continue\""),
+    );
+    let app = served.connect("crm_user").await;
+    let insert = "insert into customers (email, segment) values ($1, 'continue-seg')";
+    app.execute(insert, &[&"before@example.org"]).await.unwrap();
+    disk.fill();
+    eventually("the audit log fails", || async {
+        app.simple_query("select email from customers where segment = 'continue-seg'")
+            .await
+            .unwrap();
+        served
+            .log()
+            .contains("the audit log cannot be written")
+            .then_some(())
+    })
+    .await;
+    let secret = "during@example.org";
+    for _ in 0..20 {
+        app.execute(insert, &[&secret])
+            .await
+            .expect("served unlogged");
+    }
+    assert_eq!(rows_in_segment("continue-seg"), 21);
+    let log = served.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("records are being dropped"))
+        .count();
+    assert_eq!(warnings, 1, "warned once, not per record: {log}");
+    assert!(log.contains("\"dropped\":"), "{log}");
+
+    disk.free();
+    logged(&served, "the audit log is writable again").await;
+    app.execute(insert, &[&"after@example.org"]).await.unwrap();
+    drop(app);
+    served.signal();
+    let log = served.wait();
+    assert!(!log.contains(secret), "{log}");
+
+    let report = verify_crm(&dir).expect("the log verifies across the gap");
+    assert_eq!(report.gaps.len(), 1, "{report:?}");
+    assert!(report.lost >= 20, "{report:?}");
+    let (records, text) = records(&dir);
+    assert!(!text.contains(secret));
+    let gap = records.iter().position(|r| r["event"] == "gap").unwrap();
+    assert_eq!(records[gap]["lost"].as_u64(), Some(report.lost));
+    let (code, out) = verify_cli(&dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("INCOMPLETE"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_every_queued_record_and_seals() {
+    let dir = std::env::temp_dir().join(format!("pgveil-audit-sigterm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let served = Served::start("sigterm", &format!("dir = {dir:?}"));
+    let app = served.connect("crm_user").await;
+    app.batch_execute("set pgveil.actor = 'sigterm'")
+        .await
+        .unwrap();
+    let lookup = |i: usize| format!("select email from customers where id = {i}");
+    for i in 0..300 {
+        app.simple_query(&lookup(i)).await.unwrap();
+    }
+    served.signal();
+    // The session goes on during the grace period, its records queued
+    // behind the shutdown.
+    for i in 300..600 {
+        app.simple_query(&lookup(i)).await.unwrap();
+    }
+    drop(app);
+    served.wait();
+
+    let report = verify_crm(&dir).expect("sealed and verified");
+    assert_eq!((report.lost, report.open.clone()), (0, None), "{report:?}");
+    let (records, _) = records(&dir);
+    let statements = records
+        .iter()
+        .filter(|r| r["event"] == "statement" && r["actor"] == "sigterm")
+        .count();
+    assert_eq!(statements, 601, "the SET and 600 lookups");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            name.ends_with(".jsonl.gz"),
+            "compressed once sealed: {name}"
+        );
+    }
+    assert!(records.iter().any(|r| r["event"] == "disconnect"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

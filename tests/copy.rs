@@ -113,7 +113,7 @@ async fn copy_from_stdin_in_gbk_and_big5_encrypts_the_utf8_text() {
         let data = in_encoding(encoding, data);
         // Split inside a character.
         let (a, b) = data.split_at(data.iter().position(|&b| b >= 0x80).unwrap() + 1);
-        let rows = copy_in(&writer, &sql, &[a, b]).await.unwrap();
+        let rows = copy_in(&writer, &sql, [a, b]).await.unwrap();
         assert_eq!(rows, 2, "{encoding}");
         assert_stored_encrypted(segment, &["乗", "癩", "許", "例子", "gbk2", "example"]);
     }
@@ -149,7 +149,7 @@ async fn copy_from_stdin_in_gbk_and_big5_encrypts_the_utf8_text() {
     let err = copy_in(
         &writer,
         "copy customers (full_name, segment) from stdin",
-        &[b"Fine\tbad-gbk\nSecret\x81\tbad-gbk\n"],
+        [&b"Fine\tbad-gbk\nSecret\x81\tbad-gbk\n"[..]],
     )
     .await
     .unwrap_err();
@@ -287,7 +287,7 @@ async fn force_not_null_and_force_null_are_honoured_as_postgresql_does() {
             let sql =
                 format!("copy {table} (full_name, email, phone, segment) from stdin {options}");
             let data = data.replace("SEG", &segment);
-            let rows = copy_in(&app, &sql, &[data.as_bytes()]).await.unwrap();
+            let rows = copy_in(&app, &sql, [data.as_bytes()]).await.unwrap();
             assert_eq!(rows, 4, "{options}");
         }
         assert_stored_encrypted(&segment, &["a@example.org"]);

@@ -21,6 +21,21 @@ fn first_row(messages: &[SimpleQueryMessage]) -> Vec<Option<String>> {
     simple_rows(messages).into_iter().next().expect("a row")
 }
 
+/// Checks that pgveil refuses `sql` (simple protocol) with 0A000 and a
+/// message naming `column` and quoting none of `secrets`.
+async fn assert_refused(app: &tokio_postgres::Client, sql: &str, column: &str, secrets: &[&str]) {
+    let err = app.simple_query(sql).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("0A000"), "{sql}: {err}");
+    let message = err.as_db_error().unwrap().message();
+    assert!(
+        message.starts_with("pgveil:") && message.contains(column),
+        "{message}"
+    );
+    for secret in secrets {
+        assert!(!message.contains(secret), "{message}");
+    }
+}
+
 fn count_where(condition: &str) -> i64 {
     Cluster::shared()
         .psql_direct(&format!("select count(*) from customers where {condition}"))
@@ -158,17 +173,7 @@ async fn unsafe_statements_are_refused_and_write_nothing() {
             "public.customers.full_name",
         ),
     ] {
-        let err = app.simple_query(sql).await.unwrap_err();
-        assert_eq!(sqlstate(&err), Some("0A000"), "{sql}: {err}");
-        let message = err.as_db_error().unwrap().message();
-        assert!(
-            message.starts_with("pgveil:") && message.contains(column),
-            "{message}"
-        );
-        assert!(
-            !message.contains("X@EXAMPLE") && !message.contains("Alice"),
-            "{message}"
-        );
+        assert_refused(&app, sql, column, &["X@EXAMPLE", "Alice"]).await;
     }
     // The same through the extended protocol; the session goes on.
     let err = app
@@ -276,13 +281,8 @@ async fn the_dba_sees_only_ciphertext_directly() {
     )
     .await
     .unwrap();
-    let direct = common::try_connect(&format!(
-        "host=127.0.0.1 port={} user={SUPERUSER} password='{SUPERUSER_PASSWORD}' dbname=postgres",
-        Cluster::shared().addr().rsplit_once(':').unwrap().1
-    ))
-    .await
-    .unwrap();
-    let rows = direct
+    let rows = direct()
+        .await
         .query(
             "select coalesce(email, '') || coalesce(full_name, '') from customers",
             &[],
@@ -573,12 +573,13 @@ async fn copy_from_stdin_is_encrypted_in_text_and_csv() {
             "\"Copy, Csv\",copy.csv1@example.org,\"+1 555 0003\",copy-seg\n赵六,copy.csv2@example.org,,copy-seg\n",
         ),
     ] {
-        let sql =
-            format!("copy customers (full_name, email, phone, segment) from stdin (format {format})");
+        let sql = format!(
+            "copy customers (full_name, email, phone, segment) from stdin (format {format})"
+        );
         // Rows split across CopyData messages.
         let (a, b) = data.as_bytes().split_at(data.len() / 2 + 3);
-        let rows = common::copy_in(&app, &sql, &[a, b]).await.unwrap();
-        assert_eq!(rows, 2, "{format}");
+        let copied = common::copy_in(&app, &sql, [a, b]).await.unwrap();
+        assert_eq!(copied, 2, "{format}");
     }
     let raw = Cluster::shared().psql_direct("select string_agg(concat_ws('|', full_name, email, phone), ';') from customers where segment = 'copy-seg'");
     for plain in ["Copy Text", "copy.text1", "Copy, Csv", "赵六", "555 0003"] {
@@ -613,13 +614,9 @@ async fn copy_from_stdin_is_encrypted_in_text_and_csv() {
 async fn copy_data_that_cannot_be_encrypted_fails_the_copy_and_writes_nothing() {
     let crm = crm();
     let app = crm.connect("crm_user").await;
-    let err = common::copy_in(
-        &app,
-        "copy customers (full_name, email, segment) from stdin",
-        &[b"Good Row\tgood@x.org\tbad-copy\nBad Row Secret\tonly-two-fields\n"],
-    )
-    .await
-    .unwrap_err();
+    let data = b"Good Row\tgood@x.org\tbad-copy\nBad Row Secret\tonly-two-fields\n";
+    let sql = "copy customers (full_name, email, segment) from stdin";
+    let err = common::copy_in(&app, sql, [&data[..]]).await.unwrap_err();
     let message = err
         .as_db_error()
         .map(|e| e.message().to_owned())
@@ -630,16 +627,221 @@ async fn copy_data_that_cannot_be_encrypted_fails_the_copy_and_writes_nothing() 
     );
     assert!(!message.contains("Secret"));
     assert_eq!(count_where("segment = 'bad-copy'"), 0);
-    // Binary COPY into a protected table is refused up front.
-    let Err(err) = app
-        .copy_in::<_, bytes::Bytes>("copy customers (email) from stdin (format binary)")
-        .await
-    else {
-        panic!("binary COPY into a protected table was accepted");
-    };
-    assert_eq!(sqlstate(&err), Some("0A000"), "{err}");
     let one: i32 = app.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
+}
+
+/// A connection straight to PostgreSQL, as the superuser.
+async fn direct() -> tokio_postgres::Client {
+    common::try_connect(&format!(
+        "host=127.0.0.1 port={} user={SUPERUSER} password='{SUPERUSER_PASSWORD}' dbname=postgres",
+        Cluster::shared().addr().rsplit_once(':').unwrap().1
+    ))
+    .await
+    .unwrap()
+}
+
+/// Binary COPY data of a query, as PostgreSQL itself writes it.
+async fn binary_data(query: &str) -> Vec<u8> {
+    let sql = format!("copy ({query}) to stdout (format binary)");
+    common::copy_out(&direct().await, &sql).await
+}
+
+/// Sends `data` into a binary COPY through pgveil in CopyData messages of
+/// seven bytes, cutting the header and every tuple.
+async fn binary_copy_in(
+    app: &tokio_postgres::Client,
+    data: &[u8],
+) -> Result<u64, tokio_postgres::Error> {
+    let sql = "copy customers (full_name, email, segment) from stdin (format binary)";
+    common::copy_in(app, sql, data.chunks(7)).await
+}
+
+#[tokio::test]
+async fn binary_copy_from_stdin_is_encrypted_and_a_bad_tuple_writes_nothing() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let data = binary_data(
+        "values ('Binary Copier', 'binary.copy@example.org', 'bin-copy'), \
+         ('钱八', 'binary.copy2@example.org', 'bin-copy'), (null, null, 'bin-copy')",
+    )
+    .await;
+    assert_eq!(binary_copy_in(&app, &data).await.unwrap(), 3);
+    let raw = Cluster::shared().psql_direct(
+        "select string_agg(full_name || email, ';') from customers where segment = 'bin-copy'",
+    );
+    assert!(
+        raw.starts_with("pgv1:") && !raw.contains("Binary Copier") && !raw.contains("binary.copy"),
+        "{raw}"
+    );
+    let names = column(
+        &app,
+        "select full_name from customers where email = 'binary.copy2@example.org'",
+    )
+    .await;
+    assert_eq!(names, [Some("钱八".to_owned())]);
+    // A tuple of two fields for three columns fails the COPY: nothing of it
+    // is written, not even the good tuple before it.
+    let mut bad = binary_data("values ('Good Row', 'good.bin@example.org', 'bin-bad')").await;
+    let two = binary_data("values ('Secret Two', 'bin-bad')").await;
+    bad.truncate(bad.len() - 2);
+    bad.extend_from_slice(&two[19..]);
+    let err = binary_copy_in(&app, &bad).await.unwrap_err();
+    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap();
+    assert!(
+        message.contains("line 2 of the COPY data has 2 fields, expected 3"),
+        "{message}"
+    );
+    assert!(!message.contains("Secret"));
+    assert_eq!(count_where("segment = 'bin-bad'"), 0);
+}
+
+async fn binary_copy_out(client: &tokio_postgres::Client) -> Vec<Vec<Option<String>>> {
+    use tokio_postgres::types::Type;
+    let sql = "copy (select full_name, email, segment from customers where segment = 'bin-out') \
+               to stdout (format binary)";
+    let rows = common::binary_copy_out(client, sql, &[Type::TEXT, Type::TEXT, Type::TEXT]);
+    let text = |value: Option<Vec<u8>>| value.map(|v| String::from_utf8(v).unwrap());
+    rows.await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.into_iter().map(text).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn binary_copy_to_stdout_is_revealed_per_role() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    app.batch_execute(
+        "insert into customers (full_name, email, segment) values \
+         ('Binary Reader', 'binary.reader@example.org', 'bin-out')",
+    )
+    .await
+    .unwrap();
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        binary_copy_out(&app).await,
+        [vec![
+            some("Binary Reader"),
+            some("binary.reader@example.org"),
+            some("bin-out")
+        ]]
+    );
+    let support = crm.connect("support_user").await;
+    assert_eq!(
+        binary_copy_out(&support).await,
+        [vec![
+            some(&crm.mask("full_name", "Binary Reader")),
+            some(&crm.mask("email", "binary.reader@example.org")),
+            some("bin-out")
+        ]]
+    );
+    let analyst = crm.connect("analyst_user").await;
+    let row = binary_copy_out(&analyst).await.remove(0);
+    assert_eq!(row[0], None, "no name for analysts");
+    assert!(row[1].as_deref().unwrap().starts_with("pgvp_"), "{row:?}");
+}
+
+#[test]
+fn psql_binary_copy_to_a_file_is_revealed_per_role() {
+    let crm = crm();
+    Cluster::shared()
+        .psql_direct("create table binary_check (reader text, full_name text, email text)");
+    let out = common::psql(&crm.proxy.addr(), "crm_user", "pw", "postgres")
+        .args([
+            "-c",
+            "insert into customers (full_name, email, segment) \
+             values ('Psql Binary', 'psql.binary@example.org', 'psql-bin')",
+        ])
+        .output()
+        .unwrap();
+    common::assert_success("psql insert", &out);
+    let dir = tempfile::tempdir().unwrap();
+    for user in ["crm_user", "support_user"] {
+        let file = dir.path().join(format!("{user}.bin"));
+        let file = file.to_str().unwrap();
+        let out = common::psql(&crm.proxy.addr(), user, "pw", "postgres")
+            .args([
+                "-c",
+                &format!(
+                    "\\copy (select '{user}', full_name, email from customers \
+                     where segment = 'psql-bin') to '{file}' with (format binary)"
+                ),
+            ])
+            .output()
+            .unwrap();
+        common::assert_success("psql \\copy", &out);
+        // Read the file back directly: what pgveil gave the reader.
+        Cluster::shared().psql_direct(&format!(
+            "\\copy binary_check from '{file}' with (format binary)"
+        ));
+    }
+    let seen = Cluster::shared().psql_direct(
+        "select reader || '|' || full_name || '|' || email from binary_check order by 1",
+    );
+    assert_eq!(
+        seen,
+        format!(
+            "crm_user|Psql Binary|psql.binary@example.org\nsupport_user|{}|{}\n",
+            crm.mask("full_name", "Psql Binary"),
+            crm.mask("email", "psql.binary@example.org")
+        )
+    );
+}
+
+#[tokio::test]
+async fn execute_of_a_prepared_insert_is_encrypted_wherever_it_appears() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    app.batch_execute(
+        "prepare add_exec (text) as insert into customers (email, segment) values ($1, 'exec-seg'); \
+         execute add_exec ('same.text@example.org')",
+    )
+    .await
+    .unwrap();
+    app.batch_execute("select 1; execute add_exec ('after.other@example.org')")
+        .await
+        .unwrap();
+    app.batch_execute("begin; explain analyze execute add_exec ('explained@example.org'); commit")
+        .await
+        .unwrap();
+    // Through the extended protocol, and a PREPARE sent that way.
+    app.execute("execute add_exec ('extended@example.org')", &[])
+        .await
+        .unwrap();
+    app.execute(
+        "prepare add_ext (text) as insert into customers (email, segment) values ($1, 'exec-seg')",
+        &[],
+    )
+    .await
+    .unwrap();
+    app.batch_execute("execute add_ext ('prepared.extended@example.org')")
+        .await
+        .unwrap();
+    let raw = Cluster::shared().psql_direct(
+        "select count(*) || ' ' || string_agg(email, ';') from customers where segment = 'exec-seg'",
+    );
+    assert!(
+        raw.starts_with("5 pgv1:") && !raw.contains("@example.org"),
+        "{raw}"
+    );
+    let emails = column(
+        &app,
+        "select email from customers where segment = 'exec-seg' order by id",
+    )
+    .await;
+    assert_eq!(
+        emails,
+        [
+            "same.text@example.org",
+            "after.other@example.org",
+            "explained@example.org",
+            "extended@example.org",
+            "prepared.extended@example.org"
+        ]
+        .map(|s| Some(s.to_owned()))
+    );
 }
 
 #[test]
@@ -764,4 +966,181 @@ async fn upsert_encrypts_both_the_insert_and_the_update() {
         (row.get::<_, &str>(0), row.get::<_, &str>(1)),
         ("upsert2@example.org", "+1 555 0888")
     );
+}
+
+/// The ids of rows whose first column is an id.
+fn ids_of(rows: &[tokio_postgres::Row]) -> Vec<i64> {
+    rows.iter().map(|r| r.get::<_, i64>(0)).collect()
+}
+
+/// The ids a simple query returns in its first column.
+async fn simple_ids(client: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    let rows = client.simple_query(sql).await.unwrap();
+    simple_rows(&rows)
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn equality_with_any_array_encrypts_every_element() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let row = app
+            .query_one(
+                "insert into customers (email, segment) values ($1, 'any-test') returning id",
+                &[&format!("any{i}@example.com")],
+            )
+            .await
+            .unwrap();
+        ids.push(row.get::<_, i64>(0));
+    }
+    // A text[] parameter (binary format, as tokio-postgres and asyncpg send it).
+    let emails = vec!["any0@example.com", "any2@example.com"];
+    let rows = app
+        .query(
+            "select id from customers where email = any($1) order by id",
+            &[&emails],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&rows), vec![ids[0], ids[2]]);
+    // Literal arrays, as client-side binding writes them.
+    for array in [
+        r#"'{any0@example.com, "any2@example.com"}'"#,
+        r#"E'{"any0@example.com",any2@example.com}'::text[]"#,
+        "array['any0@example.com', 'any2@example.com']",
+        "array[$$any0@example.com$$, 'any2@example.com']::text[]",
+    ] {
+        let sql = format!("select id from customers where email = any({array}) order by id");
+        assert_eq!(
+            simple_ids(&app, &sql).await,
+            vec![ids[0], ids[2]],
+            "{array}"
+        );
+    }
+    let sql = "select id from customers where segment = 'any-test' \
+               and email <> all('{any0@example.com,any1@example.com}') order by id";
+    assert_eq!(simple_ids(&app, sql).await, vec![ids[2]]);
+    // SQL PREPARE / EXECUTE with the array as the argument.
+    app.simple_query(
+        "prepare by_emails(text[]) as select id from customers where email = any($1) order by id",
+    )
+    .await
+    .unwrap();
+    let sql = "execute by_emails('{any1@example.com,any2@example.com}')";
+    assert_eq!(simple_ids(&app, sql).await, vec![ids[1], ids[2]]);
+    // What cannot be encrypted element by element is refused.
+    for (sql, column) in [
+        (
+            "select id from customers where full_name = any('{Alice}')",
+            "public.customers.full_name",
+        ),
+        (
+            "select id from customers where email = any('{{a@b.c},{Alice@b.c}}')",
+            "public.customers.email",
+        ),
+        (
+            "select id from customers where email = any(string_to_array('Alice@b.c', ','))",
+            "public.customers.email",
+        ),
+    ] {
+        assert_refused(&app, sql, column, &["Alice"]).await;
+    }
+    let err = app
+        .query(
+            "select id from customers where full_name = any($1)",
+            &[&emails],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("0A000"), "{err}");
+}
+
+#[tokio::test]
+async fn orm_batch_inserts_through_select_are_encrypted() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let names = vec!["Ünnest Eins", "Ünnest Zwei"];
+    let emails = vec!["unnest1@example.com", "unnest2@example.com"];
+    let segments = vec!["batch-test", "batch-test"];
+    // Django's bulk_create: arrays as parameters...
+    let mut ids = ids_of(
+        &app.query(
+            "insert into \"customers\" (\"full_name\", \"email\", \"segment\") \
+             select * from unnest(($1)::text[], ($2)::text[], ($3)::text[]) returning \"customers\".\"id\"",
+            &[&names, &emails, &segments],
+        )
+        .await
+        .unwrap(),
+    );
+    // ... and as literals (client-side binding).
+    ids.extend(
+        simple_ids(
+            &app,
+            "insert into \"customers\" (\"full_name\", \"email\", \"segment\") \
+             select * from unnest(('{\"Ünnest Drei\"}')::text[], (E'{unnest3@example.com}')::text[], \
+             ('{batch-test}')::text[]) returning \"customers\".\"id\"",
+        )
+        .await,
+    );
+    // SQLAlchemy's insertmanyvalues, with parameters and with literals.
+    ids.extend(ids_of(
+        &app.query(
+            "INSERT INTO public.customers (full_name, email, segment) SELECT p0::TEXT, p1::TEXT, p2::TEXT \
+             FROM (VALUES ($1, $2, $3, 0), ($4, $5, $6, 1)) AS imp_sen(p0, p1, p2, sen_counter) \
+             ORDER BY sen_counter RETURNING public.customers.id, public.customers.id AS id__1",
+            &[
+                &"Values Vier", &"values4@example.com", &"batch-test",
+                &"Values Fünf", &"values5@example.com", &"batch-test",
+            ],
+        )
+        .await
+        .unwrap(),
+    ));
+    ids.extend(
+        simple_ids(
+            &app,
+            "INSERT INTO public.customers (full_name, email, segment) SELECT imp_sen.p0::TEXT, p1, p2 \
+             FROM (VALUES ('Values Sechs', 'values6@example.com', 'batch-test', 0)) \
+             AS imp_sen(p0, p1, p2, sen_counter) ORDER BY sen_counter RETURNING id",
+        )
+        .await,
+    );
+    assert_eq!(ids.len(), 6);
+    for id in &ids {
+        let raw = stored(*id);
+        assert!(raw.starts_with("pgv1:"), "{raw}");
+        for plain in ["nnest", "Values", "example.com"] {
+            assert!(!raw.contains(plain), "{plain} stored in clear: {raw}");
+        }
+    }
+    let found = app
+        .query(
+            "select id, full_name from customers where email = $1",
+            &[&"values5@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found[0].get::<_, i64>(0), ids[4]);
+    assert_eq!(found[0].get::<_, &str>(1), "Values Fünf");
+    assert_eq!(count_where("segment = 'batch-test'"), 6);
+    // Other INSERT ... SELECT shapes stay refused and write nothing.
+    for sql in [
+        "insert into customers (email, segment) select lower(p0), p1 \
+         from (values ('Alice@b.c', 'batch-refused')) as t(p0, p1)",
+        "insert into customers (email, phone, segment) select p0, p0, p1 \
+         from (values ('Alice@b.c', 'batch-refused')) as t(p0, p1)",
+        "insert into customers (email, segment) select * \
+         from unnest('{Alice@b.c}'::text[], '{batch-refused}'::text[]) with ordinality",
+        "insert into customers (email, segment) select * \
+         from unnest('{Alice@b.c}'::text[], '{batch-refused}'::text[]) limit 1",
+        "insert into customers (email, segment) select * \
+         from unnest(string_to_array('Alice@b.c', ','), '{batch-refused}'::text[])",
+    ] {
+        assert_refused(&app, sql, "public.customers.", &["Alice"]).await;
+    }
+    assert_eq!(count_where("segment = 'batch-refused'"), 0);
 }

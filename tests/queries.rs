@@ -7,8 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{psql, simple_rows, sqlstate, Cluster, Proxy, SUPERUSER, SUPERUSER_PASSWORD};
-use futures_util::{SinkExt, TryStreamExt};
+use common::{
+    copy_out, psql, simple_rows, sqlstate, Cluster, Proxy, SUPERUSER, SUPERUSER_PASSWORD,
+};
+use futures_util::SinkExt;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 #[tokio::test]
@@ -162,12 +164,6 @@ async fn copy_in_and_out_in_text_csv_and_binary() {
     futures_util::pin_mut!(sink);
     sink.send(Bytes::from(binary)).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 10_000);
-}
-
-async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
-    let stream = client.copy_out(sql).await.unwrap();
-    let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
-    chunks.concat()
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! fsync_interval_ms = 200
 //! queue_capacity = 65536      # records waiting for the writer
 //! on_failure = "refuse"       # or "continue"
+//! compress = true             # gzip sealed files
 //! ```
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub struct AuditConfig {
     /// Records waiting for the writer; beyond it `record` fails.
     pub queue_capacity: usize,
     pub on_failure: OnFailure,
+    /// Sealed files are compressed (gzip) to `NAME.jsonl.gz`.
+    pub compress: bool,
     /// Bulk-access detection (`[audit.bulk]`); off when absent.
     pub bulk: Option<BulkConfig>,
 }
@@ -104,6 +107,7 @@ impl Default for AuditConfig {
             fsync_interval_ms: 200,
             queue_capacity: 65536,
             on_failure: OnFailure::Refuse,
+            compress: true,
             bulk: None,
         }
     }
@@ -149,6 +153,7 @@ mod tests {
         assert_eq!(config.retention_days, 180);
         assert_eq!(config.fsync_interval_ms, 200);
         assert_eq!(config.on_failure, OnFailure::Refuse);
+        assert!(config.compress);
         config.validate().unwrap();
     }
 
@@ -163,6 +168,9 @@ mod tests {
             "audit.max_file_bytes: must be at least 4096"
         );
         assert!(toml::from_str::<AuditConfig>("on_failure = \"ignore\"").is_err());
+        let plain: AuditConfig = toml::from_str("compress = false").unwrap();
+        assert!(!plain.compress);
+        assert!(toml::from_str::<AuditConfig>("compress = \"gzip\"").is_err());
         assert!(toml::from_str::<AuditConfig>("max_bytes = 1").is_err());
     }
 }

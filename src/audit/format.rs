@@ -19,6 +19,7 @@
 //! seal's `sha256` is the hex SHA-256 of every byte of the file before the
 //! seal line. MACs, signatures and the zero MAC are standard base64.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 use std::{fmt, fs, io};
@@ -115,16 +116,63 @@ impl fmt::Display for FileName {
     }
 }
 
-/// The audit files in `dir`, oldest first. Other entries are ignored.
-pub(super) fn list_files(dir: &Path) -> io::Result<Vec<FileName>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        if let Some(name) = entry?.file_name().to_str().and_then(FileName::parse) {
-            names.push(name);
+/// The suffix of a compressed file: `audit-YYYYMMDD-NNNN.jsonl.gz`.
+const COMPRESSED: &str = ".gz";
+
+impl FileName {
+    /// The name of its compressed form.
+    pub fn compressed(&self) -> String {
+        format!("{self}{COMPRESSED}")
+    }
+}
+
+/// An audit file of a directory, in the forms it is stored in: as written
+/// (`NAME.jsonl`), compressed once sealed (`NAME.jsonl.gz`), or both for a
+/// moment while it is being compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AuditFile {
+    pub name: FileName,
+    pub plain: bool,
+    pub compressed: bool,
+}
+
+impl AuditFile {
+    /// The entry that holds its bytes: the file as written while it
+    /// exists (a compressed copy next to it may be unfinished), else the
+    /// compressed one.
+    pub fn entry(&self) -> String {
+        if self.plain {
+            self.name.to_string()
+        } else {
+            self.name.compressed()
         }
     }
-    names.sort();
-    Ok(names)
+}
+
+/// The audit files in `dir`, oldest first. Other entries are ignored.
+pub(super) fn list_files(dir: &Path) -> io::Result<Vec<AuditFile>> {
+    let mut files = BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?.file_name();
+        let Some(entry) = entry.to_str() else {
+            continue;
+        };
+        let (plain, compressed) = match entry.strip_suffix(COMPRESSED) {
+            Some(plain) => (plain, true),
+            None => (entry, false),
+        };
+        let Some(name) = FileName::parse(plain) else {
+            continue;
+        };
+        let file = files.entry(name).or_insert(AuditFile {
+            name,
+            plain: false,
+            compressed: false,
+        });
+        file.plain |= !compressed;
+        file.compressed |= compressed;
+    }
+    Ok(files.into_values().collect())
 }
 
 /// The first line of a file.
@@ -171,8 +219,9 @@ pub(super) struct Seal {
     pub last_mac: String,
     /// Hex SHA-256 of the file's bytes before the seal line.
     pub sha256: String,
-    /// Sealed when a writer started after a crash, not by the writer that
-    /// wrote the records.
+    /// Sealed by recovery (a writer starting after a crash, or resuming
+    /// after a failed write), cut after the last complete record, not by
+    /// the writer as it closed the file.
     pub recovered: bool,
     pub sealed: Timestamp,
 }
@@ -215,6 +264,8 @@ pub(super) struct RecordLine {
     pub canonical: Vec<u8>,
     pub seq: u64,
     pub mac: [u8; 32],
+    /// For a gap record, the records it says were lost.
+    pub lost: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -224,9 +275,13 @@ struct Numbered<'a> {
     record: &'a AuditRecord,
 }
 
+/// What verification reads of a record's fields.
 #[derive(Deserialize)]
-struct SeqOnly {
+struct Checked<'a> {
     seq: u64,
+    #[serde(borrow)]
+    event: Option<&'a str>,
+    lost: Option<u64>,
 }
 
 /// The line of `record` numbered `prev.seq + 1`, and the new chain head.
@@ -253,11 +308,13 @@ pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
     let mac = decode_mac(std::str::from_utf8(&inner[at + MAC_MEMBER.len()..]).ok()?)?;
     let mut canonical = inner[..at].to_vec();
     canonical.push(b'}');
-    let SeqOnly { seq } = serde_json::from_slice(&canonical).ok()?;
+    let Checked { seq, event, lost } = serde_json::from_slice(&canonical).ok()?;
+    let lost = if event == Some("gap") { lost } else { None };
     Some(RecordLine {
         canonical,
         seq,
         mac,
+        lost,
     })
 }
 

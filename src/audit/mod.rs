@@ -4,8 +4,10 @@
 //! The data path hands [`AuditRecord`]s to an [`AuditHandle`], which never
 //! waits; a writer task ([`AuditSink`]) appends them to
 //! `audit-YYYYMMDD-NNNN.jsonl` files in the configured directory
-//! ([`AuditConfig`]), rotated by size and by UTC day, and deletes sealed
-//! files older than the retention period. [`verify`] checks a directory.
+//! ([`AuditConfig`]), rotated by size and by UTC day, compressed to
+//! `.jsonl.gz` once sealed (`compress.rs`), and deletes sealed files older
+//! than the retention period. Records it cannot write are counted in a
+//! gap record (`sink.rs`). [`verify`] checks a directory.
 //!
 //! # What a record never holds
 //!
@@ -33,6 +35,7 @@
 //! {"seal":{"file":"audit-20261125-0001.jsonl","first_seq":1,"last_seq":1,"last_mac":"…","sha256":"…","recovered":false,"sealed":"…"},"sig":"…"}
 //! ```
 
+mod compress;
 mod config;
 mod format;
 mod keys;
@@ -47,11 +50,11 @@ pub use config::{
 };
 pub use keys::AuditKeys;
 pub use record::{
-    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, InvalidSqlState, Login,
-    NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,
+    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, GapCause, GapRecord, InvalidSqlState,
+    Login, NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,
 };
 pub use sink::{AuditHandle, AuditSink, AuditUnavailable};
-pub use verify::{verify, verify_live, Location, VerifyError, VerifyReport};
+pub use verify::{verify, verify_live, Gap, Location, VerifyError, VerifyReport};
 pub use writer::AuditError;
 
 #[cfg(test)]

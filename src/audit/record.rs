@@ -79,6 +79,9 @@ pub enum AuditRecord {
     Statement(Box<StatementRecord>),
     /// Access beyond a bulk threshold.
     Alert(AlertRecord),
+    /// Records the log could not take: it says so in the chain rather
+    /// than leave a silent hole.
+    Gap(GapRecord),
 }
 
 /// Which connection, from where.
@@ -267,6 +270,37 @@ pub struct AlertRecord {
     pub window_secs: u64,
 }
 
+/// Records that were never written. A gap record is written with the
+/// first batch after records were lost, and counts every record lost since
+/// the previous gap record (or since pgveil started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapRecord {
+    pub time: Timestamp,
+    /// How many records were not written.
+    pub lost: u64,
+    pub cause: GapCause,
+}
+
+/// Why records were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapCause {
+    /// The queue to the writer was full.
+    QueueFull,
+    /// The writer could not write (a full disk, an I/O error) for a while.
+    WriteFailed,
+}
+
+impl GapCause {
+    /// As the log writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GapCause::QueueFull => "queue_full",
+            GapCause::WriteFailed => "write_failed",
+        }
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use std::collections::BTreeSet;
@@ -388,6 +422,11 @@ pub(super) mod tests {
                 rows: 5000,
                 threshold: 1000,
                 window_secs: 60,
+            }),
+            AuditRecord::Gap(GapRecord {
+                time,
+                lost: 12,
+                cause: GapCause::WriteFailed,
             }),
         ];
         for record in records {

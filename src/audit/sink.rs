@@ -2,14 +2,29 @@
 //! without ever waiting, and the task that writes them.
 //!
 //! [`AuditHandle::record`] pushes onto a bounded queue with `try_send`. The
-//! writer task takes what is queued in batches, appends it on a blocking
+//! writer task takes what is queued in batches (letting them gather for a
+//! few milliseconds after the first record), appends them on a blocking
 //! thread, and syncs the file at most `fsync_interval_ms` after a write.
+//!
+//! # When records cannot be written
+//!
 //! When the queue is full or the writer has failed, the record is counted
 //! in [`AuditHandle::dropped`] and warned about (at most every ten
 //! seconds); with `on_failure = "refuse"` `record` returns
-//! [`AuditUnavailable`], with `"continue"` it returns `Ok`. A failed writer does not recover: the
-//! state of its file is unknown, so the log stays unavailable until
-//! pgveil restarts and seals that file.
+//! [`AuditUnavailable`] and [`AuditHandle::refusing`] tells sessions to
+//! refuse statements touching protected columns, with `"continue"` it
+//! returns `Ok`.
+//!
+//! A failed append, sync or seal (a full disk, an I/O error) takes the log
+//! down. The records of the failed batch are kept, and once a second the
+//! task tries to continue ([`LogWriter::resume`]): the file that was being
+//! written is cut after its last complete record and sealed as recovered,
+//! the records of the batch that did not reach it are written again in a
+//! new file, and the log is up again. Records are lost only at the handle,
+//! while the log is down (or at a shutdown that finds it still down), and
+//! never silently: the first batch written after a loss starts with a
+//! [`GapRecord`] counting the records lost since the previous one, chained
+//! and sealed like every record, so that `pgveil audit verify` reports it.
 //!
 //! [`AuditHandle::shutdown`] writes everything queued before it, seals the
 //! file and syncs it; the task also seals when the last handle is dropped.
@@ -24,13 +39,20 @@ use tokio::task::JoinHandle;
 
 use super::config::{AuditConfig, OnFailure};
 use super::keys::AuditKeys;
-use super::record::AuditRecord;
+use super::record::{AuditRecord, GapCause, GapRecord, Timestamp};
 use super::writer::{AuditError, LogWriter};
 
 /// The most records written in one batch.
 const MAX_BATCH: usize = 4096;
 /// The shortest time between two warnings about dropped records.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often a failed log tries to continue.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long the writer lets records gather after the first of a batch:
+/// under load, one wake-up and one trip to a blocking thread per batch
+/// instead of per record, which is what keeps the log's cost off a busy
+/// machine's CPUs.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The audit log cannot take the record: its queue is full or its writer
 /// has failed.
@@ -43,7 +65,8 @@ pub struct AuditSink;
 
 impl AuditSink {
     /// Continues the log in `config.dir` and spawns its writer task, which
-    /// ends with the writer's failure or after the log is sealed. Must run
+    /// ends after the log is sealed, or with the error that kept it from
+    /// being sealed. Must run
     /// inside a tokio runtime; reads (and may seal) the newest file first.
     pub fn start(
         config: &AuditConfig,
@@ -142,9 +165,9 @@ impl AuditHandle {
     }
 
     /// Writes every record queued so far, seals the file and stops the
-    /// writer. Records queued afterwards are dropped. If the writer fails
-    /// instead, this returns [`AuditError::Stopped`] and the writer task
-    /// returns (and logs) the cause.
+    /// writer. Records queued afterwards are dropped. If the log is down
+    /// and cannot be resumed, this returns [`AuditError::Stopped`] and the
+    /// writer task returns (and logs) the cause.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
@@ -162,10 +185,11 @@ async fn run(
     shared: Arc<Shared>,
     fsync_interval: Duration,
 ) -> Result<(), AuditError> {
-    let result = write_until_shutdown(&mut rx, writer, &shared, fsync_interval).await;
+    let mut task = Task::new(writer, shared.clone());
+    let result = task.serve(&mut rx, fsync_interval).await;
     if let Err(error) = &result {
         shared.failed.store(true, Ordering::Release);
-        tracing::error!(%error, "the audit log failed; no more records are written");
+        tracing::error!(%error, "the audit log stopped; no more records are written");
     }
     rx.close();
     let mut lost = 0;
@@ -176,83 +200,275 @@ async fn run(
     result
 }
 
-async fn write_until_shutdown(
-    rx: &mut mpsc::Receiver<Command>,
-    mut writer: LogWriter,
-    shared: &Shared,
-    fsync_interval: Duration,
-) -> Result<(), AuditError> {
-    let mut sync_at: Option<tokio::time::Instant> = None;
-    loop {
-        let received = match sync_at {
-            Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
-            None => Ok(rx.recv().await),
-        };
-        let first = match received {
-            Err(_elapsed) => {
-                writer = on_blocking_thread(writer, LogWriter::sync).await?;
-                sync_at = None;
-                continue;
+/// The writer and what the task knows beyond it.
+struct Task {
+    /// `None` only while an operation runs on a blocking thread.
+    writer: Option<LogWriter>,
+    shared: Arc<Shared>,
+    /// Dropped records already counted in a written gap record.
+    reported: u64,
+    /// Whether a write failed since the last gap record was written.
+    write_failed: bool,
+    /// The batch whose write failed, while the log is down.
+    failed: Option<FailedBatch>,
+    /// Records taken from the queue and not written yet.
+    unwritten: Vec<AuditRecord>,
+    /// When a failing resume was last logged.
+    last_logged: Option<Instant>,
+}
+
+/// A batch whose write failed: some of it may be on disk.
+struct FailedBatch {
+    records: Vec<AuditRecord>,
+    /// The chain's last seq before the batch.
+    seq_before: u64,
+    error: AuditError,
+}
+
+impl Task {
+    fn new(writer: LogWriter, shared: Arc<Shared>) -> Self {
+        Self {
+            writer: Some(writer),
+            shared,
+            reported: 0,
+            write_failed: false,
+            failed: None,
+            unwritten: Vec::new(),
+            last_logged: None,
+        }
+    }
+
+    /// Writes until a shutdown command or the last handle is dropped,
+    /// then seals the log.
+    async fn serve(
+        &mut self,
+        rx: &mut mpsc::Receiver<Command>,
+        fsync_interval: Duration,
+    ) -> Result<(), AuditError> {
+        let mut sync_at: Option<tokio::time::Instant> = None;
+        loop {
+            let deadline = match self.failed {
+                Some(_) => Some(tokio::time::Instant::now() + RETRY_EVERY),
+                None => sync_at,
+            };
+            let received = match deadline {
+                Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
+                None => Ok(rx.recv().await),
+            };
+            let first = match received {
+                Err(_elapsed) if self.failed.is_some() => {
+                    self.resume().await;
+                    continue;
+                }
+                Err(_elapsed) => {
+                    self.sync().await;
+                    sync_at = None;
+                    continue;
+                }
+                Ok(None) => return self.finish().await,
+                Ok(Some(command)) => command,
+            };
+            if matches!(first, Command::Record(_)) && self.failed.is_none() {
+                tokio::time::sleep(LINGER).await;
             }
-            Ok(None) => return finish(writer).await,
-            Ok(Some(command)) => command,
+            let shutdown = gather(first, rx, &mut self.unwritten);
+            if self.failed.is_none() {
+                self.write().await;
+            }
+            if let Some(ack) = shutdown {
+                self.finish().await?;
+                let _ = ack.send(());
+                return Ok(());
+            }
+            // Checked here too: under steady load `recv` is always ready, and
+            // the timeout above would never fire.
+            let now = tokio::time::Instant::now();
+            if self.failed.is_none() && *sync_at.get_or_insert(now + fsync_interval) <= now {
+                self.sync().await;
+                sync_at = None;
+            }
+        }
+    }
+
+    /// Appends the unwritten records, after a gap record if records were
+    /// lost since the last one.
+    async fn write(&mut self) {
+        let lost = self.shared.dropped.load(Ordering::Relaxed) - self.reported;
+        let mut records = Vec::with_capacity(self.unwritten.len() + 1);
+        if lost > 0 {
+            records.push(AuditRecord::Gap(GapRecord {
+                time: Timestamp::now(),
+                lost,
+                cause: if self.write_failed {
+                    GapCause::WriteFailed
+                } else {
+                    GapCause::QueueFull
+                },
+            }));
+        }
+        records.append(&mut self.unwritten);
+        if records.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        let mut writer = self.writer.take().expect("the writer is back");
+        let seq_before = writer.seq();
+        let (writer, records, result) = blocking(move || {
+            let result = writer.append(&records, now);
+            (writer, records, result)
+        })
+        .await;
+        self.writer = Some(writer);
+        match result {
+            Ok(()) => {
+                self.reported += lost;
+                self.write_failed = false;
+            }
+            Err(error) => self.fail(records, seq_before, error),
+        }
+    }
+
+    /// Makes what was appended durable; a failure takes the log down.
+    async fn sync(&mut self) {
+        let mut writer = self.writer.take().expect("the writer is back");
+        let seq_before = writer.seq();
+        let (writer, result) = blocking(move || {
+            let result = writer.sync();
+            (writer, result)
+        })
+        .await;
+        self.writer = Some(writer);
+        if let Err(error) = result {
+            self.fail(Vec::new(), seq_before, error);
+        }
+    }
+
+    /// The log is down: statements touching protected columns are refused
+    /// (with `on_failure = "refuse"`) until [`Self::resume`] succeeds.
+    fn fail(&mut self, records: Vec<AuditRecord>, seq_before: u64, error: AuditError) {
+        self.shared.failed.store(true, Ordering::Release);
+        self.write_failed = true;
+        tracing::error!(
+            %error,
+            "the audit log cannot be written; trying again every second"
+        );
+        self.last_logged = Some(Instant::now());
+        self.failed = Some(FailedBatch {
+            records,
+            seq_before,
+            error,
+        });
+    }
+
+    /// Tries to continue the log after a failure: seals what is on disk
+    /// and takes back the records of the failed batch that did not reach
+    /// it, then writes them.
+    async fn resume(&mut self) {
+        let Some(failed) = self.failed.take() else {
+            return;
         };
-        let (records, shutdown) = gather(first, rx);
-        let count = records.len() as u64;
-        let appended = on_blocking_thread(writer, move |w| w.append(&records, SystemTime::now()));
-        writer = appended.await.inspect_err(|_| {
-            // Part of the batch may be on disk, but not sealed: count it lost.
-            shared.dropped.fetch_add(count, Ordering::Relaxed);
-        })?;
-        if let Some(ack) = shutdown {
-            finish(writer).await?;
-            let _ = ack.send(());
-            return Ok(());
+        let now = SystemTime::now();
+        let mut writer = self.writer.take().expect("the writer is back");
+        let (writer, result) = blocking(move || {
+            let result = writer.resume(now);
+            (writer, result)
+        })
+        .await;
+        self.writer = Some(writer);
+        let on_disk = match result {
+            Ok(seq) => seq,
+            Err(error) => {
+                let now = Instant::now();
+                if self
+                    .last_logged
+                    .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+                {
+                    self.last_logged = Some(now);
+                    tracing::warn!(%error, "the audit log is still down");
+                }
+                self.failed = Some(FailedBatch { error, ..failed });
+                return;
+            }
+        };
+        self.take_back(failed, on_disk);
+        self.shared.failed.store(false, Ordering::Release);
+        tracing::warn!(
+            lost = self.shared.dropped.load(Ordering::Relaxed) - self.reported,
+            "the audit log is writable again; a gap record counts the records lost meanwhile"
+        );
+        self.write().await;
+    }
+
+    /// After a resume found the chain at `on_disk`: the failed batch's
+    /// records beyond it go back to be written, ahead of those queued
+    /// since. Records that were written before the batch but are no
+    /// longer on disk count as lost.
+    fn take_back(&mut self, failed: FailedBatch, on_disk: u64) {
+        let found = on_disk.saturating_sub(failed.seq_before) as usize;
+        let vanished = failed.seq_before.saturating_sub(on_disk);
+        self.shared.dropped.fetch_add(vanished, Ordering::Relaxed);
+        let mut records = failed.records;
+        let found = found.min(records.len());
+        for record in records.drain(..found) {
+            if let AuditRecord::Gap(gap) = record {
+                self.reported += gap.lost;
+            }
         }
-        // Checked here too: under steady load `recv` is always ready, and
-        // the timeout above would never fire.
-        let now = tokio::time::Instant::now();
-        if *sync_at.get_or_insert(now + fsync_interval) <= now {
-            writer = on_blocking_thread(writer, LogWriter::sync).await?;
-            sync_at = None;
+        // A gap record not written is written again, with the new count.
+        records.retain(|record| !matches!(record, AuditRecord::Gap(_)));
+        records.append(&mut self.unwritten);
+        self.unwritten = records;
+    }
+
+    /// Writes what is left and seals the file. A log still down gets one
+    /// more attempt; if it fails, the records not written are lost.
+    async fn finish(&mut self) -> Result<(), AuditError> {
+        if self.failed.is_some() {
+            self.resume().await;
+        } else {
+            self.write().await;
         }
+        if let Some(failed) = self.failed.take() {
+            let lost = failed.records.len() + self.unwritten.len();
+            self.shared
+                .dropped
+                .fetch_add(lost as u64, Ordering::Relaxed);
+            tracing::error!(lost, "the audit log is down at shutdown; records are lost");
+            return Err(failed.error);
+        }
+        let now = SystemTime::now();
+        let mut writer = self.writer.take().expect("the writer is back");
+        blocking(move || writer.close(now)).await
     }
 }
 
-/// The records queued from `first` on, up to [`MAX_BATCH`] or a shutdown
-/// command, which is returned.
+/// Takes the records queued from `first` on into `records`, up to
+/// [`MAX_BATCH`] or a shutdown command, which is returned.
 fn gather(
     first: Command,
     rx: &mut mpsc::Receiver<Command>,
-) -> (Vec<AuditRecord>, Option<oneshot::Sender<()>>) {
-    let mut records = Vec::new();
+    records: &mut Vec<AuditRecord>,
+) -> Option<oneshot::Sender<()>> {
     let mut next = Some(first);
+    let mut taken = 0;
     while let Some(command) = next {
         match command {
             Command::Record(record) => records.push(record),
-            Command::Shutdown(ack) => return (records, Some(ack)),
+            Command::Shutdown(ack) => return Some(ack),
         }
-        next = (records.len() < MAX_BATCH)
-            .then(|| rx.try_recv().ok())
-            .flatten();
+        taken += 1;
+        next = (taken < MAX_BATCH).then(|| rx.try_recv().ok()).flatten();
     }
-    (records, None)
+    None
 }
 
-/// Seals the open file.
-async fn finish(writer: LogWriter) -> Result<(), AuditError> {
-    on_blocking_thread(writer, |w| w.close(SystemTime::now()))
-        .await
-        .map(drop)
-}
-
-/// Runs `f` on the writer on a blocking thread; returns the writer if `f`
-/// succeeds.
-async fn on_blocking_thread<F>(mut writer: LogWriter, f: F) -> Result<LogWriter, AuditError>
+/// Runs `f` on a blocking thread.
+async fn blocking<T, F>(f: F) -> T
 where
-    F: FnOnce(&mut LogWriter) -> Result<(), AuditError> + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || f(&mut writer).map(|()| writer))
+    tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
 }

@@ -34,10 +34,13 @@ impl Fixture {
         self.dir.path()
     }
 
+    /// Files stay as written, to be edited; the compression tests turn
+    /// it on.
     fn config(&self) -> AuditConfig {
         AuditConfig {
             dir: self.dir().into(),
             fsync_interval_ms: 0,
+            compress: false,
             ..AuditConfig::default()
         }
     }
@@ -127,6 +130,8 @@ async fn every_record_is_written_and_verifies() {
             macs_checked: true,
             recovered: vec![],
             open: None,
+            gaps: vec![],
+            lost: 0,
         }
     );
     let report = f.verify_without_mac_key().unwrap();
@@ -336,11 +341,21 @@ fn a_crashed_file_that_does_not_verify_stops_the_start() {
 
 #[test]
 fn retention_deletes_old_sealed_files_and_the_rest_verifies() {
+    retention_deletes_old_sealed_files(false);
+}
+
+#[test]
+fn retention_deletes_old_compressed_files_and_the_rest_verifies() {
+    retention_deletes_old_sealed_files(true);
+}
+
+fn retention_deletes_old_sealed_files(compress: bool) {
     let f = Fixture::new();
     let today = SystemTime::now();
     let days_ago = |days: u64| today - Duration::from_secs(days * 86_400);
     let keep_all = AuditConfig {
         retention_days: 0,
+        compress,
         ..f.config()
     };
     for (days, n) in [(400, 3), (200, 2), (100, 4), (1, 1)] {
@@ -350,11 +365,12 @@ fn retention_deletes_old_sealed_files_and_the_rest_verifies() {
         writer.close(days_ago(days)).unwrap();
     }
     assert_eq!(f.files().len(), 4);
+    assert!(f.files().iter().all(|file| is_compressed(file) == compress));
     assert_eq!(f.verify().unwrap().anchor_seq, 0);
 
     let config = AuditConfig {
         retention_days: 180,
-        ..f.config()
+        ..keep_all
     };
     LogWriter::open(&config, f.keys.clone(), today).unwrap();
     assert_eq!(f.files().len(), 2);
@@ -375,6 +391,149 @@ fn retention_deletes_old_sealed_files_and_the_rest_verifies() {
     LogWriter::open(&config, f.keys.clone(), later).unwrap();
     assert_eq!(f.files().len(), 1);
     assert_eq!(f.verify().unwrap().anchor_seq, 9);
+}
+
+fn is_compressed(path: &Path) -> bool {
+    path.to_str().unwrap().ends_with(".jsonl.gz")
+}
+
+fn compressed(f: &Fixture) -> AuditConfig {
+    AuditConfig {
+        compress: true,
+        ..f.config()
+    }
+}
+
+/// The lines of a compressed file.
+fn decompress(path: &Path) -> Vec<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    text.lines().map(String::from).collect()
+}
+
+/// Writes `lines` to `path`, gzip-compressed.
+fn write_compressed(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    encoder
+        .write_all((lines.join("\n") + "\n").as_bytes())
+        .unwrap();
+    encoder.finish().unwrap();
+}
+
+#[tokio::test]
+async fn rotated_files_are_compressed_and_verify_with_the_live_one() {
+    let f = Fixture::new();
+    let config = AuditConfig {
+        max_file_bytes: MIN_FILE_BYTES,
+        ..compressed(&f)
+    };
+    let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
+    for i in 0..40 {
+        handle.record(statement(i)).unwrap();
+    }
+    wait_until(|| f.files().iter().filter(|file| is_compressed(file)).count() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let live = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    assert_eq!(
+        live.open
+            .as_deref()
+            .map(|open| is_compressed(Path::new(open))),
+        Some(false)
+    );
+    assert!(live.files >= 3, "{live:?}");
+
+    handle.shutdown().await.unwrap();
+    task.await.unwrap().unwrap();
+    let files = f.files();
+    assert!(files.iter().all(|file| is_compressed(file)), "{files:?}");
+    let report = f.verify().unwrap();
+    assert_eq!((report.files, report.records), (files.len(), 40));
+    f.verify_without_mac_key().unwrap();
+    // The same bytes as written: header, records, seal.
+    let lines = decompress(&files[0]);
+    assert!(lines[0].contains(&format!(
+        "\"file\":\"{}\"",
+        f.name(0).trim_end_matches(".gz")
+    )));
+    assert!(lines.last().unwrap().starts_with("{\"seal\":"));
+}
+
+#[tokio::test]
+async fn tampering_inside_a_compressed_file_is_found() {
+    let f = Fixture::new();
+    f.write(&compressed(&f), 20).await;
+    let path = f.files()[0].clone();
+    let mut lines = decompress(&path);
+    lines[4] = lines[4].replacen("\"rows\":1,", "\"rows\":9,", 1);
+    write_compressed(&path, &lines);
+    let name = f.name(0);
+    assert!(name.ends_with(".jsonl.gz"));
+    let err = f.verify().unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::MacMismatch { at: a } if *a == at(&name, 5)),
+        "{err}"
+    );
+    assert!(matches!(
+        f.verify_without_mac_key(),
+        Err(VerifyError::HashMismatch { at: a }) if a == at(&name, 22)
+    ));
+}
+
+#[tokio::test]
+async fn lines_appended_as_another_gzip_member_are_found() {
+    use std::io::Write;
+    let f = Fixture::new();
+    f.write(&compressed(&f), 3).await;
+    let path = f.files()[0].clone();
+    let forged = decompress(&path)[2].clone();
+    let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    member.write_all(format!("{forged}\n").as_bytes()).unwrap();
+    let member = member.finish().unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&member)
+        .unwrap();
+    let err = f.verify().unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            VerifyError::BadSeal {
+                problem: "lines follow the seal",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_compression_cut_short_keeps_the_original_and_is_done_again() {
+    let f = Fixture::new();
+    f.write(&f.config(), 5).await;
+    let plain = f.files()[0].clone();
+    let original = fs::read(&plain).unwrap();
+    // A crash while writing the compressed copy: part of it is there.
+    let packed = f.dir().join(format!("{}.gz", f.name(0)));
+    fs::write(&packed, b"\x1f\x8b\x08\x00 cut short").unwrap();
+    assert_eq!(f.verify().unwrap().records, 5, "the original is read");
+
+    let mut writer = LogWriter::open(&compressed(&f), f.keys.clone(), SystemTime::now()).unwrap();
+    writer.close(SystemTime::now()).unwrap();
+    assert_eq!(f.files(), vec![packed.clone()]);
+    assert_eq!(
+        decompress(&packed).join("\n") + "\n",
+        String::from_utf8(original).unwrap()
+    );
+    assert_eq!(f.verify().unwrap().records, 5);
 }
 
 #[tokio::test]
@@ -423,7 +582,14 @@ async fn a_full_queue_refuses_records() {
     assert_eq!(handle.dropped(), 1);
     handle.shutdown().await.unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(f.verify().unwrap().records, 2);
+    // The two records and a gap record for the third.
+    let report = f.verify().unwrap();
+    assert_eq!((report.records, report.lost), (3, 1));
+    let text = fs::read_to_string(&f.files()[0]).unwrap();
+    assert!(
+        text.contains("\"lost\":1,\"cause\":\"queue_full\""),
+        "{text}"
+    );
     assert_eq!(handle.record(statement(4)), Err(AuditUnavailable));
 }
 
@@ -443,12 +609,62 @@ async fn with_continue_a_full_queue_counts_drops() {
     assert_eq!(handle.dropped(), 3);
     handle.shutdown().await.unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(f.verify().unwrap().records, 2);
+    let report = f.verify().unwrap();
+    assert_eq!((report.records, report.lost, report.gaps.len()), (3, 3, 1));
 }
 
 #[tokio::test]
-async fn a_failed_writer_makes_the_log_unavailable() {
+async fn a_failed_writer_refuses_until_it_resumes_and_writes_a_gap_record() {
     let f = Fixture::new();
+    let (dir, handle, task) = broken_sink(&f).await;
+    assert_eq!(handle.record(statement(2)), Err(AuditUnavailable));
+    assert_eq!(handle.dropped(), 1);
+
+    fs::remove_file(&dir).unwrap();
+    wait_until(|| handle.healthy()).await;
+    handle.record(statement(3)).unwrap();
+    handle.shutdown().await.unwrap();
+    task.await.unwrap().unwrap();
+    let report = verify(&dir, Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    // The gap, statement 1 (kept through the failure), statement 3.
+    assert_eq!((report.records, report.lost), (3, 1));
+    assert_eq!(
+        report.gaps,
+        vec![Gap {
+            at: at(&report_file(&dir), 2),
+            seq: 1,
+            lost: 1
+        }]
+    );
+    let text = fs::read_to_string(dir.join(report_file(&dir))).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].contains("\"lost\":1,\"cause\":\"write_failed\""),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains("\"connection\":1,"), "{}", lines[2]);
+    assert!(lines[3].contains("\"connection\":3,"), "{}", lines[3]);
+}
+
+#[tokio::test]
+async fn a_log_still_down_at_shutdown_counts_what_it_could_not_write() {
+    let f = Fixture::new();
+    let (_, handle, task) = broken_sink(&f).await;
+    assert!(matches!(handle.shutdown().await, Err(AuditError::Stopped)));
+    assert!(task.await.unwrap().is_err());
+    assert_eq!(handle.dropped(), 1);
+}
+
+/// A sink writing to a directory that is then replaced by a file, after
+/// statement 1 was handed to it: the writer has failed.
+async fn broken_sink(
+    f: &Fixture,
+) -> (
+    PathBuf,
+    AuditHandle,
+    tokio::task::JoinHandle<Result<(), AuditError>>,
+) {
     let dir = f.dir().join("log");
     let config = AuditConfig {
         dir: dir.clone(),
@@ -456,22 +672,27 @@ async fn a_failed_writer_makes_the_log_unavailable() {
     };
     let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
     fs::remove_dir(&dir).unwrap();
+    fs::write(&dir, "not a directory").unwrap();
     handle.record(statement(1)).unwrap();
-    let err = task.await.unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            AuditError::Io {
-                action: "create",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(!handle.healthy() && handle.refusing());
-    assert_eq!(handle.record(statement(2)), Err(AuditUnavailable));
-    assert!(matches!(handle.shutdown().await, Err(AuditError::Stopped)));
-    assert_eq!(handle.dropped(), 2);
+    wait_until(|| handle.refusing()).await;
+    (dir, handle, task)
+}
+
+/// The name of the only file in `dir`.
+fn report_file(dir: &Path) -> String {
+    let mut names = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name());
+    let name = names.next().unwrap().into_string().unwrap();
+    assert!(names.next().is_none());
+    name
+}
+
+/// Waits (at most ten seconds) until `condition` holds.
+async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[test]

@@ -27,9 +27,17 @@
 //! ([`VerifyError::MissingFile`]). Removing the newest files leaves a
 //! valid shorter log; only a record of the last seq kept elsewhere (the
 //! proxy's logs, monitoring) can show it.
+//!
+//! # Lost records
+//!
+//! Records pgveil could not write (a full queue, a disk that failed for a
+//! while) leave no hole in the chain: the writer counts them and writes a
+//! gap record saying how many, chained like any other. Verification lists
+//! every gap record ([`VerifyReport::gaps`]) and the total lost; the log
+//! still verifies, since nothing was altered, but it says it is
+//! incomplete.
 
 use std::fmt;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -37,9 +45,10 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::compress;
 use super::format::{
-    decode_mac, is_seal, list_files, record_mac, split_record, split_seal, ChainHead, Header, Seal,
-    FORMAT,
+    decode_mac, is_seal, list_files, record_mac, split_record, split_seal, AuditFile, ChainHead,
+    Header, Seal, FORMAT,
 };
 
 /// A file and a 1-based line in it.
@@ -113,6 +122,19 @@ pub struct VerifyReport {
     pub recovered: Vec<String>,
     /// With [`verify_live`], the newest file if it is not sealed yet.
     pub open: Option<String>,
+    /// The gap records: where pgveil wrote that records were lost.
+    pub gaps: Vec<Gap>,
+    /// The records lost, over all gap records.
+    pub lost: u64,
+}
+
+/// A gap record: `lost` records before it were never written (the queue
+/// was full, or the disk could not take them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub at: Location,
+    pub seq: u64,
+    pub lost: u64,
 }
 
 /// Verifies every file in `dir`, all of which must be sealed. With
@@ -172,6 +194,7 @@ pub(super) struct Scanned {
     pub sealed: Option<bool>,
     /// Bytes up to the end of the last complete line before the seal.
     pub complete: usize,
+    pub gaps: Vec<Gap>,
 }
 
 fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport, VerifyError> {
@@ -179,26 +202,31 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         let path = path.to_owned();
         move |source| VerifyError::Read { path, source }
     };
-    let names = list_files(dir).map_err(read_error(dir))?;
-    let Some(newest) = names.last().copied() else {
+    let files = list_files(dir).map_err(read_error(dir))?;
+    let Some(newest) = files.last().map(|file| file.name) else {
         return Err(VerifyError::NoFiles(dir.into()));
     };
     let mut report = VerifyReport {
-        files: names.len(),
+        files: files.len(),
         records: 0,
         anchor_seq: 0,
         last_seq: 0,
         macs_checked: checker.mac_key.is_some(),
         recovered: Vec::new(),
         open: None,
+        gaps: Vec::new(),
+        lost: 0,
     };
     let mut previous: Option<ChainHead> = None;
-    for name in names {
-        let path = dir.join(name.to_string());
-        let bytes = fs::read(&path).map_err(read_error(&path))?;
-        let file_tail = if name == newest { tail } else { Tail::Sealed };
-        let name = name.to_string();
-        let scanned = scan_file(&name, &bytes, previous, checker, file_tail)?;
+    for file in files {
+        let name = file.entry();
+        let bytes = compress::read(dir, &file).map_err(read_error(&dir.join(&name)))?;
+        let file_tail = if file.name == newest {
+            tail
+        } else {
+            Tail::Sealed
+        };
+        let scanned = scan_file(&file, &bytes, previous, checker, file_tail)?;
         if previous.is_none() {
             report.anchor_seq = scanned.anchor.seq;
         }
@@ -209,22 +237,26 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         }
         report.records += scanned.records;
         report.last_seq = scanned.head.seq;
+        report.lost += scanned.gaps.iter().map(|gap| gap.lost).sum::<u64>();
+        report.gaps.extend(scanned.gaps);
         previous = Some(scanned.head);
     }
     Ok(report)
 }
 
-/// Checks one file, named `name`, that must continue from `expected`
-/// (any anchor if `None`).
+/// Checks the bytes of `file`, which must continue from `expected` (any
+/// anchor if `None`). Problems are located in the entry read.
 pub(super) fn scan_file(
-    name: &str,
+    file: &AuditFile,
     bytes: &[u8],
     expected: Option<ChainHead>,
     checker: &Checker,
     tail: Tail,
 ) -> Result<Scanned, VerifyError> {
+    let name = &file.name.to_string();
+    let entry = file.entry();
     let at = |line| Location {
-        file: name.into(),
+        file: entry.clone(),
         line,
     };
     let mut lines = Lines { bytes, offset: 0 };
@@ -240,6 +272,7 @@ pub(super) fn scan_file(
         });
     }
     let mut head = anchor;
+    let mut gaps = Vec::new();
     let mut number = 1;
     for (offset, line) in lines.by_ref() {
         number += 1;
@@ -258,9 +291,19 @@ pub(super) fn scan_file(
                 records: head.seq - anchor.seq,
                 sealed: Some(recovered),
                 complete: offset,
+                gaps,
             });
         }
-        head = check_record(line, head, checker).map_err(|problem| problem.at(at(number)))?;
+        let lost;
+        (head, lost) =
+            check_record(line, head, checker).map_err(|problem| problem.at(at(number)))?;
+        if let Some(lost) = lost {
+            gaps.push(Gap {
+                at: at(number),
+                seq: head.seq,
+                lost,
+            });
+        }
     }
     if tail == Tail::Sealed {
         // The seal, or a partly written line, would be the next line.
@@ -272,6 +315,7 @@ pub(super) fn scan_file(
         records: head.seq - anchor.seq,
         sealed: None,
         complete: lines.offset,
+        gaps,
     })
 }
 
@@ -341,8 +385,13 @@ impl Problem {
     }
 }
 
-/// Checks a record following `prev`; returns the new chain head.
-fn check_record(line: &[u8], prev: ChainHead, checker: &Checker) -> Result<ChainHead, Problem> {
+/// Checks a record following `prev`; returns the new chain head and, for
+/// a gap record, the records it says were lost.
+fn check_record(
+    line: &[u8],
+    prev: ChainHead,
+    checker: &Checker,
+) -> Result<(ChainHead, Option<u64>), Problem> {
     let record = split_record(line).ok_or(Problem::Unparseable("not an audit record"))?;
     if record.seq != prev.seq + 1 {
         return Err(Problem::SeqGap {
@@ -355,10 +404,11 @@ fn check_record(line: &[u8], prev: ChainHead, checker: &Checker) -> Result<Chain
             return Err(Problem::MacMismatch);
         }
     }
-    Ok(ChainHead {
+    let head = ChainHead {
         seq: record.seq,
         mac: record.mac,
-    })
+    };
+    Ok((head, record.lost))
 }
 
 /// Checks a seal over `before`, the file's preceding bytes, which run from

@@ -7,7 +7,9 @@
 //! checked (seq and MAC chain), a partly written last line is cut off, and
 //! it is sealed with `"recovered": true`. A file whose records do not
 //! verify stops the start: it is evidence, and only a person should move
-//! it aside. An empty file (created just before a crash) is removed.
+//! it aside. A file without a complete line (created just before a crash)
+//! is removed. After a failed write, [`LogWriter::resume`] does the same
+//! without a restart.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -18,6 +20,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::compress::{self, Compressor};
 use super::config::AuditConfig;
 use super::format::{
     encode_mac, is_seal, list_files, record_line, ChainHead, Day, FileName, Header, Seal,
@@ -68,6 +71,8 @@ pub(super) struct LogWriter {
     /// The newest file, open or sealed.
     newest: Option<FileName>,
     current: Option<OpenFile>,
+    /// Compresses sealed files, with `compress = true`.
+    compressor: Option<Compressor>,
 }
 
 /// The file being written.
@@ -126,7 +131,8 @@ impl LogWriter {
         let dir = config.dir.clone();
         create_dir(&dir)?;
         let (head, newest) = recover(&dir, &keys, now)?;
-        let writer = Self {
+        let mut writer = Self {
+            compressor: config.compress.then(|| Compressor::new(dir.clone())),
             dir,
             keys,
             max_file_bytes: config.max_file_bytes,
@@ -136,6 +142,7 @@ impl LogWriter {
             current: None,
         };
         writer.delete_expired(now);
+        writer.compress_sealed()?;
         Ok(writer)
     }
 
@@ -162,15 +169,41 @@ impl LogWriter {
         self.current.as_mut().map_or(Ok(()), OpenFile::flush)
     }
 
+    /// The seq of the last record appended.
+    pub fn seq(&self) -> u64 {
+        self.head.seq
+    }
+
+    /// Continues after a failed append, sync or seal, which left the open
+    /// file in a state only the disk knows: forgets that file and does what
+    /// a start does (see the module documentation), so the newest file is
+    /// cut after its last complete record and sealed as recovered, and the
+    /// chain goes on in a new file. Returns the seq of the last record on
+    /// disk, which the chain continues from. Fails, and may be called
+    /// again, while the disk still cannot take the seal.
+    pub fn resume(&mut self, now: SystemTime) -> Result<u64, AuditError> {
+        self.current = None;
+        create_dir(&self.dir)?;
+        let (head, newest) = recover(&self.dir, &self.keys, now)?;
+        self.head = head;
+        self.newest = newest;
+        self.compress_sealed()?;
+        Ok(head.seq)
+    }
+
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> Result<(), AuditError> {
         self.current.as_mut().map_or(Ok(()), OpenFile::sync)
     }
 
-    /// Seals the open file, if any.
+    /// Seals the open file, if any, and waits until sealed files are
+    /// compressed.
     pub fn close(&mut self, now: SystemTime) -> Result<(), AuditError> {
         if self.current.is_some() {
             self.seal_current(now)?;
+        }
+        if let Some(compressor) = &mut self.compressor {
+            compressor.finish();
         }
         Ok(())
     }
@@ -179,7 +212,7 @@ impl LogWriter {
         let name = FileName::next(day, self.newest);
         let path = self.dir.join(name.to_string());
         let file = create_file(&path)?;
-        sync_dir(&self.dir)?;
+        compress::sync_dir(&self.dir).map_err(io_error("sync", &self.dir))?;
         self.newest = Some(name);
         let mut file = OpenFile {
             name,
@@ -212,6 +245,9 @@ impl LogWriter {
             .write_all(&seal)
             .map_err(io_error("seal", &file.path))?;
         file.file.sync_all().map_err(io_error("sync", &file.path))?;
+        if let Some(compressor) = &mut self.compressor {
+            compressor.compress(file.name);
+        }
         self.delete_expired(now);
         Ok(())
     }
@@ -225,22 +261,46 @@ impl LogWriter {
     }
 
     /// Deletes sealed files of days more than `retention_days` before
-    /// `now`, oldest first, stopping at the first file that is not sealed.
-    /// The newest file always stays: the chain continues from it.
+    /// `now`, oldest first, stopping at the first file that is not sealed
+    /// (a compressed file is: only sealed files are compressed). The
+    /// newest file always stays: the chain continues from it.
     fn try_delete_expired(&self, now: SystemTime) -> Result<(), AuditError> {
         if self.retention_days == 0 {
             return Ok(());
         }
         let cutoff = Day::days_before(now, self.retention_days);
-        let names = list_files(&self.dir).map_err(io_error("list", &self.dir))?;
-        let older = &names[..names.len().saturating_sub(1)];
-        for name in older.iter().take_while(|name| name.day < cutoff) {
-            let path = self.dir.join(name.to_string());
-            if !ends_with_seal(&path).map_err(io_error("read", &path))? {
+        let files = list_files(&self.dir).map_err(io_error("list", &self.dir))?;
+        let older = &files[..files.len().saturating_sub(1)];
+        for file in older.iter().take_while(|file| file.name.day < cutoff) {
+            let plain = self.dir.join(file.name.to_string());
+            if file.plain && !ends_with_seal(&plain).map_err(io_error("read", &plain))? {
                 break;
             }
-            fs::remove_file(&path).map_err(io_error("delete", &path))?;
-            tracing::info!(file = %name, "deleted an expired audit file");
+            for (exists, path) in [
+                (file.plain, plain),
+                (file.compressed, self.dir.join(file.name.compressed())),
+            ] {
+                if exists {
+                    fs::remove_file(&path).map_err(io_error("delete", &path))?;
+                }
+            }
+            tracing::info!(file = %file.name, "deleted an expired audit file");
+        }
+        Ok(())
+    }
+
+    /// Queues every sealed file not compressed yet (or whose compression
+    /// a crash interrupted) for compression, if it is on.
+    fn compress_sealed(&mut self) -> Result<(), AuditError> {
+        let Some(compressor) = &mut self.compressor else {
+            return Ok(());
+        };
+        let files = list_files(&self.dir).map_err(io_error("list", &self.dir))?;
+        for file in files.iter().filter(|file| file.plain) {
+            let path = self.dir.join(file.name.to_string());
+            if ends_with_seal(&path).map_err(io_error("read", &path))? {
+                compressor.compress(file.name);
+            }
         }
         Ok(())
     }
@@ -276,24 +336,39 @@ fn recover(
     keys: &AuditKeys,
     now: SystemTime,
 ) -> Result<(ChainHead, Option<FileName>), AuditError> {
-    let mut names = list_files(dir).map_err(io_error("list", dir))?;
-    while let Some(&newest) = names.last() {
-        let path = dir.join(newest.to_string());
-        let bytes = fs::read(&path).map_err(io_error("read", &path))?;
-        if bytes.is_empty() {
+    let mut files = list_files(dir).map_err(io_error("list", dir))?;
+    while let Some(&newest) = files.last() {
+        let path = dir.join(newest.entry());
+        let bytes = compress::read(dir, &newest).map_err(io_error("read", &path))?;
+        if newest.plain && !bytes.contains(&b'\n') {
+            // Empty, or a partly written header: created just before a
+            // crash or a failed write, with no record in it.
             fs::remove_file(&path).map_err(io_error("delete", &path))?;
-            names.pop();
+            files.pop();
             continue;
         }
         let checker = Checker::new(Some(keys.mac_key()), keys.public_key())
             .expect("an Ed25519 public key has 32 bytes");
-        let name = newest.to_string();
+        // Only a file as written can have been left open.
+        let tail = if newest.plain {
+            Tail::Open
+        } else {
+            Tail::Sealed
+        };
         let scanned =
-            scan_file(&name, &bytes, None, &checker, Tail::Open).map_err(AuditError::Corrupt)?;
+            scan_file(&newest, &bytes, None, &checker, tail).map_err(AuditError::Corrupt)?;
         if scanned.sealed.is_none() {
             let complete = &bytes[..scanned.complete];
             let hash = Sha256::new_with_prefix(complete);
-            let seal = seal_line(keys, newest, scanned.anchor, scanned.head, hash, true, now);
+            let seal = seal_line(
+                keys,
+                newest.name,
+                scanned.anchor,
+                scanned.head,
+                hash,
+                true,
+                now,
+            );
             let mut file = OpenOptions::new()
                 .append(true)
                 .open(&path)
@@ -302,9 +377,9 @@ fn recover(
                 .and_then(|()| file.write_all(&seal))
                 .and_then(|()| file.sync_all())
                 .map_err(io_error("seal", &path))?;
-            tracing::warn!(file = %name, "sealed an audit file left open by a crash");
+            tracing::warn!(file = %newest.name, "sealed an audit file left open by a crash or a failed write");
         }
-        return Ok((scanned.head, Some(newest)));
+        return Ok((scanned.head, Some(newest.name)));
     }
     Ok((ChainHead::GENESIS, None))
 }
@@ -337,11 +412,4 @@ fn create_file(path: &Path) -> Result<File, AuditError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path).map_err(io_error("create", path))
-}
-
-/// Makes a new directory entry durable.
-fn sync_dir(dir: &Path) -> Result<(), AuditError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("sync", dir))
 }

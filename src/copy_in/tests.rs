@@ -1,5 +1,5 @@
 use super::*;
-use crate::rewrite::{ColumnSet, CopyOptions};
+use crate::rewrite::{ColumnSet, CopyOptions, Target};
 
 const POLICY: &str = r#"
 [[column]]
@@ -10,14 +10,22 @@ encryption = "deterministic"
 [[column]]
 table = "customers"
 column = "full_name"
+
+[[column]]
+table = "customers"
+column = "doc"
 "#;
 
-/// `pgv1:` + the hex of the plaintext.
-struct Fake;
+/// `pgv1:` + the hex of the plaintext; `bytes:` + the hex of bytes.
+pub(super) struct Fake;
 
 impl Encryptor for Fake {
     fn encrypt(&self, _: &ColumnPolicy, plaintext: &str) -> Result<String, EncryptError> {
         Ok(ct(plaintext))
+    }
+
+    fn encrypt_bytes(&self, _: &ColumnPolicy, plaintext: &[u8]) -> Result<Vec<u8>, EncryptError> {
+        Ok(format!("bytes:{}", hex::encode(plaintext)).into_bytes())
     }
 }
 
@@ -30,25 +38,39 @@ impl Encryptor for Fixed {
             .map(str::to_owned)
             .map_err(|e| EncryptError(e.into()))
     }
+
+    fn encrypt_bytes(&self, column: &ColumnPolicy, _: &[u8]) -> Result<Vec<u8>, EncryptError> {
+        self.encrypt(column, "").map(String::into_bytes)
+    }
 }
 
-fn ct(plaintext: &str) -> String {
+pub(super) fn ct(plaintext: &str) -> String {
     format!("pgv1:{}", hex::encode(plaintext))
 }
 
-fn policy() -> Policy {
+pub(super) fn policy() -> Policy {
     Policy::from_str("t.toml", POLICY).unwrap()
 }
 
-/// A COPY of `customers` with these columns and PostgreSQL's defaults.
-fn copy(format: CopyFormat, columns: &[&str]) -> CopyIn {
+/// A COPY of `customers` with these columns and PostgreSQL's defaults;
+/// `doc` is a `bytea` column.
+pub(super) fn copy(format: CopyFormat, columns: &[&str]) -> CopyIn {
     let csv = format == CopyFormat::Csv;
     let policy = policy();
+    let storage = |column: &str| match column {
+        "doc" => Storage::Bytea,
+        _ => Storage::Text,
+    };
     CopyIn {
         table: ("public".into(), "customers".into()),
         columns: columns
             .iter()
-            .map(|c| policy.column("public", "customers", c).map(Into::into))
+            .map(|c| {
+                policy.column("public", "customers", c).map(|p| Target {
+                    column: p.into(),
+                    storage: storage(c),
+                })
+            })
             .collect(),
         options: CopyOptions {
             format,
@@ -514,29 +536,39 @@ fn unterminated_quote_at_finish() {
 }
 
 #[test]
-fn binary_is_refused() {
-    let err = CopyEncryptor::new(
-        &copy(CopyFormat::Binary, &["id"]),
-        &policy(),
-        &Fake,
-        ClientEncoding::default(),
-    )
-    .err()
-    .unwrap();
-    assert_eq!(err.sqlstate, "0A000");
+fn bytea_fields_are_decoded_and_written_as_hex() {
+    let text = copy(CopyFormat::Text, &["id", "doc"]);
+    assert_eq!(
+        run_with(&text, &Fake, &[b"1\t\\\\x00ff\n2\tab\\\\\\\\c\n3\t\\N\n"]).unwrap(),
+        b"1\t\\\\x62797465733a30306666\n2\t\\\\x62797465733a3631363235633633\n3\t\\N\n"
+    );
+    let csv = copy(CopyFormat::Csv, &["id", "doc"]);
+    assert_eq!(
+        run_with(&csv, &Fake, &[b"1,\"\\x00ff\"\n"]).unwrap(),
+        b"1,\\x62797465733a30306666\n"
+    );
+    let err = run_with(&text, &Fake, &[b"1\t\\\\xzz secret\n"]).unwrap_err();
+    assert_eq!(err.sqlstate, "22P02");
     assert_eq!(
         err.message,
-        "pgveil: binary COPY into a table with protected column public.customers.email \
-         is not supported; use text or csv"
+        "pgveil: line 1 of the COPY data has a value for bytea column public.customers.doc \
+         that is not valid bytea input"
     );
 }
 
 #[test]
 fn oversized_row() {
     let policy = policy();
-    let mut copy_enc =
-        CopyEncryptor::new(&text_copy(), &policy, &Fake, ClientEncoding::default()).unwrap();
-    copy_enc.max_row = 16;
+    let rows = || match CopyEncryptor::new(&text_copy(), &policy, &Fake, ClientEncoding::default())
+        .unwrap()
+    {
+        CopyEncryptor::Rows(mut rows) => {
+            rows.max_row = 16;
+            rows
+        }
+        CopyEncryptor::Binary(_) => unreachable!("a text COPY"),
+    };
+    let mut copy_enc = rows();
     assert!(copy_enc.feed(b"1\tsecret").unwrap().is_empty());
     let err = copy_enc.feed(b"@example.com").unwrap_err();
     assert_eq!(err.sqlstate, "54000");
@@ -545,10 +577,7 @@ fn oversized_row() {
         "pgveil: line 1 of the COPY data is longer than 16 bytes"
     );
 
-    let mut copy_enc =
-        CopyEncryptor::new(&text_copy(), &policy, &Fake, ClientEncoding::default()).unwrap();
-    copy_enc.max_row = 16;
-    let err = copy_enc.feed(b"1\ta\tb\n1\tsecret@x.org\tb\n").unwrap_err();
+    let err = rows().feed(b"1\ta\tb\n1\tsecret@x.org\tb\n").unwrap_err();
     assert_eq!(
         err.message,
         "pgveil: line 2 of the COPY data is longer than 16 bytes"
@@ -658,10 +687,13 @@ fn unusable_options_are_refused() {
 #[test]
 fn a_protected_column_without_policy_is_refused() {
     let mut copy = text_copy();
-    copy.columns[0] = Some(ColumnRefId {
-        schema: "public".into(),
-        table: "customers".into(),
-        column: "phone".into(),
+    copy.columns[0] = Some(Target {
+        column: ColumnRefId {
+            schema: "public".into(),
+            table: "customers".into(),
+            column: "phone".into(),
+        },
+        storage: Storage::Text,
     });
     let err = CopyEncryptor::new(&copy, &policy(), &Fake, ClientEncoding::default())
         .err()

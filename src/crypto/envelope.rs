@@ -1,6 +1,7 @@
 //! The envelope: pgveil's self-describing ciphertext, in its binary form
 //! (`bytea` columns) and its text forms (text columns, and `bytea` printed
-//! in text format). The layout is in the [`crate::crypto`] module doc.
+//! in text format, hex or escape). The layout is in the [`crate::crypto`]
+//! module doc.
 //!
 //! The recognition functions run on every field of every result row: on a
 //! value that is not an envelope they compare a prefix and return.
@@ -21,6 +22,9 @@ pub const TEXT_PREFIX: &str = "pgv1:";
 /// How a `bytea` envelope starts when PostgreSQL prints it as text:
 /// `\x` followed by the hex of [`MAGIC`].
 const BYTEA_HEX_PREFIX: &[u8] = b"\\x5056";
+/// How it starts in the escape form (`bytea_output = 'escape'`): the
+/// magic, then the format version in octal.
+const BYTEA_ESCAPE_PREFIX: &[u8] = b"PV\\001";
 
 /// Magic, format version, mode, key id and key version.
 pub(crate) const HEADER_LEN: usize = 12;
@@ -63,19 +67,7 @@ impl Envelope {
 
     /// Parses a binary envelope.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, CryptoError> {
-        if !bytes.starts_with(MAGIC) {
-            return Err(if MAGIC.starts_with(&bytes) {
-                CryptoError::Truncated
-            } else {
-                CryptoError::Magic
-            });
-        }
-        let &version = bytes.get(2).ok_or(CryptoError::Truncated)?;
-        if version != FORMAT_VERSION {
-            return Err(CryptoError::Version(version));
-        }
-        let &mode_byte = bytes.get(3).ok_or(CryptoError::Truncated)?;
-        let mode = Mode::from_byte(mode_byte).ok_or(CryptoError::Mode(mode_byte))?;
+        let (mode, key_ref) = read_header(&bytes)?;
         let min_body = match mode {
             Mode::Randomized => NONCE_LEN + TAG_LEN,
             Mode::Deterministic => TAG_LEN,
@@ -83,11 +75,6 @@ impl Envelope {
         if bytes.len() < HEADER_LEN + min_body {
             return Err(CryptoError::Truncated);
         }
-        let be_u32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
-        let key_ref = KeyRef {
-            id: be_u32(4),
-            version: be_u32(8),
-        };
         Ok(Self {
             bytes,
             mode,
@@ -140,26 +127,144 @@ impl fmt::Debug for Envelope {
     }
 }
 
-/// Whether a text-format field starts like an envelope: `pgv1:` (text
-/// column) or `\x5056` (`bytea` column). Only compares a prefix.
-pub fn looks_encrypted_text(field: &[u8]) -> bool {
-    field.starts_with(TEXT_PREFIX.as_bytes()) || field.starts_with(BYTEA_HEX_PREFIX)
+/// The mode and key a binary envelope's header names.
+fn read_header(bytes: &[u8]) -> Result<(Mode, KeyRef), CryptoError> {
+    if !bytes.starts_with(MAGIC) {
+        return Err(if MAGIC.starts_with(bytes) {
+            CryptoError::Truncated
+        } else {
+            CryptoError::Magic
+        });
+    }
+    let &version = bytes.get(2).ok_or(CryptoError::Truncated)?;
+    if version != FORMAT_VERSION {
+        return Err(CryptoError::Version(version));
+    }
+    let &mode_byte = bytes.get(3).ok_or(CryptoError::Truncated)?;
+    let mode = Mode::from_byte(mode_byte).ok_or(CryptoError::Mode(mode_byte))?;
+    let header = bytes
+        .first_chunk::<HEADER_LEN>()
+        .ok_or(CryptoError::Truncated)?;
+    let be_u32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap());
+    let key_ref = KeyRef {
+        id: be_u32(4),
+        version: be_u32(8),
+    };
+    Ok((mode, key_ref))
 }
 
-/// Parses a text-format field: `Ok(None)` if it does not start like an
-/// envelope (see [`looks_encrypted_text`]), an error if it does but is not a
-/// valid one.
-pub fn parse_text(field: &[u8]) -> Result<Option<Envelope>, CryptoError> {
-    let bytes = if let Some(base64) = field.strip_prefix(TEXT_PREFIX.as_bytes()) {
-        URL_SAFE_NO_PAD
-            .decode(base64)
-            .map_err(|_| CryptoError::Encoding("base64"))?
-    } else if field.starts_with(BYTEA_HEX_PREFIX) {
-        hex::decode(&field[2..]).map_err(|_| CryptoError::Encoding("hex"))?
-    } else {
+/// The bytes of a field that encode its envelope's header, in whichever
+/// form the field is: the same for every value under one key in one form,
+/// so a decision made for the key can be found again by comparing them,
+/// without decoding. `None` if the field does not start like an envelope
+/// or is too short to hold a header.
+pub fn encoded_header(field: &[u8]) -> Option<&[u8]> {
+    let len = match Form::of(field)? {
+        Form::Text => TEXT_PREFIX.len() + HEADER_LEN / 3 * 4,
+        Form::ByteaHex => 2 + 2 * HEADER_LEN,
+        Form::ByteaEscape => crate::bytea::decode_escape_prefix(field, &mut [0; HEADER_LEN])?,
+        Form::Binary => HEADER_LEN,
+    };
+    field.get(..len)
+}
+
+/// The key a field's envelope names, in any of its forms (see [`Form`]),
+/// read from the header alone: the decision of what a reader sees needs
+/// no more, and a value the reader may not see is never decoded further.
+/// `None` if the field does not start like an envelope.
+pub fn key_of(field: &[u8]) -> Option<KeyRef> {
+    let mut header = [0u8; HEADER_LEN];
+    match Form::of(field)? {
+        Form::Text => {
+            // 16 base64 characters are exactly the 12 header bytes.
+            let chars = field.get(TEXT_PREFIX.len()..TEXT_PREFIX.len() + HEADER_LEN / 3 * 4)?;
+            URL_SAFE_NO_PAD.decode_slice(chars, &mut header).ok()?;
+        }
+        Form::ByteaHex => {
+            hex::decode_to_slice(field.get(2..2 + 2 * HEADER_LEN)?, &mut header).ok()?;
+        }
+        Form::ByteaEscape => {
+            crate::bytea::decode_escape_prefix(field, &mut header)?;
+        }
+        Form::Binary => header = *field.first_chunk()?,
+    }
+    read_header(&header).ok().map(|(_, key)| key)
+}
+
+/// How an envelope is written in a result field: which column type holds
+/// it and in which format the server sent it. A revealed value is written
+/// in the same form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// `pgv1:` + base64: a text column, in text or binary format.
+    Text,
+    /// `\x` + hex: a `bytea` column in text format.
+    ByteaHex,
+    /// The escape form: a `bytea` column in text format, with
+    /// `bytea_output = 'escape'`.
+    ByteaEscape,
+    /// The envelope's own bytes: a `bytea` column in binary format.
+    Binary,
+}
+
+impl Form {
+    /// The form a field would have if it were an envelope; `None` when it
+    /// does not start like one. Compares at most three prefixes.
+    pub fn of(field: &[u8]) -> Option<Form> {
+        if field.starts_with(TEXT_PREFIX.as_bytes()) {
+            Some(Form::Text)
+        } else if field.starts_with(BYTEA_HEX_PREFIX) {
+            Some(Form::ByteaHex)
+        } else if field.starts_with(MAGIC) {
+            Some(if field.starts_with(BYTEA_ESCAPE_PREFIX) {
+                Form::ByteaEscape
+            } else {
+                Form::Binary
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether a text-format field starts like an envelope: `pgv1:` (text
+/// column) or `\x5056` or `PV\001` (`bytea` column). Only compares
+/// prefixes.
+pub fn looks_encrypted_text(field: &[u8]) -> bool {
+    Form::of(field).is_some_and(|form| form != Form::Binary)
+}
+
+/// Parses a field in any form: `Ok(None)` if it does not start like an
+/// envelope (see [`Form::of`]), an error if it does but is not a valid
+/// one. A text envelope may be followed by spaces, as a `char(n)` column
+/// pads it.
+pub fn parse_field(field: &[u8]) -> Result<Option<(Envelope, Form)>, CryptoError> {
+    let Some(form) = Form::of(field) else {
         return Ok(None);
     };
-    Envelope::from_bytes(bytes).map(Some)
+    let bytes = match form {
+        Form::Text => {
+            let base64 = field[TEXT_PREFIX.len()..].trim_ascii_end();
+            URL_SAFE_NO_PAD
+                .decode(base64)
+                .map_err(|_| CryptoError::Encoding("base64"))?
+        }
+        Form::ByteaHex => hex::decode(&field[2..]).map_err(|_| CryptoError::Encoding("hex"))?,
+        Form::ByteaEscape => {
+            crate::bytea::decode(field).ok_or(CryptoError::Encoding("bytea escape"))?
+        }
+        Form::Binary => field.to_vec(),
+    };
+    Envelope::from_bytes(bytes).map(|envelope| Some((envelope, form)))
+}
+
+/// Parses a text-format field (see [`looks_encrypted_text`]) as
+/// [`parse_field`] does.
+pub fn parse_text(field: &[u8]) -> Result<Option<Envelope>, CryptoError> {
+    if !looks_encrypted_text(field) {
+        return Ok(None);
+    }
+    parse_field(field).map(|parsed| parsed.map(|(envelope, _)| envelope))
 }
 
 /// Parses a binary-format `bytea` field: `Ok(None)` if it does not start
@@ -200,11 +305,63 @@ mod tests {
         assert!(!text.contains('='));
         let hex_form = env.to_bytea_text();
         assert!(hex_form.starts_with("\\x505601"));
-        for form in [text.as_bytes(), hex_form.as_bytes()] {
+        let escape_form = crate::bytea::escape(env.as_bytes());
+        assert!(escape_form.starts_with(b"PV\\001\\001"));
+        let padded = format!("{text}   ");
+        for form in [
+            text.as_bytes(),
+            hex_form.as_bytes(),
+            &escape_form,
+            padded.as_bytes(),
+        ] {
             assert!(looks_encrypted_text(form));
             assert_eq!(parse_text(form).unwrap(), Some(env.clone()));
         }
-        assert_eq!(parse_bytes(env.as_bytes()).unwrap(), Some(env));
+        assert_eq!(parse_bytes(env.as_bytes()).unwrap(), Some(env.clone()));
+        let forms = [
+            (text.as_bytes(), Form::Text),
+            (hex_form.as_bytes(), Form::ByteaHex),
+            (&escape_form, Form::ByteaEscape),
+            (env.as_bytes(), Form::Binary),
+        ];
+        for (field, form) in forms {
+            assert_eq!(parse_field(field).unwrap(), Some((env.clone(), form)));
+        }
+        assert!(!looks_encrypted_text(env.as_bytes()), "binary is not text");
+    }
+
+    #[test]
+    fn the_key_is_read_from_the_header_of_every_form() {
+        let env = Envelope::from_bytes(sample(Mode::Deterministic, 20)).unwrap();
+        let text = env.to_text();
+        let hex_form = env.to_bytea_text();
+        let other = Envelope::from_bytes(sample(Mode::Deterministic, 30)).unwrap();
+        let (other_text, other_hex) = (other.to_text(), other.to_bytea_text());
+        let escape_form = crate::bytea::escape(env.as_bytes());
+        let other_escape = crate::bytea::escape(other.as_bytes());
+        let forms = [
+            (text.as_bytes(), other_text.as_bytes()),
+            (hex_form.as_bytes(), other_hex.as_bytes()),
+            (&escape_form[..], &other_escape[..]),
+            (env.as_bytes(), other.as_bytes()),
+        ];
+        for (form, same_key) in forms {
+            assert_eq!(key_of(form), Some(KEY));
+            assert_eq!(encoded_header(form), encoded_header(same_key));
+            assert_ne!(encoded_header(form), None);
+        }
+        let mut bad_version = sample(Mode::Randomized, 40);
+        bad_version[2] = 9;
+        let headless: [&[u8]; 5] = [
+            b"pgv1:not-really",
+            b"pgv1:UFY",
+            b"\\x5056",
+            b"PV\x01",
+            &bad_version,
+        ];
+        for field in headless {
+            assert_eq!(key_of(field), None, "{field:?}");
+        }
     }
 
     #[test]
@@ -221,6 +378,7 @@ mod tests {
         ] {
             assert!(!looks_encrypted_text(field));
             assert_eq!(parse_text(field).unwrap(), None);
+            assert_eq!(key_of(field), None);
         }
         assert_eq!(parse_bytes(b"\x00\x01binary").unwrap(), None);
     }

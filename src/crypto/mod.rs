@@ -35,12 +35,15 @@
 //!
 //! `bytea` columns hold the binary envelope. Text columns hold
 //! `pgv1:` + URL-safe base64 without padding of the binary envelope.
-//! PostgreSQL prints `bytea` in text format as `\x` + hex, so a text-format
-//! field may also be `\x5056…`; [`parse_text`] reads both forms.
+//! PostgreSQL prints `bytea` in text format as `\x` + hex (or, with
+//! `bytea_output = 'escape'`, in the escape form), so a text-format field
+//! may also be `\x5056…` or `PV\001…`; [`parse_field`] reads every form and
+//! says which it was ([`Form`]).
 //!
 //! Key bytes and plaintexts live in zeroizing buffers, key types print as
 //! `..redacted..`, and no error message contains a plaintext or key byte.
 
+mod cache;
 mod cipher;
 mod envelope;
 mod keys;
@@ -50,9 +53,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use cache::DecryptCache;
 pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
 pub use envelope::{
-    looks_encrypted_text, parse_bytes, parse_text, Envelope, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
+    encoded_header, key_of, looks_encrypted_text, parse_bytes, parse_field, parse_text, Envelope,
+    Form, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
 };
 pub use keys::{DataKey, KeySource, MasterKey, MasterKeyError, MASTER_KEY_ENV};
 

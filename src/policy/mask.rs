@@ -25,6 +25,9 @@
 //! `@`; a value that is not `local@domain` becomes `****`. `phone` hides
 //! every digit but the last four and keeps `+`, spaces, `-`, `.`, `(` and
 //! `)`; any other character is hidden too.
+//!
+//! A `bytea` column has bytes, not characters: whatever its mask, a masked
+//! reader gets the four bytes `****`, as `redact` writes (see `reveal`).
 
 use std::str::FromStr;
 

@@ -4,14 +4,15 @@
 
 use pg_query::protobuf::{
     a_const, AConst, AExpr, AExprKind, ColumnRef, CommonTableExpr, DeleteStmt, ExecuteStmt,
-    InsertStmt, JoinExpr, Node, OnConflictClause, PrepareStmt, RangeSubselect, RangeVar, ResTarget,
-    ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink, Token, UpdateStmt, WithClause,
+    InsertStmt, JoinExpr, Node, OnConflictClause, PrepareStmt, RangeFunction, RangeSubselect,
+    RangeVar, ResTarget, ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink, Token,
+    UpdateStmt, WithClause,
 };
 use pg_query::NodeRef;
 
 use super::{
-    splice, ColumnOrder, ColumnRefId, Encryptor, NodeEnum, Outcome, ParamSlot, Prepared, Reason,
-    Rewrite,
+    array, splice, storage, ColumnRefId, Columns, Encryptor, NodeEnum, Outcome, ParamSlot,
+    Prepared, PreparedSlots, Reason, Rewrite, Storage, Target,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
 
@@ -102,6 +103,10 @@ impl<'s, 'a> Scope<'s, 'a> {
     }
 }
 
+/// Checks one element of an array for a protected column.
+type ElementCheck<'a> =
+    for<'s> fn(&mut Analyzer<'a>, &'a ColumnPolicy, &Node, &Scope<'s, 'a>) -> Result<()>;
+
 /// What a comparison operand or a written value is.
 enum Operand<'n, 'a> {
     Protected(&'a ColumnPolicy),
@@ -117,9 +122,13 @@ pub(super) struct Analyzer<'a> {
     tokens: Vec<ScanToken>,
     policy: &'a Policy,
     enc: &'a dyn Encryptor,
-    column_order: ColumnOrder<'a>,
+    columns: &'a dyn Columns,
+    /// The statements the session prepared before this text.
+    session_prepared: &'a PreparedSlots,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
+    /// The statements this text prepares, in order.
+    prepared: Vec<Prepared>,
     /// Protected columns written with a value (encrypted).
     written: Vec<ColumnRefId>,
 }
@@ -130,21 +139,29 @@ impl<'a> Analyzer<'a> {
         tokens: Vec<ScanToken>,
         policy: &'a Policy,
         enc: &'a dyn Encryptor,
-        column_order: ColumnOrder<'a>,
+        columns: &'a dyn Columns,
+        session_prepared: &'a PreparedSlots,
     ) -> Self {
         Analyzer {
             sql,
             tokens,
             policy,
             enc,
-            column_order,
+            columns,
+            session_prepared,
             edits: Vec::new(),
             params: Vec::new(),
+            prepared: Vec::new(),
             written: Vec::new(),
         }
     }
 
-    pub fn finish(self, prepared: Vec<Prepared>) -> Outcome {
+    pub fn finish(self) -> Outcome {
+        let prepared: Vec<Prepared> = self
+            .prepared
+            .into_iter()
+            .filter(|p| !p.params.is_empty())
+            .collect();
         if self.edits.is_empty() && self.params.is_empty() && prepared.is_empty() {
             return Outcome::Unchanged;
         }
@@ -156,30 +173,49 @@ impl<'a> Analyzer<'a> {
         })
     }
 
-    /// Analyses a top-level statement other than COPY and PREPARE.
+    /// Analyses a top-level statement other than COPY.
     pub fn statement(&mut self, node: &NodeEnum) -> Result<()> {
         self.statement_in(node, &Scope::default())
     }
 
-    /// Analyses the statement a PREPARE prepares; returns its slots.
-    pub fn prepare(&mut self, prepare: &PrepareStmt) -> Result<Vec<ParamSlot>> {
+    /// Analyses the statement a PREPARE prepares and notes its slots.
+    fn prepare(&mut self, prepare: &PrepareStmt) -> Result<()> {
         let outer = std::mem::take(&mut self.params);
         let result = self.optional_statement(prepare.query.as_deref(), &Scope::default());
-        let slots = std::mem::replace(&mut self.params, outer);
-        result.map(|()| slots)
+        let params = std::mem::replace(&mut self.params, outer);
+        result?;
+        self.prepared.push(Prepared {
+            name: prepare.name.clone(),
+            params,
+        });
+        Ok(())
     }
 
-    /// Encrypts the arguments of an EXECUTE at these slots.
-    pub fn execute(&mut self, execute: &ExecuteStmt, slots: &[ParamSlot]) -> Result<()> {
-        for slot in slots {
+    /// Encrypts the arguments of an EXECUTE at the slots of its statement,
+    /// prepared earlier in this text or in the session.
+    fn execute(&mut self, execute: &ExecuteStmt) -> Result<()> {
+        let slots = self
+            .prepared
+            .iter()
+            .rev()
+            .find(|p| p.name == execute.name)
+            .map(|p| &p.params)
+            .or_else(|| self.session_prepared.get(&execute.name))
+            .cloned()
+            .unwrap_or_default();
+        for slot in &slots {
+            let c = &slot.target.column;
             let (Some(arg), Some(column)) = (
                 execute.params.get(slot.number.wrapping_sub(1)),
-                self.policy
-                    .column(&slot.column.schema, &slot.column.table, &slot.column.column),
+                self.policy.column(&c.schema, &c.table, &c.column),
             ) else {
                 continue;
             };
-            self.write(column, arg, &Scope::default())?;
+            if slot.array {
+                self.write_array(column, arg, &Scope::default())?;
+            } else {
+                self.write(column, arg, &Scope::default())?;
+            }
         }
         Ok(())
     }
@@ -198,6 +234,8 @@ impl<'a> Analyzer<'a> {
             NodeEnum::UpdateStmt(s) => self.update(s, scope),
             NodeEnum::DeleteStmt(s) => self.delete(s, scope),
             NodeEnum::MergeStmt(_) => self.merge(node),
+            NodeEnum::PrepareStmt(s) => self.prepare(s),
+            NodeEnum::ExecuteStmt(s) => self.execute(s),
             NodeEnum::ExplainStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::DeclareCursorStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::CreateTableAsStmt(s) => self.optional_statement(s.query.as_deref(), scope),
@@ -475,12 +513,12 @@ impl<'a> Analyzer<'a> {
                     }
                 }
             }
-            Some(NodeEnum::SelectStmt(select)) => {
-                if let Some(column) = targets.iter().flatten().next() {
-                    return Err(Reason::InsertSelect((*column).into()));
-                }
-                self.select(select, &scope)?;
-            }
+            Some(NodeEnum::SelectStmt(select)) => match targets.iter().flatten().next() {
+                Some(first) => self
+                    .insert_select(select, &targets, &scope)
+                    .ok_or_else(|| Reason::InsertSelect((*first).into()))??,
+                None => drop(self.select(select, &scope)?),
+            },
             _ => {}
         }
         scope.relations.push(target);
@@ -488,6 +526,81 @@ impl<'a> Analyzer<'a> {
             self.on_conflict(conflict, schema, &table, &scope)?;
         }
         self.returning(s.returning_clause.as_ref(), &scope)
+    }
+
+    /// `INSERT ... SELECT` writing protected columns, in the two shapes
+    /// ORMs send batches in: `SELECT * FROM UNNEST(a1, a2, ...)` (Django),
+    /// each array written element by element, and `SELECT p0::T, ... FROM
+    /// (VALUES ...) AS t(p0, ...) ORDER BY ...` (SQLAlchemy's
+    /// insertmanyvalues), each VALUES item written to the column its
+    /// output goes to. `None` for any other SELECT.
+    fn insert_select(
+        &mut self,
+        select: &SelectStmt,
+        targets: &[Option<&'a ColumnPolicy>],
+        scope: &Scope<'_, 'a>,
+    ) -> Option<Result<()>> {
+        let plain = select.op() == SetOperation::SetopNone
+            && select.with_clause.is_none()
+            && select.distinct_clause.is_empty()
+            && select.where_clause.is_none()
+            && select.group_clause.is_empty()
+            && select.having_clause.is_none()
+            && select.window_clause.is_empty()
+            && select.values_lists.is_empty()
+            && select.limit_count.is_none()
+            && select.limit_offset.is_none()
+            && select.locking_clause.is_empty();
+        let [from] = select.from_clause.as_slice() else {
+            return None;
+        };
+        if !plain {
+            return None;
+        }
+        let result = match &from.node {
+            Some(NodeEnum::RangeFunction(function)) => {
+                let arrays = unnest_arrays(select, function)?;
+                arrays.iter().enumerate().try_for_each(|(i, array)| {
+                    match targets.get(i).copied().flatten() {
+                        Some(column) => self.write_array(column, array, scope),
+                        None => self.value(array, scope),
+                    }
+                })
+            }
+            Some(NodeEnum::RangeSubselect(sub)) => {
+                let (rows, sources) = values_sources(select, sub, targets)?;
+                self.write_values(rows, &sources, scope)
+            }
+            _ => return None,
+        };
+        Some(result.and_then(|()| {
+            select
+                .sort_clause
+                .iter()
+                .try_for_each(|item| self.value(item, scope))
+        }))
+    }
+
+    /// Writes the rows of a VALUES list: the items at the positions
+    /// `sources` names to those columns, the others as plain values.
+    fn write_values(
+        &mut self,
+        rows: &[Node],
+        sources: &[(usize, &'a ColumnPolicy)],
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        for row in rows {
+            let Some(NodeEnum::List(row)) = &row.node else {
+                continue;
+            };
+            for (k, item) in row.items.iter().enumerate() {
+                match sources.iter().find(|(source, _)| *source == k) {
+                    Some((_, column)) => self.write(column, item, scope)?,
+                    None => self.value(item, scope)?,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The protected column each inserted value goes to, in order.
@@ -504,11 +617,13 @@ impl<'a> Analyzer<'a> {
             let Some(first) = self.policy.columns_of(schema, &table).next() else {
                 return Ok(Vec::new());
             };
-            (self.column_order)(schema, &table).ok_or_else(|| Reason::NoColumnList {
-                statement: "INSERT",
-                table: format!("{schema}.{table}"),
-                column: first.into(),
-            })?
+            self.columns
+                .order(schema, &table)
+                .ok_or_else(|| Reason::NoColumnList {
+                    statement: "INSERT",
+                    table: format!("{schema}.{table}"),
+                    column: first.into(),
+                })?
         } else {
             s.cols
                 .iter()
@@ -663,10 +778,7 @@ impl<'a> Analyzer<'a> {
         }
         let operand = self.operand(value, scope);
         if matches!(operand, Operand::Literal(..) | Operand::Param(_)) {
-            let id = ColumnRefId::from(column);
-            if !self.written.contains(&id) {
-                self.written.push(id);
-            }
+            self.note_written(column);
         }
         match operand {
             Operand::Literal(constant, text) => self.encrypt(column, constant, text),
@@ -674,6 +786,63 @@ impl<'a> Analyzer<'a> {
             Operand::Null => Ok(()),
             Operand::Protected(_) | Operand::Other => Err(Reason::NotWritable(column.into())),
         }
+    }
+
+    fn note_written(&mut self, column: &ColumnPolicy) {
+        let id = ColumnRefId::from(column);
+        if !self.written.contains(&id) {
+            self.written.push(id);
+        }
+    }
+
+    /// An array of values for `column`: `ARRAY[...]`, each element
+    /// checked by `element`; a string literal in array syntax or a `$n`,
+    /// encrypted element by element; or NULL, possibly cast. Anything else
+    /// is refused with `other`, and any array for a `bytea` column.
+    fn array(
+        &mut self,
+        column: &'a ColumnPolicy,
+        node: &Node,
+        scope: &Scope<'_, 'a>,
+        element: ElementCheck<'a>,
+        other: fn(ColumnRefId) -> Reason,
+    ) -> Result<()> {
+        if storage(self.columns, column)? == Storage::Bytea {
+            return Err(Reason::ByteaArray(column.into()));
+        }
+        match &node.node {
+            Some(NodeEnum::TypeCast(cast)) => match cast.arg.as_deref() {
+                Some(arg) => self.array(column, arg, scope, element, other),
+                None => Err(other(column.into())),
+            },
+            Some(NodeEnum::AArrayExpr(array)) => array
+                .elements
+                .iter()
+                .try_for_each(|item| element(self, column, item, scope)),
+            Some(NodeEnum::AConst(c)) if c.isnull => Ok(()),
+            Some(NodeEnum::AConst(
+                constant @ AConst {
+                    val: Some(a_const::Val::Sval(text)),
+                    ..
+                },
+            )) => self.encrypt_array(column, constant, &text.sval),
+            Some(NodeEnum::ParamRef(p)) => match usize::try_from(p.number) {
+                Ok(number) => self.slot(column, number, true),
+                Err(_) => Err(other(column.into())),
+            },
+            _ => Err(other(column.into())),
+        }
+    }
+
+    /// An array written to a protected column, element by element.
+    fn write_array(
+        &mut self,
+        column: &'a ColumnPolicy,
+        node: &Node,
+        scope: &Scope<'_, 'a>,
+    ) -> Result<()> {
+        self.note_written(column);
+        self.array(column, node, scope, Self::write, Reason::NotWritable)
     }
 
     // Expressions
@@ -836,6 +1005,21 @@ impl<'a> Analyzer<'a> {
                     }
                 }
             }
+            AExprKind::AexprOpAny | AExprKind::AexprOpAll if matches!(operator, "=" | "<>") => {
+                let right = right.ok_or(Reason::Syntax)?;
+                match self.protected_ref(left, scope) {
+                    Some(column) if column.encryption == Encryption::Randomized => {
+                        Err(Reason::Randomized(column.into()))
+                    }
+                    Some(column) => {
+                        self.array(column, right, scope, Self::equality, Reason::Incomparable)
+                    }
+                    None => {
+                        self.expr(left, scope, strict)?;
+                        self.expr(right, scope, strict)
+                    }
+                }
+            }
             _ => {
                 let mut operands = vec![left];
                 if let Some(Node {
@@ -908,9 +1092,14 @@ impl<'a> Analyzer<'a> {
     }
 
     fn param(&mut self, column: &ColumnPolicy, number: usize) -> Result<()> {
+        self.slot(column, number, false)
+    }
+
+    fn slot(&mut self, column: &ColumnPolicy, number: usize, array: bool) -> Result<()> {
         let slot = ParamSlot {
             number,
-            column: column.into(),
+            target: Target::of(self.columns, column)?,
+            array,
         };
         if !self.params.contains(&slot) {
             self.params.push(slot);
@@ -921,26 +1110,79 @@ impl<'a> Analyzer<'a> {
     /// Replaces the literal token at the constant's location by the
     /// literal of its ciphertext.
     fn encrypt(&mut self, column: &ColumnPolicy, constant: &AConst, plaintext: &str) -> Result<()> {
-        let encrypt_error = |error| Reason::Encrypt {
-            column: column.into(),
-            error,
+        let replacement = match storage(self.columns, column)? {
+            Storage::Text => format!("'{}'", self.ciphertext(column, plaintext)?),
+            Storage::Bytea => self.bytea_literal(column, plaintext)?,
         };
-        let ciphertext = self.enc.encrypt(column, plaintext).map_err(encrypt_error)?;
+        self.replace_literal(constant, replacement)
+    }
+
+    /// Replaces a string literal in array syntax (`'{a,b}'`) by the array
+    /// of its elements' ciphertexts.
+    fn encrypt_array(
+        &mut self,
+        column: &ColumnPolicy,
+        constant: &AConst,
+        plaintext: &str,
+    ) -> Result<()> {
+        let mut failure = None;
+        let encrypted = array::map_text(plaintext, |element| {
+            self.ciphertext(column, element).map_err(|reason| {
+                let message = reason.to_string();
+                failure = Some(reason);
+                message
+            })
+        });
+        match (encrypted, failure) {
+            (_, Some(reason)) => Err(reason),
+            (Ok(encrypted), None) => self.replace_literal(constant, format!("'{encrypted}'")),
+            (Err(error), None) => Err(Reason::Array {
+                column: column.into(),
+                error,
+            }),
+        }
+    }
+
+    /// The ciphertext of `plaintext` for a text `column`, checked to be
+    /// plain ASCII text that needs no escaping in a literal.
+    fn ciphertext(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String> {
+        let ciphertext = self
+            .enc
+            .encrypt(column, plaintext)
+            .map_err(|error| encrypt_error(column, error))?;
         if !ciphertext
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
         {
-            return Err(encrypt_error(super::EncryptError(
-                "the ciphertext is not plain ASCII text".into(),
-            )));
+            return Err(encrypt_error(
+                column,
+                super::EncryptError("the ciphertext is not plain ASCII text".into()),
+            ));
         }
+        Ok(ciphertext)
+    }
+
+    /// `E'\\x...'`: the hex form of the binary ciphertext of the bytes the
+    /// literal stands for.
+    fn bytea_literal(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String> {
+        let bytes = crate::bytea::decode(plaintext.as_bytes())
+            .ok_or_else(|| Reason::NotBytea(column.into()))?;
+        let ciphertext = self
+            .enc
+            .encrypt_bytes(column, &bytes)
+            .map_err(|error| encrypt_error(column, error))?;
+        Ok(format!("E'\\\\x{}'", hex::encode(ciphertext)))
+    }
+
+    /// Replaces the literal token of `constant` by `replacement`.
+    fn replace_literal(&mut self, constant: &AConst, replacement: String) -> Result<()> {
         let (start, end) = self
             .literal_extent(constant.location)
             .ok_or(Reason::Syntax)?;
         self.edits.push(Edit {
             start,
             end,
-            replacement: format!("'{ciphertext}'"),
+            replacement,
         });
         Ok(())
     }
@@ -962,6 +1204,13 @@ impl<'a> Analyzer<'a> {
             usize::try_from(self.tokens[i].start).ok()?,
             usize::try_from(end).ok()?,
         ))
+    }
+}
+
+fn encrypt_error(column: &ColumnPolicy, error: super::EncryptError) -> Reason {
+    Reason::Encrypt {
+        column: column.into(),
+        error,
     }
 }
 
@@ -1031,6 +1280,96 @@ fn star_target(node: &Node) -> Option<Vec<String>> {
             Some(fields_of(c))
         }
         _ => None,
+    }
+}
+
+/// The arrays of `SELECT * FROM UNNEST(a1, a2, ...)`, if the SELECT is
+/// just that.
+fn unnest_arrays<'s>(select: &'s SelectStmt, function: &'s RangeFunction) -> Option<&'s [Node]> {
+    let only_star = match select.target_list.as_slice() {
+        [Node {
+            node: Some(NodeEnum::ResTarget(res)),
+        }] => res
+            .val
+            .as_deref()
+            .and_then(star_target)
+            .is_some_and(|fields| fields.is_empty()),
+        _ => false,
+    };
+    if !only_star
+        || function.lateral
+        || function.ordinality
+        || function.is_rowsfrom
+        || !function.coldeflist.is_empty()
+    {
+        return None;
+    }
+    let [Node {
+        node: Some(NodeEnum::List(call)),
+    }] = function.functions.as_slice()
+    else {
+        return None;
+    };
+    match call.items.first().and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::FuncCall(f))
+            if f.funcname.last().and_then(string) == Some("unnest")
+                && f.agg_order.is_empty()
+                && f.agg_filter.is_none()
+                && f.over.is_none()
+                && !f.func_variadic =>
+        {
+            Some(&f.args)
+        }
+        _ => None,
+    }
+}
+
+/// The VALUES column position each protected column is written from.
+type Sources<'a> = Vec<(usize, &'a ColumnPolicy)>;
+
+/// For `SELECT p0::T, ... FROM (VALUES ...) AS t(p0, ...)`: the rows of
+/// the VALUES list, and for each protected target, the position of the
+/// VALUES column it outputs, (possibly cast). `None` if a protected target
+/// is anything else, or two take the same VALUES column.
+fn values_sources<'s, 'a>(
+    select: &SelectStmt,
+    sub: &'s RangeSubselect,
+    targets: &[Option<&'a ColumnPolicy>],
+) -> Option<(&'s [Node], Sources<'a>)> {
+    let Some(NodeEnum::SelectStmt(values)) = sub.subquery.as_deref()?.node.as_ref() else {
+        return None;
+    };
+    if sub.lateral || !is_plain_values(values) {
+        return None;
+    }
+    let alias = sub.alias.as_ref()?;
+    let names: Vec<&str> = alias.colnames.iter().filter_map(string).collect();
+    let mut sources = Vec::new();
+    for (i, column) in targets.iter().enumerate() {
+        let Some(column) = column else { continue };
+        let Some(NodeEnum::ResTarget(res)) = select.target_list.get(i)?.node.as_ref() else {
+            return None;
+        };
+        let fields = column_fields(uncast(res.val.as_deref()?))?;
+        let name = match fields.as_slice() {
+            [name] => name,
+            [relation, name] if *relation == alias.aliasname => name,
+            _ => return None,
+        };
+        let k = names.iter().position(|n| n == name)?;
+        if sources.iter().any(|(source, _)| *source == k) {
+            return None;
+        }
+        sources.push((k, *column));
+    }
+    Some((&values.values_lists, sources))
+}
+
+/// The expression under any casts.
+fn uncast(node: &Node) -> &Node {
+    match &node.node {
+        Some(NodeEnum::TypeCast(cast)) => cast.arg.as_deref().map_or(node, uncast),
+        _ => node,
     }
 }
 

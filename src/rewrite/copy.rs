@@ -7,7 +7,7 @@
 
 use pg_query::protobuf::{CopyStmt, DefElem, Node};
 
-use super::{ColumnOrder, ColumnRefId, NodeEnum, Reason};
+use super::{ColumnRefId, Columns, NodeEnum, Reason, Target};
 use crate::policy::Policy;
 
 /// The format of a COPY data stream.
@@ -93,18 +93,18 @@ pub struct CopyIn {
     /// `(schema, table)`.
     pub table: (String, String),
     /// The columns of the data, in order: `None` for an unprotected one.
-    pub columns: Vec<Option<ColumnRefId>>,
+    pub columns: Vec<Option<Target>>,
     pub options: CopyOptions,
 }
 
 impl CopyIn {
     /// The first protected column, to name in errors.
-    pub(super) fn first_protected(&self) -> ColumnRefId {
+    pub fn first_protected(&self) -> ColumnRefId {
         self.columns
             .iter()
             .flatten()
             .next()
-            .cloned()
+            .map(|target| target.column.clone())
             .expect("a CopyIn has a protected column")
     }
 }
@@ -113,7 +113,7 @@ impl CopyIn {
 pub(super) fn copy_in(
     copy: &CopyStmt,
     policy: &Policy,
-    column_order: ColumnOrder<'_>,
+    columns: &dyn Columns,
 ) -> Result<Option<CopyIn>, Reason> {
     let Some(range) = copy.relation.as_ref().filter(|_| copy.is_from) else {
         return Ok(None);
@@ -130,20 +130,28 @@ pub(super) fn copy_in(
         return Err(Reason::CopyWhere(first.into()));
     }
     let names: Vec<String> = if copy.attlist.is_empty() {
-        column_order(schema, table).ok_or_else(|| Reason::NoColumnList {
-            statement: "COPY",
-            table: format!("{schema}.{table}"),
-            column: first.into(),
-        })?
+        columns
+            .order(schema, table)
+            .ok_or_else(|| Reason::NoColumnList {
+                statement: "COPY",
+                table: format!("{schema}.{table}"),
+                column: first.into(),
+            })?
     } else {
         copy.attlist.iter().filter_map(text).collect()
     };
+    let targets = names
+        .iter()
+        .map(|name| {
+            policy
+                .column(schema, table, name)
+                .map(|column| Target::of(columns, column))
+                .transpose()
+        })
+        .collect::<Result<_, Reason>>()?;
     Ok(Some(CopyIn {
         table: (schema.to_owned(), table.clone()),
-        columns: names
-            .iter()
-            .map(|name| policy.column(schema, table, name).map(Into::into))
-            .collect(),
+        columns: targets,
         options: options(&copy.options),
     }))
 }

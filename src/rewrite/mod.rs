@@ -16,7 +16,14 @@
 //! parameter (possibly cast) to a protected column, and `ON CONFLICT` also
 //! `EXCLUDED.col` to the same column. Anything else (a function call,
 //! another column, a subquery, `INSERT ... SELECT`) is refused, because
-//! the value would reach the table unencrypted. `DEFAULT` is kept: a
+//! the value would reach the table unencrypted, except for the two
+//! `INSERT ... SELECT` shapes ORMs batch rows in: `SELECT * FROM
+//! UNNEST(a1, a2, ...)` (Django's `bulk_create`), whose arrays are
+//! encrypted element by element, and `SELECT p0::T, ... FROM (VALUES ...)
+//! AS t(p0, ...) ORDER BY ...` (SQLAlchemy's insertmanyvalues), whose
+//! VALUES items are written to the columns their outputs go to. An
+//! array is an `ARRAY[...]` of such values, a string literal in array
+//! syntax or a parameter (see [`array`]). `DEFAULT` is kept: a
 //! protected column must not have a non-NULL default (checked elsewhere,
 //! from the catalog). `MERGE` touching a protected table is refused.
 //! `COPY ... FROM STDIN` into a protected table is reported as
@@ -26,7 +33,9 @@
 //! subqueries, CTEs, joins), a protected column may be compared with `=`,
 //! `<>`, `IN (...)`, `IS [NOT] DISTINCT FROM` to a literal (encrypted with
 //! the column's key), a parameter, `NULL`, or another protected column of
-//! the same key domain; it may be tested with `IS [NOT] NULL`. Only
+//! the same key domain; with `= ANY (...)`, `<> ALL (...)` (and `<> ANY`,
+//! `= ALL`) to an array, encrypted element by element; it may be tested
+//! with `IS [NOT] NULL`. Only
 //! deterministic columns can be compared; randomized ones only tested for
 //! NULL. Ranges, `LIKE`, `ORDER BY`, other operators and functions of a
 //! protected column in a condition are refused: on ciphertext they would
@@ -48,16 +57,29 @@
 //! `CALL`; a `$n` used for two different columns; `NATURAL` joins; window
 //! definitions; `DISTINCT ON`; the column aliases of a CTE.
 //!
+//! **Column types.** A protected column of a text type (`text`, `varchar`,
+//! `char`, `citext`, a domain over one) holds the text envelope; a `bytea`
+//! column (or a domain over it) holds the binary envelope, and its
+//! plaintext is the bytes the value stands for, whether it was written in
+//! hex (`'\x0102'`) or escape form, so equal bytes encrypt equally. A
+//! literal for a `bytea` column is replaced by `E'\\x...'`, which reads the
+//! same whatever `standard_conforming_strings` is. Writing or comparing a
+//! value to a protected column of any other type is refused: it cannot
+//! hold ciphertext. Types come from the catalog ([`Columns`]); a column it
+//! does not know is taken to be text.
+//!
 //! Refusal messages start with `pgveil:`, name the column and the reason,
 //! and never quote the statement or its values, which may be personal
 //! data.
 
 mod analyze;
+pub mod array;
 mod copy;
 mod settings;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use pg_query::protobuf::node::Node as NodeEnum;
@@ -72,10 +94,74 @@ pub use settings::{declarations, undeclarable_call, Declarations, Effect, Param,
 
 /// Encrypts values for protected columns.
 pub trait Encryptor: Sync {
-    /// The ciphertext of `plaintext` for `column`, as ASCII text made of
-    /// `[A-Za-z0-9_:-]` only, so that it can be written as a plain SQL
-    /// string literal.
+    /// The ciphertext of `plaintext` for a text `column`, as ASCII text
+    /// made of `[A-Za-z0-9_:-]` only, so that it can be written as a plain
+    /// SQL string literal.
     fn encrypt(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String, EncryptError>;
+
+    /// The binary ciphertext of `plaintext` for a `bytea` `column`.
+    fn encrypt_bytes(
+        &self,
+        column: &ColumnPolicy,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, EncryptError>;
+}
+
+/// How a protected column holds its ciphertext, from its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A text type: the text envelope, `pgv1:...`.
+    Text,
+    /// `bytea`: the binary envelope; the plaintext is the value's bytes.
+    Bytea,
+}
+
+/// The type of a column, as far as protection cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// A string type (`text`, `varchar`, `char`, `citext`, a domain over one).
+    Text,
+    /// `bytea`, or a domain over it.
+    Bytea,
+    /// Any other type, by its SQL name: it cannot hold ciphertext.
+    Other(String),
+}
+
+/// What the catalog says about the protected tables.
+pub trait Columns {
+    /// The column names of a table in order, by schema and table name, for
+    /// statements without a column list.
+    fn order(&self, schema: &str, table: &str) -> Option<Vec<String>>;
+    /// The type of a column; `None` when the catalog does not know it.
+    fn type_of(&self, schema: &str, table: &str, column: &str) -> Option<&ColumnType>;
+}
+
+/// No catalog: no column order, every type unknown.
+pub struct NoCatalog;
+
+impl Columns for NoCatalog {
+    fn order(&self, _: &str, _: &str) -> Option<Vec<String>> {
+        None
+    }
+
+    fn type_of(&self, _: &str, _: &str, _: &str) -> Option<&ColumnType> {
+        None
+    }
+}
+
+/// How `column` stores its ciphertext; refused for a type that cannot. A
+/// column the catalog does not know (its table was created after the
+/// session started) is taken to be text: its ciphertext is then the text
+/// envelope, which no other type turns back into plaintext.
+fn storage(columns: &dyn Columns, column: &ColumnPolicy) -> Result<Storage, Reason> {
+    match columns.type_of(&column.schema, &column.table, &column.column) {
+        None | Some(ColumnType::Text) => Ok(Storage::Text),
+        Some(ColumnType::Bytea) => Ok(Storage::Bytea),
+        Some(ColumnType::Other(type_name)) => Err(Reason::UnsupportedType {
+            column: column.into(),
+            type_name: type_name.clone(),
+        }),
+    }
 }
 
 /// An [`Encryptor`] failure. Its text must not contain the plaintext.
@@ -107,22 +193,53 @@ impl fmt::Display for ColumnRefId {
     }
 }
 
+/// A protected column values are encrypted for, and how it stores them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub column: ColumnRefId,
+    pub storage: Storage,
+}
+
+impl Target {
+    /// The target of values for `column`; refused for a type that cannot
+    /// hold ciphertext.
+    fn of(columns: &dyn Columns, column: &ColumnPolicy) -> Result<Self, Reason> {
+        Ok(Target {
+            column: column.into(),
+            storage: storage(columns, column)?,
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.column.fmt(f)
+    }
+}
+
 /// A `$n` parameter whose value must be encrypted for a column at Bind
 /// time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSlot {
     /// `n`, counted from 1.
     pub number: usize,
-    pub column: ColumnRefId,
+    pub target: Target,
+    /// The value is an array of values for the column (`= ANY($n)`,
+    /// `UNNEST($n)`): each element is encrypted ([`array`]).
+    pub array: bool,
 }
 
-/// The parameter slots of a statement prepared with SQL `PREPARE`, for
-/// [`rewrite_execute`].
+/// The parameter slots of a statement prepared with SQL `PREPARE`, so that
+/// the arguments of a later `EXECUTE` can be encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prepared {
     pub name: String,
     pub params: Vec<ParamSlot>,
 }
+
+/// The parameter slots of the statements a session prepared with SQL
+/// `PREPARE`, by name.
+pub type PreparedSlots = HashMap<String, Vec<ParamSlot>>;
 
 /// A statement text with its protected values encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +281,10 @@ const NOT_SUPPORTED: &str = "0A000";
 const INTERNAL_ERROR: &str = "XX000";
 /// SQLSTATE `character_not_in_repertoire`.
 const NOT_IN_REPERTOIRE: &str = "22021";
+/// SQLSTATE `datatype_mismatch`.
+const DATATYPE_MISMATCH: &str = "42804";
+/// SQLSTATE `invalid_text_representation`.
+const INVALID_TEXT: &str = "22P02";
 
 /// Why pgveil refuses a statement.
 #[derive(Debug, Error)]
@@ -240,11 +361,34 @@ enum Reason {
     Undeclarable(&'static str),
     #[error("pgveil: a parameter of set_config is not valid in the client encoding")]
     UndecodableSetting,
+    #[error(
+        "pgveil: cannot encrypt the array for column {column}: {error}; write it as ARRAY[...], \
+         a string literal or a parameter of type text[]"
+    )]
+    Array {
+        column: ColumnRefId,
+        error: array::ArrayError,
+    },
     #[error("pgveil: cannot encrypt a value for column {column}: {error}")]
     Encrypt {
         column: ColumnRefId,
         error: EncryptError,
     },
+    #[error(
+        "pgveil: column {column} is protected but has type {type_name}, which cannot hold \
+         its ciphertext; a protected column must be of a text type or bytea"
+    )]
+    UnsupportedType {
+        column: ColumnRefId,
+        type_name: String,
+    },
+    #[error("pgveil: the value for bytea column {0} is not valid bytea input")]
+    NotBytea(ColumnRefId),
+    #[error(
+        "pgveil: arrays of values for bytea column {0} are not supported; write or compare \
+         its values one at a time"
+    )]
+    ByteaArray(ColumnRefId),
 }
 
 impl From<Reason> for Refusal {
@@ -253,6 +397,8 @@ impl From<Reason> for Refusal {
             Reason::Syntax => SYNTAX_ERROR,
             Reason::Encrypt { .. } => INTERNAL_ERROR,
             Reason::UndecodableSetting => NOT_IN_REPERTOIRE,
+            Reason::UnsupportedType { .. } => DATATYPE_MISMATCH,
+            Reason::NotBytea(_) => INVALID_TEXT,
             _ => NOT_SUPPORTED,
         };
         Refusal {
@@ -262,57 +408,34 @@ impl From<Reason> for Refusal {
     }
 }
 
-/// Looks up the column order of a table (`schema`, `table`) for an
-/// `INSERT` or `COPY` without a column list. For now there is no catalog
-/// to look in: such statements on protected tables are refused.
-/// The columns of a table in order, by schema and table name, for
-/// statements without a column list (from the catalog).
-pub type ColumnOrder<'a> = &'a dyn Fn(&str, &str) -> Option<Vec<String>>;
-
-const NO_CATALOG: ColumnOrder<'static> = &|_, _| None;
-
 /// Analyses a statement text (one or more statements) for protected
-/// columns, and encrypts the values it writes or compares to them.
+/// columns, and encrypts the values it writes or compares to them, with
+/// no catalog: `INSERT` and `COPY` without a column list are refused, and
+/// every protected column is taken to be text.
 pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
-    rewrite_with_columns(sql, policy, enc, NO_CATALOG)
+    rewrite_in_session(sql, policy, enc, &NoCatalog, &PreparedSlots::new())
 }
 
-/// [`rewrite`], knowing the column order of tables, so that `INSERT` and
-/// `COPY` without a column list can be handled.
-pub fn rewrite_with_columns(
+/// [`rewrite`] in a session: knowing the column order and types of
+/// tables, and the statements the session prepared with SQL `PREPARE`,
+/// whose `EXECUTE` arguments are encrypted wherever it appears (alone,
+/// after other statements or the `PREPARE` in the same text, under
+/// `EXPLAIN` or `CREATE TABLE AS`). A text that mentions no protected
+/// table, and no `execute` while the session has such statements, is
+/// not parsed.
+pub fn rewrite_in_session(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,
-    column_order: ColumnOrder<'_>,
+    columns: &dyn Columns,
+    prepared: &PreparedSlots,
 ) -> Outcome {
-    if !policy.mentions_protected_table(sql) {
+    let may_execute =
+        || !prepared.is_empty() && crate::encrypt::contains_ignore_case(sql.as_bytes(), b"execute");
+    if !policy.mentions_protected_table(sql) && !may_execute() {
         return Outcome::Unchanged;
     }
-    outcome(rewrite_parsed(sql, policy, enc, column_order))
-}
-
-/// Encrypts the arguments of `EXECUTE name (...)` at the parameter slots
-/// of the prepared statement, which `slots_of` looks up by name.
-pub fn rewrite_execute(
-    sql: &str,
-    policy: &Policy,
-    slots_of: impl Fn(&str) -> Option<Vec<ParamSlot>>,
-    enc: &dyn Encryptor,
-) -> Outcome {
-    if !sql.to_ascii_lowercase().contains("execute") {
-        return Outcome::Unchanged;
-    }
-    outcome((|| {
-        let (parsed, mut analyzer) = parse(sql, policy, enc, NO_CATALOG)?;
-        for raw in &parsed.protobuf.stmts {
-            if let Some(NodeEnum::ExecuteStmt(execute)) = statement(raw) {
-                if let Some(slots) = slots_of(&execute.name) {
-                    analyzer.execute(execute, &slots)?;
-                }
-            }
-        }
-        Ok(analyzer.finish(Vec::new()))
-    })())
+    outcome(rewrite_parsed(sql, policy, enc, columns, prepared))
 }
 
 fn outcome(result: Result<Outcome, Reason>) -> Outcome {
@@ -323,33 +446,21 @@ fn statement(raw: &pg_query::protobuf::RawStmt) -> Option<&NodeEnum> {
     raw.stmt.as_ref()?.node.as_ref()
 }
 
-fn parse<'a>(
-    sql: &'a str,
-    policy: &'a Policy,
-    enc: &'a dyn Encryptor,
-    column_order: ColumnOrder<'a>,
-) -> Result<(pg_query::ParseResult, Analyzer<'a>), Reason> {
-    let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
-    let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
-    Ok((
-        parsed,
-        Analyzer::new(sql, tokens, policy, enc, column_order),
-    ))
-}
-
 fn rewrite_parsed(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,
-    column_order: ColumnOrder<'_>,
+    columns: &dyn Columns,
+    prepared: &PreparedSlots,
 ) -> Result<Outcome, Reason> {
-    let (parsed, mut analyzer) = parse(sql, policy, enc, column_order)?;
+    let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
+    let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
+    let mut analyzer = Analyzer::new(sql, tokens, policy, enc, columns, prepared);
     let statements = &parsed.protobuf.stmts;
-    let mut prepared = Vec::new();
     for raw in statements {
         match statement(raw) {
             Some(NodeEnum::CopyStmt(copy)) => {
-                if let Some(copy_in) = copy::copy_in(copy, policy, column_order)? {
+                if let Some(copy_in) = copy::copy_in(copy, policy, columns)? {
                     if statements.len() > 1 {
                         return Err(Reason::CopyNotAlone(copy_in.first_protected()));
                     }
@@ -360,20 +471,11 @@ fn rewrite_parsed(
                     analyzer.statement(query)?;
                 }
             }
-            Some(NodeEnum::PrepareStmt(prepare)) => {
-                let params = analyzer.prepare(prepare)?;
-                if !params.is_empty() {
-                    prepared.push(Prepared {
-                        name: prepare.name.clone(),
-                        params,
-                    });
-                }
-            }
             Some(node) => analyzer.statement(node)?,
             None => {}
         }
     }
-    Ok(analyzer.finish(prepared))
+    Ok(analyzer.finish())
 }
 
 /// Applies edits (sorted or not, never overlapping) to `sql`.

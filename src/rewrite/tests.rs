@@ -16,13 +16,23 @@ table = "customers"
 column = "national_id"
 
 [[column]]
+table = "customers"
+column = "photo"
+encryption = "deterministic"
+
+[[column]]
+table = "customers"
+column = "visits"
+
+[[column]]
 table = "crm.contacts"
 column = "mail"
 encryption = "deterministic"
 key_domain = "public.customers.email"
 "#;
 
-/// `pgv1:` + the hex of the plaintext + `:` + the column name.
+/// `pgv1:` + the hex of the plaintext + `:` + the column name; for bytes,
+/// the column name, `:` and the bytes.
 struct Fake;
 
 impl Encryptor for Fake {
@@ -30,6 +40,42 @@ impl Encryptor for Fake {
         let hex: String = plaintext.bytes().map(|b| format!("{b:02x}")).collect();
         Ok(format!("pgv1:{hex}:{}", column.column))
     }
+
+    fn encrypt_bytes(
+        &self,
+        column: &ColumnPolicy,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, EncryptError> {
+        Ok([column.column.as_bytes(), b":", plaintext].concat())
+    }
+}
+
+/// A catalog in which `customers.photo` is a `bytea` and
+/// `customers.visits` an integer; the other columns are unknown.
+struct Types(ColumnType);
+
+impl Types {
+    fn new() -> Self {
+        Types(ColumnType::Other("integer".into()))
+    }
+}
+
+impl Columns for Types {
+    fn order(&self, _: &str, _: &str) -> Option<Vec<String>> {
+        None
+    }
+
+    fn type_of(&self, _: &str, _: &str, column: &str) -> Option<&ColumnType> {
+        match column {
+            "photo" => Some(&ColumnType::Bytea),
+            "visits" => Some(&self.0),
+            _ => None,
+        }
+    }
+}
+
+fn typed(sql: &str) -> Outcome {
+    rewrite_in_session(sql, &policy(), &Fake, &Types::new(), &PreparedSlots::new())
 }
 
 fn policy() -> Policy {
@@ -89,7 +135,11 @@ fn column_id(column: &str) -> ColumnRefId {
 fn slot(number: usize, column: &str) -> ParamSlot {
     ParamSlot {
         number,
-        column: column_id(column),
+        target: Target {
+            column: column_id(column),
+            storage: Storage::Text,
+        },
+        array: false,
     }
 }
 
@@ -453,9 +503,9 @@ fn copy_from_stdin_reports_the_columns() {
         copy.columns,
         [
             None,
-            Some(slot(0, "email").column),
+            Some(slot(0, "email").target),
             None,
-            Some(slot(0, "full_name").column)
+            Some(slot(0, "full_name").target)
         ]
     );
     assert_eq!(
@@ -536,28 +586,51 @@ fn prepare_reports_slots_and_execute_encrypts_them() {
             params: vec![slot(1, "email")],
         }]
     );
-    let slots_of = |name: &str| (name == "find").then(|| r.prepared[0].params.clone());
-    let outcome = rewrite_execute("EXECUTE find('a@b', 7)", &policy(), slots_of, &Fake);
-    assert_eq!(
-        outcome,
+    let session = PreparedSlots::from([("find".to_owned(), r.prepared[0].params.clone())]);
+    let execute = |sql| rewrite_in_session(sql, &policy(), &Fake, &NoCatalog, &session);
+    let expected = |sql: String| {
         Outcome::Rewritten(Rewrite {
-            sql: format!("EXECUTE find({}, 7)", ct("a@b", "email")),
+            sql,
             params: Vec::new(),
             prepared: Vec::new(),
             written: vec![column_id("email")],
         })
-    );
+    };
+    let encrypted = ct("a@b", "email");
     assert_eq!(
-        rewrite_execute("EXECUTE other('a@b')", &policy(), slots_of, &Fake),
-        Outcome::Unchanged
+        execute("EXECUTE find('a@b', 7)"),
+        expected(format!("EXECUTE find({encrypted}, 7)"))
     );
-    let outcome = rewrite_execute(
-        "EXECUTE find(lower('secret'), 7)",
-        &policy(),
-        slots_of,
-        &Fake,
-    );
+    // Wherever the EXECUTE is: after another statement, under EXPLAIN or
+    // CREATE TABLE AS.
+    for sql in [
+        "SELECT 1; EXECUTE find('a@b', 7)",
+        "EXPLAIN ANALYZE EXECUTE find('a@b', 7)",
+        "CREATE TABLE t AS EXECUTE find('a@b', 7)",
+    ] {
+        assert_eq!(
+            execute(sql),
+            expected(sql.replace("'a@b'", &encrypted)),
+            "{sql}"
+        );
+    }
+    assert_eq!(execute("EXECUTE other('a@b')"), Outcome::Unchanged);
+    let outcome = execute("EXECUTE find(lower('secret'), 7)");
     assert!(matches!(outcome, Outcome::Refused(r) if r.sqlstate == "0A000"));
+}
+
+#[test]
+fn execute_after_prepare_in_the_same_text_is_encrypted() {
+    let sql = "PREPARE add (text) AS INSERT INTO customers (email) VALUES ($1); \
+               EXECUTE add('a@b'); INSERT INTO customers (email) VALUES ('c@d'); EXECUTE add('e@f')";
+    let r = rewritten(sql);
+    assert_eq!(
+        r.sql,
+        sql.replace("'a@b'", &ct("a@b", "email"))
+            .replace("'c@d'", &ct("c@d", "email"))
+            .replace("'e@f'", &ct("e@f", "email"))
+    );
+    assert_eq!(r.prepared[0].name, "add");
 }
 
 #[test]
@@ -618,4 +691,102 @@ fn written_columns_are_reported() {
     assert_eq!(r.written, vec![column_id("email"), column_id("full_name")]);
     let r = rewritten("SELECT id FROM customers WHERE email = 'a@b.c'");
     assert!(r.written.is_empty(), "a search writes nothing");
+}
+
+/// `E'\\x...'` of what [`Fake`] makes of these bytes for `photo`.
+fn bytea_ct(bytes: &[u8]) -> String {
+    format!("E'\\\\x{}'", hex::encode([&b"photo:"[..], bytes].concat()))
+}
+
+#[test]
+fn bytea_literals_are_decoded_and_encrypted_as_bytes() {
+    let sql = "INSERT INTO customers (photo, email) VALUES ('\\x00ff', 'a@b')";
+    let Outcome::Rewritten(r) = typed(sql) else {
+        panic!("{sql}");
+    };
+    assert_eq!(
+        r.sql,
+        format!(
+            "INSERT INTO customers (photo, email) VALUES ({}, {})",
+            bytea_ct(b"\x00\xff"),
+            ct("a@b", "email")
+        )
+    );
+    // The escape form and E'' spellings stand for the same bytes, so a
+    // search on the deterministic column finds them.
+    let Outcome::Rewritten(r) =
+        typed("SELECT id FROM customers WHERE photo = E'ab\\\\\\\\c\\\\001'::bytea")
+    else {
+        panic!("search");
+    };
+    assert_eq!(
+        r.sql,
+        format!(
+            "SELECT id FROM customers WHERE photo = {}::bytea",
+            bytea_ct(b"ab\\c\x01")
+        )
+    );
+    let r = match typed("UPDATE customers SET photo = $1 WHERE id = $2") {
+        Outcome::Rewritten(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(r.params[0].target.storage, Storage::Bytea);
+    let Outcome::Refused(refusal) = typed("INSERT INTO customers (photo) VALUES ('\\xzz secret')")
+    else {
+        panic!("invalid bytea accepted");
+    };
+    assert_eq!(refusal.sqlstate, "22P02");
+    assert_eq!(
+        refusal.message,
+        "pgveil: the value for bytea column public.customers.photo is not valid bytea input"
+    );
+}
+
+#[test]
+fn a_protected_column_of_another_type_cannot_be_written() {
+    for sql in [
+        "INSERT INTO customers (visits) VALUES ('3')",
+        "UPDATE customers SET visits = $1",
+        "COPY customers (id, visits) FROM STDIN",
+    ] {
+        let Outcome::Refused(refusal) = typed(sql) else {
+            panic!("{sql}");
+        };
+        assert_eq!(refusal.sqlstate, "42804", "{sql}");
+        assert_eq!(
+            refusal.message,
+            "pgveil: column public.customers.visits is protected but has type integer, \
+             which cannot hold its ciphertext; a protected column must be of a text type \
+             or bytea"
+        );
+    }
+    assert_eq!(
+        typed("INSERT INTO customers (visits) VALUES (NULL)"),
+        Outcome::Unchanged
+    );
+    let Outcome::CopyIn(copy) = typed("COPY customers (photo) FROM STDIN") else {
+        panic!("COPY of a bytea column");
+    };
+    assert_eq!(copy.columns[0].as_ref().unwrap().storage, Storage::Bytea);
+}
+
+#[test]
+fn arrays_for_a_bytea_column_are_refused() {
+    for sql in [
+        "SELECT id FROM customers WHERE photo = ANY($1)",
+        "SELECT id FROM customers WHERE photo = ANY('{\"\\\\x01\"}')",
+        "INSERT INTO customers (photo) SELECT * FROM UNNEST($1::bytea[])",
+    ] {
+        let Outcome::Refused(refusal) = typed(sql) else {
+            panic!("{sql}");
+        };
+        assert_eq!(refusal.sqlstate, "0A000", "{sql}");
+        assert!(
+            refusal
+                .message
+                .contains("arrays of values for bytea column public.customers.photo"),
+            "{sql}: {}",
+            refusal.message
+        );
+    }
 }

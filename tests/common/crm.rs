@@ -37,38 +37,89 @@ pub fn crm() -> &'static Crm {
     CRM.get_or_init(|| setup(None))
 }
 
-/// Sets the CRM up (once per test binary), behind a pgveil that records to
-/// the audit log `audit` describes, if given.
+/// The files of the CRM's keys, made once per test binary.
+pub struct KeyFiles {
+    pub keyring: PathBuf,
+    pub master_key: PathBuf,
+}
+
+/// Sets the CRM up in the shared cluster, with its login users and a
+/// fresh keyring, once per test binary.
+pub fn prepared() -> &'static KeyFiles {
+    static PREPARED: OnceLock<KeyFiles> = OnceLock::new();
+    PREPARED.get_or_init(|| {
+        let cluster = Cluster::shared();
+        cluster.psql_direct(&std::fs::read_to_string(project_file("policies/crm.sql")).unwrap());
+        for (user, role) in USERS {
+            cluster.psql_direct(&format!(
+                "create role {user} login password 'pw' in role {role}"
+            ));
+        }
+        let dir = std::env::temp_dir().join(format!("pgveil-crm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = KeyFiles {
+            keyring: dir.join("keyring.toml"),
+            master_key: dir.join("master.key"),
+        };
+        let (master, text) = MasterKey::generate().unwrap();
+        std::fs::write(&files.master_key, text.as_bytes()).unwrap();
+        Keyring::init(&files.keyring, &master, &load_policy().domains()).unwrap();
+        files
+    })
+}
+
+/// The sample policy.
+pub fn policy_file() -> PathBuf {
+    project_file("policies/crm.toml")
+}
+
+fn load_policy() -> Policy {
+    Policy::load(&[policy_file()]).unwrap()
+}
+
+/// The CRM's keyring, loaded.
+pub fn keyring() -> Keyring {
+    let files = prepared();
+    let master = MasterKey::from_file(&files.master_key).unwrap();
+    Keyring::load(&files.keyring, &master).unwrap()
+}
+
+/// A pgveil in front of the CRM, recording to the audit log `audit`
+/// describes, if given. The CRM is set up on first use.
 pub fn setup(audit: Option<AuditConfig>) -> Crm {
-    let cluster = Cluster::shared();
-    cluster.psql_direct(&std::fs::read_to_string(project_file("policies/crm.sql")).unwrap());
-    for (user, role) in USERS {
-        cluster.psql_direct(&format!(
-            "create role {user} login password 'pw' in role {role}"
-        ));
-    }
-    let dir = std::env::temp_dir().join(format!("pgveil-crm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let keyring_path = dir.join("keyring.toml");
-    let load_policy = || Policy::load(&[project_file("policies/crm.toml")]).unwrap();
-    let (master, _) = MasterKey::generate().unwrap();
-    Keyring::init(&keyring_path, &master, &load_policy().domains()).unwrap();
-    let veil = Veil::new(
-        load_policy(),
-        Keyring::load(&keyring_path, &master).unwrap(),
-    );
+    let veil = Veil::new(load_policy(), keyring());
     let config = pgveil::config::Config {
-        upstream: cluster.addr(),
+        upstream: Cluster::shared().addr(),
         ..test_config()
     };
     let audit = audit.map(|audit| {
-        let keyring = Arc::new(Keyring::load(&keyring_path, &master).unwrap());
-        (audit, Arc::new(AuditKeys::from_keyring(keyring).unwrap()))
+        let keys = AuditKeys::from_keyring(Arc::new(keyring())).unwrap();
+        (audit, Arc::new(keys))
     });
     Crm {
         proxy: Proxy::with_audit(config, Some(veil), audit),
         policy: load_policy(),
-        keyring: Keyring::load(&keyring_path, &master).unwrap(),
+        keyring: keyring(),
+    }
+}
+
+/// The CRM's roles and users (see [`prepared`]), then `schema` run as the
+/// superuser, behind a pgveil protecting the columns of `policy` with a
+/// keyring of their own. Once per test binary.
+pub fn protect(schema: &str, policy: Policy) -> Crm {
+    let path = prepared().keyring.with_file_name("protect-keyring.toml");
+    Cluster::shared().psql_direct(schema);
+    let (master, _) = MasterKey::generate().unwrap();
+    Keyring::init(&path, &master, &policy.domains()).unwrap();
+    let load = || Keyring::load(&path, &master).unwrap();
+    let config = pgveil::config::Config {
+        upstream: Cluster::shared().addr(),
+        ..test_config()
+    };
+    Crm {
+        proxy: Proxy::with_veil(config, Some(Veil::new(policy.clone(), load()))),
+        policy,
+        keyring: load(),
     }
 }
 

@@ -281,12 +281,20 @@ pub async fn connect_with_messages(
     (client, rx)
 }
 
-/// Runs a `COPY ... FROM STDIN` with tokio-postgres, sending each chunk
-/// as a CopyData message of its own; the rows copied.
-pub async fn copy_in(
+/// The whole data of a `COPY ... TO STDOUT`.
+pub async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let stream = client.copy_out(sql).await.unwrap();
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    chunks.concat()
+}
+
+/// Runs a `COPY ... FROM STDIN`, sending each chunk in a CopyData message
+/// of its own; returns the rows copied.
+pub async fn copy_in<'c>(
     client: &tokio_postgres::Client,
     sql: &str,
-    chunks: &[&[u8]],
+    chunks: impl IntoIterator<Item = &'c [u8]>,
 ) -> Result<u64, tokio_postgres::Error> {
     use futures_util::SinkExt;
     let sink = client.copy_in(sql).await?;
@@ -295,6 +303,29 @@ pub async fn copy_in(
         sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
     }
     sink.finish().await
+}
+
+/// The rows of a binary `COPY ... TO STDOUT` whose columns have these
+/// types, each value as its bytes (a text value's UTF-8).
+pub async fn binary_copy_out(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    types: &[tokio_postgres::types::Type],
+) -> Result<Vec<Vec<Option<Vec<u8>>>>, tokio_postgres::Error> {
+    use futures_util::TryStreamExt;
+    use tokio_postgres::types::Type;
+    let stream = client.copy_out(sql).await?;
+    let rows: Vec<_> = tokio_postgres::binary_copy::BinaryCopyOutStream::new(stream, types)
+        .try_collect()
+        .await?;
+    let value = |row: &tokio_postgres::binary_copy::BinaryCopyOutRow, i: usize| match types[i] {
+        Type::BYTEA => row.get::<Option<Vec<u8>>>(i),
+        _ => row.get::<Option<String>>(i).map(String::into_bytes),
+    };
+    Ok(rows
+        .iter()
+        .map(|row| (0..types.len()).map(|i| value(row, i)).collect())
+        .collect())
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.

@@ -65,21 +65,8 @@ die() { log "ERROR: $*"; exit 2; }
 
 # ---------------------------------------------------------------- packages
 
-APT_UPDATED=0
-need_apt() {
-    local missing=()
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    log "installing apt packages: ${missing[*]}"
-    if ((APT_UPDATED == 0)); then
-        apt-get update -qq >&2 || die "apt-get update failed"
-        APT_UPDATED=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 \
-        || die "apt-get install ${missing[*]} failed"
-}
+# shellcheck source=../common/cluster.sh
+source "$REPO/tests/common/cluster.sh"
 
 need_apt postgresql-15 postgresql-contrib python3 python3-venv python3-dev libpq-dev \
     build-essential ca-certificates
@@ -90,30 +77,8 @@ need_apt postgresql-15 postgresql-contrib python3 python3-venv python3-dev libpq
 WORK="$(mktemp -d /tmp/pgveil-drivers.XXXXXX)"
 chmod 755 "$WORK"
 PGVEIL_PID=""
-cleanup() {
-    local rc=$?
-    set +e
-    if [[ -n "$PGVEIL_PID" ]] && kill -0 "$PGVEIL_PID" 2>/dev/null; then
-        kill -TERM "$PGVEIL_PID"
-        for _ in $(seq 50); do kill -0 "$PGVEIL_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$PGVEIL_PID" 2>/dev/null
-    fi
-    if [[ -f "$WORK/data/postmaster.pid" ]]; then
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/data" stop -m immediate -w >/dev/null 2>&1
-    fi
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
+trap cleanup_work EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # ---------------------------------------------------------------- suite
 
@@ -126,42 +91,7 @@ suite_prepare
 
 # ---------------------------------------------------------------- cluster
 
-PGPORT_DIRECT="$(free_port)"
-SUPERPW="super-$RANDOM$RANDOM"
-echo "$SUPERPW" > "$WORK/pwfile"
-chown postgres "$WORK/pwfile"
-mkdir "$WORK/data" "$WORK/sock" "$WORK/pglog"
-chown postgres "$WORK/data" "$WORK/sock" "$WORK/pglog"
-log "initdb (PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')), port $PGPORT_DIRECT"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/data" -U postgres --pwfile="$WORK/pwfile" \
-    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$WORK/initdb.log" 2>&1 \
-    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-cat >>"$WORK/data/postgresql.conf" <<EOF
-port = $PGPORT_DIRECT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK/sock'
-password_encryption = 'scram-sha-256'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-max_connections = 100
-max_prepared_transactions = 10
-wal_level = logical
-max_wal_senders = 10
-max_replication_slots = 10
-log_min_messages = warning
-log_connections = off
-EOF
-cat >"$WORK/data/pg_hba.conf" <<EOF
-local all         all                trust
-local replication all                trust
-host  all         all  127.0.0.1/32  scram-sha-256
-host  replication all  127.0.0.1/32  scram-sha-256
-EOF
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pglog/server.log" -w -t 60 start >/dev/null \
-    || { cat "$WORK/pglog/server.log" >&2; die "could not start PostgreSQL"; }
-
-psql_super() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PGPORT_DIRECT" -U postgres "$@"; }
+cluster_start
 
 # A fresh database (and no leftover replication slots) before each run, so
 # the second run starts from the same state as the first.
@@ -192,11 +122,7 @@ PROXY_PORT="$(free_port)"
 RUST_LOG="$PGVEIL_LOG" "$PGVEIL_BIN" serve --listen "127.0.0.1:$PROXY_PORT" \
     --upstream "127.0.0.1:$PGPORT_DIRECT" 2>"$WORK/pgveil.log" &
 PGVEIL_PID=$!
-for _ in $(seq 100); do
-    grep -qs "accepting connections" "$WORK/pgveil.log" && break
-    kill -0 "$PGVEIL_PID" 2>/dev/null || { cat "$WORK/pgveil.log" >&2; die "pgveil exited"; }
-    sleep 0.1
-done
+wait_for_pgveil "$PGVEIL_PID" "$WORK/pgveil.log"
 log "pgveil pid $PGVEIL_PID listening on $PROXY_PORT (log: $WORK/pgveil.log)"
 
 # ---------------------------------------------------------------- runs

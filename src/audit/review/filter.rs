@@ -13,6 +13,7 @@ pub enum EventKind {
     Disconnect,
     Statement,
     Alert,
+    Gap,
 }
 
 impl EventKind {
@@ -23,6 +24,7 @@ impl EventKind {
             AuditRecord::Disconnect { .. } => EventKind::Disconnect,
             AuditRecord::Statement(_) => EventKind::Statement,
             AuditRecord::Alert(_) => EventKind::Alert,
+            AuditRecord::Gap(_) => EventKind::Gap,
         }
     }
 
@@ -33,6 +35,7 @@ impl EventKind {
             EventKind::Disconnect => "disconnect",
             EventKind::Statement => "statement",
             EventKind::Alert => "alert",
+            EventKind::Gap => "gap",
         }
     }
 }
@@ -266,6 +269,7 @@ impl<'a> Facts<'a> {
                 }];
                 facts.rows = Some(alert.rows);
             }
+            AuditRecord::Gap(_) => {}
         }
         facts
     }
@@ -295,5 +299,6 @@ pub(super) fn time_of(record: &AuditRecord) -> Timestamp {
         | AuditRecord::Disconnect { time, .. } => *time,
         AuditRecord::Statement(s) => s.time,
         AuditRecord::Alert(alert) => alert.time,
+        AuditRecord::Gap(gap) => gap.time,
     }
 }

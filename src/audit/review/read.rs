@@ -1,11 +1,12 @@
 //! Every record of an audit directory, in file order, without verifying.
+//! Compressed and plain files are read alike.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use super::ReviewError;
-use crate::audit::format::{is_seal, list_files, FileName, Header};
+use crate::audit::compress;
+use crate::audit::format::{is_seal, list_files, AuditFile, Header};
 use crate::audit::verify::Location;
 use crate::audit::AuditRecord;
 
@@ -15,7 +16,7 @@ use crate::audit::AuditRecord;
 /// or line ends the iteration with an error.
 pub struct Records {
     dir: PathBuf,
-    files: std::vec::IntoIter<FileName>,
+    files: std::vec::IntoIter<AuditFile>,
     current: Option<OpenFile>,
 }
 
@@ -70,22 +71,23 @@ impl Iterator for Records {
 struct OpenFile {
     name: String,
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: Box<dyn BufRead + Send>,
     line: usize,
     buffer: Vec<u8>,
 }
 
 impl OpenFile {
-    fn open(dir: &Path, name: FileName) -> Result<Self, ReviewError> {
-        let path = dir.join(name.to_string());
-        let file = File::open(&path).map_err(|source| ReviewError::Read {
+    fn open(dir: &Path, file: AuditFile) -> Result<Self, ReviewError> {
+        let name = file.entry();
+        let path = dir.join(&name);
+        let reader = compress::open(dir, &file).map_err(|source| ReviewError::Read {
             path: path.clone(),
             source,
         })?;
         Ok(Self {
-            name: name.to_string(),
+            name,
             path,
-            reader: BufReader::new(file),
+            reader,
             line: 0,
             buffer: Vec::new(),
         })

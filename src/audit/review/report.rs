@@ -83,6 +83,8 @@ pub struct Totals {
     pub errors: u64,
     pub connections: u64,
     pub failed_logins: u64,
+    /// Records the log says it could not write (gap records).
+    pub lost: u64,
     /// Statements and rows by decision, per protected column touched.
     pub decisions: Tally,
 }
@@ -138,6 +140,7 @@ impl Report {
             } => self.totals.failed_logins += 1,
             AuditRecord::Statement(statement) => self.add_statement(&statement),
             AuditRecord::Alert(alert) => self.alerts.push(alert),
+            AuditRecord::Gap(gap) => self.totals.lost += gap.lost,
             AuditRecord::Authentication { .. } | AuditRecord::Disconnect { .. } => {}
         }
     }

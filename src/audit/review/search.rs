@@ -112,7 +112,7 @@ fn cells(record: &AuditRecord) -> Vec<String> {
 }
 
 /// The statement text, or what else a record tells.
-fn detail(record: &AuditRecord) -> String {
+pub(super) fn detail(record: &AuditRecord) -> String {
     match record {
         AuditRecord::Statement(s) => s.statement.as_str().to_owned(),
         AuditRecord::Connect { peer, .. } => format!("from {}", peer.client),
@@ -123,6 +123,7 @@ fn detail(record: &AuditRecord) -> String {
         AuditRecord::Alert(alert) => {
             format!("over {} rows in {} s", alert.threshold, alert.window_secs)
         }
+        AuditRecord::Gap(gap) => format!("{} records lost ({})", gap.lost, gap.cause.name()),
     }
 }
 

@@ -3,7 +3,7 @@
 //! decisions, an error, a refusal, an alert and a partly written line.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use ring::signature::Ed25519KeyPair;
@@ -185,8 +185,8 @@ fn second_day() -> Vec<AuditRecord> {
     ]
 }
 
-/// A log of [`first_day`] in a sealed file and [`second_day`] in a file
-/// still open, ending in a partly written line.
+/// A log of [`first_day`] in a sealed file, compressed, and
+/// [`second_day`] in a file still open, ending in a partly written line.
 fn log() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let rng = ring::rand::SystemRandom::new();
@@ -232,8 +232,15 @@ fn searched(dir: &tempfile::TempDir, filter: &Filter, format: SearchFormat) -> S
 #[test]
 fn reads_every_record_of_both_files_and_ignores_the_partial_line() {
     let dir = log();
-    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(names.len(), 2);
+    let mut names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["audit-20261125-0001.jsonl.gz", "audit-20261126-0001.jsonl"]
+    );
     let records: Vec<AuditRecord> = Records::open(dir.path())
         .unwrap()
         .map(Result::unwrap)
@@ -463,7 +470,11 @@ fn json_lines_parse_back_as_stored_without_seq_and_mac() {
         let record: AuditRecord = serde_json::from_value(value).unwrap();
         assert!(filter.matches(&record));
     }
-    let stored = fs::read_to_string(dir.path().join("audit-20261125-0001.jsonl")).unwrap();
+    let compressed = fs::File::open(dir.path().join("audit-20261125-0001.jsonl.gz")).unwrap();
+    let mut stored = String::new();
+    flate2::read::GzDecoder::new(compressed)
+        .read_to_string(&mut stored)
+        .unwrap();
     let third = stored.lines().nth(3).unwrap();
     let without_seq = third.split_once(',').unwrap().1;
     assert!(
@@ -744,5 +755,34 @@ fn html_escapes_markup_and_quotes() {
     assert_eq!(
         html::escape(r#"<a href="x">'&'</a>"#),
         "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+    );
+}
+
+#[test]
+fn gap_records_are_counted_shown_and_searched() {
+    let gap = AuditRecord::Gap(crate::audit::GapRecord {
+        time: at("2026-11-25T12:00:00Z"),
+        lost: 7,
+        cause: crate::audit::GapCause::WriteFailed,
+    });
+    let report = Report::build([Ok(gap.clone())], two_days()).unwrap();
+    assert_eq!(report.totals.lost, 7);
+    let mut text = Vec::new();
+    write_report(&report, ReportFormat::Text, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("records lost (not written)") && l.trim_end().ends_with('7')),
+        "{text}"
+    );
+    let filter = Filter {
+        event: Some(EventKind::Gap),
+        ..Filter::default()
+    };
+    assert!(filter.matches(&gap));
+    assert_eq!(
+        search::detail(&gap),
+        "7 records lost (write_failed)",
+        "what a search prints"
     );
 }

@@ -80,6 +80,7 @@ pub(super) fn totals_rows(report: &Report) -> Vec<Vec<String>> {
         ("connections", totals.connections),
         ("failed logins", totals.failed_logins),
         ("alerts", report.alerts.len() as u64),
+        ("records lost (not written)", totals.lost),
     ]
     .into_iter()
     .map(|(name, count)| vec![name.to_owned(), count.to_string()])

@@ -1,0 +1,170 @@
+//! Sealed audit files, compressed: writing the compressed form without
+//! ever risking the only copy, and reading either form.
+//!
+//! A sealed `NAME.jsonl` is replaced by `NAME.jsonl.gz` (gzip) holding the
+//! same bytes, so the seal's hash and signature still check. The steps
+//! are ordered so that a crash at any point leaves a complete copy:
+//!
+//! 1. write `NAME.jsonl.gz` and sync it;
+//! 2. decompress it and compare its SHA-256 with the original's;
+//! 3. only then remove `NAME.jsonl`, and sync the directory.
+//!
+//! While both exist, `NAME.jsonl` is the file (the compressed copy may be
+//! unfinished): readers use it, and a writer starting up compresses it
+//! again. Compression runs on a thread of its own ([`Compressor`]), so the
+//! writer never waits for it, at the idle scheduling class, so it takes
+//! only CPU time nothing else wants and never slows the data path; a
+//! failure leaves the original in place and is only logged. The fast
+//! gzip level is used: audit JSON compresses well at any level.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use sha2::{Digest, Sha256};
+
+use super::format::{AuditFile, FileName};
+
+/// Opens the bytes of `file` in `dir`, decompressing the compressed form.
+/// If the form listed is gone (compression just finished), the other is
+/// tried. Every gzip member is read, as `zcat` would.
+pub(super) fn open(dir: &Path, file: &AuditFile) -> io::Result<Box<dyn BufRead + Send>> {
+    if file.plain {
+        match File::open(dir.join(file.name.to_string())) {
+            Ok(plain) => return Ok(Box::new(BufReader::new(plain))),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let compressed = File::open(dir.join(file.name.compressed()))?;
+    Ok(Box::new(BufReader::new(MultiGzDecoder::new(compressed))))
+}
+
+/// Every byte of `file` in `dir` (see [`open`]).
+pub(super) fn read(dir: &Path, file: &AuditFile) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open(dir, file)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Replaces the sealed file `name` in `dir` by its compressed form, in the
+/// order the module documentation gives.
+pub(super) fn compress(dir: &Path, name: FileName) -> io::Result<()> {
+    let plain = dir.join(name.to_string());
+    let packed = dir.join(name.compressed());
+    let mut encoder = GzEncoder::new(BufWriter::new(create(&packed)?), Compression::fast());
+    let original = hash(File::open(&plain)?, &mut encoder)?;
+    let out = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
+    out.sync_all()?;
+    let unpacked = hash(MultiGzDecoder::new(File::open(&packed)?), io::sink())?;
+    if unpacked != original {
+        fs::remove_file(&packed)?;
+        return Err(io::Error::other(
+            "the compressed copy differs from the file; the file is kept",
+        ));
+    }
+    sync_dir(dir)?;
+    fs::remove_file(&plain)?;
+    sync_dir(dir)
+}
+
+/// Makes the directory's entries durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Copies `from` into `to`; returns the SHA-256 of what was copied.
+fn hash(mut from: impl Read, mut to: impl Write) -> io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let n = from.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buffer[..n]);
+        to.write_all(&buffer[..n])?;
+    }
+}
+
+/// Creates (or truncates an unfinished) compressed file, readable by its
+/// owner only.
+fn create(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Puts the calling thread in the idle scheduling class (Linux
+/// `SCHED_IDLE`): it runs only when no other thread wants the CPU.
+fn run_when_idle() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param; 0 names this thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            tracing::debug!(
+                error = %io::Error::last_os_error(),
+                "audit compression keeps the normal scheduling class"
+            );
+        }
+    }
+}
+
+/// Compresses sealed files, one at a time, on a thread started with the
+/// first one.
+pub(super) struct Compressor {
+    dir: PathBuf,
+    worker: Option<(mpsc::Sender<FileName>, JoinHandle<()>)>,
+}
+
+impl Compressor {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir, worker: None }
+    }
+
+    /// Queues the sealed file `name`.
+    pub fn compress(&mut self, name: FileName) {
+        let (jobs, _) = self.worker.get_or_insert_with(|| {
+            let (jobs, queue) = mpsc::channel::<FileName>();
+            let dir = self.dir.clone();
+            let thread = std::thread::spawn(move || {
+                run_when_idle();
+                for name in queue {
+                    match compress(&dir, name) {
+                        Ok(()) => tracing::debug!(file = %name, "compressed a sealed audit file"),
+                        Err(error) => tracing::warn!(
+                            file = %name,
+                            %error,
+                            "cannot compress a sealed audit file; it stays as it is"
+                        ),
+                    }
+                }
+            });
+            (jobs, thread)
+        });
+        // The thread ends only when `jobs` is dropped, in `finish`.
+        let _ = jobs.send(name);
+    }
+
+    /// Waits until every queued file is compressed.
+    pub fn finish(&mut self) {
+        if let Some((jobs, thread)) = self.worker.take() {
+            drop(jobs);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Compressor {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,1 @@
+"""A minimal Django app for the ORM suite: the sample CRM's customers."""
