@@ -281,6 +281,17 @@ pub async fn connect_with_messages(
     (client, rx)
 }
 
+/// A connection straight to the shared cluster's PostgreSQL, as the
+/// superuser.
+pub async fn direct() -> tokio_postgres::Client {
+    try_connect(&format!(
+        "host=127.0.0.1 port={} user={SUPERUSER} password='{SUPERUSER_PASSWORD}' dbname=postgres",
+        Cluster::shared().addr().rsplit_once(':').unwrap().1
+    ))
+    .await
+    .unwrap()
+}
+
 /// The whole data of a `COPY ... TO STDOUT`.
 pub async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
     use futures_util::TryStreamExt;
