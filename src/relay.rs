@@ -70,6 +70,9 @@ where
 {
     let mut framer = Framer::new(side);
     let mut out = Vec::new();
+    // One waiter on the token for the whole relay, not one per await.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         if let Err(e) = split(&mut framer, &mut buf, tap, &mut out) {
             return Outcome {
@@ -83,7 +86,7 @@ where
                 result = write_all(to, &mut out) => if let Err(e) = result {
                     return Outcome { end: End::WriteFailed(e), at_boundary: false };
                 },
-                _ = stop.cancelled() => return Outcome { end: End::Stopped, at_boundary: false },
+                _ = &mut stopped => return Outcome { end: End::Stopped, at_boundary: false },
             }
         }
         let at_boundary = framer.at_boundary();
@@ -93,7 +96,7 @@ where
         buf.reserve(READ_SIZE);
         let read = tokio::select! {
             biased;
-            _ = stop.cancelled() => return Outcome { end: End::Stopped, at_boundary },
+            _ = &mut stopped => return Outcome { end: End::Stopped, at_boundary },
             read = from.read_buf(&mut buf) => read,
         };
         let end = match read {
