@@ -29,6 +29,10 @@
 //!   they see of its protected columns is ciphertext (one that copies an
 //!   unprotected value into a protected column fails on the guards). One
 //!   query, views ordered inner first.
+//! - The session's `pgveil.purpose` and `pgveil.actor` as the server has
+//!   them at login, from the startup options or parameters, `ALTER ROLE`
+//!   or `ALTER DATABASE ... SET`, or the server's configuration: the
+//!   declarations the session starts with, and returns to on `RESET`.
 
 use bytes::BytesMut;
 use thiserror::Error;
@@ -36,6 +40,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use std::collections::HashMap;
 
+use crate::declared::Values;
+use crate::encoding::ClientEncoding;
 use crate::guard::{self, Guard, GuardState};
 use crate::policy::Policy;
 use crate::protocol::reply::{error_field, frame_of};
@@ -47,6 +53,9 @@ const ROLES_QUERY: &str = "WITH RECURSIVE member_of(oid) AS (\
     SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user \
     UNION SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN member_of ON m.member = member_of.oid) \
     SELECT r.rolname FROM pg_catalog.pg_roles r JOIN member_of USING (oid)";
+
+const DECLARED_QUERY: &str = "SELECT pg_catalog.current_setting('pgveil.purpose', true), \
+    pg_catalog.current_setting('pgveil.actor', true)";
 
 /// Why the catalog could not be read.
 #[derive(Debug, Error)]
@@ -71,30 +80,45 @@ pub struct Catalog {
     pub guards: Vec<GuardState>,
     /// Views, rules, triggers and functions over protected tables.
     pub objects: ServerObjects,
+    /// The session's declarations at login (empty values are none).
+    pub declared: Values,
 }
 
 impl Catalog {
-    /// Reads the catalog for `policy`. The connection must be idle (after
-    /// ReadyForQuery); it is idle again when this returns.
+    /// Reads the catalog for `policy`, with text in the session's client
+    /// `encoding`. The connection must be idle (after ReadyForQuery); it
+    /// is idle again when this returns.
     pub async fn fetch<S>(
         server: &mut S,
         buf: &mut BytesMut,
         policy: &Policy,
+        encoding: ClientEncoding,
     ) -> Result<Self, CatalogError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let roles = query(server, buf, ROLES_QUERY).await?;
+        let roles = query(server, buf, encoding, ROLES_QUERY).await?;
+        let declared = query(server, buf, encoding, DECLARED_QUERY).await?;
+        let setting = |i: usize| {
+            declared
+                .first()
+                .and_then(|row| row.get(i).cloned().flatten())
+                .filter(|v| !v.is_empty())
+        };
         let mut catalog = Catalog {
             roles: roles
                 .into_iter()
                 .filter_map(|mut row| row.pop().flatten())
                 .collect(),
             columns: HashMap::new(),
-            guards: guards(server, buf, policy).await?,
-            objects: server_objects(server, buf, policy).await?,
+            guards: guards(server, buf, policy, encoding).await?,
+            objects: server_objects(server, buf, policy, encoding).await?,
+            declared: Values {
+                purpose: setting(0),
+                actor: setting(1),
+            },
         };
-        for row in query(server, buf, &columns_query(policy)).await? {
+        for row in query(server, buf, encoding, &columns_query(policy)).await? {
             if let [Some(schema), Some(table), Some(column), Some(kind), Some(type_name)] = &row[..]
             {
                 catalog
@@ -182,6 +206,7 @@ async fn guards<S>(
     server: &mut S,
     buf: &mut BytesMut,
     policy: &Policy,
+    encoding: ClientEncoding,
 ) -> Result<Vec<GuardState>, CatalogError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -189,7 +214,7 @@ where
     if policy.columns().next().is_none() {
         return Ok(Vec::new());
     }
-    let rows = query(server, buf, &guards_query(policy)).await?;
+    let rows = query(server, buf, encoding, &guards_query(policy)).await?;
     Ok(rows
         .into_iter()
         .filter_map(|row| match &row[..] {
@@ -238,6 +263,7 @@ async fn server_objects<S>(
     server: &mut S,
     buf: &mut BytesMut,
     policy: &Policy,
+    encoding: ClientEncoding,
 ) -> Result<ServerObjects, CatalogError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -245,7 +271,7 @@ where
     if policy.tables().next().is_none() {
         return Ok(ServerObjects::default());
     }
-    let rows = query(server, buf, &objects_query(policy)).await?;
+    let rows = query(server, buf, encoding, &objects_query(policy)).await?;
     // The row of `set_config` has one column; the objects have six.
     let objects = rows.into_iter().filter_map(|row| {
         let [Some(kind), Some(schema), Some(name), hook, Some(table), definition] =
@@ -362,6 +388,7 @@ fn objects_query(policy: &Policy) -> String {
 async fn query<S>(
     server: &mut S,
     buf: &mut BytesMut,
+    encoding: ClientEncoding,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, CatalogError>
 where
@@ -382,7 +409,7 @@ where
         match tag {
             b'D' => rows.push(
                 Fields::of(&frame)
-                    .map(|f| f.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .map(|f| f.map(|v| text(encoding, v)))
                     .collect(),
             ),
             b'E' => {
@@ -397,4 +424,13 @@ where
         Some(code) => Err(CatalogError::Server(code)),
         None => Ok(rows),
     }
+}
+
+/// Server text in the client encoding as UTF-8; bytes that are not valid
+/// in it are replaced.
+fn text(encoding: ClientEncoding, bytes: &[u8]) -> String {
+    encoding.decode(bytes).map_or_else(
+        || String::from_utf8_lossy(bytes).into_owned(),
+        |t| t.into_owned(),
+    )
 }

@@ -390,9 +390,19 @@ fn demo(args: &DemoArgs) -> ExitCode {
     })
 }
 
-/// Runs `main` on a multi-threaded runtime.
+/// Runs `main` on a multi-threaded runtime with one worker per CPU.
 fn with_runtime(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Runtime::new() {
+    with_workers(0, main)
+}
+
+/// Runs `main` on a multi-threaded runtime with `workers` threads (0: one
+/// per CPU, or `TOKIO_WORKER_THREADS`).
+fn with_workers(workers: usize, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(main),
         Err(e) => {
             eprintln!("pgveil: cannot start the runtime: {e}");
@@ -424,7 +434,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     logging::init(config.log_format, &config.log_level);
-    with_runtime(async {
+    with_workers(config.worker_threads, async {
         let server = match Server::bind(config.clone(), veil).await {
             Ok(server) => server,
             Err(e) => {

@@ -37,6 +37,8 @@ pub struct Config {
     pub connect_timeout_secs: u64,
     /// Seconds sessions may run on after SIGINT/SIGTERM before being closed.
     pub shutdown_grace_secs: u64,
+    /// Threads that run sessions; 0 for one per CPU.
+    pub worker_threads: usize,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `pgveil=debug`.
@@ -56,6 +58,9 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
 }
 
+/// The most session threads accepted.
+const MAX_WORKER_THREADS: usize = 1024;
+
 /// The largest decrypt cache accepted, in MiB.
 const MAX_DECRYPT_CACHE_MIB: usize = 1 << 20;
 
@@ -67,6 +72,7 @@ impl Default for Config {
             startup_timeout_secs: 30,
             connect_timeout_secs: 10,
             shutdown_grace_secs: 30,
+            worker_threads: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             policy: None,
@@ -131,6 +137,12 @@ impl Config {
                     problem: "is required with [audit]: it holds the audit log's keys".into(),
                 });
             }
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError::Invalid {
+                key: "worker_threads",
+                problem: format!("must be at most {MAX_WORKER_THREADS}"),
+            });
         }
         if self.decrypt_cache_mib > MAX_DECRYPT_CACHE_MIB {
             return Err(ConfigError::Invalid {
@@ -232,6 +244,9 @@ mod tests {
         assert!(parse("decrypt_cache_mib = 2000000")
             .unwrap_err()
             .starts_with("decrypt_cache_mib:"));
+        assert!(parse("worker_threads = 5000")
+            .unwrap_err()
+            .starts_with("worker_threads:"));
     }
 
     #[test]

@@ -34,34 +34,49 @@
 //! **Binary format.** The header is passed on; each tuple
 //! (`copy_binary`) must have as many fields as the COPY has columns, and
 //! a protected field's bytes are its plaintext (text in the client
-//! encoding, or a `bytea`'s bytes); the ciphertext replaces them with its
-//! length. Data after the trailer, or a tuple left unfinished at
-//! CopyDone, fails the COPY, as PostgreSQL would. For binary data,
-//! "line" in messages counts tuples.
+//! encoding, converted to UTF-8, or a `bytea`'s bytes as they are); the
+//! ciphertext replaces them with its length. Data after the trailer, or a
+//! tuple left unfinished at CopyDone, fails the COPY, as PostgreSQL would.
+//! For binary data, "line" in messages counts tuples.
 //!
 //! **Failing closed.** A row with another number of fields than the COPY
-//! has columns, a protected text value that is not UTF-8 or holds a
-//! literal carriage return (a line terminator of another style, where
-//! PostgreSQL would split rows differently), a `bytea` value that is not
-//! valid `bytea` input, a quoted field left open at the end, or a row
-//! over [`MAX_ROW`] is an error: nothing protected may reach the server
-//! unencrypted. Errors start with `pgveil:`, name the column and the line
-//! (counted from 1, as the line the row starts on), and never contain the
-//! data. After an error the COPY must be abandoned.
+//! has columns, a protected text value that is not valid text in the
+//! client encoding (or, unescaped, not UTF-8) or holds a literal carriage
+//! return (a line terminator of another style, where PostgreSQL would
+//! split rows differently), a `bytea` value that is not valid `bytea`
+//! input, a quoted field left open at the end, or a row over [`MAX_ROW`]
+//! is an error: nothing protected may reach the server unencrypted.
+//! Errors start with `pgveil:`, name the column and the line (counted
+//! from 1, as the line the row starts on), and never contain the data.
+//! After an error the COPY must be abandoned.
 //!
-//! Client encodings other than UTF-8 (and ASCII-safe ones) are handled
-//! before the data reaches this module.
+//! **Client encodings.** Rows are split in the client's encoding, stepping
+//! over whole characters (`copy_syntax`), so that a byte of a multibyte
+//! character (the `5C` of 「許」 in BIG5) is never taken for a backslash, a
+//! delimiter or a quote; a byte sequence that is not a character of the
+//! encoding is refused. A protected value is converted to UTF-8 before it
+//! is unescaped and encrypted, as PostgreSQL converts the data before it
+//! parses it: a GBK writer and a UTF-8 reader see the same name.
+//!
+//! **FORCE_NOT_NULL, FORCE_NULL** (CSV) are honoured as PostgreSQL does:
+//! the unquoted NULL string of a FORCE_NOT_NULL column is a value and is
+//! encrypted; a quoted value equal to the NULL string in a FORCE_NULL
+//! column is NULL and is passed on as written.
 
 mod binary;
 
+use std::borrow::Cow;
 use std::mem;
-use std::ops::Range;
 
 use thiserror::Error;
 
 use crate::copy_binary::FormatError;
+use crate::copy_syntax::{Field, Format, Syntax};
+use crate::encoding::{ClientEncoding, Step};
 use crate::policy::{ColumnPolicy, Policy};
-use crate::rewrite::{ColumnRefId, CopyFormat, CopyIn, EncryptError, Encryptor, Storage};
+use crate::rewrite::{
+    ColumnRefId, ColumnSet, CopyFormat, CopyIn, EncryptError, Encryptor, Storage,
+};
 
 /// The longest row, line terminator included, that pgveil buffers.
 pub const MAX_ROW: usize = 64 << 20;
@@ -94,6 +109,12 @@ enum Problem {
     #[error("pgveil: COPY option {0} must be a single one-byte character")]
     NotOneByte(&'static str),
     #[error(
+        "pgveil: COPY into a table with protected column {0} cannot be read in the \
+         session's client encoding; use UTF8, GBK, GB18030, BIG5, SJIS, UHC, EUC_JP, \
+         EUC_KR, EUC_CN or LATIN1"
+    )]
+    Encoding(ColumnRefId),
+    #[error(
         "pgveil: COPY option {option} cannot be {value:?} when the table has protected \
          columns: it ends lines or can appear in ciphertext"
     )]
@@ -122,9 +143,14 @@ enum Problem {
     CarriageReturn { line: usize, column: String },
     #[error(
         "pgveil: line {line} of the COPY data has a value for column {column} that is not \
-         valid UTF-8 text"
+         valid text in the client encoding"
     )]
-    NotUtf8 { line: usize, column: String },
+    NotText { line: usize, column: String },
+    #[error(
+        "pgveil: line {0} of the COPY data has a byte sequence that is not valid in the \
+         client encoding"
+    )]
+    BadCharacter(usize),
     #[error(
         "pgveil: line {line} of the COPY data has a value for bytea column {column} that \
          is not valid bytea input"
@@ -153,14 +179,16 @@ enum Problem {
 impl From<Problem> for CopyError {
     fn from(problem: Problem) -> Self {
         let sqlstate = match problem {
-            Problem::NotOneByte(_) | Problem::Unusable { .. } => NOT_SUPPORTED,
+            Problem::NotOneByte(_) | Problem::Unusable { .. } | Problem::Encoding(_) => {
+                NOT_SUPPORTED
+            }
             Problem::FieldCount { .. }
             | Problem::UnterminatedQuote(_)
             | Problem::MisplacedEndMarker(_)
             | Problem::CarriageReturn { .. }
             | Problem::Binary(_)
             | Problem::UnfinishedTuple(_) => BAD_COPY_FILE_FORMAT,
-            Problem::NotUtf8 { .. } => NOT_IN_REPERTOIRE,
+            Problem::NotText { .. } | Problem::BadCharacter(_) => NOT_IN_REPERTOIRE,
             Problem::NotBytea { .. } => INVALID_TEXT,
             Problem::RowTooLong { .. } => LIMIT_EXCEEDED,
             Problem::NoPolicy(_) | Problem::Encrypt { .. } | Problem::BadCiphertext { .. } => {
@@ -174,13 +202,6 @@ impl From<Problem> for CopyError {
     }
 }
 
-/// How rows are written.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Syntax {
-    Text,
-    Csv { quote: u8, escape: u8 },
-}
-
 /// Encrypts the protected fields of one COPY data stream.
 pub enum CopyEncryptor<'a> {
     /// Text or CSV.
@@ -189,13 +210,17 @@ pub enum CopyEncryptor<'a> {
 }
 
 impl<'a> CopyEncryptor<'a> {
-    /// An encryptor for the data of `copy`.
+    /// An encryptor for the data of `copy`, sent in `encoding`.
     pub fn new(
         copy: &CopyIn,
         policy: &'a Policy,
         enc: &'a dyn Encryptor,
+        encoding: ClientEncoding,
     ) -> Result<Self, CopyError> {
-        let values = Values::new(copy, policy, enc)?;
+        if !encoding.delimits_characters() {
+            return Err(Problem::Encoding(copy.first_protected()).into());
+        }
+        let values = Values::new(copy, policy, enc, encoding)?;
         Ok(match copy.options.format {
             CopyFormat::Binary => CopyEncryptor::Binary(binary::TupleEncryptor::new(values)),
             CopyFormat::Text | CopyFormat::Csv => {
@@ -229,10 +254,17 @@ struct Values<'a> {
     /// unprotected.
     columns: Vec<Option<(&'a ColumnPolicy, Storage)>>,
     enc: &'a dyn Encryptor,
+    /// The client encoding the data is in.
+    encoding: ClientEncoding,
 }
 
 impl<'a> Values<'a> {
-    fn new(copy: &CopyIn, policy: &'a Policy, enc: &'a dyn Encryptor) -> Result<Self, Problem> {
+    fn new(
+        copy: &CopyIn,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+        encoding: ClientEncoding,
+    ) -> Result<Self, Problem> {
         let columns = copy
             .columns
             .iter()
@@ -243,12 +275,32 @@ impl<'a> Values<'a> {
                     .transpose()
             })
             .collect::<Result<_, _>>()?;
-        Ok(Values { columns, enc })
+        Ok(Values {
+            columns,
+            enc,
+            encoding,
+        })
     }
 
     /// The protected column at `index` of the data, if it is one.
     fn column(&self, index: usize) -> Option<(&'a ColumnPolicy, Storage)> {
         self.columns.get(index).copied().flatten()
+    }
+
+    /// Text of `column` on `line` of the data, as written in the client
+    /// encoding, converted to UTF-8.
+    fn decode<'b>(
+        &self,
+        written: &'b [u8],
+        column: &ColumnPolicy,
+        line: usize,
+    ) -> Result<Cow<'b, str>, Problem> {
+        self.encoding
+            .decode(written)
+            .ok_or_else(|| Problem::NotText {
+                line,
+                column: column.qualified_name(),
+            })
     }
 
     /// The ciphertext of `plain` for `column`, on `line` of the data: the
@@ -273,7 +325,7 @@ impl<'a> Values<'a> {
         let plaintext = std::str::from_utf8(plain)
             .ok()
             .filter(|text| !text.contains('\0'))
-            .ok_or_else(|| Problem::NotUtf8 {
+            .ok_or_else(|| Problem::NotText {
                 line,
                 column: name(),
             })?;
@@ -291,9 +343,11 @@ impl<'a> Values<'a> {
 /// Encrypts the protected fields of a text or CSV COPY data stream.
 pub struct RowEncryptor<'a> {
     syntax: Syntax,
-    delimiter: u8,
     null: Vec<u8>,
     values: Values<'a>,
+    /// CSV: FORCE_NOT_NULL and FORCE_NULL, by column.
+    force_not_null: Vec<bool>,
+    force_null: Vec<bool>,
     /// The header line is still to come.
     header: bool,
     /// The end-of-data marker was seen: the rest is dropped.
@@ -311,17 +365,33 @@ pub struct RowEncryptor<'a> {
 impl<'a> RowEncryptor<'a> {
     fn new(copy: &CopyIn, values: Values<'a>) -> Result<Self, Problem> {
         let options = &copy.options;
-        let syntax = match options.format {
-            CopyFormat::Csv => Syntax::Csv {
+        let format = match options.format {
+            CopyFormat::Csv => Format::Csv {
                 quote: option_byte("QUOTE", &options.quote)?,
                 escape: option_byte("ESCAPE", &options.escape)?,
             },
-            CopyFormat::Text | CopyFormat::Binary => Syntax::Text,
+            CopyFormat::Text | CopyFormat::Binary => Format::Text,
+        };
+        let forced = |set: &ColumnSet| -> Vec<bool> {
+            copy.columns
+                .iter()
+                .map(|target| {
+                    format != Format::Text
+                        && target
+                            .as_ref()
+                            .is_some_and(|t| set.contains(&t.column.column))
+                })
+                .collect()
         };
         Ok(RowEncryptor {
-            syntax,
-            delimiter: option_byte("DELIMITER", &options.delimiter)?,
+            syntax: Syntax {
+                format,
+                delimiter: option_byte("DELIMITER", &options.delimiter)?,
+                encoding: values.encoding,
+            },
             null: options.null.clone().into_bytes(),
+            force_not_null: forced(&options.force_not_null),
+            force_null: forced(&options.force_null),
             values,
             header: options.header,
             ended: false,
@@ -343,7 +413,8 @@ impl<'a> RowEncryptor<'a> {
         let mut out = Vec::with_capacity(data.len());
         let mut start = 0;
         while !self.ended {
-            let Some(row) = self.scan.find_end(self.syntax, &pending[start..]) else {
+            let found = self.scan.find_end(&self.syntax, &pending[start..]);
+            let Some(row) = found.map_err(|BadCharacter| Problem::BadCharacter(self.line))? else {
                 break;
             };
             check_length(row.len, self.max_row, self.line)?;
@@ -366,6 +437,10 @@ impl<'a> RowEncryptor<'a> {
         let scan = mem::take(&mut self.scan);
         if self.ended || pending.is_empty() {
             return Ok(Vec::new());
+        }
+        if scan.scanned < pending.len() {
+            // A character whose remaining bytes never came.
+            return Err(Problem::BadCharacter(self.line).into());
         }
         if scan.in_quote {
             return Err(Problem::UnterminatedQuote(self.line).into());
@@ -403,23 +478,17 @@ impl<'a> RowEncryptor<'a> {
         let mut start = 0;
         let mut found = 0;
         loop {
-            let column = self.values.column(found);
-            self.plain.clear();
-            let value = column.map(|_| &mut self.plain);
-            let field = read_field(self.syntax, content, start, self.delimiter, value);
+            let field = self.syntax.field(content, start, None);
             let raw = &content[field.raw.clone()];
-            let is_null = !field.quoted && raw == self.null.as_slice();
-            match column {
-                Some((column, storage)) if !is_null => {
-                    out.extend_from_slice(&self.encrypt(column, storage, &field)?)
-                }
-                _ => out.extend_from_slice(raw),
+            match self.values.column(found) {
+                Some(column) => self.protected(column, found, &field, raw, out)?,
+                None => out.extend_from_slice(raw),
             }
             found += 1;
             if !field.delimited {
                 break;
             }
-            out.push(self.delimiter);
+            out.push(self.syntax.delimiter);
             start = field.raw.end + 1;
         }
         if found != self.values.columns.len() {
@@ -429,6 +498,34 @@ impl<'a> RowEncryptor<'a> {
                 expected: self.values.columns.len(),
             });
         }
+        Ok(())
+    }
+
+    /// Writes the field `raw` of the protected column at `index`: its
+    /// ciphertext, or `raw` itself when it stands for NULL.
+    fn protected(
+        &mut self,
+        (column, storage): (&ColumnPolicy, Storage),
+        index: usize,
+        field: &Field,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Problem> {
+        let text = self.values.decode(raw, column, self.line)?;
+        // The NULL string is compared with the field as written, unquoted
+        // (in CSV) and before escapes are decoded (in text).
+        let unquoted_null = !field.quoted && text.as_bytes() == self.null;
+        if unquoted_null && !self.force_not_null[index] {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        self.plain.clear();
+        self.syntax.value(&text, &mut self.plain);
+        if field.quoted && self.force_null[index] && self.plain == self.null {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        out.extend_from_slice(&self.encrypt(column, storage, field)?);
         Ok(())
     }
 
@@ -457,21 +554,21 @@ impl<'a> RowEncryptor<'a> {
                 })?;
                 let ciphertext = self.values.encrypt(column, storage, &bytes, line)?;
                 let hex = crate::bytea::hex(&ciphertext);
-                match self.syntax {
+                match self.syntax.format {
                     // The backslash of `\x`, escaped.
-                    Syntax::Text => [&b"\\"[..], &hex].concat(),
-                    Syntax::Csv { .. } => hex,
+                    Format::Text => [&b"\\"[..], &hex].concat(),
+                    Format::Csv { .. } => hex,
                 }
             }
         };
-        let quote = match self.syntax {
-            Syntax::Csv { quote, .. } => Some(quote),
-            Syntax::Text => None,
+        let quote = match self.syntax.format {
+            Format::Csv { quote, .. } => Some(quote),
+            Format::Text => None,
         };
         if written == self.null
             || written
                 .iter()
-                .any(|&b| b == self.delimiter || Some(b) == quote)
+                .any(|&b| b == self.syntax.delimiter || Some(b) == quote)
         {
             return Err(Problem::BadCiphertext {
                 line,
@@ -550,19 +647,43 @@ struct Row {
     end_marker: bool,
 }
 
+/// A row holds a byte sequence that is not a character of the client
+/// encoding.
+struct BadCharacter;
+
+/// Stands for a multibyte character in [`RowScan::step`]: no delimiter,
+/// quote, escape or line break.
+const OTHER: u8 = 0x80;
+
 impl RowScan {
     /// The row at the start of `data`, if its end is there; scanning
-    /// resumes where the previous call on the same row stopped.
-    fn find_end(&mut self, syntax: Syntax, data: &[u8]) -> Option<Row> {
-        for (at, &byte) in data.iter().enumerate().skip(self.scanned) {
+    /// resumes where the previous call on the same row stopped (before a
+    /// character whose bytes have not all arrived).
+    fn find_end(&mut self, syntax: &Syntax, data: &[u8]) -> Result<Option<Row>, BadCharacter> {
+        let mut at = self.scanned;
+        while at < data.len() {
+            let byte = match syntax.encoding.step(&data[at..]) {
+                Step::Byte(byte) => byte,
+                Step::Char(len) => {
+                    self.step(syntax.format, OTHER);
+                    at += len;
+                    continue;
+                }
+                Step::Incomplete => {
+                    self.scanned = at;
+                    return Ok(None);
+                }
+                Step::Invalid => return Err(BadCharacter),
+            };
             if byte == b'\n' && !self.escaped && !self.in_quote {
                 let scan = mem::take(self);
-                return Some(scan.into_row(at, at + 1));
+                return Ok(Some(scan.into_row(at, at + 1)));
             }
-            self.step(syntax, byte);
+            self.step(syntax.format, byte);
+            at += 1;
         }
         self.scanned = data.len();
-        None
+        Ok(None)
     }
 
     /// The row whose line ends at `line_end` (before its `\n`, if any)
@@ -577,16 +698,16 @@ impl RowScan {
     }
 
     /// Takes in a byte that does not end the row.
-    fn step(&mut self, syntax: Syntax, byte: u8) {
+    fn step(&mut self, format: Format, byte: u8) {
         self.newlines += usize::from(byte == b'\n');
-        match syntax {
-            Syntax::Text => {
+        match format {
+            Format::Text => {
                 let bare = !self.escaped;
                 self.end_marker |= !bare && byte == b'.';
                 self.bare_cr = bare && byte == b'\r';
                 self.escaped = bare && byte == b'\\';
             }
-            Syntax::Csv { quote, escape } => {
+            Format::Csv { quote, escape } => {
                 if escape != quote && self.in_quote && byte == escape {
                     self.last_was_escape = !self.last_was_escape;
                 }
@@ -599,163 +720,6 @@ impl RowScan {
                 self.bare_cr = byte == b'\r' && !self.in_quote;
             }
         }
-    }
-}
-
-/// One field of a row.
-#[derive(Debug)]
-pub(crate) struct Field {
-    /// Its bytes in the row, as written.
-    pub raw: Range<usize>,
-    /// Whether a delimiter follows it.
-    pub delimited: bool,
-    /// CSV: whether any part of it is quoted.
-    quoted: bool,
-    /// Whether it has a carriage return neither escaped nor quoted.
-    bare_cr: bool,
-}
-
-/// Reads the field at `start` of a row (without its terminator), pushing
-/// its decoded bytes to `value`.
-pub(crate) fn read_field(
-    syntax: Syntax,
-    row: &[u8],
-    start: usize,
-    delimiter: u8,
-    value: Option<&mut Vec<u8>>,
-) -> Field {
-    match syntax {
-        Syntax::Text => text_field(row, start, delimiter, value),
-        Syntax::Csv { quote, escape } => csv_field(row, start, delimiter, quote, escape, value),
-    }
-}
-
-/// Reads the text-format field at `start` of a row as PostgreSQL's
-/// `CopyReadAttributesText` does, pushing its decoded bytes to `value`.
-fn text_field(row: &[u8], start: usize, delimiter: u8, mut value: Option<&mut Vec<u8>>) -> Field {
-    let mut at = start;
-    let mut bare_cr = false;
-    while let Some(&byte) = row.get(at) {
-        if byte == delimiter {
-            return Field {
-                raw: start..at,
-                delimited: true,
-                quoted: false,
-                bare_cr,
-            };
-        }
-        at += 1;
-        let decoded = if byte == b'\\' {
-            // A backslash that ends the data is dropped.
-            let Some((decoded, len)) = unescape(&row[at..]) else {
-                break;
-            };
-            at += len;
-            decoded
-        } else {
-            bare_cr |= byte == b'\r';
-            byte
-        };
-        if let Some(value) = value.as_deref_mut() {
-            value.push(decoded);
-        }
-    }
-    Field {
-        raw: start..at,
-        delimited: false,
-        quoted: false,
-        bare_cr,
-    }
-}
-
-/// The byte a text-format escape stands for, and how many bytes after
-/// the backslash it takes; `None` if nothing follows the backslash.
-fn unescape(after: &[u8]) -> Option<(u8, usize)> {
-    let (&first, rest) = after.split_first()?;
-    let is_octal = |byte: &&u8| (b'0'..=b'7').contains(*byte);
-    Some(match first {
-        b'0'..=b'7' => {
-            let len = 1 + rest.iter().take(2).take_while(is_octal).count();
-            (number(&after[..len], 8), len)
-        }
-        b'x' if rest.first().is_some_and(u8::is_ascii_hexdigit) => {
-            let digits = rest
-                .iter()
-                .take(2)
-                .take_while(|b| b.is_ascii_hexdigit())
-                .count();
-            (number(&rest[..digits], 16), 1 + digits)
-        }
-        b'b' => (0x08, 1),
-        b'f' => (0x0c, 1),
-        b'n' => (b'\n', 1),
-        b'r' => (b'\r', 1),
-        b't' => (b'\t', 1),
-        b'v' => (0x0b, 1),
-        other => (other, 1),
-    })
-}
-
-/// The value of checked digits, keeping the low 8 bits as PostgreSQL does.
-fn number(digits: &[u8], radix: u32) -> u8 {
-    let value = digits.iter().fold(0, |value, &digit| {
-        value * radix + char::from(digit).to_digit(radix).unwrap_or(0)
-    });
-    (value & 0xff) as u8
-}
-
-/// Reads the CSV field at `start` of a row as PostgreSQL's
-/// `CopyReadAttributesCSV` does, pushing its unquoted bytes to `value`.
-fn csv_field(
-    row: &[u8],
-    start: usize,
-    delimiter: u8,
-    quote: u8,
-    escape: u8,
-    mut value: Option<&mut Vec<u8>>,
-) -> Field {
-    let mut at = start;
-    let mut in_quote = false;
-    let mut quoted = false;
-    let mut bare_cr = false;
-    while let Some(&byte) = row.get(at) {
-        at += 1;
-        let decoded = if in_quote {
-            match row.get(at) {
-                Some(&next) if byte == escape && (next == escape || next == quote) => {
-                    at += 1;
-                    next
-                }
-                _ if byte == quote => {
-                    in_quote = false;
-                    continue;
-                }
-                _ => byte,
-            }
-        } else if byte == delimiter {
-            return Field {
-                raw: start..at - 1,
-                delimited: true,
-                quoted,
-                bare_cr,
-            };
-        } else if byte == quote {
-            in_quote = true;
-            quoted = true;
-            continue;
-        } else {
-            bare_cr |= byte == b'\r';
-            byte
-        };
-        if let Some(value) = value.as_deref_mut() {
-            value.push(decoded);
-        }
-    }
-    Field {
-        raw: start..at,
-        delimited: false,
-        quoted,
-        bare_cr,
     }
 }
 

@@ -3,13 +3,16 @@
 //!
 //! **Text and CSV.** PostgreSQL sends each row of a COPY TO in a CopyData
 //! message of its own. The row is split into fields with the COPY's
-//! options (which the client tap read from the statement), and each field
-//! is read as COPY would read it back (`copy_in`: backslash escapes in
-//! text format, quotes in CSV). A field holding pgveil's ciphertext (a
-//! text column's `pgv1:...`, a `bytea` column's `\x5056...`, written
-//! `\\x5056...` in text format, or its escape form) is replaced by what the
-//! reader may see, escaped or quoted for the format. A row none of whose
-//! bytes could start ciphertext is passed on without being split.
+//! options (which the client tap read from the statement), in the
+//! reader's encoding (`copy_syntax`), and each field is read as COPY would
+//! read it back (backslash escapes in text format, quotes in CSV). A field
+//! holding pgveil's ciphertext (a text column's `pgv1:...`, a `bytea`
+//! column's `\x5056...`, written `\\x5056...` in text format, or its escape
+//! form) is replaced by what the reader may see, in the reader's encoding,
+//! escaped or quoted for the format as PostgreSQL would have written it
+//! (a `bytea` value's `\x` hex or escape form is escaped like any text):
+//! quoted again where FORCE_QUOTE quoted the ciphertext. A row none of
+//! whose bytes could start ciphertext is passed on without being split.
 //!
 //! **Binary.** The stream is split into its header, tuples and trailer
 //! (`copy_binary`); a piece cut across CopyData messages is kept until
@@ -25,10 +28,11 @@ use aho_corasick::AhoCorasick;
 use bytes::Bytes;
 
 use crate::copy_binary::{FormatError, Piece, Splitter};
-use crate::copy_in::{read_field, Syntax};
+use crate::copy_syntax::{Format, Syntax};
+use crate::encoding::ClientEncoding;
 use crate::protocol::reply::{self, Severity};
 use crate::reveal::{tuple_has_ciphertext, Denial, Memo, Reader, Revealed};
-use crate::rewrite::{CopyFormat, CopyOptions};
+use crate::rewrite::CopyOptions;
 use crate::veil::Veil;
 
 /// SQLSTATE `internal_error`.
@@ -42,13 +46,18 @@ pub enum CopyOut {
 
 impl CopyOut {
     /// How to reveal the COPY TO whose CopyOutResponse says `binary` or
-    /// not, with the options of its statement if pgveil read them; `None`
-    /// when its data cannot be read and is passed on as it is.
-    pub fn new(options: Option<CopyOptions>, binary: bool) -> Option<Self> {
+    /// not, with the options of its statement if pgveil read them, for a
+    /// reader in `encoding`; `None` when its data cannot be read and is
+    /// passed on as it is.
+    pub fn new(
+        options: Option<CopyOptions>,
+        binary: bool,
+        encoding: ClientEncoding,
+    ) -> Option<Self> {
         if binary {
             return Some(CopyOut::Binary(BinaryOut::default()));
         }
-        Lines::new(options?).map(CopyOut::Lines)
+        Lines::new(&options?, encoding).map(CopyOut::Lines)
     }
 
     /// Reveals the payload of one CopyData message: `Ok(None)` to pass it
@@ -72,29 +81,18 @@ impl CopyOut {
 
 /// Text or CSV rows, one per message.
 pub struct Lines {
-    options: CopyOptions,
     syntax: Syntax,
-    delimiter: u8,
+    /// The NULL string, in the reader's encoding.
+    null: Vec<u8>,
 }
 
 impl Lines {
-    /// `None` for a delimiter that is not one byte, which COPY rejects.
-    fn new(options: CopyOptions) -> Option<Self> {
-        let &[delimiter] = options.delimiter.as_bytes() else {
-            return None;
-        };
-        let syntax = match options.format {
-            CopyFormat::Csv => {
-                let quote = options.quote.as_bytes().first().copied().unwrap_or(b'"');
-                let escape = options.escape.as_bytes().first().copied().unwrap_or(quote);
-                Syntax::Csv { quote, escape }
-            }
-            CopyFormat::Text | CopyFormat::Binary => Syntax::Text,
-        };
+    /// `None` for binary options or an option that is not one byte, which
+    /// COPY rejects.
+    fn new(options: &CopyOptions, encoding: ClientEncoding) -> Option<Self> {
         Some(Lines {
-            options,
-            syntax,
-            delimiter,
+            syntax: Syntax::of(options, encoding)?,
+            null: encoding.encode(&options.null).into_owned(),
         })
     }
 
@@ -117,34 +115,39 @@ impl Lines {
         let mut start = 0;
         loop {
             value.clear();
-            let field = read_field(self.syntax, line, start, self.delimiter, Some(&mut value));
+            let field = self.syntax.field(line, start, Some(&mut value));
             let raw = &line[field.raw.clone()];
+            // A field alone on its line, which would read as the end of
+            // the data if it were `\.`.
+            let alone = start == 0 && !field.delimited;
             match memo.reveal(veil, reader, &value) {
                 Revealed::Keep => out.extend_from_slice(raw),
                 Revealed::Null => {
                     changed = true;
-                    out.extend_from_slice(self.options.null.as_bytes());
+                    out.extend_from_slice(&self.null);
                 }
                 Revealed::Value(value) => {
                     changed = true;
-                    self.put(&mut out, value);
+                    self.put(&mut out, value, field.quoted, alone);
                 }
                 Revealed::Denied(denial) => return Err(denial),
             }
             if !field.delimited {
                 break;
             }
-            out.push(self.delimiter);
+            out.push(self.syntax.delimiter);
             start = field.raw.end + 1;
         }
         out.extend_from_slice(ending);
         Ok(changed.then_some(out))
     }
 
-    fn put(&self, out: &mut Vec<u8>, value: &[u8]) {
-        match self.syntax {
-            Syntax::Csv { .. } => put_csv(out, value, self.delimiter, &self.options),
-            Syntax::Text => put_text(out, value, self.delimiter),
+    /// Writes a revealed value as PostgreSQL would have written it; in
+    /// CSV quoted where the ciphertext was (FORCE_QUOTE).
+    fn put(&self, out: &mut Vec<u8>, value: &[u8], quoted: bool, alone: bool) {
+        match self.syntax.format {
+            Format::Csv { .. } => self.syntax.put_csv(out, value, quoted, &self.null, alone),
+            Format::Text => self.syntax.put_text(out, value),
         }
     }
 }
@@ -166,43 +169,6 @@ fn split_ending(row: &[u8]) -> (&[u8], &[u8]) {
         usize::from(row.ends_with(b"\n"))
     };
     row.split_at(row.len() - cut)
-}
-
-/// Text format: backslash escapes for backslash, line breaks, tab and the
-/// delimiter.
-fn put_text(out: &mut Vec<u8>, value: &[u8], delimiter: u8) {
-    for &b in value {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ if b == delimiter => out.extend_from_slice(&[b'\\', b]),
-            _ => out.push(b),
-        }
-    }
-}
-
-/// CSV: quoted when it holds the delimiter, a quote, a line break, or
-/// could be read as NULL; quotes inside are escaped.
-fn put_csv(out: &mut Vec<u8>, value: &[u8], delimiter: u8, options: &CopyOptions) {
-    let quote = options.quote.as_bytes().first().copied().unwrap_or(b'"');
-    let escape = options.escape.as_bytes().first().copied().unwrap_or(quote);
-    let needs_quotes = value == options.null.as_bytes()
-        || value
-            .iter()
-            .any(|&b| b == delimiter || b == quote || b == b'\n' || b == b'\r');
-    if !needs_quotes {
-        return out.extend_from_slice(value);
-    }
-    out.push(quote);
-    for &b in value {
-        if b == quote || b == escape {
-            out.push(escape);
-        }
-        out.push(b);
-    }
-    out.push(quote);
 }
 
 /// A binary COPY TO stream.
@@ -275,20 +241,6 @@ fn unreadable(error: FormatError) -> Bytes {
 mod tests {
     use super::*;
 
-    #[test]
-    fn escapes_for_each_format() {
-        let mut out = Vec::new();
-        put_text(&mut out, b"a\tb\\c\nd", b'\t');
-        assert_eq!(out, b"a\\tb\\\\c\\nd");
-        let csv = crate::rewrite::copy_out_options("COPY t TO STDOUT (FORMAT csv)").remove(0);
-        let mut out = Vec::new();
-        put_csv(&mut out, b"Smith, \"Al\"", b',', &csv);
-        assert_eq!(out, b"\"Smith, \"\"Al\"\"\"");
-        let mut out = Vec::new();
-        put_csv(&mut out, b"", b',', &csv);
-        assert_eq!(out, b"\"\"", "an empty string is not NULL");
-    }
-
     use crate::copy_binary::tests::{stream, tuple_bytes};
     use crate::reveal::tests::{reader, veil};
     use crate::rewrite::Encryptor;
@@ -301,7 +253,7 @@ mod tests {
         size: usize,
         roles: &[String],
     ) -> Result<Vec<u8>, Bytes> {
-        let mut copy = CopyOut::new(None, true).unwrap();
+        let mut copy = CopyOut::new(None, true, ClientEncoding::default()).unwrap();
         let mut memo = Memo::default();
         let mut out = Vec::new();
         for chunk in data.chunks(size) {
@@ -342,7 +294,7 @@ mod tests {
         let veil = veil();
         let reader = reader(&[], None);
         let mut memo = Memo::default();
-        let mut copy = CopyOut::new(None, true).unwrap();
+        let mut copy = CopyOut::new(None, true, ClientEncoding::default()).unwrap();
         let header_and_tuple = [&stream(&[])[..19], &tuple_bytes(&[Some(b"pgv1")])].concat();
         for message in [&header_and_tuple[..], &(-1i16).to_be_bytes()] {
             assert_eq!(copy.reveal(&veil, &reader, &mut memo, message), Ok(None));

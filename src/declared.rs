@@ -1,17 +1,39 @@
 //! What a session has declared about itself: `pgveil.purpose` and
-//! `pgveil.actor`, with PostgreSQL's scoping.
+//! `pgveil.actor`, exactly as the server has them.
 //!
-//! The client tap reports each `SET`, `SET LOCAL`, `RESET` and
-//! `set_config` it sees ([`Declared::apply`]); the server tap reports how
-//! transactions end ([`Declared::ready`], [`Declared::rolled_back`]). A
-//! `SET LOCAL` lasts until the transaction ends; a plain `SET` is undone
-//! if its transaction rolls back, explicit (`BEGIN ... ROLLBACK`, or a
-//! failed transaction) or implicit (an error later in the same
-//! multi-statement query), as in PostgreSQL. Since a statement's
-//! transaction is known only once the server answers, every change keeps
-//! the values before it until the next ReadyForQuery says idle.
+//! **Start.** The values in force when the session logged in (`-c
+//! pgveil.purpose=...` in the startup options, a `pgveil.purpose` startup
+//! parameter, `ALTER ROLE` / `ALTER DATABASE ... SET`, the server's
+//! configuration) are read on the session's connection before the client
+//! is let in; they are also what `RESET` and `SET ... TO DEFAULT` return
+//! to.
+//!
+//! **In order.** A change takes effect when the server has run the
+//! statement that makes it, not when the client sends it: the client tap
+//! queues what each Query, Execute and Sync will do ([`Declared::query`],
+//! [`Declared::execute`], [`Declared::sync`]) and the server tap applies it
+//! as the answers come, in the same order ([`Declared::completed`],
+//! [`Declared::failed`], [`Declared::ready`]). So rows of a statement sent
+//! before a `SET` are revealed under the values before it, however the
+//! client pipelines, a prepared statement that is never executed changes
+//! nothing, and a statement that fails changes nothing.
+//!
+//! **Scope**, as PostgreSQL's: a `SET LOCAL` lasts until its transaction
+//! ends; a plain `SET` is undone when its transaction rolls back (an
+//! explicit `ROLLBACK`, the `COMMIT` of a failed transaction, an error in
+//! an implicit one); `ROLLBACK TO SAVEPOINT` undoes what was set after the
+//! savepoint, `RELEASE` keeps it. A transaction ends at a `COMMIT` or
+//! `ROLLBACK` command tag, or at a ReadyForQuery that says idle.
+//!
+//! **COPY FROM STDIN.** The server ignores the Syncs a client sends while
+//! it is in copy-in mode. Each queued Sync notes how many CopyDone and
+//! CopyFail messages the client had sent before it; when the server
+//! starts a COPY FROM STDIN (CopyInResponse), the Syncs sent between that
+//! statement and the end of its data are dropped from the queue.
 
-use crate::rewrite::SettingChange;
+use std::collections::VecDeque;
+
+use crate::rewrite::{Effect, SettingChange};
 
 /// The values in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,79 +43,289 @@ pub struct Values {
 }
 
 impl Values {
-    fn set(&mut self, change: &SettingChange) {
-        let slot = match change.name.as_str() {
-            "purpose" => &mut self.purpose,
-            "actor" => &mut self.actor,
-            _ => return,
-        };
-        *slot = change.value.clone().filter(|v| !v.is_empty());
+    /// The slot of a setting, `None` for a name that is not pgveil's.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        match name {
+            "purpose" => Some(&mut self.purpose),
+            "actor" => Some(&mut self.actor),
+            _ => None,
+        }
     }
 }
 
-/// A session's declarations and their scopes.
+/// The values of a transaction or savepoint when it started.
+#[derive(Clone, Debug)]
+struct Snapshot {
+    session: Values,
+    current: Values,
+}
+
+/// A statement or Sync sent and not yet answered.
+#[derive(Debug)]
+enum Unit {
+    /// A simple Query: the effects of its statements, in order.
+    Query {
+        effects: Vec<Vec<Effect>>,
+        /// Statements completed so far.
+        done: usize,
+        /// An error ended it: the rest did not run.
+        failed: bool,
+        copy_ends: u64,
+    },
+    Execute {
+        effects: Vec<Effect>,
+        copy_ends: u64,
+    },
+    Sync {
+        copy_ends: u64,
+    },
+}
+
+impl Unit {
+    fn copy_ends(&self) -> u64 {
+        match self {
+            Unit::Query { copy_ends, .. }
+            | Unit::Execute { copy_ends, .. }
+            | Unit::Sync { copy_ends } => *copy_ends,
+        }
+    }
+}
+
+/// A session's declarations, their scopes, and the statements whose
+/// answers will change them.
 #[derive(Debug, Default)]
 pub struct Declared {
+    /// At login; what RESET returns to.
+    initial: Values,
+    /// What stays when the transaction commits.
     session: Values,
-    /// Set by `SET LOCAL`, until the transaction ends.
-    local: Option<Values>,
-    /// The session values before the first plain `SET` of the current
-    /// transaction.
-    before_tx: Option<Values>,
-    rolled_back: bool,
+    /// In force now: `session`, or a `SET LOCAL` value.
+    current: Values,
+    /// The values when the transaction in progress started; taken at its
+    /// first change or savepoint.
+    transaction: Option<Snapshot>,
+    savepoints: Vec<(String, Snapshot)>,
+    /// An error aborted the transaction in progress.
+    failed: bool,
+    units: VecDeque<Unit>,
+    /// An error in an extended-protocol batch: the server skips every
+    /// message up to its Sync, Queries too.
+    to_sync: bool,
+    /// CopyDone and CopyFail messages sent to the server so far.
+    copy_ends: u64,
+    /// The server is in copy-in mode for data that ends after this many
+    /// CopyDone/CopyFail messages.
+    copying: Option<u64>,
 }
 
 impl Declared {
+    /// A session that logged in with these values.
+    pub fn new(initial: Values) -> Self {
+        Self {
+            session: initial.clone(),
+            current: initial.clone(),
+            initial,
+            ..Self::default()
+        }
+    }
+
     /// The values in force now.
     pub fn current(&self) -> &Values {
-        self.local.as_ref().unwrap_or(&self.session)
+        &self.current
     }
 
-    /// Applies a change the client sent.
-    pub fn apply(&mut self, change: &SettingChange) {
-        if change.local {
-            self.local
-                .get_or_insert_with(|| self.session.clone())
-                .set(change);
+    // The client tap, as messages go to the server.
+
+    /// A Query, with the effects of each of its statements, or a
+    /// FunctionCall (no effects): answered up to a ReadyForQuery.
+    pub fn query(&mut self, effects: Vec<Vec<Effect>>) {
+        let copy_ends = self.copy_ends;
+        self.units.push_back(Unit::Query {
+            effects,
+            done: 0,
+            failed: false,
+            copy_ends,
+        });
+    }
+
+    /// An Execute, with the effects of its statement.
+    pub fn execute(&mut self, effects: Vec<Effect>) {
+        let copy_ends = self.copy_ends;
+        self.units.push_back(Unit::Execute { effects, copy_ends });
+    }
+
+    /// A Sync.
+    pub fn sync(&mut self) {
+        if self.copying != Some(self.copy_ends) {
+            let copy_ends = self.copy_ends;
+            self.units.push_back(Unit::Sync { copy_ends });
+        }
+    }
+
+    /// A CopyDone or CopyFail.
+    pub fn copy_ended(&mut self) {
+        self.copy_ends += 1;
+    }
+
+    // The server tap, as answers come.
+
+    /// CommandComplete (with its tag), EmptyQueryResponse or
+    /// PortalSuspended (with an empty tag).
+    pub fn completed(&mut self, tag: &[u8]) {
+        self.copying = None;
+        let effects = match self.units.front_mut() {
+            Some(Unit::Query {
+                effects,
+                done,
+                failed: false,
+                ..
+            }) => {
+                let these = effects.get_mut(*done).map(std::mem::take);
+                *done += 1;
+                these.unwrap_or_default()
+            }
+            Some(Unit::Execute { .. }) => match self.units.pop_front() {
+                Some(Unit::Execute { effects, .. }) => effects,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let rolled_back_to = effects.iter().any(|e| matches!(e, Effect::RollbackTo(_)));
+        for effect in effects {
+            self.apply(effect);
+        }
+        match tag {
+            b"COMMIT" | b"PREPARE TRANSACTION" => self.end_transaction(true),
+            b"ROLLBACK" if !rolled_back_to => self.end_transaction(false),
+            _ => {}
+        }
+    }
+
+    /// An ErrorResponse: the statement failed, and with it the transaction.
+    pub fn failed(&mut self) {
+        self.copying = None;
+        self.failed = true;
+        match self.units.front_mut() {
+            Some(Unit::Query { failed, .. }) => *failed = true,
+            Some(Unit::Execute { .. }) => {
+                self.units.pop_front();
+                self.to_sync = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// A CopyInResponse: the server ignores Syncs until the data ends.
+    pub fn copy_started(&mut self) {
+        let Some(copy_ends) = self.units.front().map(Unit::copy_ends) else {
             return;
-        }
-        if self.before_tx.is_none() {
-            self.before_tx = Some(self.session.clone());
-        }
-        self.session.set(change);
-        if let Some(local) = &mut self.local {
-            local.set(change);
-        }
+        };
+        self.copying = Some(copy_ends);
+        self.units
+            .retain(|unit| !matches!(unit, Unit::Sync { copy_ends: c } if *c == copy_ends));
     }
 
-    /// Whether a rollback would have something to undo, so the server tap
-    /// should watch for one.
-    pub fn watching_rollback(&self) -> bool {
-        self.before_tx.is_some()
-    }
-
-    /// The server completed a ROLLBACK (or a COMMIT of a failed
-    /// transaction), or reported an error, which aborts the transaction.
-    pub fn rolled_back(&mut self) {
-        self.rolled_back = true;
-    }
-
-    /// The server is ready for a query, with this transaction status
-    /// (`I` idle, `T` in a transaction, `E` in a failed transaction).
+    /// ReadyForQuery with this transaction status (`I` idle, `T` in a
+    /// transaction, `E` in a failed one): a Query or a batch has been
+    /// answered; the statements of a batch left after an error did not
+    /// run.
     pub fn ready(&mut self, status: u8) {
-        if status == b'E' {
-            // A failed transaction can only end by rolling back.
-            self.rolled_back = true;
-        }
-        if status == b'I' {
-            if let Some(before) = self.before_tx.take() {
-                if self.rolled_back {
-                    self.session = before;
+        if let (Some(Unit::Query { .. }), false) = (self.units.front(), self.to_sync) {
+            self.units.pop_front();
+        } else {
+            self.to_sync = false;
+            while let Some(unit) = self.units.pop_front() {
+                if matches!(unit, Unit::Sync { .. }) {
+                    break;
                 }
             }
-            self.local = None;
-            self.rolled_back = false;
         }
+        if status == b'I' {
+            self.end_transaction(!self.failed);
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            session: self.session.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) {
+        self.session = snapshot.session;
+        self.current = snapshot.current;
+    }
+
+    /// Notes the values before the first change of a transaction.
+    fn begin(&mut self) {
+        if self.transaction.is_none() {
+            self.transaction = Some(self.snapshot());
+        }
+    }
+
+    fn apply(&mut self, effect: Effect) {
+        self.begin();
+        match effect {
+            Effect::Set(change) => self.set(&change),
+            Effect::ResetAll => {
+                self.session = self.initial.clone();
+                self.current = self.initial.clone();
+            }
+            Effect::Savepoint(name) => {
+                let snapshot = self.snapshot();
+                self.savepoints.push((name, snapshot));
+            }
+            Effect::Release(name) => {
+                if let Some(at) = self.savepoint(&name) {
+                    self.savepoints.truncate(at);
+                }
+            }
+            Effect::RollbackTo(name) => {
+                if let Some(at) = self.savepoint(&name) {
+                    self.savepoints.truncate(at + 1);
+                    self.restore(self.savepoints[at].1.clone());
+                    self.failed = false;
+                }
+            }
+        }
+    }
+
+    /// The innermost savepoint of that name.
+    fn savepoint(&self, name: &str) -> Option<usize> {
+        self.savepoints.iter().rposition(|(n, _)| n == name)
+    }
+
+    fn set(&mut self, change: &SettingChange) {
+        let mut initial = self.initial.clone();
+        let Some(reset) = initial.slot(&change.name) else {
+            return;
+        };
+        let value = match &change.value {
+            Some(value) => Some(value.clone()).filter(|v| !v.is_empty()),
+            None => reset.take(),
+        };
+        if !change.local {
+            if let Some(slot) = self.session.slot(&change.name) {
+                *slot = value.clone();
+            }
+        }
+        if let Some(slot) = self.current.slot(&change.name) {
+            *slot = value;
+        }
+    }
+
+    /// The transaction in progress ends: its `SET LOCAL`s with it, and
+    /// everything it changed unless it committed.
+    fn end_transaction(&mut self, committed: bool) {
+        if let Some(before) = self.transaction.take() {
+            if !committed || self.failed {
+                self.restore(before);
+            }
+        }
+        self.current = self.session.clone();
+        self.savepoints.clear();
+        self.failed = false;
     }
 }
 
@@ -101,65 +333,251 @@ impl Declared {
 mod tests {
     use super::*;
 
-    fn set(name: &str, value: Option<&str>, local: bool) -> SettingChange {
-        SettingChange {
+    fn set(name: &str, value: Option<&str>, local: bool) -> Effect {
+        Effect::Set(SettingChange {
             name: name.into(),
             value: value.map(Into::into),
             local,
-        }
+        })
     }
 
     fn purpose(d: &Declared) -> Option<&str> {
         d.current().purpose.as_deref()
     }
 
+    /// Runs one simple Query of statements that each complete with `tags`,
+    /// the server ending it with `status`.
+    fn run(d: &mut Declared, statements: Vec<(Vec<Effect>, &str)>, status: u8) {
+        let tags: Vec<&str> = statements.iter().map(|(_, tag)| *tag).collect();
+        d.query(statements.into_iter().map(|(e, _)| e).collect());
+        for tag in tags {
+            if tag == "ERROR" {
+                d.failed();
+                break;
+            }
+            d.completed(tag.as_bytes());
+        }
+        d.ready(status);
+    }
+
+    fn kyc() -> Values {
+        Values {
+            purpose: Some("kyc".into()),
+            actor: None,
+        }
+    }
+
     #[test]
-    fn set_and_reset() {
+    fn set_and_reset_return_to_the_value_at_login() {
+        let mut d = Declared::new(kyc());
+        assert_eq!(purpose(&d), Some("kyc"));
+        run(
+            &mut d,
+            vec![(vec![set("purpose", Some("marketing"), false)], "SET")],
+            b'I',
+        );
+        assert_eq!(purpose(&d), Some("marketing"));
+        run(
+            &mut d,
+            vec![(vec![set("purpose", Some(""), false)], "SET")],
+            b'I',
+        );
+        assert_eq!(purpose(&d), None, "empty is none");
+        run(
+            &mut d,
+            vec![(vec![set("purpose", None, false)], "RESET")],
+            b'I',
+        );
+        assert_eq!(purpose(&d), Some("kyc"));
+        run(
+            &mut d,
+            vec![(vec![set("actor", Some("bob"), false)], "SET")],
+            b'I',
+        );
+        run(
+            &mut d,
+            vec![(vec![set("purpose", Some("x"), false)], "SET")],
+            b'I',
+        );
+        run(&mut d, vec![(vec![Effect::ResetAll], "DISCARD ALL")], b'I');
+        assert_eq!(d.current(), &kyc());
+    }
+
+    #[test]
+    fn a_change_takes_effect_when_its_statement_completes() {
         let mut d = Declared::default();
-        d.apply(&set("purpose", Some("kyc"), false));
-        d.apply(&set("actor", Some("alice@example.com"), false));
+        d.query(vec![vec![], vec![set("purpose", Some("kyc"), false)]]);
+        d.query(vec![vec![set("purpose", Some("later"), false)]]);
+        assert_eq!(purpose(&d), None, "not run yet");
+        d.completed(b"SELECT 1");
+        assert_eq!(purpose(&d), None, "rows of the first statement");
+        d.completed(b"SET");
         assert_eq!(purpose(&d), Some("kyc"));
         d.ready(b'I');
-        assert_eq!(d.current().actor.as_deref(), Some("alice@example.com"));
-        d.apply(&set("purpose", None, false));
-        assert_eq!(purpose(&d), None);
+        d.failed();
+        d.ready(b'I');
+        assert_eq!(purpose(&d), Some("kyc"), "the failed statement set nothing");
+        // Extended protocol: an error skips the rest of the batch.
+        d.execute(vec![]);
+        d.execute(vec![set("purpose", Some("skipped"), false)]);
+        d.sync();
+        d.execute(vec![set("purpose", Some("next"), false)]);
+        d.sync();
+        d.failed();
+        d.ready(b'I');
+        assert_eq!(purpose(&d), Some("kyc"));
+        d.completed(b"SELECT 1");
+        assert_eq!(purpose(&d), Some("next"));
+        d.ready(b'I');
+        // After an error in a batch, a Query before its Sync is skipped too.
+        d.execute(vec![]);
+        d.query(vec![vec![set("purpose", Some("skipped"), false)]]);
+        d.sync();
+        d.query(vec![vec![set("purpose", Some("last"), false)]]);
+        d.failed();
+        d.ready(b'I');
+        d.completed(b"SET");
+        d.ready(b'I');
+        assert_eq!(purpose(&d), Some("last"));
     }
 
     #[test]
     fn set_local_ends_with_the_transaction() {
         let mut d = Declared::default();
-        d.apply(&set("purpose", Some("marketing"), false));
-        d.ready(b'T');
-        d.apply(&set("purpose", Some("kyc"), true));
+        run(
+            &mut d,
+            vec![(vec![set("purpose", Some("marketing"), false)], "SET")],
+            b'I',
+        );
+        run(
+            &mut d,
+            vec![
+                (vec![], "BEGIN"),
+                (vec![set("purpose", Some("kyc"), true)], "SET"),
+            ],
+            b'T',
+        );
         assert_eq!(purpose(&d), Some("kyc"));
-        d.ready(b'T');
-        assert_eq!(purpose(&d), Some("kyc"));
-        d.ready(b'I');
+        run(&mut d, vec![(vec![], "COMMIT")], b'I');
         assert_eq!(purpose(&d), Some("marketing"));
+        // SET after SET LOCAL in the same transaction stays.
+        run(
+            &mut d,
+            vec![
+                (vec![], "BEGIN"),
+                (vec![set("purpose", Some("a"), true)], "SET"),
+                (vec![set("purpose", Some("b"), false)], "SET"),
+                (vec![], "COMMIT"),
+                (vec![], "SELECT 1"),
+            ],
+            b'I',
+        );
+        assert_eq!(purpose(&d), Some("b"));
     }
 
     #[test]
-    fn an_error_in_the_same_query_undoes_a_set() {
+    fn rollback_and_errors_undo_a_set() {
         let mut d = Declared::default();
-        d.apply(&set("purpose", Some("kyc"), false));
-        d.rolled_back();
-        d.ready(b'I');
+        run(
+            &mut d,
+            vec![
+                (vec![set("purpose", Some("kyc"), false)], "SET"),
+                (vec![], "ERROR"),
+            ],
+            b'I',
+        );
+        assert_eq!(purpose(&d), None, "an error later in the same query");
+        let begin_kyc = |d: &mut Declared| {
+            let statements = vec![
+                (vec![], "BEGIN"),
+                (vec![set("purpose", Some("kyc"), false)], "SET"),
+            ];
+            run(d, statements, b'T');
+        };
+        begin_kyc(&mut d);
+        run(&mut d, vec![(vec![], "ROLLBACK")], b'I');
         assert_eq!(purpose(&d), None);
+        begin_kyc(&mut d);
+        run(&mut d, vec![(vec![], "ERROR")], b'E');
+        run(&mut d, vec![(vec![], "ROLLBACK")], b'I');
+        assert_eq!(purpose(&d), None, "COMMIT of a failed transaction");
     }
 
     #[test]
-    fn rollback_undoes_a_set_inside_the_transaction() {
-        let mut d = Declared::default();
-        d.ready(b'T');
-        d.apply(&set("purpose", Some("kyc"), false));
-        assert!(d.watching_rollback());
-        d.rolled_back();
-        d.ready(b'I');
+    fn savepoints() {
+        let mut d = Declared::new(kyc());
+        run(
+            &mut d,
+            vec![
+                (vec![], "BEGIN"),
+                (vec![set("purpose", Some(""), false)], "SET"),
+                (vec![Effect::Savepoint("s".into())], "SAVEPOINT"),
+                (vec![set("purpose", Some("marketing"), false)], "SET"),
+                (vec![Effect::RollbackTo("s".into())], "ROLLBACK"),
+            ],
+            b'T',
+        );
+        assert_eq!(
+            purpose(&d),
+            None,
+            "back to the savepoint, not the transaction's start"
+        );
+        run(&mut d, vec![(vec![], "COMMIT")], b'I');
         assert_eq!(purpose(&d), None);
-        // Committed: it stays.
-        d.ready(b'T');
-        d.apply(&set("purpose", Some("kyc"), false));
-        d.ready(b'I');
+        // Released: kept; then an error in a savepoint, rolled back to.
+        run(
+            &mut d,
+            vec![
+                (vec![], "BEGIN"),
+                (vec![Effect::Savepoint("a".into())], "SAVEPOINT"),
+                (vec![set("purpose", Some("kyc"), true)], "SET"),
+                (vec![Effect::Release("a".into())], "RELEASE"),
+                (vec![Effect::Savepoint("b".into())], "SAVEPOINT"),
+                (vec![set("actor", Some("eve"), false)], "SET"),
+                (vec![], "ERROR"),
+            ],
+            b'E',
+        );
+        run(
+            &mut d,
+            vec![(vec![Effect::RollbackTo("b".into())], "ROLLBACK")],
+            b'T',
+        );
         assert_eq!(purpose(&d), Some("kyc"));
+        assert_eq!(d.current().actor, None);
+        run(&mut d, vec![(vec![], "COMMIT")], b'I');
+        assert_eq!(
+            purpose(&d),
+            None,
+            "the SET LOCAL ended with the transaction"
+        );
+    }
+
+    #[test]
+    fn syncs_during_copy_in_are_not_answered() {
+        let mut d = Declared::default();
+        d.execute(vec![]); // COPY ... FROM STDIN
+        d.sync(); // ignored by the server
+        d.copy_started();
+        d.sync(); // also ignored
+        d.copy_ended();
+        d.completed(b"COPY 2");
+        d.sync();
+        d.execute(vec![set("purpose", Some("kyc"), false)]);
+        d.sync();
+        d.ready(b'I');
+        d.completed(b"SELECT 1");
+        assert_eq!(purpose(&d), Some("kyc"));
+        d.ready(b'I');
+        // A COPY that fails before starting: its Sync is answered.
+        d.execute(vec![]);
+        d.sync();
+        d.failed();
+        d.ready(b'I');
+        d.execute(vec![set("purpose", None, false)]);
+        d.sync();
+        d.completed(b"SELECT 1");
+        d.ready(b'I');
+        assert_eq!(purpose(&d), None);
     }
 }

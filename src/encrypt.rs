@@ -10,7 +10,13 @@
 //!   value's bytes (binary format) or the bytes its `bytea` text input
 //!   stands for (text format), and the ciphertext is sent in the same
 //!   format: the envelope's bytes, or `\x` and their hex.
-//! - `SET pgveil.purpose` and friends are noted in [`Declared`].
+//! - What each Query, Execute and Sync does to the session's declared
+//!   purpose and actor (`SET pgveil.purpose` and friends, savepoints) is
+//!   queued in [`Declared`], which applies it as the server answers; a
+//!   change pgveil cannot follow is refused (`rewrite::declarations`).
+//! - COPY FROM STDIN data into a protected table is encrypted
+//!   (`copy_in`), read in the client encoding in force when the data
+//!   starts.
 //!
 //! **Refusing in order.** A refusal must reach the client where
 //! PostgreSQL's own error would, after the answers to everything sent
@@ -41,8 +47,8 @@ use crate::protocol::reply;
 use crate::relay::Tap;
 use crate::reveal::put_field;
 use crate::rewrite::{
-    self, copy_out_options, session_settings, CopyIn, CopyOptions, EncryptError, Encryptor,
-    Outcome, ParamSlot, Prepared, PreparedSlots, Refusal, Storage,
+    self, copy_out_options, declarations, CopyIn, CopyOptions, Declarations, Effect, EncryptError,
+    Encryptor, Outcome, Param, ParamSlot, Prepared, PreparedSlots, Refusal, Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -65,11 +71,19 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(encoding: ClientEncoding) -> Self {
+    /// For a session that logged in with this encoding and these
+    /// declarations.
+    pub fn new(encoding: ClientEncoding, declared: Declared) -> Self {
         Self {
             encoding: Mutex::new(encoding),
+            declared: Mutex::new(declared),
             ..Self::default()
         }
+    }
+
+    /// The session's declarations, locked.
+    pub fn declared(&self) -> std::sync::MutexGuard<'_, Declared> {
+        self.declared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes COPY TO statements about to be sent.
@@ -129,6 +143,11 @@ pub struct ClientTap<'a> {
     copy_statements: HashMap<String, CopyIn>,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
     copy_out_statements: HashMap<String, CopyOptions>,
+    /// What prepared statements do to the declarations, by name, for
+    /// those that do something.
+    declaring: HashMap<String, Declarations>,
+    /// The same, resolved with the Bind's parameters, by portal.
+    portal_effects: HashMap<String, Vec<Effect>>,
     /// After an extended-protocol refusal: drop messages up to Sync.
     skipping: bool,
     /// The COPY FROM STDIN into a protected table in progress, if any.
@@ -145,6 +164,9 @@ pub struct ClientTap<'a> {
 
 /// A COPY FROM STDIN whose data is being encrypted.
 enum CopyState<'a> {
+    /// Its data has not started: the client encoding it comes in is the
+    /// one in force when it does.
+    Waiting(CopyIn),
     Encrypting(CopyEncryptor<'a>),
     /// The data could not be encrypted and the COPY was failed: the rest of
     /// the client's data is dropped, never sent.
@@ -166,6 +188,8 @@ impl<'a> ClientTap<'a> {
             sql_prepared: HashMap::new(),
             copy_statements: HashMap::new(),
             copy_out_statements: HashMap::new(),
+            declaring: HashMap::new(),
+            portal_effects: HashMap::new(),
             skipping: false,
             copy: None,
             trail,
@@ -243,10 +267,18 @@ impl<'a> ClientTap<'a> {
         self.copy = None;
         let encoding = self.shared.encoding();
         let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
+            self.shared.declared().query(Vec::new());
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
-        self.note_settings(&sql);
+        let declared = declarations(&sql).and_then(|d| d.resolve(&[], encoding));
+        self.shared
+            .declared()
+            .query(declared.as_ref().cloned().unwrap_or_default());
+        if let Err(refusal) = declared {
+            self.note_query(&sql, Vec::new());
+            return self.refuse_query(veil, &refusal, out);
+        }
         self.shared.expect_copy_out(copy_out_in(&sql));
         let outcome = self.rewrite(veil, &sql);
         self.note_query(&sql, written(&outcome));
@@ -262,13 +294,15 @@ impl<'a> ClientTap<'a> {
                     &cstring(encoding.encode(&rewrite.sql)),
                 ));
             }
-            Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {
-                Ok(encryptor) => {
-                    self.copy = Some(CopyState::Encrypting(encryptor));
-                    out.push(frame);
+            Outcome::CopyIn(copy) => {
+                match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
+                    Ok(_) => {
+                        self.copy = Some(CopyState::Waiting(copy));
+                        out.push(frame);
+                    }
+                    Err(e) => self.refuse_query(veil, &refusal_of(e), out),
                 }
-                Err(e) => self.refuse_query(veil, &refusal_of(e), out),
-            },
+            }
             Outcome::Refused(refusal) => self.refuse_query(veil, &refusal, out),
         }
     }
@@ -291,24 +325,6 @@ impl<'a> ClientTap<'a> {
     fn note_prepared(&mut self, prepared: Vec<Prepared>) {
         for prepared in prepared {
             self.sql_prepared.insert(prepared.name, prepared.params);
-        }
-    }
-
-    fn note_settings(&self, sql: &str) {
-        if !contains_ignore_case(sql.as_bytes(), b"pgveil.") {
-            return;
-        }
-        let changes = session_settings(sql);
-        if changes.is_empty() {
-            return;
-        }
-        let mut declared = self
-            .shared
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for change in &changes {
-            declared.apply(change);
         }
     }
 
@@ -343,6 +359,7 @@ impl<'a> ClientTap<'a> {
         out.push(reply::frame_of(b'P', &parse));
         out.push(reply::frame_of(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
         out.push(reply::frame_of(b'E', &[0, 0, 0, 0, 0]));
+        self.shared.declared().execute(Vec::new());
         self.shared.pending_refusals.fetch_add(1, Ordering::Relaxed);
         self.skipping = true;
     }
@@ -357,7 +374,17 @@ impl<'a> ClientTap<'a> {
             self.note_parse(&name, "", Vec::new());
             return self.refuse_extended(veil, &undecodable(), out, &name);
         };
-        self.note_settings(&sql);
+        self.declaring.remove(&name);
+        match declarations(&sql) {
+            Ok(plan) if plan.is_empty() => {}
+            Ok(plan) => {
+                self.declaring.insert(name.clone(), plan);
+            }
+            Err(refusal) => {
+                self.note_parse(&name, &sql, Vec::new());
+                return self.refuse_extended(veil, &refusal, out, &name);
+            }
+        }
         self.copy_statements.remove(&name);
         self.copy_out_statements.remove(&name);
         if let Some(options) = copy_out_in(&sql).pop() {
@@ -383,20 +410,24 @@ impl<'a> ClientTap<'a> {
                 self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(b'P', &body));
             }
-            Outcome::CopyIn(copy) => match CopyEncryptor::new(&copy, &veil.policy, veil) {
-                // Checked now, so that a refusal comes at Parse.
-                Ok(_) => {
-                    self.statements.remove(&name);
-                    self.copy_statements.insert(name, copy);
-                    out.push(frame);
+            Outcome::CopyIn(copy) => {
+                match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
+                    // Checked now, so that a refusal comes at Parse.
+                    Ok(_) => {
+                        self.statements.remove(&name);
+                        self.copy_statements.insert(name, copy);
+                        out.push(frame);
+                    }
+                    Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
                 }
-                Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
-            },
+            }
             Outcome::Refused(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }
     }
 
     fn bind(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        // No COPY data can come before this portal's Execute.
+        self.copy = None;
         let name = BindMessage::statement_name(&frame).map(String::from_utf8_lossy);
         let Some(name) = name else {
             return out.push(frame);
@@ -404,18 +435,16 @@ impl<'a> ClientTap<'a> {
         if self.audit_refusing_prepared(&name) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
         }
+        if let Err(refusal) = self.declare_portal(&name, &frame) {
+            return self.refuse_extended(veil, &refusal, out, &name);
+        }
         if let Some(options) = self.copy_out_statements.get(&*name) {
             self.shared.expect_copy_out(vec![options.clone()]);
         }
         if let Some(copy) = self.copy_statements.get(&*name) {
             // The COPY's data follows its Execute.
-            return match CopyEncryptor::new(copy, &veil.policy, veil) {
-                Ok(encryptor) => {
-                    self.copy = Some(CopyState::Encrypting(encryptor));
-                    out.push(frame)
-                }
-                Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
-            };
+            self.copy = Some(CopyState::Waiting(copy.clone()));
+            return out.push(frame);
         }
         let slots = self
             .statements
@@ -430,20 +459,91 @@ impl<'a> ClientTap<'a> {
         }
     }
 
-    /// CopyData, CopyDone or CopyFail of a COPY into a protected table.
-    fn copy_message(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
-        let Some(CopyState::Encrypting(encryptor)) = &mut self.copy else {
-            // Failed: the server is no longer reading; drop the data.
-            if tag != b'd' {
-                self.copy = None;
+    /// Notes what the portal a Bind creates will do to the declarations,
+    /// with the Bind's parameters.
+    fn declare_portal(&mut self, statement: &str, frame: &[u8]) -> Result<(), Refusal> {
+        let portal = BindMessage::portal_name(frame).map(String::from_utf8_lossy);
+        let portal = portal.unwrap_or_default().into_owned();
+        let Some(plan) = self.declaring.get(statement) else {
+            if !self.portal_effects.is_empty() {
+                self.portal_effects.remove(&portal);
             }
-            return;
+            return Ok(());
+        };
+        let bind = BindMessage::read(frame).ok_or_else(malformed_bind)?;
+        let params: Vec<Param<'_>> = (0..bind.values.len())
+            .map(|i| Param {
+                value: bind.values[i],
+                binary: bind.binary(i),
+            })
+            .collect();
+        let mut effects = plan.resolve(&params, self.shared.encoding())?;
+        self.portal_effects
+            .insert(portal, effects.pop().unwrap_or_default());
+        Ok(())
+    }
+
+    /// An Execute: what its portal does to the declarations is queued.
+    /// It runs a `set_config` once, at its first Execute.
+    fn execute(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
+        let portal = cstr(&frame[5..]).map(String::from_utf8_lossy);
+        let effects = match portal {
+            Some(portal) if !self.portal_effects.is_empty() => {
+                self.portal_effects.remove(&*portal).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        self.shared.declared().execute(effects);
+        out.push(frame);
+    }
+
+    /// A FunctionCall (the fast-path protocol) is answered up to its
+    /// ReadyForQuery; one that calls `set_config`, which pgveil cannot
+    /// follow, is refused.
+    fn function_call(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        self.shared.declared().query(Vec::new());
+        if frame.get(5..9) == Some(&SET_CONFIG_OID.to_be_bytes()[..]) {
+            return self.refuse_query(veil, &rewrite::undeclarable_call(), out);
+        }
+        out.push(frame);
+    }
+
+    /// CopyData, CopyDone or CopyFail. Only those of a COPY into a
+    /// protected table are changed; the end of every COPY's data is noted
+    /// for the declarations.
+    fn copy_message(&mut self, veil: &'a Veil, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        if let Some(CopyState::Waiting(copy)) = &self.copy {
+            let encoding = self.shared.encoding();
+            self.copy = Some(
+                match CopyEncryptor::new(copy, &veil.policy, veil, encoding) {
+                    Ok(encryptor) => CopyState::Encrypting(encryptor),
+                    Err(e) => {
+                        self.fail_copy(&e, out);
+                        CopyState::Failed
+                    }
+                },
+            );
+        }
+        let encryptor = match &mut self.copy {
+            None => {
+                self.copy_ended(tag);
+                return out.push(frame);
+            }
+            Some(CopyState::Encrypting(encryptor)) => encryptor,
+            Some(_) => {
+                // Failed: the server is no longer reading; drop the data.
+                if tag != b'd' {
+                    self.copy = None;
+                }
+                return;
+            }
         };
         let result = match tag {
             b'd' => encryptor.feed(&frame[5..]),
             b'c' => encryptor.finish(),
             _ => {
                 self.copy = None;
+                self.copy_ended(tag);
                 return out.push(frame);
             }
         };
@@ -454,13 +554,12 @@ impl<'a> ClientTap<'a> {
                 }
                 if tag == b'c' {
                     self.copy = None;
+                    self.copy_ended(tag);
                     out.push(frame);
                 }
             }
             Err(e) => {
-                info!(sqlstate = e.sqlstate, "COPY refused: {}", e.message);
-                // CopyFail makes the server abort the COPY with our reason.
-                out.push(reply::frame_of(b'f', &cstring(&e.message)));
+                self.fail_copy(&e, out);
                 self.copy = if tag == b'c' {
                     None
                 } else {
@@ -470,12 +569,29 @@ impl<'a> ClientTap<'a> {
         }
     }
 
+    /// Sends CopyFail: the server aborts the COPY with pgveil's reason.
+    fn fail_copy(&self, e: &CopyError, out: &mut Vec<Bytes>) {
+        info!(sqlstate = e.sqlstate, "COPY refused: {}", e.message);
+        out.push(reply::frame_of(b'f', &cstring(&e.message)));
+        self.copy_ended(b'f');
+    }
+
+    /// Notes a CopyDone or CopyFail sent to the server.
+    fn copy_ended(&self, tag: u8) {
+        if tag != b'd' {
+            self.shared.declared().copy_ended();
+        }
+    }
+
     fn close(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
-        if frame.get(5) == Some(&b'S') {
-            if let Some(name) = cstr(&frame[6..]) {
-                let name = String::from_utf8_lossy(name);
+        if let Some(name) = frame.get(6..).and_then(cstr) {
+            let name = String::from_utf8_lossy(name);
+            if frame[5] == b'S' {
                 self.statements.remove(&*name);
                 self.copy_statements.remove(&*name);
+                self.declaring.remove(&*name);
+            } else {
+                self.portal_effects.remove(&*name);
             }
         }
         out.push(frame);
@@ -488,8 +604,10 @@ impl Tap for ClientTap<'_> {
             || self.skipping
             || (self.trail.is_some()
                 && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'c' | b'f'))
-            || (self.veil.is_some() && matches!(tag, b'Q' | b'P' | b'B' | b'C'))
-            || (self.copy.is_some() && matches!(tag, b'd' | b'c' | b'f'))
+            || (self.veil.is_some()
+                && matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'E' | b'S' | b'F'))
+            || (self.veil.is_some() && matches!(tag, b'c' | b'f'))
+            || (self.copy.is_some() && tag == b'd')
     }
 
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
@@ -502,6 +620,9 @@ impl Tap for ClientTap<'_> {
             self.skipping = tag != b'S';
             if let (b'S', Some(trail)) = (tag, self.trail) {
                 trail.sync();
+            }
+            if tag == b'S' && self.veil.is_some() {
+                self.shared.declared().sync();
             }
             if matches!(tag, b'S' | b'H' | b'X') {
                 out.push(frame);
@@ -516,7 +637,13 @@ impl Tap for ClientTap<'_> {
             (b'P', Some(veil)) => self.parse(veil, frame, out),
             (b'B', Some(veil)) => self.bind(veil, frame, out),
             (b'C', Some(_)) => self.close(frame, out),
-            (b'd' | b'c' | b'f', Some(_)) => self.copy_message(tag, frame, out),
+            (b'E', Some(_)) => self.execute(frame, out),
+            (b'F', Some(veil)) => self.function_call(veil, frame, out),
+            (b'S', Some(_)) => {
+                self.shared.declared().sync();
+                out.push(frame)
+            }
+            (b'd' | b'c' | b'f', Some(veil)) => self.copy_message(veil, tag, frame, out),
             _ => out.push(frame),
         }
     }
@@ -539,6 +666,9 @@ impl ClientTap<'_> {
             && self.texts.get(name).is_some_and(|text| text.protected())
     }
 }
+
+/// The OID of `pg_catalog.set_config`, fixed in PostgreSQL's catalog.
+const SET_CONFIG_OID: u32 = 2078;
 
 /// The protected columns a statement writes, for the trail.
 fn written(outcome: &Outcome) -> Vec<String> {
@@ -622,10 +752,20 @@ impl<'f> ParseMessage<'f> {
     }
 }
 
-/// Reading a Bind message.
-struct BindMessage;
+/// A Bind message, read.
+struct BindMessage<'f> {
+    /// The portal and statement names, each with its NUL.
+    head: &'f [u8],
+    formats_count: i16,
+    /// The parameter format codes, as sent.
+    formats: &'f [u8],
+    /// The parameter values, `None` for NULL.
+    values: Vec<Option<&'f [u8]>>,
+    /// The result format codes, as sent.
+    rest: &'f [u8],
+}
 
-impl BindMessage {
+impl<'f> BindMessage<'f> {
     fn portal_name(frame: &[u8]) -> Option<&[u8]> {
         cstr(frame.get(5..)?)
     }
@@ -634,6 +774,51 @@ impl BindMessage {
         let body = frame.get(5..)?;
         let portal = cstr(body)?;
         cstr(&body[portal.len() + 1..])
+    }
+
+    fn read(frame: &'f [u8]) -> Option<Self> {
+        let body = frame.get(5..)?;
+        let portal = cstr(body)?;
+        let statement = cstr(&body[portal.len() + 1..])?;
+        let head_len = portal.len() + statement.len() + 2;
+        let mut reader = Reader(&body[head_len..]);
+        let formats_count = reader.i16()?;
+        let formats = reader.take(2 * formats_count.max(0) as usize)?;
+        let params_count = reader.i16()?;
+        let values = (0..params_count.max(0))
+            .map(|_| {
+                let len = reader.i32()?;
+                Some(if len < 0 {
+                    None
+                } else {
+                    Some(reader.take(len as usize)?)
+                })
+            })
+            .collect::<Option<_>>()?;
+        Some(Self {
+            head: &body[..head_len],
+            formats_count,
+            formats,
+            values,
+            rest: reader.0,
+        })
+    }
+
+    /// Whether parameter `i` (from 0) is in binary format.
+    fn binary(&self, i: usize) -> bool {
+        let code = |at: usize| self.formats.get(2 * at..2 * at + 2) == Some(&[0, 1][..]);
+        match self.formats_count {
+            0 => false,
+            1 => code(0),
+            _ => code(i),
+        }
+    }
+}
+
+fn malformed_bind() -> Refusal {
+    Refusal {
+        sqlstate: "08P01",
+        message: "pgveil: malformed Bind message".into(),
     }
 }
 
@@ -645,36 +830,17 @@ fn encrypt_bind(
     frame: &[u8],
     slots: &[ParamSlot],
 ) -> Result<Bytes, Refusal> {
-    let malformed = || Refusal {
-        sqlstate: "08P01",
-        message: "pgveil: malformed Bind message".into(),
-    };
-    let body = frame.get(5..).ok_or_else(malformed)?;
-    let portal = cstr(body).ok_or_else(malformed)?;
-    let statement = cstr(&body[portal.len() + 1..]).ok_or_else(malformed)?;
-    let head_len = portal.len() + statement.len() + 2;
-    let mut reader = Reader(&body[head_len..]);
-    let formats_count = reader.i16().ok_or_else(malformed)?;
-    let formats = reader
-        .take(2 * formats_count.max(0) as usize)
-        .ok_or_else(malformed)?;
-    let params_count = reader.i16().ok_or_else(malformed)?;
+    let bind = BindMessage::read(frame).ok_or_else(malformed_bind)?;
     let mut out = BytesMut::with_capacity(frame.len() + 64 * slots.len());
-    out.put_slice(&body[..head_len]);
-    out.put_i16(formats_count);
-    out.put_slice(formats);
-    out.put_i16(params_count);
-    for number in 1..=params_count.max(0) as usize {
-        let len = reader.i32().ok_or_else(malformed)?;
-        let value = if len < 0 {
-            None
-        } else {
-            Some(reader.take(len as usize).ok_or_else(malformed)?)
-        };
-        let slot = slots.iter().find(|s| s.number == number);
+    out.put_slice(bind.head);
+    out.put_i16(bind.formats_count);
+    out.put_slice(bind.formats);
+    out.put_i16(bind.values.len() as i16);
+    for (i, &value) in bind.values.iter().enumerate() {
+        let slot = slots.iter().find(|s| s.number == i + 1);
         match (value, slot) {
             (Some(value), Some(slot)) => {
-                let binary = param_format(formats, number) == 1;
+                let binary = bind.binary(i);
                 let encrypted = if slot.array {
                     encrypt_array_param(veil, encoding, slot, value, binary)?
                 } else {
@@ -685,24 +851,8 @@ fn encrypt_bind(
             (value, _) => put_field(&mut out, value),
         }
     }
-    out.put_slice(reader.0);
+    out.put_slice(bind.rest);
     Ok(reply::frame_of(b'B', &out))
-}
-
-/// The format code (0 text, 1 binary) of parameter `number` (from 1),
-/// from the format codes of a Bind: none (all text), one for all, or one
-/// per parameter.
-fn param_format(formats: &[u8], number: usize) -> i16 {
-    let code = |i: usize| {
-        formats
-            .get(2 * i..2 * i + 2)
-            .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]))
-    };
-    match formats.len() / 2 {
-        0 => 0,
-        1 => code(0),
-        _ => code(number - 1),
-    }
 }
 
 /// An array parameter for a protected text column, with each element

@@ -18,6 +18,7 @@ pub mod config;
 pub mod copy_binary;
 pub mod copy_in;
 pub mod copy_out;
+pub mod copy_syntax;
 pub mod crypto;
 pub mod declared;
 pub mod demo;

@@ -37,7 +37,7 @@ use crate::encrypt::Shared;
 use crate::policy::{Action, ColumnPolicy, Mask};
 use crate::protocol::reply::{self, Severity};
 use crate::relay::Tap;
-use crate::trail::{tag_rows, Trail};
+use crate::trail::{command_tag, tag_rows, Trail};
 use crate::veil::Veil;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
@@ -133,11 +133,7 @@ impl<'a> ServerTap<'a> {
     /// Runs `f` with the session's reader and memo. The declarations' lock
     /// is held only inside `f`.
     fn with_reader<R>(&mut self, f: impl FnOnce(&Reader<'_>, &mut Memo<'a>) -> R) -> R {
-        let declared = self
-            .shared
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let declared = self.shared.declared();
         let reader = Reader {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
@@ -195,12 +191,7 @@ impl<'a> ServerTap<'a> {
     }
 
     fn declared(&self) -> Values {
-        let declared = self
-            .shared
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        declared.current().clone()
+        self.shared.declared().current().clone()
     }
 
     /// Tells the audit trail how the server answers, after the reads of
@@ -224,14 +215,6 @@ impl<'a> ServerTap<'a> {
     fn error(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
         let marker = self.veil.map(Veil::refusal_marker);
         let ours = marker.is_some_and(|m| reply::error_field(&frame, b's') == Some(m.as_bytes()));
-        if self.veil.is_some() && self.watching_rollback() {
-            let mut declared = self
-                .shared
-                .declared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            declared.rolled_back();
-        }
         if !ours {
             if matches!(reply::error_field(&frame, b'V'), Some(b"FATAL" | b"PANIC")) {
                 self.shared.server_fatal.store(true, Ordering::Relaxed);
@@ -247,31 +230,33 @@ impl<'a> ServerTap<'a> {
         out.push(refusal_error(&frame));
     }
 
-    fn track_transaction(&mut self, tag: u8, frame: &[u8]) {
-        let mut declared = self
-            .shared
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    /// Tells the declarations how the server answers: they follow the
+    /// server, whatever the client is shown.
+    fn track(&self, tag: u8, frame: &[u8]) {
+        if self.veil.is_none() {
+            return;
+        }
+        let mut declared = self.shared.declared();
         match tag {
-            b'Z' => {
-                declared.ready(frame.get(5).copied().unwrap_or(b'I'));
-                // A COPY TO that failed before its data never started.
-                self.copy_out = None;
-                self.shared
-                    .copy_out
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
-            }
-            _ if frame
-                .get(5..)
-                .is_some_and(|tag| tag.starts_with(b"ROLLBACK")) =>
-            {
-                declared.rolled_back()
-            }
+            b'C' => declared.completed(command_tag(frame)),
+            b'I' | b's' => declared.completed(b""),
+            b'E' => declared.failed(),
+            b'G' => declared.copy_started(),
+            b'Z' => declared.ready(frame.get(5).copied().unwrap_or(b'I')),
             _ => {}
         }
+    }
+
+    /// ReadyForQuery: the Query or batch is answered.
+    fn ready(&mut self, frame: &[u8]) {
+        self.track(b'Z', frame);
+        // A COPY TO that failed before its data never started.
+        self.copy_out = None;
+        self.shared
+            .copy_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -285,22 +270,24 @@ impl Tap for ServerTap<'_> {
         }
         self.veil.is_some()
             && match tag {
-                b'D' | b'Z' | b'S' | b'H' => true,
+                b'D' | b'Z' | b'S' | b'H' | b'C' | b'I' | b's' | b'G' => true,
                 b'd' | b'c' => self.copy_out.is_some(),
                 b'1' | b'2' => self.shared.pending_refusals.load(Ordering::Relaxed) > 0,
-                b'C' => self.watching_rollback(),
                 _ => false,
             }
     }
 
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        if tag != b'Z' {
+            self.track(tag, &frame);
+        }
         if self.skipping {
             self.skipping = tag != b'Z';
             if tag == b'Z' {
                 if let Some(trail) = self.trail {
                     self.audit(trail, tag, &frame);
                 }
-                self.track_transaction(tag, &frame);
+                self.ready(&frame);
                 out.push(frame);
             }
             return;
@@ -320,7 +307,8 @@ impl Tap for ServerTap<'_> {
             (b'H', Some(_)) => {
                 // CopyOutResponse: its first byte is 1 for binary format.
                 let binary = frame.get(5) == Some(&1);
-                self.copy_out = CopyOut::new(self.shared.next_copy_out(), binary);
+                self.copy_out =
+                    CopyOut::new(self.shared.next_copy_out(), binary, self.shared.encoding());
                 out.push(frame)
             }
             (b'd', Some(veil)) => match self.copy_out.take() {
@@ -339,11 +327,13 @@ impl Tap for ServerTap<'_> {
                 self.parameter_status(&frame);
                 out.push(frame)
             }
+            (b'Z', Some(_)) => {
+                out.append(&mut self.held);
+                self.ready(&frame);
+                out.push(frame)
+            }
             _ => {
                 out.append(&mut self.held);
-                if matches!(tag, b'Z' | b'C') && self.veil.is_some() {
-                    self.track_transaction(tag, &frame);
-                }
                 out.push(frame)
             }
         }
@@ -360,14 +350,6 @@ impl ServerTap<'_> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = ClientEncoding::from_pg_name(name);
         }
-    }
-
-    fn watching_rollback(&self) -> bool {
-        self.shared
-            .declared
-            .lock()
-            .map(|d| d.watching_rollback())
-            .unwrap_or(true)
     }
 }
 

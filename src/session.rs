@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::audit::{AuditRecord, Login, Outcome as AuditOutcome, Peer, SqlState, Timestamp};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::declared::Declared;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::{ClientTap, Shared};
 use crate::policy::Policy;
@@ -300,8 +301,8 @@ impl Session {
     }
 
     /// Relays the server's greeting up to its first ReadyForQuery, noting
-    /// the client encoding; asks the server for the session's roles; then
-    /// lets the client go on.
+    /// the client encoding; asks the server for the session's roles and
+    /// declarations; then lets the client go on.
     async fn greet(
         &mut self,
         upstream: &mut TcpStream,
@@ -314,7 +315,7 @@ impl Session {
                 .await?
                 .ok_or(StartError::UpstreamClosed)?;
             if tag == b'Z' {
-                let catalog = Catalog::fetch(upstream, from_server, policy).await?;
+                let catalog = Catalog::fetch(upstream, from_server, policy, encoding).await?;
                 self.client.write_all(&frame).await?;
                 debug!(roles = ?catalog.roles, "session roles");
                 crate::guard::warn_unguarded(&catalog.guards);
@@ -361,8 +362,8 @@ impl Session {
         let (mut client_rx, mut client_tx) = self.client.split();
         let (mut server_rx, mut server_tx) = upstream.split();
         let stop = self.services.close_all.child_token();
-        let shared = Shared::new(greeting.encoding);
         let catalog = greeting.catalog;
+        let shared = Shared::new(greeting.encoding, Declared::new(catalog.declared.clone()));
 
         let upward = async {
             let mut tap = ClientTap::new(

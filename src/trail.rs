@@ -491,12 +491,17 @@ impl Trail {
     }
 }
 
+/// The tag of a CommandComplete frame (`SELECT 5`), without its NUL.
+pub fn command_tag(frame: &[u8]) -> &[u8] {
+    frame
+        .get(5..frame.len().saturating_sub(1))
+        .unwrap_or_default()
+}
+
 /// The row count of a CommandComplete frame's tag (`SELECT 5`, `INSERT 0 2`).
 pub fn tag_rows(frame: &[u8]) -> u64 {
-    let tag = frame
-        .get(5..frame.len().saturating_sub(1))
-        .unwrap_or_default();
-    tag.rsplit(|&b| b == b' ')
+    command_tag(frame)
+        .rsplit(|&b| b == b' ')
         .next()
         .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
         .unwrap_or(0)

@@ -177,6 +177,15 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             .query("select id from customers where email like $1", &[&"%x"])
             .await
             .unwrap_err();
+        // An actor declared at connection time.
+        let url = crm.proxy.url("crm_user", "pw", "postgres");
+        let declared = common::try_connect(&format!("{url} options='-c pgveil.actor=at-login'"))
+            .await
+            .unwrap();
+        declared
+            .simple_query("select id from customers where segment = 'audit-seg'")
+            .await
+            .unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     tokio::task::block_in_place(|| crm.proxy.shutdown());
@@ -266,6 +275,12 @@ async fn every_access_is_recorded_without_values_and_verifies() {
             "no {event} record"
         );
     }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "statement" && r["actor"] == "at-login"),
+        "the actor declared at connection time"
+    );
     let disconnect = records
         .iter()
         .find(|r| r["event"] == "disconnect" && r["statements"].as_u64() >= Some(5))

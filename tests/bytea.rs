@@ -1,7 +1,8 @@
 //! Protected `bytea` columns through pgveil: values are written as the
 //! binary envelope whatever form the client used (hex or escape literals,
 //! text or binary parameters, PREPARE/EXECUTE, UPDATE, ON CONFLICT, COPY
-//! in text, CSV and binary), equal bytes encrypt equally in a
+//! in text, CSV and binary, in GBK and BIG5 too, where text is converted
+//! and `bytea` never is), equal bytes encrypt equally in a
 //! deterministic column, each role reads what the policy grants in text
 //! and binary formats and in COPY TO, and PostgreSQL holds only the
 //! envelope. A protected column of a type that cannot hold ciphertext is
@@ -503,6 +504,73 @@ async fn copy_in_and_out_of_bytea_columns_in_every_format() {
     assert_eq!(sqlstate(&err), Some("42501"), "{err}");
     let one: i32 = support.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the session goes on");
+}
+
+/// Values for `documents (title, scan)`, twice, as PostgreSQL itself
+/// writes them: the SQL names the title by its UTF-8 bytes, so it means
+/// the same in any client encoding.
+fn twice(title: &str, scan: &[u8]) -> String {
+    format!(
+        "select pg_catalog.convert_from('{}', 'UTF8') as title, '{}'::bytea as scan \
+         from generate_series(1, 2)",
+        hex(title.as_bytes()),
+        hex(scan)
+    )
+}
+
+#[tokio::test]
+async fn copy_in_gbk_and_big5_converts_text_and_never_bytea() {
+    let docs = docs();
+    // The second byte of 乗 in GBK and of 許 and 功 in BIG5 is 5C, a
+    // backslash; the scan holds those bytes too, which are no text.
+    let scan = b"\x81\x5c\xb3\x5c\t|\\";
+    for (encoding, title) in [("GBK", "乗 Scan"), ("BIG5", "許功 Scan")] {
+        let note = format!("copy-{encoding}");
+        let set = format!("set client_encoding to '{encoding}'");
+        let (app, direct) = (docs.connect("crm_user").await, common::direct().await);
+        app.batch_execute(&set).await.unwrap();
+        direct.batch_execute(&set).await.unwrap();
+        let copy = "copy documents (title, scan, note) from stdin";
+        let name = pgveil::encoding::ClientEncoding::from_pg_name(encoding).encode(title);
+        let row = [&name[..], format!("\t\\{}\t{note}\n", hex(scan)).as_bytes()].concat();
+        assert_eq!(common::copy_in(&app, copy, [&row[..]]).await.unwrap(), 1);
+        let values = format!(
+            "copy (select title, scan, '{note}' from ({}) v limit 1) to stdout (format binary)",
+            twice(title, scan)
+        );
+        let binary = common::copy_out(&direct, &values).await;
+        let copy = format!("{copy} (format binary)");
+        let copied = common::copy_in(&app, &copy, [&binary[..]]).await.unwrap();
+        assert_eq!(copied, 1);
+        let sealed = format!(
+            "note = '{note}' and starts_with(title, 'pgv1:') \
+             and starts_with(scan::text, '\\x5056')"
+        );
+        assert_eq!(count(&sealed), 2, "{encoding}: both rows hold ciphertext");
+        // A UTF-8 reader gets the same title, and the scan's bytes as written.
+        let utf8 = docs.connect("crm_user").await;
+        let select = "select title, scan from documents where note = $1";
+        for row in utf8.query(select, &[&note]).await.unwrap() {
+            assert_eq!(row.get::<_, String>(0), title, "{encoding}");
+            assert_eq!(row.get::<_, Vec<u8>>(1), scan, "{encoding}");
+        }
+        // COPY TO in the encoding, as PostgreSQL writes the same values.
+        let stored = format!("select title, scan from documents where note = '{note}' order by id");
+        for options in [
+            "",
+            "(format csv)",
+            "(format csv, force_quote *)",
+            "(format binary)",
+        ] {
+            let through = format!("copy ({stored}) to stdout {options}");
+            let reference = format!("copy ({}) to stdout {options}", twice(title, scan));
+            assert_eq!(
+                common::copy_out(&app, &through).await,
+                common::copy_out(&direct, &reference).await,
+                "{encoding} {options}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -354,3 +354,59 @@ fn serve_refuses_to_start_without_the_right_keys_or_with_a_bad_policy() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The runtime threads of process `pid` once at least `expected` of them
+/// carry their name (each thread names itself as it starts running, so
+/// under load a worker can still have the process's name when pgveil says
+/// it is ready), or after ten seconds.
+fn named_runtime_threads(pid: u32, expected: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let threads = runtime_threads(pid);
+        if threads >= expected || Instant::now() > deadline {
+            return threads;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The runtime threads of process `pid`, by the name tokio gives them.
+fn runtime_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
+            comm.is_ok_and(|c| c.starts_with("tokio-r"))
+        })
+        .count()
+}
+
+#[test]
+fn worker_threads_sets_the_session_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    for workers in [1, 3] {
+        let config = dir.path().join(format!("w{workers}.toml"));
+        std::fs::write(
+            &config,
+            format!("listen = \"127.0.0.1:0\"\nworker_threads = {workers}\n"),
+        )
+        .unwrap();
+        let mut child = pgveil()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Ready by its own word: a probe connection would start a session,
+        // and with it a blocking thread to resolve the upstream address.
+        let log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let ready = std::io::BufRead::lines(log)
+            .any(|line| line.unwrap().contains("accepting connections"));
+        assert!(ready, "pgveil did not start");
+        // Before any session no blocking thread exists yet: only workers.
+        let threads = named_runtime_threads(child.id(), workers);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(threads, workers);
+    }
+}

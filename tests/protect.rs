@@ -281,7 +281,7 @@ async fn the_dba_sees_only_ciphertext_directly() {
     )
     .await
     .unwrap();
-    let rows = direct()
+    let rows = common::direct()
         .await
         .query(
             "select coalesce(email, '') || coalesce(full_name, '') from customers",
@@ -631,20 +631,10 @@ async fn copy_data_that_cannot_be_encrypted_fails_the_copy_and_writes_nothing() 
     assert_eq!(one, 1);
 }
 
-/// A connection straight to PostgreSQL, as the superuser.
-async fn direct() -> tokio_postgres::Client {
-    common::try_connect(&format!(
-        "host=127.0.0.1 port={} user={SUPERUSER} password='{SUPERUSER_PASSWORD}' dbname=postgres",
-        Cluster::shared().addr().rsplit_once(':').unwrap().1
-    ))
-    .await
-    .unwrap()
-}
-
 /// Binary COPY data of a query, as PostgreSQL itself writes it.
 async fn binary_data(query: &str) -> Vec<u8> {
     let sql = format!("copy ({query}) to stdout (format binary)");
-    common::copy_out(&direct().await, &sql).await
+    common::copy_out(&common::direct().await, &sql).await
 }
 
 /// Sends `data` into a binary COPY through pgveil in CopyData messages of

@@ -8,7 +8,9 @@ use bytes::BufMut;
 
 use super::{check_length, Problem, Values, MAX_ROW};
 use crate::copy_binary::{Piece, Splitter};
+use crate::policy::ColumnPolicy;
 use crate::reveal::{put_field, Fields};
+use crate::rewrite::Storage;
 
 /// Encrypts the protected fields of a binary COPY data stream.
 pub struct TupleEncryptor<'a> {
@@ -81,7 +83,7 @@ impl<'a> TupleEncryptor<'a> {
         for (index, field) in fields.into_iter().enumerate() {
             match (field, self.values.column(index)) {
                 (Some(plain), Some((column, storage))) => {
-                    let ciphertext = self.values.encrypt(column, storage, plain, self.tuple)?;
+                    let ciphertext = self.encrypt(column, storage, plain)?;
                     put_field(out, Some(&ciphertext));
                 }
                 (value, _) => put_field(out, value),
@@ -90,6 +92,25 @@ impl<'a> TupleEncryptor<'a> {
         self.tuple += 1;
         Ok(())
     }
+
+    /// The ciphertext of a protected field's bytes: a text value's are in
+    /// the client encoding (PostgreSQL's `textrecv` converts them), a
+    /// `bytea` value's are its plaintext.
+    fn encrypt(
+        &self,
+        column: &ColumnPolicy,
+        storage: Storage,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, Problem> {
+        match storage {
+            Storage::Text => {
+                let text = self.values.decode(plain, column, self.tuple)?;
+                self.values
+                    .encrypt(column, storage, text.as_bytes(), self.tuple)
+            }
+            Storage::Bytea => self.values.encrypt(column, storage, plain, self.tuple),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +118,7 @@ mod tests {
     use super::super::tests::{policy, Fake};
     use crate::copy_binary::tests::{stream, tuple_bytes};
     use crate::copy_in::CopyEncryptor;
+    use crate::encoding::ClientEncoding;
     use crate::rewrite::{CopyFormat, CopyIn};
 
     fn binary_copy() -> CopyIn {
@@ -104,8 +126,15 @@ mod tests {
     }
 
     fn run(chunks: &[&[u8]]) -> Result<Vec<u8>, crate::copy_in::CopyError> {
+        run_in(ClientEncoding::default(), chunks)
+    }
+
+    fn run_in(
+        encoding: ClientEncoding,
+        chunks: &[&[u8]],
+    ) -> Result<Vec<u8>, crate::copy_in::CopyError> {
         let policy = policy();
-        let mut copy_enc = CopyEncryptor::new(&binary_copy(), &policy, &Fake)?;
+        let mut copy_enc = CopyEncryptor::new(&binary_copy(), &policy, &Fake, encoding)?;
         let mut out = Vec::new();
         for chunk in chunks {
             out.extend(copy_enc.feed(chunk)?);
@@ -164,5 +193,18 @@ mod tests {
         let err = run(&[&data]).unwrap_err();
         assert_eq!(err.sqlstate, "22021");
         assert!(err.message.contains("public.customers.email"), "{err}");
+    }
+
+    #[test]
+    fn text_is_read_in_the_client_encoding_and_bytea_is_not() {
+        let gbk = ClientEncoding::from_pg_name("GBK");
+        // 乗 is 81 5C in GBK; the bytea value is the same bytes, unconverted.
+        let data = stream(&[&[Some(b"1"), Some(b"\x81\x5c"), Some(b"\x81\x5c")]]);
+        let email = super::super::tests::ct("乗");
+        let expected = stream(&[&[Some(b"1"), Some(email.as_bytes()), Some(b"bytes:815c")]]);
+        assert_eq!(run_in(gbk, &[&data]).unwrap(), expected);
+        let bad = stream(&[&[Some(b"1"), Some(b"\x81\t"), None]]);
+        let err = run_in(gbk, &[&bad]).unwrap_err();
+        assert_eq!(err.sqlstate, "22021");
     }
 }

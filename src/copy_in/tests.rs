@@ -1,5 +1,5 @@
 use super::*;
-use crate::rewrite::{CopyOptions, Target};
+use crate::rewrite::{ColumnSet, CopyOptions, Target};
 
 const POLICY: &str = r#"
 [[column]]
@@ -79,6 +79,8 @@ pub(super) fn copy(format: CopyFormat, columns: &[&str]) -> CopyIn {
             quote: "\"".into(),
             escape: "\"".into(),
             header: false,
+            force_not_null: ColumnSet::None,
+            force_null: ColumnSet::None,
         },
     }
 }
@@ -92,8 +94,17 @@ fn csv_copy() -> CopyIn {
 }
 
 fn run_with(copy: &CopyIn, enc: &dyn Encryptor, chunks: &[&[u8]]) -> Result<Vec<u8>, CopyError> {
+    run_in(ClientEncoding::default(), copy, enc, chunks)
+}
+
+fn run_in(
+    encoding: ClientEncoding,
+    copy: &CopyIn,
+    enc: &dyn Encryptor,
+    chunks: &[&[u8]],
+) -> Result<Vec<u8>, CopyError> {
     let policy = policy();
-    let mut copy_enc = CopyEncryptor::new(copy, &policy, enc)?;
+    let mut copy_enc = CopyEncryptor::new(copy, &policy, enc, encoding)?;
     let mut out = Vec::new();
     for chunk in chunks {
         out.extend(copy_enc.feed(chunk)?);
@@ -105,23 +116,32 @@ fn run_with(copy: &CopyIn, enc: &dyn Encryptor, chunks: &[&[u8]]) -> Result<Vec<
 /// The output for `data`, checked to be the same however the data is
 /// split into CopyData messages.
 fn encrypted(copy: &CopyIn, data: &str) -> String {
-    let data = data.as_bytes();
-    let whole = run_with(copy, &Fake, &[data]).unwrap();
+    String::from_utf8(encrypted_in(
+        ClientEncoding::default(),
+        copy,
+        data.as_bytes(),
+    ))
+    .unwrap()
+}
+
+/// [`encrypted`] for data in `encoding`.
+fn encrypted_in(encoding: ClientEncoding, copy: &CopyIn, data: &[u8]) -> Vec<u8> {
+    let whole = run_in(encoding, copy, &Fake, &[data]).unwrap();
     for split in 0..=data.len() {
         let (a, b) = data.split_at(split);
         assert_eq!(
-            run_with(copy, &Fake, &[a, b]).unwrap(),
+            run_in(encoding, copy, &Fake, &[a, b]).unwrap(),
             whole,
             "split at {split}"
         );
     }
     let bytes: Vec<&[u8]> = data.chunks(1).collect();
     assert_eq!(
-        run_with(copy, &Fake, &bytes).unwrap(),
+        run_in(encoding, copy, &Fake, &bytes).unwrap(),
         whole,
         "byte by byte"
     );
-    String::from_utf8(whole).unwrap()
+    whole
 }
 
 /// The error for `data`, checked not to contain the word "secret".
@@ -264,6 +284,106 @@ fn unprotected_columns_are_copied_as_written() {
     assert_eq!(out, format!("\\x41\ta\\\\b\\nc\\\r\\\n\t{}\n", ct("z")));
 }
 
+// Client encodings whose multibyte characters hold ASCII bytes.
+
+fn in_encoding(name: &str, text: &str) -> Vec<u8> {
+    ClientEncoding::from_pg_name(name).encode(text).into_owned()
+}
+
+#[test]
+fn gbk_trail_backslash_is_not_an_escape() {
+    let gbk = ClientEncoding::from_pg_name("GBK");
+    // 乗 is 81 5C: before a tab or a line break, a backslash would escape it.
+    let data = in_encoding("GBK", "乗\t乗\t癩乗\n2\tb@x\t\\x41\\350\\250\\261\\乗\n");
+    assert_eq!(data[..3], *b"\x81\x5c\t");
+    let out = encrypted_in(gbk, &text_copy(), &data);
+    let mut expected = in_encoding("GBK", "乗");
+    expected.extend(
+        format!(
+            "\t{}\t{}\n2\t{}\t{}\n",
+            ct("乗"),
+            ct("癩乗"),
+            ct("b@x"),
+            ct("A許乗")
+        )
+        .bytes(),
+    );
+    assert_eq!(
+        out, expected,
+        "escapes stand for UTF-8 bytes, as on the server"
+    );
+}
+
+#[test]
+fn big5_csv_with_backslash_as_escape() {
+    let big5 = ClientEncoding::from_pg_name("BIG5");
+    let mut copy = csv_copy();
+    copy.options.escape = "\\".into();
+    copy.options.delimiter = "|".into();
+    // 許 is B3 5C, 四 is A5 7C.
+    let data = in_encoding("BIG5", "許四|\"許\"|\"四\\\"許\"\n");
+    let out = encrypted_in(big5, &copy, &data);
+    let mut expected = in_encoding("BIG5", "許四");
+    expected.extend(format!("|{}|{}\n", ct("許"), ct("四\"許")).bytes());
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn other_encodings_step_over_whole_characters() {
+    for name in ["GB18030", "SJIS", "UHC", "EUC_JP", "EUC_KR", "LATIN1"] {
+        let encoding = ClientEncoding::from_pg_name(name);
+        let text = match name {
+            "GB18030" => "😀乗",
+            "SJIS" | "EUC_JP" => "ソ表ｿ",
+            "UHC" | "EUC_KR" => "갂한",
+            _ => "Zoë",
+        };
+        let data = [
+            in_encoding(name, text),
+            b"\tx\t".to_vec(),
+            in_encoding(name, text),
+            b"\n".to_vec(),
+        ]
+        .concat();
+        let out = encrypted_in(encoding, &text_copy(), &data);
+        let expected = [
+            in_encoding(name, text),
+            format!("\t{}\t{}\n", ct("x"), ct(text)).into_bytes(),
+        ]
+        .concat();
+        assert_eq!(out, expected, "{name}");
+    }
+}
+
+#[test]
+fn invalid_characters_are_refused() {
+    let gbk = ClientEncoding::from_pg_name("GBK");
+    for data in [&b"1\tsecret\x81\tb\n"[..], b"1\tsecret\tb\x81", b"\x81\t\n"] {
+        let err = run_in(gbk, &text_copy(), &Fake, &[data]).unwrap_err();
+        assert_eq!(err.sqlstate, "22021", "{data:?}");
+        assert!(err.message.contains("line 1 "), "{}", err.message);
+        assert!(!err.message.contains("secret"));
+    }
+    let gbk_bytes = in_encoding("GBK", "乗");
+    let err = run_with(
+        &text_copy(),
+        &Fake,
+        &[&[b"1\tx\t", &gbk_bytes[..], b"\n"].concat()],
+    )
+    .unwrap_err();
+    assert_eq!(err.sqlstate, "22021", "GBK bytes read as UTF-8");
+    let err = CopyEncryptor::new(
+        &text_copy(),
+        &policy(),
+        &Fake,
+        ClientEncoding::from_pg_name("JOHAB"),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.sqlstate, "0A000");
+    assert!(err.message.contains("client encoding"), "{}", err.message);
+}
+
 // CSV.
 
 #[test]
@@ -319,6 +439,32 @@ fn csv_null_and_empty_string() {
     assert_eq!(
         out,
         format!("1,NULL,{}\n2,{},{}\n", ct("NULL"), ct(""), ct("NULL"))
+    );
+}
+
+#[test]
+fn csv_force_not_null_and_force_null() {
+    let mut copy = csv_copy();
+    copy.options.force_not_null = ColumnSet::Named(vec!["email".into()]);
+    copy.options.force_null = ColumnSet::All;
+    let out = encrypted(&copy, "1,,\"\"\n2,\"\",\n3,x,\"\"\"\"\n");
+    assert_eq!(
+        out,
+        format!("1,{},\"\"\n2,\"\",\n3,{},{}\n", ct(""), ct("x"), ct("\""))
+    );
+    copy.options.null = "NA".into();
+    copy.options.force_null = ColumnSet::Named(vec!["full_name".into()]);
+    let out = encrypted(&copy, "NA,NA,\"NA\"\n1,\"NA\",N\"A\"\n");
+    assert_eq!(
+        out,
+        format!("NA,{},\"NA\"\n1,{},N\"A\"\n", ct("NA"), ct("NA"))
+    );
+    // Text format has neither option (the server refuses them there).
+    let mut copy = text_copy();
+    copy.options.force_not_null = ColumnSet::All;
+    assert_eq!(
+        encrypted(&copy, "1\t\\N\tx\n"),
+        format!("1\t\\N\t{}\n", ct("x"))
     );
 }
 
@@ -413,7 +559,9 @@ fn bytea_fields_are_decoded_and_written_as_hex() {
 #[test]
 fn oversized_row() {
     let policy = policy();
-    let rows = || match CopyEncryptor::new(&text_copy(), &policy, &Fake).unwrap() {
+    let rows = || match CopyEncryptor::new(&text_copy(), &policy, &Fake, ClientEncoding::default())
+        .unwrap()
+    {
         CopyEncryptor::Rows(mut rows) => {
             rows.max_row = 16;
             rows
@@ -438,7 +586,7 @@ fn oversized_row() {
 }
 
 #[test]
-fn protected_values_must_be_utf8() {
+fn protected_values_must_be_valid_text() {
     for data in [
         &b"1\t\\377secret\tb\n"[..],
         b"1\t\xffsecret\tb\n",
@@ -449,7 +597,7 @@ fn protected_values_must_be_utf8() {
         assert_eq!(
             err.message,
             "pgveil: line 1 of the COPY data has a value for column public.customers.email \
-             that is not valid UTF-8 text"
+             that is not valid text in the client encoding"
         );
     }
     // Unprotected fields are the server's to check.
@@ -526,12 +674,14 @@ fn unusable_options_are_refused() {
     ] {
         let mut copy = csv_copy();
         copy.options.delimiter = delimiter.into();
-        let err = CopyEncryptor::new(&copy, &policy(), &Fake).err().unwrap();
+        let err = CopyEncryptor::new(&copy, &policy(), &Fake, ClientEncoding::default())
+            .err()
+            .unwrap();
         assert_eq!((err.sqlstate, err.message.as_str()), ("0A000", message));
     }
     let mut copy = csv_copy();
     copy.options.quote = "\n".into();
-    assert!(CopyEncryptor::new(&copy, &policy(), &Fake).is_err());
+    assert!(CopyEncryptor::new(&copy, &policy(), &Fake, ClientEncoding::default()).is_err());
 }
 
 #[test]
@@ -545,7 +695,9 @@ fn a_protected_column_without_policy_is_refused() {
         },
         storage: Storage::Text,
     });
-    let err = CopyEncryptor::new(&copy, &policy(), &Fake).err().unwrap();
+    let err = CopyEncryptor::new(&copy, &policy(), &Fake, ClientEncoding::default())
+        .err()
+        .unwrap();
     assert_eq!(err.sqlstate, "XX000");
     assert!(
         err.message.contains("public.customers.phone"),

@@ -32,6 +32,43 @@ pub struct CopyOptions {
     pub escape: String,
     /// Whether the first line is a header (`HEADER` or `HEADER MATCH`).
     pub header: bool,
+    /// CSV, COPY FROM: columns whose unquoted NULL string is a value.
+    pub force_not_null: ColumnSet,
+    /// CSV, COPY FROM: columns whose quoted NULL string is NULL.
+    pub force_null: ColumnSet,
+}
+
+/// The columns a `FORCE_NOT_NULL` or `FORCE_NULL` option names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ColumnSet {
+    #[default]
+    None,
+    /// `*`
+    All,
+    Named(Vec<String>),
+}
+
+impl ColumnSet {
+    pub fn contains(&self, column: &str) -> bool {
+        match self {
+            ColumnSet::None => false,
+            ColumnSet::All => true,
+            ColumnSet::Named(names) => names.iter().any(|name| name == column),
+        }
+    }
+
+    fn of(arg: Option<&Node>) -> Self {
+        match arg.and_then(|arg| arg.node.as_ref()) {
+            Some(NodeEnum::AStar(_)) => ColumnSet::All,
+            Some(NodeEnum::List(list)) => {
+                ColumnSet::Named(list.items.iter().filter_map(text).collect())
+            }
+            Some(_) => arg
+                .and_then(text)
+                .map_or(ColumnSet::None, |name| ColumnSet::Named(vec![name])),
+            None => ColumnSet::None,
+        }
+    }
 }
 
 impl CopyOptions {
@@ -44,6 +81,8 @@ impl CopyOptions {
             quote: "\"".into(),
             escape: "\"".into(),
             header: false,
+            force_not_null: ColumnSet::None,
+            force_null: ColumnSet::None,
         }
     }
 }
@@ -60,7 +99,7 @@ pub struct CopyIn {
 
 impl CopyIn {
     /// The first protected column, to name in errors.
-    pub(super) fn first_protected(&self) -> ColumnRefId {
+    pub fn first_protected(&self) -> ColumnRefId {
         self.columns
             .iter()
             .flatten()
@@ -183,6 +222,8 @@ fn options(list: &[Node]) -> CopyOptions {
                 escape_set = true;
             }
             ("header", v) => options.header = v.is_none_or(|v| is_true(&v)),
+            ("force_not_null", _) => options.force_not_null = ColumnSet::of(elem.arg.as_deref()),
+            ("force_null", _) => options.force_null = ColumnSet::of(elem.arg.as_deref()),
             _ => {}
         }
     }

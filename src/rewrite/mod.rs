@@ -97,9 +97,9 @@ use crate::policy::{ColumnPolicy, Policy};
 
 use analyze::{Analyzer, Edit};
 
-pub use copy::{copy_out_options, is_copy_from_stdin, CopyFormat, CopyIn, CopyOptions};
+pub use copy::{copy_out_options, is_copy_from_stdin, ColumnSet, CopyFormat, CopyIn, CopyOptions};
 pub use objects::{CatalogObject, Kind, ServerObjects};
-pub use settings::{session_settings, SettingChange};
+pub use settings::{declarations, undeclarable_call, Declarations, Effect, Param, SettingChange};
 
 /// Encrypts values for protected columns.
 pub trait Encryptor: Sync {
@@ -288,6 +288,8 @@ const SYNTAX_ERROR: &str = "42601";
 const NOT_SUPPORTED: &str = "0A000";
 /// SQLSTATE `internal_error`.
 const INTERNAL_ERROR: &str = "XX000";
+/// SQLSTATE `character_not_in_repertoire`.
+const NOT_IN_REPERTOIRE: &str = "22021";
 /// SQLSTATE `datatype_mismatch`.
 const DATATYPE_MISMATCH: &str = "42804";
 /// SQLSTATE `invalid_text_representation`.
@@ -361,6 +363,14 @@ enum Reason {
     )]
     CopyNotAlone(ColumnRefId),
     #[error(
+        "pgveil: cannot tell what {0} does to pgveil.purpose or pgveil.actor; change them \
+         only with SET, RESET or a SELECT set_config(...) of its own, whose arguments are \
+         constants or parameters"
+    )]
+    Undeclarable(&'static str),
+    #[error("pgveil: a parameter of set_config is not valid in the client encoding")]
+    UndecodableSetting,
+    #[error(
         "pgveil: cannot encrypt the array for column {column}: {error}; write it as ARRAY[...], \
          a string literal or a parameter of type text[]"
     )]
@@ -428,6 +438,7 @@ impl From<Reason> for Refusal {
         let sqlstate = match reason {
             Reason::Syntax => SYNTAX_ERROR,
             Reason::Encrypt { .. } => INTERNAL_ERROR,
+            Reason::UndecodableSetting => NOT_IN_REPERTOIRE,
             Reason::UnsupportedType { .. } => DATATYPE_MISMATCH,
             Reason::NotBytea(_) => INVALID_TEXT,
             _ => NOT_SUPPORTED,

@@ -525,8 +525,27 @@ fn copy_from_stdin_reports_the_columns() {
             quote: "\"".into(),
             escape: "\"".into(),
             header: true,
+            force_not_null: ColumnSet::None,
+            force_null: ColumnSet::None,
         }
     );
+    let Outcome::CopyIn(copy) = run(
+        "COPY customers (email, phone) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (email, phone), FORCE_NULL *)",
+    ) else {
+        panic!("not a CopyIn");
+    };
+    assert_eq!(
+        copy.options.force_not_null,
+        ColumnSet::Named(vec!["email".into(), "phone".into()])
+    );
+    assert_eq!(copy.options.force_null, ColumnSet::All);
+    let Outcome::CopyIn(copy) =
+        run("COPY customers (email) FROM STDIN WITH CSV FORCE NOT NULL email")
+    else {
+        panic!("not a CopyIn");
+    };
+    assert!(copy.options.force_not_null.contains("email"));
+    assert!(!copy.options.force_null.contains("email"));
     let Outcome::CopyIn(copy) = run("COPY customers (email) FROM STDIN") else {
         panic!("not a CopyIn");
     };
@@ -629,39 +648,6 @@ fn execute_after_prepare_in_the_same_text_is_encrypted() {
             .replace("'e@f'", &ct("e@f", "email"))
     );
     assert_eq!(r.prepared[0].name, "add");
-}
-
-fn setting(name: &str, value: Option<&str>, local: bool) -> SettingChange {
-    SettingChange {
-        name: name.into(),
-        value: value.map(String::from),
-        local,
-    }
-}
-
-#[test]
-fn session_settings_are_recognized() {
-    assert_eq!(
-        session_settings("SET pgveil.purpose = 'kyc'"),
-        [setting("purpose", Some("kyc"), false)]
-    );
-    assert_eq!(
-        session_settings("SET LOCAL pgveil.actor TO alice; RESET pgveil.purpose; SET work_mem = 1"),
-        [
-            setting("actor", Some("alice"), true),
-            setting("purpose", None, false)
-        ]
-    );
-    assert_eq!(
-        session_settings("SELECT set_config('pgveil.purpose', 'fraud', true)"),
-        [setting("purpose", Some("fraud"), true)]
-    );
-    assert_eq!(
-        session_settings("select pg_catalog.set_config('PGVEIL.Actor', 'bob', false)"),
-        [setting("actor", Some("bob"), false)]
-    );
-    assert!(session_settings("SET search_path = public").is_empty());
-    assert!(session_settings("not sql pgveil.").is_empty());
 }
 
 #[test]

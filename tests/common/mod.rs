@@ -281,6 +281,17 @@ pub async fn connect_with_messages(
     (client, rx)
 }
 
+/// A connection straight to the shared cluster's PostgreSQL, as the
+/// superuser.
+pub async fn direct() -> tokio_postgres::Client {
+    try_connect(&format!(
+        "host=127.0.0.1 port={} user={SUPERUSER} password='{SUPERUSER_PASSWORD}' dbname=postgres",
+        Cluster::shared().addr().rsplit_once(':').unwrap().1
+    ))
+    .await
+    .unwrap()
+}
+
 /// The whole data of a `COPY ... TO STDOUT`.
 pub async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
     use futures_util::TryStreamExt;
@@ -366,8 +377,15 @@ impl RawClient {
     /// Connects and logs in as `trust_user`, returning the client after
     /// the first ReadyForQuery and the server's BackendKeyData process id.
     pub async fn login(addr: SocketAddr) -> (RawClient, i32) {
+        RawClient::login_with(addr, &[]).await
+    }
+
+    /// [`RawClient::login`] with more startup parameters.
+    pub async fn login_with(addr: SocketAddr, params: &[(&str, &str)]) -> (RawClient, i32) {
         let mut client = RawClient::connect(addr).await;
-        client.send(&startup_packet("trust_user", "postgres")).await;
+        client
+            .send(&startup_packet_with("trust_user", "postgres", params))
+            .await;
         let mut pid = 0;
         loop {
             let (tag, body) = client.expect_message().await;
@@ -406,6 +424,24 @@ impl RawClient {
         }
     }
 
+    /// Reads up to ReadyForQuery: the DataRows' fields (`None` for NULL),
+    /// and the ErrorResponse seen, as (SQLSTATE, message), if any.
+    pub async fn rows_until_ready(
+        &mut self,
+    ) -> (Vec<Vec<Option<Vec<u8>>>>, Option<(String, String)>) {
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let (tag, body) = self.expect_message().await;
+            match tag {
+                b'D' => rows.push(data_row(&body)),
+                b'E' => error = Some((error_field(&body, b'C'), error_field(&body, b'M'))),
+                b'Z' => return (rows, error),
+                _ => {}
+            }
+        }
+    }
+
     pub async fn expect_message(&mut self) -> (u8, Vec<u8>) {
         tokio::time::timeout(Duration::from_secs(30), self.message())
             .await
@@ -439,10 +475,33 @@ pub fn error_field(body: &[u8], code: u8) -> String {
         .unwrap_or_default()
 }
 
+/// The fields of a DataRow body.
+fn data_row(body: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let count = u16::from_be_bytes([body[0], body[1]]);
+    let mut rest = &body[2..];
+    (0..count)
+        .map(|_| {
+            let len = i32::from_be_bytes(rest[..4].try_into().unwrap());
+            rest = &rest[4..];
+            (len >= 0).then(|| {
+                let (value, tail) = rest.split_at(len as usize);
+                rest = tail;
+                value.to_vec()
+            })
+        })
+        .collect()
+}
+
 /// A protocol 3.0 StartupMessage.
 pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
+    startup_packet_with(user, database, &[])
+}
+
+/// A StartupMessage with more parameters.
+pub fn startup_packet_with(user: &str, database: &str, params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = 196_608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", database)] {
+    let names = [("user", user), ("database", database)];
+    for &(k, v) in names.iter().chain(params) {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
         body.extend_from_slice(v.as_bytes());
@@ -467,5 +526,37 @@ pub fn query(sql: &str) -> Vec<u8> {
     let mut body = sql.as_bytes().to_vec();
     body.push(0);
     message(b'Q', &body)
+}
+
+/// Parse, Bind, Execute and Sync of `sql` as the unnamed statement, with
+/// parameter values (`None` for NULL) in these formats (0 text, 1
+/// binary), for what drivers will not send.
+pub fn extended(sql: &str, params: &[Option<&[u8]>], formats: &[i16]) -> Vec<u8> {
+    let mut parse = vec![0];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    let mut bind = vec![0, 0];
+    bind.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+    for format in formats {
+        bind.extend_from_slice(&format.to_be_bytes());
+    }
+    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for param in params {
+        match param {
+            Some(value) => {
+                bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                bind.extend_from_slice(value);
+            }
+            None => bind.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    bind.extend_from_slice(&[0, 0]);
+    [
+        message(b'P', &parse),
+        message(b'B', &bind),
+        message(b'E', &[0, 0, 0, 0, 0]),
+        message(b'S', &[]),
+    ]
+    .concat()
 }
 pub mod crm;
