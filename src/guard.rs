@@ -19,9 +19,9 @@
 //! [`install_sql`] adds the guards `NOT VALID`, so that they can be added
 //! while old plaintext rows are still being migrated (new rows are checked
 //! at once), in one `DO` block per column that picks the check by the
-//! kind of the column's type and does nothing if the guard exists, so it can run any
-//! number of times; [`validate_sql`] checks the old rows once they are
-//! encrypted. `pgveil guard` prints them.
+//! kind of the column's type and does nothing if the guard exists, so it
+//! can run any number of times; [`validate_sql`] checks the old rows once
+//! they are encrypted. `pgveil guard` prints them.
 //!
 //! At login each session reads which guards exist (`catalog.rs`), and
 //! [`warn_unguarded`] logs each missing or not yet validated guard once
