@@ -357,6 +357,10 @@ psql -X -q -v ON_ERROR_STOP=1 -v ncust="$NCUST" -h 127.0.0.1 -p "$PG_PORT" \
 log "CRM seed data ($NCUST customers), encrypted through pgveil-policy"
 psql -X -q -v ON_ERROR_STOP=1 -v ncust=0 -h 127.0.0.1 -p "$PG_PORT" \
     -U "$BENCH_USER" -d "$ENC_DB" -f "$BENCHES/crm/schema.sql" >/dev/null
+# The ciphertext guards a deployment adds (pgveil guard): every write to
+# the encrypted table is checked by PostgreSQL, as in production.
+"$PGVEIL_BIN" guard --policy "$REPO/policies/crm.toml" | psql -X -q -v ON_ERROR_STOP=1 \
+    -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" -d "$ENC_DB" >/dev/null
 python3 "$BENCHES/crm/seed.py" "$NCUST" | psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 \
     -p "${TARGET_PORT[pgveil-policy]}" -U "$BENCH_USER" -d "$ENC_DB" >/dev/null
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" -d "$ENC_DB" -c "VACUUM ANALYZE customers"
