@@ -26,7 +26,7 @@ use std::borrow::Cow;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::bytea;
 use crate::copy_out::CopyOut;
@@ -524,11 +524,16 @@ impl<'v> Memo<'v> {
             }
             Action::Plaintext | Action::Masked | Action::Pseudonym => {}
         }
-        self.plaintext.clear();
-        if let Err(e) = veil.decrypt_into(&column.domain, value, &mut self.plaintext) {
-            warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
-            self.note(reader, column, None);
-            return Revealed::Keep;
+        // The previous plaintext is wiped; its allocation is reused.
+        self.plaintext.zeroize();
+        let buf = std::mem::take(&mut *self.plaintext);
+        match veil.decrypt_field(&column.domain, value, buf) {
+            Ok(plaintext) => self.plaintext = plaintext,
+            Err(e) => {
+                warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
+                self.note(reader, column, None);
+                return Revealed::Keep;
+            }
         }
         self.note(reader, column, Some(action));
         if form != Form::Text {

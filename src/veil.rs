@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::crypto::{self, CryptoError, KeyRef, MasterKey, MasterKeyError};
@@ -68,17 +69,17 @@ impl Veil {
         }
     }
 
-    /// Appends the plaintext of `field`, a value of `domain` as PostgreSQL
-    /// sent it (in any form, see [`crypto::Form`]), to `out`.
-    pub fn decrypt_into(
+    /// The plaintext of `field`, a value of `domain` as PostgreSQL sent it
+    /// (in any form, see [`crypto::Form`]), decoded and decrypted in `buf`,
+    /// whose allocation it reuses.
+    pub fn decrypt_field(
         &self,
         domain: &str,
         field: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), CryptoError> {
-        let (envelope, _) = crypto::parse_field(field)?.ok_or(CryptoError::Magic)?;
-        out.extend_from_slice(&self.keyring.decrypt(domain, envelope)?);
-        Ok(())
+        buf: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let (envelope, _) = crypto::parse_field_into(field, buf)?.ok_or(CryptoError::Magic)?;
+        self.keyring.decrypt(domain, envelope)
     }
 
     /// The marker of refusals (see `encrypt.rs`).

@@ -263,23 +263,39 @@ pub fn looks_encrypted_text(field: &[u8]) -> bool {
 /// one. A text envelope may be followed by spaces, as a `char(n)` column
 /// pads it.
 pub fn parse_field(field: &[u8]) -> Result<Option<(Envelope, Form)>, CryptoError> {
+    parse_field_into(field, Vec::new())
+}
+
+/// [`parse_field`], decoding into `buf` (emptied first), so that a caller
+/// reading many values can reuse one allocation.
+pub fn parse_field_into(
+    field: &[u8],
+    mut buf: Vec<u8>,
+) -> Result<Option<(Envelope, Form)>, CryptoError> {
     let Some(form) = Form::of(field) else {
         return Ok(None);
     };
-    let bytes = match form {
+    buf.clear();
+    match form {
         Form::Text => {
             let base64 = field[TEXT_PREFIX.len()..].trim_ascii_end();
             URL_SAFE_NO_PAD
-                .decode(base64)
+                .decode_vec(base64, &mut buf)
                 .map_err(|_| CryptoError::Encoding("base64"))?
         }
-        Form::ByteaHex => hex::decode(&field[2..]).map_err(|_| CryptoError::Encoding("hex"))?,
-        Form::ByteaEscape => {
-            crate::bytea::decode(field).ok_or(CryptoError::Encoding("bytea escape"))?
+        Form::ByteaHex => {
+            let hex = &field[2..];
+            buf.resize(hex.len() / 2, 0);
+            if hex.len() % 2 != 0 || hex::decode_to_slice(hex, &mut buf).is_err() {
+                return Err(CryptoError::Encoding("hex"));
+            }
         }
-        Form::Binary => field.to_vec(),
-    };
-    Envelope::from_bytes(bytes).map(|envelope| Some((envelope, form)))
+        Form::ByteaEscape => {
+            buf = crate::bytea::decode(field).ok_or(CryptoError::Encoding("bytea escape"))?
+        }
+        Form::Binary => buf.extend_from_slice(field),
+    }
+    Envelope::from_bytes(buf).map(|envelope| Some((envelope, form)))
 }
 
 /// Parses a text-format field (see [`looks_encrypted_text`]) as

@@ -41,6 +41,9 @@ pub fn crm() -> &'static Crm {
 pub struct KeyFiles {
     pub keyring: PathBuf,
     pub master_key: PathBuf,
+    /// A directory of this run's own: a name reused from an earlier run
+    /// (by process id) would hold another master key's keyring.
+    _dir: tempfile::TempDir,
 }
 
 /// Sets the CRM up in the shared cluster, with its login users and a
@@ -55,11 +58,14 @@ pub fn prepared() -> &'static KeyFiles {
                 "create role {user} login password 'pw' in role {role}"
             ));
         }
-        let dir = std::env::temp_dir().join(format!("pgveil-crm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgveil-crm-")
+            .tempdir()
+            .unwrap();
         let files = KeyFiles {
-            keyring: dir.join("keyring.toml"),
-            master_key: dir.join("master.key"),
+            keyring: dir.path().join("keyring.toml"),
+            master_key: dir.path().join("master.key"),
+            _dir: dir,
         };
         let (master, text) = MasterKey::generate().unwrap();
         std::fs::write(&files.master_key, text.as_bytes()).unwrap();
