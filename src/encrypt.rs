@@ -11,9 +11,11 @@
 //!   stands for (text format), and the ciphertext is sent in the same
 //!   format: the envelope's bytes, or `\x` and their hex.
 //! - What each Query, Execute and Sync does to the session's declared
-//!   purpose and actor (`SET pgveil.purpose` and friends, savepoints) is
-//!   queued in [`Declared`], which applies it as the server answers; a
-//!   change pgveil cannot follow is refused (`rewrite::declarations`).
+//!   purpose and actor (`SET pgveil.purpose` and friends, savepoints) and
+//!   to its SQL-prepared statements (`PREPARE`, `DEALLOCATE`, `DISCARD
+//!   ALL`) is queued in [`Declared`], which applies it as the server
+//!   answers; a change pgveil cannot follow is refused
+//!   (`rewrite::declarations`).
 //! - COPY FROM STDIN data into a protected table is encrypted
 //!   (`copy_in`), read in the client encoding in force when the data
 //!   starts.
@@ -47,8 +49,8 @@ use crate::protocol::reply;
 use crate::relay::Tap;
 use crate::reveal::put_field;
 use crate::rewrite::{
-    self, copy_out_options, declarations, CopyIn, CopyOptions, Declarations, Effect, EncryptError,
-    Encryptor, Outcome, Param, ParamSlot, Prepared, PreparedSlots, Refusal, Storage,
+    self, copy_out_options, declarations, Analysis, CopyIn, CopyOptions, Declarations, Effect,
+    EncryptError, Encryptor, Outcome, Param, ParamSlot, Refusal, Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -137,8 +139,6 @@ pub struct ClientTap<'a> {
     catalog: &'a Catalog,
     /// Parameter slots of prepared statements, by statement name.
     statements: HashMap<String, Vec<ParamSlot>>,
-    /// Slots of statements prepared with SQL `PREPARE`, by name.
-    sql_prepared: PreparedSlots,
     /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
     copy_statements: HashMap<String, CopyIn>,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
@@ -185,7 +185,6 @@ impl<'a> ClientTap<'a> {
             shared,
             catalog,
             statements: HashMap::new(),
-            sql_prepared: HashMap::new(),
             copy_statements: HashMap::new(),
             copy_out_statements: HashMap::new(),
             declaring: HashMap::new(),
@@ -271,7 +270,9 @@ impl<'a> ClientTap<'a> {
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
-        let declared = declarations(&sql).and_then(|d| d.resolve(&[], encoding));
+        let analysis = self.rewrite(veil, &sql);
+        let declared =
+            declarations(&sql).and_then(|d| d.and(analysis.effects).resolve(&[], encoding));
         self.shared
             .declared()
             .query(declared.as_ref().cloned().unwrap_or_default());
@@ -280,7 +281,7 @@ impl<'a> ClientTap<'a> {
             return self.refuse_query(veil, &refusal, out);
         }
         self.shared.expect_copy_out(copy_out_in(&sql));
-        let outcome = self.rewrite(veil, &sql);
+        let outcome = analysis.outcome;
         self.note_query(&sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
@@ -288,7 +289,6 @@ impl<'a> ClientTap<'a> {
         match outcome {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
-                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(
                     b'Q',
                     &cstring(encoding.encode(&rewrite.sql)),
@@ -308,24 +308,17 @@ impl<'a> ClientTap<'a> {
     }
 
     /// Rewrites a statement text, including `EXECUTE` of statements
-    /// prepared with SQL `PREPARE`.
-    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
+    /// prepared with SQL `PREPARE`, as the session has them.
+    fn rewrite(&self, veil: &Veil, sql: &str) -> Analysis {
+        let prepared = self.shared.declared().prepared();
         rewrite::rewrite_in_session(
             sql,
             &veil.policy,
             veil,
             self.catalog,
             &self.catalog.objects,
-            &self.sql_prepared,
+            &prepared,
         )
-    }
-
-    /// Notes the statements a text prepares with SQL `PREPARE`, whether it
-    /// came in a Query or a Parse.
-    fn note_prepared(&mut self, prepared: Vec<Prepared>) {
-        for prepared in prepared {
-            self.sql_prepared.insert(prepared.name, prepared.params);
-        }
     }
 
     fn refuse_query(&self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
@@ -375,22 +368,24 @@ impl<'a> ClientTap<'a> {
             return self.refuse_extended(veil, &undecodable(), out, &name);
         };
         self.declaring.remove(&name);
-        match declarations(&sql) {
-            Ok(plan) if plan.is_empty() => {}
-            Ok(plan) => {
-                self.declaring.insert(name.clone(), plan);
-            }
+        let plan = match declarations(&sql) {
+            Ok(plan) => plan,
             Err(refusal) => {
                 self.note_parse(&name, &sql, Vec::new());
                 return self.refuse_extended(veil, &refusal, out, &name);
             }
-        }
+        };
         self.copy_statements.remove(&name);
         self.copy_out_statements.remove(&name);
         if let Some(options) = copy_out_in(&sql).pop() {
             self.copy_out_statements.insert(name.clone(), options);
         }
-        let outcome = self.rewrite(veil, &sql);
+        let analysis = self.rewrite(veil, &sql);
+        let plan = plan.and(analysis.effects);
+        if !plan.is_empty() {
+            self.declaring.insert(name.clone(), plan);
+        }
+        let outcome = analysis.outcome;
         self.note_parse(&name, &sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
@@ -407,7 +402,6 @@ impl<'a> ClientTap<'a> {
                 body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
                 self.statements.insert(name, rewrite.params);
-                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(b'P', &body));
             }
             Outcome::CopyIn(copy) => {

@@ -7,7 +7,9 @@
 mod common;
 
 use common::crm::crm;
-use common::{simple_rows, sqlstate, Cluster, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{
+    message, query, simple_rows, sqlstate, Cluster, RawClient, SUPERUSER, SUPERUSER_PASSWORD,
+};
 use tokio_postgres::SimpleQueryMessage;
 
 /// Every value of customer `id` as PostgreSQL itself stores it.
@@ -1133,4 +1135,178 @@ async fn orm_batch_inserts_through_select_are_encrypted() {
         assert_refused(&app, sql, "public.customers.", &["Alice"]).await;
     }
     assert_eq!(count_where("segment = 'batch-refused'"), 0);
+}
+
+/// A new customer through pgveil, to hang notes on; its id.
+async fn note_owner(app: &tokio_postgres::Client) -> i64 {
+    app.query_one(
+        "insert into customers (email, segment) values ('note.owner@example.org', 'notes') returning id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The notes of customer `id` as PostgreSQL stores them, in order.
+fn notes_of(id: i64) -> String {
+    Cluster::shared().psql_direct(&format!(
+        "select string_agg(note, '|' order by id) from customer_notes where customer_id = {id}"
+    ))
+}
+
+/// Prepares `name` with SQL `PREPARE`: an insert of its argument as the
+/// email of a customer of `segment`.
+async fn prepare_insert(app: &tokio_postgres::Client, name: &str, segment: &str) {
+    app.batch_execute(&format!(
+        "prepare {name} (text) as insert into customers (email, segment) values ($1, '{segment}')"
+    ))
+    .await
+    .unwrap();
+}
+
+/// Runs `EXECUTE name ('email')`, and checks that the one customer of
+/// `segment` has its email stored as ciphertext only.
+async fn assert_execute_encrypts(
+    app: &tokio_postgres::Client,
+    name: &str,
+    segment: &str,
+    email: &str,
+) {
+    app.batch_execute(&format!("execute {name} ('{email}')"))
+        .await
+        .unwrap();
+    let raw = Cluster::shared().psql_direct(&format!(
+        "select count(*) || ' ' || string_agg(email, ';') from customers where segment = '{segment}'"
+    ));
+    assert!(raw.starts_with("1 pgv1:") && !raw.contains(email), "{raw}");
+}
+
+#[tokio::test]
+async fn a_prepared_statement_replaced_after_deallocate_loses_its_slots() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id = note_owner(&app).await;
+    let statements = |name: &str, note: &str| {
+        [
+            format!(
+                "prepare {name} (text) as insert into customers (email, segment) values ($1, 'x')"
+            ),
+            format!("deallocate {name}"),
+            format!(
+                "prepare {name} (text) as insert into customer_notes (customer_id, note) \
+                 values ({id}, $1)"
+            ),
+            format!("execute {name} ('{note}')"),
+        ]
+    };
+    // One statement per Query, as psql sends them; in the extended
+    // protocol; all in one text, then executed again on its own.
+    for sql in statements("re_simple", "simple note") {
+        app.batch_execute(&sql).await.unwrap();
+    }
+    for sql in statements("re_extended", "extended note") {
+        app.execute(sql.as_str(), &[]).await.unwrap();
+    }
+    app.batch_execute(&statements("re_text", "one text note").join("; "))
+        .await
+        .unwrap();
+    app.batch_execute("execute re_text ('later note')")
+        .await
+        .unwrap();
+    assert_eq!(
+        notes_of(id),
+        "simple note|extended note|one text note|later note\n"
+    );
+    // And a protected statement replacing an unprotected one is encrypted.
+    app.batch_execute("deallocate re_text").await.unwrap();
+    prepare_insert(&app, "re_text", "re-seg").await;
+    assert_execute_encrypts(&app, "re_text", "re-seg", "re.secret@example.org").await;
+}
+
+#[tokio::test]
+async fn a_deallocate_the_server_refuses_keeps_the_statement_encrypted() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    prepare_insert(&app, "kept", "kept-seg").await;
+    // In an aborted transaction DEALLOCATE fails (simple and extended
+    // protocol, and in the text that aborts it); DISCARD ALL fails in any
+    // transaction block. The statement stays prepared.
+    app.batch_execute("begin").await.unwrap();
+    let err = app.batch_execute("select 1/0").await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22012"));
+    let err = app.batch_execute("deallocate kept").await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("25P02"), "{err}");
+    let err = app.execute("deallocate all", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("25P02"), "{err}");
+    app.batch_execute("rollback").await.unwrap();
+    let err = app
+        .batch_execute("begin; select 1/0; deallocate kept")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22012"));
+    app.batch_execute("rollback").await.unwrap();
+    let err = app.batch_execute("begin; discard all").await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("25001"), "{err}");
+    app.batch_execute("rollback").await.unwrap();
+    assert_execute_encrypts(&app, "kept", "kept-seg", "kept.secret@example.org").await;
+}
+
+#[tokio::test]
+async fn a_prepare_the_server_refuses_keeps_the_old_slots() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id = note_owner(&app).await;
+    prepare_insert(&app, "dup", "dup-seg").await;
+    let again = format!(
+        "prepare dup (text) as insert into customer_notes (customer_id, note) values ({id}, $1)"
+    );
+    let err = app.batch_execute(&again).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42P05"), "{err}");
+    let err = app.execute(again.as_str(), &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42P05"), "{err}");
+    assert_execute_encrypts(&app, "dup", "dup-seg", "dup.secret@example.org").await;
+    assert_eq!(notes_of(id), "\n", "no note written");
+}
+
+/// Sends `sql` as a simple Query and reads up to ReadyForQuery; panics on
+/// an error.
+async fn raw_ok(client: &mut RawClient, sql: &str) {
+    client.send(&query(sql)).await;
+    let (_, error) = client.rows_until_ready().await;
+    assert_eq!(error, None, "{sql}");
+}
+
+#[tokio::test]
+async fn discard_all_and_deallocate_all_forget_every_prepared_statement() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id = note_owner(&app).await;
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let (mut raw, _) = RawClient::login(crm.proxy.addr).await;
+    // PostgreSQL's SQL EXECUTE also runs statements prepared by a named
+    // Parse: after the forgetting statement, one named like the forgotten
+    // one writes the note given to EXECUTE, as it is.
+    for (forget, note) in [
+        ("discard all", "after discard"),
+        ("deallocate all", "after deallocate all"),
+    ] {
+        raw_ok(
+            &mut raw,
+            "prepare gone (text) as insert into customers (email) values ($1)",
+        )
+        .await;
+        raw_ok(&mut raw, forget).await;
+        let mut parse = b"gone\0".to_vec();
+        parse.extend_from_slice(
+            format!("insert into customer_notes (customer_id, note) values ({id}, $1::text)\0\0\0")
+                .as_bytes(),
+        );
+        raw.send(&[message(b'P', &parse), message(b'S', &[])].concat())
+            .await;
+        assert_eq!(raw.rows_until_ready().await.1, None);
+        raw_ok(&mut raw, &format!("execute gone ('{note}')")).await;
+        raw_ok(&mut raw, "deallocate gone").await;
+    }
+    assert_eq!(notes_of(id), "after discard|after deallocate all\n");
 }

@@ -11,8 +11,9 @@ use pg_query::protobuf::{
 use pg_query::NodeRef;
 
 use super::objects::{ServerObjects, View};
+use super::settings::DISCARD_ALL;
 use super::{
-    array, splice, storage, ColumnRefId, Columns, Encryptor, NodeEnum, Outcome, ParamSlot,
+    array, splice, storage, ColumnRefId, Columns, Effect, Encryptor, NodeEnum, Outcome, ParamSlot,
     Prepared, PreparedSlots, Reason, Rewrite, Storage, Target,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
@@ -185,20 +186,34 @@ impl<'a> Analyzer<'a> {
     }
 
     pub fn finish(self) -> Outcome {
-        let prepared: Vec<Prepared> = self
-            .prepared
-            .into_iter()
-            .filter(|p| !p.params.is_empty())
-            .collect();
-        if self.edits.is_empty() && self.params.is_empty() && prepared.is_empty() {
+        if self.edits.is_empty() && self.params.is_empty() {
             return Outcome::Unchanged;
         }
         Outcome::Rewritten(Rewrite {
             sql: splice(self.sql, self.edits),
             params: self.params,
-            prepared,
             written: self.written,
         })
+    }
+
+    /// What a top-level statement, analysed, does to the session's
+    /// SQL-prepared statements once the server has run it.
+    pub fn effects(&self, node: &NodeEnum) -> Vec<Effect> {
+        let effect = match node {
+            NodeEnum::PrepareStmt(s) => self
+                .prepared
+                .iter()
+                .rev()
+                .find(|p| p.name == s.name)
+                .cloned()
+                .map(Effect::Prepare),
+            NodeEnum::DeallocateStmt(s) => {
+                Some(Effect::Deallocate((!s.isall).then(|| s.name.clone())))
+            }
+            NodeEnum::DiscardStmt(s) if s.target == DISCARD_ALL => Some(Effect::Deallocate(None)),
+            _ => None,
+        };
+        effect.into_iter().collect()
     }
 
     /// Refuses calls of functions over protected tables with values.
@@ -279,8 +294,19 @@ impl<'a> Analyzer<'a> {
             NodeEnum::DeclareCursorStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::CreateTableAsStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::ViewStmt(s) => self.optional_statement(s.query.as_deref(), scope),
-            // Their bodies are SQL pgveil does not see run: the text already
-            // mentions a protected table (the pre-check), so fail closed.
+            // Texts parsed only for the session's prepared statements (the
+            // pre-check) may hold code that mentions no protected table.
+            NodeEnum::DoStmt(_)
+            | NodeEnum::CreateFunctionStmt(_)
+            | NodeEnum::CreateTrigStmt(_)
+            | NodeEnum::RuleStmt(_)
+                if !self.policy.mentions_protected_table(self.sql)
+                    && !self.objects.mentioned_in(self.sql) =>
+            {
+                Ok(())
+            }
+            // Their bodies are SQL pgveil does not see run, and the text
+            // mentions a protected table or an object over one: fail closed.
             NodeEnum::DoStmt(_) => Err(Reason::Opaque("DO blocks")),
             // A procedure over a protected table named only by its own name
             // was checked for its arguments (`check_calls`).

@@ -53,6 +53,12 @@
 //! Column aliases on a protected table (`customers AS c(a, b)`) are
 //! refused.
 //!
+//! **SQL `PREPARE`.** The parameter slots of a statement prepared with
+//! `PREPARE` are reported, statement by statement, with what `DEALLOCATE`
+//! and `DISCARD ALL` forget ([`Analysis::effects`]); the session applies
+//! them as the server completes each (`declared.rs`) and passes the slots
+//! back in, so that the arguments of a later `EXECUTE` are encrypted.
+//!
 //! **Server-side objects.** Views, functions, rules and triggers over
 //! protected tables, which the session's catalog lists ([`ServerObjects`]), are
 //! handled in `objects`: writes through them and calls of such
@@ -256,10 +262,19 @@ pub struct Rewrite {
     pub sql: String,
     /// The statement's own `$n` parameters to encrypt at Bind time.
     pub params: Vec<ParamSlot>,
-    /// The parameters of statements the text prepares (`PREPARE`).
-    pub prepared: Vec<Prepared>,
     /// The protected columns the text writes values to, for the audit log.
     pub written: Vec<ColumnRefId>,
+}
+
+/// What to do with a statement text, and what each of its statements
+/// does to the session's SQL-prepared statements once the server has run
+/// it ([`Effect::Prepare`], [`Effect::Deallocate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Analysis {
+    pub outcome: Outcome,
+    /// By statement, in order; empty when the text was not parsed or is
+    /// refused.
+    pub effects: Vec<Vec<Effect>>,
 }
 
 /// Why a statement is refused, as the client will read it.
@@ -463,7 +478,12 @@ pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
         ServerObjects::none(),
         &PreparedSlots::new(),
     )
+    .outcome
 }
+
+/// Words without which a text cannot use or change the session's
+/// SQL-prepared statements.
+const PREPARED_WORDS: [&[u8]; 4] = [b"execute", b"prepare", b"deallocate", b"discard"];
 
 /// [`rewrite`] in a session: knowing the column order and types of
 /// tables, the views, functions, rules and triggers over protected tables
@@ -471,8 +491,9 @@ pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
 /// `PREPARE`, whose `EXECUTE` arguments are encrypted wherever it appears
 /// (alone, after other statements or the `PREPARE` in the same text,
 /// under `EXPLAIN` or `CREATE TABLE AS`). A text that mentions no
-/// protected table nor such an object, and no `execute` while the session
-/// has such statements, is not parsed.
+/// protected table nor such an object, and, while the session has such
+/// statements, none of `execute`, `prepare`, `deallocate`, `discard`, is
+/// not parsed.
 pub fn rewrite_in_session(
     sql: &str,
     policy: &Policy,
@@ -480,17 +501,23 @@ pub fn rewrite_in_session(
     columns: &dyn Columns,
     objects: &ServerObjects,
     prepared: &PreparedSlots,
-) -> Outcome {
-    let may_execute =
-        || !prepared.is_empty() && crate::encrypt::contains_ignore_case(sql.as_bytes(), b"execute");
-    if !policy.mentions_protected_table(sql) && !objects.mentioned_in(sql) && !may_execute() {
-        return Outcome::Unchanged;
+) -> Analysis {
+    let uses_prepared = || {
+        !prepared.is_empty()
+            && PREPARED_WORDS
+                .iter()
+                .any(|word| crate::encrypt::contains_ignore_case(sql.as_bytes(), word))
+    };
+    if !policy.mentions_protected_table(sql) && !objects.mentioned_in(sql) && !uses_prepared() {
+        return Analysis {
+            outcome: Outcome::Unchanged,
+            effects: Vec::new(),
+        };
     }
-    outcome(rewrite_parsed(sql, policy, enc, columns, objects, prepared))
-}
-
-fn outcome(result: Result<Outcome, Reason>) -> Outcome {
-    result.unwrap_or_else(|reason| Outcome::Refused(reason.into()))
+    rewrite_parsed(sql, policy, enc, columns, objects, prepared).unwrap_or_else(|reason| Analysis {
+        outcome: Outcome::Refused(reason.into()),
+        effects: Vec::new(),
+    })
 }
 
 fn statement(raw: &pg_query::protobuf::RawStmt) -> Option<&NodeEnum> {
@@ -504,12 +531,13 @@ fn rewrite_parsed(
     columns: &dyn Columns,
     objects: &ServerObjects,
     prepared: &PreparedSlots,
-) -> Result<Outcome, Reason> {
+) -> Result<Analysis, Reason> {
     let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
     let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
     let mut analyzer = Analyzer::new(sql, tokens, policy, enc, columns, objects, prepared);
     analyzer.check_calls()?;
     let statements = &parsed.protobuf.stmts;
+    let mut effects = Vec::with_capacity(statements.len());
     for raw in statements {
         match statement(raw) {
             Some(NodeEnum::CopyStmt(copy)) => {
@@ -520,7 +548,10 @@ fn rewrite_parsed(
                     if statements.len() > 1 {
                         return Err(Reason::CopyNotAlone(copy_in.first_protected()));
                     }
-                    return Ok(Outcome::CopyIn(copy_in));
+                    return Ok(Analysis {
+                        outcome: Outcome::CopyIn(copy_in),
+                        effects,
+                    });
                 }
                 // COPY (query) TO: the query is checked like any other.
                 if let Some(query) = copy.query.as_deref().and_then(|q| q.node.as_ref()) {
@@ -530,8 +561,12 @@ fn rewrite_parsed(
             Some(node) => analyzer.statement(node)?,
             None => {}
         }
+        effects.push(statement(raw).map_or_else(Vec::new, |node| analyzer.effects(node)));
     }
-    Ok(analyzer.finish())
+    Ok(Analysis {
+        outcome: analyzer.finish(),
+        effects,
+    })
 }
 
 /// Applies edits (sorted or not, never overlapping) to `sql`.

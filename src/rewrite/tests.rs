@@ -84,6 +84,7 @@ fn typed(sql: &str) -> Outcome {
         ServerObjects::none(),
         &PreparedSlots::new(),
     )
+    .outcome
 }
 
 fn policy() -> Policy {
@@ -177,7 +178,6 @@ fn insert_encrypts_literals_of_protected_columns() {
         )
     );
     assert_eq!(r.params, [slot(1, "email")]);
-    assert!(r.prepared.is_empty());
 }
 
 #[test]
@@ -581,35 +581,41 @@ fn copy_from_a_file_or_without_columns_is_refused() {
     );
 }
 
+/// A text analysed in a session whose SQL-prepared statements are
+/// `prepared`.
+fn in_session(sql: &str, prepared: &PreparedSlots) -> Analysis {
+    rewrite_in_session(
+        sql,
+        &policy(),
+        &Fake,
+        &NoCatalog,
+        ServerObjects::none(),
+        prepared,
+    )
+}
+
+fn prepare(name: &str, params: Vec<ParamSlot>) -> Effect {
+    Effect::Prepare(Prepared {
+        name: name.into(),
+        params,
+    })
+}
+
 #[test]
 fn prepare_reports_slots_and_execute_encrypts_them() {
     let sql = "PREPARE find (text, int) AS SELECT id FROM customers WHERE email = $1 AND id = $2";
-    let r = rewritten(sql);
-    assert_eq!(r.sql, sql);
-    assert!(r.params.is_empty());
+    let analysis = in_session(sql, &PreparedSlots::new());
+    assert_eq!(analysis.outcome, Outcome::Unchanged);
     assert_eq!(
-        r.prepared,
-        [Prepared {
-            name: "find".into(),
-            params: vec![slot(1, "email")],
-        }]
+        analysis.effects,
+        [vec![prepare("find", vec![slot(1, "email")])]]
     );
-    let session = PreparedSlots::from([("find".to_owned(), r.prepared[0].params.clone())]);
-    let execute = |sql| {
-        rewrite_in_session(
-            sql,
-            &policy(),
-            &Fake,
-            &NoCatalog,
-            ServerObjects::none(),
-            &session,
-        )
-    };
+    let session = PreparedSlots::from([("find".to_owned(), vec![slot(1, "email")])]);
+    let execute = |sql| in_session(sql, &session).outcome;
     let expected = |sql: String| {
         Outcome::Rewritten(Rewrite {
             sql,
             params: Vec::new(),
-            prepared: Vec::new(),
             written: vec![column_id("email")],
         })
     };
@@ -640,14 +646,72 @@ fn prepare_reports_slots_and_execute_encrypts_them() {
 fn execute_after_prepare_in_the_same_text_is_encrypted() {
     let sql = "PREPARE add (text) AS INSERT INTO customers (email) VALUES ($1); \
                EXECUTE add('a@b'); INSERT INTO customers (email) VALUES ('c@d'); EXECUTE add('e@f')";
-    let r = rewritten(sql);
+    let analysis = in_session(sql, &PreparedSlots::new());
+    let Outcome::Rewritten(r) = analysis.outcome else {
+        panic!("{sql}: {:?}", analysis.outcome);
+    };
     assert_eq!(
         r.sql,
         sql.replace("'a@b'", &ct("a@b", "email"))
             .replace("'c@d'", &ct("c@d", "email"))
             .replace("'e@f'", &ct("e@f", "email"))
     );
-    assert_eq!(r.prepared[0].name, "add");
+    assert_eq!(
+        analysis.effects,
+        [
+            vec![prepare("add", vec![slot(1, "email")])],
+            vec![],
+            vec![],
+            vec![]
+        ]
+    );
+}
+
+#[test]
+fn prepare_deallocate_and_discard_all_report_their_effects_by_statement() {
+    let session = PreparedSlots::from([("p".to_owned(), vec![slot(1, "email")])]);
+    // A PREPARE that mentions no protected table is parsed while the
+    // session has prepared statements: it replaces the slots of its name.
+    let sql = "DEALLOCATE p; PREPARE p (text) AS INSERT INTO notes (note) VALUES ($1); \
+               EXECUTE p('a note'); DEALLOCATE PREPARE ALL; DISCARD ALL; DISCARD PLANS";
+    let analysis = in_session(sql, &session);
+    assert_eq!(
+        analysis.outcome,
+        Outcome::Unchanged,
+        "the note is not encrypted"
+    );
+    assert_eq!(
+        analysis.effects,
+        [
+            vec![Effect::Deallocate(Some("p".into()))],
+            vec![prepare("p", vec![])],
+            vec![],
+            vec![Effect::Deallocate(None)],
+            vec![Effect::Deallocate(None)],
+            vec![],
+        ]
+    );
+    // Parsed for that alone, code that mentions no protected table is not
+    // refused as code pgveil cannot see run.
+    for sql in [
+        "DO $$ BEGIN EXECUTE 'DISCARD PLANS'; END $$",
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'SELECT 1'; END $$",
+    ] {
+        assert_eq!(
+            in_session(sql, &session).outcome,
+            Outcome::Unchanged,
+            "{sql}"
+        );
+    }
+    // Without prepared statements in the session, such a text is not
+    // parsed: it has nothing to forget.
+    assert_eq!(
+        in_session(sql, &PreparedSlots::new()),
+        Analysis {
+            outcome: Outcome::Unchanged,
+            effects: Vec::new()
+        }
+    );
 }
 
 #[test]
@@ -846,6 +910,7 @@ fn run_known(sql: &str) -> Outcome {
         &objects,
         &PreparedSlots::new(),
     )
+    .outcome
 }
 
 /// Asserts a 0A000 refusal naming `object` and the protected table.
