@@ -1310,3 +1310,80 @@ async fn discard_all_and_deallocate_all_forget_every_prepared_statement() {
     }
     assert_eq!(notes_of(id), "after discard|after deallocate all\n");
 }
+
+/// A connection through pgveil as `logged_user`, a member of crm_app
+/// whose every statement the server logs (`log_statement = all`), so that
+/// a test can look for plaintext in what reached the server.
+async fn logged_connection() -> tokio_postgres::Client {
+    static ROLE: std::sync::Once = std::sync::Once::new();
+    ROLE.call_once(|| {
+        crm();
+        Cluster::shared().psql_direct(
+            "create role logged_user login password 'pw' in role crm_app; \
+             alter role logged_user set log_statement = 'all'",
+        );
+    });
+    crm().connect("logged_user").await
+}
+
+/// The server's log.
+fn server_log() -> String {
+    std::fs::read_to_string(Cluster::shared().dir().join("server.log")).unwrap()
+}
+
+#[tokio::test]
+async fn searches_through_subqueries_and_ctes_are_encrypted_or_refused() {
+    let app = logged_connection().await;
+    let found = "derived.search@example.org";
+    let secret = "derived.secret@example.org";
+    app.batch_execute(&format!(
+        "insert into customers (email, full_name, segment) values ('{found}', 'Derived Search', 'derived')"
+    ))
+    .await
+    .unwrap();
+    // A protected column as it is: the literal is encrypted and finds it.
+    for sql in [
+        "select e from (select email as e from customers) s where s.e = 'V'",
+        "with s as (select email as e from customers) select e from s where s.e = 'V'",
+        "select email from (select * from (select c.email from customers c) a) b where b.email = 'V'",
+        "select e from (select email from customers) as s(e) where e = 'V'",
+        "with s(e) as (select email from customers) select e from s where e = 'V'",
+        "select e from (select email as e from customers union select email from customers) s \
+         where s.e = 'V'",
+        "select email from customers where email in \
+         (select s.e from (select email as e from customers) s where s.e = 'V')",
+        "select email from customers where email = 'V' and 'V' in (select email from customers)",
+    ] {
+        let sql = sql.replace('V', found);
+        let rows = simple_rows(&app.simple_query(&sql).await.unwrap());
+        assert_eq!(rows, [vec![Some(found.to_owned())]], "{sql}");
+    }
+    // Computed from it, or mixed with other values: refused, never sent.
+    for sql in [
+        "select * from (select lower(email) as e from customers) s where s.e = 'V'",
+        "with s as (select email as e from customers) select * from s where lower(s.e) = 'V'",
+        "with s as (select email::varchar(60) as e from customers) select * from s where s.e = 'V'",
+        "select * from (select max(email) from customers) s where s.max = 'V'",
+        "select * from (select * from (select lower(email) as e from customers) a) b where b.e = 'V'",
+        "select * from (select email as e from customers union all select segment from customers) s \
+         where s.e = 'V'",
+        "select * from (select email as e from customers) s where s.e like 'V%'",
+        "select id from customers where 'V' in (select lower(email) from customers)",
+    ] {
+        let sql = sql.replace('V', secret);
+        assert_refused(&app, &sql, "public.customers.email", &[secret]).await;
+    }
+    let rows = simple_rows(&app.simple_query("select 'still serving'").await.unwrap());
+    assert_eq!(rows, [vec![Some("still serving".to_owned())]]);
+    let log = server_log();
+    assert!(
+        log.contains("select 'still serving'"),
+        "the server logs this session's statements"
+    );
+    for value in [found, secret] {
+        assert!(
+            !log.contains(value),
+            "{value} reached the server in plaintext"
+        );
+    }
+}

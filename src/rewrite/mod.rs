@@ -49,9 +49,11 @@
 //! protected column of any relation in scope is taken to be that column,
 //! even if PostgreSQL would resolve it to an unprotected column of another
 //! table. A subquery or CTE passes a protected column through under its
-//! output name when its select list names it (bare, cast, or via `*`).
-//! Column aliases on a protected table (`customers AS c(a, b)`) are
-//! refused.
+//! output name when its select list names it bare or via `*` (by position
+//! through column aliases and set operations); an output computed from
+//! protected values is *derived*, and cannot be compared with a value nor
+//! used in a condition but for `IS NULL` (see [`outputs`]). Column aliases
+//! on a protected table (`customers AS c(a, b)`) are refused.
 //!
 //! **SQL `PREPARE`.** The parameter slots of a statement prepared with
 //! `PREPARE` are reported, statement by statement, with what `DEALLOCATE`
@@ -67,7 +69,8 @@
 //!
 //! **Left out:** statements inside function bodies, `DO` blocks and
 //! `CALL`; a `$n` used for two different columns; `NATURAL` joins; window
-//! definitions; `DISTINCT ON`; the column aliases of a CTE.
+//! definitions; `DISTINCT ON`; a scalar subquery compared with a value
+//! (`(SELECT email ...) = 'x'`).
 //!
 //! **Column types.** A protected column of a text type (`text`, `varchar`,
 //! `char`, `citext`, a domain over one) holds the text envelope; a `bytea`
@@ -88,6 +91,7 @@ mod analyze;
 pub mod array;
 mod copy;
 mod objects;
+mod outputs;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -421,6 +425,11 @@ enum Reason {
         view: String,
         table: String,
     },
+    #[error(
+        "pgveil: column {column} is computed from protected {origin}; a value compared with it \
+         would reach the server unencrypted"
+    )]
+    DerivedColumn { column: String, origin: String },
     #[error(
         "pgveil: view {view} exposes protected table {table}; column aliases on it are not \
          supported"

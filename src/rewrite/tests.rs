@@ -475,6 +475,102 @@ fn subqueries_and_ctes() {
 }
 
 #[test]
+fn exact_outputs_of_subqueries_and_ctes_are_the_protected_column() {
+    let enc = ct("x@y", "email");
+    for sql in [
+        "SELECT * FROM (SELECT email AS e FROM customers) s WHERE s.e = 'x@y'",
+        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE s.e = 'x@y'",
+        "SELECT * FROM (SELECT * FROM (SELECT c.email FROM customers c) a) b WHERE b.email = 'x@y'",
+        "SELECT * FROM (SELECT customers.* FROM customers) s WHERE email = 'x@y'",
+        "SELECT * FROM (SELECT email FROM customers) AS s(e) WHERE s.e = 'x@y'",
+        "WITH s(e) AS (SELECT email FROM customers) SELECT * FROM s WHERE e = 'x@y'",
+        "WITH s AS (SELECT email FROM customers) SELECT * FROM s AS t(e) WHERE t.e = 'x@y'",
+        "SELECT * FROM (SELECT email FROM customers UNION SELECT mail FROM crm.contacts) s \
+         WHERE s.email = 'x@y'",
+        "SELECT * FROM customers c JOIN LATERAL (SELECT c.email AS e) s ON true WHERE s.e = 'x@y'",
+        "SELECT id FROM orders WHERE 'x@y' IN (SELECT email FROM customers)",
+        "SELECT id FROM orders WHERE 'x@y' = ANY (SELECT e FROM (SELECT email AS e FROM customers) s)",
+    ] {
+        assert_eq!(sql_of(sql), sql.replace("'x@y'", &enc), "{sql}");
+    }
+    for sql in [
+        "SELECT * FROM (SELECT email AS e FROM customers) s WHERE s.e LIKE 'x%'",
+        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE s.e > 'x'",
+        "SELECT * FROM (SELECT email AS e FROM customers) s ORDER BY s.e",
+        "SELECT * FROM customers UNION SELECT * FROM customers ORDER BY email",
+    ] {
+        let message = refused(sql, "0A000", EMAIL);
+        assert!(message.contains("ORDER BY / LIKE / range"), "{message}");
+    }
+}
+
+#[test]
+fn comparing_computed_outputs_of_subqueries_and_ctes_is_refused() {
+    for sql in [
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e = 'secret'",
+        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE lower(s.e) = 'secret'",
+        "WITH s AS (SELECT lower(email) AS e FROM customers) SELECT * FROM s WHERE s.e = $1",
+        "SELECT * FROM (SELECT email::varchar(5) AS e FROM customers) s WHERE e = 'secret'",
+        "SELECT * FROM (SELECT lower(email) FROM customers) s WHERE s.lower = 'secret'",
+        "SELECT * FROM (SELECT email::text FROM customers) s WHERE s.email = 'secret'",
+        "SELECT * FROM (SELECT coalesce(email, '') FROM customers) s WHERE coalesce IN ('secret')",
+        "SELECT * FROM (SELECT CASE WHEN id > 1 THEN email END FROM customers) s WHERE s.case = 'secret'",
+        "SELECT * FROM (SELECT email || '' AS e FROM customers) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT max(email) AS e FROM customers GROUP BY id) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT count(email) AS n FROM customers) s WHERE s.n = 3",
+        "SELECT * FROM (SELECT * FROM (SELECT lower(email) AS e FROM customers) a) b WHERE b.e = 'secret'",
+        "SELECT * FROM (SELECT a.* FROM (SELECT lower(email) AS e FROM customers) a) b WHERE e = 'secret'",
+        "SELECT * FROM (SELECT lower(email) FROM customers) AS s(e) WHERE s.e = 'secret'",
+        "WITH s(e) AS (SELECT lower(email) FROM customers) SELECT * FROM s WHERE e = 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers UNION SELECT note FROM orders) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT note AS e FROM orders UNION ALL SELECT email FROM customers) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers UNION SELECT full_name FROM customers) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT * FROM customers UNION SELECT * FROM customers) s WHERE s.email = 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers EXCEPT SELECT lower(email) FROM customers) s WHERE e = 'secret'",
+        "WITH s AS (SELECT lower(email) AS e FROM customers) SELECT * FROM orders WHERE note IN (SELECT e FROM s) AND 'secret' IN (SELECT e FROM s)",
+        "SELECT id FROM orders WHERE 'secret' IN (SELECT lower(email) FROM customers)",
+        "SELECT * FROM ((SELECT email AS e FROM customers) a JOIN orders o ON true) AS j(x) WHERE j.x = 'secret'",
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e",
+    ] {
+        refused(sql, "0A000", EMAIL);
+    }
+    // A subquery reading a protected table, a data-modifying CTE over
+    // one: named by the table.
+    for sql in [
+        "SELECT * FROM (SELECT (SELECT max(email) FROM customers) AS e) s WHERE s.e = 'secret'",
+        "WITH m AS (UPDATE customers SET segment = 'a' RETURNING email) \
+         SELECT * FROM m WHERE m.email = 'secret'",
+    ] {
+        refused(
+            sql,
+            "0A000",
+            "is computed from protected table public.customers",
+        );
+    }
+    // The refusal names the column compared and the protected one.
+    let message = refused(
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e = 'secret'",
+        "0A000",
+        EMAIL,
+    );
+    assert!(
+        message.contains("column s.e is computed from protected column"),
+        "{message}"
+    );
+    // Reading, and testing for NULL, still work; plain outputs are plain.
+    for sql in [
+        "SELECT s.e FROM (SELECT lower(email) AS e FROM customers) s",
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e IS NULL",
+        "SELECT * FROM (SELECT id, lower(email) AS e FROM customers) s WHERE s.id = 1",
+        "SELECT * FROM (SELECT id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS n \
+         FROM customers c) s WHERE s.n > 3",
+        "SELECT * FROM (SELECT note AS e FROM orders UNION SELECT 'x') s WHERE s.e = 'x'",
+    ] {
+        assert_eq!(run(sql), Outcome::Unchanged, "{sql}");
+    }
+}
+
+#[test]
 fn statements_not_mentioning_protected_tables_are_not_parsed() {
     assert_eq!(
         run("SELECT * FROM orders WHERE note LIKE 'x%'"),
