@@ -391,6 +391,11 @@ fn like_ranges_and_order_by_are_refused() {
         "SELECT id, email FROM customers ORDER BY email",
         "SELECT id, email AS e FROM customers ORDER BY e DESC",
         "SELECT email FROM customers ORDER BY 1",
+        // Through the exact outputs of subqueries, CTEs, set operations.
+        "SELECT * FROM (SELECT email AS e FROM customers) s WHERE s.e LIKE 'secret%'",
+        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE s.e > 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers) s ORDER BY s.e",
+        "SELECT * FROM customers UNION SELECT * FROM customers ORDER BY email",
     ] {
         let message = refused(sql, "0A000", EMAIL);
         assert!(message.contains("ORDER BY / LIKE / range"), "{message}");
@@ -492,15 +497,6 @@ fn exact_outputs_of_subqueries_and_ctes_are_the_protected_column() {
         "SELECT id FROM orders WHERE 'x@y' = ANY (SELECT e FROM (SELECT email AS e FROM customers) s)",
     ] {
         assert_eq!(sql_of(sql), sql.replace("'x@y'", &enc), "{sql}");
-    }
-    for sql in [
-        "SELECT * FROM (SELECT email AS e FROM customers) s WHERE s.e LIKE 'x%'",
-        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE s.e > 'x'",
-        "SELECT * FROM (SELECT email AS e FROM customers) s ORDER BY s.e",
-        "SELECT * FROM customers UNION SELECT * FROM customers ORDER BY email",
-    ] {
-        let message = refused(sql, "0A000", EMAIL);
-        assert!(message.contains("ORDER BY / LIKE / range"), "{message}");
     }
 }
 
