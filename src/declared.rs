@@ -46,7 +46,7 @@
 
 use std::collections::VecDeque;
 
-use crate::rewrite::{Effect, PreparedSlots, SettingChange};
+use crate::rewrite::{merge_slots, Effect, PreparedSlots, SettingChange};
 
 /// The values in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -171,11 +171,7 @@ impl Declared {
         for effect in self.units.iter().flat_map(Unit::pending) {
             if let Effect::Prepare(prepared) = effect {
                 let known = slots.entry(prepared.name.clone()).or_default();
-                for slot in &prepared.params {
-                    if !known.contains(slot) {
-                        known.push(slot.clone());
-                    }
-                }
+                merge_slots(known, &prepared.params);
             }
         }
         slots.retain(|_, params| !params.is_empty());

@@ -49,8 +49,9 @@ use crate::protocol::reply;
 use crate::relay::Tap;
 use crate::reveal::put_field;
 use crate::rewrite::{
-    self, copy_out_options, declarations, Analysis, CopyIn, CopyOptions, Declarations, Effect,
-    EncryptError, Encryptor, Outcome, Param, ParamSlot, Refusal, Storage,
+    self, copy_out_options, declarations, merge_slots, Analysis, CopyIn, CopyOptions, Declarations,
+    Effect, EncryptError, Encryptor, Outcome, Param, ParamSlot, PreparedSlots, Refusal, Statements,
+    Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -137,7 +138,8 @@ pub struct ClientTap<'a> {
     veil: Option<&'a Veil>,
     shared: &'a Shared,
     catalog: &'a Catalog,
-    /// Parameter slots of prepared statements, by statement name.
+    /// Parameter slots of prepared statements, by statement name, for
+    /// those that have any.
     statements: HashMap<String, Vec<ParamSlot>>,
     /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
     copy_statements: HashMap<String, CopyIn>,
@@ -307,18 +309,25 @@ impl<'a> ClientTap<'a> {
         }
     }
 
-    /// Rewrites a statement text, including `EXECUTE` of statements
-    /// prepared with SQL `PREPARE`, as the session has them.
+    /// Rewrites a statement text, including `EXECUTE` of the statements
+    /// the session prepared.
     fn rewrite(&self, veil: &Veil, sql: &str) -> Analysis {
-        let prepared = self.shared.declared().prepared();
         rewrite::rewrite_in_session(
             sql,
             &veil.policy,
             veil,
             self.catalog,
             &self.catalog.objects,
-            &prepared,
+            &self.session_statements(),
         )
+    }
+
+    /// The statements the session prepared, both ways.
+    fn session_statements(&self) -> SessionStatements<'_> {
+        SessionStatements {
+            sql: self.shared.declared().prepared(),
+            parsed: &self.statements,
+        }
     }
 
     fn refuse_query(&self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
@@ -401,7 +410,11 @@ impl<'a> ClientTap<'a> {
                 body.put_u8(0);
                 body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
-                self.statements.insert(name, rewrite.params);
+                if rewrite.params.is_empty() {
+                    self.statements.remove(&name);
+                } else {
+                    self.statements.insert(name, rewrite.params);
+                }
                 out.push(reply::frame_of(b'P', &body));
             }
             Outcome::CopyIn(copy) => {
@@ -440,14 +453,11 @@ impl<'a> ClientTap<'a> {
             self.copy = Some(CopyState::Waiting(copy.clone()));
             return out.push(frame);
         }
-        let slots = self
-            .statements
-            .get(&*name)
-            .filter(|slots| !slots.is_empty());
-        let Some(slots) = slots else {
+        let slots = self.session_statements().slots(&name);
+        if slots.is_empty() {
             return out.push(frame);
-        };
-        match encrypt_bind(veil, self.shared.encoding(), &frame, slots) {
+        }
+        match encrypt_bind(veil, self.shared.encoding(), &frame, &slots) {
             Ok(bind) => out.push(bind),
             Err(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }
@@ -658,6 +668,29 @@ impl ClientTap<'_> {
     fn audit_refusing_prepared(&self, name: &str) -> bool {
         self.trail.is_some_and(Trail::refusing)
             && self.texts.get(name).is_some_and(|text| text.protected())
+    }
+}
+
+/// The statements a session prepared: with SQL `PREPARE`, as [`Declared`]
+/// follows them, and with named Parses. PostgreSQL keeps both under one
+/// namespace: SQL `EXECUTE` runs a Parse's statement, a Bind binds a
+/// `PREPARE`'s. Only one of a name exists on the server at a time; where
+/// pgveil has slots for it both ways (one may be stale), it encrypts at
+/// all of them.
+struct SessionStatements<'t> {
+    sql: PreparedSlots,
+    parsed: &'t HashMap<String, Vec<ParamSlot>>,
+}
+
+impl Statements for SessionStatements<'_> {
+    fn any(&self) -> bool {
+        !self.sql.is_empty() || self.parsed.keys().any(|name| !name.is_empty())
+    }
+
+    fn slots(&self, name: &str) -> Vec<ParamSlot> {
+        let mut slots = self.sql.slots(name);
+        merge_slots(&mut slots, self.parsed.get(name).into_iter().flatten());
+        slots
     }
 }
 

@@ -1297,14 +1297,8 @@ async fn discard_all_and_deallocate_all_forget_every_prepared_statement() {
         )
         .await;
         raw_ok(&mut raw, forget).await;
-        let mut parse = b"gone\0".to_vec();
-        parse.extend_from_slice(
-            format!("insert into customer_notes (customer_id, note) values ({id}, $1::text)\0\0\0")
-                .as_bytes(),
-        );
-        raw.send(&[message(b'P', &parse), message(b'S', &[])].concat())
-            .await;
-        assert_eq!(raw.rows_until_ready().await.1, None);
+        let insert = format!("insert into customer_notes (customer_id, note) values ({id}, $1)");
+        raw_parse(&mut raw, "gone", &insert).await;
         raw_ok(&mut raw, &format!("execute gone ('{note}')")).await;
         raw_ok(&mut raw, "deallocate gone").await;
     }
@@ -1384,6 +1378,60 @@ async fn searches_through_subqueries_and_ctes_are_encrypted_or_refused() {
         assert!(
             !log.contains(value),
             "{value} reached the server in plaintext"
+        );
+    }
+}
+
+/// Parse of a named statement and Sync; panics on an error.
+async fn raw_parse(client: &mut RawClient, name: &str, sql: &str) {
+    let body = [name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat();
+    client
+        .send(&[message(b'P', &body), message(b'S', &[])].concat())
+        .await;
+    assert_eq!(client.rows_until_ready().await.1, None, "{sql}");
+}
+
+#[tokio::test]
+async fn sql_and_protocol_prepared_statements_share_one_namespace() {
+    let crm = crm();
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let (mut raw, _) = RawClient::login(crm.proxy.addr).await;
+    // SQL EXECUTE of a statement a named Parse prepared.
+    raw_parse(
+        &mut raw,
+        "by_parse",
+        "insert into customers (email, segment) values ($1, 'by-parse')",
+    )
+    .await;
+    raw_ok(&mut raw, "execute by_parse ('by.parse@example.org')").await;
+    // A Bind of a statement SQL PREPARE prepared.
+    raw_ok(
+        &mut raw,
+        "prepare by_sql (text) as insert into customers (email, segment) values ($1, 'by-sql')",
+    )
+    .await;
+    let mut bind = b"\0by_sql\0\0\0\0\x01".to_vec();
+    let value = b"by.sql@example.org";
+    bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    bind.extend_from_slice(value);
+    bind.extend_from_slice(&[0, 0]);
+    raw.send(
+        &[
+            message(b'B', &bind),
+            message(b'E', &[0, 0, 0, 0, 0]),
+            message(b'S', &[]),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(raw.rows_until_ready().await.1, None);
+    for (segment, email) in [("by-parse", "by.parse@"), ("by-sql", "by.sql@")] {
+        let stored = Cluster::shared().psql_direct(&format!(
+            "select count(*) || ' ' || string_agg(email, ';') from customers where segment = '{segment}'"
+        ));
+        assert!(
+            stored.starts_with("1 pgv1:") && !stored.contains(email),
+            "{stored}"
         );
     }
 }

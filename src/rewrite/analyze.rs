@@ -16,7 +16,7 @@ use super::settings::DISCARD_ALL;
 use super::views::Derived;
 use super::{
     array, splice, storage, ColumnRefId, Columns, Effect, Encryptor, NodeEnum, Outcome, ParamSlot,
-    Prepared, PreparedSlots, Reason, Rewrite, Storage, Target,
+    Prepared, Reason, Rewrite, Statements, Storage, Target,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
 
@@ -215,7 +215,7 @@ pub(super) struct Analyzer<'a> {
     columns: &'a dyn Columns,
     objects: &'a ServerObjects,
     /// The statements the session prepared before this text.
-    session_prepared: &'a PreparedSlots,
+    session_prepared: &'a dyn Statements,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
     /// The statements this text prepares, in order.
@@ -232,7 +232,7 @@ impl<'a> Analyzer<'a> {
         enc: &'a dyn Encryptor,
         columns: &'a dyn Columns,
         objects: &'a ServerObjects,
-        session_prepared: &'a PreparedSlots,
+        session_prepared: &'a dyn Statements,
     ) -> Self {
         Analyzer {
             sql,
@@ -317,10 +317,8 @@ impl<'a> Analyzer<'a> {
             .iter()
             .rev()
             .find(|p| p.name == execute.name)
-            .map(|p| &p.params)
-            .or_else(|| self.session_prepared.get(&execute.name))
-            .cloned()
-            .unwrap_or_default();
+            .map(|p| p.params.clone())
+            .unwrap_or_else(|| self.session_prepared.slots(&execute.name));
         for slot in &slots {
             let c = &slot.target.column;
             let (Some(arg), Some(column)) = (

@@ -260,6 +260,35 @@ pub struct Prepared {
 /// `PREPARE`, by name.
 pub type PreparedSlots = HashMap<String, Vec<ParamSlot>>;
 
+/// The statements a session has prepared, whose `EXECUTE` arguments may go
+/// to protected columns: with SQL `PREPARE` or a named Parse, which
+/// PostgreSQL keeps under one namespace, so that `EXECUTE` runs either.
+pub trait Statements {
+    /// Whether a statement may have parameter slots.
+    fn any(&self) -> bool;
+    /// The parameter slots of the statement `name`.
+    fn slots(&self, name: &str) -> Vec<ParamSlot>;
+}
+
+impl Statements for PreparedSlots {
+    fn any(&self) -> bool {
+        !self.is_empty()
+    }
+
+    fn slots(&self, name: &str) -> Vec<ParamSlot> {
+        self.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Adds to `slots` those of `more` it does not have.
+pub fn merge_slots<'s>(slots: &mut Vec<ParamSlot>, more: impl IntoIterator<Item = &'s ParamSlot>) {
+    for slot in more {
+        if !slots.contains(slot) {
+            slots.push(slot.clone());
+        }
+    }
+}
+
 /// A statement text with its protected values encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rewrite {
@@ -496,8 +525,8 @@ const PREPARED_WORDS: [&[u8]; 4] = [b"execute", b"prepare", b"deallocate", b"dis
 
 /// [`rewrite`] in a session: knowing the column order and types of
 /// tables, the views, functions, rules and triggers over protected tables
-/// ([`ServerObjects`]), and the statements the session prepared with SQL
-/// `PREPARE`, whose `EXECUTE` arguments are encrypted wherever it appears
+/// ([`ServerObjects`]), and the statements the session prepared
+/// ([`Statements`]), whose `EXECUTE` arguments are encrypted wherever it appears
 /// (alone, after other statements or the `PREPARE` in the same text,
 /// under `EXPLAIN` or `CREATE TABLE AS`). A text that mentions no
 /// protected table nor such an object, and, while the session has such
@@ -509,10 +538,10 @@ pub fn rewrite_in_session(
     enc: &dyn Encryptor,
     columns: &dyn Columns,
     objects: &ServerObjects,
-    prepared: &PreparedSlots,
+    prepared: &dyn Statements,
 ) -> Analysis {
     let uses_prepared = || {
-        !prepared.is_empty()
+        prepared.any()
             && PREPARED_WORDS
                 .iter()
                 .any(|word| crate::encrypt::contains_ignore_case(sql.as_bytes(), word))
@@ -539,7 +568,7 @@ fn rewrite_parsed(
     enc: &dyn Encryptor,
     columns: &dyn Columns,
     objects: &ServerObjects,
-    prepared: &PreparedSlots,
+    prepared: &dyn Statements,
 ) -> Result<Analysis, Reason> {
     let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
     let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
