@@ -1347,6 +1347,7 @@ async fn searches_through_subqueries_and_ctes_are_encrypted_or_refused() {
         "select email from customers where email in \
          (select s.e from (select email as e from customers) s where s.e = 'V')",
         "select email from customers where email = 'V' and 'V' in (select email from customers)",
+        "select email from customers c where (select d.email from customers d where d.id = c.id) = 'V'",
     ] {
         let sql = sql.replace('V', found);
         let rows = simple_rows(&app.simple_query(&sql).await.unwrap());
@@ -1363,6 +1364,7 @@ async fn searches_through_subqueries_and_ctes_are_encrypted_or_refused() {
          where s.e = 'V'",
         "select * from (select email as e from customers) s where s.e like 'V%'",
         "select id from customers where 'V' in (select lower(email) from customers)",
+        "select id from customers c where (select lower(d.email) from customers d where d.id = c.id) = 'V'",
     ] {
         let sql = sql.replace('V', secret);
         assert_refused(&app, &sql, "public.customers.email", &[secret]).await;

@@ -5,8 +5,8 @@
 use pg_query::protobuf::{
     a_const, AConst, AExpr, AExprKind, ColumnRef, CommonTableExpr, DeleteStmt, ExecuteStmt,
     InsertStmt, JoinExpr, Node, OnConflictClause, PrepareStmt, RangeFunction, RangeSubselect,
-    RangeVar, ResTarget, ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink, Token,
-    UpdateStmt, WithClause,
+    RangeVar, ResTarget, ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink,
+    SubLinkType, Token, UpdateStmt, WithClause,
 };
 use pg_query::NodeRef;
 
@@ -1162,11 +1162,21 @@ impl<'a> Analyzer<'a> {
             Some(NodeEnum::SelectStmt(s)) => self.select(s, scope)?,
             _ => Outputs::default(),
         };
+        let (name, compared) = outputs.compared();
         let Some(test) = link.testexpr.as_deref() else {
-            return Ok(());
+            // A scalar subquery inside an expression in a condition:
+            // computing on a protected value, as with a column.
+            let value = matches!(
+                link.sub_link_type(),
+                SubLinkType::ExprSublink | SubLinkType::ArraySublink
+            );
+            return match compared {
+                Output::Exact(column) if strict && value => Err(Reason::Computed(column.into())),
+                Output::Derived(origin) if strict && value => Err(origin.refusal(&[name])),
+                _ => Ok(()),
+            };
         };
         self.not_derived([test], scope)?;
-        let (name, compared) = outputs.compared();
         match (self.protected_ref(test, scope), compared) {
             (Some(column), Output::Exact(other)) => check_equality(column, Some(other)),
             (Some(column), _) => check_equality(column, None),
@@ -1206,6 +1216,16 @@ impl<'a> Analyzer<'a> {
             return self.exprs(e.rexpr.as_deref(), scope, strict);
         };
         let operator = e.name.iter().filter_map(string).next_back().unwrap_or("");
+        let operands: Vec<&Node> = match right {
+            Some(_) if !list.is_empty() => std::iter::once(left).chain(list).collect(),
+            _ => std::iter::once(left).chain(right).collect(),
+        };
+        if operands
+            .iter()
+            .any(|operand| subquery_operand(operand).is_some())
+        {
+            return self.subquery_comparison(e, operator, &operands, scope, strict);
+        }
         match e.kind() {
             AExprKind::AexprIn => {
                 let Some(column) = self.protected_ref(left, scope) else {
@@ -1289,6 +1309,62 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+    }
+
+    /// A comparison with a subquery among its operands, `(SELECT ...)` or
+    /// `ARRAY(SELECT ...)`: its output is compared as a column would be.
+    /// A protected column as it is can be equal to a value, which is
+    /// encrypted (`=`, `<>`, `IS DISTINCT FROM`, `NULLIF` with a scalar
+    /// subquery), and is refused in any other comparison; a derived one is
+    /// refused.
+    fn subquery_comparison(
+        &mut self,
+        e: &AExpr,
+        operator: &str,
+        operands: &[&Node],
+        scope: &Scope<'_, 'a>,
+        strict: bool,
+    ) -> Result<()> {
+        let mut outputs = Vec::with_capacity(operands.len());
+        for operand in operands {
+            outputs.push(match subquery_operand(operand) {
+                Some((select, _)) => Some(self.select(select, scope)?.compared()),
+                None => None,
+            });
+        }
+        let kind = e.kind();
+        let equality = matches!(
+            kind,
+            AExprKind::AexprDistinct | AExprKind::AexprNotDistinct | AExprKind::AexprNullif
+        ) || (kind == AExprKind::AexprOp && matches!(operator, "=" | "<>"));
+        let searching = matches!(
+            kind,
+            AExprKind::AexprLike
+                | AExprKind::AexprIlike
+                | AExprKind::AexprSimilar
+                | AExprKind::AexprBetween
+                | AExprKind::AexprNotBetween
+                | AExprKind::AexprBetweenSym
+                | AExprKind::AexprNotBetweenSym
+        ) || matches!(operator, "<" | ">" | "<=" | ">=" | "~~" | "~~*");
+        for (i, output) in outputs.iter().enumerate() {
+            let scalar = subquery_operand(operands[i]).is_some_and(|(_, scalar)| scalar);
+            match output {
+                Some((_, Output::Exact(column))) if equality && scalar && operands.len() == 2 => {
+                    return self.equality(column, operands[1 - i], scope);
+                }
+                Some((_, Output::Exact(column))) if searching => {
+                    return Err(Reason::NotSearchable((*column).into()));
+                }
+                Some((_, Output::Exact(column))) => return Err(Reason::Computed((*column).into())),
+                Some((name, Output::Derived(origin))) => {
+                    return Err(origin.refusal(std::slice::from_ref(name)))
+                }
+                _ => {}
+            }
+        }
+        let mut others = operands.iter().zip(&outputs).filter(|(_, o)| o.is_none());
+        others.try_for_each(|(operand, _)| self.expr(operand, scope, strict))
     }
 
     /// The other side of an equality with a protected column.
@@ -1459,6 +1535,23 @@ fn encrypt_error(column: &ColumnPolicy, error: super::EncryptError) -> Reason {
     Reason::Encrypt {
         column: column.into(),
         error,
+    }
+}
+
+/// The query of a subquery whose output a comparison compares, `(SELECT
+/// ...)` (scalar, `true`) or `ARRAY(SELECT ...)`, possibly cast.
+fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool)> {
+    let Some(NodeEnum::SubLink(link)) = &uncast(node).node else {
+        return None;
+    };
+    let scalar = match link.sub_link_type() {
+        SubLinkType::ExprSublink => true,
+        SubLinkType::ArraySublink => false,
+        _ => return None,
+    };
+    match link.subselect.as_deref()?.node.as_ref()? {
+        NodeEnum::SelectStmt(select) => Some((select, scalar)),
+        _ => None,
     }
 }
 

@@ -69,8 +69,7 @@
 //!
 //! **Left out:** statements inside function bodies, `DO` blocks and
 //! `CALL`; a `$n` used for two different columns; `NATURAL` joins; window
-//! definitions; `DISTINCT ON`; a scalar subquery compared with a value
-//! (`(SELECT email ...) = 'x'`).
+//! definitions; `DISTINCT ON`.
 //!
 //! **Column types.** A protected column of a text type (`text`, `varchar`,
 //! `char`, `citext`, a domain over one) holds the text envelope; a `bytea`

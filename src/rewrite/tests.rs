@@ -479,10 +479,18 @@ fn subqueries_and_ctes() {
     assert_eq!(rewritten(sql).params, [slot(3, "email")]);
 }
 
+/// Asserts that each text is rewritten with its literal `'x@y'` encrypted
+/// for the email column, and nothing else changed.
+fn assert_encrypts_email(texts: &[&str]) {
+    let encrypted = ct("x@y", "email");
+    for sql in texts {
+        assert_eq!(sql_of(sql), sql.replace("'x@y'", &encrypted), "{sql}");
+    }
+}
+
 #[test]
 fn exact_outputs_of_subqueries_and_ctes_are_the_protected_column() {
-    let enc = ct("x@y", "email");
-    for sql in [
+    assert_encrypts_email(&[
         "SELECT * FROM (SELECT email AS e FROM customers) s WHERE s.e = 'x@y'",
         "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE s.e = 'x@y'",
         "SELECT * FROM (SELECT * FROM (SELECT c.email FROM customers c) a) b WHERE b.email = 'x@y'",
@@ -495,9 +503,7 @@ fn exact_outputs_of_subqueries_and_ctes_are_the_protected_column() {
         "SELECT * FROM customers c JOIN LATERAL (SELECT c.email AS e) s ON true WHERE s.e = 'x@y'",
         "SELECT id FROM orders WHERE 'x@y' IN (SELECT email FROM customers)",
         "SELECT id FROM orders WHERE 'x@y' = ANY (SELECT e FROM (SELECT email AS e FROM customers) s)",
-    ] {
-        assert_eq!(sql_of(sql), sql.replace("'x@y'", &enc), "{sql}");
-    }
+    ]);
 }
 
 #[test]
@@ -564,6 +570,31 @@ fn comparing_computed_outputs_of_subqueries_and_ctes_is_refused() {
     ] {
         assert_eq!(run(sql), Outcome::Unchanged, "{sql}");
     }
+}
+
+#[test]
+fn scalar_subqueries_compare_as_their_output() {
+    assert_encrypts_email(&[
+        "SELECT id FROM orders o WHERE (SELECT email FROM customers c WHERE c.id = o.customer_id) = 'x@y'",
+        "SELECT id FROM orders o WHERE 'x@y' IS DISTINCT FROM (SELECT email FROM customers LIMIT 1)",
+        "SELECT (SELECT email FROM customers LIMIT 1) = 'x@y'",
+        "SELECT id FROM orders WHERE customer_id = (SELECT id FROM customers WHERE email = 'x@y')",
+    ]);
+    for sql in [
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) LIKE 'secret%'",
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) BETWEEN 'a' AND 'secret'",
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) IN ('secret')",
+        "SELECT id FROM orders WHERE 'secret' = ANY (ARRAY(SELECT email FROM customers))",
+        "SELECT id FROM orders WHERE (SELECT lower(email) FROM customers LIMIT 1) = 'secret'",
+        "SELECT id FROM orders WHERE lower((SELECT email FROM customers LIMIT 1)) = 'secret'",
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) = lower('secret')",
+    ] {
+        refused(sql, "0A000", EMAIL);
+    }
+    assert_eq!(
+        run("SELECT id FROM orders WHERE (SELECT count(*) FROM customers) > 3"),
+        Outcome::Unchanged
+    );
 }
 
 #[test]
