@@ -363,6 +363,8 @@ psql -X -q -v ON_ERROR_STOP=1 -v ncust=0 -h 127.0.0.1 -p "$PG_PORT" \
     -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" -d "$ENC_DB" >/dev/null
 python3 "$BENCHES/crm/seed.py" "$NCUST" | psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 \
     -p "${TARGET_PORT[pgveil-policy]}" -U "$BENCH_USER" -d "$ENC_DB" >/dev/null
+"$PGVEIL_BIN" guard --policy "$REPO/policies/crm.toml" --validate | psql -X -q -v ON_ERROR_STOP=1 \
+    -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" -d "$ENC_DB" >/dev/null
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$BENCH_USER" -d "$ENC_DB" -c "VACUUM ANALYZE customers"
 su_psql -d postgres -c CHECKPOINT
 

@@ -5,9 +5,8 @@
 //!   1 KiB, through the keyring as the data path calls it;
 //! - `reveal`: rewriting a page of 50 customer rows with five protected
 //!   columns for a reader who sees plaintext, one who sees masks, and one
-//!   who sees nothing (NULL), with the decrypt cache (every value seen
-//!   before) and without it (every value decrypted), next to a page
-//!   without ciphertext, which must cost next to nothing;
+//!   who sees nothing (NULL), next to a page without ciphertext, which
+//!   must cost next to nothing;
 //! - `rewrite`: analysing an `INSERT` of a customer and encrypting its
 //!   literals, next to an `INSERT` into an unprotected table, which the
 //!   cheap first check lets through unparsed.
@@ -25,7 +24,7 @@ use pgveil::policy::{ColumnPolicy, Policy};
 use pgveil::protocol::reply;
 use pgveil::reveal::{Memo, Reader};
 use pgveil::rewrite::{rewrite, Encryptor};
-use pgveil::veil::{Veil, DEFAULT_DECRYPT_CACHE_MIB};
+use pgveil::veil::Veil;
 
 const POLICY: &str = include_str!("../policies/crm.toml");
 /// The protected columns of `customers`, in the order of the page.
@@ -33,21 +32,12 @@ const PROTECTED: [&str; 5] = ["full_name", "email", "phone", "national_id", "add
 const PAGE: usize = 50;
 
 fn veil() -> Veil {
-    let [veil] = veils([DEFAULT_DECRYPT_CACHE_MIB << 20]);
-    veil
-}
-
-/// The sample policy with one fresh keyring, loaded once for each decrypt
-/// cache budget.
-fn veils<const N: usize>(cache_budgets: [usize; N]) -> [Veil; N] {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.toml");
-    let policy = || Policy::from_str("crm.toml", POLICY).unwrap();
+    let policy = Policy::from_str("crm.toml", POLICY).unwrap();
     let (master, _) = MasterKey::generate().unwrap();
-    Keyring::init(&path, &master, &policy().domains()).unwrap();
-    cache_budgets.map(|budget| {
-        Veil::new(policy(), Keyring::load(&path, &master).unwrap()).with_decrypt_cache(budget)
-    })
+    Keyring::init(&path, &master, &policy.domains()).unwrap();
+    Veil::new(policy, Keyring::load(&path, &master).unwrap())
 }
 
 fn column<'a>(veil: &'a Veil, name: &str) -> &'a ColumnPolicy {
@@ -125,10 +115,10 @@ fn page(veil: &Veil, encrypted: bool) -> Vec<Bytes> {
 }
 
 fn reveal(c: &mut Criterion) {
-    let [cached, uncached] = veils([DEFAULT_DECRYPT_CACHE_MIB << 20, 0]);
+    let veil = veil();
     let pages = [
-        ("encrypted", page(&cached, true)),
-        ("plain", page(&cached, false)),
+        ("encrypted", page(&veil, true)),
+        ("plain", page(&veil, false)),
     ];
     let mut group = c.benchmark_group("reveal");
     group.throughput(Throughput::Elements(PAGE as u64));
@@ -138,25 +128,23 @@ fn reveal(c: &mut Criterion) {
         ("null", "nobody"),
     ];
     for (what, rows) in &pages {
-        for (veil, cache) in [(&cached, "cached"), (&uncached, "uncached")] {
-            for (action, role) in readers {
-                let roles = vec![role.to_string()];
-                let reader = Reader {
-                    roles: &roles,
-                    purpose: Some("kyc"),
-                    encoding: ClientEncoding::default(),
-                    trail: None,
-                };
-                let mut memo = Memo::default();
-                let id = BenchmarkId::new(format!("page50/{what}/{cache}"), action);
-                group.bench_function(id, |b| {
-                    b.iter(|| {
-                        for frame in rows {
-                            black_box(memo.rewrite_row(veil, &reader, frame).unwrap());
-                        }
-                    })
-                });
-            }
+        for (action, role) in readers {
+            let roles = vec![role.to_string()];
+            let reader = Reader {
+                roles: &roles,
+                purpose: Some("kyc"),
+                encoding: ClientEncoding::default(),
+                trail: None,
+            };
+            let mut memo = Memo::default();
+            let id = BenchmarkId::new(format!("page50/{what}"), action);
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    for frame in rows {
+                        black_box(memo.rewrite_row(&veil, &reader, frame).unwrap());
+                    }
+                })
+            });
         }
     }
     group.finish();

@@ -51,18 +51,12 @@ pub struct Config {
     /// A file holding the base64 master key; without it the master key
     /// comes from the `PGVEIL_MASTER_KEY` environment variable.
     pub master_key_file: Option<PathBuf>,
-    /// MiB of recently revealed plaintexts kept to spare decrypting them
-    /// again; 0 turns the cache off.
-    pub decrypt_cache_mib: usize,
     /// The access audit log (`[audit]`); off when absent.
     pub audit: Option<AuditConfig>,
 }
 
 /// The most session threads accepted.
 const MAX_WORKER_THREADS: usize = 1024;
-
-/// The largest decrypt cache accepted, in MiB.
-const MAX_DECRYPT_CACHE_MIB: usize = 1 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -78,7 +72,6 @@ impl Default for Config {
             policy: None,
             keyring: None,
             master_key_file: None,
-            decrypt_cache_mib: crate::veil::DEFAULT_DECRYPT_CACHE_MIB,
             audit: None,
         }
     }
@@ -142,12 +135,6 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "worker_threads",
                 problem: format!("must be at most {MAX_WORKER_THREADS}"),
-            });
-        }
-        if self.decrypt_cache_mib > MAX_DECRYPT_CACHE_MIB {
-            return Err(ConfigError::Invalid {
-                key: "decrypt_cache_mib",
-                problem: format!("must be at most {MAX_DECRYPT_CACHE_MIB} (1 TiB)"),
             });
         }
         if self.policy.is_some() && self.keyring.is_none() {
@@ -219,8 +206,6 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:6432");
         assert_eq!(c.upstream, "127.0.0.1:5432");
         assert_eq!(c.startup_timeout(), Duration::from_secs(30));
-        assert_eq!(c.decrypt_cache_mib, 128);
-        assert_eq!(parse("decrypt_cache_mib = 0").unwrap().decrypt_cache_mib, 0);
     }
 
     #[test]
@@ -241,9 +226,6 @@ mod tests {
         assert!(parse("log_format = \"xml\"")
             .unwrap_err()
             .contains("log_format"));
-        assert!(parse("decrypt_cache_mib = 2000000")
-            .unwrap_err()
-            .starts_with("decrypt_cache_mib:"));
         assert!(parse("worker_threads = 5000")
             .unwrap_err()
             .starts_with("worker_threads:"));

@@ -804,13 +804,13 @@ default = "null"
     }
 
     #[test]
-    fn cached_plaintext_is_still_decided_for_each_reader() {
+    fn one_value_is_decided_for_each_reader() {
         let veil = veil();
         let column = veil.policy.column("public", "t", "secret").unwrap();
         let frame = row(&[Some(veil.encrypt(column, "top secret").unwrap().as_bytes())]);
         let roles = |r: &str| vec![r.to_string()];
         let (plain, masked, nobody) = (roles("reader"), roles("masker"), roles("nobody"));
-        // Twice each, so the second reads come from the cache.
+        // Twice each, with fresh memos: nothing carries over between readers.
         for _ in 0..2 {
             let out = Memo::default().rewrite_row(&veil, &reader(&plain, None), &frame);
             assert_eq!(fields(out.unwrap()), vec![Some(b"top secret".to_vec())]);
@@ -840,7 +840,7 @@ default = "null"
                 Some(bytea::escape(bytes)),
             ]
         };
-        // Twice, so the second read comes from the caches.
+        // Twice, so the second read uses the memo's decision.
         for _ in 0..2 {
             assert_eq!(
                 read(&veil, &["reader"], frame.clone()).unwrap(),

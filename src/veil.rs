@@ -11,7 +11,7 @@ use std::path::Path;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::crypto::{self, CryptoError, DecryptCache, KeyRef, MasterKey, MasterKeyError};
+use crate::crypto::{self, CryptoError, KeyRef, MasterKey, MasterKeyError};
 use crate::keyring::{Keyring, KeyringError};
 use crate::policy::{Action, ColumnPolicy, Policy, PolicyError};
 
@@ -35,12 +35,7 @@ pub struct Veil {
     columns_by_key: HashMap<u32, Vec<ColumnPolicy>>,
     /// A random value marking the errors pgveil has the server raise.
     refusal_marker: String,
-    /// Plaintexts of recently revealed values, by ciphertext.
-    cache: DecryptCache,
 }
-
-/// The decrypt cache's budget unless configured.
-pub const DEFAULT_DECRYPT_CACHE_MIB: usize = 128;
 
 impl Veil {
     /// Loads the configured policy and keyring; `None` without a policy.
@@ -51,8 +46,7 @@ impl Veil {
         let policy = load_policy(policy_path)?;
         let keyring = load_keyring(keyring_path, config)?;
         keyring.require_domains(&policy.domains())?;
-        let veil = Veil::new(policy, keyring).with_decrypt_cache(config.decrypt_cache_mib << 20);
-        Ok(Some(veil))
+        Ok(Some(Veil::new(policy, keyring)))
     }
 
     /// Joins a policy with a keyring that holds all its domains.
@@ -71,34 +65,19 @@ impl Veil {
             keyring,
             columns_by_key,
             refusal_marker: random_marker(),
-            cache: DecryptCache::new(DEFAULT_DECRYPT_CACHE_MIB << 20),
-        }
-    }
-
-    /// The same, with a decrypt cache of `bytes` (0: none).
-    pub fn with_decrypt_cache(self, bytes: usize) -> Veil {
-        Veil {
-            cache: DecryptCache::new(bytes),
-            ..self
         }
     }
 
     /// Appends the plaintext of `field`, a value of `domain` as PostgreSQL
-    /// sent it (in any form, see [`crypto::Form`]), to `out`: from the decrypt cache if
-    /// it was revealed before, otherwise decrypted and then cached.
+    /// sent it (in any form, see [`crypto::Form`]), to `out`.
     pub fn decrypt_into(
         &self,
         domain: &str,
         field: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        if self.cache.get_into(field, out) {
-            return Ok(());
-        }
         let (envelope, _) = crypto::parse_field(field)?.ok_or(CryptoError::Magic)?;
-        let plaintext = self.keyring.decrypt(domain, envelope)?;
-        self.cache.insert(field, &plaintext);
-        out.extend_from_slice(&plaintext);
+        out.extend_from_slice(&self.keyring.decrypt(domain, envelope)?);
         Ok(())
     }
 

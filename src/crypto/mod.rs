@@ -43,7 +43,6 @@
 //! Key bytes and plaintexts live in zeroizing buffers, key types print as
 //! `..redacted..`, and no error message contains a plaintext or key byte.
 
-mod cache;
 mod cipher;
 mod envelope;
 mod keys;
@@ -53,7 +52,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use cache::DecryptCache;
 pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
 pub use envelope::{
     encoded_header, key_of, looks_encrypted_text, mode_prefix, parse_bytes, parse_field,
