@@ -1,5 +1,7 @@
-//! What a session has declared about itself: `pgveil.purpose` and
-//! `pgveil.actor`, exactly as the server has them.
+//! What a session has declared about itself, exactly as the server has
+//! it: `pgveil.purpose` and `pgveil.actor`, and the statements it prepared
+//! with SQL `PREPARE` (the parameter slots whose `EXECUTE` arguments go to
+//! protected columns).
 //!
 //! **Start.** The values in force when the session logged in (`-c
 //! pgveil.purpose=...` in the startup options, a `pgveil.purpose` startup
@@ -25,6 +27,17 @@
 //! savepoint, `RELEASE` keeps it. A transaction ends at a `COMMIT` or
 //! `ROLLBACK` command tag, or at a ReadyForQuery that says idle.
 //!
+//! **SQL-prepared statements** are not transactional, as in PostgreSQL: a
+//! `PREPARE` that completed stays after a rollback, and so does a
+//! `DEALLOCATE`. A `PREPARE` of a name replaces its slots, a `DEALLOCATE
+//! name`, `DEALLOCATE ALL` or `DISCARD ALL` forgets them, once the server
+//! has completed the statement: one that fails (in an aborted
+//! transaction, or a `PREPARE` of a name that exists) changes nothing.
+//! The slots [`Declared::prepared`] gives for encrypting an `EXECUTE` are
+//! those, with the slots of every `PREPARE` sent and not yet answered: a
+//! pipelined `EXECUTE` may follow it before the server answers, and
+//! encrypting an argument too many is safe, one too few is not.
+//!
 //! **COPY FROM STDIN.** The server ignores the Syncs a client sends while
 //! it is in copy-in mode. Each queued Sync notes how many CopyDone and
 //! CopyFail messages the client had sent before it; when the server
@@ -33,7 +46,7 @@
 
 use std::collections::VecDeque;
 
-use crate::rewrite::{Effect, SettingChange};
+use crate::rewrite::{merge_slots, Effect, PreparedSlots, SettingChange};
 
 /// The values in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -82,6 +95,20 @@ enum Unit {
 }
 
 impl Unit {
+    /// The effects still to come of a unit not failed.
+    fn pending(&self) -> impl Iterator<Item = &Effect> {
+        let effects: &[Vec<Effect>] = match self {
+            Unit::Query {
+                effects,
+                failed: false,
+                ..
+            } => effects,
+            Unit::Execute { effects, .. } => std::slice::from_ref(effects),
+            _ => &[],
+        };
+        effects.iter().flatten()
+    }
+
     fn copy_ends(&self) -> u64 {
         match self {
             Unit::Query { copy_ends, .. }
@@ -116,6 +143,9 @@ pub struct Declared {
     /// The server is in copy-in mode for data that ends after this many
     /// CopyDone/CopyFail messages.
     copying: Option<u64>,
+    /// The slots of the statements prepared with SQL `PREPARE` that the
+    /// server has, for those that have any.
+    prepared: PreparedSlots,
 }
 
 impl Declared {
@@ -132,6 +162,20 @@ impl Declared {
     /// The values in force now.
     pub fn current(&self) -> &Values {
         &self.current
+    }
+
+    /// The parameter slots of the SQL-prepared statements, by name: those
+    /// the server has, with those of `PREPARE`s not answered yet.
+    pub fn prepared(&self) -> PreparedSlots {
+        let mut slots = self.prepared.clone();
+        for effect in self.units.iter().flat_map(Unit::pending) {
+            if let Effect::Prepare(prepared) = effect {
+                let known = slots.entry(prepared.name.clone()).or_default();
+                merge_slots(known, &prepared.params);
+            }
+        }
+        slots.retain(|_, params| !params.is_empty());
+        slots
     }
 
     // The client tap, as messages go to the server.
@@ -265,8 +309,21 @@ impl Declared {
     }
 
     fn apply(&mut self, effect: Effect) {
-        self.begin();
+        // Prepared statements are not transactional: no snapshot for them.
+        if !matches!(effect, Effect::Prepare(_) | Effect::Deallocate(_)) {
+            self.begin();
+        }
         match effect {
+            Effect::Prepare(prepared) if prepared.params.is_empty() => {
+                self.prepared.remove(&prepared.name);
+            }
+            Effect::Prepare(prepared) => {
+                self.prepared.insert(prepared.name, prepared.params);
+            }
+            Effect::Deallocate(Some(name)) => {
+                self.prepared.remove(&name);
+            }
+            Effect::Deallocate(None) => self.prepared.clear(),
             Effect::Set(change) => self.set(&change),
             Effect::ResetAll => {
                 self.session = self.initial.clone();
@@ -332,6 +389,7 @@ impl Declared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rewrite::{ColumnRefId, ParamSlot, Prepared, Storage, Target};
 
     fn set(name: &str, value: Option<&str>, local: bool) -> Effect {
         Effect::Set(SettingChange {
@@ -579,5 +637,79 @@ mod tests {
         d.completed(b"SELECT 1");
         d.ready(b'I');
         assert_eq!(purpose(&d), None);
+    }
+
+    fn slot(number: usize) -> ParamSlot {
+        ParamSlot {
+            number,
+            target: Target {
+                column: ColumnRefId {
+                    schema: "public".into(),
+                    table: "customers".into(),
+                    column: "email".into(),
+                },
+                storage: Storage::Text,
+            },
+            array: false,
+        }
+    }
+
+    fn prepare(name: &str, params: Vec<ParamSlot>) -> Effect {
+        Effect::Prepare(Prepared {
+            name: name.into(),
+            params,
+        })
+    }
+
+    fn slots(d: &Declared, name: &str) -> Vec<usize> {
+        let prepared = d.prepared();
+        let slots = prepared.get(name).into_iter().flatten();
+        slots.map(|s| s.number).collect()
+    }
+
+    #[test]
+    fn prepared_statements_change_when_the_server_has_run_the_statement() {
+        let mut d = Declared::default();
+        d.query(vec![vec![prepare("p", vec![slot(1)])]]);
+        assert_eq!(slots(&d, "p"), [1], "sent, not answered: encrypted already");
+        d.completed(b"PREPARE");
+        d.ready(b'I');
+        // A re-PREPARE that the server refuses (the name exists) keeps the
+        // old slots; until its answer, both are used.
+        d.query(vec![vec![prepare("p", vec![slot(2)])]]);
+        assert_eq!(slots(&d, "p"), [1, 2]);
+        d.failed();
+        d.ready(b'I');
+        assert_eq!(slots(&d, "p"), [1]);
+        // DEALLOCATE in an aborted transaction fails: nothing is forgotten.
+        run(&mut d, vec![(vec![], "BEGIN"), (vec![], "ERROR")], b'E');
+        d.query(vec![vec![Effect::Deallocate(Some("p".into()))]]);
+        assert_eq!(slots(&d, "p"), [1], "not answered yet");
+        d.failed();
+        d.ready(b'E');
+        run(&mut d, vec![(vec![], "ROLLBACK")], b'I');
+        assert_eq!(slots(&d, "p"), [1]);
+        // Not transactional: a PREPARE and a DEALLOCATE that completed stay
+        // after a rollback.
+        run(
+            &mut d,
+            vec![
+                (vec![], "BEGIN"),
+                (vec![Effect::Deallocate(Some("p".into()))], "DEALLOCATE"),
+                (vec![prepare("p", vec![])], "PREPARE"),
+                (vec![prepare("q", vec![slot(3)])], "PREPARE"),
+                (vec![], "ROLLBACK"),
+            ],
+            b'I',
+        );
+        assert_eq!(slots(&d, "p"), Vec::<usize>::new(), "replaced, no slots");
+        assert_eq!(slots(&d, "q"), [3]);
+        // In the extended protocol, at the Execute's completion.
+        d.execute(vec![Effect::Deallocate(None)]);
+        d.sync();
+        assert_eq!(slots(&d, "q"), [3]);
+        d.completed(b"DEALLOCATE ALL");
+        d.ready(b'I');
+        assert!(d.prepared().is_empty());
     }
 }

@@ -11,9 +11,11 @@
 //!   stands for (text format), and the ciphertext is sent in the same
 //!   format: the envelope's bytes, or `\x` and their hex.
 //! - What each Query, Execute and Sync does to the session's declared
-//!   purpose and actor (`SET pgveil.purpose` and friends, savepoints) is
-//!   queued in [`Declared`], which applies it as the server answers; a
-//!   change pgveil cannot follow is refused (`rewrite::declarations`).
+//!   purpose and actor (`SET pgveil.purpose` and friends, savepoints) and
+//!   to its SQL-prepared statements (`PREPARE`, `DEALLOCATE`, `DISCARD
+//!   ALL`) is queued in [`Declared`], which applies it as the server
+//!   answers; a change pgveil cannot follow is refused
+//!   (`rewrite::declarations`).
 //! - COPY FROM STDIN data into a protected table is encrypted
 //!   (`copy_in`), read in the client encoding in force when the data
 //!   starts.
@@ -47,8 +49,9 @@ use crate::protocol::reply;
 use crate::relay::Tap;
 use crate::reveal::put_field;
 use crate::rewrite::{
-    self, copy_out_options, declarations, CopyIn, CopyOptions, Declarations, Effect, EncryptError,
-    Encryptor, Outcome, Param, ParamSlot, Prepared, PreparedSlots, Refusal, Storage,
+    self, copy_out_options, declarations, merge_slots, Analysis, CopyIn, CopyOptions, Declarations,
+    Effect, EncryptError, Encryptor, Outcome, Param, ParamSlot, PreparedSlots, Refusal, Statements,
+    Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -135,10 +138,9 @@ pub struct ClientTap<'a> {
     veil: Option<&'a Veil>,
     shared: &'a Shared,
     catalog: &'a Catalog,
-    /// Parameter slots of prepared statements, by statement name.
+    /// Parameter slots of prepared statements, by statement name, for
+    /// those that have any.
     statements: HashMap<String, Vec<ParamSlot>>,
-    /// Slots of statements prepared with SQL `PREPARE`, by name.
-    sql_prepared: PreparedSlots,
     /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
     copy_statements: HashMap<String, CopyIn>,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
@@ -185,7 +187,6 @@ impl<'a> ClientTap<'a> {
             shared,
             catalog,
             statements: HashMap::new(),
-            sql_prepared: HashMap::new(),
             copy_statements: HashMap::new(),
             copy_out_statements: HashMap::new(),
             declaring: HashMap::new(),
@@ -271,7 +272,9 @@ impl<'a> ClientTap<'a> {
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
-        let declared = declarations(&sql).and_then(|d| d.resolve(&[], encoding));
+        let analysis = self.rewrite(veil, &sql);
+        let declared =
+            declarations(&sql).and_then(|d| d.and(analysis.effects).resolve(&[], encoding));
         self.shared
             .declared()
             .query(declared.as_ref().cloned().unwrap_or_default());
@@ -280,7 +283,7 @@ impl<'a> ClientTap<'a> {
             return self.refuse_query(veil, &refusal, out);
         }
         self.shared.expect_copy_out(copy_out_in(&sql));
-        let outcome = self.rewrite(veil, &sql);
+        let outcome = analysis.outcome;
         self.note_query(&sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
@@ -288,7 +291,6 @@ impl<'a> ClientTap<'a> {
         match outcome {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
-                self.note_prepared(rewrite.prepared);
                 out.push(reply::frame_of(
                     b'Q',
                     &cstring(encoding.encode(&rewrite.sql)),
@@ -307,24 +309,24 @@ impl<'a> ClientTap<'a> {
         }
     }
 
-    /// Rewrites a statement text, including `EXECUTE` of statements
-    /// prepared with SQL `PREPARE`.
-    fn rewrite(&self, veil: &Veil, sql: &str) -> Outcome {
+    /// Rewrites a statement text, including `EXECUTE` of the statements
+    /// the session prepared.
+    fn rewrite(&self, veil: &Veil, sql: &str) -> Analysis {
         rewrite::rewrite_in_session(
             sql,
             &veil.policy,
             veil,
             self.catalog,
             &self.catalog.objects,
-            &self.sql_prepared,
+            &self.session_statements(),
         )
     }
 
-    /// Notes the statements a text prepares with SQL `PREPARE`, whether it
-    /// came in a Query or a Parse.
-    fn note_prepared(&mut self, prepared: Vec<Prepared>) {
-        for prepared in prepared {
-            self.sql_prepared.insert(prepared.name, prepared.params);
+    /// The statements the session prepared, both ways.
+    fn session_statements(&self) -> SessionStatements<'_> {
+        SessionStatements {
+            sql: self.shared.declared().prepared(),
+            parsed: &self.statements,
         }
     }
 
@@ -375,22 +377,24 @@ impl<'a> ClientTap<'a> {
             return self.refuse_extended(veil, &undecodable(), out, &name);
         };
         self.declaring.remove(&name);
-        match declarations(&sql) {
-            Ok(plan) if plan.is_empty() => {}
-            Ok(plan) => {
-                self.declaring.insert(name.clone(), plan);
-            }
+        let plan = match declarations(&sql) {
+            Ok(plan) => plan,
             Err(refusal) => {
                 self.note_parse(&name, &sql, Vec::new());
                 return self.refuse_extended(veil, &refusal, out, &name);
             }
-        }
+        };
         self.copy_statements.remove(&name);
         self.copy_out_statements.remove(&name);
         if let Some(options) = copy_out_in(&sql).pop() {
             self.copy_out_statements.insert(name.clone(), options);
         }
-        let outcome = self.rewrite(veil, &sql);
+        let analysis = self.rewrite(veil, &sql);
+        let plan = plan.and(analysis.effects);
+        if !plan.is_empty() {
+            self.declaring.insert(name.clone(), plan);
+        }
+        let outcome = analysis.outcome;
         self.note_parse(&name, &sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
@@ -406,8 +410,11 @@ impl<'a> ClientTap<'a> {
                 body.put_u8(0);
                 body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
-                self.statements.insert(name, rewrite.params);
-                self.note_prepared(rewrite.prepared);
+                if rewrite.params.is_empty() {
+                    self.statements.remove(&name);
+                } else {
+                    self.statements.insert(name, rewrite.params);
+                }
                 out.push(reply::frame_of(b'P', &body));
             }
             Outcome::CopyIn(copy) => {
@@ -446,14 +453,11 @@ impl<'a> ClientTap<'a> {
             self.copy = Some(CopyState::Waiting(copy.clone()));
             return out.push(frame);
         }
-        let slots = self
-            .statements
-            .get(&*name)
-            .filter(|slots| !slots.is_empty());
-        let Some(slots) = slots else {
+        let slots = self.session_statements().slots(&name);
+        if slots.is_empty() {
             return out.push(frame);
-        };
-        match encrypt_bind(veil, self.shared.encoding(), &frame, slots) {
+        }
+        match encrypt_bind(veil, self.shared.encoding(), &frame, &slots) {
             Ok(bind) => out.push(bind),
             Err(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }
@@ -664,6 +668,29 @@ impl ClientTap<'_> {
     fn audit_refusing_prepared(&self, name: &str) -> bool {
         self.trail.is_some_and(Trail::refusing)
             && self.texts.get(name).is_some_and(|text| text.protected())
+    }
+}
+
+/// The statements a session prepared: with SQL `PREPARE`, as [`Declared`]
+/// follows them, and with named Parses. PostgreSQL keeps both under one
+/// namespace: SQL `EXECUTE` runs a Parse's statement, a Bind binds a
+/// `PREPARE`'s. Only one of a name exists on the server at a time; where
+/// pgveil has slots for it both ways (one may be stale), it encrypts at
+/// all of them.
+struct SessionStatements<'t> {
+    sql: PreparedSlots,
+    parsed: &'t HashMap<String, Vec<ParamSlot>>,
+}
+
+impl Statements for SessionStatements<'_> {
+    fn any(&self) -> bool {
+        !self.sql.is_empty() || self.parsed.keys().any(|name| !name.is_empty())
+    }
+
+    fn slots(&self, name: &str) -> Vec<ParamSlot> {
+        let mut slots = self.sql.slots(name);
+        merge_slots(&mut slots, self.parsed.get(name).into_iter().flatten());
+        slots
     }
 }
 

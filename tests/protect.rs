@@ -7,7 +7,9 @@
 mod common;
 
 use common::crm::crm;
-use common::{simple_rows, sqlstate, Cluster, SUPERUSER, SUPERUSER_PASSWORD};
+use common::{
+    message, query, simple_rows, sqlstate, Cluster, RawClient, SUPERUSER, SUPERUSER_PASSWORD,
+};
 use tokio_postgres::SimpleQueryMessage;
 
 /// Every value of customer `id` as PostgreSQL itself stores it.
@@ -1133,4 +1135,305 @@ async fn orm_batch_inserts_through_select_are_encrypted() {
         assert_refused(&app, sql, "public.customers.", &["Alice"]).await;
     }
     assert_eq!(count_where("segment = 'batch-refused'"), 0);
+}
+
+/// A new customer through pgveil, to hang notes on; its id.
+async fn note_owner(app: &tokio_postgres::Client) -> i64 {
+    app.query_one(
+        "insert into customers (email, segment) values ('note.owner@example.org', 'notes') returning id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The notes of customer `id` as PostgreSQL stores them, in order.
+fn notes_of(id: i64) -> String {
+    Cluster::shared().psql_direct(&format!(
+        "select string_agg(note, '|' order by id) from customer_notes where customer_id = {id}"
+    ))
+}
+
+/// Prepares `name` with SQL `PREPARE`: an insert of its argument as the
+/// email of a customer of `segment`.
+async fn prepare_insert(app: &tokio_postgres::Client, name: &str, segment: &str) {
+    app.batch_execute(&format!(
+        "prepare {name} (text) as insert into customers (email, segment) values ($1, '{segment}')"
+    ))
+    .await
+    .unwrap();
+}
+
+/// Runs `EXECUTE name ('email')`, and checks that the one customer of
+/// `segment` has its email stored as ciphertext only.
+async fn assert_execute_encrypts(
+    app: &tokio_postgres::Client,
+    name: &str,
+    segment: &str,
+    email: &str,
+) {
+    app.batch_execute(&format!("execute {name} ('{email}')"))
+        .await
+        .unwrap();
+    let raw = Cluster::shared().psql_direct(&format!(
+        "select count(*) || ' ' || string_agg(email, ';') from customers where segment = '{segment}'"
+    ));
+    assert!(raw.starts_with("1 pgv1:") && !raw.contains(email), "{raw}");
+}
+
+#[tokio::test]
+async fn a_prepared_statement_replaced_after_deallocate_loses_its_slots() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id = note_owner(&app).await;
+    let statements = |name: &str, note: &str| {
+        [
+            format!(
+                "prepare {name} (text) as insert into customers (email, segment) values ($1, 'x')"
+            ),
+            format!("deallocate {name}"),
+            format!(
+                "prepare {name} (text) as insert into customer_notes (customer_id, note) \
+                 values ({id}, $1)"
+            ),
+            format!("execute {name} ('{note}')"),
+        ]
+    };
+    // One statement per Query, as psql sends them; in the extended
+    // protocol; all in one text, then executed again on its own.
+    for sql in statements("re_simple", "simple note") {
+        app.batch_execute(&sql).await.unwrap();
+    }
+    for sql in statements("re_extended", "extended note") {
+        app.execute(sql.as_str(), &[]).await.unwrap();
+    }
+    app.batch_execute(&statements("re_text", "one text note").join("; "))
+        .await
+        .unwrap();
+    app.batch_execute("execute re_text ('later note')")
+        .await
+        .unwrap();
+    assert_eq!(
+        notes_of(id),
+        "simple note|extended note|one text note|later note\n"
+    );
+    // And a protected statement replacing an unprotected one is encrypted.
+    app.batch_execute("deallocate re_text").await.unwrap();
+    prepare_insert(&app, "re_text", "re-seg").await;
+    assert_execute_encrypts(&app, "re_text", "re-seg", "re.secret@example.org").await;
+}
+
+#[tokio::test]
+async fn a_deallocate_the_server_refuses_keeps_the_statement_encrypted() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    prepare_insert(&app, "kept", "kept-seg").await;
+    // In an aborted transaction DEALLOCATE fails (simple and extended
+    // protocol, and in the text that aborts it); DISCARD ALL fails in any
+    // transaction block. The statement stays prepared.
+    app.batch_execute("begin").await.unwrap();
+    let err = app.batch_execute("select 1/0").await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22012"));
+    let err = app.batch_execute("deallocate kept").await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("25P02"), "{err}");
+    let err = app.execute("deallocate all", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("25P02"), "{err}");
+    app.batch_execute("rollback").await.unwrap();
+    let err = app
+        .batch_execute("begin; select 1/0; deallocate kept")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22012"));
+    app.batch_execute("rollback").await.unwrap();
+    let err = app.batch_execute("begin; discard all").await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("25001"), "{err}");
+    app.batch_execute("rollback").await.unwrap();
+    assert_execute_encrypts(&app, "kept", "kept-seg", "kept.secret@example.org").await;
+}
+
+#[tokio::test]
+async fn a_prepare_the_server_refuses_keeps_the_old_slots() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id = note_owner(&app).await;
+    prepare_insert(&app, "dup", "dup-seg").await;
+    let again = format!(
+        "prepare dup (text) as insert into customer_notes (customer_id, note) values ({id}, $1)"
+    );
+    let err = app.batch_execute(&again).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42P05"), "{err}");
+    let err = app.execute(again.as_str(), &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42P05"), "{err}");
+    assert_execute_encrypts(&app, "dup", "dup-seg", "dup.secret@example.org").await;
+    assert_eq!(notes_of(id), "\n", "no note written");
+}
+
+/// Sends `sql` as a simple Query and reads up to ReadyForQuery; panics on
+/// an error.
+async fn raw_ok(client: &mut RawClient, sql: &str) {
+    client.send(&query(sql)).await;
+    let (_, error) = client.rows_until_ready().await;
+    assert_eq!(error, None, "{sql}");
+}
+
+#[tokio::test]
+async fn discard_all_and_deallocate_all_forget_every_prepared_statement() {
+    let crm = crm();
+    let app = crm.connect("crm_user").await;
+    let id = note_owner(&app).await;
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let (mut raw, _) = RawClient::login(crm.proxy.addr).await;
+    // PostgreSQL's SQL EXECUTE also runs statements prepared by a named
+    // Parse: after the forgetting statement, one named like the forgotten
+    // one writes the note given to EXECUTE, as it is.
+    for (forget, note) in [
+        ("discard all", "after discard"),
+        ("deallocate all", "after deallocate all"),
+    ] {
+        raw_ok(
+            &mut raw,
+            "prepare gone (text) as insert into customers (email) values ($1)",
+        )
+        .await;
+        raw_ok(&mut raw, forget).await;
+        let insert = format!("insert into customer_notes (customer_id, note) values ({id}, $1)");
+        raw_parse(&mut raw, "gone", &insert).await;
+        raw_ok(&mut raw, &format!("execute gone ('{note}')")).await;
+        raw_ok(&mut raw, "deallocate gone").await;
+    }
+    assert_eq!(notes_of(id), "after discard|after deallocate all\n");
+}
+
+/// A connection through pgveil as `logged_user`, a member of crm_app
+/// whose every statement the server logs (`log_statement = all`), so that
+/// a test can look for plaintext in what reached the server.
+async fn logged_connection() -> tokio_postgres::Client {
+    static ROLE: std::sync::Once = std::sync::Once::new();
+    ROLE.call_once(|| {
+        crm();
+        Cluster::shared().psql_direct(
+            "create role logged_user login password 'pw' in role crm_app; \
+             alter role logged_user set log_statement = 'all'",
+        );
+    });
+    crm().connect("logged_user").await
+}
+
+/// The server's log.
+fn server_log() -> String {
+    std::fs::read_to_string(Cluster::shared().dir().join("server.log")).unwrap()
+}
+
+#[tokio::test]
+async fn searches_through_subqueries_and_ctes_are_encrypted_or_refused() {
+    let app = logged_connection().await;
+    let found = "derived.search@example.org";
+    let secret = "derived.secret@example.org";
+    app.batch_execute(&format!(
+        "insert into customers (email, full_name, segment) values ('{found}', 'Derived Search', 'derived')"
+    ))
+    .await
+    .unwrap();
+    // A protected column as it is: the literal is encrypted and finds it.
+    for sql in [
+        "select e from (select email as e from customers) s where s.e = 'V'",
+        "with s as (select email as e from customers) select e from s where s.e = 'V'",
+        "select email from (select * from (select c.email from customers c) a) b where b.email = 'V'",
+        "select e from (select email from customers) as s(e) where e = 'V'",
+        "with s(e) as (select email from customers) select e from s where e = 'V'",
+        "select e from (select email as e from customers union select email from customers) s \
+         where s.e = 'V'",
+        "select email from customers where email in \
+         (select s.e from (select email as e from customers) s where s.e = 'V')",
+        "select email from customers where email = 'V' and 'V' in (select email from customers)",
+        "select email from customers c where (select d.email from customers d where d.id = c.id) = 'V'",
+    ] {
+        let sql = sql.replace('V', found);
+        let rows = simple_rows(&app.simple_query(&sql).await.unwrap());
+        assert_eq!(rows, [vec![Some(found.to_owned())]], "{sql}");
+    }
+    // Computed from it, or mixed with other values: refused, never sent.
+    for sql in [
+        "select * from (select lower(email) as e from customers) s where s.e = 'V'",
+        "with s as (select email as e from customers) select * from s where lower(s.e) = 'V'",
+        "with s as (select email::varchar(60) as e from customers) select * from s where s.e = 'V'",
+        "select * from (select max(email) from customers) s where s.max = 'V'",
+        "select * from (select * from (select lower(email) as e from customers) a) b where b.e = 'V'",
+        "select * from (select email as e from customers union all select segment from customers) s \
+         where s.e = 'V'",
+        "select * from (select email as e from customers) s where s.e like 'V%'",
+        "select id from customers where 'V' in (select lower(email) from customers)",
+        "select id from customers c where (select lower(d.email) from customers d where d.id = c.id) = 'V'",
+    ] {
+        let sql = sql.replace('V', secret);
+        assert_refused(&app, &sql, "public.customers.email", &[secret]).await;
+    }
+    let rows = simple_rows(&app.simple_query("select 'still serving'").await.unwrap());
+    assert_eq!(rows, [vec![Some("still serving".to_owned())]]);
+    let log = server_log();
+    assert!(
+        log.contains("select 'still serving'"),
+        "the server logs this session's statements"
+    );
+    for value in [found, secret] {
+        assert!(
+            !log.contains(value),
+            "{value} reached the server in plaintext"
+        );
+    }
+}
+
+/// Parse of a named statement and Sync; panics on an error.
+async fn raw_parse(client: &mut RawClient, name: &str, sql: &str) {
+    let body = [name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat();
+    client
+        .send(&[message(b'P', &body), message(b'S', &[])].concat())
+        .await;
+    assert_eq!(client.rows_until_ready().await.1, None, "{sql}");
+}
+
+#[tokio::test]
+async fn sql_and_protocol_prepared_statements_share_one_namespace() {
+    let crm = crm();
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let (mut raw, _) = RawClient::login(crm.proxy.addr).await;
+    // SQL EXECUTE of a statement a named Parse prepared.
+    raw_parse(
+        &mut raw,
+        "by_parse",
+        "insert into customers (email, segment) values ($1, 'by-parse')",
+    )
+    .await;
+    raw_ok(&mut raw, "execute by_parse ('by.parse@example.org')").await;
+    // A Bind of a statement SQL PREPARE prepared.
+    raw_ok(
+        &mut raw,
+        "prepare by_sql (text) as insert into customers (email, segment) values ($1, 'by-sql')",
+    )
+    .await;
+    let mut bind = b"\0by_sql\0\0\0\0\x01".to_vec();
+    let value = b"by.sql@example.org";
+    bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    bind.extend_from_slice(value);
+    bind.extend_from_slice(&[0, 0]);
+    raw.send(
+        &[
+            message(b'B', &bind),
+            message(b'E', &[0, 0, 0, 0, 0]),
+            message(b'S', &[]),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(raw.rows_until_ready().await.1, None);
+    for (segment, email) in [("by-parse", "by.parse@"), ("by-sql", "by.sql@")] {
+        let stored = Cluster::shared().psql_direct(&format!(
+            "select count(*) || ' ' || string_agg(email, ';') from customers where segment = '{segment}'"
+        ));
+        assert!(
+            stored.starts_with("1 pgv1:") && !stored.contains(email),
+            "{stored}"
+        );
+    }
 }

@@ -5,15 +5,18 @@
 use pg_query::protobuf::{
     a_const, AConst, AExpr, AExprKind, ColumnRef, CommonTableExpr, DeleteStmt, ExecuteStmt,
     InsertStmt, JoinExpr, Node, OnConflictClause, PrepareStmt, RangeFunction, RangeSubselect,
-    RangeVar, ResTarget, ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink, Token,
-    UpdateStmt, WithClause,
+    RangeVar, ResTarget, ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink,
+    SubLinkType, Token, UpdateStmt, WithClause,
 };
 use pg_query::NodeRef;
 
-use super::objects::{ServerObjects, View};
+use super::objects::ServerObjects;
+use super::outputs::{output_name, Origin, Output, Outputs};
+use super::settings::DISCARD_ALL;
+use super::views::Derived;
 use super::{
-    array, splice, storage, ColumnRefId, Columns, Encryptor, NodeEnum, Outcome, ParamSlot,
-    Prepared, PreparedSlots, Reason, Rewrite, Storage, Target,
+    array, splice, storage, ColumnRefId, Columns, Effect, Encryptor, NodeEnum, Outcome, ParamSlot,
+    Prepared, Reason, Rewrite, Statements, Storage, Target,
 };
 use crate::policy::{ColumnPolicy, Encryption, Policy};
 
@@ -40,10 +43,57 @@ struct Relation<'a> {
     name: String,
     /// The schema of a table referred to without an alias.
     schema: Option<String>,
+    /// Its protected columns as they are.
     columns: Protected<'a>,
-    /// The views over protected tables it reads (one for a view, those of
-    /// its sides for an aliased join), for their derived columns.
-    views: Vec<&'a View>,
+    /// Its columns computed from protected values, by name (see
+    /// [`super::outputs`]).
+    derived: Vec<(String, Origin<'a>)>,
+    /// Every column not in `columns` is derived from this: the names or
+    /// positions of its derived columns are not all known.
+    rest: Option<Origin<'a>>,
+}
+
+impl<'a> Relation<'a> {
+    /// The relation over a query with these outputs.
+    fn of_outputs(name: String, outputs: Outputs<'a>) -> Self {
+        let mut relation = Relation {
+            name,
+            rest: outputs.rest,
+            ..Relation::default()
+        };
+        for (column, output) in outputs.columns {
+            match output {
+                Output::Exact(policy) => relation.columns.push((column, policy)),
+                Output::Derived(origin) => relation.derived.push((column, origin)),
+                Output::Plain => {}
+            }
+        }
+        relation
+    }
+
+    /// Its columns as `SELECT *` outputs them.
+    fn outputs(&self) -> Outputs<'a> {
+        let exact = self
+            .columns
+            .iter()
+            .map(|(n, c)| (n.clone(), Output::Exact(c)));
+        let derived = self.derived.iter();
+        let derived = derived.map(|(n, origin)| (n.clone(), Output::Derived(*origin)));
+        Outputs {
+            columns: exact.chain(derived).collect(),
+            positional: false,
+            rest: self.rest,
+        }
+    }
+
+    /// Where its column `name` is computed from, if it is derived.
+    fn derived(&self, name: &str) -> Option<Origin<'a>> {
+        let listed = self.derived.iter().find(|(n, _)| n == name);
+        let exact = || self.columns.iter().any(|(n, _)| n == name);
+        listed
+            .map(|(_, origin)| *origin)
+            .or(self.rest.filter(|_| !exact()))
+    }
 }
 
 /// The relations and CTEs visible in a (sub)query, and the enclosing
@@ -51,7 +101,7 @@ struct Relation<'a> {
 #[derive(Default)]
 struct Scope<'s, 'a> {
     relations: Vec<Relation<'a>>,
-    ctes: Vec<(String, Protected<'a>)>,
+    ctes: Vec<(String, Outputs<'a>)>,
     parent: Option<&'s Scope<'s, 'a>>,
 }
 
@@ -67,11 +117,15 @@ impl<'s, 'a> Scope<'s, 'a> {
         std::iter::successors(Some(self), |scope| scope.parent)
     }
 
-    fn cte(&self, name: &str) -> Option<&Protected<'a>> {
+    fn visible(&self) -> impl Iterator<Item = &Relation<'a>> {
+        self.levels().flat_map(|scope| &scope.relations)
+    }
+
+    fn cte(&self, name: &str) -> Option<&Outputs<'a>> {
         self.levels()
             .flat_map(|scope| &scope.ctes)
             .find(|(cte, _)| cte == name)
-            .map(|(_, columns)| columns)
+            .map(|(_, outputs)| outputs)
     }
 
     /// The protected column a column reference names, if any.
@@ -84,41 +138,52 @@ impl<'s, 'a> Scope<'s, 'a> {
                 .map(|(_, policy)| *policy)
         };
         match fields {
-            [column] => self
-                .levels()
-                .flat_map(|scope| &scope.relations)
-                .find_map(|relation| find(relation, column)),
+            [column] => self.visible().find_map(|relation| find(relation, column)),
             [table, column] => self
-                .levels()
-                .flat_map(|scope| &scope.relations)
+                .visible()
                 .find(|relation| relation.name == *table)
                 .and_then(|relation| find(relation, column)),
             [schema, table, column] => self
-                .levels()
-                .flat_map(|scope| &scope.relations)
+                .visible()
                 .find(|r| r.name == *table && r.schema.as_deref() == Some(schema))
                 .and_then(|relation| find(relation, column)),
             _ => None,
         }
     }
 
-    /// The view whose derived column a column reference names, if any:
-    /// comparing it with a value is refused (see [`super::views`]).
-    fn derived(&self, fields: &[String]) -> Option<&'a View> {
-        let find = |relation: &Relation<'a>, column: &'_ str| {
-            relation
-                .views
-                .iter()
-                .copied()
-                .find(|view| view.columns.is_derived(column))
-        };
-        let relations = || self.levels().flat_map(|scope| &scope.relations);
+    /// Where the derived column a column reference names is computed
+    /// from, if it names one: comparing it with a value is refused.
+    fn derived(&self, fields: &[String]) -> Option<Origin<'a>> {
         match fields {
-            [column] => relations().find_map(|r| find(r, column)),
-            [.., table, column] => relations()
+            [column] => self.visible().find_map(|r| r.derived(column)),
+            [.., table, column] => self
+                .visible()
                 .filter(|r| r.name == *table)
-                .find_map(|r| find(r, column)),
+                .find_map(|r| r.derived(column)),
             [] => None,
+        }
+    }
+
+    /// What a column reference in a computed output reads: a protected
+    /// column, a derived one, or a whole row (`t`, `t.*`) with either.
+    fn reads(&self, column: &ColumnRef) -> Option<Origin<'a>> {
+        let fields = fields_of(column);
+        if let Some(policy) = self.resolve(&fields) {
+            return Some(Origin::Column(policy));
+        }
+        let row = |relation: &Relation<'a>| relation.outputs().origin();
+        self.derived(&fields).or_else(|| match fields.as_slice() {
+            [] => self.visible().find_map(row),
+            [table] => self.visible().filter(|r| r.name == *table).find_map(row),
+            _ => None,
+        })
+    }
+
+    /// What a select list's bare column reference outputs.
+    fn output(&self, column: &ColumnRef) -> Output<'a> {
+        match self.resolve(&fields_of(column)) {
+            Some(policy) => Output::Exact(policy),
+            None => self.reads(column).map_or(Output::Plain, Output::Derived),
         }
     }
 
@@ -150,7 +215,7 @@ pub(super) struct Analyzer<'a> {
     columns: &'a dyn Columns,
     objects: &'a ServerObjects,
     /// The statements the session prepared before this text.
-    session_prepared: &'a PreparedSlots,
+    session_prepared: &'a dyn Statements,
     edits: Vec<Edit>,
     params: Vec<ParamSlot>,
     /// The statements this text prepares, in order.
@@ -167,7 +232,7 @@ impl<'a> Analyzer<'a> {
         enc: &'a dyn Encryptor,
         columns: &'a dyn Columns,
         objects: &'a ServerObjects,
-        session_prepared: &'a PreparedSlots,
+        session_prepared: &'a dyn Statements,
     ) -> Self {
         Analyzer {
             sql,
@@ -185,20 +250,34 @@ impl<'a> Analyzer<'a> {
     }
 
     pub fn finish(self) -> Outcome {
-        let prepared: Vec<Prepared> = self
-            .prepared
-            .into_iter()
-            .filter(|p| !p.params.is_empty())
-            .collect();
-        if self.edits.is_empty() && self.params.is_empty() && prepared.is_empty() {
+        if self.edits.is_empty() && self.params.is_empty() {
             return Outcome::Unchanged;
         }
         Outcome::Rewritten(Rewrite {
             sql: splice(self.sql, self.edits),
             params: self.params,
-            prepared,
             written: self.written,
         })
+    }
+
+    /// What a top-level statement, analysed, does to the session's
+    /// SQL-prepared statements once the server has run it.
+    pub fn effects(&self, node: &NodeEnum) -> Vec<Effect> {
+        let effect = match node {
+            NodeEnum::PrepareStmt(s) => self
+                .prepared
+                .iter()
+                .rev()
+                .find(|p| p.name == s.name)
+                .cloned()
+                .map(Effect::Prepare),
+            NodeEnum::DeallocateStmt(s) => {
+                Some(Effect::Deallocate((!s.isall).then(|| s.name.clone())))
+            }
+            NodeEnum::DiscardStmt(s) if s.target == DISCARD_ALL => Some(Effect::Deallocate(None)),
+            _ => None,
+        };
+        effect.into_iter().collect()
     }
 
     /// Refuses calls of functions over protected tables with values.
@@ -238,10 +317,8 @@ impl<'a> Analyzer<'a> {
             .iter()
             .rev()
             .find(|p| p.name == execute.name)
-            .map(|p| &p.params)
-            .or_else(|| self.session_prepared.get(&execute.name))
-            .cloned()
-            .unwrap_or_default();
+            .map(|p| p.params.clone())
+            .unwrap_or_else(|| self.session_prepared.slots(&execute.name));
         for slot in &slots {
             let c = &slot.target.column;
             let (Some(arg), Some(column)) = (
@@ -279,8 +356,19 @@ impl<'a> Analyzer<'a> {
             NodeEnum::DeclareCursorStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::CreateTableAsStmt(s) => self.optional_statement(s.query.as_deref(), scope),
             NodeEnum::ViewStmt(s) => self.optional_statement(s.query.as_deref(), scope),
-            // Their bodies are SQL pgveil does not see run: the text already
-            // mentions a protected table (the pre-check), so fail closed.
+            // Texts parsed only for the session's prepared statements (the
+            // pre-check) may hold code that mentions no protected table.
+            NodeEnum::DoStmt(_)
+            | NodeEnum::CreateFunctionStmt(_)
+            | NodeEnum::CreateTrigStmt(_)
+            | NodeEnum::RuleStmt(_)
+                if !self.policy.mentions_protected_table(self.sql)
+                    && !self.objects.mentioned_in(self.sql) =>
+            {
+                Ok(())
+            }
+            // Their bodies are SQL pgveil does not see run, and the text
+            // mentions a protected table or an object over one: fail closed.
             NodeEnum::DoStmt(_) => Err(Reason::Opaque("DO blocks")),
             // A procedure over a protected table named only by its own name
             // was checked for its arguments (`check_calls`).
@@ -313,22 +401,21 @@ impl<'a> Analyzer<'a> {
 
     // Queries
 
-    /// Analyses a SELECT; returns the protected columns it outputs.
-    fn select(&mut self, s: &SelectStmt, parent: &Scope<'_, 'a>) -> Result<Protected<'a>> {
+    /// Analyses a SELECT; returns what its outputs are.
+    fn select(&mut self, s: &SelectStmt, parent: &Scope<'_, 'a>) -> Result<Outputs<'a>> {
         let mut scope = Scope::child(parent);
         self.with_clause(s.with_clause.as_ref(), &mut scope)?;
         if s.op() != SetOperation::SetopNone && s.op() != SetOperation::Undefined {
-            let mut outputs = Protected::new();
-            for (i, arm) in [&s.larg, &s.rarg].into_iter().flatten().enumerate() {
-                let columns = self.select(arm, &scope)?;
-                if i == 0 {
-                    outputs = columns;
-                }
+            let mut arms = Vec::new();
+            for arm in [&s.larg, &s.rarg].into_iter().flatten() {
+                arms.push(self.select(arm, &scope)?);
             }
+            // ORDER BY names the first arm's outputs.
+            let first = arms.first().cloned().unwrap_or_default();
             for item in &s.sort_clause {
-                self.order_by(item, &[], &outputs, &scope)?;
+                self.order_by(item, &[], &first, &scope)?;
             }
-            return Ok(outputs);
+            return Ok(Outputs::combined(arms));
         }
         for item in &s.from_clause {
             let relations = self.relations_of(item, &scope)?;
@@ -352,19 +439,29 @@ impl<'a> Analyzer<'a> {
     fn with_clause(&mut self, with: Option<&WithClause>, scope: &mut Scope<'_, 'a>) -> Result<()> {
         for cte in with.into_iter().flat_map(|w| &w.ctes) {
             if let Some(NodeEnum::CommonTableExpr(cte)) = &cte.node {
-                let columns = self.cte(cte, scope)?;
-                scope.ctes.push((cte.ctename.clone(), columns));
+                let outputs = self.cte(cte, scope)?.aliased(&cte.aliascolnames);
+                scope.ctes.push((cte.ctename.clone(), outputs));
             }
         }
         Ok(())
     }
 
-    fn cte(&mut self, cte: &CommonTableExpr, scope: &Scope<'_, 'a>) -> Result<Protected<'a>> {
-        match cte.ctequery.as_deref().and_then(|q| q.node.as_ref()) {
-            Some(NodeEnum::SelectStmt(s)) => self.select(s, scope),
-            Some(node) => self.statement_in(node, scope).map(|()| Protected::new()),
-            None => Ok(Protected::new()),
-        }
+    /// A CTE's outputs. Those of a data-modifying one (`RETURNING`) over a
+    /// protected table are all derived.
+    fn cte(&mut self, cte: &CommonTableExpr, scope: &Scope<'_, 'a>) -> Result<Outputs<'a>> {
+        let target = match cte.ctequery.as_deref().and_then(|q| q.node.as_ref()) {
+            Some(NodeEnum::SelectStmt(s)) => return self.select(s, scope),
+            Some(node @ NodeEnum::InsertStmt(s)) => (node, s.relation.as_ref()),
+            Some(node @ NodeEnum::UpdateStmt(s)) => (node, s.relation.as_ref()),
+            Some(node @ NodeEnum::DeleteStmt(s)) => (node, s.relation.as_ref()),
+            Some(node) => (node, None),
+            None => return Ok(Outputs::default()),
+        };
+        self.statement_in(target.0, scope)?;
+        Ok(Outputs {
+            rest: target.1.and_then(|range| self.read(range, scope)),
+            ..Outputs::default()
+        })
     }
 
     /// The relations a FROM item brings into scope.
@@ -385,27 +482,37 @@ impl<'a> Analyzer<'a> {
         let alias = range.alias.as_ref();
         let name = alias.map_or(&range.relname, |a| &a.aliasname).clone();
         if range.schemaname.is_empty() {
-            if let Some(columns) = scope.cte(&range.relname) {
-                let columns = columns.clone();
-                return Ok(Relation {
-                    name,
-                    columns,
-                    ..Relation::default()
-                });
+            if let Some(outputs) = scope.cte(&range.relname) {
+                let aliases = alias.map_or(&[][..], |a| &a.colnames);
+                return Ok(Relation::of_outputs(name, outputs.clone().aliased(aliases)));
             }
         }
         let (schema, table) = table_name(range, self.policy);
-        let mut columns: Protected<'a> = self
-            .policy
-            .columns_of(schema, &table)
-            .map(|c| (c.column.clone(), c))
-            .collect();
+        let mut relation = Relation {
+            name,
+            schema: alias.is_none().then(|| schema.to_owned()),
+            columns: self
+                .policy
+                .columns_of(schema, &table)
+                .map(|c| (c.column.clone(), c))
+                .collect(),
+            ..Relation::default()
+        };
         let view = self.objects.view(&range.schemaname, &range.relname);
         if let Some(view) = view {
-            columns.extend(view.columns.exact.iter().filter_map(|(name, c)| {
-                let column = self.policy.column(&c.schema, &c.table, &c.column)?;
-                Some((name.clone(), column))
-            }));
+            let columns = &view.columns;
+            relation
+                .columns
+                .extend(columns.exact.iter().filter_map(|(name, c)| {
+                    let column = self.policy.column(&c.schema, &c.table, &c.column)?;
+                    Some((name.clone(), column))
+                }));
+            match &columns.derived {
+                Derived::Columns(names) => relation
+                    .derived
+                    .extend(names.iter().map(|name| (name.clone(), Origin::View(view)))),
+                Derived::All => relation.rest = Some(Origin::View(view)),
+            }
         }
         if alias.is_some_and(|a| !a.colnames.is_empty()) {
             if let Some(view) = view {
@@ -414,39 +521,32 @@ impl<'a> Analyzer<'a> {
                     table: view.table().to_owned(),
                 });
             }
-            if let Some((_, column)) = columns.first() {
+            if let Some((_, column)) = relation.columns.first() {
                 return Err(Reason::ColumnAliases((*column).into()));
             }
         }
-        Ok(Relation {
-            name,
-            schema: alias.is_none().then(|| schema.to_owned()),
-            columns,
-            views: view.into_iter().collect(),
-        })
+        Ok(relation)
     }
 
     fn subselect(&mut self, sub: &RangeSubselect, scope: &Scope<'_, 'a>) -> Result<Relation<'a>> {
-        let columns = match sub.subquery.as_deref().and_then(|q| q.node.as_ref()) {
+        let outputs = match sub.subquery.as_deref().and_then(|q| q.node.as_ref()) {
             Some(NodeEnum::SelectStmt(s)) => self.select(s, scope)?,
-            _ => Protected::new(),
+            _ => Outputs::default(),
         };
-        let name = sub.alias.as_ref().map(|a| a.aliasname.clone());
-        Ok(Relation {
-            name: name.unwrap_or_default(),
-            columns,
-            ..Relation::default()
-        })
+        let (name, aliases) = match &sub.alias {
+            Some(alias) => (alias.aliasname.clone(), &alias.colnames[..]),
+            None => (String::new(), &[][..]),
+        };
+        Ok(Relation::of_outputs(name, outputs.aliased(aliases)))
     }
 
+    /// The relations of a join; its right side sees the left (`LATERAL`).
     fn join(&mut self, join: &JoinExpr, scope: &Scope<'_, 'a>) -> Result<Vec<Relation<'a>>> {
-        let mut relations = Vec::new();
-        for side in [&join.larg, &join.rarg].into_iter().flatten() {
-            let mut side = self.relations_of(side, scope)?;
-            relations.append(&mut side);
-        }
         let mut quals_scope = Scope::child(scope);
-        quals_scope.relations = relations;
+        for side in [&join.larg, &join.rarg].into_iter().flatten() {
+            let side = self.relations_of(side, &quals_scope)?;
+            quals_scope.relations.extend(side);
+        }
         self.using(&join.using_clause, &quals_scope)?;
         self.condition_opt(join.quals.as_deref(), &quals_scope)?;
         let mut relations = quals_scope.relations;
@@ -457,7 +557,14 @@ impl<'a> Analyzer<'a> {
             };
             for relation in relations.drain(..) {
                 joined.columns.extend(relation.columns);
-                joined.views.extend(relation.views);
+                joined.derived.extend(relation.derived);
+                joined.rest = joined.rest.or(relation.rest);
+            }
+            if !alias.colnames.is_empty() {
+                // Renamed by position, which pgveil does not follow here.
+                joined.rest = joined.outputs().origin();
+                joined.columns.clear();
+                joined.derived.clear();
             }
             relations.push(joined);
         }
@@ -478,8 +585,8 @@ impl<'a> Analyzer<'a> {
         Ok(())
     }
 
-    fn target_list(&mut self, targets: &[Node], scope: &Scope<'_, 'a>) -> Result<Protected<'a>> {
-        let mut outputs = Protected::new();
+    fn target_list(&mut self, targets: &[Node], scope: &Scope<'_, 'a>) -> Result<Outputs<'a>> {
+        let mut outputs = Outputs::new();
         for target in targets {
             let Some(NodeEnum::ResTarget(res)) = &target.node else {
                 continue;
@@ -489,21 +596,51 @@ impl<'a> Analyzer<'a> {
             };
             if let Some(fields) = star_target(val) {
                 let relations = scope.relations.iter();
-                let chosen = relations.filter(|r| fields.is_empty() || r.name == fields[0]);
-                outputs.extend(chosen.flat_map(|r| r.columns.iter().cloned()));
+                let chosen = relations.filter(|r| fields.last().is_none_or(|t| r.name == *t));
+                chosen.for_each(|relation| outputs.append(relation.outputs()));
                 continue;
             }
-            if let Some(column) = self.protected_ref(val, scope) {
-                let name = if res.name.is_empty() {
-                    column.column.clone()
-                } else {
-                    res.name.clone()
-                };
-                outputs.push((name, column));
-            }
+            let output = match &val.node {
+                Some(NodeEnum::ColumnRef(column)) => scope.output(column),
+                _ => self
+                    .computed(val, scope)
+                    .map_or(Output::Plain, Output::Derived),
+            };
+            let name = Some(res.name.clone()).filter(|n| !n.is_empty());
+            outputs.push(name.or_else(|| output_name(val)), output);
             self.value(val, scope)?;
         }
         Ok(outputs)
+    }
+
+    /// What a computed output reads: the first protected or derived
+    /// value a column reference anywhere in it names (a whole row too), or
+    /// what a subquery in it reads.
+    fn computed(&self, value: &Node, scope: &Scope<'_, 'a>) -> Option<Origin<'a>> {
+        let node = value.node.as_ref()?;
+        node.nodes().into_iter().find_map(|(n, ..)| match n {
+            NodeRef::ColumnRef(column) => scope.reads(column),
+            NodeRef::RangeVar(range) => self.read(range, scope),
+            _ => None,
+        })
+    }
+
+    /// What reading `range` in a subquery reads: a CTE's protected or
+    /// derived values, a view over a protected table, a protected table.
+    fn read(&self, range: &RangeVar, scope: &Scope<'_, 'a>) -> Option<Origin<'a>> {
+        if range.schemaname.is_empty() {
+            if let Some(outputs) = scope.cte(&range.relname) {
+                return outputs.origin();
+            }
+        }
+        if let Some(view) = self.objects.view(&range.schemaname, &range.relname) {
+            return Some(Origin::View(view));
+        }
+        let (schema, table) = table_name(range, self.policy);
+        self.policy
+            .columns_of(schema, &table)
+            .next()
+            .map(Origin::Table)
     }
 
     fn group_by(&mut self, item: &Node, scope: &Scope<'_, 'a>) -> Result<()> {
@@ -520,7 +657,7 @@ impl<'a> Analyzer<'a> {
         &mut self,
         item: &Node,
         targets: &[Node],
-        outputs: &Protected<'a>,
+        outputs: &Outputs<'a>,
         scope: &Scope<'_, 'a>,
     ) -> Result<()> {
         let Some(NodeEnum::SortBy(sort)) = &item.node else {
@@ -529,8 +666,17 @@ impl<'a> Analyzer<'a> {
         let Some(key) = sort.node.as_deref() else {
             return Ok(());
         };
+        // An output named so: a protected column, possibly cast.
+        let named = |name: &str| {
+            targets.iter().find_map(|t| match &t.node {
+                Some(NodeEnum::ResTarget(res)) if res.name == name => {
+                    self.protected_ref(res.val.as_deref()?, scope)
+                }
+                _ => None,
+            })
+        };
         let by_output = column_fields(key).and_then(|fields| match fields.as_slice() {
-            [name] => outputs.iter().find(|(n, _)| n == name).map(|(_, c)| *c),
+            [name] => outputs.exact(name).or_else(|| named(name)),
             _ => None,
         });
         let by_position = match &key.node {
@@ -734,13 +880,12 @@ impl<'a> Analyzer<'a> {
         let mut conflict_scope = Scope::child(scope);
         conflict_scope.relations.push(Relation {
             name: "excluded".into(),
-            views: Vec::new(),
-            schema: None,
             columns: self
                 .policy
                 .columns_of(schema, table)
                 .map(|c| (c.column.clone(), c))
                 .collect(),
+            ..Relation::default()
         });
         self.set_clause(&conflict.target_list, schema, table, true, &conflict_scope)?;
         self.condition_opt(conflict.where_clause.as_deref(), &conflict_scope)
@@ -938,13 +1083,14 @@ impl<'a> Analyzer<'a> {
             return Ok(());
         };
         match inner {
-            NodeEnum::ColumnRef(_) => match self.protected_ref(node, scope) {
-                Some(column) if strict => Err(Reason::Computed(column.into())),
-                _ => Ok(()),
-            },
+            NodeEnum::ColumnRef(column) if strict => check_condition_column(column, scope),
+            NodeEnum::ColumnRef(_) => Ok(()),
             NodeEnum::AExpr(e) => self.comparison(e, scope, strict),
             NodeEnum::NullTest(test) => match test.arg.as_deref() {
                 Some(arg) if self.protected_ref(arg, scope).is_some() => Ok(()),
+                Some(arg) if column_fields(arg).is_some_and(|f| scope.derived(&f).is_some()) => {
+                    Ok(())
+                }
                 arg => self.exprs(arg, scope, strict),
             },
             NodeEnum::SubLink(link) => self.sublink(link, scope, strict),
@@ -1002,49 +1148,58 @@ impl<'a> Analyzer<'a> {
         for (n, ..) in node.nodes().into_iter().skip(1) {
             match n {
                 NodeRef::SelectStmt(_) => return Err(Reason::UncheckedSubquery),
-                NodeRef::ColumnRef(c) if strict => {
-                    if let Some(column) = scope.resolve(&fields_of(c)) {
-                        return Err(Reason::Computed(column.into()));
-                    }
-                }
+                NodeRef::ColumnRef(column) if strict => check_condition_column(column, scope)?,
                 _ => {}
             }
         }
         Ok(())
     }
 
+    /// A subquery in an expression; `x IN (SELECT ...)`, `x = ANY
+    /// (SELECT ...)` compare `x` with the subquery's output.
     fn sublink(&mut self, link: &SubLink, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
         let outputs = match link.subselect.as_deref().and_then(|s| s.node.as_ref()) {
             Some(NodeEnum::SelectStmt(s)) => self.select(s, scope)?,
-            _ => Protected::new(),
+            _ => Outputs::default(),
         };
+        let (name, compared) = outputs.compared();
         let Some(test) = link.testexpr.as_deref() else {
-            return Ok(());
+            // A scalar subquery inside an expression in a condition:
+            // computing on a protected value, as with a column.
+            let value = matches!(
+                link.sub_link_type(),
+                SubLinkType::ExprSublink | SubLinkType::ArraySublink
+            );
+            return match compared {
+                Output::Exact(column) if strict && value => Err(Reason::Computed(column.into())),
+                Output::Derived(origin) if strict && value => Err(origin.refusal(&[name])),
+                _ => Ok(()),
+            };
         };
         self.not_derived([test], scope)?;
-        match self.protected_ref(test, scope) {
-            Some(column) => check_equality(column, outputs.first().map(|(_, c)| *c)),
-            None => self.expr(test, scope, strict),
+        match (self.protected_ref(test, scope), compared) {
+            (Some(column), Output::Exact(other)) => check_equality(column, Some(other)),
+            (Some(column), _) => check_equality(column, None),
+            (None, Output::Exact(column)) => self.equality(column, test, scope),
+            (None, Output::Derived(origin)) => Err(origin.refusal(&[name])),
+            (None, Output::Plain) => self.expr(test, scope, strict),
         }
     }
 
     /// Refuses a comparison one of whose operands (possibly cast) is a
-    /// derived column of a view over a protected table.
+    /// derived column: of a view, subquery or CTE, computed from protected
+    /// values.
     fn not_derived<'n>(
         &self,
         operands: impl IntoIterator<Item = &'n Node>,
         scope: &Scope<'_, 'a>,
     ) -> Result<()> {
         for operand in operands {
-            let Some(mut fields) = column_fields(uncast(operand)) else {
+            let Some(fields) = column_fields(uncast(operand)) else {
                 continue;
             };
-            if let Some(view) = scope.derived(&fields) {
-                return Err(Reason::DerivedViewColumn {
-                    column: fields.pop().unwrap_or_default(),
-                    view: view.qualified(),
-                    table: view.table().to_owned(),
-                });
+            if let Some(origin) = scope.derived(&fields) {
+                return Err(origin.refusal(&fields));
             }
         }
         Ok(())
@@ -1061,6 +1216,16 @@ impl<'a> Analyzer<'a> {
             return self.exprs(e.rexpr.as_deref(), scope, strict);
         };
         let operator = e.name.iter().filter_map(string).next_back().unwrap_or("");
+        let operands: Vec<&Node> = match right {
+            Some(_) if !list.is_empty() => std::iter::once(left).chain(list).collect(),
+            _ => std::iter::once(left).chain(right).collect(),
+        };
+        if operands
+            .iter()
+            .any(|operand| subquery_operand(operand).is_some())
+        {
+            return self.subquery_comparison(e, operator, &operands, scope, strict);
+        }
         match e.kind() {
             AExprKind::AexprIn => {
                 let Some(column) = self.protected_ref(left, scope) else {
@@ -1144,6 +1309,62 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+    }
+
+    /// A comparison with a subquery among its operands, `(SELECT ...)` or
+    /// `ARRAY(SELECT ...)`: its output is compared as a column would be.
+    /// A protected column as it is can be equal to a value, which is
+    /// encrypted (`=`, `<>`, `IS DISTINCT FROM`, `NULLIF` with a scalar
+    /// subquery), and is refused in any other comparison; a derived one is
+    /// refused.
+    fn subquery_comparison(
+        &mut self,
+        e: &AExpr,
+        operator: &str,
+        operands: &[&Node],
+        scope: &Scope<'_, 'a>,
+        strict: bool,
+    ) -> Result<()> {
+        let mut outputs = Vec::with_capacity(operands.len());
+        for operand in operands {
+            outputs.push(match subquery_operand(operand) {
+                Some((select, _)) => Some(self.select(select, scope)?.compared()),
+                None => None,
+            });
+        }
+        let kind = e.kind();
+        let equality = matches!(
+            kind,
+            AExprKind::AexprDistinct | AExprKind::AexprNotDistinct | AExprKind::AexprNullif
+        ) || (kind == AExprKind::AexprOp && matches!(operator, "=" | "<>"));
+        let searching = matches!(
+            kind,
+            AExprKind::AexprLike
+                | AExprKind::AexprIlike
+                | AExprKind::AexprSimilar
+                | AExprKind::AexprBetween
+                | AExprKind::AexprNotBetween
+                | AExprKind::AexprBetweenSym
+                | AExprKind::AexprNotBetweenSym
+        ) || matches!(operator, "<" | ">" | "<=" | ">=" | "~~" | "~~*");
+        for (i, output) in outputs.iter().enumerate() {
+            let scalar = subquery_operand(operands[i]).is_some_and(|(_, scalar)| scalar);
+            match output {
+                Some((_, Output::Exact(column))) if equality && scalar && operands.len() == 2 => {
+                    return self.equality(column, operands[1 - i], scope);
+                }
+                Some((_, Output::Exact(column))) if searching => {
+                    return Err(Reason::NotSearchable((*column).into()));
+                }
+                Some((_, Output::Exact(column))) => return Err(Reason::Computed((*column).into())),
+                Some((name, Output::Derived(origin))) => {
+                    return Err(origin.refusal(std::slice::from_ref(name)))
+                }
+                _ => {}
+            }
+        }
+        let mut others = operands.iter().zip(&outputs).filter(|(_, o)| o.is_none());
+        others.try_for_each(|(operand, _)| self.expr(operand, scope, strict))
     }
 
     /// The other side of an equality with a protected column.
@@ -1317,6 +1538,35 @@ fn encrypt_error(column: &ColumnPolicy, error: super::EncryptError) -> Reason {
     }
 }
 
+/// The query of a subquery whose output a comparison compares, `(SELECT
+/// ...)` (scalar, `true`) or `ARRAY(SELECT ...)`, possibly cast.
+fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool)> {
+    let Some(NodeEnum::SubLink(link)) = &uncast(node).node else {
+        return None;
+    };
+    let scalar = match link.sub_link_type() {
+        SubLinkType::ExprSublink => true,
+        SubLinkType::ArraySublink => false,
+        _ => return None,
+    };
+    match link.subselect.as_deref()?.node.as_ref()? {
+        NodeEnum::SelectStmt(select) => Some((select, scalar)),
+        _ => None,
+    }
+}
+
+/// A column reference in a condition other than as a comparison's
+/// operand: refused for a protected or a derived column.
+fn check_condition_column(column: &ColumnRef, scope: &Scope<'_, '_>) -> Result<()> {
+    let fields = fields_of(column);
+    if let Some(policy) = scope.resolve(&fields) {
+        return Err(Reason::Computed(policy.into()));
+    }
+    scope
+        .derived(&fields)
+        .map_or(Ok(()), |origin| Err(origin.refusal(&fields)))
+}
+
 /// Two sides of an equality: a protected column may equal only a column
 /// of its key domain, and only with deterministic encryption.
 fn check_equality(column: &ColumnPolicy, other: Option<&ColumnPolicy>) -> Result<()> {
@@ -1349,7 +1599,7 @@ pub(super) fn table_name<'r>(range: &'r RangeVar, policy: &'r Policy) -> (&'r st
     (schema, table.clone())
 }
 
-fn string(node: &Node) -> Option<&str> {
+pub(super) fn string(node: &Node) -> Option<&str> {
     match &node.node {
         Some(NodeEnum::String(s)) => Some(&s.sval),
         _ => None,

@@ -49,9 +49,17 @@
 //! protected column of any relation in scope is taken to be that column,
 //! even if PostgreSQL would resolve it to an unprotected column of another
 //! table. A subquery or CTE passes a protected column through under its
-//! output name when its select list names it (bare, cast, or via `*`).
-//! Column aliases on a protected table (`customers AS c(a, b)`) are
-//! refused.
+//! output name when its select list names it bare or via `*` (by position
+//! through column aliases and set operations); an output computed from
+//! protected values is *derived*, and cannot be compared with a value nor
+//! used in a condition but for `IS NULL` (see [`outputs`]). Column aliases
+//! on a protected table (`customers AS c(a, b)`) are refused.
+//!
+//! **SQL `PREPARE`.** The parameter slots of a statement prepared with
+//! `PREPARE` are reported, statement by statement, with what `DEALLOCATE`
+//! and `DISCARD ALL` forget ([`Analysis::effects`]); the session applies
+//! them as the server completes each (`declared.rs`) and passes the slots
+//! back in, so that the arguments of a later `EXECUTE` are encrypted.
 //!
 //! **Server-side objects.** Views, functions, rules and triggers over
 //! protected tables, which the session's catalog lists ([`ServerObjects`]), are
@@ -61,7 +69,7 @@
 //!
 //! **Left out:** statements inside function bodies, `DO` blocks and
 //! `CALL`; a `$n` used for two different columns; `NATURAL` joins; window
-//! definitions; `DISTINCT ON`; the column aliases of a CTE.
+//! definitions; `DISTINCT ON`.
 //!
 //! **Column types.** A protected column of a text type (`text`, `varchar`,
 //! `char`, `citext`, a domain over one) holds the text envelope; a `bytea`
@@ -82,6 +90,7 @@ mod analyze;
 pub mod array;
 mod copy;
 mod objects;
+mod outputs;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -250,16 +259,54 @@ pub struct Prepared {
 /// `PREPARE`, by name.
 pub type PreparedSlots = HashMap<String, Vec<ParamSlot>>;
 
+/// The statements a session has prepared, whose `EXECUTE` arguments may go
+/// to protected columns: with SQL `PREPARE` or a named Parse, which
+/// PostgreSQL keeps under one namespace, so that `EXECUTE` runs either.
+pub trait Statements {
+    /// Whether a statement may have parameter slots.
+    fn any(&self) -> bool;
+    /// The parameter slots of the statement `name`.
+    fn slots(&self, name: &str) -> Vec<ParamSlot>;
+}
+
+impl Statements for PreparedSlots {
+    fn any(&self) -> bool {
+        !self.is_empty()
+    }
+
+    fn slots(&self, name: &str) -> Vec<ParamSlot> {
+        self.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Adds to `slots` those of `more` it does not have.
+pub fn merge_slots<'s>(slots: &mut Vec<ParamSlot>, more: impl IntoIterator<Item = &'s ParamSlot>) {
+    for slot in more {
+        if !slots.contains(slot) {
+            slots.push(slot.clone());
+        }
+    }
+}
+
 /// A statement text with its protected values encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rewrite {
     pub sql: String,
     /// The statement's own `$n` parameters to encrypt at Bind time.
     pub params: Vec<ParamSlot>,
-    /// The parameters of statements the text prepares (`PREPARE`).
-    pub prepared: Vec<Prepared>,
     /// The protected columns the text writes values to, for the audit log.
     pub written: Vec<ColumnRefId>,
+}
+
+/// What to do with a statement text, and what each of its statements
+/// does to the session's SQL-prepared statements once the server has run
+/// it ([`Effect::Prepare`], [`Effect::Deallocate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Analysis {
+    pub outcome: Outcome,
+    /// By statement, in order; empty when the text was not parsed or is
+    /// refused.
+    pub effects: Vec<Vec<Effect>>,
 }
 
 /// Why a statement is refused, as the client will read it.
@@ -407,6 +454,11 @@ enum Reason {
         table: String,
     },
     #[error(
+        "pgveil: column {column} is computed from protected {origin}; a value compared with it \
+         would reach the server unencrypted"
+    )]
+    DerivedColumn { column: String, origin: String },
+    #[error(
         "pgveil: view {view} exposes protected table {table}; column aliases on it are not \
          supported"
     )]
@@ -463,34 +515,46 @@ pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
         ServerObjects::none(),
         &PreparedSlots::new(),
     )
+    .outcome
 }
+
+/// Words without which a text cannot use or change the session's
+/// SQL-prepared statements.
+const PREPARED_WORDS: [&[u8]; 4] = [b"execute", b"prepare", b"deallocate", b"discard"];
 
 /// [`rewrite`] in a session: knowing the column order and types of
 /// tables, the views, functions, rules and triggers over protected tables
-/// ([`ServerObjects`]), and the statements the session prepared with SQL
-/// `PREPARE`, whose `EXECUTE` arguments are encrypted wherever it appears
+/// ([`ServerObjects`]), and the statements the session prepared
+/// ([`Statements`]), whose `EXECUTE` arguments are encrypted wherever it appears
 /// (alone, after other statements or the `PREPARE` in the same text,
 /// under `EXPLAIN` or `CREATE TABLE AS`). A text that mentions no
-/// protected table nor such an object, and no `execute` while the session
-/// has such statements, is not parsed.
+/// protected table nor such an object, and, while the session has such
+/// statements, none of `execute`, `prepare`, `deallocate`, `discard`, is
+/// not parsed.
 pub fn rewrite_in_session(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,
     columns: &dyn Columns,
     objects: &ServerObjects,
-    prepared: &PreparedSlots,
-) -> Outcome {
-    let may_execute =
-        || !prepared.is_empty() && crate::encrypt::contains_ignore_case(sql.as_bytes(), b"execute");
-    if !policy.mentions_protected_table(sql) && !objects.mentioned_in(sql) && !may_execute() {
-        return Outcome::Unchanged;
+    prepared: &dyn Statements,
+) -> Analysis {
+    let uses_prepared = || {
+        prepared.any()
+            && PREPARED_WORDS
+                .iter()
+                .any(|word| crate::encrypt::contains_ignore_case(sql.as_bytes(), word))
+    };
+    if !policy.mentions_protected_table(sql) && !objects.mentioned_in(sql) && !uses_prepared() {
+        return Analysis {
+            outcome: Outcome::Unchanged,
+            effects: Vec::new(),
+        };
     }
-    outcome(rewrite_parsed(sql, policy, enc, columns, objects, prepared))
-}
-
-fn outcome(result: Result<Outcome, Reason>) -> Outcome {
-    result.unwrap_or_else(|reason| Outcome::Refused(reason.into()))
+    rewrite_parsed(sql, policy, enc, columns, objects, prepared).unwrap_or_else(|reason| Analysis {
+        outcome: Outcome::Refused(reason.into()),
+        effects: Vec::new(),
+    })
 }
 
 fn statement(raw: &pg_query::protobuf::RawStmt) -> Option<&NodeEnum> {
@@ -503,13 +567,14 @@ fn rewrite_parsed(
     enc: &dyn Encryptor,
     columns: &dyn Columns,
     objects: &ServerObjects,
-    prepared: &PreparedSlots,
-) -> Result<Outcome, Reason> {
+    prepared: &dyn Statements,
+) -> Result<Analysis, Reason> {
     let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
     let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
     let mut analyzer = Analyzer::new(sql, tokens, policy, enc, columns, objects, prepared);
     analyzer.check_calls()?;
     let statements = &parsed.protobuf.stmts;
+    let mut effects = Vec::with_capacity(statements.len());
     for raw in statements {
         match statement(raw) {
             Some(NodeEnum::CopyStmt(copy)) => {
@@ -520,7 +585,10 @@ fn rewrite_parsed(
                     if statements.len() > 1 {
                         return Err(Reason::CopyNotAlone(copy_in.first_protected()));
                     }
-                    return Ok(Outcome::CopyIn(copy_in));
+                    return Ok(Analysis {
+                        outcome: Outcome::CopyIn(copy_in),
+                        effects,
+                    });
                 }
                 // COPY (query) TO: the query is checked like any other.
                 if let Some(query) = copy.query.as_deref().and_then(|q| q.node.as_ref()) {
@@ -530,8 +598,12 @@ fn rewrite_parsed(
             Some(node) => analyzer.statement(node)?,
             None => {}
         }
+        effects.push(statement(raw).map_or_else(Vec::new, |node| analyzer.effects(node)));
     }
-    Ok(analyzer.finish())
+    Ok(Analysis {
+        outcome: analyzer.finish(),
+        effects,
+    })
 }
 
 /// Applies edits (sorted or not, never overlapping) to `sql`.

@@ -1,6 +1,8 @@
 //! What a statement does to pgveil's own session settings
 //! (`pgveil.purpose`, `pgveil.actor`) and to the savepoints their scope
-//! follows.
+//! follows. The same [`Effect`]s carry what a statement does to the
+//! session's SQL-prepared statements, which the statement analysis finds
+//! ([`Declarations::and`]).
 //!
 //! PostgreSQL accepts these as custom settings and applies them as usual;
 //! the session also needs to know them, exactly as the server has them.
@@ -35,7 +37,7 @@ use pg_query::protobuf::{
 };
 use serde_json::Value;
 
-use super::{NodeEnum, Reason, Refusal};
+use super::{NodeEnum, Prepared, Reason, Refusal};
 use crate::encoding::ClientEncoding;
 
 /// pgveil's settings are named `pgveil.<name>`.
@@ -61,6 +63,11 @@ pub enum Effect {
     Savepoint(String),
     Release(String),
     RollbackTo(String),
+    /// `PREPARE name`: the statement `name` is now this one, with these
+    /// parameter slots (none: no argument goes to a protected column).
+    Prepare(Prepared),
+    /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
+    Deallocate(Option<String>),
 }
 
 /// An argument of `set_config`: known from the text (`None` for NULL), or
@@ -147,6 +154,17 @@ impl Declarations {
     /// Whether no statement of the text changes anything.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(Vec::is_empty)
+    }
+
+    /// With `effects` added to those of each statement, in order.
+    pub fn and(mut self, effects: Vec<Vec<Effect>>) -> Self {
+        if self.0.len() < effects.len() {
+            self.0.resize_with(effects.len(), Vec::new);
+        }
+        for (planned, effects) in self.0.iter_mut().zip(effects) {
+            planned.extend(effects.into_iter().map(Planned::Effect));
+        }
+        self
     }
 
     /// The effects of each statement, with the values of `params` (the
@@ -259,7 +277,7 @@ fn statement(sql: &str, raw: &RawStmt) -> Result<Vec<Planned>, Reason> {
 }
 
 /// `DISCARD ALL` in `DiscardMode`.
-const DISCARD_ALL: i32 = pg_query::protobuf::DiscardMode::DiscardAll as i32;
+pub(super) const DISCARD_ALL: i32 = pg_query::protobuf::DiscardMode::DiscardAll as i32;
 
 /// The text of one statement of `sql`.
 fn statement_text<'s>(sql: &'s str, raw: &RawStmt) -> &'s str {

@@ -84,6 +84,7 @@ fn typed(sql: &str) -> Outcome {
         ServerObjects::none(),
         &PreparedSlots::new(),
     )
+    .outcome
 }
 
 fn policy() -> Policy {
@@ -177,7 +178,6 @@ fn insert_encrypts_literals_of_protected_columns() {
         )
     );
     assert_eq!(r.params, [slot(1, "email")]);
-    assert!(r.prepared.is_empty());
 }
 
 #[test]
@@ -391,6 +391,11 @@ fn like_ranges_and_order_by_are_refused() {
         "SELECT id, email FROM customers ORDER BY email",
         "SELECT id, email AS e FROM customers ORDER BY e DESC",
         "SELECT email FROM customers ORDER BY 1",
+        // Through the exact outputs of subqueries, CTEs, set operations.
+        "SELECT * FROM (SELECT email AS e FROM customers) s WHERE s.e LIKE 'secret%'",
+        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE s.e > 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers) s ORDER BY s.e",
+        "SELECT * FROM customers UNION SELECT * FROM customers ORDER BY email",
     ] {
         let message = refused(sql, "0A000", EMAIL);
         assert!(message.contains("ORDER BY / LIKE / range"), "{message}");
@@ -472,6 +477,124 @@ fn subqueries_and_ctes() {
     let sql = "SELECT id FROM customers c WHERE EXISTS \
                (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND c.email = $3)";
     assert_eq!(rewritten(sql).params, [slot(3, "email")]);
+}
+
+/// Asserts that each text is rewritten with its literal `'x@y'` encrypted
+/// for the email column, and nothing else changed.
+fn assert_encrypts_email(texts: &[&str]) {
+    let encrypted = ct("x@y", "email");
+    for sql in texts {
+        assert_eq!(sql_of(sql), sql.replace("'x@y'", &encrypted), "{sql}");
+    }
+}
+
+#[test]
+fn exact_outputs_of_subqueries_and_ctes_are_the_protected_column() {
+    assert_encrypts_email(&[
+        "SELECT * FROM (SELECT email AS e FROM customers) s WHERE s.e = 'x@y'",
+        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE s.e = 'x@y'",
+        "SELECT * FROM (SELECT * FROM (SELECT c.email FROM customers c) a) b WHERE b.email = 'x@y'",
+        "SELECT * FROM (SELECT customers.* FROM customers) s WHERE email = 'x@y'",
+        "SELECT * FROM (SELECT email FROM customers) AS s(e) WHERE s.e = 'x@y'",
+        "WITH s(e) AS (SELECT email FROM customers) SELECT * FROM s WHERE e = 'x@y'",
+        "WITH s AS (SELECT email FROM customers) SELECT * FROM s AS t(e) WHERE t.e = 'x@y'",
+        "SELECT * FROM (SELECT email FROM customers UNION SELECT mail FROM crm.contacts) s \
+         WHERE s.email = 'x@y'",
+        "SELECT * FROM customers c JOIN LATERAL (SELECT c.email AS e) s ON true WHERE s.e = 'x@y'",
+        "SELECT id FROM orders WHERE 'x@y' IN (SELECT email FROM customers)",
+        "SELECT id FROM orders WHERE 'x@y' = ANY (SELECT e FROM (SELECT email AS e FROM customers) s)",
+    ]);
+}
+
+#[test]
+fn comparing_computed_outputs_of_subqueries_and_ctes_is_refused() {
+    for sql in [
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e = 'secret'",
+        "WITH s AS (SELECT email AS e FROM customers) SELECT * FROM s WHERE lower(s.e) = 'secret'",
+        "WITH s AS (SELECT lower(email) AS e FROM customers) SELECT * FROM s WHERE s.e = $1",
+        "SELECT * FROM (SELECT email::varchar(5) AS e FROM customers) s WHERE e = 'secret'",
+        "SELECT * FROM (SELECT lower(email) FROM customers) s WHERE s.lower = 'secret'",
+        "SELECT * FROM (SELECT email::text FROM customers) s WHERE s.email = 'secret'",
+        "SELECT * FROM (SELECT coalesce(email, '') FROM customers) s WHERE coalesce IN ('secret')",
+        "SELECT * FROM (SELECT CASE WHEN id > 1 THEN email END FROM customers) s WHERE s.case = 'secret'",
+        "SELECT * FROM (SELECT email || '' AS e FROM customers) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT max(email) AS e FROM customers GROUP BY id) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT count(email) AS n FROM customers) s WHERE s.n = 3",
+        "SELECT * FROM (SELECT * FROM (SELECT lower(email) AS e FROM customers) a) b WHERE b.e = 'secret'",
+        "SELECT * FROM (SELECT a.* FROM (SELECT lower(email) AS e FROM customers) a) b WHERE e = 'secret'",
+        "SELECT * FROM (SELECT lower(email) FROM customers) AS s(e) WHERE s.e = 'secret'",
+        "WITH s(e) AS (SELECT lower(email) FROM customers) SELECT * FROM s WHERE e = 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers UNION SELECT note FROM orders) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT note AS e FROM orders UNION ALL SELECT email FROM customers) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers UNION SELECT full_name FROM customers) s WHERE s.e = 'secret'",
+        "SELECT * FROM (SELECT * FROM customers UNION SELECT * FROM customers) s WHERE s.email = 'secret'",
+        "SELECT * FROM (SELECT email AS e FROM customers EXCEPT SELECT lower(email) FROM customers) s WHERE e = 'secret'",
+        "WITH s AS (SELECT lower(email) AS e FROM customers) SELECT * FROM orders WHERE note IN (SELECT e FROM s) AND 'secret' IN (SELECT e FROM s)",
+        "SELECT id FROM orders WHERE 'secret' IN (SELECT lower(email) FROM customers)",
+        "SELECT * FROM ((SELECT email AS e FROM customers) a JOIN orders o ON true) AS j(x) WHERE j.x = 'secret'",
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e",
+    ] {
+        refused(sql, "0A000", EMAIL);
+    }
+    // A subquery reading a protected table, a data-modifying CTE over
+    // one: named by the table.
+    for sql in [
+        "SELECT * FROM (SELECT (SELECT max(email) FROM customers) AS e) s WHERE s.e = 'secret'",
+        "WITH m AS (UPDATE customers SET segment = 'a' RETURNING email) \
+         SELECT * FROM m WHERE m.email = 'secret'",
+    ] {
+        refused(
+            sql,
+            "0A000",
+            "is computed from protected table public.customers",
+        );
+    }
+    // The refusal names the column compared and the protected one.
+    let message = refused(
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e = 'secret'",
+        "0A000",
+        EMAIL,
+    );
+    assert!(
+        message.contains("column s.e is computed from protected column"),
+        "{message}"
+    );
+    // Reading, and testing for NULL, still work; plain outputs are plain.
+    for sql in [
+        "SELECT s.e FROM (SELECT lower(email) AS e FROM customers) s",
+        "SELECT * FROM (SELECT lower(email) AS e FROM customers) s WHERE s.e IS NULL",
+        "SELECT * FROM (SELECT id, lower(email) AS e FROM customers) s WHERE s.id = 1",
+        "SELECT * FROM (SELECT id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS n \
+         FROM customers c) s WHERE s.n > 3",
+        "SELECT * FROM (SELECT note AS e FROM orders UNION SELECT 'x') s WHERE s.e = 'x'",
+    ] {
+        assert_eq!(run(sql), Outcome::Unchanged, "{sql}");
+    }
+}
+
+#[test]
+fn scalar_subqueries_compare_as_their_output() {
+    assert_encrypts_email(&[
+        "SELECT id FROM orders o WHERE (SELECT email FROM customers c WHERE c.id = o.customer_id) = 'x@y'",
+        "SELECT id FROM orders o WHERE 'x@y' IS DISTINCT FROM (SELECT email FROM customers LIMIT 1)",
+        "SELECT (SELECT email FROM customers LIMIT 1) = 'x@y'",
+        "SELECT id FROM orders WHERE customer_id = (SELECT id FROM customers WHERE email = 'x@y')",
+    ]);
+    for sql in [
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) LIKE 'secret%'",
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) BETWEEN 'a' AND 'secret'",
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) IN ('secret')",
+        "SELECT id FROM orders WHERE 'secret' = ANY (ARRAY(SELECT email FROM customers))",
+        "SELECT id FROM orders WHERE (SELECT lower(email) FROM customers LIMIT 1) = 'secret'",
+        "SELECT id FROM orders WHERE lower((SELECT email FROM customers LIMIT 1)) = 'secret'",
+        "SELECT id FROM orders WHERE (SELECT email FROM customers LIMIT 1) = lower('secret')",
+    ] {
+        refused(sql, "0A000", EMAIL);
+    }
+    assert_eq!(
+        run("SELECT id FROM orders WHERE (SELECT count(*) FROM customers) > 3"),
+        Outcome::Unchanged
+    );
 }
 
 #[test]
@@ -581,35 +704,41 @@ fn copy_from_a_file_or_without_columns_is_refused() {
     );
 }
 
+/// A text analysed in a session whose SQL-prepared statements are
+/// `prepared`.
+fn in_session(sql: &str, prepared: &PreparedSlots) -> Analysis {
+    rewrite_in_session(
+        sql,
+        &policy(),
+        &Fake,
+        &NoCatalog,
+        ServerObjects::none(),
+        prepared,
+    )
+}
+
+fn prepare(name: &str, params: Vec<ParamSlot>) -> Effect {
+    Effect::Prepare(Prepared {
+        name: name.into(),
+        params,
+    })
+}
+
 #[test]
 fn prepare_reports_slots_and_execute_encrypts_them() {
     let sql = "PREPARE find (text, int) AS SELECT id FROM customers WHERE email = $1 AND id = $2";
-    let r = rewritten(sql);
-    assert_eq!(r.sql, sql);
-    assert!(r.params.is_empty());
+    let analysis = in_session(sql, &PreparedSlots::new());
+    assert_eq!(analysis.outcome, Outcome::Unchanged);
     assert_eq!(
-        r.prepared,
-        [Prepared {
-            name: "find".into(),
-            params: vec![slot(1, "email")],
-        }]
+        analysis.effects,
+        [vec![prepare("find", vec![slot(1, "email")])]]
     );
-    let session = PreparedSlots::from([("find".to_owned(), r.prepared[0].params.clone())]);
-    let execute = |sql| {
-        rewrite_in_session(
-            sql,
-            &policy(),
-            &Fake,
-            &NoCatalog,
-            ServerObjects::none(),
-            &session,
-        )
-    };
+    let session = PreparedSlots::from([("find".to_owned(), vec![slot(1, "email")])]);
+    let execute = |sql| in_session(sql, &session).outcome;
     let expected = |sql: String| {
         Outcome::Rewritten(Rewrite {
             sql,
             params: Vec::new(),
-            prepared: Vec::new(),
             written: vec![column_id("email")],
         })
     };
@@ -640,14 +769,72 @@ fn prepare_reports_slots_and_execute_encrypts_them() {
 fn execute_after_prepare_in_the_same_text_is_encrypted() {
     let sql = "PREPARE add (text) AS INSERT INTO customers (email) VALUES ($1); \
                EXECUTE add('a@b'); INSERT INTO customers (email) VALUES ('c@d'); EXECUTE add('e@f')";
-    let r = rewritten(sql);
+    let analysis = in_session(sql, &PreparedSlots::new());
+    let Outcome::Rewritten(r) = analysis.outcome else {
+        panic!("{sql}: {:?}", analysis.outcome);
+    };
     assert_eq!(
         r.sql,
         sql.replace("'a@b'", &ct("a@b", "email"))
             .replace("'c@d'", &ct("c@d", "email"))
             .replace("'e@f'", &ct("e@f", "email"))
     );
-    assert_eq!(r.prepared[0].name, "add");
+    assert_eq!(
+        analysis.effects,
+        [
+            vec![prepare("add", vec![slot(1, "email")])],
+            vec![],
+            vec![],
+            vec![]
+        ]
+    );
+}
+
+#[test]
+fn prepare_deallocate_and_discard_all_report_their_effects_by_statement() {
+    let session = PreparedSlots::from([("p".to_owned(), vec![slot(1, "email")])]);
+    // A PREPARE that mentions no protected table is parsed while the
+    // session has prepared statements: it replaces the slots of its name.
+    let sql = "DEALLOCATE p; PREPARE p (text) AS INSERT INTO notes (note) VALUES ($1); \
+               EXECUTE p('a note'); DEALLOCATE PREPARE ALL; DISCARD ALL; DISCARD PLANS";
+    let analysis = in_session(sql, &session);
+    assert_eq!(
+        analysis.outcome,
+        Outcome::Unchanged,
+        "the note is not encrypted"
+    );
+    assert_eq!(
+        analysis.effects,
+        [
+            vec![Effect::Deallocate(Some("p".into()))],
+            vec![prepare("p", vec![])],
+            vec![],
+            vec![Effect::Deallocate(None)],
+            vec![Effect::Deallocate(None)],
+            vec![],
+        ]
+    );
+    // Parsed for that alone, code that mentions no protected table is not
+    // refused as code pgveil cannot see run.
+    for sql in [
+        "DO $$ BEGIN EXECUTE 'DISCARD PLANS'; END $$",
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'SELECT 1'; END $$",
+    ] {
+        assert_eq!(
+            in_session(sql, &session).outcome,
+            Outcome::Unchanged,
+            "{sql}"
+        );
+    }
+    // Without prepared statements in the session, such a text is not
+    // parsed: it has nothing to forget.
+    assert_eq!(
+        in_session(sql, &PreparedSlots::new()),
+        Analysis {
+            outcome: Outcome::Unchanged,
+            effects: Vec::new()
+        }
+    );
 }
 
 #[test]
@@ -846,6 +1033,7 @@ fn run_known(sql: &str) -> Outcome {
         &objects,
         &PreparedSlots::new(),
     )
+    .outcome
 }
 
 /// Asserts a 0A000 refusal naming `object` and the protected table.
