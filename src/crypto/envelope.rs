@@ -286,7 +286,7 @@ pub fn parse_field_into(
         Form::ByteaHex => {
             let hex = &field[2..];
             buf.resize(hex.len() / 2, 0);
-            if hex.len() % 2 != 0 || hex::decode_to_slice(hex, &mut buf).is_err() {
+            if hex::decode_to_slice(hex, &mut buf).is_err() {
                 return Err(CryptoError::Encoding("hex"));
             }
         }
