@@ -4,7 +4,7 @@
 # End-to-end benchmark: PostgreSQL direct vs PgBouncer vs pgveil.
 #
 #   benches/e2e.sh [--quick] [--rounds N] [--duration SECS] [--out DIR]
-#                  [--only REGEX]
+#                  [--only REGEX] [--profile TARGET]
 #
 # Builds pgveil, creates a throwaway PostgreSQL 15 cluster, starts
 # PgBouncer (session mode) and pgveil (pass-through) in front of it, and
@@ -14,6 +14,9 @@
 # its resident memory per idle client connection. Raw results go to
 # DIR/e2e-<timestamp>/results.json (DIR defaults to bench-results/).
 # --only runs just the workloads whose names match REGEX (for development).
+# --profile records a CPU profile (perf record -g) of the pgveil instance
+# behind TARGET during each of its runs, with a text report of the hottest
+# functions next to it (DIR/e2e-<timestamp>/profiles/).
 #
 # Must run as root (it installs PgBouncer when missing and runs the
 # servers as the postgres user). Everything it starts is stopped, and its
@@ -33,6 +36,7 @@ DURATION=10       # pgbench -T, seconds per run
 OUT=""            # where results are written (default: bench-results/ in the repo)
 QUICK=0
 ONLY=""          # run only workloads whose name matches this regex
+PROFILE=""       # target whose pgveil is profiled during its runs
 while (($#)); do
     case $1 in
         --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
@@ -40,6 +44,7 @@ while (($#)); do
         --duration) DURATION=${2:?--duration needs seconds}; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift ;;
         --only) ONLY=${2:?--only needs a regular expression}; shift ;;
+        --profile) PROFILE=${2:?--profile needs a target name}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -191,12 +196,19 @@ log "building pgveil (release)"
 run_child cargo build --release --quiet --manifest-path "$REPO/Cargo.toml" --bin pgveil
 PGVEIL_BIN=$REPO/target/release/pgveil
 
-# PgBouncer comes from Debian's package; install it when it is missing.
-if ! dpkg-query -W -f '${Status}' pgbouncer 2>/dev/null | grep -q 'ok installed'; then
-    log "installing pgbouncer"
+# PgBouncer (and perf, for --profile) come from Debian's packages; install
+# them when they are missing.
+packages=(pgbouncer)
+[[ -z $PROFILE ]] || packages+=(linux-perf)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     run_child apt-get update -qq
-    run_child apt-get install -y -qq pgbouncer >/dev/null
+    run_child apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 PGBOUNCER_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 [[ -x $PGBOUNCER_BIN ]] || die "pgbouncer not found after installing it"
@@ -340,6 +352,8 @@ TARGET_DB[pgveil-ciphertext]=$ENC_DB
 printf 'keyring = "%s"\n[audit]\ndir = "%s"\nscope = "all"\n' "$WORK/keyring.toml" "$WORK/audit" >"$WORK/audit.toml"
 start_pgveil pgveil-audit "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/audit.toml"
 STD_TARGETS="direct pgbouncer pgveil"
+[[ -z $PROFILE || $PROFILE == pgveil* && -n ${TARGET_PID[$PROFILE]:-} ]] ||
+    die "--profile: $PROFILE is not a pgveil target (${!TARGET_PID[*]})"
 
 # Every target must accept a SCRAM login from the bench user.
 for t in $STD_TARGETS; do
@@ -421,16 +435,9 @@ add_workload select-prepared-c8  "$STD_TARGETS pgveil-audit" -S -M prepared -c 8
 add_workload select-prepared-c64 "$STD_TARGETS" -S -M prepared -c 64 -j 2
 add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
 
-# ===== EXTENSION POINT: CRM workloads and later targets ======================
-# The CRM mix runs against plaintext columns today. When encryption policies
-# and the audit log land, start the extra pgveil instances with
-# start_pgveil above and add workloads for them here, e.g.
-#   add_script_workload crm-mix-c8 "pgveil pgveil-policy" 8 crm/...
-#   add_workload select-simple-c8-audit "pgveil pgveil-audit" -S -M simple -c 8 -j 2
-# and pass the matching ratio to the summary (--ratio pgveil-policy/pgveil).
-# The CRM mix also runs through pgveil-policy on encrypted columns; its
-# ratio to pgveil on the same statements over plaintext is the cost of
-# encryption.
+# CRM workloads. The CRM mix also runs through pgveil-policy on encrypted
+# columns; its ratio to pgveil on the same statements over plaintext is the
+# cost of encryption.
 add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy" 8 \
     crm/lookup_by_email.sql@40 crm/page_of_50.sql@30 \
     crm/update_phone.sql@20 crm/insert_customer.sql@10
@@ -439,7 +446,24 @@ add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy" 8 \
 # pgveil-policy/pgveil-ciphertext its part spent revealing.
 add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy" 8 crm/page_of_50_protected.sql
 EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil)
-# =============================================================================
+
+# Runs perf record on process $1 in the background, into the file $2;
+# PERF_PID is its pid. Sampling at 997 Hz, with call graphs.
+start_profile() {
+    perf record -q -F 997 -g -p "$1" -o "$2" >/dev/null 2>&1 &
+    PERF_PID=$!
+}
+
+# Stops the perf record started by start_profile and writes the report of
+# its hottest functions (self time) next to its data.
+stop_profile() {
+    local data=$1
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    perf report -i "$data" --stdio --no-children --percent-limit 0.5 \
+        --sort symbol -g none >"${data%.data}.txt" 2>/dev/null ||
+        log "perf report failed for $data"
+}
 
 # Runs one pgbench measurement and records it.
 run_one() {
@@ -451,9 +475,16 @@ run_one() {
         alive "$pid" || log "$target (pid $pid) is not running"
         before=$(cpu_ticks "$pid")
     fi
+    local profile=""
+    if [[ $target == "$PROFILE" && -n $pid ]]; then
+        mkdir -p "$RUN_DIR/profiles"
+        profile=$RUN_DIR/profiles/r$round-$name-$target.data
+        start_profile "$pid" "$profile"
+    fi
     # shellcheck disable=SC2086 # VAR=VALUE words, split on purpose
     run_child env ${TARGET_ENV[$target]:-} pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
         "${args[@]}" "${TARGET_DB[$target]:-$BENCH_DB}" >"$log_file" 2>&1 || rc=$?
+    [[ -z $profile ]] || stop_profile "$profile"
     if [[ -n $before ]]; then
         after=$(cpu_ticks "$pid")
         if [[ -n $after ]] && alive "$pid"; then
