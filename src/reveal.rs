@@ -26,11 +26,11 @@ use std::borrow::Cow;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::bytea;
 use crate::copy_out::CopyOut;
-use crate::crypto::{self, Form};
+use crate::crypto::{self, CryptoError, Form, KeyCiphers};
 use crate::declared::Values;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
@@ -416,9 +416,11 @@ pub fn tuple_has_ciphertext(tuple: &[u8]) -> bool {
         .any(|field| Form::of(field).is_some())
 }
 
-/// What a reader sees of the values under one key, and the column whose
-/// rule decided it; `None` for a key no policy column uses.
-type Decision<'v> = Option<(Action, &'v ColumnPolicy)>;
+/// What a reader sees of the values under one key, the column whose rule
+/// decided it, and the key's ciphers (`None` if the keyring lacks that
+/// version: such values do not decrypt); `None` for a key no policy column
+/// uses.
+type Decision<'v> = Option<(Action, &'v ColumnPolicy, Option<&'v KeyCiphers>)>;
 
 /// Decisions a memo keeps; a result naming more keys than this (forged
 /// headers) only costs decoding them again.
@@ -426,8 +428,10 @@ const MAX_DECISIONS: usize = 64;
 
 /// What a session keeps from one value to the next: the decision for each
 /// key under the purpose in force (roles do not change in a session), the
-/// reads not yet told to the audit trail, and buffers for plaintext, which
-/// are zeroized when the session ends.
+/// reads not yet told to the audit trail, and buffers for plaintext. Each
+/// value is decoded over the last in the same buffers, which are zeroized
+/// when the session ends; zeroizing them for every value cost more than
+/// decrypting it (see BENCHMARKS.md).
 #[derive(Default)]
 pub struct Memo<'v> {
     purpose: Option<String>,
@@ -502,7 +506,7 @@ impl<'v> Memo<'v> {
         let Some(form) = Form::of(value) else {
             return Revealed::Keep;
         };
-        let Some((mut action, column)) = self.decision(veil, reader, value) else {
+        let Some((mut action, column, ciphers)) = self.decision(veil, reader, value) else {
             return Revealed::Keep;
         };
         if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
@@ -524,11 +528,8 @@ impl<'v> Memo<'v> {
             }
             Action::Plaintext | Action::Masked | Action::Pseudonym => {}
         }
-        // The previous plaintext is wiped; its allocation is reused.
-        self.plaintext.zeroize();
-        let buf = std::mem::take(&mut *self.plaintext);
-        match veil.decrypt_field(&column.domain, value, buf) {
-            Ok(plaintext) => self.plaintext = plaintext,
+        match self.open(&column.domain, ciphers, value) {
+            Ok(()) => {}
             Err(e) => {
                 warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
                 self.note(reader, column, None);
@@ -561,6 +562,26 @@ impl<'v> Memo<'v> {
         self.value.clear();
         self.value.extend_from_slice(&shown);
         Revealed::Value(&self.value)
+    }
+
+    /// Decodes and decrypts `field`, a value of `domain` in any form (see
+    /// [`Form`]), into `self.plaintext`, whose allocation it reuses.
+    fn open(
+        &mut self,
+        domain: &str,
+        ciphers: Option<&KeyCiphers>,
+        field: &[u8],
+    ) -> Result<(), CryptoError> {
+        let buf = std::mem::take(&mut *self.plaintext);
+        let (envelope, _) = crypto::parse_field_into(field, buf)?.ok_or(CryptoError::Magic)?;
+        let Some(ciphers) = ciphers else {
+            return Err(CryptoError::UnknownKey {
+                domain: domain.into(),
+                key: envelope.key_ref(),
+            });
+        };
+        self.plaintext = ciphers.decrypt(domain, envelope)?;
+        Ok(())
     }
 
     /// What a reader sees of a `bytea` value whose plaintext is in
@@ -611,7 +632,13 @@ impl<'v> Memo<'v> {
         if let Some((_, decision)) = self.decisions.iter().find(|(h, _)| h[..] == *header) {
             return *decision;
         }
-        let decision = veil.decide(crypto::key_of(value)?, reader.roles, reader.purpose);
+        let key = crypto::key_of(value)?;
+        let decision = veil
+            .decide(key, reader.roles, reader.purpose)
+            .map(|(action, column)| {
+                let ciphers = veil.keyring.ciphers(&column.domain, key).ok();
+                (action, column, ciphers)
+            });
         if self.decisions.len() == MAX_DECISIONS {
             self.decisions.clear();
         }

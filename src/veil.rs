@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use thiserror::Error;
-use zeroize::Zeroizing;
 
 use crate::config::Config;
-use crate::crypto::{self, CryptoError, KeyRef, MasterKey, MasterKeyError};
+use crate::crypto::{KeyRef, MasterKey, MasterKeyError};
 use crate::keyring::{Keyring, KeyringError};
 use crate::policy::{Action, ColumnPolicy, Policy, PolicyError};
 
@@ -67,19 +66,6 @@ impl Veil {
             columns_by_key,
             refusal_marker: random_marker(),
         }
-    }
-
-    /// The plaintext of `field`, a value of `domain` as PostgreSQL sent it
-    /// (in any form, see [`crypto::Form`]), decoded and decrypted in `buf`,
-    /// whose allocation it reuses.
-    pub fn decrypt_field(
-        &self,
-        domain: &str,
-        field: &[u8],
-        buf: Vec<u8>,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let (envelope, _) = crypto::parse_field_into(field, buf)?.ok_or(CryptoError::Magic)?;
-        self.keyring.decrypt(domain, envelope)
     }
 
     /// The marker of refusals (see `encrypt.rs`).

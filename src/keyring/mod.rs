@@ -302,15 +302,19 @@ impl Keyring {
         domain: &str,
         envelope: Envelope,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let key = self
-            .keys(domain)?
+        self.ciphers(domain, envelope.key_ref())?
+            .decrypt(domain, envelope)
+    }
+
+    /// The ciphers of key `key` of `domain`, which open its envelopes.
+    pub fn ciphers(&self, domain: &str, key: KeyRef) -> Result<&KeyCiphers, CryptoError> {
+        self.keys(domain)?
             .iter()
-            .find(|k| k.key_ref() == envelope.key_ref())
+            .find(|k| k.key_ref() == key)
             .ok_or_else(|| CryptoError::UnknownKey {
                 domain: domain.into(),
-                key: envelope.key_ref(),
-            })?;
-        key.decrypt(domain, envelope)
+                key,
+            })
     }
 
     /// The pseudonym of `plaintext` under the domain's active key:
