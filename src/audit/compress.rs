@@ -28,6 +28,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
+use super::config::MAX_FILE_BYTES;
 use super::format::{AuditFile, FileName};
 
 /// Opens the bytes of `file` in `dir`, decompressing the compressed form.
@@ -45,10 +46,26 @@ pub(super) fn open(dir: &Path, file: &AuditFile) -> io::Result<Box<dyn BufRead +
     Ok(Box::new(BufReader::new(MultiGzDecoder::new(compressed))))
 }
 
-/// Every byte of `file` in `dir` (see [`open`]).
+/// The most bytes [`read`] takes from one file: twice the largest
+/// `max_file_bytes`, room for a file of that size and its last record. A
+/// file that is (or decompresses to) more than this is not one pgveil
+/// wrote, and is not read into memory.
+const MAX_READ: u64 = 2 * MAX_FILE_BYTES;
+
+/// Every byte of `file` in `dir` (see [`open`]), at most [`MAX_READ`].
 pub(super) fn read(dir: &Path, file: &AuditFile) -> io::Result<Vec<u8>> {
+    read_at_most(open(dir, file)?, MAX_READ)
+}
+
+fn read_at_most(reader: impl Read, limit: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    open(dir, file)?.read_to_end(&mut bytes)?;
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("holds more than {limit} bytes: larger than any audit file pgveil writes"),
+        ));
+    }
     Ok(bytes)
 }
 
@@ -166,5 +183,24 @@ impl Compressor {
 impl Drop for Compressor {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stop_at_the_limit_however_well_the_data_compresses() {
+        // A megabyte of zeros gzips to about a kilobyte.
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(&vec![0; 1 << 20]).unwrap();
+        let packed = encoder.finish().unwrap();
+        assert!(packed.len() < 8192);
+        let whole = read_at_most(MultiGzDecoder::new(&packed[..]), 1 << 20).unwrap();
+        assert_eq!(whole.len(), 1 << 20);
+        let err = read_at_most(MultiGzDecoder::new(&packed[..]), (1 << 20) - 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("larger than any audit file"));
     }
 }

@@ -115,6 +115,8 @@ impl Default for AuditConfig {
 
 /// The smallest `max_file_bytes`: room for a header, a record and a seal.
 pub const MIN_FILE_BYTES: u64 = 4096;
+/// The largest `max_file_bytes`: files are read whole when verified.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// An `[audit]` setting that cannot be used.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -133,6 +135,9 @@ impl AuditConfig {
         }
         if self.max_file_bytes < MIN_FILE_BYTES {
             return fail("max_file_bytes", "must be at least 4096");
+        }
+        if self.max_file_bytes > MAX_FILE_BYTES {
+            return fail("max_file_bytes", "must be at most 1073741824 (1 GiB)");
         }
         if self.queue_capacity == 0 {
             return fail("queue_capacity", "must be at least 1");
@@ -166,6 +171,12 @@ mod tests {
         assert_eq!(
             config.validate().unwrap_err().to_string(),
             "audit.max_file_bytes: must be at least 4096"
+        );
+        let huge: AuditConfig =
+            toml::from_str("dir = \"/tmp/a\"\nmax_file_bytes = 1073741825").unwrap();
+        assert_eq!(
+            huge.validate().unwrap_err().to_string(),
+            "audit.max_file_bytes: must be at most 1073741824 (1 GiB)"
         );
         assert!(toml::from_str::<AuditConfig>("on_failure = \"ignore\"").is_err());
         let plain: AuditConfig = toml::from_str("compress = false").unwrap();
