@@ -8,8 +8,10 @@
 //!   who sees nothing (NULL), next to a page without ciphertext, which
 //!   must cost next to nothing;
 //! - `rewrite`: analysing an `INSERT` of a customer and encrypting its
-//!   literals, next to an `INSERT` into an unprotected table, which the
-//!   cheap first check lets through unparsed.
+//!   literals; analysing the same `INSERT` with `$n` parameters (once per
+//!   Parse) and encrypting a Bind's values for it (every execution); next
+//!   to an `INSERT` into an unprotected table, which the cheap first check
+//!   lets through unparsed.
 //!
 //! Run with `cargo bench --bench veil`.
 
@@ -19,11 +21,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use pgveil::crypto::{MasterKey, Mode};
 use pgveil::encoding::ClientEncoding;
+use pgveil::encrypt::encrypt_bind;
 use pgveil::keyring::Keyring;
 use pgveil::policy::{ColumnPolicy, Policy};
 use pgveil::protocol::reply;
 use pgveil::reveal::{Memo, Reader};
-use pgveil::rewrite::{rewrite, Encryptor};
+use pgveil::rewrite::{rewrite, Encryptor, Outcome};
 use pgveil::veil::Veil;
 
 const POLICY: &str = include_str!("../policies/crm.toml");
@@ -84,6 +87,20 @@ fn row(fields: &[&[u8]]) -> Bytes {
         body.put_slice(field);
     }
     reply::frame_of(b'D', &body)
+}
+
+/// A Bind of the unnamed portal and statement with text parameters.
+fn bind_of(values: &[&[u8]]) -> Bytes {
+    let mut body = BytesMut::new();
+    body.put_slice(b"\0\0");
+    body.put_i16(0);
+    body.put_i16(values.len() as i16);
+    for value in values {
+        body.put_i32(value.len() as i32);
+        body.put_slice(value);
+    }
+    body.put_i16(0);
+    reply::frame_of(b'B', &body)
 }
 
 /// A page of customers (id, five protected columns, segment), encrypted
@@ -158,6 +175,35 @@ fn rewriting(c: &mut Criterion) {
     let mut group = c.benchmark_group("rewrite");
     group.bench_function("insert/literals", |b| {
         b.iter(|| rewrite(black_box(insert), &veil.policy, &veil as &dyn Encryptor))
+    });
+    let prepared =
+        "INSERT INTO customers (full_name, email, phone, national_id, address, segment) \
+                    VALUES ($1, $2, $3, $4, $5, $6)";
+    group.bench_function("insert/parameters/parse", |b| {
+        b.iter(|| rewrite(black_box(prepared), &veil.policy, &veil as &dyn Encryptor))
+    });
+    let Outcome::Rewritten(analysed) = rewrite(prepared, &veil.policy, &veil) else {
+        panic!("the INSERT with parameters is rewritten");
+    };
+    assert_eq!(analysed.params.len(), 5, "five protected parameters");
+    let bind = bind_of(&[
+        b"Alice Smith",
+        b"alice@example.com",
+        b"+1-555-0100",
+        b"123456789",
+        b"1 Main Street",
+        b"retail",
+    ]);
+    group.bench_function("insert/parameters/bind", |b| {
+        b.iter(|| {
+            encrypt_bind(
+                &veil,
+                ClientEncoding::default(),
+                black_box(&bind),
+                &analysed.params,
+            )
+            .unwrap()
+        })
     });
     let plain = "INSERT INTO orders (customer_id, total) VALUES (1, 9.99)";
     group.bench_function("insert/unprotected", |b| {

@@ -850,8 +850,9 @@ fn malformed_bind() -> Refusal {
 }
 
 /// Rebuilds a Bind with the values at `slots` encrypted, each in the
-/// format the client sent it in.
-fn encrypt_bind(
+/// format the client sent it in. Public for the benchmarks: it runs on
+/// every execution of a prepared statement that writes protected columns.
+pub fn encrypt_bind(
     veil: &Veil,
     encoding: ClientEncoding,
     frame: &[u8],

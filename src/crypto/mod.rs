@@ -138,6 +138,4 @@ pub enum CryptoError {
          (it was altered, or belongs to another domain)"
     )]
     Authentication(String),
-    #[error(transparent)]
-    Random(#[from] RandomError),
 }

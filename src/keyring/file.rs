@@ -204,7 +204,7 @@ impl KeyringFile {
         for domain in wanted {
             if !self.keys.iter().any(|e| e.domain == domain) {
                 let key = DataKey::generate()?;
-                let entry = wrapper.wrap(KeyKind::Data, domain, self.next_id(), key.as_bytes())?;
+                let entry = wrapper.wrap(KeyKind::Data, domain, self.next_id(), key.as_bytes());
                 self.keys.push(entry);
                 added.push(domain.into());
             }
@@ -218,7 +218,7 @@ impl KeyringFile {
                 AUDIT_DOMAIN,
                 self.next_id(),
                 pkcs8.as_ref(),
-            )?;
+            );
             self.signing_keys.push(entry);
             if !added.iter().any(|d| d == AUDIT_DOMAIN) {
                 added.push(AUDIT_DOMAIN.into());
@@ -239,13 +239,7 @@ struct Wrapper {
 }
 
 impl Wrapper {
-    fn wrap(
-        &self,
-        kind: KeyKind,
-        domain: &str,
-        id: u32,
-        secret: &[u8],
-    ) -> Result<KeyEntry, RandomError> {
+    fn wrap(&self, kind: KeyKind, domain: &str, id: u32, secret: &[u8]) -> KeyEntry {
         let key = KeyRef { id, version: 1 };
         let mut sealed = Vec::new();
         gcm_seal_into(
@@ -253,14 +247,14 @@ impl Wrapper {
             &wrap_aad(kind, domain, key),
             secret,
             &mut sealed,
-        )?;
-        Ok(KeyEntry {
+        );
+        KeyEntry {
             domain: domain.into(),
             id,
             version: key.version,
             created: self.created.clone(),
             wrapped: STANDARD.encode(sealed),
-        })
+        }
     }
 }
 

@@ -272,7 +272,7 @@ impl Keyring {
         mode: Mode,
         plaintext: &[u8],
     ) -> Result<Envelope, CryptoError> {
-        self.active(domain)?.encrypt(domain, mode, plaintext)
+        Ok(self.active(domain)?.encrypt(domain, mode, plaintext))
     }
 
     /// Encrypts into the text form, for text columns.
