@@ -528,13 +528,10 @@ impl<'v> Memo<'v> {
             }
             Action::Plaintext | Action::Masked | Action::Pseudonym => {}
         }
-        match self.open(&column.domain, ciphers, value) {
-            Ok(()) => {}
-            Err(e) => {
-                warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
-                self.note(reader, column, None);
-                return Revealed::Keep;
-            }
+        if let Err(e) = self.open(&column.domain, ciphers, value) {
+            warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
+            self.note(reader, column, None);
+            return Revealed::Keep;
         }
         self.note(reader, column, Some(action));
         if form != Form::Text {

@@ -201,9 +201,8 @@ impl Deref for AssociatedData {
 /// its tag to `out`. Nonces come from the thread's CSPRNG (`rand`'s
 /// `ThreadRng`: ChaCha12, seeded and reseeded every 64 KiB from the
 /// operating system), not a system call per value: a system call cost
-/// twice the encryption of a short value. 96 random bits keep nonces
-/// unique well past the 2^32 values per key that NIST SP 800-38D allows
-/// random nonces.
+/// twice the encryption of a short value. Whatever their source, NIST SP
+/// 800-38D bounds random 96-bit nonces at 2^32 encryptions per key.
 pub(crate) fn gcm_seal_into(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
