@@ -46,7 +46,7 @@
 
 use std::collections::VecDeque;
 
-use crate::rewrite::{merge_slots, Effect, PreparedSlots, SettingChange};
+use crate::rewrite::{merge_slots, Effect, ParamSlot, Prepared, PreparedSlots, SettingChange};
 
 /// The values in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -164,18 +164,31 @@ impl Declared {
         &self.current
     }
 
-    /// The parameter slots of the SQL-prepared statements, by name: those
-    /// the server has, with those of `PREPARE`s not answered yet.
-    pub fn prepared(&self) -> PreparedSlots {
-        let mut slots = self.prepared.clone();
-        for effect in self.units.iter().flat_map(Unit::pending) {
-            if let Effect::Prepare(prepared) = effect {
-                let known = slots.entry(prepared.name.clone()).or_default();
-                merge_slots(known, &prepared.params);
-            }
+    /// The parameter slots of the SQL-prepared statement `name`: those the
+    /// server has, with those of `PREPARE`s of it not answered yet.
+    pub fn prepared_slots(&self, name: &str) -> Vec<ParamSlot> {
+        let mut slots = self.prepared.get(name).cloned().unwrap_or_default();
+        for prepared in self.pending_prepares().filter(|p| p.name == name) {
+            merge_slots(&mut slots, &prepared.params);
         }
-        slots.retain(|_, params| !params.is_empty());
         slots
+    }
+
+    /// Whether any SQL-prepared statement, on the server or not answered
+    /// yet, has parameter slots.
+    pub fn has_prepared_slots(&self) -> bool {
+        self.prepared.values().any(|params| !params.is_empty())
+            || self.pending_prepares().any(|p| !p.params.is_empty())
+    }
+
+    fn pending_prepares(&self) -> impl Iterator<Item = &Prepared> {
+        self.units
+            .iter()
+            .flat_map(Unit::pending)
+            .filter_map(|effect| match effect {
+                Effect::Prepare(prepared) => Some(prepared),
+                _ => None,
+            })
     }
 
     // The client tap, as messages go to the server.
@@ -662,9 +675,8 @@ mod tests {
     }
 
     fn slots(d: &Declared, name: &str) -> Vec<usize> {
-        let prepared = d.prepared();
-        let slots = prepared.get(name).into_iter().flatten();
-        slots.map(|s| s.number).collect()
+        let slots = d.prepared_slots(name);
+        slots.iter().map(|s| s.number).collect()
     }
 
     #[test]
@@ -710,6 +722,6 @@ mod tests {
         assert_eq!(slots(&d, "q"), [3]);
         d.completed(b"DEALLOCATE ALL");
         d.ready(b'I');
-        assert!(d.prepared().is_empty());
+        assert!(!d.has_prepared_slots());
     }
 }

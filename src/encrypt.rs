@@ -50,8 +50,7 @@ use crate::relay::Tap;
 use crate::reveal::put_field;
 use crate::rewrite::{
     self, copy_out_options, declarations, merge_slots, Analysis, CopyIn, CopyOptions, Declarations,
-    Effect, EncryptError, Encryptor, Outcome, Param, ParamSlot, PreparedSlots, Refusal, Statements,
-    Storage,
+    Effect, EncryptError, Encryptor, Outcome, Param, ParamSlot, Refusal, Statements, Storage,
 };
 use crate::trail::{StatementText, Trail};
 use crate::veil::Veil;
@@ -325,7 +324,7 @@ impl<'a> ClientTap<'a> {
     /// The statements the session prepared, both ways.
     fn session_statements(&self) -> SessionStatements<'_> {
         SessionStatements {
-            sql: self.shared.declared().prepared(),
+            shared: self.shared,
             parsed: &self.statements,
         }
     }
@@ -678,17 +677,19 @@ impl ClientTap<'_> {
 /// pgveil has slots for it both ways (one may be stale), it encrypts at
 /// all of them.
 struct SessionStatements<'t> {
-    sql: PreparedSlots,
+    /// Whose declarations follow the SQL-prepared statements.
+    shared: &'t Shared,
     parsed: &'t HashMap<String, Vec<ParamSlot>>,
 }
 
 impl Statements for SessionStatements<'_> {
     fn any(&self) -> bool {
-        !self.sql.is_empty() || self.parsed.keys().any(|name| !name.is_empty())
+        self.parsed.keys().any(|name| !name.is_empty())
+            || self.shared.declared().has_prepared_slots()
     }
 
     fn slots(&self, name: &str) -> Vec<ParamSlot> {
-        let mut slots = self.sql.slots(name);
+        let mut slots = self.shared.declared().prepared_slots(name);
         merge_slots(&mut slots, self.parsed.get(name).into_iter().flatten());
         slots
     }
