@@ -6,7 +6,7 @@
 //! `on_bulk = "block"` the session that crossed it gets no more plaintext.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::audit::BulkConfig;
@@ -14,7 +14,7 @@ use crate::audit::BulkConfig;
 /// Whose reads are counted together.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Reader {
-    pub role: String,
+    pub role: Arc<str>,
     pub actor: Option<String>,
     pub column: String,
 }

@@ -119,7 +119,7 @@ impl Session {
     fn audit_peer(&self) -> Peer {
         Peer {
             connection: self.id,
-            client: self.peer.to_string(),
+            client: self.peer.to_string().into(),
         }
     }
 
@@ -200,8 +200,8 @@ impl Session {
         span.record("user", startup.user());
         span.record("database", startup.database());
         self.login = Some(Login {
-            database: startup.database().to_owned(),
-            role: startup.user().to_owned(),
+            database: startup.database().into(),
+            role: startup.user().into(),
         });
         let mut upstream = self.connect().await?;
         upstream.write_all(&startup.raw).await?;

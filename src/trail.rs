@@ -53,9 +53,9 @@ pub struct StatementText {
 
 #[derive(Debug)]
 struct Summary {
-    kind: String,
+    kind: Arc<str>,
     normalized: NormalizedStatement,
-    tables: Vec<String>,
+    tables: Arc<[String]>,
 }
 
 impl StatementText {
@@ -177,7 +177,7 @@ fn summarize(sql: &str) -> Summary {
     let unparsed = || Summary {
         kind: "unknown".into(),
         normalized: NormalizedStatement::from_normalized("<statement that does not parse>".into()),
-        tables: Vec::new(),
+        tables: Arc::new([]),
     };
     let (Ok(parsed), Ok(normalized)) = (pg_query::parse(sql, 0), pg_query::normalize(sql)) else {
         return unparsed();
@@ -187,9 +187,9 @@ fn summarize(sql: &str) -> Summary {
         .first()
         .map_or("empty".to_owned(), |t| statement_kind(t));
     Summary {
-        kind,
+        kind: kind.into(),
         normalized: NormalizedStatement::from_normalized(normalized),
-        tables: parsed.tables(),
+        tables: parsed.tables().into(),
     }
 }
 
@@ -469,7 +469,7 @@ impl Trail {
             }
             self.record(AuditRecord::Alert(AlertRecord {
                 time: Timestamp::now(),
-                role: self.login.role.clone(),
+                role: self.login.role.to_string(),
                 actor: declared.actor.clone(),
                 column: column.clone(),
                 rows: crossing.rows,
@@ -516,10 +516,10 @@ mod tests {
         assert_eq!(statement_kind("SelectStmt"), "select");
         assert_eq!(statement_kind("CreateTableAsStmt"), "create_table_as");
         let s = summarize("SELECT * FROM customers WHERE email = 'a@b.c' AND id = 7");
-        assert_eq!(s.kind, "select");
+        assert_eq!(&*s.kind, "select");
         assert!(!s.normalized.as_str().contains("a@b.c"));
         assert!(!s.normalized.as_str().contains('7'));
-        assert_eq!(s.tables, vec!["customers".to_owned()]);
+        assert_eq!(&*s.tables, ["customers".to_owned()]);
         let bad = summarize("SELEC 'secret value'");
         assert!(!bad.normalized.as_str().contains("secret"));
     }

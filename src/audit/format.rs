@@ -26,9 +26,10 @@ use std::{fmt, fs, io};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::Mac;
+use hmac::{Hmac, Mac};
 use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use super::record::{AuditRecord, Timestamp};
 use crate::crypto::hmac_sha256;
@@ -284,22 +285,32 @@ struct Checked<'a> {
     lost: Option<u64>,
 }
 
-/// The line of `record` numbered `prev.seq + 1`, and the new chain head.
+/// Writes over `line` the line of `record` numbered `prev.seq + 1`;
+/// returns the new chain head.
 pub(super) fn record_line(
+    line: &mut Vec<u8>,
     record: &AuditRecord,
     prev: ChainHead,
-    mac_key: &[u8; 32],
-) -> (Vec<u8>, ChainHead) {
+    mac_key: &MacKey,
+) -> ChainHead {
     let seq = prev.seq + 1;
-    let mut line = serde_json::to_vec(&Numbered { seq, record }).expect("a record serializes");
-    let mac = record_mac(mac_key, &prev.mac, &line);
+    line.clear();
+    serde_json::to_writer(&mut *line, &Numbered { seq, record }).expect("a record serializes");
+    let mac = mac_key.mac(&prev.mac, line);
     line.pop();
     line.extend_from_slice(MAC_MEMBER.as_bytes());
-    line.extend_from_slice(STANDARD.encode(mac).as_bytes());
+    let encoded = line.len();
+    line.resize(encoded + MAC_BASE64_LEN, 0);
+    STANDARD
+        .encode_slice(mac, &mut line[encoded..])
+        .expect("room for a base64 MAC");
     line.extend_from_slice(LINE_END.as_bytes());
     line.push(b'\n');
-    (line, ChainHead { seq, mac })
+    ChainHead { seq, mac }
 }
+
+/// The length of a 32-byte MAC in padded base64.
+const MAC_BASE64_LEN: usize = 44;
 
 /// Splits a record line (without its newline); `None` if it is malformed.
 pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
@@ -318,12 +329,22 @@ pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
     })
 }
 
-/// HMAC-SHA256(key, prev || canonical).
-pub(super) fn record_mac(key: &[u8; 32], prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
-    let mut mac = hmac_sha256(key);
-    mac.update(prev);
-    mac.update(canonical);
-    mac.finalize().into_bytes().into()
+/// The audit MAC key, keyed once: every record's MAC starts from a copy
+/// of the keyed state (zeroized when dropped, as the original is).
+pub(super) struct MacKey(Hmac<Sha256>);
+
+impl MacKey {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(hmac_sha256(key))
+    }
+
+    /// HMAC-SHA256(key, prev || canonical).
+    pub fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(prev);
+        mac.update(canonical);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 pub(super) fn encode_mac(mac: &[u8; 32]) -> String {
@@ -343,11 +364,14 @@ mod tests {
     use super::*;
     use crate::audit::record::tests::statement;
 
-    const KEY: [u8; 32] = [7; 32];
+    fn key() -> MacKey {
+        MacKey::new(&[7; 32])
+    }
 
     #[test]
     fn record_lines_split_back_into_their_canonical_bytes() {
-        let (line, head) = record_line(&statement(1), ChainHead::GENESIS, &KEY);
+        let mut line = Vec::new();
+        let head = record_line(&mut line, &statement(1), ChainHead::GENESIS, &key());
         let text = std::str::from_utf8(&line).unwrap();
         assert!(
             text.starts_with("{\"seq\":1,\"event\":\"statement\","),
@@ -359,7 +383,7 @@ mod tests {
         assert_eq!(split.seq, 1);
         assert_eq!(split.mac, head.mac);
         assert_eq!(
-            record_mac(&KEY, &[0; 32], &split.canonical),
+            key().mac(&[0; 32], &split.canonical),
             head.mac,
             "the canonical bytes are what was MACed"
         );
@@ -368,16 +392,31 @@ mod tests {
     }
 
     #[test]
+    fn record_macs_are_hmac_sha256_of_the_previous_mac_and_the_canonical_bytes() {
+        let key = key();
+        let independent = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
+        for (prev, canonical) in [([0; 32], &b"{\"seq\":1}"[..]), ([9; 32], b"{}")] {
+            let input = [&prev[..], canonical].concat();
+            let expected = ring::hmac::sign(&independent, &input);
+            // Twice: each MAC starts from the keyed state, not the last one.
+            assert_eq!(key.mac(&prev, canonical), expected.as_ref());
+            assert_eq!(key.mac(&prev, canonical), expected.as_ref());
+        }
+    }
+
+    #[test]
     fn the_mac_chains_on_the_previous_one() {
-        let (_, first) = record_line(&statement(1), ChainHead::GENESIS, &KEY);
-        let (_, second) = record_line(&statement(1), first, &KEY);
-        let (_, other) = record_line(
+        let mut line = Vec::new();
+        let first = record_line(&mut line, &statement(1), ChainHead::GENESIS, &key());
+        let second = record_line(&mut line, &statement(1), first, &key());
+        let other = record_line(
+            &mut line,
             &statement(1),
             ChainHead {
                 seq: 1,
                 mac: [1; 32],
             },
-            &KEY,
+            &key(),
         );
         assert_eq!(second.seq, 2);
         assert_ne!(second.mac, other.mac);

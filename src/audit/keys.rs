@@ -7,12 +7,15 @@ use std::sync::Arc;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
 
+use super::format::MacKey;
 use crate::keyring::{Keyring, KeyringError};
 
 /// The audit MAC and signing keys. Shared with the writer as
 /// `Arc<AuditKeys>`.
 pub struct AuditKeys {
     mac: Zeroizing<[u8; 32]>,
+    /// `mac`, keyed for record MACs.
+    record_mac: MacKey,
     signer: Signer,
 }
 
@@ -28,6 +31,7 @@ impl AuditKeys {
     pub fn new(mac_key: &[u8; 32], signing_key: Ed25519KeyPair) -> Self {
         Self {
             mac: Zeroizing::new(*mac_key),
+            record_mac: MacKey::new(mac_key),
             signer: Signer::Owned(signing_key),
         }
     }
@@ -37,6 +41,7 @@ impl AuditKeys {
         let mac = Zeroizing::new(*keyring.audit_mac_key()?);
         keyring.audit_signing_key()?;
         Ok(Self {
+            record_mac: MacKey::new(&mac),
             mac,
             signer: Signer::Keyring(keyring),
         })
@@ -44,6 +49,10 @@ impl AuditKeys {
 
     pub(super) fn mac_key(&self) -> &[u8; 32] {
         &self.mac
+    }
+
+    pub(super) fn record_mac(&self) -> &MacKey {
+        &self.record_mac
     }
 
     pub(super) fn signing_key(&self) -> &Ed25519KeyPair {

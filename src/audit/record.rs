@@ -8,6 +8,7 @@
 //! replaced by a placeholder (see [`NormalizedStatement`]).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -90,14 +91,14 @@ pub struct Peer {
     /// pgveil's id of the connection, unique while it runs.
     pub connection: u64,
     /// The client's address, `IP:PORT`.
-    pub client: String,
+    pub client: Arc<str>,
 }
 
 /// The database and role a client logs in as.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Login {
-    pub database: String,
-    pub role: String,
+    pub database: Arc<str>,
+    pub role: Arc<str>,
 }
 
 /// Everything known about the session that ran a statement.
@@ -123,10 +124,10 @@ pub struct StatementRecord {
     #[serde(flatten)]
     pub session: Session,
     /// The statement's kind in lowercase, such as `select` or `insert`.
-    pub kind: String,
+    pub kind: Arc<str>,
     pub statement: NormalizedStatement,
     /// Tables touched, schema-qualified.
-    pub tables: Vec<String>,
+    pub tables: Arc<[String]>,
     /// Each protected column read or written.
     pub columns: Vec<ColumnAccess>,
     /// Rows returned or affected.
@@ -140,12 +141,12 @@ pub struct StatementRecord {
 /// only normalized text: this type cannot tell a literal from a name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NormalizedStatement(String);
+pub struct NormalizedStatement(Arc<str>);
 
 impl NormalizedStatement {
     /// Wraps the output of `pg_query::normalize`.
     pub fn from_normalized(text: String) -> Self {
-        Self(text)
+        Self(text.into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -327,7 +328,7 @@ pub(super) mod tests {
             statement: NormalizedStatement::from_normalized(
                 "SELECT email FROM customers WHERE id = $1".into(),
             ),
-            tables: vec!["public.customers".into()],
+            tables: Arc::new(["public.customers".into()]),
             columns: vec![ColumnAccess {
                 column: "public.customers.email".into(),
                 access: Access::Read,

@@ -47,8 +47,8 @@ use thiserror::Error;
 
 use super::compress;
 use super::format::{
-    decode_mac, is_seal, list_files, record_mac, split_record, split_seal, AuditFile, ChainHead,
-    Header, Seal, FORMAT,
+    decode_mac, is_seal, list_files, split_record, split_seal, AuditFile, ChainHead, Header,
+    MacKey, Seal, FORMAT,
 };
 
 /// A file and a 1-based line in it.
@@ -167,7 +167,7 @@ pub(super) enum Tail {
 
 /// The keys a scan checks with.
 pub(super) struct Checker<'a> {
-    mac_key: Option<&'a [u8; 32]>,
+    mac_key: Option<MacKey>,
     public_key: UnparsedPublicKey<&'a [u8]>,
 }
 
@@ -177,7 +177,7 @@ impl<'a> Checker<'a> {
             return Err(VerifyError::PublicKey(public_key.len()));
         }
         Ok(Self {
-            mac_key,
+            mac_key: mac_key.map(MacKey::new),
             public_key: UnparsedPublicKey::new(&ED25519, public_key),
         })
     }
@@ -399,8 +399,8 @@ fn check_record(
             found: record.seq,
         });
     }
-    if let Some(key) = checker.mac_key {
-        if record_mac(key, &prev.mac, &record.canonical) != record.mac {
+    if let Some(key) = &checker.mac_key {
+        if key.mac(&prev.mac, &record.canonical) != record.mac {
             return Err(Problem::MacMismatch);
         }
     }

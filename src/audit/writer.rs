@@ -73,6 +73,8 @@ pub(super) struct LogWriter {
     current: Option<OpenFile>,
     /// Compresses sealed files, with `compress = true`.
     compressor: Option<Compressor>,
+    /// The line being written, kept for its capacity.
+    line: Vec<u8>,
 }
 
 /// The file being written.
@@ -140,6 +142,7 @@ impl LogWriter {
             head,
             newest,
             current: None,
+            line: Vec::new(),
         };
         writer.delete_expired(now);
         writer.compress_sealed()?;
@@ -150,23 +153,31 @@ impl LogWriter {
     /// at the next [`Self::sync`].
     pub fn append(&mut self, records: &[AuditRecord], now: SystemTime) -> Result<(), AuditError> {
         let day = Day::of(now);
+        let mut line = std::mem::take(&mut self.line);
         for record in records {
-            let (line, head) = record_line(record, self.head, self.keys.mac_key());
-            if self.current.as_ref().is_some_and(|file| {
-                file.day != day
-                    || (file.len + line.len() as u64 > self.max_file_bytes
-                        && file.anchor != self.head)
-            }) {
-                self.seal_current(now)?;
-            }
-            let file = match &mut self.current {
-                Some(file) => file,
-                None => self.start_file(day)?,
-            };
-            file.push(&line);
+            let head = record_line(&mut line, record, self.head, self.keys.record_mac());
+            self.push(&line, day, now)?;
             self.head = head;
         }
+        self.line = line;
         self.current.as_mut().map_or(Ok(()), OpenFile::flush)
+    }
+
+    /// Appends the line of the record after the chain head, in a new file
+    /// if the day changed or the current one is full.
+    fn push(&mut self, line: &[u8], day: Day, now: SystemTime) -> Result<(), AuditError> {
+        if self.current.as_ref().is_some_and(|file| {
+            file.day != day
+                || (file.len + line.len() as u64 > self.max_file_bytes && file.anchor != self.head)
+        }) {
+            self.seal_current(now)?;
+        }
+        let file = match &mut self.current {
+            Some(file) => file,
+            None => self.start_file(day)?,
+        };
+        file.push(line);
+        Ok(())
     }
 
     /// The seq of the last record appended.

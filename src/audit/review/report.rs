@@ -154,7 +154,7 @@ impl Report {
         totals.errors += u64::from(statement.outcome != Outcome::Ok);
         let session = &statement.session;
         let key = |column: &str| AccessKey {
-            role: session.login.role.clone(),
+            role: session.login.role.to_string(),
             actor: session.actor.clone(),
             column: column.to_owned(),
         };
@@ -186,7 +186,7 @@ impl Report {
             let bucket = self.buckets.index(statement.time);
             *self
                 .plaintext
-                .entry(session.login.role.clone())
+                .entry(session.login.role.to_string())
                 .or_default()
                 .entry(bucket)
                 .or_default() += statement.rows;

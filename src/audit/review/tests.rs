@@ -57,7 +57,7 @@ fn select(
         statement: NormalizedStatement::from_normalized(
             "SELECT email, name FROM public.customers WHERE id = $1".into(),
         ),
-        tables: vec!["public.customers".into()],
+        tables: Arc::new(["public.customers".into()]),
         columns: columns
             .iter()
             .map(|&(name, decision)| column(name, Access::Read, decision))
@@ -170,7 +170,7 @@ fn first_day() -> Vec<AuditRecord> {
 /// The second day's records, in order.
 fn second_day() -> Vec<AuditRecord> {
     let mut orders = select("2026-11-26T09:00:00Z", "analyst", UNDECLARED, &[], 7);
-    orders.tables = vec!["public.orders".into()];
+    orders.tables = Arc::new(["public.orders".into()]);
     orders.statement =
         NormalizedStatement::from_normalized("SELECT total FROM public.orders".into());
     vec![
