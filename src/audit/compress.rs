@@ -83,11 +83,7 @@ pub(super) fn compress(dir: &Path, name: FileName) -> io::Result<()> {
     let original = io::copy(&mut File::open(&plain)?, &mut encoder)?;
     let out = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
     out.sync_all()?;
-    let unpacked = io::copy(
-        &mut MultiGzDecoder::new(BufReader::new(File::open(&packed)?)),
-        &mut io::sink(),
-    );
-    if unpacked.ok() != Some(original) {
+    if !holds(File::open(&packed)?, original) {
         fs::remove_file(&packed)?;
         return Err(io::Error::other(
             "the compressed copy differs from the file; the file is kept",
@@ -96,6 +92,17 @@ pub(super) fn compress(dir: &Path, name: FileName) -> io::Result<()> {
     sync_dir(dir)?;
     fs::remove_file(&plain)?;
     sync_dir(dir)
+}
+
+/// Whether `packed` decompresses whole to `len` bytes: the decoder checks
+/// each gzip member's CRC-32 and length of what went in.
+fn holds(packed: impl Read, len: u64) -> bool {
+    io::copy(
+        &mut MultiGzDecoder::new(BufReader::new(packed)),
+        &mut io::sink(),
+    )
+    .ok()
+        == Some(len)
 }
 
 /// Makes the directory's entries durable.
@@ -185,6 +192,24 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn a_compressed_copy_holds_the_file_only_if_every_byte_comes_back() {
+        let original: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(&original).unwrap();
+        let packed = encoder.finish().unwrap();
+        let len = original.len() as u64;
+        assert!(holds(&packed[..], len));
+        assert!(!holds(&packed[..], len + 1), "a copy of another length");
+        assert!(!holds(&packed[..packed.len() - 1], len), "a truncated copy");
+        // A byte of the trailer's CRC-32, then bytes of the deflate stream.
+        for at in [packed.len() - 6, packed.len() / 2, 20] {
+            let mut corrupt = packed.clone();
+            corrupt[at] ^= 0x10;
+            assert!(!holds(&corrupt[..], len), "a byte changed at {at}");
+        }
+    }
 
     #[test]
     fn reads_stop_at_the_limit_however_well_the_data_compresses() {
