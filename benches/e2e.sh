@@ -32,7 +32,7 @@ usage() {
 # Options
 # ---------------------------------------------------------------------------
 ROUNDS=3          # rounds over all workloads and targets
-DURATION=10       # pgbench -T, seconds per run
+DURATION=6        # pgbench -T, seconds per run (3 x 24 runs + a clean build: under 15 min)
 OUT=""            # where results are written (default: bench-results/ in the repo)
 QUICK=0
 ONLY=""          # run only workloads whose name matches this regex
