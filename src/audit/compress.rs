@@ -97,12 +97,7 @@ pub(super) fn compress(dir: &Path, name: FileName) -> io::Result<()> {
 /// Whether `packed` decompresses whole to `len` bytes: the decoder checks
 /// each gzip member's CRC-32 and length of what went in.
 fn holds(packed: impl Read, len: u64) -> bool {
-    io::copy(
-        &mut MultiGzDecoder::new(BufReader::new(packed)),
-        &mut io::sink(),
-    )
-    .ok()
-        == Some(len)
+    io::copy(&mut MultiGzDecoder::new(packed), &mut io::sink()).ok() == Some(len)
 }
 
 /// Makes the directory's entries durable.
