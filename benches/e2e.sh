@@ -4,7 +4,7 @@
 # End-to-end benchmark: PostgreSQL direct vs PgBouncer vs pgveil.
 #
 #   benches/e2e.sh [--quick] [--rounds N] [--duration SECS] [--out DIR]
-#                  [--only REGEX] [--profile TARGET]
+#                  [--only REGEX] [--targets REGEX] [--profile TARGET]
 #
 # Builds pgveil, creates a throwaway PostgreSQL 15 cluster, starts
 # PgBouncer (session mode) and pgveil (pass-through) in front of it, and
@@ -13,7 +13,9 @@
 # pgveil/direct and pgveil/pgbouncer, pgveil's CPU time per transaction and
 # its resident memory per idle client connection. Raw results go to
 # DIR/e2e-<timestamp>/results.json (DIR defaults to bench-results/).
-# --only runs just the workloads whose names match REGEX (for development).
+# --only runs just the workloads whose names match REGEX (for development);
+# --targets just the targets whose names match REGEX, such as
+# 'pgveil|pgveil-audit' to compare two of them over more rounds.
 # --profile records a CPU profile (perf record -g) of the pgveil instance
 # behind TARGET during each of its runs, with a text report of the hottest
 # functions next to it (DIR/e2e-<timestamp>/profiles/).
@@ -36,6 +38,7 @@ DURATION=6        # pgbench -T, seconds per run (3 x 24 runs + a clean build: un
 OUT=""            # where results are written (default: bench-results/ in the repo)
 QUICK=0
 ONLY=""          # run only workloads whose name matches this regex
+TARGETS=""       # run only targets whose name matches this regex (whole name)
 PROFILE=""       # target whose pgveil is profiled during its runs
 while (($#)); do
     case $1 in
@@ -44,6 +47,7 @@ while (($#)); do
         --duration) DURATION=${2:?--duration needs seconds}; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift ;;
         --only) ONLY=${2:?--only needs a regular expression}; shift ;;
+        --targets) TARGETS=${2:?--targets needs a regular expression}; shift ;;
         --profile) PROFILE=${2:?--profile needs a target name}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -408,9 +412,12 @@ declare -A WL_ARGS    # name -> pgbench arguments, joined with \x1f
 
 # add_workload NAME "TARGETS" PGBENCH-ARGS...
 add_workload() {
-    local name=$1 targets=$2
+    local name=$1 targets="" t
+    for t in $2; do
+        [[ -z $TARGETS || $t =~ ^($TARGETS)$ ]] && targets+="${targets:+ }$t"
+    done
     shift 2
-    [[ -z $ONLY || $name =~ $ONLY ]] || return 0
+    [[ -z $ONLY || $name =~ $ONLY ]] && [[ -n $targets ]] || return 0
     WL_NAMES+=("$name")
     WL_TARGETS[$name]=$targets
     WL_ARGS[$name]=$(IFS=$'\x1f'; printf '%s' "$*")
