@@ -269,13 +269,6 @@ pub(super) struct RecordLine {
     pub lost: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Numbered<'a> {
-    seq: u64,
-    #[serde(flatten)]
-    record: &'a AuditRecord,
-}
-
 /// What verification reads of a record's fields.
 #[derive(Deserialize)]
 struct Checked<'a> {
@@ -285,17 +278,76 @@ struct Checked<'a> {
     lost: Option<u64>,
 }
 
-/// Writes over `line` the line of `record` numbered `prev.seq + 1`;
-/// returns the new chain head.
+/// Records serialized and not yet numbered: the JSON object of each (its
+/// *body*, which has no `seq` yet), one per line. Sessions serialize their
+/// records into the writer's queue themselves, so that only bytes cross
+/// to the writer, and the writer numbers and MACs the bodies as they are.
+#[derive(Debug, Default)]
+pub(super) struct Bodies {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Bodies {
+    /// The bodies of `records`, in order.
+    #[cfg(test)]
+    pub fn of(records: &[AuditRecord]) -> Self {
+        let mut bodies = Self::default();
+        records.iter().for_each(|record| bodies.push(record));
+        bodies
+    }
+
+    /// Adds the body of `record`. Compact JSON holds no newline (strings
+    /// escape theirs), so one ends each body.
+    pub fn push(&mut self, record: &AuditRecord) {
+        serde_json::to_writer(&mut self.bytes, record).expect("a record serializes");
+        self.bytes.push(b'\n');
+        self.count += 1;
+    }
+
+    /// Moves the bodies of `other` after these.
+    pub fn append(&mut self, other: &mut Self) {
+        self.bytes.append(&mut other.bytes);
+        self.count += std::mem::take(&mut other.count);
+    }
+
+    /// Removes the first `n` bodies (all of them if there are fewer).
+    pub fn drain_front(&mut self, n: usize) {
+        let n = n.min(self.count);
+        let end: usize = self.iter().take(n).map(|body| body.len() + 1).sum();
+        self.bytes.drain(..end);
+        self.count -= n;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Each body, without its newline.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes.split(|&b| b == b'\n').take(self.count)
+    }
+}
+
+/// Writes over `line` the line of the record whose body is `body`,
+/// numbered `prev.seq + 1`: `{"seq":N,` and the body's members; returns
+/// the new chain head.
 pub(super) fn record_line(
     line: &mut Vec<u8>,
-    record: &AuditRecord,
+    body: &[u8],
     prev: ChainHead,
     mac_key: &MacKey,
 ) -> ChainHead {
+    use std::io::Write;
     let seq = prev.seq + 1;
     line.clear();
-    serde_json::to_writer(&mut *line, &Numbered { seq, record }).expect("a record serializes");
+    write!(line, "{{\"seq\":{seq},").expect("writing to memory");
+    // A body is an object with its `event` member at least.
+    line.extend_from_slice(body.strip_prefix(b"{").expect("a body is a JSON object"));
     let mac = mac_key.mac(&prev.mac, line);
     line.pop();
     line.extend_from_slice(MAC_MEMBER.as_bytes());
@@ -363,15 +415,24 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::audit::record::tests::statement;
+    use crate::audit::NormalizedStatement;
 
     fn key() -> MacKey {
         MacKey::new(&[7; 32])
     }
 
+    fn body(record: &AuditRecord) -> Vec<u8> {
+        Bodies::of(std::slice::from_ref(record))
+            .iter()
+            .next()
+            .unwrap()
+            .to_vec()
+    }
+
     #[test]
     fn record_lines_split_back_into_their_canonical_bytes() {
         let mut line = Vec::new();
-        let head = record_line(&mut line, &statement(1), ChainHead::GENESIS, &key());
+        let head = record_line(&mut line, &body(&statement(1)), ChainHead::GENESIS, &key());
         let text = std::str::from_utf8(&line).unwrap();
         assert!(
             text.starts_with("{\"seq\":1,\"event\":\"statement\","),
@@ -392,6 +453,48 @@ mod tests {
     }
 
     #[test]
+    fn bodies_keep_records_whole_and_in_order() {
+        let mut multiline = statement(2);
+        if let AuditRecord::Statement(record) = &mut multiline {
+            record.statement = NormalizedStatement::from_normalized("SELECT\n$1".into());
+        }
+        let records = [statement(1), multiline, statement(3)];
+        let mut bodies = Bodies::of(&records[..1]);
+        bodies.append(&mut Bodies::of(&records[1..]));
+        assert_eq!(bodies.len(), 3);
+        let decoded: Vec<AuditRecord> = bodies
+            .iter()
+            .map(|body| serde_json::from_slice(body).unwrap())
+            .collect();
+        assert_eq!(decoded, records);
+        bodies.drain_front(2);
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(bodies.iter().next().unwrap(), body(&records[2]));
+        bodies.drain_front(5);
+        assert!(bodies.is_empty() && bodies.iter().next().is_none());
+    }
+
+    #[test]
+    fn a_record_line_is_its_seq_its_record_and_its_mac() {
+        let mut line = Vec::new();
+        record_line(
+            &mut line,
+            &body(&statement(1)),
+            ChainHead {
+                seq: 41,
+                mac: [0; 32],
+            },
+            &key(),
+        );
+        let mut value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let object = value.as_object_mut().unwrap();
+        assert_eq!(object.remove("seq"), Some(42.into()));
+        assert!(object.remove("mac").is_some());
+        let record: AuditRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(record, statement(1));
+    }
+
+    #[test]
     fn record_macs_are_hmac_sha256_of_the_previous_mac_and_the_canonical_bytes() {
         let key = key();
         let independent = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
@@ -407,11 +510,11 @@ mod tests {
     #[test]
     fn the_mac_chains_on_the_previous_one() {
         let mut line = Vec::new();
-        let first = record_line(&mut line, &statement(1), ChainHead::GENESIS, &key());
-        let second = record_line(&mut line, &statement(1), first, &key());
+        let first = record_line(&mut line, &body(&statement(1)), ChainHead::GENESIS, &key());
+        let second = record_line(&mut line, &body(&statement(1)), first, &key());
         let other = record_line(
             &mut line,
-            &statement(1),
+            &body(&statement(1)),
             ChainHead {
                 seq: 1,
                 mac: [1; 32],

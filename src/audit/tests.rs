@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use ring::signature::Ed25519KeyPair;
 
+use super::format::Bodies;
 use super::record::tests::statement;
 use super::writer::LogWriter;
 use super::*;
@@ -291,9 +292,11 @@ fn the_day_changing_starts_a_new_file() {
     let f = Fixture::new();
     let day = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800);
     let mut writer = LogWriter::open(&f.config(), f.keys.clone(), day).unwrap();
-    writer.append(&[statement(1)], day).unwrap();
+    writer.append(&Bodies::of(&[statement(1)]), day).unwrap();
     let next_day = day + Duration::from_secs(86_400);
-    writer.append(&[statement(2)], next_day).unwrap();
+    writer
+        .append(&Bodies::of(&[statement(2)]), next_day)
+        .unwrap();
     writer.close(next_day).unwrap();
     assert_eq!(f.name(0), "audit-20251125-0001.jsonl");
     assert_eq!(f.name(1), "audit-20251126-0001.jsonl");
@@ -305,7 +308,9 @@ async fn a_file_left_open_by_a_crash_is_sealed_on_start() {
     let f = Fixture::new();
     let now = SystemTime::now();
     let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
-    writer.append(&[statement(1), statement(2)], now).unwrap();
+    writer
+        .append(&Bodies::of(&[statement(1), statement(2)]), now)
+        .unwrap();
     writer.sync().unwrap();
     drop(writer);
     let path = f.files()[0].clone();
@@ -327,7 +332,9 @@ fn a_crashed_file_that_does_not_verify_stops_the_start() {
     let f = Fixture::new();
     let now = SystemTime::now();
     let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
-    writer.append(&[statement(1), statement(2)], now).unwrap();
+    writer
+        .append(&Bodies::of(&[statement(1), statement(2)]), now)
+        .unwrap();
     drop(writer);
     f.edit(0, |lines| lines.swap(1, 2));
     let err = LogWriter::open(&f.config(), f.keys.clone(), now)
@@ -361,7 +368,9 @@ fn retention_deletes_old_sealed_files(compress: bool) {
     for (days, n) in [(400, 3), (200, 2), (100, 4), (1, 1)] {
         let mut writer = LogWriter::open(&keep_all, f.keys.clone(), days_ago(days)).unwrap();
         let records: Vec<_> = (0..n).map(statement).collect();
-        writer.append(&records, days_ago(days)).unwrap();
+        writer
+            .append(&Bodies::of(&records), days_ago(days))
+            .unwrap();
         writer.close(days_ago(days)).unwrap();
     }
     assert_eq!(f.files().len(), 4);

@@ -23,10 +23,10 @@ use thiserror::Error;
 use super::compress::{self, Compressor};
 use super::config::AuditConfig;
 use super::format::{
-    encode_mac, is_seal, list_files, record_line, ChainHead, Day, FileName, Header, Seal,
+    encode_mac, is_seal, list_files, record_line, Bodies, ChainHead, Day, FileName, Header, Seal,
 };
 use super::keys::AuditKeys;
-use super::record::{AuditRecord, Timestamp};
+use super::record::Timestamp;
 use super::verify::{scan_file, Checker, Tail, VerifyError};
 
 /// The audit log cannot be written.
@@ -149,13 +149,13 @@ impl LogWriter {
         Ok(writer)
     }
 
-    /// Appends `records` at `now`, rotating as needed. They reach the disk
+    /// Appends the records of `bodies` at `now`, rotating as needed. They reach the disk
     /// at the next [`Self::sync`].
-    pub fn append(&mut self, records: &[AuditRecord], now: SystemTime) -> Result<(), AuditError> {
+    pub fn append(&mut self, bodies: &Bodies, now: SystemTime) -> Result<(), AuditError> {
         let day = Day::of(now);
         let mut line = std::mem::take(&mut self.line);
-        for record in records {
-            let head = record_line(&mut line, record, self.head, self.keys.record_mac());
+        for body in bodies.iter() {
+            let head = record_line(&mut line, body, self.head, self.keys.record_mac());
             self.push(&line, day, now)?;
             self.head = head;
         }

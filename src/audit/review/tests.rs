@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ring::signature::Ed25519KeyPair;
 
 use super::*;
+use crate::audit::format::Bodies;
 use crate::audit::writer::LogWriter;
 use crate::audit::{
     Access, AlertRecord, AuditConfig, AuditKeys, AuditRecord, ColumnAccess, Decision, Login,
@@ -200,9 +201,9 @@ fn log() -> tempfile::TempDir {
     };
     let day = at("2026-11-25T15:00:00Z").0;
     let mut writer = LogWriter::open(&config, keys, day).unwrap();
-    writer.append(&first_day(), day).unwrap();
+    writer.append(&Bodies::of(&first_day()), day).unwrap();
     writer
-        .append(&second_day(), at("2026-11-26T10:00:00Z").0)
+        .append(&Bodies::of(&second_day()), at("2026-11-26T10:00:00Z").0)
         .unwrap();
     drop(writer);
     let open = dir.path().join("audit-20261126-0001.jsonl");
