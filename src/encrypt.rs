@@ -52,7 +52,7 @@ use crate::rewrite::{
     self, copy_out_options, declarations, merge_slots, Analysis, CopyIn, CopyOptions, Declarations,
     Effect, EncryptError, Encryptor, Outcome, Param, ParamSlot, Refusal, Statements, Storage,
 };
-use crate::trail::{StatementText, Trail};
+use crate::trail::{Portals, StatementText, Trail};
 use crate::veil::Veil;
 
 /// State both taps of a session share.
@@ -157,7 +157,7 @@ pub struct ClientTap<'a> {
     trail: Option<&'a Trail>,
     /// Statement texts for the trail, by statement name and by portal.
     texts: HashMap<String, Arc<StatementText>>,
-    portals: HashMap<String, Arc<StatementText>>,
+    portals: Portals,
     /// An extended-protocol COPY FROM STDIN is running: the server ignores
     /// Sync until CopyDone or CopyFail, so the trail must too.
     in_copy: bool,
@@ -194,7 +194,7 @@ impl<'a> ClientTap<'a> {
             copy: None,
             trail,
             texts: HashMap::new(),
-            portals: HashMap::new(),
+            portals: Portals::default(),
             in_copy: false,
         }
     }
@@ -240,19 +240,17 @@ impl<'a> ClientTap<'a> {
                 }
             }
             b'B' => {
-                let portal = BindMessage::portal_name(frame).map(String::from_utf8_lossy);
                 let statement = BindMessage::statement_name(frame).map(String::from_utf8_lossy);
-                if let (Some(portal), Some(text)) =
-                    (portal, statement.and_then(|s| self.texts.get(&*s)))
-                {
-                    self.portals.insert(portal.into_owned(), text.clone());
+                if let (Some(portal), Some(text)) = (
+                    BindMessage::portal_name(frame),
+                    statement.and_then(|s| self.texts.get(&*s)),
+                ) {
+                    self.portals.bind(portal, text.clone());
                 }
             }
             b'E' => {
-                let portal = cstr(&frame[5..])
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                if let Some(text) = self.portals.get(&*portal) {
+                let portal = cstr(&frame[5..]).unwrap_or_default();
+                if let Some(text) = self.portals.get(portal) {
                     self.in_copy = text.copy_in();
                     trail.sent(text.clone(), false);
                 }
@@ -611,6 +609,17 @@ impl Tap for ClientTap<'_> {
                 && matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'E' | b'S' | b'F'))
             || (self.veil.is_some() && matches!(tag, b'c' | b'f'))
             || (self.copy.is_some() && tag == b'd')
+    }
+
+    fn look(&mut self, tag: u8, frame: &[u8]) -> bool {
+        // With the audit log and no policy, messages are only noted.
+        match self.trail {
+            Some(trail) if self.veil.is_none() && !self.skipping && tag != b'X' => {
+                self.observe(trail, tag, frame);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {

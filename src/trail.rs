@@ -255,6 +255,34 @@ impl DecisionKey {
     }
 }
 
+/// Statement texts by portal, for the trail. The unnamed portal, which
+/// most clients bind every statement to, has a slot of its own.
+#[derive(Default)]
+pub struct Portals {
+    unnamed: Option<Arc<StatementText>>,
+    named: HashMap<Vec<u8>, Arc<StatementText>>,
+}
+
+impl Portals {
+    /// A Bind made `portal` a portal of the statement of `text`.
+    pub fn bind(&mut self, portal: &[u8], text: Arc<StatementText>) {
+        if portal.is_empty() {
+            self.unnamed = Some(text);
+        } else {
+            self.named.insert(portal.to_vec(), text);
+        }
+    }
+
+    /// The text of the statement bound to `portal`.
+    pub fn get(&self, portal: &[u8]) -> Option<&Arc<StatementText>> {
+        if portal.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.named.get(portal)
+        }
+    }
+}
+
 /// A session's audit trail, shared by its two taps.
 pub struct Trail {
     handle: AuditHandle,
