@@ -5,7 +5,7 @@
 //! vectored write before reading again. The read buffer only grows to hold
 //! a message a [`Tap`] wants whole, so a slow reader on the far side holds
 //! the sender back (backpressure) instead of filling memory. Messages a tap
-//! does not ask for are never decoded or copied.
+//! does not ask for are never decoded or copied, nor those it only reads.
 
 use std::io::{self, IoSlice};
 
@@ -24,8 +24,15 @@ const MAX_SLICES: usize = 64;
 
 /// Looks at the messages of one direction as they pass.
 pub trait Tap {
-    /// Whether messages of type `tag` must be handed to [`Tap::see`] whole.
+    /// Whether messages of type `tag` must be handed to the tap whole.
     fn wants(&self, tag: u8) -> bool;
+    /// Offered each wanted message first: a tap that only needs to read it
+    /// (to note it for the audit trail, say) does so and returns true, and
+    /// the message is forwarded in place with the bytes around it, without
+    /// being cut out of the buffer. False hands it to [`Tap::see`].
+    fn look(&mut self, _tag: u8, _frame: &[u8]) -> bool {
+        false
+    }
     /// Receives a wanted message and pushes what is to be sent in its place.
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>);
 }
@@ -120,6 +127,7 @@ fn split<T: Tap>(
     loop {
         match framer.next(&buf[ready..], |tag| tap.wants(tag))? {
             Chunk::Forward(n) => ready += n,
+            Chunk::Message { tag, len } if tap.look(tag, &buf[ready..ready + len]) => ready += len,
             Chunk::Message { tag, len } => {
                 if ready > 0 {
                     out.push(buf.split_to(ready).freeze());

@@ -277,6 +277,23 @@ impl Tap for ServerTap<'_> {
             }
     }
 
+    fn look(&mut self, tag: u8, frame: &[u8]) -> bool {
+        // With the audit log and no policy, the ends of statements are only
+        // noted; errors may need rewriting.
+        match self.trail {
+            Some(trail)
+                if self.veil.is_none()
+                    && !self.skipping
+                    && self.held.is_empty()
+                    && matches!(tag, b'C' | b'I' | b's' | b'Z') =>
+            {
+                self.audit(trail, tag, frame);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
         if tag != b'Z' {
             self.track(tag, &frame);

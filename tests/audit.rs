@@ -823,3 +823,73 @@ async fn sigterm_writes_every_queued_record_and_seals() {
     assert!(records.iter().any(|r| r["event"] == "disconnect"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without a policy the taps only read the messages the trail needs, in
+/// place: every statement is still recorded, in order, with its rows and
+/// outcome, in both protocols.
+#[tokio::test]
+async fn without_a_policy_every_statement_is_recorded_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = pgveil::config::Config {
+        upstream: common::Cluster::shared().addr(),
+        ..common::test_config()
+    };
+    let keys = pgveil::audit::AuditKeys::from_keyring(std::sync::Arc::new(common::crm::keyring()));
+    let audit = AuditConfig {
+        dir: dir.path().to_path_buf(),
+        ..AuditConfig::default()
+    };
+    let mut proxy = common::Proxy::with_audit(config, None, Some((audit, keys.unwrap().into())));
+    {
+        let client = proxy.connect().await;
+        client.simple_query("select 1").await.unwrap();
+        let series = client
+            .prepare("select generate_series(1, $1)")
+            .await
+            .unwrap();
+        for n in [3i32, 0, 2] {
+            assert_eq!(
+                client.query(&series, &[&n]).await.unwrap().len(),
+                n as usize
+            );
+        }
+        let err = client.query("select 1 / $1", &[&0i32]).await.unwrap_err();
+        assert_eq!(sqlstate(&err), Some("22012"));
+        client.simple_query("select 1; select 2, 3").await.unwrap();
+        let err = client.simple_query("select 1/0").await.unwrap_err();
+        assert_eq!(sqlstate(&err), Some("22012"));
+        client
+            .execute("create temp table t (x int)", &[])
+            .await
+            .unwrap();
+    }
+    proxy.shutdown();
+    let (records, _) = records(dir.path());
+    let seen: Vec<(String, String, u64)> = records
+        .iter()
+        .filter(|r| r["event"] == "statement")
+        .map(|r| {
+            (
+                r["statement"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("select $1", "ok", 1),
+        ("select generate_series($2, $1)", "ok", 3),
+        ("select generate_series($2, $1)", "ok", 0),
+        ("select generate_series($2, $1)", "ok", 2),
+        ("select $2 / $1", "22012", 0),
+        ("select $1; select $2, $3", "ok", 2),
+        ("select $1/$2", "22012", 0),
+        ("create temp table t (x int)", "ok", 0),
+    ];
+    let expected: Vec<(String, String, u64)> = expected
+        .iter()
+        .map(|(s, o, n)| (s.to_string(), o.to_string(), *n))
+        .collect();
+    assert_eq!(seen, expected);
+    verify_crm(dir.path()).unwrap();
+}
