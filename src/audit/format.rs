@@ -319,6 +319,19 @@ impl Bodies {
         self.count -= n;
     }
 
+    /// Takes the bodies out, leaving room for as many bytes again: a queue
+    /// refills to about its last size.
+    pub fn take(&mut self) -> Self {
+        let room = self.bytes.len();
+        std::mem::replace(
+            self,
+            Self {
+                bytes: Vec::with_capacity(room),
+                count: 0,
+            },
+        )
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }

@@ -157,7 +157,7 @@ impl Shared {
     fn take(&self, close: bool) -> Bodies {
         let mut queue = self.lock_queue();
         queue.closed |= close;
-        std::mem::take(&mut queue.bodies)
+        queue.bodies.take()
     }
 
     /// Whether the queue has room and is open.
