@@ -109,6 +109,9 @@ struct Shared {
     queued: Notify,
     /// The most records the queue holds.
     capacity: usize,
+    /// Whether the queue is full or closed, kept with it, so that asking
+    /// (once per revealed value) takes no lock.
+    full: AtomicBool,
     failed: AtomicBool,
     dropped: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
@@ -128,6 +131,7 @@ impl Shared {
             queue: Mutex::default(),
             queued: Notify::new(),
             capacity,
+            full: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             last_warning: Mutex::default(),
@@ -146,6 +150,9 @@ impl Shared {
         }
         let was_empty = queue.bodies.is_empty();
         queue.bodies.push(record);
+        if queue.bodies.len() >= self.capacity {
+            self.full.store(true, Ordering::Relaxed);
+        }
         drop(queue);
         if was_empty {
             self.queued.notify_one();
@@ -157,13 +164,13 @@ impl Shared {
     fn take(&self, close: bool) -> Bodies {
         let mut queue = self.lock_queue();
         queue.closed |= close;
+        self.full.store(queue.closed, Ordering::Relaxed);
         queue.bodies.take()
     }
 
     /// Whether the queue has room and is open.
     fn has_room(&self) -> bool {
-        let queue = self.lock_queue();
-        !queue.closed && queue.bodies.len() < self.capacity
+        !self.full.load(Ordering::Relaxed)
     }
 
     /// Warns about dropped records unless it did less than
