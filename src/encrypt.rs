@@ -252,7 +252,7 @@ impl<'a> ClientTap<'a> {
                 let portal = cstr(&frame[5..]).unwrap_or_default();
                 if let Some(text) = self.portals.get(portal) {
                     self.in_copy = text.copy_in();
-                    trail.sent(text.clone(), false);
+                    trail.executed(text.clone(), execute_max_rows(frame, portal));
                 }
             }
             b'S' if !self.in_copy => trail.sync(),
@@ -1039,6 +1039,16 @@ impl<'b> Reader<'b> {
 }
 
 /// The bytes before the first NUL.
+/// The row limit of the Execute `frame` of `portal` (0: none).
+fn execute_max_rows(frame: &[u8], portal: &[u8]) -> u64 {
+    frame
+        .get(5 + portal.len() + 1..)
+        .and_then(|rest| rest.first_chunk::<4>())
+        .map_or(0, |limit| {
+            u64::try_from(i32::from_be_bytes(*limit)).unwrap_or(0)
+        })
+}
+
 fn cstr(bytes: &[u8]) -> Option<&[u8]> {
     bytes.iter().position(|&b| b == 0).map(|end| &bytes[..end])
 }

@@ -202,7 +202,8 @@ impl<'a> ServerTap<'a> {
         }
         match tag {
             b'C' => trail.completed(tag_rows(frame), &self.declared()),
-            b'I' | b's' => trail.completed(0, &self.declared()),
+            b'I' => trail.completed(0, &self.declared()),
+            b's' => trail.suspended(&self.declared()),
             b'E' => trail.failed(
                 reply::error_field(frame, b'C').unwrap_or_default(),
                 &self.declared(),

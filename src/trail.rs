@@ -212,6 +212,9 @@ enum Entry {
         text: Arc<StatementText>,
         /// A simple-protocol Query, answered up to its ReadyForQuery.
         simple: bool,
+        /// An Execute's row limit (0 for none): the rows it returned when
+        /// the server suspends the portal.
+        max_rows: u64,
         time: Timestamp,
         started: Instant,
     },
@@ -331,9 +334,20 @@ impl Trail {
 
     /// The client sent a statement.
     pub fn sent(&self, text: Arc<StatementText>, simple: bool) {
+        self.push_statement(text, simple, 0);
+    }
+
+    /// The client sent an Execute of a portal of `text`, for at most
+    /// `max_rows` rows (0: all).
+    pub fn executed(&self, text: Arc<StatementText>, max_rows: u64) {
+        self.push_statement(text, false, max_rows);
+    }
+
+    fn push_statement(&self, text: Arc<StatementText>, simple: bool, max_rows: u64) {
         self.lock_entries().push_back(Entry::Statement {
             text,
             simple,
+            max_rows,
             time: Timestamp::now(),
             started: Instant::now(),
         });
@@ -361,6 +375,15 @@ impl Trail {
         if self.front_is_extended() {
             self.finish(declared);
         }
+    }
+
+    /// PortalSuspended: the Execute returned its row limit.
+    pub fn suspended(&self, declared: &Values) {
+        let rows = match self.lock_entries().front() {
+            Some(Entry::Statement { max_rows, .. }) => *max_rows,
+            _ => 0,
+        };
+        self.completed(rows, declared);
     }
 
     /// An ErrorResponse.

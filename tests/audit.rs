@@ -841,7 +841,7 @@ async fn without_a_policy_every_statement_is_recorded_in_order() {
     };
     let mut proxy = common::Proxy::with_audit(config, None, Some((audit, keys.unwrap().into())));
     {
-        let client = proxy.connect().await;
+        let mut client = proxy.connect().await;
         client.simple_query("select 1").await.unwrap();
         let series = client
             .prepare("select generate_series(1, $1)")
@@ -853,6 +853,12 @@ async fn without_a_policy_every_statement_is_recorded_in_order() {
                 n as usize
             );
         }
+        // A named portal, read in two steps.
+        let transaction = client.transaction().await.unwrap();
+        let portal = transaction.bind(&series, &[&3i32]).await.unwrap();
+        assert_eq!(transaction.query_portal(&portal, 2).await.unwrap().len(), 2);
+        assert_eq!(transaction.query_portal(&portal, 2).await.unwrap().len(), 1);
+        transaction.commit().await.unwrap();
         let err = client.query("select 1 / $1", &[&0i32]).await.unwrap_err();
         assert_eq!(sqlstate(&err), Some("22012"));
         client.simple_query("select 1; select 2, 3").await.unwrap();
@@ -881,6 +887,10 @@ async fn without_a_policy_every_statement_is_recorded_in_order() {
         ("select generate_series($2, $1)", "ok", 3),
         ("select generate_series($2, $1)", "ok", 0),
         ("select generate_series($2, $1)", "ok", 2),
+        ("START TRANSACTION", "ok", 0),
+        ("select generate_series($2, $1)", "ok", 2),
+        ("select generate_series($2, $1)", "ok", 1),
+        ("COMMIT", "ok", 0),
         ("select $2 / $1", "22012", 0),
         ("select $1; select $2, $3", "ok", 2),
         ("select $1/$2", "22012", 0),
