@@ -1038,7 +1038,6 @@ impl<'b> Reader<'b> {
     }
 }
 
-/// The bytes before the first NUL.
 /// The row limit of the Execute `frame` of `portal` (0: none).
 fn execute_max_rows(frame: &[u8], portal: &[u8]) -> u64 {
     frame
@@ -1049,6 +1048,7 @@ fn execute_max_rows(frame: &[u8], portal: &[u8]) -> u64 {
         })
 }
 
+/// The bytes before the first NUL.
 fn cstr(bytes: &[u8]) -> Option<&[u8]> {
     bytes.iter().position(|&b| b == 0).map(|end| &bytes[..end])
 }
