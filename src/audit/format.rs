@@ -305,10 +305,21 @@ impl Bodies {
         self.count += 1;
     }
 
-    /// Moves the bodies of `other` after these.
+    /// Moves the bodies of `other` after these; into an empty one (the
+    /// usual case: a batch taken whole) without copying them.
     pub fn append(&mut self, other: &mut Self) {
+        if self.bytes.is_empty() {
+            std::mem::swap(self, other);
+            other.clear();
+            return;
+        }
         self.bytes.append(&mut other.bytes);
         self.count += std::mem::take(&mut other.count);
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
     }
 
     /// Removes the first `n` bodies (all of them if there are fewer).
