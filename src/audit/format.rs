@@ -31,6 +31,7 @@ use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::line::StatementLine;
 use super::record::{AuditRecord, Timestamp};
 use crate::crypto::hmac_sha256;
 
@@ -278,6 +279,26 @@ struct Checked<'a> {
     lost: Option<u64>,
 }
 
+/// A record that can be queued: it writes its JSON object.
+pub(super) trait Body {
+    fn write(&self, out: &mut Vec<u8>);
+}
+
+impl Body for AuditRecord {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            AuditRecord::Statement(record) => record.line().write(out),
+            other => serde_json::to_writer(out, other).expect("a record serializes"),
+        }
+    }
+}
+
+impl Body for StatementLine<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        StatementLine::write(self, out);
+    }
+}
+
 /// Records serialized and not yet numbered: the JSON object of each (its
 /// *body*, which has no `seq` yet), one per line. Sessions serialize their
 /// records into the writer's queue themselves, so that only bytes cross
@@ -297,10 +318,10 @@ impl Bodies {
         bodies
     }
 
-    /// Adds the body of `record`. Compact JSON holds no newline (strings
-    /// escape theirs), so one ends each body.
-    pub fn push(&mut self, record: &AuditRecord) {
-        serde_json::to_writer(&mut self.bytes, record).expect("a record serializes");
+    /// Adds `body`. Compact JSON holds no newline (strings escape
+    /// theirs), so one ends each body.
+    pub fn push(&mut self, body: &impl Body) {
+        body.write(&mut self.bytes);
         self.bytes.push(b'\n');
         self.count += 1;
     }

@@ -39,6 +39,7 @@ mod compress;
 mod config;
 mod format;
 mod keys;
+mod line;
 mod record;
 pub mod review;
 mod sink;
@@ -49,6 +50,7 @@ pub use config::{
     AuditConfig, AuditConfigError, BulkConfig, OnBulk, OnFailure, Scope, MIN_FILE_BYTES,
 };
 pub use keys::AuditKeys;
+pub use line::StatementLine;
 pub use record::{
     Access, AlertRecord, AuditRecord, ColumnAccess, Decision, GapCause, GapRecord, InvalidSqlState,
     Login, NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,

@@ -42,8 +42,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::config::{AuditConfig, OnFailure};
-use super::format::Bodies;
+use super::format::{Bodies, Body};
 use super::keys::AuditKeys;
+use super::line::StatementLine;
 use super::record::{AuditRecord, GapCause, GapRecord, Timestamp};
 use super::writer::{AuditError, LogWriter};
 
@@ -143,7 +144,7 @@ impl Shared {
     }
 
     /// Queues `record` unless the queue is full or closed.
-    fn enqueue(&self, record: &AuditRecord) -> bool {
+    fn enqueue(&self, record: &impl Body) -> bool {
         let mut queue = self.lock_queue();
         if queue.closed || queue.bodies.len() >= self.capacity {
             return false;
@@ -194,7 +195,16 @@ impl AuditHandle {
     /// Queues `record` without waiting. See the module documentation for
     /// what happens when the log cannot take it.
     pub fn record(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
-        if !self.shared.failed.load(Ordering::Acquire) && self.shared.enqueue(&record) {
+        self.queue(&record)
+    }
+
+    /// Queues a statement record, as [`Self::record`] does.
+    pub fn record_statement(&self, line: &StatementLine<'_>) -> Result<(), AuditUnavailable> {
+        self.queue(line)
+    }
+
+    fn queue(&self, body: &impl Body) -> Result<(), AuditUnavailable> {
+        if !self.shared.failed.load(Ordering::Acquire) && self.shared.enqueue(body) {
             return Ok(());
         }
         self.shared.dropped.fetch_add(1, Ordering::Relaxed);
