@@ -30,8 +30,8 @@ fn read_text(path: &std::path::Path) -> String {
     use std::io::Read;
     let file = std::fs::File::open(path).unwrap();
     let mut text = String::new();
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::MultiGzDecoder::new(file).read_to_string(&mut text)
+    if path.extension().is_some_and(|e| e == "zst") {
+        zstd::Decoder::new(file).unwrap().read_to_string(&mut text)
     } else {
         std::io::BufReader::new(file).read_to_string(&mut text)
     }
@@ -43,10 +43,9 @@ fn read_text(path: &std::path::Path) -> String {
 fn write_text(path: &std::path::Path, text: &str) {
     use std::io::Write;
     let mut file = std::fs::File::create(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        encoder.write_all(text.as_bytes()).unwrap();
-        encoder.finish().unwrap();
+    if path.extension().is_some_and(|e| e == "zst") {
+        file.write_all(&zstd::encode_all(text.as_bytes(), 3).unwrap())
+            .unwrap();
     } else {
         file.write_all(text.as_bytes()).unwrap();
     }
@@ -365,7 +364,7 @@ async fn every_access_is_recorded_without_values_and_verifies() {
         .unwrap();
     let name = file.file_name().unwrap().to_str().unwrap().to_owned();
     assert!(
-        name.ends_with(".jsonl.gz"),
+        name.ends_with(".jsonl.zst"),
         "sealed at shutdown, then compressed"
     );
     write_text(
@@ -816,7 +815,7 @@ async fn sigterm_writes_every_queued_record_and_seals() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            name.ends_with(".jsonl.gz"),
+            name.ends_with(".jsonl.zst"),
             "compressed once sealed: {name}"
         );
     }

@@ -8,7 +8,7 @@
 //! fsync_interval_ms = 200
 //! queue_capacity = 65536      # records waiting for the writer
 //! on_failure = "refuse"       # or "continue"
-//! compress = true             # gzip sealed files
+//! compress = true             # compress sealed files (Zstandard)
 //! ```
 
 use std::path::PathBuf;
@@ -59,7 +59,7 @@ pub struct AuditConfig {
     /// Records waiting for the writer; beyond it `record` fails.
     pub queue_capacity: usize,
     pub on_failure: OnFailure,
-    /// Sealed files are compressed (gzip) to `NAME.jsonl.gz`.
+    /// Sealed files are compressed (Zstandard) to `NAME.jsonl.zst`.
     pub compress: bool,
     /// Bulk-access detection (`[audit.bulk]`); off when absent.
     pub bulk: Option<BulkConfig>,
@@ -181,7 +181,7 @@ mod tests {
         assert!(toml::from_str::<AuditConfig>("on_failure = \"ignore\"").is_err());
         let plain: AuditConfig = toml::from_str("compress = false").unwrap();
         assert!(!plain.compress);
-        assert!(toml::from_str::<AuditConfig>("compress = \"gzip\"").is_err());
+        assert!(toml::from_str::<AuditConfig>("compress = \"zstd\"").is_err());
         assert!(toml::from_str::<AuditConfig>("max_bytes = 1").is_err());
     }
 }

@@ -118,8 +118,8 @@ impl fmt::Display for FileName {
     }
 }
 
-/// The suffix of a compressed file: `audit-YYYYMMDD-NNNN.jsonl.gz`.
-const COMPRESSED: &str = ".gz";
+/// The suffix of a compressed file: `audit-YYYYMMDD-NNNN.jsonl.zst`.
+const COMPRESSED: &str = ".zst";
 
 impl FileName {
     /// The name of its compressed form.
@@ -129,7 +129,7 @@ impl FileName {
 }
 
 /// An audit file of a directory, in the forms it is stored in: as written
-/// (`NAME.jsonl`), compressed once sealed (`NAME.jsonl.gz`), or both for a
+/// (`NAME.jsonl`), compressed once sealed (`NAME.jsonl.zst`), or both for a
 /// moment while it is being compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct AuditFile {

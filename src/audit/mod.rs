@@ -5,7 +5,7 @@
 //! waits; a writer task ([`AuditSink`]) appends them to
 //! `audit-YYYYMMDD-NNNN.jsonl` files in the configured directory
 //! ([`AuditConfig`]), rotated by size and by UTC day, compressed to
-//! `.jsonl.gz` once sealed (`compress.rs`), and deletes sealed files older
+//! `.jsonl.zst` once sealed (`compress.rs`), and deletes sealed files older
 //! than the retention period. Records it cannot write are counted in a
 //! gap record (`sink.rs`). [`verify`] checks a directory.
 //!

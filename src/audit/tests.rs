@@ -403,7 +403,7 @@ fn retention_deletes_old_sealed_files(compress: bool) {
 }
 
 fn is_compressed(path: &Path) -> bool {
-    path.to_str().unwrap().ends_with(".jsonl.gz")
+    path.to_str().unwrap().ends_with(".jsonl.zst")
 }
 
 fn compressed(f: &Fixture) -> AuditConfig {
@@ -417,23 +417,17 @@ fn compressed(f: &Fixture) -> AuditConfig {
 fn decompress(path: &Path) -> Vec<String> {
     use std::io::Read;
     let mut text = String::new();
-    flate2::read::MultiGzDecoder::new(fs::File::open(path).unwrap())
+    zstd::Decoder::new(fs::File::open(path).unwrap())
+        .unwrap()
         .read_to_string(&mut text)
         .unwrap();
     text.lines().map(String::from).collect()
 }
 
-/// Writes `lines` to `path`, gzip-compressed.
+/// Writes `lines` to `path`, compressed.
 fn write_compressed(path: &Path, lines: &[String]) {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(
-        fs::File::create(path).unwrap(),
-        flate2::Compression::default(),
-    );
-    encoder
-        .write_all((lines.join("\n") + "\n").as_bytes())
-        .unwrap();
-    encoder.finish().unwrap();
+    let text = lines.join("\n") + "\n";
+    fs::write(path, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
 }
 
 #[tokio::test]
@@ -469,7 +463,7 @@ async fn rotated_files_are_compressed_and_verify_with_the_live_one() {
     let lines = decompress(&files[0]);
     assert!(lines[0].contains(&format!(
         "\"file\":\"{}\"",
-        f.name(0).trim_end_matches(".gz")
+        f.name(0).trim_end_matches(".zst")
     )));
     assert!(lines.last().unwrap().starts_with("{\"seal\":"));
 }
@@ -483,7 +477,7 @@ async fn tampering_inside_a_compressed_file_is_found() {
     lines[4] = lines[4].replacen("\"rows\":1,", "\"rows\":9,", 1);
     write_compressed(&path, &lines);
     let name = f.name(0);
-    assert!(name.ends_with(".jsonl.gz"));
+    assert!(name.ends_with(".jsonl.zst"));
     let err = f.verify().unwrap_err();
     assert!(
         matches!(&err, VerifyError::MacMismatch { at: a } if *a == at(&name, 5)),
@@ -496,15 +490,13 @@ async fn tampering_inside_a_compressed_file_is_found() {
 }
 
 #[tokio::test]
-async fn lines_appended_as_another_gzip_member_are_found() {
+async fn lines_appended_as_another_frame_are_found() {
     use std::io::Write;
     let f = Fixture::new();
     f.write(&compressed(&f), 3).await;
     let path = f.files()[0].clone();
     let forged = decompress(&path)[2].clone();
-    let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    member.write_all(format!("{forged}\n").as_bytes()).unwrap();
-    let member = member.finish().unwrap();
+    let member = zstd::encode_all(format!("{forged}\n").as_bytes(), 3).unwrap();
     fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -531,8 +523,8 @@ async fn a_compression_cut_short_keeps_the_original_and_is_done_again() {
     let plain = f.files()[0].clone();
     let original = fs::read(&plain).unwrap();
     // A crash while writing the compressed copy: part of it is there.
-    let packed = f.dir().join(format!("{}.gz", f.name(0)));
-    fs::write(&packed, b"\x1f\x8b\x08\x00 cut short").unwrap();
+    let packed = f.dir().join(format!("{}.zst", f.name(0)));
+    fs::write(&packed, b"\x28\xb5\x2f\xfd cut short").unwrap();
     assert_eq!(f.verify().unwrap().records, 5, "the original is read");
 
     let mut writer = LogWriter::open(&compressed(&f), f.keys.clone(), SystemTime::now()).unwrap();

@@ -240,7 +240,7 @@ fn reads_every_record_of_both_files_and_ignores_the_partial_line() {
     names.sort();
     assert_eq!(
         names,
-        ["audit-20261125-0001.jsonl.gz", "audit-20261126-0001.jsonl"]
+        ["audit-20261125-0001.jsonl.zst", "audit-20261126-0001.jsonl"]
     );
     let records: Vec<AuditRecord> = Records::open(dir.path())
         .unwrap()
@@ -471,9 +471,10 @@ fn json_lines_parse_back_as_stored_without_seq_and_mac() {
         let record: AuditRecord = serde_json::from_value(value).unwrap();
         assert!(filter.matches(&record));
     }
-    let compressed = fs::File::open(dir.path().join("audit-20261125-0001.jsonl.gz")).unwrap();
+    let compressed = fs::File::open(dir.path().join("audit-20261125-0001.jsonl.zst")).unwrap();
     let mut stored = String::new();
-    flate2::read::GzDecoder::new(compressed)
+    zstd::Decoder::new(compressed)
+        .unwrap()
         .read_to_string(&mut stored)
         .unwrap();
     let third = stored.lines().nth(3).unwrap();
