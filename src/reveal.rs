@@ -31,7 +31,6 @@ use zeroize::Zeroizing;
 use crate::bytea;
 use crate::copy_out::CopyOut;
 use crate::crypto::{self, CryptoError, Form, KeyCiphers};
-use crate::declared::Values;
 use crate::encoding::ClientEncoding;
 use crate::encrypt::Shared;
 use crate::policy::{Action, ColumnPolicy, Mask};
@@ -186,12 +185,8 @@ impl<'a> ServerTap<'a> {
         if let Some(trail) = self.trail {
             self.memo.tell(trail);
             let code = reply::error_field(error, b'C').unwrap_or(DENIED.as_bytes());
-            trail.failed(code, &self.declared());
+            trail.failed(code, self.shared.declared().current());
         }
-    }
-
-    fn declared(&self) -> Values {
-        self.shared.declared().current().clone()
     }
 
     /// Tells the audit trail how the server answers, after the reads of
@@ -200,15 +195,19 @@ impl<'a> ServerTap<'a> {
         if matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
             self.memo.tell(trail);
         }
+        // The declarations stay locked while the trail records, which
+        // takes no other lock of the session's.
+        let declared = self.shared.declared();
+        let declared = declared.current();
         match tag {
-            b'C' => trail.completed(tag_rows(frame), &self.declared()),
-            b'I' => trail.completed(0, &self.declared()),
-            b's' => trail.suspended(&self.declared()),
+            b'C' => trail.completed(tag_rows(frame), declared),
+            b'I' => trail.completed(0, declared),
+            b's' => trail.suspended(declared),
             b'E' => trail.failed(
                 reply::error_field(frame, b'C').unwrap_or_default(),
-                &self.declared(),
+                declared,
             ),
-            b'Z' => trail.ready(&self.declared()),
+            b'Z' => trail.ready(declared),
             _ => {}
         }
     }

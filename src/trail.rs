@@ -86,72 +86,86 @@ impl StatementText {
     /// summarized before.
     fn summary(&self, cache: &Mutex<ShapeCache>) -> &Summary {
         self.summary.get_or_init(|| {
-            let Some(shape) = shape(&self.sql) else {
-                return Arc::new(summarize(&self.sql));
-            };
             let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(summary) = cache.get(&shape) {
+            let ShapeCache { summaries, shape } = &mut *cache;
+            if !shape_into(&self.sql, shape) {
+                return Arc::new(summarize(&self.sql));
+            }
+            if let Some(summary) = summaries.get(shape.as_str()) {
                 return summary.clone();
             }
             let summary = Arc::new(summarize(&self.sql));
-            if cache.len() >= SHAPE_CACHE_SIZE {
-                cache.clear();
+            if summaries.len() >= SHAPE_CACHE_SIZE {
+                summaries.clear();
             }
-            cache.insert(shape, summary.clone());
+            summaries.insert(shape.clone(), summary.clone());
             summary
         })
     }
 }
 
-/// Summaries by statement shape, for one session.
-type ShapeCache = HashMap<String, Arc<Summary>>;
+/// Summaries by statement shape, for one session, and the room a shape is
+/// computed in.
+#[derive(Default)]
+struct ShapeCache {
+    summaries: HashMap<String, Arc<Summary>>,
+    shape: String,
+}
 
 /// Shapes remembered per session before the cache starts over.
 const SHAPE_CACHE_SIZE: usize = 256;
 
-/// The statement with each plain number and `'...'` string replaced by
-/// `?`, so that statements differing only in their constants share a
-/// shape, and with it their normalized text, kind and tables. `None` for
-/// text this simple scan cannot be sure of (comments, dollar quotes,
-/// escape strings, parameters): that text is normalized on its own. A
-/// shape holds no constant, so the cache holds no value.
-fn shape(sql: &str) -> Option<String> {
+/// Writes over `out` the statement with each plain number and `'...'`
+/// string replaced by `?`, so that statements differing only in their
+/// constants share a shape, and with it their normalized text, kind and
+/// tables. False for text this simple scan cannot be sure of (comments,
+/// dollar quotes, escape strings, parameters): that text is normalized on
+/// its own. A shape holds no constant, so the cache holds no value.
+fn shape_into(sql: &str, out: &mut String) -> bool {
+    out.clear();
     let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
+    // The text from `copied` on is not in `out` yet.
+    let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'$' | b'\\' => return None,
-            b'-' if bytes.get(i + 1) == Some(&b'-') => return None,
-            b'/' if bytes.get(i + 1) == Some(&b'*') => return None,
-            b'"' => {
-                // A quoted identifier is kept as it is.
-                let end = skip_quoted(bytes, i + 1, b'"')?;
-                out.push_str(&sql[i..end]);
-                i = end;
-                continue;
-            }
+        let next = bytes.get(i + 1).copied();
+        let (end, constant) = match bytes[i] {
+            b'$' | b'\\' => return false,
+            b'-' if next == Some(b'-') => return false,
+            b'/' if next == Some(b'*') => return false,
+            // A quoted identifier is kept as it is.
+            b'"' => match skip_quoted(bytes, i + 1, b'"') {
+                Some(end) => (end, false),
+                None => return false,
+            },
             b'\'' => {
                 if i > 0 && bytes[i - 1].is_ascii_alphanumeric() {
-                    return None; // E'...', U&'...', B'...', X'...'
+                    return false; // E'...', U&'...', B'...', X'...'
                 }
-                i = skip_quoted(bytes, i + 1, b'\'')?;
-                out.push('?');
-                continue;
+                match skip_quoted(bytes, i + 1, b'\'') {
+                    Some(end) => (end, true),
+                    None => return false,
+                }
             }
             b'0'..=b'9' if i == 0 || !is_word(bytes[i - 1]) => {
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.') {
-                    i += 1;
-                }
-                out.push('?');
-                continue;
+                let digits = bytes[i..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.')
+                    .count();
+                (i + digits, true)
             }
-            _ => out.push(b as char),
+            _ => (i + 1, false),
+        };
+        if constant {
+            // Constants start and end at ASCII bytes: char boundaries.
+            out.push_str(&sql[copied..i]);
+            out.push('?');
+            copied = end;
         }
-        i += 1;
+        i = end;
     }
-    Some(out)
+    out.push_str(&sql[copied..]);
+    true
 }
 
 fn is_word(b: u8) -> bool {
@@ -573,6 +587,11 @@ mod tests {
         assert!(!bad.normalized.as_str().contains("secret"));
     }
 
+    fn shape(sql: &str) -> Option<String> {
+        let mut out = "left over".to_owned();
+        shape_into(sql, &mut out).then_some(out)
+    }
+
     #[test]
     fn shapes_hide_constants_and_give_up_when_unsure() {
         let a = shape("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;").unwrap();
@@ -582,6 +601,10 @@ mod tests {
         assert_eq!(
             shape("select 'it''s', x1 from t2").unwrap(),
             "select ?, x1 from t2"
+        );
+        assert_eq!(
+            shape("select 'é', '中' from 表 where n = 1.5e3 and x2 = 3").unwrap(),
+            "select ?, ? from 表 where n = ? and x2 = ?"
         );
         assert_eq!(
             shape(r#"select "it's" from "T""1""#).unwrap(),

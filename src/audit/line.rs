@@ -134,7 +134,7 @@ fn member(out: &mut Vec<u8>, name: &str, value: &str) {
 /// A JSON string: as it is when nothing in it needs escaping, else as
 /// `serde_json` escapes it.
 fn string(out: &mut Vec<u8>, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !value.bytes().any(|b| ESCAPED[usize::from(b)]) {
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
@@ -142,6 +142,19 @@ fn string(out: &mut Vec<u8>, value: &str) {
         serde_json::to_writer(out, value).expect("a string serializes");
     }
 }
+
+/// The bytes a JSON string escapes: quote, backslash and controls.
+const ESCAPED: [bool; 256] = {
+    let mut escaped = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        escaped[b] = true;
+        b += 1;
+    }
+    escaped[b'"' as usize] = true;
+    escaped[b'\\' as usize] = true;
+    escaped
+};
 
 fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
