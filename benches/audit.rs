@@ -3,14 +3,14 @@
 //! pgbench_accounts WHERE aid = N`), recorded with scope "all":
 //!
 //! - `audit/statement/data_path`: what a session does for it: note the
-//!   statement, its CommandComplete and ReadyForQuery, build the record
-//!   and queue it;
+//!   statement, its CommandComplete and ReadyForQuery, and write its
+//!   record into the queue;
 //! - `audit/statement/logged`: the same and the writer's share: the JSON
 //!   line, its chained MAC, the file's running hash, the write, and the
 //!   seal and fsync once per batch of statements.
 //!
 //! Both count the process's CPU time, on every thread (the writer appends
-//! on a blocking thread), not the time the writer lingers for a batch to
+//! on a thread of its own), not the time the writer lingers for a batch to
 //! gather.
 //!
 //! Run with `cargo bench --bench audit`.

@@ -2,7 +2,7 @@
 //! alert, in files that show whether they were altered.
 //!
 //! The data path hands [`AuditRecord`]s to an [`AuditHandle`], which never
-//! waits; a writer task ([`AuditSink`]) appends them to
+//! waits; a writer on its own thread ([`AuditSink`]) appends them to
 //! `audit-YYYYMMDD-NNNN.jsonl` files in the configured directory
 //! ([`AuditConfig`]), rotated by size and by UTC day, compressed to
 //! `.jsonl.zst` once sealed (`compress.rs`), and deletes sealed files older

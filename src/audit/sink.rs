@@ -3,11 +3,13 @@
 //!
 //! [`AuditHandle::record`] serializes the record into a bounded queue of
 //! record bodies ([`Bodies`]), under a lock held for that only, and wakes
-//! the writer task when the queue was empty. The task lets records gather
-//! for a few milliseconds, takes the whole queue at once, appends it on a
-//! blocking thread, and syncs the file at most `fsync_interval_ms` after a
-//! write. Only bytes cross from the sessions to the writer: no allocation
-//! per record, no reference count touched on two threads.
+//! the writer when the queue was empty. The writer runs on a thread of its
+//! own (one blocking task for the life of the log), so that the runtime's
+//! worker threads never wake for it: it lets records gather for a few
+//! milliseconds, takes the whole queue at once, appends it, and syncs the
+//! file at most `fsync_interval_ms` after a write. Only bytes cross from
+//! the sessions to the writer: no allocation per record, no reference
+//! count touched on two threads.
 //!
 //! # When records cannot be written
 //!
@@ -30,15 +32,15 @@
 //! and sealed like every record, so that `pgveil audit verify` reports it.
 //!
 //! [`AuditHandle::shutdown`] writes everything queued before it, seals the
-//! file and syncs it; the task also seals when the last handle is dropped
-//! (each handle holds a sender of the task's control channel).
+//! file and syncs it; the writer also seals when the last handle is
+//! dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::config::{AuditConfig, OnFailure};
@@ -53,9 +55,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often a failed log tries to continue.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long the writer lets records gather after the first of a batch:
-/// under load, one wake-up and one trip to a blocking thread per batch
-/// instead of per record, which is what keeps the log's cost off a busy
-/// machine's CPUs.
+/// under load, one wake-up and one write per batch instead of per record,
+/// which is what keeps the log's cost off a busy machine's CPUs.
 const LINGER: Duration = Duration::from_millis(5);
 
 /// The audit log cannot take the record: its queue is full or its writer
@@ -68,22 +69,22 @@ pub struct AuditUnavailable;
 pub struct AuditSink;
 
 impl AuditSink {
-    /// Continues the log in `config.dir` and spawns its writer task, which
+    /// Continues the log in `config.dir` and starts its writer, which
     /// ends after the log is sealed, or with the error that kept it from
-    /// being sealed. Must run
-    /// inside a tokio runtime; reads (and may seal) the newest file first.
+    /// being sealed. Must run inside a tokio runtime (the writer is one of
+    /// its blocking tasks); reads (and may seal) the newest file first.
     pub fn start(
         config: &AuditConfig,
         keys: Arc<AuditKeys>,
     ) -> Result<(AuditHandle, JoinHandle<Result<(), AuditError>>), AuditError> {
         config.validate()?;
         let writer = LogWriter::open(config, keys, SystemTime::now())?;
-        let (control, commands) = mpsc::channel(1);
         let shared = Arc::new(Shared::new(config.queue_capacity));
         let fsync_interval = Duration::from_millis(config.fsync_interval_ms);
-        let task = tokio::spawn(run(commands, writer, shared.clone(), fsync_interval));
+        let for_writer = shared.clone();
+        let task = tokio::task::spawn_blocking(move || run(writer, for_writer, fsync_interval));
         let handle = AuditHandle {
-            control,
+            _alive: Arc::new(Alive(shared.clone())),
             shared,
             on_failure: config.on_failure,
         };
@@ -94,20 +95,31 @@ impl AuditSink {
 /// Queues records for the writer. Cheap to clone; one per session.
 #[derive(Clone, Debug)]
 pub struct AuditHandle {
-    /// Shutdown commands, each answered once everything queued before it
-    /// is written and sealed. The task sees the last handle dropped when
-    /// the channel closes.
-    control: mpsc::Sender<oneshot::Sender<()>>,
     shared: Arc<Shared>,
+    /// Shared by every clone: the writer learns when the last is dropped.
+    _alive: Arc<Alive>,
     on_failure: OnFailure,
 }
 
-/// State the handles and the writer task share.
+/// Tells the writer, when the last handle drops it, that no more records
+/// can come.
+#[derive(Debug)]
+struct Alive(Arc<Shared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.lock_queue().orphaned = true;
+        self.0.changed.notify_one();
+    }
+}
+
+/// State the handles and the writer share.
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
-    /// Told when a record lands in an empty queue.
-    queued: Notify,
+    /// Told when a record lands in an empty queue, a shutdown is asked
+    /// for, or the last handle is dropped.
+    changed: Condvar,
     /// The most records the queue holds.
     capacity: usize,
     /// Whether the queue is full or closed, kept with it, so that asking
@@ -118,19 +130,24 @@ struct Shared {
     last_warning: Mutex<Option<Instant>>,
 }
 
-/// Records waiting for the writer.
+/// Records waiting for the writer, and what else it must hear of.
 #[derive(Debug, Default)]
 struct Queue {
     bodies: Bodies,
-    /// Set when the task stops taking records.
+    /// Set when the writer stops taking records.
     closed: bool,
+    /// Shutdowns asked for, each answered once everything queued before
+    /// it is written and sealed.
+    shutdowns: Vec<oneshot::Sender<()>>,
+    /// Set when the last handle is dropped.
+    orphaned: bool,
 }
 
 impl Shared {
     fn new(capacity: usize) -> Self {
         Self {
             queue: Mutex::default(),
-            queued: Notify::new(),
+            changed: Condvar::new(),
             capacity,
             full: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -139,7 +156,7 @@ impl Shared {
         }
     }
 
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -156,7 +173,7 @@ impl Shared {
         }
         drop(queue);
         if was_empty {
-            self.queued.notify_one();
+            self.changed.notify_one();
         }
         true
     }
@@ -234,51 +251,60 @@ impl AuditHandle {
 
     /// Writes every record queued so far, seals the file and stops the
     /// writer. Records queued afterwards are dropped. If the log is down
-    /// and cannot be resumed, this returns [`AuditError::Stopped`] and the
-    /// writer task returns (and logs) the cause.
+    /// and cannot be resumed, or the writer has stopped, this returns
+    /// [`AuditError::Stopped`] and the writer's task returns (and logs)
+    /// the cause.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.control
-            .send(ack)
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        {
+            let mut queue = self.shared.lock_queue();
+            if queue.closed {
+                return Err(AuditError::Stopped);
+            }
+            queue.shutdowns.push(ack);
+        }
+        self.shared.changed.notify_one();
         done.await.map_err(|_| AuditError::Stopped)
     }
 }
 
-/// The writer task.
-async fn run(
-    mut commands: mpsc::Receiver<oneshot::Sender<()>>,
-    writer: LogWriter,
-    shared: Arc<Shared>,
-    fsync_interval: Duration,
-) -> Result<(), AuditError> {
+/// The writer, on its thread.
+fn run(writer: LogWriter, shared: Arc<Shared>, fsync_interval: Duration) -> Result<(), AuditError> {
     let mut task = Task::new(writer, shared.clone());
-    let result = task.serve(&mut commands, fsync_interval).await;
+    let result = task.serve(fsync_interval);
     if let Err(error) = &result {
         shared.failed.store(true, Ordering::Release);
         tracing::error!(%error, "the audit log stopped; no more records are written");
     }
-    let lost = shared.take(true).len();
+    let (lost, unanswered) = {
+        let mut queue = shared.lock_queue();
+        queue.closed = true;
+        shared.full.store(true, Ordering::Relaxed);
+        (
+            queue.bodies.take().len(),
+            std::mem::take(&mut queue.shutdowns),
+        )
+    };
+    // Dropped unanswered: those shutdowns return `Stopped`.
+    drop(unanswered);
     shared.dropped.fetch_add(lost as u64, Ordering::Relaxed);
     result
 }
 
-/// What the writer task wakes up for.
+/// What the writer wakes up for.
 enum Wake {
     /// Records are queued.
     Queued,
-    Shutdown(oneshot::Sender<()>),
-    /// Every handle is gone.
-    Closed,
+    /// Shutdowns to answer once the log is sealed, or none when every
+    /// handle is gone.
+    Stop(Vec<oneshot::Sender<()>>),
     /// The deadline passed.
     Elapsed,
 }
 
-/// The writer and what the task knows beyond it.
+/// The writer and what it knows beyond the files.
 struct Task {
-    /// `None` only while an operation runs on a blocking thread.
-    writer: Option<LogWriter>,
+    writer: LogWriter,
     shared: Arc<Shared>,
     /// Dropped records already counted in a written gap record.
     reported: u64,
@@ -305,7 +331,7 @@ struct FailedBatch {
 impl Task {
     fn new(writer: LogWriter, shared: Arc<Shared>) -> Self {
         Self {
-            writer: Some(writer),
+            writer,
             shared,
             reported: 0,
             write_failed: false,
@@ -315,76 +341,79 @@ impl Task {
         }
     }
 
-    /// Writes until a shutdown command or the last handle is dropped,
-    /// then seals the log.
-    async fn serve(
-        &mut self,
-        commands: &mut mpsc::Receiver<oneshot::Sender<()>>,
-        fsync_interval: Duration,
-    ) -> Result<(), AuditError> {
-        let mut sync_at: Option<tokio::time::Instant> = None;
+    /// Writes until a shutdown or the last handle is dropped, then seals
+    /// the log.
+    fn serve(&mut self, fsync_interval: Duration) -> Result<(), AuditError> {
+        let mut sync_at: Option<Instant> = None;
         loop {
             let deadline = match self.failed {
-                Some(_) => Some(tokio::time::Instant::now() + RETRY_EVERY),
+                Some(_) => Some(Instant::now() + RETRY_EVERY),
                 None => sync_at,
             };
-            match self.wake(commands, deadline).await {
+            match self.wait(deadline) {
                 Wake::Elapsed if self.failed.is_some() => {
-                    self.resume().await;
+                    self.resume();
                     continue;
                 }
                 Wake::Elapsed => {
-                    self.sync().await;
+                    self.sync();
                     sync_at = None;
                     continue;
                 }
-                Wake::Closed => return self.finish().await,
-                Wake::Shutdown(ack) => {
-                    self.finish().await?;
-                    let _ = ack.send(());
+                Wake::Stop(shutdowns) => {
+                    self.finish()?;
+                    for ack in shutdowns {
+                        let _ = ack.send(());
+                    }
                     return Ok(());
                 }
                 Wake::Queued => {}
             }
             if self.failed.is_none() {
-                tokio::time::sleep(LINGER).await;
+                std::thread::sleep(LINGER);
             }
             self.unwritten.append(&mut self.shared.take(false));
             if self.failed.is_none() {
-                self.write().await;
+                self.write();
             }
             // Checked here too: under steady load records are always
             // queued, and the deadline above would never pass.
-            let now = tokio::time::Instant::now();
+            let now = Instant::now();
             if self.failed.is_none() && *sync_at.get_or_insert(now + fsync_interval) <= now {
-                self.sync().await;
+                self.sync();
                 sync_at = None;
             }
         }
     }
 
-    /// Waits for records, a command or the deadline.
-    async fn wake(
-        &self,
-        commands: &mut mpsc::Receiver<oneshot::Sender<()>>,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Wake {
-        let elapsed = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+    /// Waits for records, a shutdown, the last handle to go, or the
+    /// deadline.
+    fn wait(&self, deadline: Option<Instant>) -> Wake {
+        let mut queue = self.shared.lock_queue();
+        loop {
+            if !queue.shutdowns.is_empty() || queue.orphaned {
+                return Wake::Stop(std::mem::take(&mut queue.shutdowns));
             }
-        };
-        tokio::select! {
-            command = commands.recv() => command.map_or(Wake::Closed, Wake::Shutdown),
-            () = self.shared.queued.notified() => Wake::Queued,
-            () = elapsed => Wake::Elapsed,
+            if !queue.bodies.is_empty() {
+                return Wake::Queued;
+            }
+            let changed = &self.shared.changed;
+            queue = match deadline.map(|at| at.saturating_duration_since(Instant::now())) {
+                None => changed.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                Some(Duration::ZERO) => return Wake::Elapsed,
+                Some(left) => {
+                    changed
+                        .wait_timeout(queue, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
     }
 
     /// Appends the unwritten records, after a gap record if records were
     /// lost since the last one.
-    async fn write(&mut self) {
+    fn write(&mut self) {
         let lost = self.shared.dropped.load(Ordering::Relaxed) - self.reported;
         let mut batch = Bodies::default();
         let gap = (lost > 0).then_some(lost);
@@ -403,16 +432,8 @@ impl Task {
         if batch.is_empty() {
             return;
         }
-        let now = SystemTime::now();
-        let mut writer = self.writer.take().expect("the writer is back");
-        let seq_before = writer.seq();
-        let (writer, batch, result) = blocking(move || {
-            let result = writer.append(&batch, now);
-            (writer, batch, result)
-        })
-        .await;
-        self.writer = Some(writer);
-        match result {
+        let seq_before = self.writer.seq();
+        match self.writer.append(&batch, SystemTime::now()) {
             Ok(()) => {
                 self.reported += lost;
                 self.write_failed = false;
@@ -422,16 +443,9 @@ impl Task {
     }
 
     /// Makes what was appended durable; a failure takes the log down.
-    async fn sync(&mut self) {
-        let mut writer = self.writer.take().expect("the writer is back");
-        let seq_before = writer.seq();
-        let (writer, result) = blocking(move || {
-            let result = writer.sync();
-            (writer, result)
-        })
-        .await;
-        self.writer = Some(writer);
-        if let Err(error) = result {
+    fn sync(&mut self) {
+        let seq_before = self.writer.seq();
+        if let Err(error) = self.writer.sync() {
             self.fail(Bodies::default(), None, seq_before, error);
         }
     }
@@ -457,19 +471,11 @@ impl Task {
     /// Tries to continue the log after a failure: seals what is on disk
     /// and takes back the records of the failed batch that did not reach
     /// it, then writes them.
-    async fn resume(&mut self) {
+    fn resume(&mut self) {
         let Some(failed) = self.failed.take() else {
             return;
         };
-        let now = SystemTime::now();
-        let mut writer = self.writer.take().expect("the writer is back");
-        let (writer, result) = blocking(move || {
-            let result = writer.resume(now);
-            (writer, result)
-        })
-        .await;
-        self.writer = Some(writer);
-        let on_disk = match result {
+        let on_disk = match self.writer.resume(SystemTime::now()) {
             Ok(seq) => seq,
             Err(error) => {
                 let now = Instant::now();
@@ -490,7 +496,7 @@ impl Task {
             lost = self.shared.dropped.load(Ordering::Relaxed) - self.reported,
             "the audit log is writable again; a gap record counts the records lost meanwhile"
         );
-        self.write().await;
+        self.write();
     }
 
     /// After a resume found the chain at `on_disk`: the failed batch's
@@ -517,12 +523,12 @@ impl Task {
 
     /// Writes what is left and seals the file. A log still down gets one
     /// more attempt; if it fails, the records not written are lost.
-    async fn finish(&mut self) -> Result<(), AuditError> {
+    fn finish(&mut self) -> Result<(), AuditError> {
         self.unwritten.append(&mut self.shared.take(true));
         if self.failed.is_some() {
-            self.resume().await;
+            self.resume();
         } else {
-            self.write().await;
+            self.write();
         }
         if let Some(failed) = self.failed.take() {
             let gap = usize::from(failed.gap.is_some());
@@ -533,19 +539,6 @@ impl Task {
             tracing::error!(lost, "the audit log is down at shutdown; records are lost");
             return Err(failed.error);
         }
-        let now = SystemTime::now();
-        let mut writer = self.writer.take().expect("the writer is back");
-        blocking(move || writer.close(now)).await
+        self.writer.close(SystemTime::now())
     }
-}
-
-/// Runs `f` on a blocking thread.
-async fn blocking<T, F>(f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
 }
