@@ -270,25 +270,38 @@ impl AuditHandle {
 
 /// The writer, on its thread.
 fn run(writer: LogWriter, shared: Arc<Shared>, fsync_interval: Duration) -> Result<(), AuditError> {
-    let mut task = Task::new(writer, shared.clone());
-    let result = task.serve(fsync_interval);
+    let _closing = Closing(shared.clone());
+    let result = Task::new(writer, shared.clone()).serve(fsync_interval);
     if let Err(error) = &result {
         shared.failed.store(true, Ordering::Release);
         tracing::error!(%error, "the audit log stopped; no more records are written");
     }
-    let (lost, unanswered) = {
-        let mut queue = shared.lock_queue();
-        queue.closed = true;
-        shared.full.store(true, Ordering::Relaxed);
-        (
-            queue.bodies.take().len(),
-            std::mem::take(&mut queue.shutdowns),
-        )
-    };
-    // Dropped unanswered: those shutdowns return `Stopped`.
-    drop(unanswered);
-    shared.dropped.fetch_add(lost as u64, Ordering::Relaxed);
     result
+}
+
+/// Closes the queue however the writer ends, a panic included: what is
+/// queued counts as dropped, and shutdowns still waiting return
+/// `Stopped` rather than wait for a writer that is gone.
+struct Closing(Arc<Shared>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        if std::thread::panicking() {
+            shared.failed.store(true, Ordering::Release);
+        }
+        let (lost, unanswered) = {
+            let mut queue = shared.lock_queue();
+            queue.closed = true;
+            shared.full.store(true, Ordering::Relaxed);
+            (
+                queue.bodies.take().len(),
+                std::mem::take(&mut queue.shutdowns),
+            )
+        };
+        drop(unanswered);
+        shared.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+    }
 }
 
 /// What the writer wakes up for.
