@@ -13,8 +13,7 @@ use std::cell::Cell;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::record::{
-    Access, ColumnAccess, Decision, Login, NormalizedStatement, Outcome, Peer, StatementRecord,
-    Timestamp,
+    ColumnAccess, Login, NormalizedStatement, Outcome, Peer, StatementRecord, Timestamp,
 };
 
 /// A statement record, borrowed from where its parts live.
@@ -83,11 +82,7 @@ impl StatementLine<'_> {
         }
         out.extend_from_slice(br#"],"rows":"#);
         number(out, self.rows);
-        let outcome = match &self.outcome {
-            Outcome::Ok => "ok",
-            Outcome::Error(code) => code.as_str(),
-        };
-        member(out, "outcome", outcome);
+        member(out, "outcome", self.outcome.as_str());
         out.extend_from_slice(br#","duration_us":"#);
         number(out, self.duration_us);
         out.push(b'}');
@@ -97,24 +92,9 @@ impl StatementLine<'_> {
 fn column_access(out: &mut Vec<u8>, column: &ColumnAccess) {
     out.extend_from_slice(br#"{"column":"#);
     string(out, &column.column);
-    let access = match column.access {
-        Access::Read => "read",
-        Access::Write => "write",
-    };
-    member(out, "access", access);
-    member(out, "decision", decision_name(column.decision));
+    member(out, "access", column.access.name());
+    member(out, "decision", column.decision.name());
     out.push(b'}');
-}
-
-fn decision_name(decision: Decision) -> &'static str {
-    match decision {
-        Decision::Plaintext => "plaintext",
-        Decision::Masked => "masked",
-        Decision::Pseudonym => "pseudonym",
-        Decision::Null => "null",
-        Decision::Denied => "denied",
-        Decision::Encrypted => "encrypted",
-    }
 }
 
 fn comma(out: &mut Vec<u8>, index: usize) {
@@ -205,7 +185,7 @@ mod tests {
 
     use super::*;
     use crate::audit::record::tests::statement;
-    use crate::audit::record::{AuditRecord, SqlState};
+    use crate::audit::record::{Access, AuditRecord, Decision, SqlState};
 
     fn by_serde(record: &StatementRecord) -> Vec<u8> {
         serde_json::to_vec(&AuditRecord::Statement(Box::new(record.clone()))).unwrap()

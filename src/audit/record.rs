@@ -171,6 +171,16 @@ pub enum Access {
     Write,
 }
 
+impl Access {
+    /// As the log writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
 /// What pgveil did with a protected column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -189,6 +199,20 @@ pub enum Decision {
     Encrypted,
 }
 
+impl Decision {
+    /// As the log writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Plaintext => "plaintext",
+            Decision::Masked => "masked",
+            Decision::Pseudonym => "pseudonym",
+            Decision::Null => "null",
+            Decision::Denied => "denied",
+            Decision::Encrypted => "encrypted",
+        }
+    }
+}
+
 /// How an attempt ended: `"ok"`, or the SQLSTATE of the error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -196,12 +220,19 @@ pub enum Outcome {
     Error(SqlState),
 }
 
+impl Outcome {
+    /// As the log writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Outcome::Ok => OUTCOME_OK,
+            Outcome::Error(code) => code.as_str(),
+        }
+    }
+}
+
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Outcome::Ok => serializer.serialize_str(OUTCOME_OK),
-            Outcome::Error(code) => serializer.serialize_str(code.as_str()),
-        }
+        serializer.serialize_str(self.as_str())
     }
 }
 

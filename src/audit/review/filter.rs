@@ -50,18 +50,6 @@ pub(super) const DECISIONS: [Decision; 6] = [
     Decision::Denied,
 ];
 
-/// A decision as the log writes it.
-pub(super) fn decision_name(decision: Decision) -> &'static str {
-    match decision {
-        Decision::Plaintext => "plaintext",
-        Decision::Masked => "masked",
-        Decision::Pseudonym => "pseudonym",
-        Decision::Null => "null",
-        Decision::Encrypted => "encrypted",
-        Decision::Denied => "denied",
-    }
-}
-
 /// A decision's position in [`DECISIONS`].
 pub(super) fn decision_index(decision: Decision) -> usize {
     DECISIONS
@@ -73,9 +61,9 @@ pub(super) fn decision_index(decision: Decision) -> usize {
 fn parse_decision(text: &str) -> Result<Decision, String> {
     DECISIONS
         .into_iter()
-        .find(|&d| decision_name(d) == text)
+        .find(|&d| d.name() == text)
         .ok_or_else(|| {
-            let names: Vec<_> = DECISIONS.into_iter().map(decision_name).collect();
+            let names: Vec<_> = DECISIONS.into_iter().map(Decision::name).collect();
             format!("{text:?} is not a decision ({})", names.join(", "))
         })
 }

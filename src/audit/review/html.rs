@@ -5,7 +5,7 @@
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 
-use super::filter::{decision_name, DECISIONS};
+use super::filter::DECISIONS;
 use super::report::Report;
 use super::text::{
     access_header, access_rows, alert_rows, column_header, column_rows, period_text, totals_rows,
@@ -278,7 +278,7 @@ fn column_chart(page: &mut String, report: &Report) -> fmt::Result {
                 "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"18\" fill=\"{}\">\
                  <title>{}: {} statements, {} rows</title></rect>",
                 decision_color(decision),
-                decision_name(decision),
+                decision.name(),
                 count.statements,
                 count.rows
             )?;
@@ -295,8 +295,6 @@ fn column_chart(page: &mut String, report: &Report) -> fmt::Result {
     page.push_str("</svg>\n");
     legend(
         page,
-        DECISIONS
-            .into_iter()
-            .map(|d| (decision_color(d), decision_name(d))),
+        DECISIONS.into_iter().map(|d| (decision_color(d), d.name())),
     )
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
-use super::filter::{decision_name, Facts, Filter};
+use super::filter::{Facts, Filter};
 use super::layout::{truncate, write_aligned, write_csv_row};
 use super::read::Records;
 use super::ReviewError;
@@ -92,7 +92,7 @@ fn cells(record: &AuditRecord) -> Vec<String> {
         .columns
         .iter()
         .map(|c| match c.decision {
-            Some(decision) => format!("{}:{}", c.name, decision_name(decision)),
+            Some(decision) => format!("{}:{}", c.name, decision.name()),
             None => c.name.to_owned(),
         })
         .collect();

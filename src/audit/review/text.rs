@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::filter::{decision_name, DECISIONS};
+use super::filter::DECISIONS;
 use super::layout::{write_aligned, write_csv_row};
 use super::report::{AccessKey, Report};
 
@@ -44,7 +44,7 @@ pub(super) fn write_csv(report: &Report, out: &mut dyn Write) -> io::Result<()> 
                     key.role.as_str(),
                     key.actor.as_deref().unwrap_or_default(),
                     &key.column,
-                    decision_name(decision),
+                    decision.name(),
                     &count.statements.to_string(),
                     &count.rows.to_string(),
                 ],
@@ -108,7 +108,7 @@ pub(super) fn column_rows(report: &Report) -> Vec<Vec<String>> {
 /// hold a cell per decision.
 fn with_decisions(before: &[&'static str], after: &[&'static str]) -> Vec<&'static str> {
     let mut header = before.to_vec();
-    header.extend(DECISIONS.map(decision_name));
+    header.extend(DECISIONS.map(|d| d.name()));
     header.extend(after);
     header
 }
