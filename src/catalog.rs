@@ -49,10 +49,33 @@ use crate::protocol::{read_message, ReadError, Side};
 use crate::reveal::Fields;
 use crate::rewrite::{CatalogObject, ColumnType, Columns, Kind, ServerObjects};
 
-const ROLES_QUERY: &str = "WITH RECURSIVE member_of(oid) AS (\
-    SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user \
-    UNION SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN member_of ON m.member = member_of.oid) \
-    SELECT r.rolname FROM pg_catalog.pg_roles r JOIN member_of USING (oid)";
+/// The login role and every role it is a member of. The login role is the
+/// one the client authenticated as, named by its bytes in the server
+/// encoding (`{login}`, hex), not `session_user`, which a superuser can
+/// change with `session_authorization` in the startup options.
+fn roles_query(login: &str) -> String {
+    format!(
+        "WITH RECURSIVE member_of(oid) AS (\
+         SELECT oid FROM pg_catalog.pg_roles WHERE pg_catalog.convert_to(rolname::pg_catalog.text, \
+         pg_catalog.getdatabaseencoding()) OPERATOR(pg_catalog.=) pg_catalog.decode('{}', 'hex') \
+         UNION SELECT m.roleid FROM pg_catalog.pg_auth_members m \
+         JOIN member_of ON m.member OPERATOR(pg_catalog.=) member_of.oid) \
+         SELECT r.rolname FROM pg_catalog.pg_roles r \
+         JOIN member_of ON r.oid OPERATOR(pg_catalog.=) member_of.oid",
+        hex::encode(login)
+    )
+}
+
+/// What pgveil's queries on a client's session run under, whatever the
+/// session set: `search_path` holds only `pg_catalog` (and `pg_temp`
+/// last, which is never searched for operators and functions), so no
+/// operator, function or table of a schema the client controls can stand
+/// in for the built-in one; JIT is off (see [`objects_query`]). Both are
+/// `set_config(..., true)`: they last until the end of the implicit
+/// transaction that the statements of one Query share, and the session
+/// gets its own settings back with it. Its one row is not a result.
+const PINNED: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true), \
+    pg_catalog.set_config('jit', 'off', true); ";
 
 const DECLARED_QUERY: &str = "SELECT pg_catalog.current_setting('pgveil.purpose', true), \
     pg_catalog.current_setting('pgveil.actor', true)";
@@ -85,19 +108,20 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Reads the catalog for `policy`, with text in the session's client
-    /// `encoding`. The connection must be idle (after ReadyForQuery); it
+    /// Reads the catalog for `policy` and the `login` role, with text in
+    /// the session's client `encoding`. The connection must be idle (after ReadyForQuery); it
     /// is idle again when this returns.
     pub async fn fetch<S>(
         server: &mut S,
         buf: &mut BytesMut,
         policy: &Policy,
+        login: &str,
         encoding: ClientEncoding,
     ) -> Result<Self, CatalogError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let roles = query(server, buf, encoding, ROLES_QUERY).await?;
+        let roles = query(server, buf, encoding, &roles_query(login)).await?;
         let declared = query(server, buf, encoding, DECLARED_QUERY).await?;
         let setting = |i: usize| {
             declared
@@ -272,7 +296,6 @@ where
         return Ok(ServerObjects::default());
     }
     let rows = query(server, buf, encoding, &objects_query(policy)).await?;
-    // The row of `set_config` has one column; the objects have six.
     let objects = rows.into_iter().filter_map(|row| {
         let [Some(kind), Some(schema), Some(name), hook, Some(table), definition] =
             <[Option<String>; 6]>::try_from(row).ok()?
@@ -306,12 +329,10 @@ where
 /// The planner's estimates for the recursive searches are far too high,
 /// enough to make PostgreSQL JIT-compile the query, which takes longer
 /// than running it (a second, against milliseconds): so JIT is turned off
-/// first, for this query only (`set_config(..., true)` lasts until the end
-/// of the implicit transaction the two statements of one Query share).
+/// for pgveil's queries ([`PINNED`]).
 fn objects_query(policy: &Policy) -> String {
     format!(
-        "SELECT pg_catalog.set_config('jit', 'off', true); \
-         WITH RECURSIVE protected AS (\
+        "WITH RECURSIVE protected AS (\
            SELECT c.oid FROM pg_catalog.pg_class c \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
            WHERE (n.nspname, c.relname) IN (VALUES {tables})), \
@@ -384,7 +405,9 @@ fn objects_query(policy: &Policy) -> String {
     )
 }
 
-/// Runs one simple query and returns its rows as text.
+/// Runs one simple query under [`PINNED`] settings and returns its rows
+/// as text. The text is sent in the client encoding, as the server reads
+/// it.
 async fn query<S>(
     server: &mut S,
     buf: &mut BytesMut,
@@ -394,7 +417,7 @@ async fn query<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut body = sql.as_bytes().to_vec();
+    let mut body = encoding.encode(&format!("{PINNED}{sql}")).into_owned();
     body.push(0);
     server
         .write_all(&frame_of(b'Q', &body))
@@ -402,16 +425,19 @@ where
         .map_err(ReadError::Io)?;
     let mut rows = Vec::new();
     let mut refused = None;
+    // The first CommandComplete ends the row of PINNED.
+    let mut pinned = false;
     loop {
         let (tag, frame) = read_message(server, Side::Backend, buf)
             .await?
             .ok_or(CatalogError::Closed)?;
         match tag {
-            b'D' => rows.push(
+            b'D' if pinned => rows.push(
                 Fields::of(&frame)
                     .map(|f| f.map(|v| text(encoding, v)))
                     .collect(),
             ),
+            b'C' => pinned = true,
             b'E' => {
                 let code = error_field(&frame, b'C').unwrap_or(b"?????");
                 refused = Some(String::from_utf8_lossy(code).into_owned());

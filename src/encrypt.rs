@@ -332,7 +332,9 @@ impl<'a> ClientTap<'a> {
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
         );
-        out.push(reply::frame_of(b'Q', &cstring(raise_sql(veil, refusal))));
+        let sql = raise_sql(veil, refusal);
+        let sql = self.shared.encoding().encode(&sql);
+        out.push(reply::frame_of(b'Q', &cstring(sql)));
     }
 
     /// Refuses the statement named `statement` (see the module doc). Its
@@ -353,7 +355,8 @@ impl<'a> ClientTap<'a> {
         }
         let mut parse = BytesMut::new();
         parse.put_u8(0);
-        parse.put_slice(&cstring(raise_sql(veil, refusal)));
+        let sql = raise_sql(veil, refusal);
+        parse.put_slice(&cstring(self.shared.encoding().encode(&sql)));
         parse.put_i16(0);
         out.push(reply::frame_of(b'P', &parse));
         out.push(reply::frame_of(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
@@ -757,15 +760,24 @@ fn undecodable() -> Refusal {
 }
 
 /// A statement that makes the server raise `refusal`, marked with the
-/// nonce so the server tap can recognize and tidy the error.
+/// nonce so the server tap can recognize and tidy the error. It reads the
+/// same whatever the session set: its strings are `E'...'` literals, which
+/// `standard_conforming_strings` does not change, with no `\'` for
+/// `backslash_quote` to refuse, and its dollar-quote tag is one the body
+/// does not contain, whatever a message quotes.
 fn raise_sql(veil: &Veil, refusal: &Refusal) -> String {
-    format!(
-        "DO $pgveil$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{}', SCHEMA = '{}'; \
-         END$pgveil$",
-        refusal.sqlstate,
-        refusal.message.replace('\'', "''"),
-        veil.refusal_marker()
-    )
+    let literal = |text: &str| format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"));
+    let body = format!(
+        "BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}, SCHEMA = {}; END",
+        literal(refusal.sqlstate),
+        literal(&refusal.message),
+        literal(veil.refusal_marker())
+    );
+    let mut tag = String::from("$pgveil$");
+    while body.contains(&tag) {
+        tag.insert(tag.len() - 1, '_');
+    }
+    format!("DO {tag}{body}{tag}")
 }
 
 /// The parts of a Parse message: name, query, and the raw parameter types.

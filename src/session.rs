@@ -315,7 +315,9 @@ impl Session {
                 .await?
                 .ok_or(StartError::UpstreamClosed)?;
             if tag == b'Z' {
-                let catalog = Catalog::fetch(upstream, from_server, policy, encoding).await?;
+                let login = self.login.as_ref().map_or("", |l| &*l.role);
+                let catalog =
+                    Catalog::fetch(upstream, from_server, policy, login, encoding).await?;
                 self.client.write_all(&frame).await?;
                 debug!(roles = ?catalog.roles, "session roles");
                 crate::guard::warn_unguarded(&catalog.guards);

@@ -1,0 +1,175 @@
+//! Attacks on pgveil's own reading of a session: a client that changes
+//! the session's settings so that pgveil and the server read things
+//! differently must get no plaintext it is not granted, and must not get
+//! a value past pgveil into the database unencrypted.
+//!
+//! - Escalation through the session's `search_path`: operators and
+//!   functions in a schema the client controls must not change what
+//!   pgveil's own catalog queries mean (roles, columns, guards, objects),
+//!   whether the path comes from the startup options, `ALTER ROLE ...
+//!   SET` or a superuser's `session_authorization`.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::crm::crm;
+use common::{simple_rows, try_connect, Cluster};
+
+/// A schema with operators that answer `true` for any two `name`s,
+/// `oid`s and `text`s, and a login role that is a member of `support`
+/// whose own `search_path` puts it first. Made once per test binary.
+fn shadow_operators() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        crm();
+        Cluster::shared().psql_direct(
+            "create schema shadow authorization support_user;
+             create function shadow.always(name, name) returns boolean
+               language sql immutable as 'select true';
+             create operator shadow.= (leftarg = name, rightarg = name, function = shadow.always);
+             create function shadow.always(oid, oid) returns boolean
+               language sql immutable as 'select true';
+             create operator shadow.= (leftarg = oid, rightarg = oid, function = shadow.always);
+             create function shadow.always(text, text) returns boolean
+               language sql immutable as 'select true';
+             create operator shadow.= (leftarg = text, rightarg = text, function = shadow.always);
+             create function shadow.strpos(text, text) returns integer
+               language sql immutable as 'select 0';
+             create function public.add_customer(name text) returns void
+               language sql as 'insert into customers (full_name) values (name)';
+             grant execute on function public.add_customer(text) to public;
+             grant usage on schema shadow to public;
+             create role mallory login password 'pw' in role support;
+             alter role mallory set search_path = shadow, pg_catalog, public;",
+        );
+    });
+}
+
+/// A customer written through pgveil by the CRM application; its id.
+async fn customer(name: &str, national_id: &str) -> i64 {
+    let app = crm().connect("crm_user").await;
+    let rows = app
+        .query_one(
+            "insert into customers (full_name, email, national_id) values ($1, $2, $3) returning id",
+            &[&name, &format!("{national_id}@example.com"), &national_id],
+        )
+        .await
+        .unwrap();
+    rows.get(0)
+}
+
+/// What `user` reads of customer `id`'s name and national ID through
+/// pgveil, with `options` in the startup packet, declaring the `kyc`
+/// purpose.
+async fn read_as(user: &str, options: &str, id: i64) -> Vec<Option<String>> {
+    let url = format!(
+        "{} options='{options}'",
+        crm().proxy.url(user, "pw", "postgres")
+    );
+    let client = try_connect(&url).await.unwrap();
+    let rows = client
+        .simple_query(&format!(
+            "set pgveil.purpose = 'kyc'; select full_name, national_id from customers where id = {id}"
+        ))
+        .await
+        .unwrap();
+    simple_rows(&rows).pop().expect("the customer")
+}
+
+/// What support is granted: masks, never the values.
+fn assert_masked(read: &[Option<String>], name: &str, national_id: &str) {
+    let crm = crm();
+    assert_eq!(
+        read,
+        [
+            Some(crm.mask("full_name", name)),
+            Some(crm.mask("national_id", national_id)),
+        ],
+        "support must see masks"
+    );
+}
+
+#[tokio::test]
+async fn operators_in_the_startup_search_path_do_not_widen_roles() {
+    shadow_operators();
+    let id = customer("Zhou Xun", "110101199001011234").await;
+    for options in [
+        "-c search_path=shadow,pg_catalog,public",
+        "-c search_path=shadow,public,pg_catalog",
+    ] {
+        let read = read_as("support_user", options, id).await;
+        assert_masked(&read, "Zhou Xun", "110101199001011234");
+    }
+}
+
+#[tokio::test]
+async fn operators_in_a_role_search_path_do_not_widen_roles() {
+    shadow_operators();
+    let id = customer("Chen Kun", "110101198502021111").await;
+    let read = read_as("mallory", "", id).await;
+    assert_masked(&read, "Chen Kun", "110101198502021111");
+}
+
+#[tokio::test]
+async fn login_is_not_slowed_by_a_shadowed_oid_equality() {
+    shadow_operators();
+    let id = customer("Li Na", "110101197003033333").await;
+    let started = std::time::Instant::now();
+    let read = read_as(
+        "support_user",
+        "-c search_path=shadow,pg_catalog,public",
+        id,
+    )
+    .await;
+    assert_masked(&read, "Li Na", "110101197003033333");
+    // A cross product of pg_roles and pg_auth_members would still run
+    // in a backend after pgveil gave up; none is left behind.
+    let busy = Cluster::shared().psql_direct(
+        "select count(*) from pg_stat_activity where state = 'active' \
+         and query like '%member_of%' and pid <> pg_backend_pid()",
+    );
+    assert_eq!(busy.trim(), "0", "a catalog query is still running");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn roles_are_those_of_the_login_whatever_the_session_becomes() {
+    shadow_operators();
+    let id = customer("Sun Li", "110101196004044444").await;
+    let client = crm()
+        .proxy
+        .connect_as("postgres", common::SUPERUSER_PASSWORD)
+        .await;
+    let rows = client
+        .simple_query(&format!(
+            "set session authorization kyc_user; set pgveil.purpose = 'kyc'; \
+             select session_user, national_id from customers where id = {id}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&rows),
+        [[Some("kyc_user".to_owned()), None]],
+        "the superuser logged in, and is granted nothing"
+    );
+}
+
+#[tokio::test]
+async fn functions_in_the_search_path_do_not_hide_server_side_objects() {
+    shadow_operators();
+    // `strpos` answering 0 would hide that add_customer writes customers.
+    let url = format!(
+        "{} options='-c search_path=shadow,pg_catalog,public'",
+        crm().proxy.url("crm_user", "pw", "postgres")
+    );
+    let client = try_connect(&url).await.unwrap();
+    let err = client
+        .simple_query("select public.add_customer('Hidden Writer')")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&err), Some("0A000"), "{err}");
+    let stored = Cluster::shared()
+        .psql_direct("select count(*) from customers where full_name = 'Hidden Writer'");
+    assert_eq!(stored.trim(), "0");
+}
