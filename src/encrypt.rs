@@ -32,6 +32,7 @@
 //! ParseComplete/BindComplete of that statement and the marker fields.
 //! Nothing of the refused statement reaches the server.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,10 @@ pub struct Shared {
     pub server_fatal: AtomicBool,
     /// The session's `client_encoding`, as the server last reported it.
     pub encoding: Mutex<ClientEncoding>,
+    /// Whether `standard_conforming_strings` is on, as the server last
+    /// reported it: how pgveil reads a plain literal's backslashes
+    /// ([`rewrite::conform_literals`]).
+    pub standard_strings: AtomicBool,
     /// The data options of the COPY TO statements sent, whose data has not
     /// started yet, in order.
     pub copy_out: Mutex<VecDeque<CopyOptions>>,
@@ -75,9 +80,10 @@ pub struct Shared {
 impl Shared {
     /// For a session that logged in with this encoding and these
     /// declarations.
-    pub fn new(encoding: ClientEncoding, declared: Declared) -> Self {
+    pub fn new(encoding: ClientEncoding, standard_strings: bool, declared: Declared) -> Self {
         Self {
             encoding: Mutex::new(encoding),
+            standard_strings: AtomicBool::new(standard_strings),
             declared: Mutex::new(declared),
             ..Self::default()
         }
@@ -263,6 +269,7 @@ impl<'a> ClientTap<'a> {
 
     fn query(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
         self.copy = None;
+        let frame = self.conform_query(frame);
         let encoding = self.shared.encoding();
         let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
             self.shared.declared().query(Vec::new());
@@ -319,6 +326,53 @@ impl<'a> ClientTap<'a> {
         )
     }
 
+    /// A statement text as pgveil and the server will both read it
+    /// ([`rewrite::conform_literals`]), under the
+    /// `standard_conforming_strings` the server last reported.
+    fn conform<'t>(&self, sql: &'t str) -> Cow<'t, str> {
+        rewrite::conform_literals(sql, self.shared.standard_strings.load(Ordering::Relaxed))
+    }
+
+    /// A Query whose text is conformed ([`Self::conform`]): the same
+    /// frame, or one rebuilt with the new text.
+    fn conform_query(&self, frame: Bytes) -> Bytes {
+        if !frame.contains(&b'\\') {
+            return frame;
+        }
+        let encoding = self.shared.encoding();
+        let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
+            return frame;
+        };
+        match self.conform(&sql) {
+            Cow::Borrowed(_) => frame,
+            Cow::Owned(text) => reply::frame_of(b'Q', &cstring(encoding.encode(&text))),
+        }
+    }
+
+    /// A Parse whose text is conformed ([`Self::conform`]): the same
+    /// frame, or one rebuilt with the new text.
+    fn conform_parse(&self, frame: Bytes) -> Bytes {
+        if !frame.contains(&b'\\') {
+            return frame;
+        }
+        let Some(parse) = ParseMessage::read(&frame) else {
+            return frame;
+        };
+        let encoding = self.shared.encoding();
+        let Some(sql) = encoding.decode(parse.query) else {
+            return frame;
+        };
+        let Cow::Owned(text) = self.conform(&sql) else {
+            return frame;
+        };
+        let mut body = BytesMut::new();
+        body.put_slice(parse.name);
+        body.put_u8(0);
+        body.put_slice(&cstring(encoding.encode(&text)));
+        body.put_slice(parse.types);
+        reply::frame_of(b'P', &body)
+    }
+
     /// The statements the session prepared, both ways.
     fn session_statements(&self) -> SessionStatements<'_> {
         SessionStatements {
@@ -367,6 +421,7 @@ impl<'a> ClientTap<'a> {
     }
 
     fn parse(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+        let frame = self.conform_parse(frame);
         let Some(parse) = ParseMessage::read(&frame) else {
             return out.push(frame);
         };

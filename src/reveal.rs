@@ -358,7 +358,8 @@ impl Tap for ServerTap<'_> {
 }
 
 impl ServerTap<'_> {
-    /// Follows `client_encoding` as the server reports it.
+    /// Follows `client_encoding` and `standard_conforming_strings` as the
+    /// server reports them.
     fn parameter_status(&self, frame: &[u8]) {
         if let Some(name) = client_encoding(frame) {
             *self
@@ -367,14 +368,28 @@ impl ServerTap<'_> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = ClientEncoding::from_pg_name(name);
         }
+        if let Some(on) = standard_strings(frame) {
+            self.shared.standard_strings.store(on, Ordering::Relaxed);
+        }
     }
+}
+
+/// The value of a ParameterStatus frame for the parameter `name`.
+fn parameter<'f>(frame: &'f [u8], name: &[u8]) -> Option<&'f str> {
+    let value = frame.get(5..)?.strip_prefix(name)?.strip_prefix(b"\0")?;
+    let end = value.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&value[..end]).ok()
 }
 
 /// The value of a ParameterStatus frame for `client_encoding`.
 pub fn client_encoding(frame: &[u8]) -> Option<&str> {
-    let value = frame.get(5..)?.strip_prefix(b"client_encoding\0")?;
-    let end = value.iter().position(|&b| b == 0)?;
-    std::str::from_utf8(&value[..end]).ok()
+    parameter(frame, b"client_encoding")
+}
+
+/// Whether a ParameterStatus frame for `standard_conforming_strings`
+/// says it is on.
+pub fn standard_strings(frame: &[u8]) -> Option<bool> {
+    parameter(frame, b"standard_conforming_strings").map(|v| v != "off")
 }
 
 /// pgveil's refusal as the client should see it: severity, SQLSTATE and

@@ -310,6 +310,7 @@ impl Session {
         policy: &Policy,
     ) -> Result<Greeting, StartError> {
         let mut encoding = ClientEncoding::default();
+        let mut standard_strings = true;
         loop {
             let (tag, frame) = read_message(upstream, Side::Backend, from_server)
                 .await?
@@ -321,10 +322,17 @@ impl Session {
                 self.client.write_all(&frame).await?;
                 debug!(roles = ?catalog.roles, "session roles");
                 crate::guard::warn_unguarded(&catalog.guards);
-                return Ok(Greeting { catalog, encoding });
+                return Ok(Greeting {
+                    catalog,
+                    encoding,
+                    standard_strings,
+                });
             }
             if let Some(name) = reveal::client_encoding(&frame).filter(|_| tag == b'S') {
                 encoding = ClientEncoding::from_pg_name(name);
+            }
+            if let Some(on) = reveal::standard_strings(&frame).filter(|_| tag == b'S') {
+                standard_strings = on;
             }
             self.client.write_all(&frame).await?;
             if tag == b'E' {
@@ -365,7 +373,11 @@ impl Session {
         let (mut server_rx, mut server_tx) = upstream.split();
         let stop = self.services.close_all.child_token();
         let catalog = greeting.catalog;
-        let shared = Shared::new(greeting.encoding, Declared::new(catalog.declared.clone()));
+        let shared = Shared::new(
+            greeting.encoding,
+            greeting.standard_strings,
+            Declared::new(catalog.declared.clone()),
+        );
 
         let upward = async {
             let mut tap = ClientTap::new(
@@ -480,6 +492,8 @@ struct Greeting {
     catalog: Catalog,
     /// The client encoding the server reported.
     encoding: ClientEncoding,
+    /// Whether `standard_conforming_strings` is on, as the server reported.
+    standard_strings: bool,
 }
 
 const AUTH_OK: i32 = 0;

@@ -173,3 +173,131 @@ async fn functions_in_the_search_path_do_not_hide_server_side_objects() {
         .psql_direct("select count(*) from customers where full_name = 'Hidden Writer'");
     assert_eq!(stored.trim(), "0");
 }
+
+/// The statement of the `standard_conforming_strings` attack: with the
+/// setting on, one row with `segment` `a\` and no national ID (the rest
+/// is a comment); with it off, `segment` is `a', null) -- ` and the
+/// national ID is `secret`.
+fn backslash_insert(secret: &str) -> String {
+    format!(
+        "insert into customers (segment, national_id) values ('a\\', null) -- ', '{secret}') --'\n"
+    )
+}
+
+/// Every stored value of the customers whose segment starts with `a`
+/// and that hold `secret` anywhere, as PostgreSQL stores them.
+fn stored_with(secret: &str) -> String {
+    Cluster::shared().psql_direct(&format!(
+        "select concat_ws('|', segment, national_id) from customers \
+         where concat_ws('|', full_name, email, phone, national_id, address, segment) like '%{secret}%'"
+    ))
+}
+
+/// The national IDs of the customers of `segment`, as the CRM reads them
+/// under the `kyc` purpose.
+async fn national_ids(segment: &str) -> Vec<Option<String>> {
+    let app = crm().connect("crm_user").await;
+    app.simple_query("set pgveil.purpose = 'kyc'")
+        .await
+        .unwrap();
+    let rows = app
+        .query(
+            "select national_id from customers where segment = $1 order by id",
+            &[&segment],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn backslashes_are_read_as_the_server_reads_them_once_it_has_said_so() {
+    crm();
+    // With backslash_quote off the server refuses `\'` itself, as it
+    // would without pgveil.
+    for (i, (settings, accepted)) in [
+        ("set standard_conforming_strings = off", true),
+        (
+            "set standard_conforming_strings = off; set backslash_quote = on",
+            true,
+        ),
+        (
+            "set standard_conforming_strings = off; set escape_string_warning = off",
+            true,
+        ),
+        (
+            "set standard_conforming_strings = off; set backslash_quote = off",
+            false,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let secret = format!("3701021980010{i}1111");
+        for extended in [false, true] {
+            let app = crm().connect("crm_user").await;
+            app.simple_query(settings).await.unwrap();
+            let sql = backslash_insert(&secret);
+            let result = if extended {
+                app.execute(sql.as_str(), &[]).await.map(|_| ())
+            } else {
+                app.simple_query(&sql).await.map(|_| ())
+            };
+            match result {
+                Ok(()) => assert!(accepted, "{settings}: accepted"),
+                Err(e) => assert!(!accepted, "{settings}: {e}"),
+            }
+        }
+        assert_eq!(stored_with(&secret), "", "{settings}: plaintext stored");
+        let stored = national_ids("a', null) -- ").await;
+        let found = stored
+            .iter()
+            .filter(|v| v.as_deref() == Some(secret.as_str()));
+        assert_eq!(
+            found.count(),
+            if accepted { 2 } else { 0 },
+            "{settings}: the national ID the server read is stored encrypted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn backslashes_sent_before_the_server_has_said_so_read_as_pgveil_read_them() {
+    crm();
+    let secret = "440301199912129999";
+    let app = crm().connect("crm_user").await;
+    // The SET and the INSERT in one Query: pgveil reads the INSERT before
+    // the server reports the new setting.
+    app.simple_query(&format!(
+        "set standard_conforming_strings = off; {}",
+        backslash_insert(secret)
+    ))
+    .await
+    .unwrap();
+    // A function that turns the setting off, which pgveil never sees.
+    Cluster::shared().psql_direct(
+        "create or replace function public.loosen() returns text language sql \
+         as $$ select set_config('standard_' || 'conforming_strings', 'off', false) $$",
+    );
+    let app = crm().connect("crm_user").await;
+    app.simple_query(&format!(
+        "select public.loosen(); {}",
+        backslash_insert(secret)
+    ))
+    .await
+    .unwrap();
+    // Pipelined: the INSERT is sent before the SET's answer arrives.
+    let app = crm().connect("crm_user").await;
+    let insert = backslash_insert(secret);
+    let (set, insert) = tokio::join!(
+        app.simple_query("set standard_conforming_strings = off"),
+        app.simple_query(&insert)
+    );
+    set.unwrap();
+    insert.unwrap();
+    assert_eq!(stored_with(secret), "", "plaintext stored");
+    assert!(
+        national_ids("a\\").await.len() >= 3,
+        "read as pgveil read them"
+    );
+}
