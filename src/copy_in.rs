@@ -110,8 +110,8 @@ enum Problem {
     NotOneByte(&'static str),
     #[error(
         "pgveil: COPY into a table with protected column {0} cannot be read in the \
-         session's client encoding; use UTF8, GBK, GB18030, BIG5, SJIS, UHC, EUC_JP, \
-         EUC_KR, EUC_CN or LATIN1"
+         encoding of its data (the session's client encoding or the COPY's ENCODING \
+         option); use UTF8, GBK, GB18030, BIG5, SJIS, UHC, an EUC or a single-byte encoding"
     )]
     Encoding(ColumnRefId),
     #[error(
@@ -217,6 +217,13 @@ impl<'a> CopyEncryptor<'a> {
         enc: &'a dyn Encryptor,
         encoding: ClientEncoding,
     ) -> Result<Self, CopyError> {
+        // Text and CSV data is in the COPY's own ENCODING, if it names
+        // one; binary fields are converted from the client encoding
+        // (`textrecv`) whatever it says.
+        let encoding = match (&copy.options.encoding, copy.options.format) {
+            (Some(name), CopyFormat::Text | CopyFormat::Csv) => ClientEncoding::from_pg_name(name),
+            _ => encoding,
+        };
         if !encoding.delimits_characters() {
             return Err(Problem::Encoding(copy.first_protected()).into());
         }

@@ -57,7 +57,14 @@ impl CopyOut {
         if binary {
             return Some(CopyOut::Binary(BinaryOut::default()));
         }
-        Lines::new(&options?, encoding).map(CopyOut::Lines)
+        let options = options?;
+        // The data is in the COPY's own ENCODING, if it names one; one
+        // pgveil cannot read is passed on as it is, never revealed.
+        let encoding = match &options.encoding {
+            Some(name) => ClientEncoding::named(name)?,
+            None => encoding,
+        };
+        Lines::new(&options, encoding).map(CopyOut::Lines)
     }
 
     /// Reveals the payload of one CopyData message: `Ok(None)` to pass it

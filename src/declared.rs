@@ -91,6 +91,8 @@ enum Unit {
     },
     Sync {
         copy_ends: u64,
+        /// Whether an Execute or FunctionCall came before it in its batch.
+        ran: bool,
     },
 }
 
@@ -113,7 +115,7 @@ impl Unit {
         match self {
             Unit::Query { copy_ends, .. }
             | Unit::Execute { copy_ends, .. }
-            | Unit::Sync { copy_ends } => *copy_ends,
+            | Unit::Sync { copy_ends, .. } => *copy_ends,
         }
     }
 }
@@ -157,6 +159,17 @@ impl Declared {
             initial,
             ..Self::default()
         }
+    }
+
+    /// Whether the server has answered everything sent to it that could
+    /// have changed a setting it reports (every Query, and every batch
+    /// that executed something, has had its ReadyForQuery, before which
+    /// the server reports what changed). A batch that only prepared,
+    /// described or closed statements changes nothing.
+    pub fn settled(&self) -> bool {
+        self.units
+            .iter()
+            .all(|unit| matches!(unit, Unit::Sync { ran: false, .. }))
     }
 
     /// The values in force now.
@@ -211,11 +224,11 @@ impl Declared {
         self.units.push_back(Unit::Execute { effects, copy_ends });
     }
 
-    /// A Sync.
-    pub fn sync(&mut self) {
+    /// A Sync, after an Execute or FunctionCall in its batch if `ran`.
+    pub fn sync(&mut self, ran: bool) {
         if self.copying != Some(self.copy_ends) {
             let copy_ends = self.copy_ends;
-            self.units.push_back(Unit::Sync { copy_ends });
+            self.units.push_back(Unit::Sync { copy_ends, ran });
         }
     }
 
@@ -279,7 +292,7 @@ impl Declared {
         };
         self.copying = Some(copy_ends);
         self.units
-            .retain(|unit| !matches!(unit, Unit::Sync { copy_ends: c } if *c == copy_ends));
+            .retain(|unit| !matches!(unit, Unit::Sync { copy_ends: c, .. } if *c == copy_ends));
     }
 
     /// ReadyForQuery with this transaction status (`I` idle, `T` in a
@@ -491,9 +504,9 @@ mod tests {
         // Extended protocol: an error skips the rest of the batch.
         d.execute(vec![]);
         d.execute(vec![set("purpose", Some("skipped"), false)]);
-        d.sync();
+        d.sync(true);
         d.execute(vec![set("purpose", Some("next"), false)]);
-        d.sync();
+        d.sync(true);
         d.failed();
         d.ready(b'I');
         assert_eq!(purpose(&d), Some("kyc"));
@@ -503,7 +516,7 @@ mod tests {
         // After an error in a batch, a Query before its Sync is skipped too.
         d.execute(vec![]);
         d.query(vec![vec![set("purpose", Some("skipped"), false)]]);
-        d.sync();
+        d.sync(true);
         d.query(vec![vec![set("purpose", Some("last"), false)]]);
         d.failed();
         d.ready(b'I');
@@ -628,25 +641,25 @@ mod tests {
     fn syncs_during_copy_in_are_not_answered() {
         let mut d = Declared::default();
         d.execute(vec![]); // COPY ... FROM STDIN
-        d.sync(); // ignored by the server
+        d.sync(true); // ignored by the server
         d.copy_started();
-        d.sync(); // also ignored
+        d.sync(true); // also ignored
         d.copy_ended();
         d.completed(b"COPY 2");
-        d.sync();
+        d.sync(true);
         d.execute(vec![set("purpose", Some("kyc"), false)]);
-        d.sync();
+        d.sync(true);
         d.ready(b'I');
         d.completed(b"SELECT 1");
         assert_eq!(purpose(&d), Some("kyc"));
         d.ready(b'I');
         // A COPY that fails before starting: its Sync is answered.
         d.execute(vec![]);
-        d.sync();
+        d.sync(true);
         d.failed();
         d.ready(b'I');
         d.execute(vec![set("purpose", None, false)]);
-        d.sync();
+        d.sync(true);
         d.completed(b"SELECT 1");
         d.ready(b'I');
         assert_eq!(purpose(&d), None);
@@ -718,7 +731,7 @@ mod tests {
         assert_eq!(slots(&d, "q"), [3]);
         // In the extended protocol, at the Execute's completion.
         d.execute(vec![Effect::Deallocate(None)]);
-        d.sync();
+        d.sync(true);
         assert_eq!(slots(&d, "q"), [3]);
         d.completed(b"DEALLOCATE ALL");
         d.ready(b'I');

@@ -33,8 +33,8 @@ enum Chars {
     Big5,
     Sjis,
     Uhc,
-    /// An encoding whose multibyte characters may hold ASCII bytes, which
-    /// pgveil cannot read (JOHAB).
+    /// An encoding pgveil cannot read (JOHAB, whose multibyte characters
+    /// may hold ASCII bytes, MULE_INTERNAL, EUC_TW, names it does not know).
     Unsupported,
 }
 
@@ -54,6 +54,48 @@ impl Default for ClientEncoding {
     }
 }
 
+/// The single-byte encodings PostgreSQL names `key` (normalized).
+fn single_byte(key: &str) -> Option<&'static Encoding> {
+    use encoding_rs as e;
+    Some(match key {
+        "latin2" | "iso88592" => e::ISO_8859_2,
+        "latin3" | "iso88593" => e::ISO_8859_3,
+        "latin4" | "iso88594" => e::ISO_8859_4,
+        "latin5" | "iso88599" => e::WINDOWS_1254,
+        "latin6" | "iso885910" => e::ISO_8859_10,
+        "latin7" | "iso885913" => e::ISO_8859_13,
+        "latin8" | "iso885914" => e::ISO_8859_14,
+        "latin9" | "iso885915" => e::ISO_8859_15,
+        "latin10" | "iso885916" => e::ISO_8859_16,
+        "iso88595" => e::ISO_8859_5,
+        "iso88596" => e::ISO_8859_6,
+        "iso88597" => e::ISO_8859_7,
+        "iso88598" => e::ISO_8859_8,
+        "koi8" | "koi8r" => e::KOI8_R,
+        "koi8u" => e::KOI8_U,
+        "win866" | "windows866" | "alt" => e::IBM866,
+        "win874" | "windows874" => e::WINDOWS_874,
+        "win1250" | "windows1250" => e::WINDOWS_1250,
+        "win1251" | "windows1251" | "win" => e::WINDOWS_1251,
+        "win1253" | "windows1253" => e::WINDOWS_1253,
+        "win1254" | "windows1254" => e::WINDOWS_1254,
+        "win1255" | "windows1255" => e::WINDOWS_1255,
+        "win1256" | "windows1256" => e::WINDOWS_1256,
+        "win1257" | "windows1257" => e::WINDOWS_1257,
+        "win1258" | "windows1258" | "abc" | "tcvn" | "tcvn5712" | "vscii" => e::WINDOWS_1258,
+        _ => return None,
+    })
+}
+
+/// Whether client bytes hold a byte with the high bit set right before a
+/// backslash: in SJIS, BIG5, GBK, GB18030 and JOHAB the two may be one
+/// character (`81 5C` is 「乗」 in GBK), in UTF-8 and the other encodings
+/// two, so such text reads differently in different encodings, and a
+/// backslash decides where a string literal ends.
+pub fn backslash_after_multibyte(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w[0] >= 0x80 && w[1] == b'\\')
+}
+
 /// What starts at a position of client bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -70,26 +112,46 @@ pub enum Step {
 }
 
 impl ClientEncoding {
-    /// The encoding PostgreSQL calls `name`. Names pgveil cannot convert
-    /// are treated as UTF-8: text that is not valid UTF-8 is then refused
-    /// rather than misread.
+    /// The encoding PostgreSQL calls `name`. An encoding pgveil cannot
+    /// read (JOHAB, MULE_INTERNAL, EUC_TW, or a name it does not know) is
+    /// read as UTF-8 but does not [delimit characters](Self::delimits_characters):
+    /// text that is not valid UTF-8 is refused rather than misread, and
+    /// COPY data and statements whose reading depends on it are refused.
     pub fn from_pg_name(name: &str) -> Self {
-        let (encoding, chars) = match name.to_ascii_uppercase().as_str() {
-            "GBK" | "WIN936" | "CP936" => (encoding_rs::GBK, Chars::Gbk),
-            "EUC_CN" => (encoding_rs::GBK, Chars::AsciiSafe),
-            "GB18030" => (encoding_rs::GB18030, Chars::Gb18030),
-            "BIG5" | "WIN950" | "CP950" => (encoding_rs::BIG5, Chars::Big5),
-            "SJIS" | "SHIFT_JIS" | "SHIFT_JIS_2004" | "WIN932" | "MSKANJI" => {
-                (encoding_rs::SHIFT_JIS, Chars::Sjis)
+        Self::named(name).unwrap_or(ClientEncoding {
+            encoding: encoding_rs::UTF_8,
+            chars: Chars::Unsupported,
+        })
+    }
+
+    /// The encoding PostgreSQL calls `name` (any of its spellings: case
+    /// and characters other than letters and digits do not count, as in
+    /// PostgreSQL's `pg_char_to_encoding`), if pgveil can read it.
+    pub fn named(name: &str) -> Option<Self> {
+        use encoding_rs as e;
+        let key: String = name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let (encoding, chars) = match key.as_str() {
+            "utf8" | "unicode" | "sqlascii" => (e::UTF_8, Chars::AsciiSafe),
+            "gbk" | "win936" | "windows936" | "cp936" => (e::GBK, Chars::Gbk),
+            "euccn" => (e::GBK, Chars::AsciiSafe),
+            "gb18030" => (e::GB18030, Chars::Gb18030),
+            "big5" | "win950" | "windows950" | "cp950" => (e::BIG5, Chars::Big5),
+            "sjis" | "shiftjis" | "shiftjis2004" | "win932" | "windows932" | "mskanji" => {
+                (e::SHIFT_JIS, Chars::Sjis)
             }
-            "EUC_JP" => (encoding_rs::EUC_JP, Chars::AsciiSafe),
-            "EUC_KR" => (encoding_rs::EUC_KR, Chars::AsciiSafe),
-            "UHC" | "WIN949" => (encoding_rs::EUC_KR, Chars::Uhc),
-            "LATIN1" | "WIN1252" => (encoding_rs::WINDOWS_1252, Chars::AsciiSafe),
-            "JOHAB" => (encoding_rs::UTF_8, Chars::Unsupported),
-            _ => (encoding_rs::UTF_8, Chars::AsciiSafe),
+            "eucjp" | "eucjis2004" => (e::EUC_JP, Chars::AsciiSafe),
+            "euckr" => (e::EUC_KR, Chars::AsciiSafe),
+            "uhc" | "win949" | "windows949" => (e::EUC_KR, Chars::Uhc),
+            "latin1" | "iso88591" | "win1252" | "windows1252" => {
+                (e::WINDOWS_1252, Chars::AsciiSafe)
+            }
+            other => (single_byte(other)?, Chars::AsciiSafe),
         };
-        ClientEncoding { encoding, chars }
+        Some(ClientEncoding { encoding, chars })
     }
 
     /// Client bytes as UTF-8 text; `None` if they are not valid in the
@@ -216,6 +278,25 @@ mod tests {
             assert!(enc.delimits_characters());
         }
         assert!(!ClientEncoding::from_pg_name("JOHAB").delimits_characters());
+    }
+
+    #[test]
+    fn encodings_are_found_by_any_of_postgresqls_spellings() {
+        let named = |name| ClientEncoding::named(name).map(|e| e.encoding.name());
+        assert_eq!(named("utf-8"), Some("UTF-8"));
+        assert_eq!(named("Unicode"), Some("UTF-8"));
+        assert_eq!(named("win936"), Some("GBK"));
+        assert_eq!(named("Shift_JIS"), Some("Shift_JIS"));
+        assert_eq!(named("latin2"), Some("ISO-8859-2"));
+        assert_eq!(named("ISO_8859_5"), Some("ISO-8859-5"));
+        assert_eq!(named("KOI8"), Some("KOI8-R"));
+        assert_eq!(named("WIN1251"), Some("windows-1251"));
+        for unreadable in ["JOHAB", "MULE_INTERNAL", "EUC_TW", "klingon"] {
+            assert_eq!(named(unreadable), None, "{unreadable}");
+            assert!(!ClientEncoding::from_pg_name(unreadable).delimits_characters());
+        }
+        assert!(backslash_after_multibyte(b"\xe4\xb8\x81\\'"));
+        assert!(!backslash_after_multibyte(b"a\\b \xe4\xb8\x81"));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::bytea;
 use crate::catalog::Catalog;
 use crate::copy_in::{CopyEncryptor, CopyError};
 use crate::declared::Declared;
-use crate::encoding::ClientEncoding;
+use crate::encoding::{self, ClientEncoding};
 use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
 use crate::relay::Tap;
@@ -167,6 +167,11 @@ pub struct ClientTap<'a> {
     /// An extended-protocol COPY FROM STDIN is running: the server ignores
     /// Sync until CopyDone or CopyFail, so the trail must too.
     in_copy: bool,
+    /// An Execute or FunctionCall was sent since the last Sync: it may
+    /// have changed a setting the server reports only at ReadyForQuery.
+    ran_since_sync: bool,
+    /// The same, before the message being handled.
+    ran_before: bool,
 }
 
 /// A COPY FROM STDIN whose data is being encrypted.
@@ -202,6 +207,8 @@ impl<'a> ClientTap<'a> {
             texts: HashMap::new(),
             portals: Portals::default(),
             in_copy: false,
+            ran_since_sync: false,
+            ran_before: false,
         }
     }
 
@@ -276,6 +283,12 @@ impl<'a> ClientTap<'a> {
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
+        let settled = self.settled();
+        if let Some(refusal) = self.misreadable(&frame[5..], settled) {
+            self.shared.declared().query(Vec::new());
+            self.note_query("", Vec::new());
+            return self.refuse_query(veil, &refusal, out);
+        }
         let analysis = self.rewrite(veil, &sql);
         let declared =
             declarations(&sql).and_then(|d| d.and(analysis.effects).resolve(&[], encoding));
@@ -299,6 +312,9 @@ impl<'a> ClientTap<'a> {
                     b'Q',
                     &cstring(encoding.encode(&rewrite.sql)),
                 ));
+            }
+            Outcome::CopyIn(copy) if self.ran_before => {
+                self.refuse_query(veil, &copy_unsettled(&copy), out)
             }
             Outcome::CopyIn(copy) => {
                 match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
@@ -331,6 +347,43 @@ impl<'a> ClientTap<'a> {
     /// `standard_conforming_strings` the server last reported.
     fn conform<'t>(&self, sql: &'t str) -> Cow<'t, str> {
         rewrite::conform_literals(sql, self.shared.standard_strings.load(Ordering::Relaxed))
+    }
+
+    /// Whether the server has answered everything sent before, so that
+    /// the settings it reported (client encoding, standard strings) are
+    /// those the next message is read under.
+    fn settled(&self) -> bool {
+        !self.ran_since_sync && self.shared.declared().settled()
+    }
+
+    /// Why statement text (`raw`, in the client encoding) might be read
+    /// by the server otherwise than by pgveil: in an encoding pgveil
+    /// cannot read, any byte that is not ASCII; in any other, a backslash
+    /// right after a non-ASCII byte when what was sent before it may have
+    /// changed the client encoding ([`encoding::backslash_after_multibyte`]).
+    fn misreadable(&self, raw: &[u8], settled: bool) -> Option<Refusal> {
+        let encoding = self.shared.encoding();
+        if !encoding.delimits_characters() && !raw.is_ascii() {
+            return Some(Refusal {
+                sqlstate: "22021",
+                message: "pgveil: the session's client encoding is one pgveil cannot read, so \
+                          statements with characters other than ASCII cannot be checked; use \
+                          UTF8, GBK, GB18030, BIG5, SJIS, UHC, an EUC or a single-byte encoding"
+                    .into(),
+            });
+        }
+        if !settled && encoding::backslash_after_multibyte(raw) {
+            return Some(Refusal {
+                sqlstate: "0A000",
+                message: "pgveil: the statement has a backslash right after a character that \
+                          is not ASCII and was sent before the server answered the statements \
+                          ahead of it, which may have changed client_encoding, so pgveil cannot \
+                          be sure the server reads it as pgveil does; send it once they are \
+                          answered"
+                    .into(),
+            });
+        }
+        None
     }
 
     /// A Query whose text is conformed ([`Self::conform`]): the same
@@ -431,6 +484,11 @@ impl<'a> ClientTap<'a> {
             self.note_parse(&name, "", Vec::new());
             return self.refuse_extended(veil, &undecodable(), out, &name);
         };
+        let settled = self.settled();
+        if let Some(refusal) = self.misreadable(parse.query, settled) {
+            self.note_parse(&name, "", Vec::new());
+            return self.refuse_extended(veil, &refusal, out, &name);
+        }
         self.declaring.remove(&name);
         let plan = match declarations(&sql) {
             Ok(plan) => plan,
@@ -552,6 +610,16 @@ impl<'a> ClientTap<'a> {
             }
             _ => Vec::new(),
         };
+        // A COPY's data is split in the client encoding in force when it
+        // starts, which the server reports only at the end of the batch:
+        // something executed before it in the batch may have changed it.
+        if let (true, Some(CopyState::Waiting(copy)), Some(veil)) =
+            (self.ran_before, &self.copy, self.veil)
+        {
+            let refusal = copy_unsettled(copy);
+            self.copy = None;
+            return self.refuse_extended(veil, &refusal, out, "");
+        }
         self.shared.declared().execute(effects);
         out.push(frame);
     }
@@ -684,6 +752,13 @@ impl Tap for ClientTap<'_> {
         if tag == b'X' {
             self.shared.terminated.store(true, Ordering::Relaxed);
         }
+        let ran = self.ran_since_sync;
+        self.ran_before = ran;
+        match tag {
+            b'E' | b'F' => self.ran_since_sync = true,
+            b'S' => self.ran_since_sync = false,
+            _ => {}
+        }
         if self.skipping {
             // The server would ignore everything up to Sync after an error;
             // Flush still asks it to send what it has.
@@ -692,7 +767,7 @@ impl Tap for ClientTap<'_> {
                 trail.sync();
             }
             if tag == b'S' && self.veil.is_some() {
-                self.shared.declared().sync();
+                self.shared.declared().sync(ran);
             }
             if matches!(tag, b'S' | b'H' | b'X') {
                 out.push(frame);
@@ -710,7 +785,7 @@ impl Tap for ClientTap<'_> {
             (b'E', Some(_)) => self.execute(frame, out),
             (b'F', Some(veil)) => self.function_call(veil, frame, out),
             (b'S', Some(_)) => {
-                self.shared.declared().sync();
+                self.shared.declared().sync(ran);
                 out.push(frame)
             }
             (b'd' | b'c' | b'f', Some(veil)) => self.copy_message(veil, tag, frame, out),
@@ -801,6 +876,20 @@ fn refusal_of(e: CopyError) -> Refusal {
     Refusal {
         sqlstate: e.sqlstate,
         message: e.message,
+    }
+}
+
+/// A COPY into a protected table run after something else in its batch,
+/// whose data might be in another client encoding than pgveil knows of.
+fn copy_unsettled(copy: &CopyIn) -> Refusal {
+    Refusal {
+        sqlstate: "0A000",
+        message: format!(
+            "pgveil: COPY into a table with protected column {} runs after other statements \
+             of its batch or pipeline, which may have changed client_encoding, so pgveil \
+             cannot be sure how the server splits its data; send it after a Sync",
+            copy.first_protected()
+        ),
     }
 }
 

@@ -301,3 +301,114 @@ async fn backslashes_sent_before_the_server_has_said_so_read_as_pgveil_read_them
         "read as pgveil read them"
     );
 }
+
+/// Whether the shared cluster's server log holds `text`.
+fn server_log_holds(text: &str) -> bool {
+    let log = std::fs::read(Cluster::shared().dir().join("server.log")).unwrap();
+    log.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+/// COPY data that reads as two fields in UTF-8 and three in SJIS: in
+/// SJIS `81 5C` is one character, in UTF-8 the `5C` is a backslash that
+/// escapes the tab after it.
+fn two_readings(secret: &str) -> Vec<u8> {
+    let mut row = b"\xe4\xb8\x81\\\t".to_vec();
+    row.extend_from_slice(secret.as_bytes());
+    row.extend_from_slice(b"\tnone\n");
+    row
+}
+
+#[tokio::test]
+async fn copy_data_is_split_in_the_encoding_its_encoding_option_names() {
+    crm();
+    let secret = "sjis.secret@example.com";
+    let app = crm().connect("crm_user").await;
+    let data = two_readings(secret);
+    let result = common::copy_in(
+        &app,
+        "copy customers (segment, email) from stdin with (encoding 'SJIS')",
+        [&data[..]],
+    )
+    .await;
+    assert!(
+        result.is_err(),
+        "three fields for two columns, as SJIS reads them"
+    );
+    assert_eq!(stored_with("sjis.secret"), "");
+    assert!(!server_log_holds(secret), "the secret reached the server");
+    // Read in the encoding it names, such data is encrypted.
+    let app = crm().connect("crm_user").await;
+    common::copy_in(
+        &app,
+        "copy customers (segment, email) from stdin with (encoding 'LATIN1')",
+        [&b"caf\xe9\tlatin.one@example.com\n"[..]],
+    )
+    .await
+    .unwrap();
+    let rows = app
+        .query(
+            "select segment from customers where email = $1",
+            &[&"latin.one@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, &str>(0), "café");
+    assert_eq!(stored_with("latin.one"), "");
+}
+
+/// Read in UTF-8, a segment and a NULL email (the rest is a comment); in
+/// GBK, where `81 5C` is one character and the backslash is gone, an
+/// email holding `secret`.
+fn gbk_insert(secret: &str) -> String {
+    format!("insert into customers (segment, email) values (E'\u{4e01}\\', 'null) -- {secret}')")
+}
+
+#[tokio::test]
+async fn statements_sent_before_a_change_of_client_encoding_is_answered_are_refused() {
+    crm();
+    let app = crm().connect("crm_user").await;
+    let sql = gbk_insert("gbk.secret@example.com");
+    let (set, insert) = tokio::join!(
+        app.simple_query("set client_encoding = 'GBK'"),
+        app.simple_query(&sql)
+    );
+    set.unwrap();
+    let err = insert.unwrap_err();
+    assert_eq!(common::sqlstate(&err), Some("0A000"), "{err}");
+    let message = err.as_db_error().unwrap().message();
+    assert!(message.contains("client_encoding"), "{message}");
+    assert_eq!(stored_with("gbk.secret"), "");
+    assert!(!server_log_holds("gbk.secret"));
+    // Once the change is answered, pgveil reads the statement in GBK too,
+    // and encrypts the email the server sees.
+    let app = crm().connect("crm_user").await;
+    app.simple_query("set client_encoding = 'GBK'")
+        .await
+        .unwrap();
+    app.simple_query(&gbk_insert("gbk.later@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(stored_with("gbk.later"), "");
+}
+
+#[tokio::test]
+async fn copy_after_something_ran_in_its_batch_is_refused() {
+    use common::{extended, message, RawClient};
+    let crm = crm();
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let (mut raw, _) = RawClient::login(crm.proxy.addr).await;
+    // The SET and the COPY in one batch: the server reports the new
+    // encoding only at its end, after the COPY's data.
+    let set = extended("set client_encoding to 'GBK'", &[], &[]);
+    let copy = extended("copy customers (full_name, segment) from stdin", &[], &[]);
+    let without_sync = |m: &[u8]| m[..m.len() - 5].to_vec();
+    raw.send(&[without_sync(&set), copy].concat()).await;
+    let (_, error) = raw.rows_until_ready().await;
+    let (code, text) = error.expect("an error");
+    assert_eq!(code, "0A000", "{text}");
+    assert!(text.contains("client_encoding"), "{text}");
+    // The session goes on.
+    raw.send(&message(b'Q', b"select 1\0")).await;
+    let (rows, error) = raw.rows_until_ready().await;
+    assert_eq!((rows.len(), error), (1, None));
+}

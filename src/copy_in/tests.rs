@@ -81,6 +81,7 @@ pub(super) fn copy(format: CopyFormat, columns: &[&str]) -> CopyIn {
             header: false,
             force_not_null: ColumnSet::None,
             force_null: ColumnSet::None,
+            encoding: None,
         },
     }
 }

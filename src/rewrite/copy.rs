@@ -36,6 +36,9 @@ pub struct CopyOptions {
     pub force_not_null: ColumnSet,
     /// CSV, COPY FROM: columns whose quoted NULL string is NULL.
     pub force_null: ColumnSet,
+    /// The `ENCODING` option: the data's encoding, instead of the
+    /// client's.
+    pub encoding: Option<String>,
 }
 
 /// The columns a `FORCE_NOT_NULL` or `FORCE_NULL` option names.
@@ -83,6 +86,7 @@ impl CopyOptions {
             header: false,
             force_not_null: ColumnSet::None,
             force_null: ColumnSet::None,
+            encoding: None,
         }
     }
 }
@@ -224,6 +228,7 @@ fn options(list: &[Node]) -> CopyOptions {
             ("header", v) => options.header = v.is_none_or(|v| is_true(&v)),
             ("force_not_null", _) => options.force_not_null = ColumnSet::of(elem.arg.as_deref()),
             ("force_null", _) => options.force_null = ColumnSet::of(elem.arg.as_deref()),
+            ("encoding", Some(v)) => options.encoding = Some(v),
             _ => {}
         }
     }

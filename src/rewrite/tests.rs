@@ -650,6 +650,7 @@ fn copy_from_stdin_reports_the_columns() {
             header: true,
             force_not_null: ColumnSet::None,
             force_null: ColumnSet::None,
+            encoding: None,
         }
     );
     let Outcome::CopyIn(copy) = run(
