@@ -342,8 +342,10 @@ impl<'a> ClientTap<'a> {
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
         );
-        if let (Some(trail), Some(text)) = (self.trail, self.names.statement(statement)) {
-            trail.executed(text.clone(), 0);
+        if let Some(trail) = self.trail {
+            let veil = self.veil;
+            let make = |sql: &str| trail_text(veil, sql, Vec::new());
+            trail.executed(self.names.prepared(statement, &make), 0);
         }
         let mut parse = BytesMut::new();
         parse.put_u8(0);

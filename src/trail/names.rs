@@ -119,13 +119,18 @@ impl Names {
         self.apply(text, make);
     }
 
+    /// The text of the prepared statement `name`; for a statement pgveil
+    /// never saw prepared, an `EXECUTE` of its name.
+    pub fn prepared(&self, name: &str, make: MakeText<'_>) -> Arc<StatementText> {
+        match self.statements.get(name) {
+            Some(text) => text.clone(),
+            None => make(&format!("EXECUTE {}", quote(name))),
+        }
+    }
+
     /// A Bind of `statement` to `portal`.
     pub fn bind(&mut self, trail: &Trail, portal: &[u8], statement: &[u8], make: MakeText<'_>) {
-        let name = String::from_utf8_lossy(statement);
-        let text = match self.statements.get(&*name) {
-            Some(text) => text.clone(),
-            None => make(&format!("EXECUTE {}", quote(&name))),
-        };
+        let text = self.prepared(&String::from_utf8_lossy(statement), make);
         if portal.is_empty() {
             self.unnamed = Some(text);
         } else {
