@@ -65,9 +65,9 @@ fn statements(trail: &Trail, n: u64) {
     let declared = Values::default();
     for aid in 0..n {
         let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
-        trail.sent(StatementText::new(sql, Vec::new(), false), true);
+        trail.sent(StatementText::new(sql, Vec::new(), false));
         trail.completed(1, &declared);
-        trail.ready(&declared);
+        trail.ready(b'I', &declared);
     }
 }
 

@@ -35,7 +35,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
@@ -53,7 +53,7 @@ use crate::rewrite::{
     self, copy_out_options, declarations, merge_slots, Analysis, CopyIn, CopyOptions, Declarations,
     Effect, EncryptError, Encryptor, Outcome, Param, ParamSlot, Refusal, Statements, Storage,
 };
-use crate::trail::{Portals, StatementText, Trail};
+use crate::trail::{text as trail_text, Names, Trail};
 use crate::veil::Veil;
 
 /// State both taps of a session share.
@@ -162,11 +162,7 @@ pub struct ClientTap<'a> {
     /// The session's audit trail, with audit on.
     trail: Option<&'a Trail>,
     /// Statement texts for the trail, by statement name and by portal.
-    texts: HashMap<String, Arc<StatementText>>,
-    portals: Portals,
-    /// An extended-protocol COPY FROM STDIN is running: the server ignores
-    /// Sync until CopyDone or CopyFail, so the trail must too.
-    in_copy: bool,
+    names: Names,
     /// An Execute or FunctionCall was sent since the last Sync: it may
     /// have changed a setting the server reports only at ReadyForQuery.
     ran_since_sync: bool,
@@ -204,41 +200,36 @@ impl<'a> ClientTap<'a> {
             skipping: false,
             copy: None,
             trail,
-            texts: HashMap::new(),
-            portals: Portals::default(),
-            in_copy: false,
+            names: Names::default(),
             ran_since_sync: false,
             ran_before: false,
         }
     }
 
-    /// A statement text for the trail.
-    fn text(&self, sql: &str, written: Vec<String>) -> Arc<StatementText> {
-        let protected = self
-            .veil
-            .is_some_and(|veil| veil.policy.mentions_protected_table(sql));
-        StatementText::new(sql.to_owned(), written, protected)
-    }
-
     /// Notes a simple Query in the trail.
-    fn note_query(&self, sql: &str, written: Vec<String>) {
+    fn note_query(&mut self, sql: &str, written: Vec<String>) {
         if let Some(trail) = self.trail {
-            trail.sent(self.text(sql, written), true);
+            let veil = self.veil;
+            let text = trail_text(veil, sql, written);
+            trail.sent(text.clone());
+            self.names
+                .query(&text, &|sql| trail_text(veil, sql, Vec::new()));
         }
     }
 
     /// Notes a prepared statement's text for the trail.
     fn note_parse(&mut self, name: &str, sql: &str, written: Vec<String>) {
         if self.trail.is_some() {
-            let text = self.text(sql, written);
-            self.texts.insert(name.to_owned(), text);
+            self.names.parse(name, trail_text(self.veil, sql, written));
         }
     }
 
-    /// Follows Parse, Bind, Execute and Sync for the trail; the texts of
-    /// a Query and of a Parse with a policy are noted where they are
-    /// analysed.
+    /// Follows Parse, Bind, Execute, Close, Sync, FunctionCall and the end
+    /// of COPY data for the trail; the texts of a Query and of a Parse
+    /// with a policy are noted where they are analysed.
     fn observe(&mut self, trail: &Trail, tag: u8, frame: &[u8]) {
+        let veil = self.veil;
+        let make = |sql: &str| trail_text(veil, sql, Vec::new());
         match tag {
             b'Q' if self.veil.is_none() => {
                 let sql = cstr(&frame[5..])
@@ -253,23 +244,26 @@ impl<'a> ClientTap<'a> {
                 }
             }
             b'B' => {
-                let statement = BindMessage::statement_name(frame).map(String::from_utf8_lossy);
-                if let (Some(portal), Some(text)) = (
+                if let (Some(portal), Some(statement)) = (
                     BindMessage::portal_name(frame),
-                    statement.and_then(|s| self.texts.get(&*s)),
+                    BindMessage::statement_name(frame),
                 ) {
-                    self.portals.bind(portal, text.clone());
+                    self.names.bind(trail, portal, statement, &make);
                 }
             }
             b'E' => {
                 let portal = cstr(&frame[5..]).unwrap_or_default();
-                if let Some(text) = self.portals.get(portal) {
-                    self.in_copy = text.copy_in();
-                    trail.executed(text.clone(), execute_max_rows(frame, portal));
+                let max_rows = execute_max_rows(frame, portal);
+                let text = self.names.execute(trail, portal, max_rows, &make);
+                trail.executed(text, max_rows);
+            }
+            b'C' => {
+                if let (Some(&kind), Some(name)) = (frame.get(5), frame.get(6..).and_then(cstr)) {
+                    self.names.close(kind, name);
                 }
             }
-            b'S' if !self.in_copy => trail.sync(),
-            b'c' | b'f' => self.in_copy = false,
+            b'S' | b'F' => trail.sync(),
+            b'c' | b'f' if self.veil.is_none() => trail.copy_ended(),
             _ => {}
         }
     }
@@ -457,8 +451,10 @@ impl<'a> ClientTap<'a> {
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
         );
-        if let (Some(trail), Some(text)) = (self.trail, self.texts.get(statement)) {
-            trail.sent(text.clone(), false);
+        if let Some(trail) = self.trail {
+            let veil = self.veil;
+            let make = |sql: &str| trail_text(veil, sql, Vec::new());
+            trail.executed(self.names.prepared(statement, &make), 0);
         }
         let mut parse = BytesMut::new();
         parse.put_u8(0);
@@ -707,6 +703,9 @@ impl<'a> ClientTap<'a> {
     fn copy_ended(&self, tag: u8) {
         if tag != b'd' {
             self.shared.declared().copy_ended();
+            if let Some(trail) = self.trail {
+                trail.copy_ended();
+            }
         }
     }
 
@@ -730,7 +729,10 @@ impl Tap for ClientTap<'_> {
         tag == b'X'
             || self.skipping
             || (self.trail.is_some()
-                && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'c' | b'f'))
+                && matches!(
+                    tag,
+                    b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f'
+                ))
             || (self.veil.is_some()
                 && matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'E' | b'S' | b'F'))
             || (self.veil.is_some() && matches!(tag, b'c' | b'f'))
@@ -808,7 +810,10 @@ impl ClientTap<'_> {
     /// each Bind, since the log may have gone down after the Parse.
     fn audit_refusing_prepared(&self, name: &str) -> bool {
         self.trail.is_some_and(Trail::refusing)
-            && self.texts.get(name).is_some_and(|text| text.protected())
+            && self
+                .names
+                .statement(name)
+                .is_some_and(|text| text.protected())
     }
 }
 

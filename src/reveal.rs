@@ -179,13 +179,13 @@ impl<'a> ServerTap<'a> {
 
     /// A value was withheld, or COPY data could not be read: the statement
     /// fails with `error`, and the rest of the server's answer up to
-    /// ReadyForQuery is dropped.
+    /// ReadyForQuery is dropped (the trail still follows how the server
+    /// ends each statement).
     fn deny(&mut self, error: &[u8]) {
         self.skipping = true;
         if let Some(trail) = self.trail {
             self.memo.tell(trail);
-            let code = reply::error_field(error, b'C').unwrap_or(DENIED.as_bytes());
-            trail.failed(code, self.shared.declared().current());
+            trail.denied(reply::error_field(error, b'C').unwrap_or(DENIED.as_bytes()));
         }
     }
 
@@ -195,6 +195,9 @@ impl<'a> ServerTap<'a> {
         if matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
             self.memo.tell(trail);
         }
+        if tag == b'G' {
+            return trail.copy_started();
+        }
         // The declarations stay locked while the trail records, which
         // takes no other lock of the session's.
         let declared = self.shared.declared();
@@ -203,11 +206,16 @@ impl<'a> ServerTap<'a> {
             b'C' => trail.completed(tag_rows(frame), declared),
             b'I' => trail.completed(0, declared),
             b's' => trail.suspended(declared),
-            b'E' => trail.failed(
-                reply::error_field(frame, b'C').unwrap_or_default(),
-                declared,
-            ),
-            b'Z' => trail.ready(declared),
+            b'E' => {
+                let marker = self.veil.map(|v| v.refusal_marker().as_bytes());
+                let refusal = marker.is_some() && reply::error_field(frame, b's') == marker;
+                trail.failed(
+                    reply::error_field(frame, b'C').unwrap_or_default(),
+                    refusal,
+                    declared,
+                )
+            }
+            b'Z' => trail.ready(frame.get(5).copied().unwrap_or(b'I'), declared),
             _ => {}
         }
     }
@@ -265,7 +273,7 @@ impl Tap for ServerTap<'_> {
         if tag == b'E' || self.skipping || !self.held.is_empty() {
             return true;
         }
-        if self.trail.is_some() && matches!(tag, b'C' | b'I' | b's' | b'Z') {
+        if self.trail.is_some() && matches!(tag, b'C' | b'I' | b's' | b'Z' | b'G') {
             return true;
         }
         self.veil.is_some()
@@ -285,7 +293,7 @@ impl Tap for ServerTap<'_> {
                 if self.veil.is_none()
                     && !self.skipping
                     && self.held.is_empty()
-                    && matches!(tag, b'C' | b'I' | b's' | b'Z') =>
+                    && matches!(tag, b'C' | b'I' | b's' | b'Z' | b'G') =>
             {
                 self.audit(trail, tag, frame);
                 true
@@ -300,10 +308,10 @@ impl Tap for ServerTap<'_> {
         }
         if self.skipping {
             self.skipping = tag != b'Z';
+            if let Some(trail) = self.trail {
+                self.audit(trail, tag, &frame);
+            }
             if tag == b'Z' {
-                if let Some(trail) = self.trail {
-                    self.audit(trail, tag, &frame);
-                }
                 self.ready(&frame);
                 out.push(frame);
             }

@@ -2,31 +2,42 @@
 //! protected columns, and how each statement ended.
 //!
 //! The client tap notes each statement as it is sent (a `Query`, or an
-//! `Execute` of a prepared statement) and each `Sync`; the server tap
-//! completes them in the same order, since PostgreSQL answers in order:
-//! an `Execute` ends at its CommandComplete, EmptyQueryResponse,
-//! PortalSuspended or error; a `Query` at its ReadyForQuery; after an
-//! error, the server skips the rest of an extended batch, so entries up to
-//! the batch's `Sync` are dropped unrun. Statement text is normalized
-//! (`pg_query::normalize`: every constant becomes `$n`) only when a record
-//! is written, and once per prepared statement. No value of any kind
+//! `Execute` of a portal, whatever made it: see `names.rs`) and each
+//! `Sync`; the server tap completes them in the same order, since
+//! PostgreSQL answers in order. An `Execute` ends at its CommandComplete,
+//! EmptyQueryResponse, PortalSuspended or error. A `Query` is recorded
+//! statement by statement, each at its own CommandComplete (or
+//! EmptyQueryResponse, or error), with the purpose and actor in force when
+//! it ran; an error ends it, and the statements after it, which did not
+//! run, are not recorded. After an error the server skips the rest of an
+//! extended batch, so entries up to the batch's `Sync` are dropped unrun;
+//! the Syncs the server ignores while a COPY's data flows are dropped when
+//! it says the data starts (CopyInResponse). Statement text is summarized
+//! (`summary.rs`) only when a record is written. No value of any kind
 //! reaches a record.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod names;
+mod summary;
+
+pub use names::{text, MakeText, Names};
+pub use summary::{redact, StatementText, UNPARSED};
+
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tracing::warn;
 
 use crate::audit::{
-    Access, AlertRecord, AuditHandle, AuditRecord, ColumnAccess, Decision, Login,
-    NormalizedStatement, OnBulk, Outcome, Peer, Scope, SqlState, StatementLine, Timestamp,
+    Access, AlertRecord, AuditHandle, AuditRecord, ColumnAccess, Decision, Login, OnBulk, Outcome,
+    Peer, Scope, SqlState, StatementLine, Timestamp,
 };
 use crate::bulk::{BulkWatch, Reader as BulkReader};
 use crate::declared::Values;
-use crate::encrypt::contains_ignore_case;
 use crate::policy::Action;
+
+use summary::ShapeCache;
 
 /// How the audit log is set up for every session.
 #[derive(Clone)]
@@ -36,202 +47,39 @@ pub struct AuditSetup {
     pub bulk: Option<Arc<BulkWatch>>,
 }
 
-/// A statement's text and what pgveil knows of it before it runs.
-#[derive(Debug)]
-pub struct StatementText {
-    sql: String,
-    /// Protected columns it writes (encrypted), `schema.table.column`.
-    written: Vec<String>,
-    /// Whether it mentions a protected table.
-    protected: bool,
-    /// Whether it is a `COPY ... FROM STDIN`.
-    copy_in: bool,
-    /// Kind, normalized text and tables, computed once, when first needed.
-    summary: OnceLock<Arc<Summary>>,
-}
-
-#[derive(Debug)]
-struct Summary {
-    kind: Arc<str>,
-    normalized: NormalizedStatement,
-    tables: Arc<[String]>,
-}
-
-impl StatementText {
-    pub fn new(sql: String, written: Vec<String>, protected: bool) -> Arc<Self> {
-        let copy_in = contains_ignore_case(sql.as_bytes(), b"copy")
-            && crate::rewrite::is_copy_from_stdin(&sql);
-        Arc::new(Self {
-            sql,
-            written,
-            protected,
-            copy_in,
-            summary: OnceLock::new(),
-        })
-    }
-
-    /// Whether it may touch protected columns: it writes them or mentions
-    /// a protected table.
-    pub fn protected(&self) -> bool {
-        self.protected || !self.written.is_empty()
-    }
-
-    /// Whether it is a `COPY ... FROM STDIN`: the server ignores the Syncs
-    /// sent while its data flows.
-    pub fn copy_in(&self) -> bool {
-        self.copy_in
-    }
-
-    /// The summary, from `cache` when a statement of the same shape was
-    /// summarized before.
-    fn summary(&self, cache: &Mutex<ShapeCache>) -> &Summary {
-        self.summary.get_or_init(|| {
-            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-            let ShapeCache { summaries, shape } = &mut *cache;
-            if !shape_into(&self.sql, shape) {
-                return Arc::new(summarize(&self.sql));
-            }
-            if let Some(summary) = summaries.get(shape.as_str()) {
-                return summary.clone();
-            }
-            let summary = Arc::new(summarize(&self.sql));
-            if summaries.len() >= SHAPE_CACHE_SIZE {
-                summaries.clear();
-            }
-            summaries.insert(shape.clone(), summary.clone());
-            summary
-        })
-    }
-}
-
-/// Summaries by statement shape, for one session, and the room a shape is
-/// computed in.
-#[derive(Default)]
-struct ShapeCache {
-    summaries: HashMap<String, Arc<Summary>>,
-    shape: String,
-}
-
-/// Shapes remembered per session before the cache starts over.
-const SHAPE_CACHE_SIZE: usize = 256;
-
-/// Writes over `out` the statement with each plain number and `'...'`
-/// string replaced by `?`, so that statements differing only in their
-/// constants share a shape, and with it their normalized text, kind and
-/// tables. False for text this simple scan cannot be sure of (comments,
-/// dollar quotes, escape strings, parameters): that text is normalized on
-/// its own. A shape holds no constant, so the cache holds no value.
-fn shape_into(sql: &str, out: &mut String) -> bool {
-    out.clear();
-    let bytes = sql.as_bytes();
-    // The text from `copied` on is not in `out` yet.
-    let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let next = bytes.get(i + 1).copied();
-        let (end, constant) = match bytes[i] {
-            b'$' | b'\\' => return false,
-            b'-' if next == Some(b'-') => return false,
-            b'/' if next == Some(b'*') => return false,
-            // A quoted identifier is kept as it is.
-            b'"' => match skip_quoted(bytes, i + 1, b'"') {
-                Some(end) => (end, false),
-                None => return false,
-            },
-            b'\'' => {
-                if i > 0 && bytes[i - 1].is_ascii_alphanumeric() {
-                    return false; // E'...', U&'...', B'...', X'...'
-                }
-                match skip_quoted(bytes, i + 1, b'\'') {
-                    Some(end) => (end, true),
-                    None => return false,
-                }
-            }
-            b'0'..=b'9' if i == 0 || !is_word(bytes[i - 1]) => {
-                let digits = bytes[i..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.')
-                    .count();
-                (i + digits, true)
-            }
-            _ => (i + 1, false),
-        };
-        if constant {
-            // Constants start and end at ASCII bytes: char boundaries.
-            out.push_str(&sql[copied..i]);
-            out.push('?');
-            copied = end;
-        }
-        i = end;
-    }
-    out.push_str(&sql[copied..]);
-    true
-}
-
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
-}
-
-/// The index after the `quote` closing a quoted run whose body starts at
-/// `i` (a doubled quote is part of the body).
-fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8) -> Option<usize> {
-    loop {
-        match *bytes.get(i)? {
-            b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
-            b if b == quote => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-}
-
-/// Kind, normalized text and tables of a statement text. Text that does
-/// not parse is recorded as such, never as it is.
-fn summarize(sql: &str) -> Summary {
-    let unparsed = || Summary {
-        kind: "unknown".into(),
-        normalized: NormalizedStatement::from_normalized("<statement that does not parse>".into()),
-        tables: Arc::new([]),
-    };
-    let (Ok(parsed), Ok(normalized)) = (pg_query::parse(sql, 0), pg_query::normalize(sql)) else {
-        return unparsed();
-    };
-    let kind = parsed
-        .statement_types()
-        .first()
-        .map_or("empty".to_owned(), |t| statement_kind(t));
-    Summary {
-        kind: kind.into(),
-        normalized: NormalizedStatement::from_normalized(normalized),
-        tables: parsed.tables().into(),
-    }
-}
-
-/// `SelectStmt` → `select`, `CreateTableAsStmt` → `create_table_as`.
-fn statement_kind(node_type: &str) -> String {
-    let name = node_type.strip_suffix("Stmt").unwrap_or(node_type);
-    let mut kind = String::with_capacity(name.len() + 4);
-    for (i, c) in name.char_indices() {
-        if c.is_ascii_uppercase() && i > 0 {
-            kind.push('_');
-        }
-        kind.push(c.to_ascii_lowercase());
-    }
-    kind
-}
-
 /// A statement sent and not yet answered, or the end of a batch.
 enum Entry {
     Statement {
         text: Arc<StatementText>,
-        /// A simple-protocol Query, answered up to its ReadyForQuery.
-        simple: bool,
+        /// A simple-protocol Query, answered up to its ReadyForQuery: its
+        /// statements recorded so far (`usize::MAX`: all of it).
+        simple: Option<usize>,
         /// An Execute's row limit (0 for none): the rows it returned when
         /// the server suspends the portal.
         max_rows: u64,
         time: Timestamp,
         started: Instant,
+        /// CopyDone and CopyFail messages sent before it.
+        copy_ends: u64,
     },
-    Sync,
+    Sync {
+        copy_ends: u64,
+    },
+}
+
+/// The entries, and what the client tap counted as it sent them.
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    /// CopyDone and CopyFail messages sent.
+    copy_ends: u64,
+    /// Messages sent that the server answers with a ReadyForQuery (Query,
+    /// Sync, FunctionCall), and of those the server has answered.
+    readies_sent: u64,
+    readies: u64,
+    /// `readies` at the last ReadyForQuery outside a transaction: every
+    /// portal made before the message it answers is gone.
+    idle_at: u64,
 }
 
 /// What the server has answered so far for the statement at the front.
@@ -239,6 +87,9 @@ enum Entry {
 struct Answer {
     rows: u64,
     error: Option<SqlState>,
+    /// pgveil withheld a value: the statement failed for the client,
+    /// whatever the server goes on to answer for it.
+    denied: bool,
     /// Values read, by column and decision.
     reads: BTreeMap<(String, DecisionKey), u64>,
 }
@@ -271,34 +122,6 @@ impl DecisionKey {
     }
 }
 
-/// Statement texts by portal, for the trail. The unnamed portal, which
-/// most clients bind every statement to, has a slot of its own.
-#[derive(Default)]
-pub struct Portals {
-    unnamed: Option<Arc<StatementText>>,
-    named: HashMap<Vec<u8>, Arc<StatementText>>,
-}
-
-impl Portals {
-    /// A Bind made `portal` a portal of the statement of `text`.
-    pub fn bind(&mut self, portal: &[u8], text: Arc<StatementText>) {
-        if portal.is_empty() {
-            self.unnamed = Some(text);
-        } else {
-            self.named.insert(portal.to_vec(), text);
-        }
-    }
-
-    /// The text of the statement bound to `portal`.
-    pub fn get(&self, portal: &[u8]) -> Option<&Arc<StatementText>> {
-        if portal.is_empty() {
-            self.unnamed.as_ref()
-        } else {
-            self.named.get(portal)
-        }
-    }
-}
-
 /// A session's audit trail, shared by its two taps.
 pub struct Trail {
     handle: AuditHandle,
@@ -309,7 +132,7 @@ pub struct Trail {
     blocked: AtomicBool,
     peer: Peer,
     login: Login,
-    entries: Mutex<VecDeque<Entry>>,
+    queue: Mutex<Queue>,
     answer: Mutex<Answer>,
     shapes: Mutex<ShapeCache>,
     statements: AtomicU64,
@@ -325,7 +148,7 @@ impl Trail {
             blocked: AtomicBool::new(false),
             peer,
             login,
-            entries: Mutex::default(),
+            queue: Mutex::default(),
             answer: Mutex::default(),
             shapes: Mutex::default(),
             statements: AtomicU64::new(0),
@@ -345,36 +168,79 @@ impl Trail {
         self.blocked.load(Ordering::Relaxed)
     }
 
-    /// The client sent a statement.
-    pub fn sent(&self, text: Arc<StatementText>, simple: bool) {
-        self.push_statement(text, simple, 0);
+    /// The client sent a simple Query.
+    pub fn sent(&self, text: Arc<StatementText>) {
+        let mut queue = self.lock_queue();
+        queue.readies_sent += 1;
+        Self::push(&mut queue, text, Some(0), 0);
     }
 
     /// The client sent an Execute of a portal of `text`, for at most
-    /// `max_rows` rows (0: all).
+    /// `max_rows` rows (0: all); or pgveil refused the statement `text` in
+    /// the extended protocol.
     pub fn executed(&self, text: Arc<StatementText>, max_rows: u64) {
-        self.push_statement(text, false, max_rows);
+        Self::push(&mut self.lock_queue(), text, None, max_rows);
     }
 
-    fn push_statement(&self, text: Arc<StatementText>, simple: bool, max_rows: u64) {
-        self.lock_entries().push_back(Entry::Statement {
+    fn push(queue: &mut Queue, text: Arc<StatementText>, simple: Option<usize>, max_rows: u64) {
+        let copy_ends = queue.copy_ends;
+        queue.entries.push_back(Entry::Statement {
             text,
             simple,
             max_rows,
             time: Timestamp::now(),
             started: Instant::now(),
+            copy_ends,
         });
     }
 
-    /// The client sent Sync.
+    /// The client sent Sync, or a FunctionCall (answered with a
+    /// ReadyForQuery like a Sync, and recorded no more than before).
     pub fn sync(&self) {
-        self.lock_entries().push_back(Entry::Sync);
+        let mut queue = self.lock_queue();
+        queue.readies_sent += 1;
+        let copy_ends = queue.copy_ends;
+        queue.entries.push_back(Entry::Sync { copy_ends });
+    }
+
+    /// The client sent CopyDone or CopyFail.
+    pub fn copy_ended(&self) {
+        self.lock_queue().copy_ends += 1;
+    }
+
+    /// CopyInResponse: the server ignores the Syncs sent from the COPY at
+    /// the front until its data ends.
+    pub fn copy_started(&self) {
+        let mut queue = self.lock_queue();
+        let Some(Entry::Statement { copy_ends, .. }) = queue.entries.front() else {
+            return;
+        };
+        let copy_ends = *copy_ends;
+        let mut ignored = 0;
+        queue.entries.retain(|entry| {
+            let sync = matches!(entry, Entry::Sync { copy_ends: c } if *c == copy_ends);
+            ignored += u64::from(sync);
+            !sync
+        });
+        queue.readies_sent -= ignored;
+    }
+
+    /// The number of ReadyForQuery the messages sent so far will bring.
+    pub fn readies_sent(&self) -> u64 {
+        self.lock_queue().readies_sent
+    }
+
+    /// Whether the server has been outside a transaction since the first
+    /// ReadyForQuery after `readies_sent` were sent: whether a portal
+    /// bound then is gone.
+    pub fn idle_since(&self, readies_sent: u64) -> bool {
+        self.lock_queue().idle_at > readies_sent
     }
 
     /// `count` values of a protected column were read, with this decision
     /// (`None`: left encrypted).
     pub fn read(&self, column: String, action: Option<Action>, count: u64) {
-        let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut answer = self.lock_answer();
         *answer
             .reads
             .entry((column, DecisionKey::of(action)))
@@ -382,51 +248,91 @@ impl Trail {
     }
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended, with the
-    /// rows the command tag counts.
+    /// rows the command tag counts: the statement at the front ends.
     pub fn completed(&self, rows: u64, declared: &Values) {
-        self.answer.lock().unwrap_or_else(|e| e.into_inner()).rows += rows;
-        if self.front_is_extended() {
-            self.finish(declared);
+        {
+            let mut answer = self.lock_answer();
+            if !answer.denied {
+                answer.rows += rows;
+            }
         }
+        self.finish(declared, false);
     }
 
     /// PortalSuspended: the Execute returned its row limit.
     pub fn suspended(&self, declared: &Values) {
-        let rows = match self.lock_entries().front() {
+        let rows = match self.lock_queue().entries.front() {
             Some(Entry::Statement { max_rows, .. }) => *max_rows,
             _ => 0,
         };
         self.completed(rows, declared);
     }
 
-    /// An ErrorResponse.
-    pub fn failed(&self, sqlstate: &[u8], declared: &Values) {
+    /// An ErrorResponse; `refusal` when it is pgveil's refusal, which
+    /// stands for a whole Query.
+    pub fn failed(&self, sqlstate: &[u8], refusal: bool, declared: &Values) {
         let code = std::str::from_utf8(sqlstate)
             .ok()
             .and_then(|c| SqlState::new(c).ok());
         // XX000 stands for an error whose SQLSTATE cannot be read.
         let code = code.or_else(|| SqlState::new("XX000").ok());
-        self.answer.lock().unwrap_or_else(|e| e.into_inner()).error = code;
-        if self.front_is_extended() {
-            self.finish(declared);
-        }
-    }
-
-    /// ReadyForQuery: a Query ends; a batch's unrun statements are dropped.
-    pub fn ready(&self, declared: &Values) {
-        if matches!(
-            self.lock_entries().front(),
-            Some(Entry::Statement { simple: true, .. })
-        ) {
-            self.finish(declared);
-            return;
-        }
-        let mut entries = self.lock_entries();
-        while let Some(entry) = entries.pop_front() {
-            if matches!(entry, Entry::Sync) {
-                break;
+        {
+            let mut answer = self.lock_answer();
+            if !answer.denied {
+                answer.error = code;
             }
         }
+        self.finish(declared, refusal);
+    }
+
+    /// pgveil withheld a value of the statement at the front, which fails
+    /// with `sqlstate` for the client; it ends when the server's answer
+    /// for it does.
+    pub fn denied(&self, sqlstate: &[u8]) {
+        let code = std::str::from_utf8(sqlstate)
+            .ok()
+            .and_then(|c| SqlState::new(c).ok())
+            .or_else(|| SqlState::new("42501").ok());
+        let mut answer = self.lock_answer();
+        answer.error = code;
+        answer.denied = true;
+    }
+
+    /// ReadyForQuery with this transaction status: a Query ends; a batch's
+    /// unrun statements are dropped.
+    pub fn ready(&self, status: u8, declared: &Values) {
+        let mut queue = self.lock_queue();
+        queue.readies += 1;
+        if status == b'I' {
+            queue.idle_at = queue.readies;
+        }
+        match queue.entries.front() {
+            Some(Entry::Statement {
+                simple: Some(0), ..
+            }) => {
+                // A Query nothing ended (it cannot happen): recorded whole.
+                drop(queue);
+                self.finish(declared, true);
+                self.lock_queue().entries.pop_front();
+            }
+            Some(Entry::Statement {
+                simple: Some(_), ..
+            }) => {
+                queue.entries.pop_front();
+            }
+            _ => {
+                while let Some(entry) = queue.entries.pop_front() {
+                    if matches!(entry, Entry::Sync { .. }) {
+                        break;
+                    }
+                }
+            }
+        }
+        // An error between statements (a COMMIT at Sync) is no statement's.
+        let mut answer = self.lock_answer();
+        answer.rows = 0;
+        answer.error = None;
+        answer.denied = false;
     }
 
     /// The connection's totals: statements recorded and rows.
@@ -437,29 +343,80 @@ impl Trail {
         )
     }
 
-    fn front_is_extended(&self) -> bool {
-        matches!(
-            self.lock_entries().front(),
-            Some(Entry::Statement { simple: false, .. })
-        )
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_entries(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_answer(&self) -> MutexGuard<'_, Answer> {
+        self.answer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the record of the statement at the front.
-    fn finish(&self, declared: &Values) {
+    /// Records the statement at the front: an Execute, or the next
+    /// statement of a Query (all that is left of it when `whole`). An
+    /// error after the last statement of a Query, which is no statement's,
+    /// is dropped.
+    fn finish(&self, declared: &Values, whole: bool) {
+        let mut queue = self.lock_queue();
         let Some(Entry::Statement {
             text,
+            simple,
             time,
             started,
             ..
-        }) = self.lock_entries().pop_front()
+        }) = queue.entries.front_mut()
         else {
             return;
         };
-        let answer = std::mem::take(&mut *self.answer.lock().unwrap_or_else(|e| e.into_inner()));
+        let (text, time, started, part) = match simple {
+            Some(done) => {
+                let text = text.clone();
+                let part = if whole {
+                    *done = usize::MAX;
+                    None
+                } else if *done == usize::MAX {
+                    return;
+                } else {
+                    // Rare: summarized here, under the lock, only then.
+                    let error = self.lock_answer().error.is_some();
+                    if error && *done >= text.summary(&self.shapes).count() {
+                        drop(queue);
+                        let mut answer = self.lock_answer();
+                        answer.error = None;
+                        return;
+                    }
+                    *done += 1;
+                    Some(*done - 1)
+                };
+                let ended = (text, *time, *started, part);
+                *time = Timestamp::now();
+                *started = Instant::now();
+                ended
+            }
+            None => match queue.entries.pop_front() {
+                Some(Entry::Statement {
+                    text,
+                    time,
+                    started,
+                    ..
+                }) => (text, time, started, Some(0)),
+                _ => return,
+            },
+        };
+        drop(queue);
+        self.write(&text, time, started, part, declared);
+    }
+
+    /// Writes the record of statement `part` of `text` (all of it for
+    /// `None`) with what the server answered for it.
+    fn write(
+        &self,
+        text: &StatementText,
+        time: Timestamp,
+        started: Instant,
+        part: Option<usize>,
+        declared: &Values,
+    ) {
+        let answer = std::mem::take(&mut *self.lock_answer());
         self.watch_bulk(&answer.reads, declared);
         self.rows.fetch_add(answer.rows, Ordering::Relaxed);
         self.statements.fetch_add(1, Ordering::Relaxed);
@@ -469,9 +426,14 @@ impl Trail {
             return;
         }
         let summary = text.summary(&self.shapes);
+        let (statement, index) = match part {
+            Some(i) => (summary.part(i), i),
+            None => (summary.whole(), 0),
+        };
         let columns = text
             .written
             .iter()
+            .filter(|column| part.is_none() || summary.writes(index, column))
             .map(|column| ColumnAccess {
                 column: column.clone(),
                 access: Access::Write,
@@ -489,9 +451,9 @@ impl Trail {
             login: &self.login,
             actor: declared.actor.as_deref(),
             purpose: declared.purpose.as_deref(),
-            kind: &summary.kind,
-            statement: &summary.normalized,
-            tables: &summary.tables,
+            kind: &statement.kind,
+            statement: &statement.normalized,
+            tables: &statement.tables,
             columns: &columns,
             rows: answer.rows,
             outcome: answer.error.map_or(Outcome::Ok, Outcome::Error),
@@ -573,53 +535,6 @@ pub fn tag_rows(frame: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_and_summaries() {
-        assert_eq!(statement_kind("SelectStmt"), "select");
-        assert_eq!(statement_kind("CreateTableAsStmt"), "create_table_as");
-        let s = summarize("SELECT * FROM customers WHERE email = 'a@b.c' AND id = 7");
-        assert_eq!(&*s.kind, "select");
-        assert!(!s.normalized.as_str().contains("a@b.c"));
-        assert!(!s.normalized.as_str().contains('7'));
-        assert_eq!(&*s.tables, ["customers".to_owned()]);
-        let bad = summarize("SELEC 'secret value'");
-        assert!(!bad.normalized.as_str().contains("secret"));
-    }
-
-    fn shape(sql: &str) -> Option<String> {
-        let mut out = "left over".to_owned();
-        shape_into(sql, &mut out).then_some(out)
-    }
-
-    #[test]
-    fn shapes_hide_constants_and_give_up_when_unsure() {
-        let a = shape("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;").unwrap();
-        let b = shape("SELECT abalance FROM pgbench_accounts WHERE aid = 7;").unwrap();
-        assert_eq!(a, b);
-        assert!(!a.contains("12345"));
-        assert_eq!(
-            shape("select 'it''s', x1 from t2").unwrap(),
-            "select ?, x1 from t2"
-        );
-        assert_eq!(
-            shape("select 'é', '中' from 表 where n = 1.5e3 and x2 = 3").unwrap(),
-            "select ?, ? from 表 where n = ? and x2 = ?"
-        );
-        assert_eq!(
-            shape(r#"select "it's" from "T""1""#).unwrap(),
-            r#"select "it's" from "T""1""#
-        );
-        for unsure in [
-            "select $1",
-            "select E'a'",
-            "select 1 -- c",
-            "select /* c */ 1",
-            "select 'open",
-        ] {
-            assert_eq!(shape(unsure), None, "{unsure}");
-        }
-    }
 
     #[test]
     fn rows_of_command_tags() {

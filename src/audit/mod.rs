@@ -17,7 +17,8 @@
 //! seq), closed sets (event, access, decision) and SQLSTATEs, which
 //! [`SqlState`] restricts to five digits or capitals. The statement text
 //! is a [`NormalizedStatement`]: the caller passes `pg_query::normalize`
-//! output, in which every constant is a `$n` placeholder.
+//! output with its comments removed and every constant it leaves replaced
+//! (`trail::redact`), in which every constant is a `$n` placeholder.
 //!
 //! # Tamper evidence
 //!

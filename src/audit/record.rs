@@ -137,8 +137,9 @@ pub struct StatementRecord {
 }
 
 /// Statement text in which every constant is a placeholder (`$1`, `$2`…),
-/// as `pg_query::normalize` returns it. It is the caller's duty to pass
-/// only normalized text: this type cannot tell a literal from a name.
+/// as `pg_query::normalize` returns it, with comments and the constants it
+/// leaves removed (`trail::redact`). It is the caller's duty to pass only
+/// such text: this type cannot tell a literal from a name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NormalizedStatement(Arc<str>);
