@@ -158,7 +158,7 @@ fn reveal(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter(|| {
                     for frame in rows {
-                        black_box(memo.rewrite_row(&veil, &reader, frame).unwrap());
+                        black_box(memo.rewrite_row(&veil, &reader, frame, None).unwrap());
                     }
                 })
             });

@@ -81,9 +81,9 @@ BEGIN
               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'address' AND NOT a.attisdropped)
         WHEN 'bytea' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR substring(address FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR substring(address FROM 1 FOR 4) = decode('50560101', 'hex') AND octet_length(address) >= 40) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR address::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR address::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]{48,}$') NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL) NOT VALID;
         END CASE;
@@ -98,9 +98,9 @@ BEGIN
               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'email' AND NOT a.attisdropped)
         WHEN 'bytea' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex')) NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex') AND octet_length(email) >= 28) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]{32,}$') NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL) NOT VALID;
         END CASE;
@@ -115,9 +115,9 @@ BEGIN
               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'full_name' AND NOT a.attisdropped)
         WHEN 'bytea' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR substring(full_name FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR substring(full_name FROM 1 FOR 4) = decode('50560101', 'hex') AND octet_length(full_name) >= 40) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR full_name::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR full_name::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]{48,}$') NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL) NOT VALID;
         END CASE;
@@ -132,9 +132,9 @@ BEGIN
               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'national_id' AND NOT a.attisdropped)
         WHEN 'bytea' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR substring(national_id FROM 1 FOR 4) = decode('50560101', 'hex')) NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR substring(national_id FROM 1 FOR 4) = decode('50560101', 'hex') AND octet_length(national_id) >= 40) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR national_id::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR national_id::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]{48,}$') NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL) NOT VALID;
         END CASE;
@@ -149,9 +149,9 @@ BEGIN
               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid = 'public.customers'::regclass AND a.attname = 'phone' AND NOT a.attisdropped)
         WHEN 'bytea' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR substring(phone FROM 1 FOR 4) = decode('50560102', 'hex')) NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR substring(phone FROM 1 FOR 4) = decode('50560102', 'hex') AND octet_length(phone) >= 28) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR phone::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR phone::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]{32,}$') NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL) NOT VALID;
         END CASE;

@@ -99,6 +99,10 @@ pub struct Catalog {
     /// Column names and types in order, by (schema, table), for protected
     /// tables.
     pub columns: HashMap<(String, String), Vec<(String, ColumnType)>>,
+    /// The protected columns by table OID and column number, as a
+    /// RowDescription names the column a field comes from:
+    /// `(schema, table, column)`.
+    pub attributes: HashMap<(u32, i16), (String, String, String)>,
     /// The guard of each protected column of the tables that exist.
     pub guards: Vec<GuardState>,
     /// Views, rules, triggers and functions over protected tables.
@@ -135,6 +139,7 @@ impl Catalog {
                 .filter_map(|mut row| row.pop().flatten())
                 .collect(),
             columns: HashMap::new(),
+            attributes: HashMap::new(),
             guards: guards(server, buf, policy, encoding).await?,
             objects: server_objects(server, buf, policy, encoding).await?,
             declared: Values {
@@ -143,8 +148,15 @@ impl Catalog {
             },
         };
         for row in query(server, buf, encoding, &columns_query(policy)).await? {
-            if let [Some(schema), Some(table), Some(column), Some(kind), Some(type_name)] = &row[..]
+            if let [Some(schema), Some(table), Some(column), Some(kind), Some(type_name), Some(oid), Some(attnum)] =
+                &row[..]
             {
+                if policy.column(schema, table, column).is_some() {
+                    if let (Ok(oid), Ok(attnum)) = (oid.parse(), attnum.parse()) {
+                        let name = (schema.clone(), table.clone(), column.clone());
+                        catalog.attributes.insert((oid, attnum), name);
+                    }
+                }
                 catalog
                     .columns
                     .entry((schema.clone(), table.clone()))
@@ -199,7 +211,7 @@ fn column_type(kind: &str, type_name: &str) -> ColumnType {
 fn columns_query(policy: &Policy) -> String {
     format!(
         "SELECT n.nspname::text, c.relname::text, a.attname::text, {TYPE_KIND}, \
-         pg_catalog.format_type(a.atttypid, a.atttypmod) \
+         pg_catalog.format_type(a.atttypid, a.atttypmod), c.oid::text, a.attnum::text \
          FROM pg_catalog.pg_attribute a \
          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \

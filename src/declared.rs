@@ -66,6 +66,30 @@ impl Values {
     }
 }
 
+/// A prepared statement or portal by name, with the generation of that
+/// name: how many Parses (or Binds) of it the client had sent, so that
+/// what the server said of it is never applied to one made again since.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Named {
+    pub name: String,
+    pub generation: u64,
+}
+
+/// What a Describe asks about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Described {
+    Statement(Named),
+    Portal(Named),
+}
+
+/// Where the rows of an Execute come from: its portal, and the statement
+/// it was bound from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rows {
+    pub portal: Named,
+    pub statement: Option<Named>,
+}
+
 /// The values of a transaction or savepoint when it started.
 #[derive(Clone, Debug)]
 struct Snapshot {
@@ -88,7 +112,13 @@ enum Unit {
     Execute {
         effects: Vec<Effect>,
         copy_ends: u64,
+        /// The portal it runs and the statement behind it, for the shape
+        /// of its rows; `None` for pgveil's own refusals.
+        rows: Option<Rows>,
     },
+    /// A Describe of a statement or portal: answered by a RowDescription
+    /// or NoData.
+    Describe { target: Described, copy_ends: u64 },
     Sync {
         copy_ends: u64,
         /// Whether an Execute or FunctionCall came before it in its batch.
@@ -115,6 +145,7 @@ impl Unit {
         match self {
             Unit::Query { copy_ends, .. }
             | Unit::Execute { copy_ends, .. }
+            | Unit::Describe { copy_ends, .. }
             | Unit::Sync { copy_ends, .. } => *copy_ends,
         }
     }
@@ -169,7 +200,7 @@ impl Declared {
     pub fn settled(&self) -> bool {
         self.units
             .iter()
-            .all(|unit| matches!(unit, Unit::Sync { ran: false, .. }))
+            .all(|unit| matches!(unit, Unit::Sync { ran: false, .. } | Unit::Describe { .. }))
     }
 
     /// The values in force now.
@@ -218,10 +249,44 @@ impl Declared {
         });
     }
 
-    /// An Execute, with the effects of its statement.
-    pub fn execute(&mut self, effects: Vec<Effect>) {
+    /// An Execute, with the effects of its statement and where its rows
+    /// come from.
+    pub fn execute(&mut self, effects: Vec<Effect>, rows: Option<Rows>) {
         let copy_ends = self.copy_ends;
-        self.units.push_back(Unit::Execute { effects, copy_ends });
+        self.units.push_back(Unit::Execute {
+            effects,
+            copy_ends,
+            rows,
+        });
+    }
+
+    /// A Describe.
+    pub fn describe(&mut self, target: Described) {
+        let copy_ends = self.copy_ends;
+        self.units.push_back(Unit::Describe { target, copy_ends });
+    }
+
+    // The server tap, as answers come.
+
+    /// A RowDescription or NoData: what the Describe at the front asked
+    /// about, now answered; `None` when the description belongs to a
+    /// statement of a simple Query (or a FETCH) instead.
+    pub fn described(&mut self) -> Option<Described> {
+        match self.units.front() {
+            Some(Unit::Describe { .. }) => match self.units.pop_front() {
+                Some(Unit::Describe { target, .. }) => Some(target),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Where the rows arriving now come from, when they answer an Execute.
+    pub fn executing(&self) -> Option<&Rows> {
+        match self.units.front() {
+            Some(Unit::Execute { rows, .. }) => rows.as_ref(),
+            _ => None,
+        }
     }
 
     /// A Sync, after an Execute or FunctionCall in its batch if `ran`.
@@ -236,8 +301,6 @@ impl Declared {
     pub fn copy_ended(&mut self) {
         self.copy_ends += 1;
     }
-
-    // The server tap, as answers come.
 
     /// CommandComplete (with its tag), EmptyQueryResponse or
     /// PortalSuspended (with an empty tag).
@@ -277,7 +340,7 @@ impl Declared {
         self.failed = true;
         match self.units.front_mut() {
             Some(Unit::Query { failed, .. }) => *failed = true,
-            Some(Unit::Execute { .. }) => {
+            Some(Unit::Execute { .. } | Unit::Describe { .. }) => {
                 self.units.pop_front();
                 self.to_sync = true;
             }
@@ -502,10 +565,10 @@ mod tests {
         d.ready(b'I');
         assert_eq!(purpose(&d), Some("kyc"), "the failed statement set nothing");
         // Extended protocol: an error skips the rest of the batch.
-        d.execute(vec![]);
-        d.execute(vec![set("purpose", Some("skipped"), false)]);
+        d.execute(vec![], None);
+        d.execute(vec![set("purpose", Some("skipped"), false)], None);
         d.sync(true);
-        d.execute(vec![set("purpose", Some("next"), false)]);
+        d.execute(vec![set("purpose", Some("next"), false)], None);
         d.sync(true);
         d.failed();
         d.ready(b'I');
@@ -514,7 +577,7 @@ mod tests {
         assert_eq!(purpose(&d), Some("next"));
         d.ready(b'I');
         // After an error in a batch, a Query before its Sync is skipped too.
-        d.execute(vec![]);
+        d.execute(vec![], None);
         d.query(vec![vec![set("purpose", Some("skipped"), false)]]);
         d.sync(true);
         d.query(vec![vec![set("purpose", Some("last"), false)]]);
@@ -640,25 +703,25 @@ mod tests {
     #[test]
     fn syncs_during_copy_in_are_not_answered() {
         let mut d = Declared::default();
-        d.execute(vec![]); // COPY ... FROM STDIN
+        d.execute(vec![], None); // COPY ... FROM STDIN
         d.sync(true); // ignored by the server
         d.copy_started();
         d.sync(true); // also ignored
         d.copy_ended();
         d.completed(b"COPY 2");
         d.sync(true);
-        d.execute(vec![set("purpose", Some("kyc"), false)]);
+        d.execute(vec![set("purpose", Some("kyc"), false)], None);
         d.sync(true);
         d.ready(b'I');
         d.completed(b"SELECT 1");
         assert_eq!(purpose(&d), Some("kyc"));
         d.ready(b'I');
         // A COPY that fails before starting: its Sync is answered.
-        d.execute(vec![]);
+        d.execute(vec![], None);
         d.sync(true);
         d.failed();
         d.ready(b'I');
-        d.execute(vec![set("purpose", None, false)]);
+        d.execute(vec![set("purpose", None, false)], None);
         d.sync(true);
         d.completed(b"SELECT 1");
         d.ready(b'I');
@@ -730,7 +793,7 @@ mod tests {
         assert_eq!(slots(&d, "p"), Vec::<usize>::new(), "replaced, no slots");
         assert_eq!(slots(&d, "q"), [3]);
         // In the extended protocol, at the Execute's completion.
-        d.execute(vec![Effect::Deallocate(None)]);
+        d.execute(vec![Effect::Deallocate(None)], None);
         d.sync(true);
         assert_eq!(slots(&d, "q"), [3]);
         d.completed(b"DEALLOCATE ALL");

@@ -43,7 +43,7 @@ use tracing::info;
 use crate::bytea;
 use crate::catalog::Catalog;
 use crate::copy_in::{CopyEncryptor, CopyError};
-use crate::declared::Declared;
+use crate::declared::{Declared, Described, Named, Rows};
 use crate::encoding::{self, ClientEncoding};
 use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
@@ -168,6 +168,14 @@ pub struct ClientTap<'a> {
     ran_since_sync: bool,
     /// The same, before the message being handled.
     ran_before: bool,
+    /// Parses and Binds counted, to tell names made again apart
+    /// ([`Named`]).
+    generation: u64,
+    /// The generation of each prepared statement and portal name.
+    statement_generations: HashMap<String, u64>,
+    portal_generations: HashMap<String, u64>,
+    /// The statement each portal was bound from.
+    bound: HashMap<String, Named>,
 }
 
 /// A COPY FROM STDIN whose data is being encrypted.
@@ -203,6 +211,10 @@ impl<'a> ClientTap<'a> {
             names: Names::default(),
             ran_since_sync: false,
             ran_before: false,
+            generation: 0,
+            statement_generations: HashMap::new(),
+            portal_generations: HashMap::new(),
+            bound: HashMap::new(),
         }
     }
 
@@ -464,7 +476,7 @@ impl<'a> ClientTap<'a> {
         out.push(reply::frame_of(b'P', &parse));
         out.push(reply::frame_of(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
         out.push(reply::frame_of(b'E', &[0, 0, 0, 0, 0]));
-        self.shared.declared().execute(Vec::new());
+        self.shared.declared().execute(Vec::new(), None);
         self.shared.pending_refusals.fetch_add(1, Ordering::Relaxed);
         self.skipping = true;
     }
@@ -616,8 +628,84 @@ impl<'a> ClientTap<'a> {
             self.copy = None;
             return self.refuse_extended(veil, &refusal, out, "");
         }
-        self.shared.declared().execute(effects);
+        let rows = cstr(&frame[5..]).map(|portal| {
+            let portal = String::from_utf8_lossy(portal).into_owned();
+            Rows {
+                statement: self.bound.get(&portal).cloned(),
+                portal: Named {
+                    generation: self.portal_generations.get(&portal).copied().unwrap_or(0),
+                    name: portal,
+                },
+            }
+        });
+        self.shared.declared().execute(effects, rows);
         out.push(frame);
+    }
+
+    /// Counts Parses and Binds by name, so that what the server describes
+    /// is applied only to rows of the same statement ([`Named`]).
+    fn count_names(&mut self, tag: u8, frame: &[u8]) {
+        match tag {
+            b'P' => {
+                if let Some(parse) = ParseMessage::read(frame) {
+                    self.generation += 1;
+                    let name = String::from_utf8_lossy(parse.name).into_owned();
+                    self.statement_generations.insert(name, self.generation);
+                }
+            }
+            b'B' => {
+                let (Some(portal), Some(statement)) = (
+                    BindMessage::portal_name(frame),
+                    BindMessage::statement_name(frame),
+                ) else {
+                    return;
+                };
+                self.generation += 1;
+                let portal = String::from_utf8_lossy(portal).into_owned();
+                let statement = String::from_utf8_lossy(statement).into_owned();
+                let statement = Named {
+                    generation: self
+                        .statement_generations
+                        .get(&statement)
+                        .copied()
+                        .unwrap_or(0),
+                    name: statement,
+                };
+                self.portal_generations
+                    .insert(portal.clone(), self.generation);
+                self.bound.insert(portal, statement);
+            }
+            b'D' => {
+                let (Some(&kind), Some(name)) = (frame.get(5), frame.get(6..).and_then(cstr))
+                else {
+                    return;
+                };
+                let name = String::from_utf8_lossy(name).into_owned();
+                let target = match kind {
+                    b'S' => Described::Statement(Named {
+                        generation: self.statement_generations.get(&name).copied().unwrap_or(0),
+                        name,
+                    }),
+                    _ => Described::Portal(Named {
+                        generation: self.portal_generations.get(&name).copied().unwrap_or(0),
+                        name,
+                    }),
+                };
+                self.shared.declared().describe(target);
+            }
+            b'C' => {
+                if let (Some(&kind), Some(name)) = (frame.get(5), frame.get(6..).and_then(cstr)) {
+                    let name = String::from_utf8_lossy(name);
+                    if kind == b'S' {
+                        self.statement_generations.remove(&*name);
+                    } else {
+                        self.portal_generations.remove(&*name);
+                        self.bound.remove(&*name);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// A FunctionCall (the fast-path protocol) is answered up to its
@@ -734,7 +822,7 @@ impl Tap for ClientTap<'_> {
                     b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f'
                 ))
             || (self.veil.is_some()
-                && matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'E' | b'S' | b'F'))
+                && matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'D' | b'E' | b'S' | b'F'))
             || (self.veil.is_some() && matches!(tag, b'c' | b'f'))
             || (self.copy.is_some() && tag == b'd')
     }
@@ -778,6 +866,9 @@ impl Tap for ClientTap<'_> {
         }
         if let Some(trail) = self.trail {
             self.observe(trail, tag, &frame);
+        }
+        if self.veil.is_some() {
+            self.count_names(tag, &frame);
         }
         match (tag, self.veil) {
             (b'Q', Some(veil)) => self.query(veil, frame, out),

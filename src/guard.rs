@@ -12,6 +12,9 @@
 //!   form's prefix, the header's magic, format version and mode as base64,
 //!   then base64 ([`crate::crypto::text_pattern`]);
 //! - `bytea` columns: the first four bytes are magic, version and mode;
+//!   and, in both forms, the value is at least as long as the shortest
+//!   envelope of the mode (`crypto::min_len`), so `pgv1:UFYBAR` followed
+//!   by a few digits is refused;
 //! - columns of any other type, which cannot hold ciphertext and to which
 //!   pgveil never writes a value: NULL only.
 //!
@@ -34,7 +37,7 @@ use std::sync::{Mutex, OnceLock};
 use tracing::warn;
 
 use crate::catalog::TYPE_KIND;
-use crate::crypto::{mode_prefix, text_pattern};
+use crate::crypto::{min_len, mode_prefix, text_pattern};
 use crate::policy::{ColumnPolicy, Policy};
 
 /// How every guard's name starts.
@@ -113,8 +116,10 @@ fn install_column(column: &ColumnPolicy) -> String {
         format!("ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({check}) NOT VALID")
     };
     let bytea = add(format!(
-        "{col} IS NULL OR substring({col} FROM 1 FOR 4) = decode('{}', 'hex')",
-        hex::encode(mode_prefix(mode))
+        "{col} IS NULL OR substring({col} FROM 1 FOR 4) = decode('{}', 'hex') \
+         AND octet_length({col}) >= {}",
+        hex::encode(mode_prefix(mode)),
+        min_len(mode)
     ));
     // As text: a `char(n)` column's value without its padding.
     let text = add(format!(
@@ -217,13 +222,15 @@ mod tests {
         assert_eq!(sql.matches("DO $pgveil$").count(), 2);
         assert!(sql.contains(
             "ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL \
-             OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$') NOT VALID"
+             OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]{32,}$') NOT VALID"
         ));
         assert!(sql.contains(
-            "CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex'))"
+            "CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex') \
+             AND octet_length(email) >= 28)"
         ));
         assert!(sql.contains(
-            "CHECK (address IS NULL OR substring(address FROM 1 FOR 4) = decode('50560101', 'hex'))"
+            "CHECK (address IS NULL OR substring(address FROM 1 FOR 4) = decode('50560101', 'hex') \
+             AND octet_length(address) >= 40)"
         ));
         assert!(
             sql.contains("conrelid = 'crm.people'::regclass AND conname = 'pgveil_guard_address'")

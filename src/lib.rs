@@ -34,5 +34,6 @@ pub mod reveal;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod shape;
 pub mod trail;
 pub mod veil;

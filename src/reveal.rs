@@ -23,6 +23,7 @@
 use std::sync::atomic::Ordering;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
@@ -36,8 +37,11 @@ use crate::encrypt::Shared;
 use crate::policy::{Action, ColumnPolicy, Mask};
 use crate::protocol::reply::{self, Severity};
 use crate::relay::Tap;
+use crate::shape::{Field, Shape, Shapes};
 use crate::trail::{command_tag, tag_rows, Trail};
 use crate::veil::Veil;
+
+mod unencrypted;
 
 /// SQLSTATE for a value the reader may not see: `insufficient_privilege`.
 const DENIED: &str = "42501";
@@ -108,13 +112,21 @@ pub struct ServerTap<'a> {
     /// The session's audit trail, with audit on.
     trail: Option<&'a Trail>,
     memo: Memo<'a>,
+    /// Which fields of results come from protected columns.
+    shapes: Shapes<'a>,
+    /// The shape of the rows of the statement answering now, once looked
+    /// up (once per statement, not per row).
+    rows_shape: Option<Option<Shape<'a>>>,
 }
 
 impl<'a> ServerTap<'a> {
+    /// `attributes`: the session's protected columns by table OID and
+    /// column number (`Catalog::attributes`).
     pub fn new(
         veil: Option<&'a Veil>,
         shared: &'a Shared,
         roles: &'a [String],
+        attributes: &HashMap<(u32, i16), (String, String, String)>,
         trail: Option<&'a Trail>,
     ) -> Self {
         Self {
@@ -126,7 +138,30 @@ impl<'a> ServerTap<'a> {
             held: Vec::new(),
             copy_out: None,
             memo: Memo::default(),
+            shapes: veil.map_or_else(Shapes::default, |veil| {
+                Shapes::new(&veil.policy, attributes)
+            }),
+            rows_shape: None,
         }
+    }
+
+    /// The shape of the rows arriving now, looked up once per statement.
+    fn rows_shape(&mut self) -> Option<Shape<'a>> {
+        if self.shapes.is_empty() {
+            return None;
+        }
+        if self.rows_shape.is_none() {
+            let shape = self.shapes.of_rows(self.shared.declared().executing());
+            self.rows_shape = Some(shape);
+        }
+        self.rows_shape.clone().flatten()
+    }
+
+    /// A RowDescription (`frame`) or NoData (`None`).
+    fn describe(&mut self, frame: Option<&[u8]>) {
+        let target = self.shared.declared().described();
+        self.shapes.described(frame, target);
+        self.rows_shape = None;
     }
 
     /// Runs `f` with the session's reader and memo. The declarations' lock
@@ -163,11 +198,13 @@ impl<'a> ServerTap<'a> {
     }
 
     fn row(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
-        if !has_ciphertext(&frame) {
+        let shape = self.rows_shape();
+        if !has_ciphertext(&frame) && !shape.as_ref().is_some_and(|s| has_protected(s, &frame)) {
             // Most rows: no lock, no copy.
             return out.push(frame);
         }
-        match self.with_reader(|reader, memo| memo.rewrite_row(veil, reader, &frame)) {
+        let shape = shape.as_deref();
+        match self.with_reader(|reader, memo| memo.rewrite_row(veil, reader, &frame, shape)) {
             Ok(None) => out.push(frame),
             Ok(Some(row)) => out.push(row),
             Err(denied) => {
@@ -279,6 +316,7 @@ impl Tap for ServerTap<'_> {
         self.veil.is_some()
             && match tag {
                 b'D' | b'Z' | b'S' | b'H' | b'C' | b'I' | b's' | b'G' => true,
+                b'T' | b'n' => !self.shapes.is_empty(),
                 b'd' | b'c' => self.copy_out.is_some(),
                 b'1' | b'2' => self.shared.pending_refusals.load(Ordering::Relaxed) > 0,
                 _ => false,
@@ -320,7 +358,21 @@ impl Tap for ServerTap<'_> {
         if let Some(trail) = self.trail {
             self.audit(trail, tag, &frame);
         }
+        if matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
+            self.shapes.ended();
+            self.rows_shape = None;
+        }
         match (tag, self.veil) {
+            (b'T', Some(_)) => {
+                self.describe(Some(&frame));
+                out.append(&mut self.held);
+                out.push(frame)
+            }
+            (b'n', Some(_)) => {
+                self.describe(None);
+                out.append(&mut self.held);
+                out.push(frame)
+            }
             (b'E', _) => self.error(frame, out),
             (b'1' | b'2', _) if self.shared.pending_refusals.load(Ordering::Relaxed) > 0 => {
                 self.held.push(frame)
@@ -440,13 +492,21 @@ pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes,
     if !has_ciphertext(&frame) {
         return Ok(frame);
     }
-    let revealed = Memo::default().rewrite_row(veil, reader, &frame)?;
+    let revealed = Memo::default().rewrite_row(veil, reader, &frame, None)?;
     Ok(revealed.unwrap_or(frame))
 }
 
 /// Whether any field of a DataRow frame looks like pgveil's ciphertext.
 fn has_ciphertext(frame: &[u8]) -> bool {
     tuple_has_ciphertext(&frame[5..])
+}
+
+/// Whether a DataRow frame has a value in a field that `shape` says comes
+/// from a protected column.
+fn has_protected(shape: &[Option<Field<'_>>], frame: &[u8]) -> bool {
+    Fields::of(frame)
+        .zip(shape)
+        .any(|(value, field)| value.is_some() && field.is_some())
 }
 
 /// Whether any field of a tuple looks like pgveil's ciphertext.
@@ -461,6 +521,23 @@ pub fn tuple_has_ciphertext(tuple: &[u8]) -> bool {
 /// version: such values do not decrypt); `None` for a key no policy column
 /// uses.
 type Decision<'v> = Option<(Action, &'v ColumnPolicy, Option<&'v KeyCiphers>)>;
+
+/// A kind of read of a protected column, counted for the audit trail.
+#[derive(Clone, Copy)]
+struct Read<'v> {
+    column: &'v ColumnPolicy,
+    action: Option<Action>,
+    /// The value was not stored encrypted.
+    unencrypted: bool,
+}
+
+impl PartialEq for Read<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.column, other.column)
+            && self.action == other.action
+            && self.unencrypted == other.unencrypted
+    }
+}
 
 /// Decisions a memo keeps; a result naming more keys than this (forged
 /// headers) only costs decoding them again.
@@ -478,7 +555,7 @@ pub struct Memo<'v> {
     /// By the field bytes that encode the envelope's header, which name
     /// the key (see [`crypto::encoded_header`]).
     decisions: Vec<(Vec<u8>, Decision<'v>)>,
-    reads: Vec<(&'v ColumnPolicy, Option<Action>, u64)>,
+    reads: Vec<(Read<'v>, u64)>,
     plaintext: Zeroizing<Vec<u8>>,
     value: Zeroizing<Vec<u8>>,
 }
@@ -492,11 +569,12 @@ impl<'v> Memo<'v> {
         veil: &'v Veil,
         reader: &Reader<'_>,
         frame: &[u8],
+        shape: Option<&[Option<Field<'v>>]>,
     ) -> Result<Option<Bytes>, Bytes> {
         let mut row = BytesMut::with_capacity(frame.len());
         row.put_u8(b'D');
         row.put_i32(0);
-        if !self.rewrite_tuple(veil, reader, &frame[5..], &mut row)? {
+        if !self.rewrite_shaped(veil, reader, &frame[5..], shape, &mut row)? {
             return Ok(None);
         }
         let len = (row.len() - 1) as i32;
@@ -516,6 +594,19 @@ impl<'v> Memo<'v> {
         tuple: &[u8],
         out: &mut impl BufMut,
     ) -> Result<bool, Bytes> {
+        self.rewrite_shaped(veil, reader, tuple, None, out)
+    }
+
+    /// [`Self::rewrite_tuple`], knowing which fields come from protected
+    /// columns (`shape`, see [`crate::shape`]).
+    fn rewrite_shaped(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        tuple: &[u8],
+        shape: Option<&[Option<Field<'v>>]>,
+        out: &mut impl BufMut,
+    ) -> Result<bool, Bytes> {
         let count = Fields::count(tuple);
         out.put_u16(count as u16);
         let (mut seen, mut changed) = (0, false);
@@ -525,7 +616,19 @@ impl<'v> Memo<'v> {
                 out.put_i32(-1);
                 continue;
             };
-            match self.reveal(veil, reader, value) {
+            let stored = shape.and_then(|s| s.get(seen - 1).copied().flatten());
+            // A protected column's value that is no ciphertext, or names
+            // a key no column uses, is the plaintext it may be.
+            let revealed = match stored {
+                Some(stored)
+                    if Form::of(value).is_none()
+                        || self.decision(veil, reader, value).is_none() =>
+                {
+                    self.reveal_unencrypted(veil, reader, stored.column, None, value, stored.into())
+                }
+                _ => self.reveal(veil, reader, value),
+            };
+            match revealed {
                 Revealed::Keep => put_field(out, Some(value)),
                 Revealed::Value(revealed) => {
                     put_field(out, Some(revealed));
@@ -555,25 +658,26 @@ impl<'v> Memo<'v> {
         let unrecorded = reader.trail.is_some_and(Trail::refusing);
         match action {
             Action::Null => {
-                self.note(reader, column, Some(action));
+                self.note(reader, column, Some(action), false);
                 return Revealed::Null;
             }
             Action::Deny => {
-                self.note(reader, column, Some(action));
+                self.note(reader, column, Some(action), false);
                 return self.denial(column, false);
             }
             _ if unrecorded => {
-                self.note(reader, column, Some(Action::Deny));
+                self.note(reader, column, Some(Action::Deny), false);
                 return self.denial(column, true);
             }
             Action::Plaintext | Action::Masked | Action::Pseudonym => {}
         }
         if let Err(e) = self.open(&column.domain, ciphers, value) {
-            warn!(column = %column.qualified_name(), "ciphertext does not decrypt: {e}");
-            self.note(reader, column, None);
-            return Revealed::Keep;
+            // Shaped like ciphertext of this column's key, but not: the
+            // plaintext it may be, under the decision already taken.
+            warn!(column = %column.qualified_name(), "stored value does not decrypt: {e}");
+            return self.reveal_unencrypted(veil, reader, column, Some(action), value, form.into());
         }
-        self.note(reader, column, Some(action));
+        self.note(reader, column, Some(action), false);
         if form != Form::Text {
             return self.reveal_bytes(veil, column, action, form);
         }
@@ -683,24 +787,38 @@ impl<'v> Memo<'v> {
         decision
     }
 
-    /// Counts a read of `column` for the audit trail, with audit on.
-    fn note(&mut self, reader: &Reader<'_>, column: &'v ColumnPolicy, action: Option<Action>) {
+    /// Counts a read of `column` for the audit trail, with audit on, of
+    /// a value stored encrypted or, if `unencrypted`, not.
+    fn note(
+        &mut self,
+        reader: &Reader<'_>,
+        column: &'v ColumnPolicy,
+        action: Option<Action>,
+        unencrypted: bool,
+    ) {
         if reader.trail.is_none() {
             return;
         }
-        let same = |(c, a, _): &&mut (&ColumnPolicy, Option<Action>, u64)| {
-            std::ptr::eq(*c, column) && *a == action
+        let read = Read {
+            column,
+            action,
+            unencrypted,
         };
-        match self.reads.iter_mut().find(same) {
-            Some((_, _, count)) => *count += 1,
-            None => self.reads.push((column, action, 1)),
+        match self.reads.iter_mut().find(|(r, _)| *r == read) {
+            Some((_, count)) => *count += 1,
+            None => self.reads.push((read, 1)),
         }
     }
 
     /// Tells the audit trail the reads counted since it was last told.
     pub fn tell(&mut self, trail: &Trail) {
-        for (column, action, count) in self.reads.drain(..) {
-            trail.read(column.qualified_name(), action, count);
+        for (read, count) in self.reads.drain(..) {
+            trail.read(
+                read.column.qualified_name(),
+                read.action,
+                read.unencrypted,
+                count,
+            );
         }
     }
 }
@@ -867,7 +985,7 @@ default = "null"
             (Some("marketing"), None),
             (Some("kyc"), Some(b"X123".to_vec())),
         ] {
-            let out = memo.rewrite_row(&veil, &reader(&roles, purpose), &frame);
+            let out = memo.rewrite_row(&veil, &reader(&roles, purpose), &frame, None);
             assert_eq!(fields(out.unwrap()), vec![expected], "{purpose:?}");
         }
     }
@@ -881,12 +999,12 @@ default = "null"
         let (plain, masked, nobody) = (roles("reader"), roles("masker"), roles("nobody"));
         // Twice each, with fresh memos: nothing carries over between readers.
         for _ in 0..2 {
-            let out = Memo::default().rewrite_row(&veil, &reader(&plain, None), &frame);
+            let out = Memo::default().rewrite_row(&veil, &reader(&plain, None), &frame, None);
             assert_eq!(fields(out.unwrap()), vec![Some(b"top secret".to_vec())]);
-            let out = Memo::default().rewrite_row(&veil, &reader(&masked, None), &frame);
+            let out = Memo::default().rewrite_row(&veil, &reader(&masked, None), &frame, None);
             let expected = column.mask.apply("top secret").into_bytes();
             assert_eq!(fields(out.unwrap()), vec![Some(expected)]);
-            let out = Memo::default().rewrite_row(&veil, &reader(&nobody, None), &frame);
+            let out = Memo::default().rewrite_row(&veil, &reader(&nobody, None), &frame, None);
             assert!(out.is_err(), "denied");
         }
     }

@@ -403,6 +403,7 @@ impl Session {
                 self.services.veil.as_deref(),
                 &shared,
                 &catalog.roles,
+                &catalog.attributes,
                 trail.as_ref(),
             );
             let outcome = relay::relay(

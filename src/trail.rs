@@ -94,24 +94,40 @@ struct Answer {
     reads: BTreeMap<(String, DecisionKey), u64>,
 }
 
-/// `Decision` ordered, for a set of distinct reads.
+/// `Decision` ordered, for a set of distinct reads, with whether the
+/// values were stored unencrypted (the bit [`Self::UNENCRYPTED`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct DecisionKey(u8);
 
 impl DecisionKey {
-    fn of(action: Option<Action>) -> Self {
-        DecisionKey(match action {
+    const UNENCRYPTED: u8 = 8;
+
+    fn of(action: Option<Action>, unencrypted: bool) -> Self {
+        let decision = match action {
             Some(Action::Plaintext) => 0,
             Some(Action::Masked) => 1,
             Some(Action::Pseudonym) => 2,
             Some(Action::Null) => 3,
             Some(Action::Deny) => 4,
             None => 5,
+        };
+        DecisionKey(if unencrypted {
+            decision | Self::UNENCRYPTED
+        } else {
+            decision
         })
     }
 
+    fn unencrypted(self) -> bool {
+        self.0 & Self::UNENCRYPTED != 0
+    }
+
+    fn is_plaintext(self) -> bool {
+        self.0 & !Self::UNENCRYPTED == 0
+    }
+
     fn decision(self) -> Decision {
-        match self.0 {
+        match self.0 & !Self::UNENCRYPTED {
             0 => Decision::Plaintext,
             1 => Decision::Masked,
             2 => Decision::Pseudonym,
@@ -238,12 +254,12 @@ impl Trail {
     }
 
     /// `count` values of a protected column were read, with this decision
-    /// (`None`: left encrypted).
-    pub fn read(&self, column: String, action: Option<Action>, count: u64) {
+    /// (`None`: left encrypted), stored encrypted or, if `unencrypted`, not.
+    pub fn read(&self, column: String, action: Option<Action>, unencrypted: bool, count: u64) {
         let mut answer = self.lock_answer();
         *answer
             .reads
-            .entry((column, DecisionKey::of(action)))
+            .entry((column, DecisionKey::of(action, unencrypted)))
             .or_default() += count;
     }
 
@@ -438,11 +454,13 @@ impl Trail {
                 column: column.clone(),
                 access: Access::Write,
                 decision: Decision::Encrypted,
+                unencrypted: false,
             })
             .chain(answer.reads.into_keys().map(|(column, key)| ColumnAccess {
                 column,
                 access: Access::Read,
                 decision: key.decision(),
+                unencrypted: key.unencrypted(),
             }))
             .collect::<Vec<_>>();
         let line = StatementLine {
@@ -470,8 +488,7 @@ impl Trail {
             return;
         };
         let now = Instant::now();
-        let plaintext = DecisionKey::of(Some(Action::Plaintext));
-        for ((column, _), rows) in reads.iter().filter(|((_, key), _)| *key == plaintext) {
+        for ((column, _), rows) in reads.iter().filter(|((_, key), _)| key.is_plaintext()) {
             let reader = BulkReader {
                 role: self.login.role.clone(),
                 actor: declared.actor.clone(),

@@ -37,7 +37,12 @@ impl Audited {
     /// A hand-driven session of `trust_user`, made a KYC officer, whose
     /// records carry `actor`.
     async fn officer(&self, actor: &str) -> RawClient {
-        Cluster::shared().psql_direct("grant kyc_officer to trust_user");
+        // Once: concurrent GRANTs of one membership can fail with
+        // "tuple concurrently updated".
+        static GRANTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        GRANTED.get_or_init(|| {
+            Cluster::shared().psql_direct("grant kyc_officer to trust_user");
+        });
         RawClient::login_with(self.crm.proxy.addr, &[("pgveil.actor", actor)])
             .await
             .0

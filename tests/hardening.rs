@@ -412,3 +412,163 @@ async fn copy_after_something_ran_in_its_batch_is_refused() {
     let (rows, error) = raw.rows_until_ready().await;
     assert_eq!((rows.len(), error), (1, None));
 }
+
+/// Writes a customer straight to PostgreSQL, around pgveil, as rows
+/// written before it was deployed are: the guards are dropped and added
+/// again (`NOT VALID`) in the same transaction. Its id.
+fn stored_around_pgveil(values: &str) -> i64 {
+    let guards = ["full_name", "email", "phone", "national_id", "address"];
+    let drop: String = guards
+        .iter()
+        .map(|c| format!("alter table customers drop constraint pgveil_guard_{c};"))
+        .collect();
+    let script = format!(
+        "begin;\n{drop}\ninsert into customers (full_name, email, phone, national_id, address, segment) \
+         values ({values}, 'legacy');\n{}commit;\n",
+        pgveil::guard::install_sql(&crm().policy)
+    );
+    Cluster::shared().psql_direct(&script);
+    Cluster::shared()
+        .psql_direct("select max(id) from customers where segment = 'legacy'")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn values_not_stored_encrypted_are_revealed_by_the_columns_rules() {
+    let crm = crm();
+    let name = "Legacy Lin";
+    let email = "legacy.lin@example.com";
+    let national_id = "pgv1:UFYBAR110101199001017777";
+    let id = stored_around_pgveil(&format!(
+        "'{name}', '{email}', '+86 138 0000 7777', '{national_id}', '1 Old Street'"
+    ));
+    // Its twin, written through pgveil, for the pseudonym.
+    let app = crm.connect("crm_user").await;
+    app.execute(
+        "insert into customers (email, segment) values ($1, 'legacy-twin')",
+        &[&email],
+    )
+    .await
+    .unwrap();
+    let twin = |user: &'static str| async move {
+        let client = crm.connect(user).await;
+        let row = client
+            .query_one(
+                "select email from customers where segment = 'legacy-twin'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, Option<String>>(0)
+    };
+    let sql =
+        format!("select full_name, email, national_id, address from customers where id = {id}");
+    for (user, expected) in [
+        (
+            "crm_user",
+            [
+                Some(name.to_owned()),
+                Some(email.to_owned()),
+                None,
+                Some("1 Old Street".to_owned()),
+            ],
+        ),
+        (
+            "support_user",
+            [
+                Some(crm.mask("full_name", name)),
+                Some(crm.mask("email", email)),
+                Some(crm.mask("national_id", national_id)),
+                Some(crm.mask("address", "1 Old Street")),
+            ],
+        ),
+        (
+            "analyst_user",
+            [None, twin("analyst_user").await, None, None],
+        ),
+        ("kyc_user", [None, None, None, None]),
+    ] {
+        let client = crm.connect(user).await;
+        // Simple protocol: a RowDescription with each result.
+        let simple = simple_rows(&client.simple_query(&sql).await.unwrap());
+        assert_eq!(simple, [expected.to_vec()], "{user}, simple protocol");
+        // Extended: rows of a statement described before, in binary.
+        let statement = client.prepare(&sql).await.unwrap();
+        for _ in 0..2 {
+            let row = client.query_one(&statement, &[]).await.unwrap();
+            let got: Vec<Option<String>> = (0..4).map(|i| row.get(i)).collect();
+            assert_eq!(got, expected.to_vec(), "{user}, extended protocol");
+        }
+    }
+    // Under the purpose it is granted, the KYC officer reads the national
+    // ID that was stored unencrypted as it is.
+    let kyc = crm.connect("kyc_user").await;
+    kyc.simple_query("set pgveil.purpose = 'kyc'")
+        .await
+        .unwrap();
+    let row = kyc
+        .query_one("select national_id from customers where id = $1", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<&str>>(0), Some(national_id));
+}
+
+#[tokio::test]
+async fn guards_refuse_values_merely_shaped_like_ciphertext() {
+    let crm = crm();
+    // Dynamic SQL hides the table from pgveil; the guard stops it.
+    let app = crm.connect("crm_user").await;
+    let err = app
+        .simple_query(
+            "do $$ begin execute 'insert into cust' || 'omers (national_id) \
+             values (''pgv1:UFYBAR110101199001015555'')'; end $$",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&err), Some("23514"), "{err}");
+    assert_eq!(stored_with("110101199001015555"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_values_not_stored_encrypted_are_recorded_as_such() {
+    use pgveil::audit::AuditConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let mut audited = common::crm::setup(Some(AuditConfig {
+        dir: dir.path().to_owned(),
+        ..AuditConfig::default()
+    }));
+    let id = stored_around_pgveil("'Audit Legacy', null, null, null, null");
+    let support = audited.connect("support_user").await;
+    let rows = support
+        .simple_query(&format!("select full_name from customers where id = {id}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&rows),
+        [[Some(crm().mask("full_name", "Audit Legacy"))]]
+    );
+    drop(support);
+    tokio::task::block_in_place(|| audited.proxy.shutdown());
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        if entry.path().extension().is_some_and(|e| e == "zst") {
+            text.push_str(&String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap());
+        } else {
+            text.push_str(&String::from_utf8(bytes).unwrap());
+        }
+    }
+    assert!(!text.contains("Audit Legacy"), "a value in the audit log");
+    let read = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "statement" && r["role"] == "support_user")
+        .flat_map(|r| r["columns"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["column"] == "public.customers.full_name")
+        .expect("the read is recorded");
+    assert_eq!(read["access"], "read");
+    assert_eq!(read["decision"], "masked");
+    assert_eq!(read["unencrypted"], true);
+}

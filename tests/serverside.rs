@@ -398,13 +398,17 @@ async fn pgveil_guard_output_applies_twice_and_validates_once_old_rows_are_encry
         "insert into customers (id, email) values (4, decode('50560101', 'hex'))",
         // Randomized ciphertext in a deterministic column.
         "insert into customers (id, phone) values (5, 'pgv1:UFYBAQAAAAEAAAABhello')",
+        // Headers shorter than any envelope of the mode.
+        "insert into customers (id, phone) values (7, 'pgv1:UFYBAgAAAAEAAAABAAAA')",
+        "insert into customers (id, email) values (8, decode('5056010200000001', 'hex'))",
     ] {
         let err = dba.simple_query(sql).await.unwrap_err();
         assert_eq!(sqlstate(&err), Some("23514"), "{sql}: {err}");
     }
     dba.simple_query(
         "insert into customers (id, email, phone) values \
-         (6, decode('5056010200000001', 'hex'), 'pgv1:UFYBAgAAAAEAAAABAAAA')",
+         (6, decode('5056010200000001' || repeat('00', 20), 'hex'), \
+         'pgv1:UFYBAgAAAAEAAAAB' || repeat('A', 22))",
     )
     .await
     .unwrap();

@@ -94,6 +94,9 @@ fn column_access(out: &mut Vec<u8>, column: &ColumnAccess) {
     string(out, &column.column);
     member(out, "access", column.access.name());
     member(out, "decision", column.decision.name());
+    if column.unencrypted {
+        out.extend_from_slice(br#","unencrypted":true"#);
+    }
     out.push(b'}');
 }
 
@@ -223,6 +226,13 @@ mod tests {
             column: "public.customers.phone".into(),
             access: Access::Write,
             decision: Decision::Encrypted,
+            unencrypted: false,
+        });
+        r.columns.push(ColumnAccess {
+            column: "public.customers.national_id".into(),
+            access: Access::Read,
+            decision: Decision::Masked,
+            unencrypted: true,
         });
         r.rows = u64::MAX;
         r.duration_us = 0;

@@ -162,6 +162,11 @@ pub struct ColumnAccess {
     pub column: String,
     pub access: Access,
     pub decision: Decision,
+    /// A read of values not stored encrypted (written before pgveil or
+    /// around it, or shaped like ciphertext that does not decrypt), which
+    /// the decision was applied to as the plaintext they may be.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unencrypted: bool,
 }
 
 /// Whether a column was read or written.
@@ -365,6 +370,7 @@ pub(super) mod tests {
                 column: "public.customers.email".into(),
                 access: Access::Read,
                 decision: Decision::Masked,
+                unencrypted: false,
             }],
             rows: 1,
             outcome: Outcome::Ok,

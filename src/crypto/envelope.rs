@@ -68,11 +68,7 @@ impl Envelope {
     /// Parses a binary envelope.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, CryptoError> {
         let (mode, key_ref) = read_header(&bytes)?;
-        let min_body = match mode {
-            Mode::Randomized => NONCE_LEN + TAG_LEN,
-            Mode::Deterministic => TAG_LEN,
-        };
-        if bytes.len() < HEADER_LEN + min_body {
+        if bytes.len() < min_len(mode) {
             return Err(CryptoError::Truncated);
         }
         Ok(Self {
@@ -175,12 +171,23 @@ pub fn mode_prefix(mode: Mode) -> [u8; 4] {
     [MAGIC[0], MAGIC[1], FORMAT_VERSION, mode.to_byte()]
 }
 
+/// The length of the shortest binary envelope of `mode` (of an empty
+/// plaintext): the header, and the nonce and tag or the synthetic IV.
+pub fn min_len(mode: Mode) -> usize {
+    HEADER_LEN
+        + match mode {
+            Mode::Randomized => NONCE_LEN + TAG_LEN,
+            Mode::Deterministic => TAG_LEN,
+        }
+}
+
 /// A regular expression (POSIX, as PostgreSQL's `~` reads it) that the text
 /// form of every envelope of `mode` matches: [`TEXT_PREFIX`], the base64 of
 /// [`mode_prefix`] as far as it fills whole characters (five, 30 bits),
 /// the sixth character, which holds the mode's last two bits and the first
-/// four of the key id, then URL-safe base64 to the end. The database's
-/// ciphertext guards on text columns use it.
+/// four of the key id, then URL-safe base64 to the end, at least as long
+/// as the shortest envelope of the mode ([`min_len`]) needs. The
+/// database's ciphertext guards on text columns use it.
 pub fn text_pattern(mode: Mode) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = u32::from_be_bytes(mode_prefix(mode));
@@ -189,7 +196,10 @@ pub fn text_pattern(mode: Mode) -> String {
         .collect();
     let sixth = ((bits & 3) << 4) as usize;
     let sixth = std::str::from_utf8(&ALPHABET[sixth..sixth + 16]).unwrap_or_default();
-    format!("^{TEXT_PREFIX}{whole}[{sixth}][A-Za-z0-9_-]+$")
+    // Unpadded base64 of the shortest envelope, less the six characters
+    // already matched.
+    let rest = (min_len(mode) * 4).div_ceil(3) - 6;
+    format!("^{TEXT_PREFIX}{whole}[{sixth}][A-Za-z0-9_-]{{{rest},}}$")
 }
 
 /// The key a field's envelope names, in any of its forms (see [`Form`]),
@@ -340,11 +350,22 @@ mod tests {
     fn text_patterns_pin_the_header_and_the_mode() {
         let randomized = text_pattern(Mode::Randomized);
         let deterministic = text_pattern(Mode::Deterministic);
-        assert_eq!(randomized, "^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]+$");
+        assert_eq!(
+            randomized,
+            "^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]{48,}$"
+        );
         assert_eq!(
             deterministic,
-            "^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]+$"
+            "^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]{32,}$"
         );
+        // The shortest envelopes are exactly as long as the patterns ask.
+        for mode in [Mode::Randomized, Mode::Deterministic] {
+            let mut bytes = Envelope::header(mode, KeyRef { id: 3, version: 1 }).to_vec();
+            bytes.resize(min_len(mode), 0);
+            let text = Envelope::from_bytes(bytes).unwrap().to_text();
+            let rest = text.len() - "pgv1:UFYBAx".len();
+            assert_eq!(rest, if mode == Mode::Randomized { 48 } else { 32 });
+        }
         for (mode, pattern) in [
             (Mode::Randomized, randomized),
             (Mode::Deterministic, deterministic),

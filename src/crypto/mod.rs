@@ -54,7 +54,7 @@ use thiserror::Error;
 
 pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
 pub use envelope::{
-    encoded_header, key_of, looks_encrypted_text, mode_prefix, parse_bytes, parse_field,
+    encoded_header, key_of, looks_encrypted_text, min_len, mode_prefix, parse_bytes, parse_field,
     parse_field_into, parse_text, text_pattern, Envelope, Form, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
 };
 pub use keys::{DataKey, KeySource, MasterKey, MasterKeyError, MASTER_KEY_ENV};

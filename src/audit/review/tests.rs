@@ -32,6 +32,7 @@ fn column(name: &str, access: Access, decision: Decision) -> ColumnAccess {
         column: format!("public.customers.{name}"),
         access,
         decision,
+        unencrypted: false,
     }
 }
 
