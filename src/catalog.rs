@@ -14,6 +14,10 @@
 //!   domains included) but `name`, which would truncate ciphertext, counts
 //!   as text; `bytea` is recognised by its output function, which every
 //!   domain over it shares.
+//! - The protected columns by table OID and column number, as a
+//!   RowDescription names the column a field comes from, with the exact
+//!   columns of views over them (`crate::shape`): values stored there
+//!   unencrypted are revealed by their column's rule.
 //! - The ciphertext guards of the protected columns ([`crate::guard`]):
 //!   which exist, and whether they are validated, so that missing ones
 //!   can be warned about.
@@ -133,15 +137,16 @@ impl Catalog {
                 .and_then(|row| row.get(i).cloned().flatten())
                 .filter(|v| !v.is_empty())
         };
+        let mut attributes = HashMap::new();
         let mut catalog = Catalog {
             roles: roles
                 .into_iter()
                 .filter_map(|mut row| row.pop().flatten())
                 .collect(),
             columns: HashMap::new(),
-            attributes: HashMap::new(),
             guards: guards(server, buf, policy, encoding).await?,
-            objects: server_objects(server, buf, policy, encoding).await?,
+            objects: server_objects(server, buf, policy, encoding, &mut attributes).await?,
+            attributes,
             declared: Values {
                 purpose: setting(0),
                 actor: setting(1),
@@ -294,12 +299,15 @@ fn guards_query(policy: &Policy) -> String {
     )
 }
 
-/// Reads the server-side objects over the policy's tables.
+/// Reads the server-side objects over the policy's tables, and adds the
+/// views' exact columns (see `rewrite::views`) to `attributes`, by view
+/// OID and column number, as a RowDescription names them.
 async fn server_objects<S>(
     server: &mut S,
     buf: &mut BytesMut,
     policy: &Policy,
     encoding: ClientEncoding,
+    attributes: &mut HashMap<(u32, i16), (String, String, String)>,
 ) -> Result<ServerObjects, CatalogError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -308,9 +316,10 @@ where
         return Ok(ServerObjects::default());
     }
     let rows = query(server, buf, encoding, &objects_query(policy)).await?;
+    let mut views = HashMap::new();
     let objects = rows.into_iter().filter_map(|row| {
-        let [Some(kind), Some(schema), Some(name), hook, Some(table), definition] =
-            <[Option<String>; 6]>::try_from(row).ok()?
+        let [Some(kind), Some(schema), Some(name), hook, Some(table), definition, oid] =
+            <[Option<String>; 7]>::try_from(row).ok()?
         else {
             return None;
         };
@@ -321,6 +330,9 @@ where
             ("function", _) => Kind::Function,
             _ => return None,
         };
+        if let (Kind::View, Some(oid)) = (&kind, oid.and_then(|o| o.parse::<u32>().ok())) {
+            views.insert(oid, (schema.clone(), name.clone()));
+        }
         Some(CatalogObject {
             kind,
             schema,
@@ -329,7 +341,36 @@ where
             definition,
         })
     });
-    Ok(ServerObjects::new(policy, objects.collect()))
+    let objects = ServerObjects::new(policy, objects.collect());
+    if !views.is_empty() {
+        let oids: Vec<String> = views.keys().map(u32::to_string).collect();
+        let sql = format!(
+            "SELECT a.attrelid::text, a.attnum::text, a.attname::text \
+             FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid IN ({}) AND a.attnum > 0 AND NOT a.attisdropped",
+            oids.join(", ")
+        );
+        for row in query(server, buf, encoding, &sql).await? {
+            let [Some(oid), Some(attnum), Some(column)] = &row[..] else {
+                continue;
+            };
+            let (Ok(oid), Ok(attnum)) = (oid.parse::<u32>(), attnum.parse::<i16>()) else {
+                continue;
+            };
+            let Some((schema, name)) = views.get(&oid) else {
+                continue;
+            };
+            if let Some(exact) = objects.exact_column(schema, name, column) {
+                let exact = (
+                    exact.schema.clone(),
+                    exact.table.clone(),
+                    exact.column.clone(),
+                );
+                attributes.insert((oid, attnum), exact);
+            }
+        }
+    }
+    Ok(objects)
 }
 
 /// The server-side objects over the policy's tables, as rows of kind,
@@ -398,7 +439,7 @@ fn objects_query(policy: &Policy) -> String {
            WHERE NOT t.tgisinternal AND t.tgrelid NOT IN (SELECT oid FROM protected)) \
          SELECT o.kind, n.nspname::text, c.relname::text, o.hook, \
            bn.nspname || '.' || bc.relname, \
-           CASE o.kind WHEN 'view' THEN pg_catalog.pg_get_viewdef(o.oid) END \
+           CASE o.kind WHEN 'view' THEN pg_catalog.pg_get_viewdef(o.oid) END, o.oid::text \
          FROM object o \
          JOIN pg_catalog.pg_class c ON c.oid = o.oid \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -406,7 +447,7 @@ fn objects_query(policy: &Policy) -> String {
          JOIN pg_catalog.pg_namespace bn ON bn.oid = bc.relnamespace \
          UNION ALL \
          SELECT 'function', n.nspname::text, p.proname::text, NULL, \
-           bn.nspname || '.' || bc.relname, NULL \
+           bn.nspname || '.' || bc.relname, NULL, NULL \
          FROM func f \
          JOIN pg_catalog.pg_proc p ON p.oid = f.oid \
          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \

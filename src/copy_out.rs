@@ -21,6 +21,12 @@
 //! envelope's bytes) and their lengths rewritten. A message made of whole
 //! pieces without ciphertext, which is every message of a COPY without
 //! protected values, is passed on as it is.
+//!
+//! **Values not stored encrypted.** For a COPY of a table, the client tap
+//! noted which positions of the data are protected columns
+//! (`CopyOptions::protected`); a value there that is not ciphertext pgveil
+//! can open is revealed by its column's rule, as in rows
+//! (`reveal::unencrypted`). Such rows are always split.
 
 use std::sync::OnceLock;
 
@@ -32,7 +38,8 @@ use crate::copy_syntax::{Format, Syntax};
 use crate::encoding::ClientEncoding;
 use crate::protocol::reply::{self, Severity};
 use crate::reveal::{tuple_has_ciphertext, Denial, Memo, Reader, Revealed};
-use crate::rewrite::CopyOptions;
+use crate::rewrite::{CopyField, CopyOptions};
+use crate::shape::Field;
 use crate::veil::Veil;
 
 /// SQLSTATE `internal_error`.
@@ -55,7 +62,11 @@ impl CopyOut {
         encoding: ClientEncoding,
     ) -> Option<Self> {
         if binary {
-            return Some(CopyOut::Binary(BinaryOut::default()));
+            let protected = options.map(|o| o.protected).unwrap_or_default();
+            return Some(CopyOut::Binary(BinaryOut {
+                protected,
+                ..BinaryOut::default()
+            }));
         }
         let options = options?;
         // The data is in the COPY's own ENCODING, if it names one; one
@@ -91,6 +102,8 @@ pub struct Lines {
     syntax: Syntax,
     /// The NULL string, in the reader's encoding.
     null: Vec<u8>,
+    /// The protected columns of a table's data, by position.
+    protected: Vec<Option<CopyField>>,
 }
 
 impl Lines {
@@ -100,6 +113,7 @@ impl Lines {
         Some(Lines {
             syntax: Syntax::of(options, encoding)?,
             null: encoding.encode(&options.null).into_owned(),
+            protected: options.protected.clone(),
         })
     }
 
@@ -112,7 +126,7 @@ impl Lines {
         memo: &mut Memo<'v>,
         row: &[u8],
     ) -> Result<Option<Vec<u8>>, Denial> {
-        if !may_hold_ciphertext(row) {
+        if self.protected.is_empty() && !may_hold_ciphertext(row) {
             return Ok(None);
         }
         let (line, ending) = split_ending(row);
@@ -120,6 +134,7 @@ impl Lines {
         let mut value = Vec::new();
         let mut changed = false;
         let mut start = 0;
+        let mut index = 0;
         loop {
             value.clear();
             let field = self.syntax.field(line, start, Some(&mut value));
@@ -127,7 +142,15 @@ impl Lines {
             // A field alone on its line, which would read as the end of
             // the data if it were `\.`.
             let alone = start == 0 && !field.delimited;
-            match memo.reveal(veil, reader, &value) {
+            let null = raw == &self.null[..] && !field.quoted;
+            let stored = self
+                .protected
+                .get(index)
+                .and_then(Option::as_ref)
+                .filter(|_| !null)
+                .and_then(|f| stored_field(veil, f, false));
+            index += 1;
+            match memo.reveal_field(veil, reader, &value, stored) {
                 Revealed::Keep => out.extend_from_slice(raw),
                 Revealed::Null => {
                     changed = true;
@@ -159,6 +182,17 @@ impl Lines {
     }
 }
 
+/// The protected column of a COPY field, as a result's field.
+fn stored_field<'v>(veil: &'v Veil, field: &CopyField, binary: bool) -> Option<Field<'v>> {
+    Some(Field {
+        column: veil
+            .policy
+            .column(&field.schema, &field.table, &field.column)?,
+        bytea: field.bytea,
+        binary,
+    })
+}
+
 /// Whether a row has bytes that start ciphertext in any of its forms.
 fn may_hold_ciphertext(row: &[u8]) -> bool {
     static STARTS: OnceLock<AhoCorasick> = OnceLock::new();
@@ -184,6 +218,8 @@ pub struct BinaryOut {
     splitter: Splitter,
     /// The start of a piece whose end has not arrived yet.
     pending: Vec<u8>,
+    /// The protected columns of a table's data, by position.
+    protected: Vec<Option<CopyField>>,
 }
 
 impl BinaryOut {
@@ -194,7 +230,13 @@ impl BinaryOut {
         memo: &mut Memo<'v>,
         data: &[u8],
     ) -> Result<Option<Vec<u8>>, Bytes> {
-        if self.pending.is_empty() && self.passes(data).map_err(unreadable)? {
+        let shape: Vec<Option<Field<'v>>> = self
+            .protected
+            .iter()
+            .map(|f| f.as_ref().and_then(|f| stored_field(veil, f, true)))
+            .collect();
+        let shape = shape.iter().any(Option::is_some).then_some(&shape[..]);
+        if shape.is_none() && self.pending.is_empty() && self.passes(data).map_err(unreadable)? {
             return Ok(None);
         }
         let mut buf = std::mem::take(&mut self.pending);
@@ -204,8 +246,8 @@ impl BinaryOut {
         while let Some((piece, len)) = self.splitter.next(&buf[start..]).map_err(unreadable)? {
             let bytes = &buf[start..start + len];
             let at = out.len();
-            let revealed =
-                piece == Piece::Tuple && memo.rewrite_tuple(veil, reader, bytes, &mut out)?;
+            let revealed = piece == Piece::Tuple
+                && memo.rewrite_shaped(veil, reader, bytes, shape, &mut out)?;
             if !revealed {
                 out.truncate(at);
                 out.extend_from_slice(bytes);

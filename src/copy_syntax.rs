@@ -361,7 +361,9 @@ mod tests {
 
     fn syntax(format: &str, encoding: &str) -> Syntax {
         let sql = format!("COPY t TO STDOUT (FORMAT {format})");
-        let options = crate::rewrite::copy_out_options(&sql).remove(0);
+        let policy = crate::policy::Policy::default();
+        let options =
+            crate::rewrite::copy_out_options(&sql, &policy, &crate::rewrite::NoCatalog).remove(0);
         Syntax::of(&options, ClientEncoding::from_pg_name(encoding)).unwrap()
     }
 

@@ -305,7 +305,8 @@ impl<'a> ClientTap<'a> {
             self.note_query(&sql, Vec::new());
             return self.refuse_query(veil, &refusal, out);
         }
-        self.shared.expect_copy_out(copy_out_in(&sql));
+        self.shared
+            .expect_copy_out(copy_out_in(&sql, veil, self.catalog));
         let outcome = analysis.outcome;
         self.note_query(&sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
@@ -507,7 +508,7 @@ impl<'a> ClientTap<'a> {
         };
         self.copy_statements.remove(&name);
         self.copy_out_statements.remove(&name);
-        if let Some(options) = copy_out_in(&sql).pop() {
+        if let Some(options) = copy_out_in(&sql, veil, self.catalog).pop() {
             self.copy_out_statements.insert(name.clone(), options);
         }
         let analysis = self.rewrite(veil, &sql);
@@ -960,9 +961,9 @@ fn audit_unavailable() -> Refusal {
 }
 
 /// The COPY TO statements of a text, if it may have any.
-fn copy_out_in(sql: &str) -> Vec<CopyOptions> {
+fn copy_out_in(sql: &str, veil: &Veil, catalog: &Catalog) -> Vec<CopyOptions> {
     if contains_ignore_case(sql.as_bytes(), b"copy") {
-        copy_out_options(sql)
+        copy_out_options(sql, &veil.policy, catalog)
     } else {
         Vec::new()
     }

@@ -8,8 +8,12 @@
 //! ciphertext names its key, the key its domain, the domain its columns,
 //! and the columns' rules decide: plaintext, a mask, a pseudonym, NULL, or
 //! an error. A row with no ciphertext is forwarded untouched and uncopied.
-//! A value that looks like ciphertext but does not decrypt is forwarded as
-//! it is: still ciphertext, never plaintext.
+//! A value that looks like ciphertext of a key pgveil uses but does not
+//! decrypt, and a value of a field that the result's description says
+//! comes from a protected column but is no ciphertext pgveil can open
+//! (rows written before pgveil, forged values), is taken for the
+//! plaintext it may be and revealed by its column's rule
+//! (`unencrypted`, `crate::shape`).
 //!
 //! A revealed value is written in the form its ciphertext had
 //! ([`Form`]): text in the reader's encoding for a text column; for a
@@ -599,7 +603,7 @@ impl<'v> Memo<'v> {
 
     /// [`Self::rewrite_tuple`], knowing which fields come from protected
     /// columns (`shape`, see [`crate::shape`]).
-    fn rewrite_shaped(
+    pub fn rewrite_shaped(
         &mut self,
         veil: &'v Veil,
         reader: &Reader<'_>,
@@ -617,18 +621,7 @@ impl<'v> Memo<'v> {
                 continue;
             };
             let stored = shape.and_then(|s| s.get(seen - 1).copied().flatten());
-            // A protected column's value that is no ciphertext, or names
-            // a key no column uses, is the plaintext it may be.
-            let revealed = match stored {
-                Some(stored)
-                    if Form::of(value).is_none()
-                        || self.decision(veil, reader, value).is_none() =>
-                {
-                    self.reveal_unencrypted(veil, reader, stored.column, None, value, stored.into())
-                }
-                _ => self.reveal(veil, reader, value),
-            };
-            match revealed {
+            match self.reveal_field(veil, reader, value, stored) {
                 Revealed::Keep => put_field(out, Some(value)),
                 Revealed::Value(revealed) => {
                     put_field(out, Some(revealed));
@@ -642,6 +635,27 @@ impl<'v> Memo<'v> {
             }
         }
         Ok(seen == count && changed)
+    }
+
+    /// What `reader` may see of one value of a field that `stored` says
+    /// comes from a protected column (`None`: not known to). A protected
+    /// column's value that is no ciphertext, or names a key no column
+    /// uses, is the plaintext it may be.
+    pub fn reveal_field(
+        &mut self,
+        veil: &'v Veil,
+        reader: &Reader<'_>,
+        value: &[u8],
+        stored: Option<Field<'v>>,
+    ) -> Revealed<'_> {
+        match stored {
+            Some(stored)
+                if Form::of(value).is_none() || self.decision(veil, reader, value).is_none() =>
+            {
+                self.reveal_unencrypted(veil, reader, stored.column, None, value, stored.into())
+            }
+            _ => self.reveal(veil, reader, value),
+        }
     }
 
     /// What `reader` may see of one value.

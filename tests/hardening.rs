@@ -572,3 +572,76 @@ async fn reads_of_values_not_stored_encrypted_are_recorded_as_such() {
     assert_eq!(read["decision"], "masked");
     assert_eq!(read["unencrypted"], true);
 }
+
+#[tokio::test]
+async fn copy_of_values_not_stored_encrypted_reveals_them_by_the_columns_rules() {
+    use tokio_postgres::types::Type;
+    let crm = crm();
+    let name = "Copy Legacy";
+    stored_around_pgveil(&format!("'{name}', null, null, null, 'Copy Street'"));
+    let support = crm.connect("support_user").await;
+    // The legacy rows of this test only: by their masked name's initials
+    // nobody else uses.
+    let masked = crm.mask("full_name", name);
+    for (sql, csv) in [
+        (
+            "copy customers (full_name, address, segment) to stdout",
+            false,
+        ),
+        (
+            "copy customers (full_name, address, segment) to stdout with (format csv)",
+            true,
+        ),
+        ("copy customers to stdout", false),
+    ] {
+        let data = String::from_utf8(common::copy_out(&support, sql).await).unwrap();
+        assert!(
+            !data.contains(name) && !data.contains("Copy Street"),
+            "{sql}: {data}"
+        );
+        let delimiter = if csv { ',' } else { '\t' };
+        assert!(
+            data.lines()
+                .any(|l| l.split(delimiter).any(|f| f == masked)),
+            "{sql}: the name masked"
+        );
+    }
+    let rows = common::binary_copy_out(
+        &support,
+        "copy customers (full_name, address) to stdout with (format binary)",
+        &[Type::TEXT, Type::TEXT],
+    )
+    .await
+    .unwrap();
+    let name_bytes = name.as_bytes().to_vec();
+    assert!(rows.iter().all(|r| r[0].as_ref() != Some(&name_bytes)));
+    assert!(rows
+        .iter()
+        .any(|r| r[0].as_deref() == Some(masked.as_bytes())));
+}
+
+#[tokio::test]
+async fn views_of_values_not_stored_encrypted_reveal_them_by_the_columns_rules() {
+    let crm = crm();
+    static VIEW: OnceLock<()> = OnceLock::new();
+    VIEW.get_or_init(|| {
+        Cluster::shared().psql_direct(
+            "create view public.customer_cards as select id, full_name as name, segment \
+             from customers; grant select on public.customer_cards to support, crm_app",
+        );
+    });
+    let name = "View Legacy";
+    let id = stored_around_pgveil(&format!("'{name}', null, null, null, null"));
+    let sql = format!("select name from customer_cards where id = {id}");
+    let support = crm.connect("support_user").await;
+    let simple = simple_rows(&support.simple_query(&sql).await.unwrap());
+    assert_eq!(simple, [[Some(crm.mask("full_name", name))]]);
+    let row = support.query_one(sql.as_str(), &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0),
+        Some(crm.mask("full_name", name))
+    );
+    let app = crm.connect("crm_user").await;
+    let row = app.query_one(sql.as_str(), &[]).await.unwrap();
+    assert_eq!(row.get::<_, Option<&str>>(0), Some(name));
+}

@@ -82,6 +82,7 @@ pub(super) fn copy(format: CopyFormat, columns: &[&str]) -> CopyIn {
             force_not_null: ColumnSet::None,
             force_null: ColumnSet::None,
             encoding: None,
+            protected: Vec::new(),
         },
     }
 }

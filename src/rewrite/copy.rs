@@ -7,7 +7,7 @@
 
 use pg_query::protobuf::{CopyStmt, DefElem, Node};
 
-use super::{ColumnRefId, Columns, NodeEnum, Reason, Target};
+use super::{ColumnRefId, ColumnType, Columns, NodeEnum, Reason, Target};
 use crate::policy::Policy;
 
 /// The format of a COPY data stream.
@@ -39,6 +39,20 @@ pub struct CopyOptions {
     /// The `ENCODING` option: the data's encoding, instead of the
     /// client's.
     pub encoding: Option<String>,
+    /// COPY TO of a table: its protected columns by position in the data
+    /// (empty when none, or for a query), so that a value stored there
+    /// unencrypted is revealed by its column's rule.
+    pub protected: Vec<Option<CopyField>>,
+}
+
+/// A protected column of a COPY TO's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyField {
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    /// The column is `bytea`.
+    pub bytea: bool,
 }
 
 /// The columns a `FORCE_NOT_NULL` or `FORCE_NULL` option names.
@@ -87,6 +101,7 @@ impl CopyOptions {
             force_not_null: ColumnSet::None,
             force_null: ColumnSet::None,
             encoding: None,
+            protected: Vec::new(),
         }
     }
 }
@@ -165,9 +180,11 @@ pub(super) fn copy_in(
 }
 
 /// The data options of each `COPY ... TO STDOUT` in a statement text, in
-/// order, so that the rows it sends can be revealed. Call it only for text
+/// order, so that the rows it sends can be revealed, with the protected
+/// columns of a table's data by position (the table's order from
+/// `columns` when the statement lists none). Call it only for text
 /// containing `copy` (in any case).
-pub fn copy_out_options(sql: &str) -> Vec<CopyOptions> {
+pub fn copy_out_options(sql: &str, policy: &Policy, columns: &dyn Columns) -> Vec<CopyOptions> {
     let Ok(parsed) = pg_query::parse(sql, 0) else {
         return Vec::new();
     };
@@ -177,9 +194,45 @@ pub fn copy_out_options(sql: &str) -> Vec<CopyOptions> {
         .iter()
         .filter_map(|raw| match raw.stmt.as_deref()?.node.as_ref()? {
             NodeEnum::CopyStmt(copy) if !copy.is_from && copy.filename.is_empty() => {
-                Some(options(&copy.options))
+                let mut options = options(&copy.options);
+                if let Some(range) = &copy.relation {
+                    options.protected = protected_fields(copy, range, policy, columns);
+                }
+                Some(options)
             }
             _ => None,
+        })
+        .collect()
+}
+
+/// The protected columns of a COPY TO's table data, by position; empty
+/// when there is none.
+fn protected_fields(
+    copy: &CopyStmt,
+    range: &pg_query::protobuf::RangeVar,
+    policy: &Policy,
+    columns: &dyn Columns,
+) -> Vec<Option<CopyField>> {
+    let (schema, table) = super::analyze::table_name(range, policy);
+    if !policy.is_protected_table(schema, &table) {
+        return Vec::new();
+    }
+    let names: Vec<String> = if copy.attlist.is_empty() {
+        columns.order(schema, &table).unwrap_or_default()
+    } else {
+        copy.attlist.iter().filter_map(text).collect()
+    };
+    names
+        .into_iter()
+        .map(|column| {
+            policy.column(schema, &table, &column)?;
+            let bytea = columns.type_of(schema, &table, &column) == Some(&ColumnType::Bytea);
+            Some(CopyField {
+                schema: schema.to_owned(),
+                table: table.clone(),
+                column,
+                bytea,
+            })
         })
         .collect()
 }

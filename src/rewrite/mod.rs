@@ -107,7 +107,9 @@ use crate::policy::{ColumnPolicy, Policy};
 
 use analyze::{Analyzer, Edit};
 
-pub use copy::{copy_out_options, is_copy_from_stdin, ColumnSet, CopyFormat, CopyIn, CopyOptions};
+pub use copy::{
+    copy_out_options, is_copy_from_stdin, ColumnSet, CopyField, CopyFormat, CopyIn, CopyOptions,
+};
 pub use literals::conform as conform_literals;
 pub use objects::{CatalogObject, Kind, ServerObjects};
 pub use settings::{declarations, undeclarable_call, Declarations, Effect, Param, SettingChange};

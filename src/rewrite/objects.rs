@@ -26,7 +26,7 @@
 use pg_query::protobuf::{ScanToken, Token};
 
 use super::views::{self, ViewColumns};
-use super::Reason;
+use super::{ColumnRefId, Reason};
 use crate::policy::{Policy, TableMentions};
 
 /// What kind of object a catalog row describes, with the name of the rule
@@ -124,6 +124,17 @@ impl ServerObjects {
     /// like [`Policy::mentions_protected_table`]).
     pub fn mentioned_in(&self, sql: &str) -> bool {
         self.mentions.in_sql(sql)
+    }
+
+    /// The protected column that `column` of the view `schema.name` is
+    /// as it is (an exact column, see `views`), if any.
+    pub fn exact_column(&self, schema: &str, name: &str, column: &str) -> Option<&ColumnRefId> {
+        let view = self.view(schema, name)?;
+        view.columns
+            .exact
+            .iter()
+            .find(|(name, _)| name == column)
+            .map(|(_, exact)| exact)
     }
 
     /// The view a table reference may name.

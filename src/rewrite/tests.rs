@@ -651,6 +651,7 @@ fn copy_from_stdin_reports_the_columns() {
             force_not_null: ColumnSet::None,
             force_null: ColumnSet::None,
             encoding: None,
+            protected: Vec::new(),
         }
     );
     let Outcome::CopyIn(copy) = run(
