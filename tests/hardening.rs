@@ -551,19 +551,10 @@ async fn reads_of_values_not_stored_encrypted_are_recorded_as_such() {
     );
     drop(support);
     tokio::task::block_in_place(|| audited.proxy.shutdown());
-    let mut text = String::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
-        let bytes = std::fs::read(entry.path()).unwrap();
-        if entry.path().extension().is_some_and(|e| e == "zst") {
-            text.push_str(&String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap());
-        } else {
-            text.push_str(&String::from_utf8(bytes).unwrap());
-        }
-    }
+    let (records, text) = audit_log(dir.path());
     assert!(!text.contains("Audit Legacy"), "a value in the audit log");
-    let read = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let read = records
+        .into_iter()
         .filter(|r| r["event"] == "statement" && r["role"] == "support_user")
         .flat_map(|r| r["columns"].as_array().cloned().unwrap_or_default())
         .find(|c| c["column"] == "public.customers.full_name")
@@ -644,4 +635,88 @@ async fn views_of_values_not_stored_encrypted_reveal_them_by_the_columns_rules()
     let app = crm.connect("crm_user").await;
     let row = app.query_one(sql.as_str(), &[]).await.unwrap();
     assert_eq!(row.get::<_, Option<&str>>(0), Some(name));
+}
+
+/// The records of an audit log directory, and its whole text.
+fn audit_log(dir: &std::path::Path) -> (Vec<serde_json::Value>, String) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let mut text = String::new();
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "zst") {
+            text.push_str(&String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap());
+        } else {
+            text.push_str(&String::from_utf8(bytes).unwrap());
+        }
+    }
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect();
+    (records, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_pgveils_view_of_the_purpose_decides_and_is_recorded() {
+    use pgveil::audit::AuditConfig;
+    let id = customer("Purpose Pan", "110101198808088888").await;
+    Cluster::shared().psql_direct(
+        "create or replace function public.claim_kyc() returns text language sql \
+         as $$ select set_config('pgv' || 'eil.purpose', 'kyc', false) $$; \
+         grant execute on function public.claim_kyc() to public",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut audited = common::crm::setup(Some(AuditConfig {
+        dir: dir.path().to_owned(),
+        ..AuditConfig::default()
+    }));
+    let kyc = audited.connect("kyc_user").await;
+    kyc.batch_execute("set pgveil.actor = 'purpose-test'")
+        .await
+        .unwrap();
+    let rows = kyc
+        .simple_query(&format!(
+            "select public.claim_kyc(); select current_setting('pgveil.purpose'), national_id \
+             from customers where id = {id}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&rows)[1],
+        [Some("kyc".to_owned()), None],
+        "the server believes kyc; pgveil does not, and reveals nothing"
+    );
+    let rows = kyc
+        .simple_query(&format!(
+            "set pgveil.purpose = 'kyc'; select national_id from customers where id = {id}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&rows),
+        [[Some("110101198808088888".to_owned())]],
+        "declared to pgveil"
+    );
+    drop(kyc);
+    tokio::task::block_in_place(|| audited.proxy.shutdown());
+    let (records, _) = audit_log(dir.path());
+    let reads: Vec<(Option<&str>, &str)> = records
+        .iter()
+        .filter(|r| r["event"] == "statement" && r["actor"] == "purpose-test")
+        .flat_map(|r| {
+            let purpose = r["purpose"].as_str();
+            r["columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["column"] == "public.customers.national_id")
+                .map(move |c| (purpose, c["decision"].as_str().unwrap_or("")))
+        })
+        .collect();
+    assert_eq!(reads, [(None, "null"), (Some("kyc"), "plaintext")]);
 }
