@@ -92,6 +92,7 @@ mod copy;
 mod literals;
 mod objects;
 mod outputs;
+mod scope;
 mod settings;
 #[cfg(test)]
 mod tests;
