@@ -6,10 +6,11 @@ use pg_query::protobuf::{
     a_const, AConst, AExpr, AExprKind, ColumnRef, CommonTableExpr, DeleteStmt, ExecuteStmt,
     InsertStmt, JoinExpr, Node, OnConflictClause, PrepareStmt, RangeFunction, RangeSubselect,
     RangeVar, ResTarget, ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink,
-    SubLinkType, Token, UpdateStmt, WithClause,
+    SubLinkType, Token, UpdateStmt, WindowDef, WithClause,
 };
 use pg_query::NodeRef;
 
+use super::computed::{computing, Check};
 use super::objects::ServerObjects;
 use super::outputs::{output_name, Origin, Output, Outputs};
 use super::scope::{Relation, Scope};
@@ -63,6 +64,8 @@ pub(super) struct Analyzer<'a> {
     prepared: Vec<Prepared>,
     /// Protected columns written with a value (encrypted).
     written: Vec<ColumnRefId>,
+    /// What each subquery in an expression outputs, by its location.
+    sublinks: Vec<(i32, Output<'a>)>,
 }
 
 impl<'a> Analyzer<'a> {
@@ -87,6 +90,7 @@ impl<'a> Analyzer<'a> {
             params: Vec::new(),
             prepared: Vec::new(),
             written: Vec::new(),
+            sublinks: Vec::new(),
         }
     }
 
@@ -271,6 +275,11 @@ impl<'a> Analyzer<'a> {
             self.group_by(item, &scope)?;
         }
         self.condition_opt(s.having_clause.as_deref(), &scope)?;
+        for window in &s.window_clause {
+            if let Some(NodeEnum::WindowDef(window)) = &window.node {
+                self.window(window, &scope)?;
+            }
+        }
         for item in &s.sort_clause {
             self.order_by(item, &s.target_list, &outputs, &scope)?;
         }
@@ -313,6 +322,15 @@ impl<'a> Analyzer<'a> {
             Some(NodeEnum::JoinExpr(join)) => self.join(join, scope),
             Some(other) => {
                 self.unknown(other, scope, false)?;
+                if let NodeEnum::RangeFunction(function) = other {
+                    let (columns, sublinks) = (self.columns, &self.sublinks[..]);
+                    Check {
+                        scope,
+                        columns,
+                        sublinks,
+                    }
+                    .from_function(function)?;
+                }
                 Ok(Vec::new())
             }
             None => Ok(Vec::new()),
@@ -490,7 +508,12 @@ impl<'a> Analyzer<'a> {
                 Err(Reason::Randomized(column.into()))
             }
             Some(_) => Ok(()),
-            None => self.value(item, scope),
+            None => match self.carried(item, scope)? {
+                Some(Origin::Column(c)) if c.encryption == Encryption::Randomized => {
+                    Err(Reason::Randomized(c.into()))
+                }
+                _ => Ok(()),
+            },
         }
     }
 
@@ -536,8 +559,22 @@ impl<'a> Analyzer<'a> {
         };
         match self.protected_ref(key, scope).or(by_output).or(by_position) {
             Some(column) => Err(Reason::NotSearchable(column.into())),
-            None => self.value(key, scope),
+            None => match self.carried(key, scope)? {
+                Some(Origin::Column(c)) => Err(Reason::NotSearchable(c.into())),
+                Some(origin) => Err(computing("ORDER BY", origin)),
+                None => Ok(()),
+            },
         }
+    }
+
+    /// `PARTITION BY` groups and `ORDER BY` sorts, as in a query.
+    fn window(&mut self, window: &WindowDef, scope: &Scope<'_, 'a>) -> Result<()> {
+        for item in &window.partition_clause {
+            self.group_by(item, scope)?;
+        }
+        let none = Outputs::default();
+        let mut sorts = window.order_clause.iter();
+        sorts.try_for_each(|item| self.order_by(item, &[], &none, scope))
     }
 
     // Writes
@@ -910,7 +947,20 @@ impl<'a> Analyzer<'a> {
     /// An expression whose result is read, not tested: protected columns
     /// may appear in it, but comparisons and subqueries in it are checked.
     fn value(&mut self, node: &Node, scope: &Scope<'_, 'a>) -> Result<()> {
-        self.expr(node, scope, false)
+        self.carried(node, scope).map(drop)
+    }
+
+    /// [`Self::value`], and the protected value it returns as it is stored,
+    /// if any; refused if it computes on one (see [`super::computed`]).
+    fn carried(&mut self, node: &Node, scope: &Scope<'_, 'a>) -> Result<Option<Origin<'a>>> {
+        self.expr(node, scope, false)?;
+        let (columns, sublinks) = (self.columns, &self.sublinks[..]);
+        Check {
+            scope,
+            columns,
+            sublinks,
+        }
+        .carried(node)
     }
 
     fn condition_opt(&mut self, node: Option<&Node>, scope: &Scope<'_, 'a>) -> Result<()> {
@@ -939,10 +989,21 @@ impl<'a> Analyzer<'a> {
             NodeEnum::BoolExpr(e) => self.exprs(&e.args, scope, strict),
             NodeEnum::TypeCast(e) => self.exprs(e.arg.as_deref(), scope, strict),
             NodeEnum::FuncCall(f) => {
+                if let Some(window) = &f.over {
+                    self.window(window, scope)?;
+                }
                 self.exprs(&f.args, scope, strict)?;
                 self.exprs(f.agg_filter.as_deref(), scope, strict)
             }
             NodeEnum::CaseExpr(e) => {
+                // `CASE col WHEN v`: col = v.
+                if let Some(column) = e.arg.as_deref().and_then(|a| self.protected_ref(a, scope)) {
+                    for when in &e.args {
+                        if let Some(NodeEnum::CaseWhen(w)) = &when.node {
+                            self.equality(column, w.expr.as_deref().ok_or(Reason::Syntax)?, scope)?;
+                        }
+                    }
+                }
                 self.exprs(e.arg.as_deref(), scope, strict)?;
                 self.exprs(&e.args, scope, strict)?;
                 self.exprs(e.defresult.as_deref(), scope, strict)
@@ -958,6 +1019,17 @@ impl<'a> Analyzer<'a> {
             NodeEnum::List(l) => self.exprs(&l.items, scope, strict),
             NodeEnum::BooleanTest(t) => self.exprs(t.arg.as_deref(), scope, strict),
             NodeEnum::CollateClause(c) => self.exprs(c.arg.as_deref(), scope, strict),
+            NodeEnum::NamedArgExpr(a) => self.exprs(a.arg.as_deref(), scope, strict),
+            NodeEnum::XmlSerialize(x) => self.exprs(x.expr.as_deref(), scope, strict),
+            NodeEnum::XmlExpr(x) => self.exprs(x.args.iter().chain(&x.named_args), scope, strict),
+            NodeEnum::AIndirection(i) => {
+                self.exprs(i.arg.as_deref(), scope, strict)?;
+                self.exprs(&i.indirection, scope, strict)
+            }
+            NodeEnum::AIndices(i) => {
+                self.exprs(i.lidx.as_deref(), scope, strict)?;
+                self.exprs(i.uidx.as_deref(), scope, strict)
+            }
             NodeEnum::ResTarget(r) => self.exprs(r.val.as_deref(), scope, strict),
             NodeEnum::AConst(_)
             | NodeEnum::ParamRef(_)
@@ -1004,6 +1076,7 @@ impl<'a> Analyzer<'a> {
             _ => Outputs::default(),
         };
         let (name, compared) = outputs.compared();
+        self.sublinks.push((link.location, compared));
         let Some(test) = link.testexpr.as_deref() else {
             // A scalar subquery inside an expression in a condition:
             // computing on a protected value, as with a column.
@@ -1086,12 +1159,14 @@ impl<'a> Analyzer<'a> {
                     .into_iter()
                     .flatten()
                     .find_map(|side| self.protected_ref(side, scope));
+                // Outside a condition, other operators are refused as
+                // computing on the column (`super::computed`).
                 match protected {
                     Some(c) if matches!(operator, "<" | ">" | "<=" | ">=" | "~~" | "~~*") => {
                         Err(Reason::NotSearchable(c.into()))
                     }
-                    Some(c) => Err(Reason::Computed(c.into())),
-                    None => {
+                    Some(c) if strict => Err(Reason::Computed(c.into())),
+                    _ => {
                         self.expr(left, scope, strict)?;
                         self.exprs(right, scope, strict)
                     }
@@ -1144,9 +1219,9 @@ impl<'a> Analyzer<'a> {
                     .iter()
                     .find_map(|side| self.protected_ref(side, scope))
                 {
-                    Some(column) if any => Err(Reason::Computed(column.into())),
-                    Some(column) => Err(Reason::NotSearchable(column.into())),
-                    None => self.exprs(operands, scope, strict),
+                    Some(column) if !any => Err(Reason::NotSearchable(column.into())),
+                    Some(column) if strict => Err(Reason::Computed(column.into())),
+                    _ => self.exprs(operands, scope, strict),
                 }
             }
         }
@@ -1169,7 +1244,11 @@ impl<'a> Analyzer<'a> {
         let mut outputs = Vec::with_capacity(operands.len());
         for operand in operands {
             outputs.push(match subquery_operand(operand) {
-                Some((select, _)) => Some(self.select(select, scope)?.compared()),
+                Some((select, _, location)) => {
+                    let compared = self.select(select, scope)?.compared();
+                    self.sublinks.push((location, compared.1));
+                    Some(compared)
+                }
                 None => None,
             });
         }
@@ -1189,7 +1268,7 @@ impl<'a> Analyzer<'a> {
                 | AExprKind::AexprNotBetweenSym
         ) || matches!(operator, "<" | ">" | "<=" | ">=" | "~~" | "~~*");
         for (i, output) in outputs.iter().enumerate() {
-            let scalar = subquery_operand(operands[i]).is_some_and(|(_, scalar)| scalar);
+            let scalar = subquery_operand(operands[i]).is_some_and(|(_, scalar, _)| scalar);
             match output {
                 Some((_, Output::Exact(column))) if equality && scalar && operands.len() == 2 => {
                     return self.equality(column, operands[1 - i], scope);
@@ -1197,8 +1276,10 @@ impl<'a> Analyzer<'a> {
                 Some((_, Output::Exact(column))) if searching => {
                     return Err(Reason::NotSearchable((*column).into()));
                 }
-                Some((_, Output::Exact(column))) => return Err(Reason::Computed((*column).into())),
-                Some((name, Output::Derived(origin))) => {
+                Some((_, Output::Exact(column))) if strict => {
+                    return Err(Reason::Computed((*column).into()))
+                }
+                Some((name, Output::Derived(origin))) if strict || equality || searching => {
                     return Err(origin.refusal(std::slice::from_ref(name)))
                 }
                 _ => {}
@@ -1380,8 +1461,9 @@ fn encrypt_error(column: &ColumnPolicy, error: super::EncryptError) -> Reason {
 }
 
 /// The query of a subquery whose output a comparison compares, `(SELECT
-/// ...)` (scalar, `true`) or `ARRAY(SELECT ...)`, possibly cast.
-fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool)> {
+/// ...)` (scalar, `true`) or `ARRAY(SELECT ...)`, possibly cast, with its
+/// location.
+fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool, i32)> {
     let Some(NodeEnum::SubLink(link)) = &uncast(node).node else {
         return None;
     };
@@ -1391,7 +1473,7 @@ fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool)> {
         _ => return None,
     };
     match link.subselect.as_deref()?.node.as_ref()? {
-        NodeEnum::SelectStmt(select) => Some((select, scalar)),
+        NodeEnum::SelectStmt(select) => Some((select, scalar, link.location)),
         _ => None,
     }
 }

@@ -88,6 +88,7 @@
 
 mod analyze;
 pub mod array;
+mod computed;
 mod copy;
 mod literals;
 mod objects;
@@ -96,6 +97,8 @@ mod scope;
 mod settings;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_computed;
 mod views;
 
 use std::collections::HashMap;
@@ -389,6 +392,10 @@ enum Reason {
          IS NULL comparisons, computing on it would silently give wrong answers"
     )]
     Computed(ColumnRefId),
+    #[error(
+        "pgveil: {construct} cannot be computed on {origin}: the server holds only its ciphertext"
+    )]
+    ComputedValue { construct: String, origin: String },
     #[error("pgveil: column {0} is encrypted; column aliases on its table are not supported")]
     ColumnAliases(ColumnRefId),
     #[error("pgveil: cannot check a subquery in this kind of expression for protected columns")]
