@@ -124,11 +124,7 @@ const COMPUTED: &[(&str, &str, &str)] = &[
         "an ARRAY constructor",
         "email",
     ),
-    (
-        "select c from customers c",
-        "a whole-row value",
-        "address",
-    ),
+    ("select c from customers c", "a whole-row value", "address"),
     (
         "select to_jsonb(c) from customers c",
         "to_jsonb()",

@@ -329,7 +329,7 @@ impl<'a> Analyzer<'a> {
                         columns,
                         sublinks,
                     }
-                    .from_function(function)?;
+                    .function_in_from(function)?;
                 }
                 Ok(Vec::new())
             }

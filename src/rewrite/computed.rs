@@ -109,7 +109,7 @@ impl<'a> Check<'_, '_, 'a> {
     }
 
     /// Refuses a function in FROM computing on a protected value.
-    pub fn from_function(&self, function: &RangeFunction) -> Result<()> {
+    pub fn function_in_from(&self, function: &RangeFunction) -> Result<()> {
         for item in &function.functions {
             let Some(NodeEnum::List(list)) = &item.node else {
                 continue;
