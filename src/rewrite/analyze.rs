@@ -6,12 +6,14 @@ use pg_query::protobuf::{
     a_const, AConst, AExpr, AExprKind, ColumnRef, CommonTableExpr, DeleteStmt, ExecuteStmt,
     InsertStmt, JoinExpr, Node, OnConflictClause, PrepareStmt, RangeFunction, RangeSubselect,
     RangeVar, ResTarget, ReturningClause, ScanToken, SelectStmt, SetOperation, SubLink,
-    SubLinkType, Token, UpdateStmt, WithClause,
+    SubLinkType, Token, UpdateStmt, WindowDef, WithClause,
 };
 use pg_query::NodeRef;
 
+use super::computed::{computing, Check};
 use super::objects::ServerObjects;
 use super::outputs::{output_name, Origin, Output, Outputs};
+use super::scope::{Relation, Scope};
 use super::settings::DISCARD_ALL;
 use super::views::Derived;
 use super::{
@@ -31,166 +33,6 @@ pub(super) struct Edit {
     pub start: usize,
     pub end: usize,
     pub replacement: String,
-}
-
-/// Protected columns a relation exposes, by the name it exposes them as.
-type Protected<'a> = Vec<(String, &'a ColumnPolicy)>;
-
-/// A table, view, subquery or CTE in a FROM list.
-#[derive(Default)]
-struct Relation<'a> {
-    /// The alias, or the table or CTE name.
-    name: String,
-    /// The schema of a table referred to without an alias.
-    schema: Option<String>,
-    /// Its protected columns as they are.
-    columns: Protected<'a>,
-    /// Its columns computed from protected values, by name (see
-    /// [`super::outputs`]).
-    derived: Vec<(String, Origin<'a>)>,
-    /// Every column not in `columns` is derived from this: the names or
-    /// positions of its derived columns are not all known.
-    rest: Option<Origin<'a>>,
-}
-
-impl<'a> Relation<'a> {
-    /// The relation over a query with these outputs.
-    fn of_outputs(name: String, outputs: Outputs<'a>) -> Self {
-        let mut relation = Relation {
-            name,
-            rest: outputs.rest,
-            ..Relation::default()
-        };
-        for (column, output) in outputs.columns {
-            match output {
-                Output::Exact(policy) => relation.columns.push((column, policy)),
-                Output::Derived(origin) => relation.derived.push((column, origin)),
-                Output::Plain => {}
-            }
-        }
-        relation
-    }
-
-    /// Its columns as `SELECT *` outputs them.
-    fn outputs(&self) -> Outputs<'a> {
-        let exact = self
-            .columns
-            .iter()
-            .map(|(n, c)| (n.clone(), Output::Exact(c)));
-        let derived = self.derived.iter();
-        let derived = derived.map(|(n, origin)| (n.clone(), Output::Derived(*origin)));
-        Outputs {
-            columns: exact.chain(derived).collect(),
-            positional: false,
-            rest: self.rest,
-        }
-    }
-
-    /// Where its column `name` is computed from, if it is derived.
-    fn derived(&self, name: &str) -> Option<Origin<'a>> {
-        let listed = self.derived.iter().find(|(n, _)| n == name);
-        let exact = || self.columns.iter().any(|(n, _)| n == name);
-        listed
-            .map(|(_, origin)| *origin)
-            .or(self.rest.filter(|_| !exact()))
-    }
-}
-
-/// The relations and CTEs visible in a (sub)query, and the enclosing
-/// query's scope.
-#[derive(Default)]
-struct Scope<'s, 'a> {
-    relations: Vec<Relation<'a>>,
-    ctes: Vec<(String, Outputs<'a>)>,
-    parent: Option<&'s Scope<'s, 'a>>,
-}
-
-impl<'s, 'a> Scope<'s, 'a> {
-    fn child(parent: &'s Scope<'s, 'a>) -> Self {
-        Scope {
-            parent: Some(parent),
-            ..Scope::default()
-        }
-    }
-
-    fn levels(&self) -> impl Iterator<Item = &Scope<'s, 'a>> {
-        std::iter::successors(Some(self), |scope| scope.parent)
-    }
-
-    fn visible(&self) -> impl Iterator<Item = &Relation<'a>> {
-        self.levels().flat_map(|scope| &scope.relations)
-    }
-
-    fn cte(&self, name: &str) -> Option<&Outputs<'a>> {
-        self.levels()
-            .flat_map(|scope| &scope.ctes)
-            .find(|(cte, _)| cte == name)
-            .map(|(_, outputs)| outputs)
-    }
-
-    /// The protected column a column reference names, if any.
-    fn resolve(&self, fields: &[String]) -> Option<&'a ColumnPolicy> {
-        let find = |relation: &Relation<'a>, column: &str| {
-            relation
-                .columns
-                .iter()
-                .find(|(name, _)| name == column)
-                .map(|(_, policy)| *policy)
-        };
-        match fields {
-            [column] => self.visible().find_map(|relation| find(relation, column)),
-            [table, column] => self
-                .visible()
-                .find(|relation| relation.name == *table)
-                .and_then(|relation| find(relation, column)),
-            [schema, table, column] => self
-                .visible()
-                .find(|r| r.name == *table && r.schema.as_deref() == Some(schema))
-                .and_then(|relation| find(relation, column)),
-            _ => None,
-        }
-    }
-
-    /// Where the derived column a column reference names is computed
-    /// from, if it names one: comparing it with a value is refused.
-    fn derived(&self, fields: &[String]) -> Option<Origin<'a>> {
-        match fields {
-            [column] => self.visible().find_map(|r| r.derived(column)),
-            [.., table, column] => self
-                .visible()
-                .filter(|r| r.name == *table)
-                .find_map(|r| r.derived(column)),
-            [] => None,
-        }
-    }
-
-    /// What a column reference in a computed output reads: a protected
-    /// column, a derived one, or a whole row (`t`, `t.*`) with either.
-    fn reads(&self, column: &ColumnRef) -> Option<Origin<'a>> {
-        let fields = fields_of(column);
-        if let Some(policy) = self.resolve(&fields) {
-            return Some(Origin::Column(policy));
-        }
-        let row = |relation: &Relation<'a>| relation.outputs().origin();
-        self.derived(&fields).or_else(|| match fields.as_slice() {
-            [] => self.visible().find_map(row),
-            [table] => self.visible().filter(|r| r.name == *table).find_map(row),
-            _ => None,
-        })
-    }
-
-    /// What a select list's bare column reference outputs.
-    fn output(&self, column: &ColumnRef) -> Output<'a> {
-        match self.resolve(&fields_of(column)) {
-            Some(policy) => Output::Exact(policy),
-            None => self.reads(column).map_or(Output::Plain, Output::Derived),
-        }
-    }
-
-    /// Every protected column the relations of this level expose.
-    fn all_columns(&self) -> impl Iterator<Item = &(String, &'a ColumnPolicy)> {
-        self.relations.iter().flat_map(|r| &r.columns)
-    }
 }
 
 /// Checks one element of an array for a protected column.
@@ -222,6 +64,8 @@ pub(super) struct Analyzer<'a> {
     prepared: Vec<Prepared>,
     /// Protected columns written with a value (encrypted).
     written: Vec<ColumnRefId>,
+    /// What each subquery in an expression outputs, by its location.
+    sublinks: Vec<(i32, Output<'a>)>,
 }
 
 impl<'a> Analyzer<'a> {
@@ -246,6 +90,7 @@ impl<'a> Analyzer<'a> {
             params: Vec::new(),
             prepared: Vec::new(),
             written: Vec::new(),
+            sublinks: Vec::new(),
         }
     }
 
@@ -430,6 +275,11 @@ impl<'a> Analyzer<'a> {
             self.group_by(item, &scope)?;
         }
         self.condition_opt(s.having_clause.as_deref(), &scope)?;
+        for window in &s.window_clause {
+            if let Some(NodeEnum::WindowDef(window)) = &window.node {
+                self.window(window, &scope)?;
+            }
+        }
         for item in &s.sort_clause {
             self.order_by(item, &s.target_list, &outputs, &scope)?;
         }
@@ -472,6 +322,15 @@ impl<'a> Analyzer<'a> {
             Some(NodeEnum::JoinExpr(join)) => self.join(join, scope),
             Some(other) => {
                 self.unknown(other, scope, false)?;
+                if let NodeEnum::RangeFunction(function) = other {
+                    let (columns, sublinks) = (self.columns, &self.sublinks[..]);
+                    Check {
+                        scope,
+                        columns,
+                        sublinks,
+                    }
+                    .function_in_from(function)?;
+                }
                 Ok(Vec::new())
             }
             None => Ok(Vec::new()),
@@ -649,7 +508,12 @@ impl<'a> Analyzer<'a> {
                 Err(Reason::Randomized(column.into()))
             }
             Some(_) => Ok(()),
-            None => self.value(item, scope),
+            None => match self.carried(item, scope)? {
+                Some(Origin::Column(c)) if c.encryption == Encryption::Randomized => {
+                    Err(Reason::Randomized(c.into()))
+                }
+                _ => Ok(()),
+            },
         }
     }
 
@@ -695,8 +559,22 @@ impl<'a> Analyzer<'a> {
         };
         match self.protected_ref(key, scope).or(by_output).or(by_position) {
             Some(column) => Err(Reason::NotSearchable(column.into())),
-            None => self.value(key, scope),
+            None => match self.carried(key, scope)? {
+                Some(Origin::Column(c)) => Err(Reason::NotSearchable(c.into())),
+                Some(origin) => Err(computing("ORDER BY", origin)),
+                None => Ok(()),
+            },
         }
+    }
+
+    /// `PARTITION BY` groups and `ORDER BY` sorts, as in a query.
+    fn window(&mut self, window: &WindowDef, scope: &Scope<'_, 'a>) -> Result<()> {
+        for item in &window.partition_clause {
+            self.group_by(item, scope)?;
+        }
+        let none = Outputs::default();
+        let mut sorts = window.order_clause.iter();
+        sorts.try_for_each(|item| self.order_by(item, &[], &none, scope))
     }
 
     // Writes
@@ -1069,7 +947,20 @@ impl<'a> Analyzer<'a> {
     /// An expression whose result is read, not tested: protected columns
     /// may appear in it, but comparisons and subqueries in it are checked.
     fn value(&mut self, node: &Node, scope: &Scope<'_, 'a>) -> Result<()> {
-        self.expr(node, scope, false)
+        self.carried(node, scope).map(drop)
+    }
+
+    /// [`Self::value`], and the protected value it returns as it is stored,
+    /// if any; refused if it computes on one (see [`super::computed`]).
+    fn carried(&mut self, node: &Node, scope: &Scope<'_, 'a>) -> Result<Option<Origin<'a>>> {
+        self.expr(node, scope, false)?;
+        let (columns, sublinks) = (self.columns, &self.sublinks[..]);
+        Check {
+            scope,
+            columns,
+            sublinks,
+        }
+        .carried(node)
     }
 
     fn condition_opt(&mut self, node: Option<&Node>, scope: &Scope<'_, 'a>) -> Result<()> {
@@ -1098,10 +989,21 @@ impl<'a> Analyzer<'a> {
             NodeEnum::BoolExpr(e) => self.exprs(&e.args, scope, strict),
             NodeEnum::TypeCast(e) => self.exprs(e.arg.as_deref(), scope, strict),
             NodeEnum::FuncCall(f) => {
+                if let Some(window) = &f.over {
+                    self.window(window, scope)?;
+                }
                 self.exprs(&f.args, scope, strict)?;
                 self.exprs(f.agg_filter.as_deref(), scope, strict)
             }
             NodeEnum::CaseExpr(e) => {
+                // `CASE col WHEN v`: col = v.
+                if let Some(column) = e.arg.as_deref().and_then(|a| self.protected_ref(a, scope)) {
+                    for when in &e.args {
+                        if let Some(NodeEnum::CaseWhen(w)) = &when.node {
+                            self.equality(column, w.expr.as_deref().ok_or(Reason::Syntax)?, scope)?;
+                        }
+                    }
+                }
                 self.exprs(e.arg.as_deref(), scope, strict)?;
                 self.exprs(&e.args, scope, strict)?;
                 self.exprs(e.defresult.as_deref(), scope, strict)
@@ -1117,6 +1019,17 @@ impl<'a> Analyzer<'a> {
             NodeEnum::List(l) => self.exprs(&l.items, scope, strict),
             NodeEnum::BooleanTest(t) => self.exprs(t.arg.as_deref(), scope, strict),
             NodeEnum::CollateClause(c) => self.exprs(c.arg.as_deref(), scope, strict),
+            NodeEnum::NamedArgExpr(a) => self.exprs(a.arg.as_deref(), scope, strict),
+            NodeEnum::XmlSerialize(x) => self.exprs(x.expr.as_deref(), scope, strict),
+            NodeEnum::XmlExpr(x) => self.exprs(x.args.iter().chain(&x.named_args), scope, strict),
+            NodeEnum::AIndirection(i) => {
+                self.exprs(i.arg.as_deref(), scope, strict)?;
+                self.exprs(&i.indirection, scope, strict)
+            }
+            NodeEnum::AIndices(i) => {
+                self.exprs(i.lidx.as_deref(), scope, strict)?;
+                self.exprs(i.uidx.as_deref(), scope, strict)
+            }
             NodeEnum::ResTarget(r) => self.exprs(r.val.as_deref(), scope, strict),
             NodeEnum::AConst(_)
             | NodeEnum::ParamRef(_)
@@ -1163,6 +1076,7 @@ impl<'a> Analyzer<'a> {
             _ => Outputs::default(),
         };
         let (name, compared) = outputs.compared();
+        self.sublinks.push((link.location, compared));
         let Some(test) = link.testexpr.as_deref() else {
             // A scalar subquery inside an expression in a condition:
             // computing on a protected value, as with a column.
@@ -1245,12 +1159,14 @@ impl<'a> Analyzer<'a> {
                     .into_iter()
                     .flatten()
                     .find_map(|side| self.protected_ref(side, scope));
+                // Outside a condition, other operators are refused as
+                // computing on the column (`super::computed`).
                 match protected {
                     Some(c) if matches!(operator, "<" | ">" | "<=" | ">=" | "~~" | "~~*") => {
                         Err(Reason::NotSearchable(c.into()))
                     }
-                    Some(c) => Err(Reason::Computed(c.into())),
-                    None => {
+                    Some(c) if strict => Err(Reason::Computed(c.into())),
+                    _ => {
                         self.expr(left, scope, strict)?;
                         self.exprs(right, scope, strict)
                     }
@@ -1303,9 +1219,9 @@ impl<'a> Analyzer<'a> {
                     .iter()
                     .find_map(|side| self.protected_ref(side, scope))
                 {
-                    Some(column) if any => Err(Reason::Computed(column.into())),
-                    Some(column) => Err(Reason::NotSearchable(column.into())),
-                    None => self.exprs(operands, scope, strict),
+                    Some(column) if !any => Err(Reason::NotSearchable(column.into())),
+                    Some(column) if strict => Err(Reason::Computed(column.into())),
+                    _ => self.exprs(operands, scope, strict),
                 }
             }
         }
@@ -1328,7 +1244,11 @@ impl<'a> Analyzer<'a> {
         let mut outputs = Vec::with_capacity(operands.len());
         for operand in operands {
             outputs.push(match subquery_operand(operand) {
-                Some((select, _)) => Some(self.select(select, scope)?.compared()),
+                Some((select, _, location)) => {
+                    let compared = self.select(select, scope)?.compared();
+                    self.sublinks.push((location, compared.1));
+                    Some(compared)
+                }
                 None => None,
             });
         }
@@ -1348,7 +1268,7 @@ impl<'a> Analyzer<'a> {
                 | AExprKind::AexprNotBetweenSym
         ) || matches!(operator, "<" | ">" | "<=" | ">=" | "~~" | "~~*");
         for (i, output) in outputs.iter().enumerate() {
-            let scalar = subquery_operand(operands[i]).is_some_and(|(_, scalar)| scalar);
+            let scalar = subquery_operand(operands[i]).is_some_and(|(_, scalar, _)| scalar);
             match output {
                 Some((_, Output::Exact(column))) if equality && scalar && operands.len() == 2 => {
                     return self.equality(column, operands[1 - i], scope);
@@ -1356,8 +1276,10 @@ impl<'a> Analyzer<'a> {
                 Some((_, Output::Exact(column))) if searching => {
                     return Err(Reason::NotSearchable((*column).into()));
                 }
-                Some((_, Output::Exact(column))) => return Err(Reason::Computed((*column).into())),
-                Some((name, Output::Derived(origin))) => {
+                Some((_, Output::Exact(column))) if strict => {
+                    return Err(Reason::Computed((*column).into()))
+                }
+                Some((name, Output::Derived(origin))) if strict || equality || searching => {
                     return Err(origin.refusal(std::slice::from_ref(name)))
                 }
                 _ => {}
@@ -1539,8 +1461,9 @@ fn encrypt_error(column: &ColumnPolicy, error: super::EncryptError) -> Reason {
 }
 
 /// The query of a subquery whose output a comparison compares, `(SELECT
-/// ...)` (scalar, `true`) or `ARRAY(SELECT ...)`, possibly cast.
-fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool)> {
+/// ...)` (scalar, `true`) or `ARRAY(SELECT ...)`, possibly cast, with its
+/// location.
+fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool, i32)> {
     let Some(NodeEnum::SubLink(link)) = &uncast(node).node else {
         return None;
     };
@@ -1550,7 +1473,7 @@ fn subquery_operand(node: &Node) -> Option<(&SelectStmt, bool)> {
         _ => return None,
     };
     match link.subselect.as_deref()?.node.as_ref()? {
-        NodeEnum::SelectStmt(select) => Some((select, scalar)),
+        NodeEnum::SelectStmt(select) => Some((select, scalar, link.location)),
         _ => None,
     }
 }
@@ -1606,7 +1529,7 @@ pub(super) fn string(node: &Node) -> Option<&str> {
     }
 }
 
-fn fields_of(c: &ColumnRef) -> Vec<String> {
+pub(super) fn fields_of(c: &ColumnRef) -> Vec<String> {
     c.fields
         .iter()
         .filter_map(string)

@@ -42,6 +42,13 @@
 //! silently give wrong answers. `GROUP BY` is allowed on deterministic
 //! columns only.
 //!
+//! **Reads.** An expression that computes on a protected value where a
+//! statement reads it (`upper(email)`, `email || ''`, `email::bytea`,
+//! `row(email)`, `to_jsonb(c)`, `min(email)`) is refused, naming the
+//! construct; values passed through as they are stored (the column, a
+//! text cast that cannot change it, `COALESCE`, `CASE` results, `count`)
+//! are read as ever (see [`computed`]).
+//!
 //! **Resolving names** is conservative. An unqualified table name is in
 //! schema `public`, unless it names a CTE. A qualified column (`c.email`,
 //! `public.customers.email`) resolves through the alias or table name,
@@ -68,8 +75,8 @@
 //! protected column as it is resolve to that column.
 //!
 //! **Left out:** statements inside function bodies, `DO` blocks and
-//! `CALL`; a `$n` used for two different columns; `NATURAL` joins; window
-//! definitions; `DISTINCT ON`.
+//! `CALL`; a `$n` used for two different columns; `NATURAL` joins;
+//! `DISTINCT ON`.
 //!
 //! **Column types.** A protected column of a text type (`text`, `varchar`,
 //! `char`, `citext`, a domain over one) holds the text envelope; a `bytea`
@@ -88,13 +95,17 @@
 
 mod analyze;
 pub mod array;
+mod computed;
 mod copy;
 mod literals;
 mod objects;
 mod outputs;
+mod scope;
 mod settings;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_computed;
 mod views;
 
 use std::collections::HashMap;
@@ -390,6 +401,10 @@ enum Reason {
          IS NULL comparisons, computing on it would silently give wrong answers"
     )]
     Computed(ColumnRefId),
+    #[error(
+        "pgveil: {construct} cannot be computed on {origin}: the server holds only its ciphertext"
+    )]
+    ComputedValue { construct: String, origin: String },
     #[error("pgveil: column {0} is encrypted; column aliases on its table are not supported")]
     ColumnAliases(ColumnRefId),
     #[error("pgveil: cannot check a subquery in this kind of expression for protected columns")]
