@@ -56,7 +56,11 @@ fn catalog() -> Catalog {
 /// sizes `reads` (cycled), and whether it stopped on a framing error.
 fn relay(input: &[u8], reads: &[usize]) -> (Vec<u8>, bool) {
     let catalog = catalog();
-    let shared = Shared::new(ClientEncoding::default(), true, Declared::new(Values::default()));
+    let shared = Shared::new(
+        ClientEncoding::default(),
+        true,
+        Declared::new(Values::default()),
+    );
     let mut tap = ClientTap::new(Some(veil()), &shared, &catalog, None);
     let mut framer = Framer::new(Side::Frontend);
     let mut buf = BytesMut::new();
@@ -120,7 +124,8 @@ impl<'b> Body<'b> {
 
     /// `pq_getmsgint(msg, 2)`: unsigned.
     fn u16(&mut self) -> Option<usize> {
-        self.bytes(2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        self.bytes(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
     }
 
     fn i32(&mut self) -> Option<i32> {
@@ -529,7 +534,10 @@ fn damage(lengths: bool) -> impl Strategy<Value = Damage> {
 /// and the unnamed Parse and Close left whole unless `findings` says so.
 fn stream(findings: Findings, lengths: bool) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
-        (message(findings), prop::option::weighted(0.25, damage(lengths))),
+        (
+            message(findings),
+            prop::option::weighted(0.25, damage(lengths)),
+        ),
         1..24,
     )
     .prop_map(move |messages| {
@@ -645,7 +653,12 @@ fn bytes_of(messages: &[Message]) -> Vec<u8> {
         .iter()
         .flat_map(|m| {
             let (tag, body) = m.tag_and_body();
-            [vec![tag], (body.len() as i32 + 4).to_be_bytes().to_vec(), body].concat()
+            [
+                vec![tag],
+                (body.len() as i32 + 4).to_be_bytes().to_vec(),
+                body,
+            ]
+            .concat()
         })
         .collect()
 }
@@ -699,7 +712,12 @@ fn slots_follow_the_server_when_a_parse_is_malformed() {
     input.push(tag);
     input.extend((body.len() as i32 + 4).to_be_bytes());
     input.extend(body);
-    input.extend(bytes_of(&[Message::Sync, bind("", 0), Message::Execute, Message::Sync]));
+    input.extend(bytes_of(&[
+        Message::Sync,
+        bind("", 0),
+        Message::Execute,
+        Message::Sync,
+    ]));
     check_secrets(&input, &[1 << 20]).unwrap();
 }
 
@@ -710,7 +728,12 @@ fn slots_follow_the_server_when_a_close_is_malformed() {
     // (08P01) and keeps s1; pgveil forgets its slots.
     let mut input = bytes_of(&[parse("s1", 0), Message::Sync]);
     input.extend(b"C\0\0\0\x09Ss1\0\0");
-    input.extend(bytes_of(&[Message::Sync, bind("s1", 0), Message::Execute, Message::Sync]));
+    input.extend(bytes_of(&[
+        Message::Sync,
+        bind("s1", 0),
+        Message::Execute,
+        Message::Sync,
+    ]));
     check_secrets(&input, &[1 << 20]).unwrap();
 }
 

@@ -102,7 +102,6 @@ pub fn literal() -> impl Strategy<Value = String> {
     ]
 }
 
-
 fn table() -> impl Strategy<Value = &'static str> {
     select(vec![
         "customers",
@@ -159,7 +158,11 @@ fn value() -> impl Strategy<Value = String> {
 
 fn condition() -> impl Strategy<Value = String> {
     let simple = prop_oneof![
-        (column(), select(vec!["=", "<>", "<", ">=", "LIKE", "IS DISTINCT FROM"]), value())
+        (
+            column(),
+            select(vec!["=", "<>", "<", ">=", "LIKE", "IS DISTINCT FROM"]),
+            value()
+        )
             .prop_map(|(c, op, v)| format!("{c} {op} {v}")),
         (column(), proptest::collection::vec(value(), 1..3))
             .prop_map(|(c, vs)| format!("{c} IN ({})", vs.join(", "))),
@@ -222,7 +225,11 @@ fn select_statement() -> impl Strategy<Value = String> {
 
 fn other() -> impl Strategy<Value = String> {
     prop_oneof![
-        (table(), prop::option::of(columns()), select(vec!["", " WITH (FORMAT csv)", " (FORMAT binary)"]))
+        (
+            table(),
+            prop::option::of(columns()),
+            select(vec!["", " WITH (FORMAT csv)", " (FORMAT binary)"])
+        )
             .prop_map(|(t, cols, with)| {
                 let cols = cols.map_or(String::new(), |c| format!(" ({})", c.join(", ")));
                 format!("COPY {t}{cols} FROM STDIN{with}")
@@ -357,11 +364,29 @@ pub fn noisy_text() -> impl Strategy<Value = String> {
 /// A statement that writes or compares values marked `SECRET<n>` only
 /// where a protected column of the sample policy takes them.
 pub fn marked() -> impl Strategy<Value = String> {
-    let target = || select(vec!["email", "\"email\"", "EMAIL", "phone", "full_name", "address", "national_id"]);
+    let target = || {
+        select(vec![
+            "email",
+            "\"email\"",
+            "EMAIL",
+            "phone",
+            "full_name",
+            "address",
+            "national_id",
+        ])
+    };
     let secret = || {
         (0..1000u32, value_text()).prop_flat_map(|(n, rest)| literal_of(format!("SECRET{n}{rest}")))
     };
-    let table = || select(vec!["customers", "public.customers", "\"customers\"", "public.\"customers\"", "PUBLIC.Customers"]);
+    let table = || {
+        select(vec![
+            "customers",
+            "public.customers",
+            "\"customers\"",
+            "public.\"customers\"",
+            "PUBLIC.Customers",
+        ])
+    };
     prop_oneof![
         (table(), proptest::collection::vec((target(), secret()), 1..4), literal()).prop_map(
             |(t, pairs, other)| {

@@ -46,22 +46,25 @@ impl Columns for Crm {
 
 /// A view and a function over `customers`, as the catalog lists them.
 fn objects() -> ServerObjects {
-    ServerObjects::new(&veil().policy, vec![
-        CatalogObject {
-            kind: Kind::View,
-            schema: "public".into(),
-            name: "customer_emails".into(),
-            table: "public.customers".into(),
-            definition: Some("SELECT customers.id, customers.email FROM customers".into()),
-        },
-        CatalogObject {
-            kind: Kind::Function,
-            schema: "public".into(),
-            name: "add_customer".into(),
-            table: "public.customers".into(),
-            definition: None,
-        },
-    ])
+    ServerObjects::new(
+        &veil().policy,
+        vec![
+            CatalogObject {
+                kind: Kind::View,
+                schema: "public".into(),
+                name: "customer_emails".into(),
+                table: "public.customers".into(),
+                definition: Some("SELECT customers.id, customers.email FROM customers".into()),
+            },
+            CatalogObject {
+                kind: Kind::Function,
+                schema: "public".into(),
+                name: "add_customer".into(),
+                table: "public.customers".into(),
+                definition: None,
+            },
+        ],
+    )
 }
 
 /// `p0` prepared with its first parameter for `email`.
@@ -91,7 +94,11 @@ fn analyse(sql: &str, objects: &ServerObjects) {
         let analysis = rewrite_in_session(&sql, &veil.policy, veil, &Crm, objects, &prepared());
         if let Outcome::Rewritten(rewrite) = &analysis.outcome {
             // What pgveil sends is SQL PostgreSQL's grammar reads.
-            assert!(pg_query::parse(&rewrite.sql, 0).is_ok(), "{sql:?} -> {:?}", rewrite.sql);
+            assert!(
+                pg_query::parse(&rewrite.sql, 0).is_ok(),
+                "{sql:?} -> {:?}",
+                rewrite.sql
+            );
         }
         if let Ok(plan) = declarations(&sql) {
             let _ = plan
