@@ -370,7 +370,7 @@ async fn generated_inserts_store_the_ciphertext_of_what_they_mean() {
                         got, want,
                     ) {
                         (None, None) => None,
-                        (Some(got), Some(want)) => match decrypt(&crm, column, &got, bytea) {
+                        (Some(got), Some(want)) => match decrypt(crm, column, &got, bytea) {
                             Ok(plain) if plain == want => None,
                             Ok(plain) => Some(format!(
                                 "{column}: stored the ciphertext of {:?}, not {:?}",
