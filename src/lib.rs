@@ -24,6 +24,8 @@ pub mod declared;
 pub mod demo;
 pub mod encoding;
 pub mod encrypt;
+#[cfg(test)]
+mod fuzz;
 pub mod guard;
 pub mod keyring;
 pub mod logging;

@@ -117,7 +117,7 @@ where
 
 /// Moves every complete unit at the front of `buf` into `out`: forwarded
 /// spans as they are, wanted messages through the tap.
-fn split<T: Tap>(
+pub(crate) fn split<T: Tap>(
     framer: &mut Framer,
     buf: &mut BytesMut,
     tap: &mut T,

@@ -553,4 +553,16 @@ mod tests {
             b"select abalance from pgbench_accounts where aid = 1"
         ));
     }
+
+    #[test]
+    #[ignore = "finding: pg_query 18.1's scan_tokens makes a slice from a null pointer for text \
+                without tokens (undefined behaviour; the process aborts in a debug build)"]
+    fn an_empty_statement_is_summarized() {
+        // A Query of "" or of white space, with the audit log on, is
+        // summarized: `redact` scans its normalized text, which has no
+        // token, and `std::slice::from_raw_parts(null, 0)` aborts.
+        for text in ["", " ", "\n"] {
+            let _ = summarize(text);
+        }
+    }
 }
