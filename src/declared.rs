@@ -44,7 +44,12 @@
 //! starts a COPY FROM STDIN (CopyInResponse), the Syncs sent between that
 //! statement and the end of its data are dropped from the queue.
 
+mod parsed;
+
 use std::collections::VecDeque;
+
+use parsed::Parsed;
+pub use parsed::Statement as ParsedStatement;
 
 use crate::rewrite::{merge_slots, Effect, ParamSlot, Prepared, PreparedSlots, SettingChange};
 
@@ -119,6 +124,18 @@ enum Unit {
     /// A Describe of a statement or portal: answered by a RowDescription
     /// or NoData.
     Describe { target: Described, copy_ends: u64 },
+    /// A Parse (answered by ParseComplete) and a Close (CloseComplete) of
+    /// a prepared statement, with their version ([`parsed`]).
+    Parse {
+        name: String,
+        id: u64,
+        copy_ends: u64,
+    },
+    Close {
+        name: String,
+        id: u64,
+        copy_ends: u64,
+    },
     Sync {
         copy_ends: u64,
         /// Whether an Execute or FunctionCall came before it in its batch.
@@ -146,6 +163,8 @@ impl Unit {
             Unit::Query { copy_ends, .. }
             | Unit::Execute { copy_ends, .. }
             | Unit::Describe { copy_ends, .. }
+            | Unit::Parse { copy_ends, .. }
+            | Unit::Close { copy_ends, .. }
             | Unit::Sync { copy_ends, .. } => *copy_ends,
         }
     }
@@ -179,6 +198,8 @@ pub struct Declared {
     /// The slots of the statements prepared with SQL `PREPARE` that the
     /// server has, for those that have any.
     prepared: PreparedSlots,
+    /// The statements prepared with a protocol Parse.
+    parsed: Parsed,
 }
 
 impl Declared {
@@ -198,9 +219,15 @@ impl Declared {
     /// the server reports what changed). A batch that only prepared,
     /// described or closed statements changes nothing.
     pub fn settled(&self) -> bool {
-        self.units
-            .iter()
-            .all(|unit| matches!(unit, Unit::Sync { ran: false, .. } | Unit::Describe { .. }))
+        self.units.iter().all(|unit| {
+            matches!(
+                unit,
+                Unit::Sync { ran: false, .. }
+                    | Unit::Describe { .. }
+                    | Unit::Parse { .. }
+                    | Unit::Close { .. }
+            )
+        })
     }
 
     /// The values in force now.
@@ -258,6 +285,57 @@ impl Declared {
             copy_ends,
             rows,
         });
+    }
+
+    /// A Parse of `name` in the client's `batch` (Syncs sent before it).
+    pub fn parse(&mut self, name: &str, batch: u64, statement: ParsedStatement) {
+        let id = self.parsed.parse(name, batch, statement);
+        let copy_ends = self.copy_ends;
+        self.units.push_back(Unit::Parse {
+            name: name.to_owned(),
+            id,
+            copy_ends,
+        });
+    }
+
+    /// A Close of the prepared statement `name`.
+    pub fn close(&mut self, name: &str) {
+        let id = self.parsed.close_id();
+        let copy_ends = self.copy_ends;
+        self.units.push_back(Unit::Close {
+            name: name.to_owned(),
+            id,
+            copy_ends,
+        });
+    }
+
+    /// What a Bind of the protocol-prepared statement `name`, in the
+    /// client's `batch`, must assume it is ([`parsed`]).
+    pub fn parsed(&self, name: &str, batch: u64) -> ParsedStatement {
+        self.parsed.statement(name, batch)
+    }
+
+    /// Whether any protocol-prepared statement may have slots.
+    pub fn has_parsed_slots(&self) -> bool {
+        self.parsed.any_slots()
+    }
+
+    /// ParseComplete: the Parse at the front took effect.
+    pub fn parse_complete(&mut self) {
+        if let Some(Unit::Parse { .. }) = self.units.front() {
+            if let Some(Unit::Parse { name, id, .. }) = self.units.pop_front() {
+                self.parsed.confirmed(&name, id);
+            }
+        }
+    }
+
+    /// CloseComplete: the Close at the front took effect.
+    pub fn close_complete(&mut self) {
+        if let Some(Unit::Close { .. }) = self.units.front() {
+            if let Some(Unit::Close { name, id, .. }) = self.units.pop_front() {
+                self.parsed.closed(&name, id);
+            }
+        }
     }
 
     /// A Describe.
@@ -340,8 +418,14 @@ impl Declared {
         self.failed = true;
         match self.units.front_mut() {
             Some(Unit::Query { failed, .. }) => *failed = true,
-            Some(Unit::Execute { .. } | Unit::Describe { .. }) => {
+            Some(Unit::Execute { .. } | Unit::Describe { .. } | Unit::Close { .. }) => {
                 self.units.pop_front();
+                self.to_sync = true;
+            }
+            Some(Unit::Parse { .. }) => {
+                if let Some(Unit::Parse { name, id, .. }) = self.units.pop_front() {
+                    self.parsed.failed(&name, id);
+                }
                 self.to_sync = true;
             }
             _ => {}
@@ -367,9 +451,12 @@ impl Declared {
             self.units.pop_front();
         } else {
             self.to_sync = false;
+            // What was left of the batch did not run.
             while let Some(unit) = self.units.pop_front() {
-                if matches!(unit, Unit::Sync { .. }) {
-                    break;
+                match unit {
+                    Unit::Sync { .. } => break,
+                    Unit::Parse { name, id, .. } => self.parsed.failed(&name, id),
+                    _ => {}
                 }
             }
         }
@@ -410,9 +497,13 @@ impl Declared {
                 self.prepared.insert(prepared.name, prepared.params);
             }
             Effect::Deallocate(Some(name)) => {
+                self.parsed.deallocated(Some(&name));
                 self.prepared.remove(&name);
             }
-            Effect::Deallocate(None) => self.prepared.clear(),
+            Effect::Deallocate(None) => {
+                self.parsed.deallocated(None);
+                self.prepared.clear();
+            }
             Effect::Set(change) => self.set(&change),
             Effect::ResetAll => {
                 self.session = self.initial.clone();

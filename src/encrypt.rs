@@ -43,7 +43,7 @@ use tracing::info;
 use crate::bytea;
 use crate::catalog::Catalog;
 use crate::copy_in::{CopyEncryptor, CopyError};
-use crate::declared::{Declared, Described, Named, Rows};
+use crate::declared::{Declared, Described, Named, ParsedStatement, Rows};
 use crate::encoding::{self, ClientEncoding};
 use crate::policy::ColumnPolicy;
 use crate::protocol::reply;
@@ -143,11 +143,6 @@ pub struct ClientTap<'a> {
     veil: Option<&'a Veil>,
     shared: &'a Shared,
     catalog: &'a Catalog,
-    /// Parameter slots of prepared statements, by statement name, for
-    /// those that have any.
-    statements: HashMap<String, Vec<ParamSlot>>,
-    /// Prepared `COPY ... FROM STDIN` into protected tables, by name.
-    copy_statements: HashMap<String, CopyIn>,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
     copy_out_statements: HashMap<String, CopyOptions>,
     /// What prepared statements do to the declarations, by name, for
@@ -176,6 +171,9 @@ pub struct ClientTap<'a> {
     portal_generations: HashMap<String, u64>,
     /// The statement each portal was bound from.
     bound: HashMap<String, Named>,
+    /// Syncs sent: the client's batches, for what a Bind of a statement
+    /// parsed again may assume (`declared::parsed`).
+    batch: u64,
 }
 
 /// A COPY FROM STDIN whose data is being encrypted.
@@ -200,8 +198,6 @@ impl<'a> ClientTap<'a> {
             veil,
             shared,
             catalog,
-            statements: HashMap::new(),
-            copy_statements: HashMap::new(),
             copy_out_statements: HashMap::new(),
             declaring: HashMap::new(),
             portal_effects: HashMap::new(),
@@ -215,6 +211,7 @@ impl<'a> ClientTap<'a> {
             statement_generations: HashMap::new(),
             portal_generations: HashMap::new(),
             bound: HashMap::new(),
+            batch: 0,
         }
     }
 
@@ -437,7 +434,7 @@ impl<'a> ClientTap<'a> {
     fn session_statements(&self) -> SessionStatements<'_> {
         SessionStatements {
             shared: self.shared,
-            parsed: &self.statements,
+            batch: self.batch,
         }
     }
 
@@ -506,7 +503,6 @@ impl<'a> ClientTap<'a> {
                 return self.refuse_extended(veil, &refusal, out, &name);
             }
         };
-        self.copy_statements.remove(&name);
         self.copy_out_statements.remove(&name);
         if let Some(options) = copy_out_in(&sql, veil, self.catalog).pop() {
             self.copy_out_statements.insert(name.clone(), options);
@@ -521,9 +517,11 @@ impl<'a> ClientTap<'a> {
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
         }
+        let batch = self.batch;
+        let parsed = |statement| self.shared.declared().parse(&name, batch, statement);
         match outcome {
             Outcome::Unchanged => {
-                self.statements.remove(&name);
+                parsed(ParsedStatement::default());
                 out.push(frame);
             }
             Outcome::Rewritten(rewrite) => {
@@ -532,19 +530,20 @@ impl<'a> ClientTap<'a> {
                 body.put_u8(0);
                 body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
                 body.put_slice(parse.types);
-                if rewrite.params.is_empty() {
-                    self.statements.remove(&name);
-                } else {
-                    self.statements.insert(name, rewrite.params);
-                }
+                parsed(ParsedStatement {
+                    slots: rewrite.params,
+                    copy: None,
+                });
                 out.push(reply::frame_of(b'P', &body));
             }
             Outcome::CopyIn(copy) => {
                 match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
                     // Checked now, so that a refusal comes at Parse.
                     Ok(_) => {
-                        self.statements.remove(&name);
-                        self.copy_statements.insert(name, copy);
+                        parsed(ParsedStatement {
+                            slots: Vec::new(),
+                            copy: Some(copy),
+                        });
                         out.push(frame);
                     }
                     Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
@@ -570,9 +569,10 @@ impl<'a> ClientTap<'a> {
         if let Some(options) = self.copy_out_statements.get(&*name) {
             self.shared.expect_copy_out(vec![options.clone()]);
         }
-        if let Some(copy) = self.copy_statements.get(&*name) {
+        let parsed = self.shared.declared().parsed(&name, self.batch);
+        if let Some(copy) = parsed.copy {
             // The COPY's data follows its Execute.
-            self.copy = Some(CopyState::Waiting(copy.clone()));
+            self.copy = Some(CopyState::Waiting(copy));
             return out.push(frame);
         }
         let slots = self.session_statements().slots(&name);
@@ -799,11 +799,17 @@ impl<'a> ClientTap<'a> {
     }
 
     fn close(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
-        if let Some(name) = frame.get(6..).and_then(cstr) {
+        // As PostgreSQL reads it: a kind, a name, nothing after; one it
+        // refuses changes nothing.
+        let name = frame
+            .get(6..)
+            .and_then(cstr)
+            .filter(|name| frame.len() == 6 + name.len() + 1 && matches!(frame[5], b'S' | b'P'));
+        if let Some(name) = name {
             let name = String::from_utf8_lossy(name);
             if frame[5] == b'S' {
-                self.statements.remove(&*name);
-                self.copy_statements.remove(&*name);
+                // Forgotten once the server has closed it.
+                self.shared.declared().close(&name);
                 self.declaring.remove(&*name);
             } else {
                 self.portal_effects.remove(&*name);
@@ -845,6 +851,9 @@ impl Tap for ClientTap<'_> {
         }
         let ran = self.ran_since_sync;
         self.ran_before = ran;
+        if tag == b'S' {
+            self.batch += 1;
+        }
         match tag {
             b'E' | b'F' => self.ran_since_sync = true,
             b'S' => self.ran_since_sync = false,
@@ -916,20 +925,22 @@ impl ClientTap<'_> {
 /// pgveil has slots for it both ways (one may be stale), it encrypts at
 /// all of them.
 struct SessionStatements<'t> {
-    /// Whose declarations follow the SQL-prepared statements.
+    /// Whose declarations follow the prepared statements.
     shared: &'t Shared,
-    parsed: &'t HashMap<String, Vec<ParamSlot>>,
+    /// The client's batch.
+    batch: u64,
 }
 
 impl Statements for SessionStatements<'_> {
     fn any(&self) -> bool {
-        self.parsed.keys().any(|name| !name.is_empty())
-            || self.shared.declared().has_prepared_slots()
+        let declared = self.shared.declared();
+        declared.has_parsed_slots() || declared.has_prepared_slots()
     }
 
     fn slots(&self, name: &str) -> Vec<ParamSlot> {
-        let mut slots = self.shared.declared().prepared_slots(name);
-        merge_slots(&mut slots, self.parsed.get(name).into_iter().flatten());
+        let declared = self.shared.declared();
+        let mut slots = declared.prepared_slots(name);
+        merge_slots(&mut slots, &declared.parsed(name, self.batch).slots);
         slots
     }
 }
@@ -1029,16 +1040,18 @@ struct ParseMessage<'f> {
 }
 
 impl<'f> ParseMessage<'f> {
+    /// The parts of a Parse, if PostgreSQL would read it: the parameter
+    /// type count (unsigned) and exactly that many types, nothing after.
+    /// A Parse it would refuse (`08P01`) is passed on unread, and changes
+    /// nothing pgveil knows.
     fn read(frame: &'f [u8]) -> Option<Self> {
         let body = frame.get(5..)?;
         let name = cstr(body)?;
         let rest = &body[name.len() + 1..];
         let query = cstr(rest)?;
-        Some(Self {
-            name,
-            query,
-            types: &rest[query.len() + 1..],
-        })
+        let types = &rest[query.len() + 1..];
+        let count = u16::from_be_bytes(*types.first_chunk::<2>()?);
+        (types.len() == 2 + 4 * usize::from(count)).then_some(Self { name, query, types })
     }
 }
 
@@ -1046,7 +1059,7 @@ impl<'f> ParseMessage<'f> {
 struct BindMessage<'f> {
     /// The portal and statement names, each with its NUL.
     head: &'f [u8],
-    formats_count: i16,
+    formats_count: u16,
     /// The parameter format codes, as sent.
     formats: &'f [u8],
     /// The parameter values, `None` for NULL.
@@ -1072,10 +1085,11 @@ impl<'f> BindMessage<'f> {
         let statement = cstr(&body[portal.len() + 1..])?;
         let head_len = portal.len() + statement.len() + 2;
         let mut reader = Reader(&body[head_len..]);
-        let formats_count = reader.i16()?;
-        let formats = reader.take(2 * formats_count.max(0) as usize)?;
-        let params_count = reader.i16()?;
-        let values = (0..params_count.max(0))
+        // Counts are unsigned, as PostgreSQL reads them (`pq_getmsgint`).
+        let formats_count = reader.u16()?;
+        let formats = reader.take(2 * usize::from(formats_count))?;
+        let params_count = reader.u16()?;
+        let values = (0..params_count)
             .map(|_| {
                 let len = reader.i32()?;
                 Some(if len < 0 {
@@ -1124,9 +1138,9 @@ pub fn encrypt_bind(
     let bind = BindMessage::read(frame).ok_or_else(malformed_bind)?;
     let mut out = BytesMut::with_capacity(frame.len() + 64 * slots.len());
     out.put_slice(bind.head);
-    out.put_i16(bind.formats_count);
+    out.put_u16(bind.formats_count);
     out.put_slice(bind.formats);
-    out.put_i16(bind.values.len() as i16);
+    out.put_u16(bind.values.len() as u16);
     for (i, &value) in bind.values.iter().enumerate() {
         let slot = slots.iter().find(|s| s.number == i + 1);
         match (value, slot) {
@@ -1281,8 +1295,8 @@ impl<'b> Reader<'b> {
         Some(head)
     }
 
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
 
     fn i32(&mut self) -> Option<i32> {

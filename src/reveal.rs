@@ -290,6 +290,8 @@ impl<'a> ServerTap<'a> {
             b'C' => declared.completed(command_tag(frame)),
             b'I' | b's' => declared.completed(b""),
             b'E' => declared.failed(),
+            b'1' => declared.parse_complete(),
+            b'3' => declared.close_complete(),
             b'G' => declared.copy_started(),
             b'Z' => declared.ready(frame.get(5).copied().unwrap_or(b'I')),
             _ => {}
@@ -322,7 +324,9 @@ impl Tap for ServerTap<'_> {
                 b'D' | b'Z' | b'S' | b'H' | b'C' | b'I' | b's' | b'G' => true,
                 b'T' | b'n' => !self.shapes.is_empty(),
                 b'd' | b'c' => self.copy_out.is_some(),
-                b'1' | b'2' => self.shared.pending_refusals.load(Ordering::Relaxed) > 0,
+                // Prepared statements follow the server's answers.
+                b'1' | b'3' => true,
+                b'2' => self.shared.pending_refusals.load(Ordering::Relaxed) > 0,
                 _ => false,
             }
     }

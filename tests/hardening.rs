@@ -720,3 +720,105 @@ async fn only_pgveils_view_of_the_purpose_decides_and_is_recorded() {
         .collect();
     assert_eq!(reads, [(None, "null"), (Some("kyc"), "plaintext")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_statements_are_answered_with_the_audit_log_on() {
+    use pgveil::audit::AuditConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let audited = common::crm::setup(Some(AuditConfig {
+        dir: dir.path().to_owned(),
+        ..AuditConfig::default()
+    }));
+    let app = audited.connect("crm_user").await;
+    for sql in ["", " ", "\n\t", "-- nothing", "/* nothing */"] {
+        app.simple_query(sql).await.unwrap();
+        app.execute(sql, &[]).await.unwrap();
+    }
+    let rows = simple_rows(&app.simple_query("select 1").await.unwrap());
+    assert_eq!(rows, [[Some("1".to_owned())]]);
+}
+
+/// A Parse of `sql` as the statement `name`, with no parameter types.
+fn parse_message(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = format!("{name}\0{sql}\0").into_bytes();
+    body.extend_from_slice(&[0, 0]);
+    common::message(b'P', &body)
+}
+
+/// A Bind of the statement `name` to the unnamed portal with one text
+/// value, an Execute of it, and a Sync.
+fn bind_execute_sync(name: &str, value: &str) -> Vec<u8> {
+    let mut bind = format!("\0{name}\0").into_bytes();
+    bind.extend_from_slice(&[0, 0, 0, 1]);
+    bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    bind.extend_from_slice(value.as_bytes());
+    bind.extend_from_slice(&[0, 0]);
+    [
+        common::message(b'B', &bind),
+        common::message(b'E', &[0, 0, 0, 0, 0]),
+        common::message(b'S', &[]),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn a_bind_encrypts_for_the_statement_the_server_kept() {
+    use common::RawClient;
+    let crm = crm();
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let insert = "insert into customers (email, segment) values ($1, 'kept-statement')";
+    let sync = common::message(b'S', &[]);
+    for (i, (name, between)) in [
+        // The name exists: the server refuses the second Parse (42P05).
+        ("kept", parse_message("kept", "select $1::text")),
+        // An error first: the server skips the unnamed Parse after it.
+        (
+            "",
+            [
+                parse_message("bad", "select * from no_such_table"),
+                parse_message("", "select $1::text"),
+            ]
+            .concat(),
+        ),
+        // A Parse PostgreSQL cannot read (a byte after its types).
+        ("", {
+            let mut body = b"\0select $1::text\0\0\0\0".to_vec();
+            body.push(0);
+            common::message(b'P', &body)
+        }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut raw, _) = RawClient::login(crm.proxy.addr).await;
+        let secret = format!("kept.{i}.secret@example.com");
+        raw.send(&[parse_message(name, insert), sync.clone()].concat())
+            .await;
+        assert_eq!(raw.rows_until_ready().await.1, None);
+        raw.send(&[between, sync.clone()].concat()).await;
+        assert!(
+            raw.rows_until_ready().await.1.is_some(),
+            "the server refused"
+        );
+        // Pipelined with the next batch, and alone.
+        raw.send(&bind_execute_sync(name, &secret)).await;
+        let (_, error) = raw.rows_until_ready().await;
+        assert_eq!(error, None, "case {i}: the INSERT ran, encrypted");
+        assert_eq!(stored_with(&secret), "", "case {i}: plaintext stored");
+    }
+    let app = crm.connect("crm_user").await;
+    let rows = app
+        .query(
+            "select email from customers where segment = 'kept-statement' order by id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let emails: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        emails,
+        (0..3)
+            .map(|i| format!("kept.{i}.secret@example.com"))
+            .collect::<Vec<_>>()
+    );
+}

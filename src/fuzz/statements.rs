@@ -119,7 +119,7 @@ fn plain_with_backslash(sql: &str) -> Option<Vec<String>> {
     if sql.trim().is_empty() {
         return Some(Vec::new());
     }
-    let tokens = pg_query::scan_tokens(sql).ok()?;
+    let tokens = crate::rewrite::scan_tokens(sql).ok()?;
     Some(
         tokens
             .iter()

@@ -53,7 +53,7 @@ pub fn conform(sql: &str, standard: bool) -> Cow<'_, str> {
 /// scanner reads `sql` with standard strings) into its `E'...'` form;
 /// `None` when there is none, or `sql` does not scan.
 fn escape_plain(sql: &str) -> Option<String> {
-    let tokens = pg_query::scan_tokens(sql).ok()?;
+    let tokens = super::scan_tokens(sql).ok()?;
     let mut out = String::new();
     let mut done = 0;
     for token in tokens {

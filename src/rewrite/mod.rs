@@ -576,6 +576,22 @@ pub fn rewrite_in_session(
     })
 }
 
+/// PostgreSQL's tokens of `sql`, as `pg_query::scan_tokens` gives them,
+/// but safe on text without any token (empty or white space), on which
+/// pg_query 18 makes a slice from a null pointer (undefined behaviour; a
+/// debug build aborts the process). Call this, never `scan_tokens`.
+pub(crate) fn scan_tokens(
+    sql: &str,
+) -> Result<Vec<pg_query::protobuf::ScanToken>, pg_query::Error> {
+    if sql
+        .bytes()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b'))
+    {
+        return Ok(Vec::new());
+    }
+    pg_query::scan_tokens(sql)
+}
+
 fn statement(raw: &pg_query::protobuf::RawStmt) -> Option<&NodeEnum> {
     raw.stmt.as_ref()?.node.as_ref()
 }
@@ -589,7 +605,7 @@ fn rewrite_parsed(
     prepared: &dyn Statements,
 ) -> Result<Analysis, Reason> {
     let parsed = pg_query::parse(sql, 0).map_err(|_| Reason::Syntax)?;
-    let tokens = pg_query::scan_tokens(sql).map_err(|_| Reason::Syntax)?;
+    let tokens = scan_tokens(sql).map_err(|_| Reason::Syntax)?;
     let mut analyzer = Analyzer::new(sql, tokens, policy, enc, columns, objects, prepared);
     analyzer.check_calls()?;
     let statements = &parsed.protobuf.stmts;

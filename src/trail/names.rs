@@ -78,7 +78,7 @@ pub(super) fn changes_in(sql: &str) -> Vec<Change> {
 /// The query of a `PREPARE name [(types)] AS query`: the text after its
 /// first `AS` (no type name holds one).
 fn prepared_query(statement: &str) -> Option<&str> {
-    let tokens = pg_query::scan_tokens(statement).ok()?;
+    let tokens = crate::rewrite::scan_tokens(statement).ok()?;
     let r#as = tokens.iter().find(|t| t.token == Token::As as i32)?;
     statement.get(usize::try_from(r#as.end).ok()?..)
 }
