@@ -123,7 +123,12 @@ enum Unit {
     },
     /// A Describe of a statement or portal: answered by a RowDescription
     /// or NoData.
-    Describe { target: Described, copy_ends: u64 },
+    Describe {
+        target: Described,
+        copy_ends: u64,
+        /// Sent by pgveil, not the client: its answer is pgveil's.
+        ours: bool,
+    },
     /// A Parse (answered by ParseComplete) and a Close (CloseComplete) of
     /// a prepared statement, with their version ([`parsed`]).
     Parse {
@@ -338,21 +343,26 @@ impl Declared {
         }
     }
 
-    /// A Describe.
-    pub fn describe(&mut self, target: Described) {
+    /// A Describe, sent by the client or, if `ours`, by pgveil.
+    pub fn describe(&mut self, target: Described, ours: bool) {
         let copy_ends = self.copy_ends;
-        self.units.push_back(Unit::Describe { target, copy_ends });
+        self.units.push_back(Unit::Describe {
+            target,
+            copy_ends,
+            ours,
+        });
     }
 
     // The server tap, as answers come.
 
     /// A RowDescription or NoData: what the Describe at the front asked
-    /// about, now answered; `None` when the description belongs to a
+    /// about, now answered, and whether pgveil sent it; `None` when the
+    /// description belongs to a
     /// statement of a simple Query (or a FETCH) instead.
-    pub fn described(&mut self) -> Option<Described> {
+    pub fn described(&mut self) -> Option<(Described, bool)> {
         match self.units.front() {
             Some(Unit::Describe { .. }) => match self.units.pop_front() {
-                Some(Unit::Describe { target, .. }) => Some(target),
+                Some(Unit::Describe { target, ours, .. }) => Some((target, ours)),
                 _ => None,
             },
             _ => None,

@@ -174,6 +174,10 @@ pub struct ClientTap<'a> {
     /// Syncs sent: the client's batches, for what a Bind of a statement
     /// parsed again may assume (`declared::parsed`).
     batch: u64,
+    /// The generation of each statement and portal name last described,
+    /// so that the shape of an Execute's rows is known (`crate::shape`).
+    described_statements: HashMap<String, u64>,
+    described_portals: HashMap<String, u64>,
 }
 
 /// A COPY FROM STDIN whose data is being encrypted.
@@ -212,6 +216,8 @@ impl<'a> ClientTap<'a> {
             portal_generations: HashMap::new(),
             bound: HashMap::new(),
             batch: 0,
+            described_statements: HashMap::new(),
+            described_portals: HashMap::new(),
         }
     }
 
@@ -639,8 +645,36 @@ impl<'a> ClientTap<'a> {
                 },
             }
         });
+        if let Some(rows) = rows.as_ref().filter(|rows| !self.shape_known(rows)) {
+            // Rows whose description the client never asked for (a SQL
+            // cursor or statement executed by name): pgveil asks, and keeps
+            // the answer, so that values not stored encrypted are found.
+            let mut body = vec![b'P'];
+            body.extend_from_slice(rows.portal.name.as_bytes());
+            body.push(0);
+            out.push(reply::frame_of(b'D', &body));
+            self.described_portals
+                .insert(rows.portal.name.clone(), rows.portal.generation);
+            let target = Described::Portal(rows.portal.clone());
+            self.shared.declared().describe(target, true);
+        }
         self.shared.declared().execute(effects, rows);
         out.push(frame);
+    }
+
+    /// Whether the shape of the rows of an Execute is known: the client
+    /// described its portal or its statement, or no result can have a
+    /// protected field.
+    fn shape_known(&self, rows: &Rows) -> bool {
+        let described = |map: &HashMap<String, u64>, named: &Named| {
+            map.get(&named.name) == Some(&named.generation)
+        };
+        self.catalog.attributes.is_empty()
+            || described(&self.described_portals, &rows.portal)
+            || rows
+                .statement
+                .as_ref()
+                .is_some_and(|s| described(&self.described_statements, s))
     }
 
     /// Counts Parses and Binds by name, so that what the server describes
@@ -683,16 +717,19 @@ impl<'a> ClientTap<'a> {
                 };
                 let name = String::from_utf8_lossy(name).into_owned();
                 let target = match kind {
-                    b'S' => Described::Statement(Named {
-                        generation: self.statement_generations.get(&name).copied().unwrap_or(0),
-                        name,
-                    }),
-                    _ => Described::Portal(Named {
-                        generation: self.portal_generations.get(&name).copied().unwrap_or(0),
-                        name,
-                    }),
+                    b'S' => {
+                        let generation =
+                            self.statement_generations.get(&name).copied().unwrap_or(0);
+                        self.described_statements.insert(name.clone(), generation);
+                        Described::Statement(Named { generation, name })
+                    }
+                    _ => {
+                        let generation = self.portal_generations.get(&name).copied().unwrap_or(0);
+                        self.described_portals.insert(name.clone(), generation);
+                        Described::Portal(Named { generation, name })
+                    }
                 };
-                self.shared.declared().describe(target);
+                self.shared.declared().describe(target, false);
             }
             b'C' => {
                 if let (Some(&kind), Some(name)) = (frame.get(5), frame.get(6..).and_then(cstr)) {

@@ -161,11 +161,15 @@ impl<'a> ServerTap<'a> {
         self.rows_shape.clone().flatten()
     }
 
-    /// A RowDescription (`frame`) or NoData (`None`).
-    fn describe(&mut self, frame: Option<&[u8]>) {
-        let target = self.shared.declared().described();
-        self.shapes.described(frame, target);
+    /// A RowDescription (`frame`) or NoData (`None`); `true` when it
+    /// answers pgveil's own Describe, and is not the client's.
+    fn describe(&mut self, frame: Option<&[u8]>) -> bool {
+        let answered = self.shared.declared().described();
+        let ours = answered.as_ref().is_some_and(|(_, ours)| *ours);
+        self.shapes
+            .described(frame, answered.map(|(target, _)| target));
         self.rows_shape = None;
+        ours
     }
 
     /// Runs `f` with the session's reader and memo. The declarations' lock
@@ -322,7 +326,8 @@ impl Tap for ServerTap<'_> {
         self.veil.is_some()
             && match tag {
                 b'D' | b'Z' | b'S' | b'H' | b'C' | b'I' | b's' | b'G' => true,
-                b'T' | b'n' => !self.shapes.is_empty(),
+                // Describes are answered in the session's queue.
+                b'T' | b'n' => true,
                 b'd' | b'c' => self.copy_out.is_some(),
                 // Prepared statements follow the server's answers.
                 b'1' | b'3' => true,
@@ -372,14 +377,18 @@ impl Tap for ServerTap<'_> {
         }
         match (tag, self.veil) {
             (b'T', Some(_)) => {
-                self.describe(Some(&frame));
+                let ours = self.describe(Some(&frame));
                 out.append(&mut self.held);
-                out.push(frame)
+                if !ours {
+                    out.push(frame)
+                }
             }
             (b'n', Some(_)) => {
-                self.describe(None);
+                let ours = self.describe(None);
                 out.append(&mut self.held);
-                out.push(frame)
+                if !ours {
+                    out.push(frame)
+                }
             }
             (b'E', _) => self.error(frame, out),
             (b'1' | b'2', _) if self.shared.pending_refusals.load(Ordering::Relaxed) > 0 => {

@@ -628,3 +628,47 @@ fn psql_reads_bytea_as_hex_and_binary_copy_round_trips() {
         "{raw}"
     );
 }
+
+#[tokio::test]
+async fn bytea_values_not_stored_encrypted_are_revealed_by_the_columns_rules() {
+    let docs = docs();
+    // Written around pgveil, as before it was deployed: the guard is
+    // dropped and added again, NOT VALID, in one transaction.
+    let guard = pgveil::guard::install_sql(&docs.policy);
+    Cluster::shared().psql_direct(&format!(
+        "begin; alter table documents drop constraint pgveil_guard_scan; \
+         insert into documents (scan, note) values ('\\x{}'::bytea, 'legacy-bytea'); \
+         {guard} commit;",
+        hex::encode(SCAN)
+    ));
+    let select = "select scan from documents where note = 'legacy-bytea'";
+    let both = |user: &'static str| async move {
+        binary_and_text(&docs.connect(user).await, select).await
+    };
+    assert_eq!(
+        both("crm_user").await,
+        (Some(SCAN.to_vec()), Some(hex(SCAN))),
+        "plaintext granted: as stored"
+    );
+    assert_eq!(
+        both("support_user").await,
+        (Some(b"****".to_vec()), Some(hex(b"****")))
+    );
+    let domain = &docs
+        .policy
+        .column("public", "documents", "scan")
+        .unwrap()
+        .domain;
+    let token = docs.keyring.pseudonym(domain, SCAN).unwrap();
+    assert_eq!(
+        both("analyst_user").await,
+        (
+            Some(token.clone().into_bytes()),
+            Some(hex(token.as_bytes()))
+        ),
+        "the pseudonym its encrypted twin gets"
+    );
+    let support = docs.connect("support_user").await;
+    let rows = copy_binary(&support, "scan", &[Type::BYTEA]).await.unwrap();
+    assert!(rows.iter().all(|r| r[0].as_deref() != Some(SCAN)));
+}

@@ -822,3 +822,40 @@ async fn a_bind_encrypts_for_the_statement_the_server_kept() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn cursor_rows_executed_by_name_are_revealed_by_the_columns_rules() {
+    use common::{message, query, RawClient};
+    let crm = crm();
+    Cluster::shared().psql_direct("grant crm_app to trust_user");
+    let id = stored_around_pgveil("'Cursor Legacy', null, null, '110101199901019999', null");
+    let (mut raw, _) = RawClient::login(crm.proxy.addr).await;
+    raw.send(&query(&format!(
+        "begin; declare c cursor for select national_id, full_name from customers where id = {id}"
+    )))
+    .await;
+    assert_eq!(raw.rows_until_ready().await.1, None);
+    // Execute of the cursor's portal, with no Describe: the CRM without
+    // the kyc purpose gets no national ID.
+    let mut execute = b"c\0".to_vec();
+    execute.extend_from_slice(&0i32.to_be_bytes());
+    raw.send(&[message(b'E', &execute), message(b'S', &[])].concat())
+        .await;
+    let mut rows = Vec::new();
+    loop {
+        let (tag, body) = raw.expect_message().await;
+        assert_ne!(tag, b'T', "pgveil's own Describe is not passed on");
+        match tag {
+            b'D' => rows.push(body),
+            b'E' => panic!("{}", String::from_utf8_lossy(&body)),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    assert_eq!(rows.len(), 1);
+    let text = String::from_utf8_lossy(&rows[0]);
+    assert!(!text.contains("110101199901019999"), "{text}");
+    assert!(text.contains("Cursor Legacy"), "the name, granted: {text}");
+    raw.send(&query("rollback")).await;
+    assert_eq!(raw.rows_until_ready().await.1, None);
+}
