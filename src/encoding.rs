@@ -54,6 +54,57 @@ impl Default for ClientEncoding {
     }
 }
 
+/// The BIG5 characters that encoding_rs (the WHATWG Big5 index, with
+/// HKSCS) and PostgreSQL's BIG5 read as the same character, as ranges of
+/// codes (lead byte, trail byte) whose valid codes all agree. Outside
+/// them the two disagree (267 codes, such as `C7 B9`, ソ to one and Л to
+/// the other, or `A1 45`) or PostgreSQL refuses the code (4,877 HKSCS
+/// codes): pgveil then refuses the text, as unreadable, rather than
+/// encrypt another character than the server would store. Measured
+/// against PostgreSQL 15's `convert_from(..., 'BIG5')` over every code.
+const BIG5_AGREED: &[(u16, u16)] = &[
+    (0xa140, 0xa144),
+    (0xa146, 0xa14d),
+    (0xa14f, 0xa159),
+    (0xa15b, 0xa1c1),
+    (0xa1c4, 0xa1c4),
+    (0xa1c6, 0xa1e2),
+    (0xa1e4, 0xa1f1),
+    (0xa1f4, 0xa1fd),
+    (0xa243, 0xa243),
+    (0xa245, 0xa245),
+    (0xa248, 0xa2cb),
+    (0xa2cd, 0xa2cd),
+    (0xa2cf, 0xa3bf),
+    (0xa440, 0xc67e),
+    (0xc940, 0xf9dc),
+];
+
+/// Whether every two-byte character of BIG5 `bytes` is one PostgreSQL
+/// and encoding_rs read alike ([`BIG5_AGREED`]); ASCII passes, and bytes
+/// that are not BIG5 are left to the decoder to refuse.
+fn big5_agreed(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] < 0x80 {
+            i += 1;
+            continue;
+        }
+        let Some(&trail) = bytes.get(i + 1) else {
+            return true;
+        };
+        let code = u16::from_be_bytes([bytes[i], trail]);
+        if !BIG5_AGREED
+            .iter()
+            .any(|&(from, to)| (from..=to).contains(&code))
+        {
+            return false;
+        }
+        i += 2;
+    }
+    true
+}
+
 /// The single-byte encodings PostgreSQL names `key` (normalized).
 fn single_byte(key: &str) -> Option<&'static Encoding> {
     use encoding_rs as e;
@@ -155,27 +206,32 @@ impl ClientEncoding {
     }
 
     /// Client bytes as UTF-8 text; `None` if they are not valid in the
-    /// encoding.
+    /// encoding, or (BIG5) hold a character PostgreSQL reads otherwise
+    /// or not at all ([`BIG5_AGREED`]).
     pub fn decode<'b>(&self, bytes: &'b [u8]) -> Option<Cow<'b, str>> {
+        if self.chars == Chars::Big5 && !big5_agreed(bytes) {
+            return None;
+        }
         self.encoding
             .decode_without_bom_handling_and_without_replacement(bytes)
     }
 
     /// UTF-8 text in the client's encoding. A character the encoding
-    /// cannot represent becomes `?`.
+    /// cannot represent (in BIG5, as PostgreSQL reads it) becomes `?`.
     pub fn encode<'t>(&self, text: &'t str) -> Cow<'t, [u8]> {
         if self.encoding == encoding_rs::UTF_8 {
             return Cow::Borrowed(text.as_bytes());
         }
         let (bytes, _, unmappable) = self.encoding.encode(text);
-        if !unmappable {
+        if !unmappable && (self.chars != Chars::Big5 || big5_agreed(&bytes)) {
             return bytes;
         }
         let mut out = Vec::with_capacity(text.len());
         let mut buf = [0u8; 4];
         for c in text.chars() {
             let (bytes, _, unmappable) = self.encoding.encode(c.encode_utf8(&mut buf));
-            out.extend_from_slice(if unmappable { b"?" } else { &bytes });
+            let readable = !unmappable && (self.chars != Chars::Big5 || big5_agreed(&bytes));
+            out.extend_from_slice(if readable { &bytes } else { b"?" });
         }
         Cow::Owned(out)
     }
@@ -297,6 +353,16 @@ mod tests {
         }
         assert!(backslash_after_multibyte(b"\xe4\xb8\x81\\'"));
         assert!(!backslash_after_multibyte(b"a\\b \xe4\xb8\x81"));
+    }
+
+    #[test]
+    fn big5_characters_postgresql_reads_otherwise_are_refused() {
+        let big5 = ClientEncoding::from_pg_name("BIG5");
+        assert_eq!(big5.decode(b"\xb3\x5c").as_deref(), Some("許"));
+        // ソ to encoding_rs, Л to PostgreSQL; and an HKSCS code.
+        assert_eq!(big5.decode(b"a\xc7\xb9"), None);
+        assert_eq!(big5.decode(b"\x87\x40"), None);
+        assert_eq!(&*big5.encode("許ソ"), b"\xb3\x5c?");
     }
 
     #[test]
