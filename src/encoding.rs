@@ -33,6 +33,9 @@ enum Chars {
     Big5,
     Sjis,
     Uhc,
+    /// EUC_CN: its bytes as in [`Chars::AsciiSafe`], read with GBK's
+    /// table but for [`EUC_CN_DIFFER`].
+    EucCn,
     /// An encoding pgveil cannot read (JOHAB, whose multibyte characters
     /// may hold ASCII bytes, MULE_INTERNAL, EUC_TW, names it does not know).
     Unsupported,
@@ -79,6 +82,41 @@ const BIG5_AGREED: &[(u16, u16)] = &[
     (0xa440, 0xc67e),
     (0xc940, 0xf9dc),
 ];
+
+/// The EUC_CN codes that encoding_rs's GBK reads as other characters
+/// than PostgreSQL's EUC_CN (`A1 A4`: · and ・, `A1 AA`: — and ―).
+const EUC_CN_DIFFER: &[u16] = &[0xa1a4, 0xa1aa];
+
+/// The two-byte GB18030 codes that encoding_rs (GB18030-2022, as WHATWG
+/// reads it) and PostgreSQL 15 (GB18030-2005) read as other characters:
+/// vertical forms, a few ideographs and their private-use places.
+const GB18030_DIFFER: &[u16] = &[
+    0xa3a0, 0xa6d9, 0xa6da, 0xa6db, 0xa6dc, 0xa6dd, 0xa6de, 0xa6df, 0xa6ec, 0xa6ed, 0xa6f3, 0xa8bc,
+    0xfe59, 0xfe61, 0xfe66, 0xfe67, 0xfe6d, 0xfe7e, 0xfe90, 0xfea0,
+];
+
+/// Whether no two-byte character of `bytes` is in `codes`; with
+/// `four_byte`, GB18030's four-byte sequences are stepped over whole.
+fn none_of(bytes: &[u8], codes: &[u16], four_byte: bool) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] < 0x80 {
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            None => return true,
+            Some(b'0'..=b'9') if four_byte => i += 4,
+            Some(&trail) => {
+                if codes.contains(&u16::from_be_bytes([bytes[i], trail])) {
+                    return false;
+                }
+                i += 2;
+            }
+        }
+    }
+    true
+}
 
 /// Whether every two-byte character of BIG5 `bytes` is one PostgreSQL
 /// and encoding_rs read alike ([`BIG5_AGREED`]); ASCII passes, and bytes
@@ -188,7 +226,7 @@ impl ClientEncoding {
         let (encoding, chars) = match key.as_str() {
             "utf8" | "unicode" | "sqlascii" => (e::UTF_8, Chars::AsciiSafe),
             "gbk" | "win936" | "windows936" | "cp936" => (e::GBK, Chars::Gbk),
-            "euccn" => (e::GBK, Chars::AsciiSafe),
+            "euccn" => (e::GBK, Chars::EucCn),
             "gb18030" => (e::GB18030, Chars::Gb18030),
             "big5" | "win950" | "windows950" | "cp950" => (e::BIG5, Chars::Big5),
             "sjis" | "shiftjis" | "shiftjis2004" | "win932" | "windows932" | "mskanji" => {
@@ -205,11 +243,22 @@ impl ClientEncoding {
         Some(ClientEncoding { encoding, chars })
     }
 
+    /// Whether PostgreSQL reads every character of `bytes` as encoding_rs
+    /// does ([`BIG5_AGREED`], [`EUC_CN_DIFFER`], [`GB18030_DIFFER`]).
+    fn readable(&self, bytes: &[u8]) -> bool {
+        match self.chars {
+            Chars::Big5 => big5_agreed(bytes),
+            Chars::EucCn => none_of(bytes, EUC_CN_DIFFER, false),
+            Chars::Gb18030 => none_of(bytes, GB18030_DIFFER, true),
+            _ => true,
+        }
+    }
+
     /// Client bytes as UTF-8 text; `None` if they are not valid in the
-    /// encoding, or (BIG5) hold a character PostgreSQL reads otherwise
-    /// or not at all ([`BIG5_AGREED`]).
+    /// encoding, or hold a character PostgreSQL reads otherwise or not at
+    /// all ([`Self::readable`]).
     pub fn decode<'b>(&self, bytes: &'b [u8]) -> Option<Cow<'b, str>> {
-        if self.chars == Chars::Big5 && !big5_agreed(bytes) {
+        if !self.readable(bytes) {
             return None;
         }
         self.encoding
@@ -223,14 +272,14 @@ impl ClientEncoding {
             return Cow::Borrowed(text.as_bytes());
         }
         let (bytes, _, unmappable) = self.encoding.encode(text);
-        if !unmappable && (self.chars != Chars::Big5 || big5_agreed(&bytes)) {
+        if !unmappable && self.readable(&bytes) {
             return bytes;
         }
         let mut out = Vec::with_capacity(text.len());
         let mut buf = [0u8; 4];
         for c in text.chars() {
             let (bytes, _, unmappable) = self.encoding.encode(c.encode_utf8(&mut buf));
-            let readable = !unmappable && (self.chars != Chars::Big5 || big5_agreed(&bytes));
+            let readable = !unmappable && self.readable(&bytes);
             out.extend_from_slice(if readable { &bytes } else { b"?" });
         }
         Cow::Owned(out)
@@ -255,7 +304,7 @@ impl ClientEncoding {
             Some(_) => Step::Invalid,
         };
         match self.chars {
-            Chars::AsciiSafe | Chars::Unsupported => Step::Byte(first),
+            Chars::AsciiSafe | Chars::EucCn | Chars::Unsupported => Step::Byte(first),
             _ if first == 0x80 || first == 0xff => Step::Invalid,
             Chars::Gbk => second(|b| matches!(b, 0x40..=0x7e | 0x80..=0xfe)),
             Chars::Big5 => second(|b| matches!(b, 0x40..=0x7e | 0xa1..=0xfe)),
@@ -363,6 +412,12 @@ mod tests {
         assert_eq!(big5.decode(b"a\xc7\xb9"), None);
         assert_eq!(big5.decode(b"\x87\x40"), None);
         assert_eq!(&*big5.encode("許ソ"), b"\xb3\x5c?");
+        let gb18030 = ClientEncoding::from_pg_name("GB18030");
+        assert_eq!(gb18030.decode(b"\xa6\xd9"), None);
+        assert!(gb18030.decode(b"\x81\x30\x81\x30\xc4\xe3").is_some());
+        let euc_cn = ClientEncoding::from_pg_name("EUC_CN");
+        assert_eq!(euc_cn.decode(b"\xa1\xa4"), None);
+        assert_eq!(euc_cn.decode(b"\xc4\xe3").as_deref(), Some("你"));
     }
 
     #[test]
