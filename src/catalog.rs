@@ -185,6 +185,14 @@ impl Columns for Catalog {
         Some(columns.iter().map(|(name, _)| name.clone()).collect())
     }
 
+    fn may_hold_unencrypted(&self, schema: &str, table: &str, column: &str) -> bool {
+        let name = format!("{schema}.{table}.{column}");
+        !self
+            .guards
+            .iter()
+            .any(|(guarded, guard)| *guarded == name && *guard == Guard::Valid)
+    }
+
     fn type_of(&self, schema: &str, table: &str, column: &str) -> Option<&ColumnType> {
         let columns = self.table(schema, table)?;
         columns

@@ -859,3 +859,37 @@ async fn cursor_rows_executed_by_name_are_revealed_by_the_columns_rules() {
     raw.send(&query("rollback")).await;
     assert_eq!(raw.rows_until_ready().await.1, None);
 }
+
+#[tokio::test]
+async fn values_passed_through_expressions_are_refused_while_legacy_rows_may_remain() {
+    let crm = crm();
+    let id = stored_around_pgveil("'Through Legacy', null, null, '110101197707077777', null");
+    // The guards are NOT VALID again: the column may hold plaintext that
+    // only a bare column reference can be checked for.
+    let support = crm.connect("support_user").await;
+    for sql in [
+        format!("select coalesce(national_id, '') from customers where id = {id}"),
+        format!("select case when id > 0 then national_id end from customers where id = {id}"),
+        format!("select national_id::varchar from customers where id = {id}"),
+        format!("select (select national_id from customers where id = {id})"),
+    ] {
+        let err = support.simple_query(&sql).await.unwrap_err();
+        assert_eq!(common::sqlstate(&err), Some("0A000"), "{sql}: {err}");
+        let message = err.as_db_error().unwrap().message();
+        assert!(
+            message.contains("public.customers.national_id") && message.contains("guard"),
+            "{message}"
+        );
+        assert!(!message.contains("110101197707077777"));
+    }
+    let rows = support
+        .simple_query(&format!(
+            "select national_id from customers where id = {id}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&rows),
+        [[Some(crm.mask("national_id", "110101197707077777"))]]
+    );
+}

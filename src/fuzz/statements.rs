@@ -131,6 +131,23 @@ fn plain_with_backslash(sql: &str) -> Option<Vec<String>> {
     )
 }
 
+/// `sql` with its comments removed, as PostgreSQL's scanner finds them.
+fn without_comments(sql: &str) -> String {
+    let Ok(tokens) = crate::rewrite::scan_tokens(sql) else {
+        return sql.to_owned();
+    };
+    let mut out = String::new();
+    let mut done = 0;
+    for token in tokens {
+        if token.token == Token::SqlComment as i32 || token.token == Token::CComment as i32 {
+            out.push_str(&sql[done..token.start as usize]);
+            done = token.end as usize;
+        }
+    }
+    out.push_str(&sql[done..]);
+    out
+}
+
 proptest! {
     #![proptest_config(config(384))]
 
@@ -173,8 +190,10 @@ proptest! {
             &conformed, &veil.policy, veil, &Crm, &objects(), &PreparedSlots::new(),
         );
         match analysis.outcome {
+            // A secret the generator's text left inside a comment is no
+            // value: only the statement's tokens count.
             Outcome::Rewritten(rewrite) => prop_assert!(
-                !rewrite.sql.contains("SECRET"),
+                !without_comments(&rewrite.sql).contains("SECRET"),
                 "{sql:?} ({standard}) sent as {:?}", rewrite.sql
             ),
             Outcome::Refused(_) => {}

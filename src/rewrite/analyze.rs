@@ -946,8 +946,28 @@ impl<'a> Analyzer<'a> {
 
     /// An expression whose result is read, not tested: protected columns
     /// may appear in it, but comparisons and subqueries in it are checked.
+    ///
+    /// A protected value passed through anything but a bare column
+    /// reference (`COALESCE`, `CASE`, a cast, a window function, a scalar
+    /// subquery) comes without the column in the result's description,
+    /// which is what finds values stored unencrypted (`crate::shape`): it
+    /// is refused while the column may hold such values.
     fn value(&mut self, node: &Node, scope: &Scope<'_, 'a>) -> Result<()> {
-        self.carried(node, scope).map(drop)
+        let Some(Origin::Column(column)) = self.carried(node, scope)? else {
+            return Ok(());
+        };
+        let bare = matches!(node.node, Some(NodeEnum::ColumnRef(_)));
+        if !bare
+            && self
+                .columns
+                .may_hold_unencrypted(&column.schema, &column.table, &column.column)
+        {
+            return Err(Reason::UnencryptedPassThrough {
+                construct: pass_through_name(node),
+                column: column.into(),
+            });
+        }
+        Ok(())
     }
 
     /// [`Self::value`], and the protected value it returns as it is stored,
@@ -1657,4 +1677,22 @@ fn is_excluded(node: &Node, column: &str) -> bool {
 /// A bare `VALUES (...), (...)` list, as INSERT writes it.
 fn is_plain_values(s: &SelectStmt) -> bool {
     !s.values_lists.is_empty() && s.from_clause.is_empty() && s.with_clause.is_none()
+}
+
+/// How a refusal names an expression that passes a value through.
+fn pass_through_name(node: &Node) -> String {
+    match &node.node {
+        Some(NodeEnum::CoalesceExpr(_)) => "coalesce()".into(),
+        Some(NodeEnum::CaseExpr(_)) => "CASE".into(),
+        Some(NodeEnum::TypeCast(_)) => "a cast".into(),
+        Some(NodeEnum::AExpr(_)) => "nullif()".into(),
+        Some(NodeEnum::CollateClause(_)) => "COLLATE".into(),
+        Some(NodeEnum::SubLink(_)) => "a subquery".into(),
+        Some(NodeEnum::FuncCall(f)) => f
+            .funcname
+            .last()
+            .and_then(string)
+            .map_or_else(|| "a function".into(), |name| format!("{name}()")),
+        _ => "an expression".into(),
+    }
 }

@@ -167,6 +167,12 @@ pub trait Columns {
     fn order(&self, schema: &str, table: &str) -> Option<Vec<String>>;
     /// The type of a column; `None` when the catalog does not know it.
     fn type_of(&self, schema: &str, table: &str, column: &str) -> Option<&ColumnType>;
+    /// Whether a protected column may hold values not stored encrypted
+    /// (rows written before pgveil, or around it): its ciphertext guard
+    /// is missing or not validated. Without a catalog, no.
+    fn may_hold_unencrypted(&self, _schema: &str, _table: &str, _column: &str) -> bool {
+        false
+    }
 }
 
 /// No catalog: no column order, every type unknown.
@@ -405,6 +411,16 @@ enum Reason {
         "pgveil: {construct} cannot be computed on {origin}: the server holds only its ciphertext"
     )]
     ComputedValue { construct: String, origin: String },
+    #[error(
+        "pgveil: {construct} of protected column {column} cannot be revealed while the column \
+         may hold values stored before pgveil (its guard is not validated), which only the \
+         column itself can be checked for: read the column as it is, or encrypt its rows and \
+         validate its guard"
+    )]
+    UnencryptedPassThrough {
+        construct: String,
+        column: ColumnRefId,
+    },
     #[error("pgveil: column {0} is encrypted; column aliases on its table are not supported")]
     ColumnAliases(ColumnRefId),
     #[error("pgveil: cannot check a subquery in this kind of expression for protected columns")]
