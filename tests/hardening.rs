@@ -872,6 +872,7 @@ async fn values_passed_through_expressions_are_refused_while_legacy_rows_may_rem
         format!("select case when id > 0 then national_id end from customers where id = {id}"),
         format!("select national_id::varchar from customers where id = {id}"),
         format!("select (select national_id from customers where id = {id})"),
+        format!("select national_id from customers where id = {id} union all select 'x'"),
     ] {
         let err = support.simple_query(&sql).await.unwrap_err();
         assert_eq!(common::sqlstate(&err), Some("0A000"), "{sql}: {err}");

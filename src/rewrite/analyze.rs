@@ -255,6 +255,23 @@ impl<'a> Analyzer<'a> {
             for arm in [&s.larg, &s.rarg].into_iter().flatten() {
                 arms.push(self.select(arm, &scope)?);
             }
+            // A set operation's outputs come without their columns in the
+            // result's description, as a value passed through does.
+            let arms_columns = arms.iter().flat_map(|arm| &arm.columns);
+            for (_, output) in arms_columns {
+                if let Output::Exact(column) = output {
+                    if self.columns.may_hold_unencrypted(
+                        &column.schema,
+                        &column.table,
+                        &column.column,
+                    ) {
+                        return Err(Reason::UnencryptedPassThrough {
+                            construct: "a set operation (UNION, INTERSECT, EXCEPT)".into(),
+                            column: (*column).into(),
+                        });
+                    }
+                }
+            }
             // ORDER BY names the first arm's outputs.
             let first = arms.first().cloned().unwrap_or_default();
             for item in &s.sort_clause {
