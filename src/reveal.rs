@@ -676,28 +676,13 @@ impl<'v> Memo<'v> {
         let Some(form) = Form::of(value) else {
             return Revealed::Keep;
         };
-        let Some((mut action, column, ciphers)) = self.decision(veil, reader, value) else {
+        let Some((action, column, ciphers)) = self.decision(veil, reader, value) else {
             return Revealed::Keep;
         };
-        if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
-            action = Action::Deny;
-        }
-        let unrecorded = reader.trail.is_some_and(Trail::refusing);
-        match action {
-            Action::Null => {
-                self.note(reader, column, Some(action), false);
-                return Revealed::Null;
-            }
-            Action::Deny => {
-                self.note(reader, column, Some(action), false);
-                return self.denial(column, false);
-            }
-            _ if unrecorded => {
-                self.note(reader, column, Some(Action::Deny), false);
-                return self.denial(column, true);
-            }
-            Action::Plaintext | Action::Masked | Action::Pseudonym => {}
-        }
+        let action = match self.admit(reader, column, action, false) {
+            Ok(action) => action,
+            Err(withheld) => return withheld,
+        };
         if let Err(e) = self.open(&column.domain, ciphers, value) {
             // Shaped like ciphertext of this column's key, but not: the
             // plaintext it may be, under the decision already taken.
@@ -780,6 +765,36 @@ impl<'v> Memo<'v> {
             Form::Text | Form::Binary => self.value.extend_from_slice(shown),
         }
         Revealed::Value(&self.value)
+    }
+
+    /// What every reveal checks before it shows anything: a session
+    /// blocked for bulk access gets no plaintext, NULL and denial are
+    /// final, and nothing is shown while the audit log cannot record it.
+    /// `Ok` the action to show the value by (plaintext, masked or a
+    /// pseudonym), whose read the caller counts once it is shown; `Err`
+    /// what the reader gets instead, with the read counted.
+    fn admit(
+        &mut self,
+        reader: &Reader<'_>,
+        column: &'v ColumnPolicy,
+        mut action: Action,
+        unencrypted: bool,
+    ) -> Result<Action, Revealed<'static>> {
+        if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
+            action = Action::Deny;
+        }
+        let unrecorded = reader.trail.is_some_and(Trail::refusing);
+        let withheld = match action {
+            Action::Null => Revealed::Null,
+            Action::Deny => self.denial(column, false),
+            _ if unrecorded => {
+                action = Action::Deny;
+                self.denial(column, true)
+            }
+            Action::Plaintext | Action::Masked | Action::Pseudonym => return Ok(action),
+        };
+        self.note(reader, column, Some(action), unencrypted);
+        Err(withheld)
     }
 
     fn denial(&self, column: &ColumnPolicy, unrecorded: bool) -> Revealed<'static> {

@@ -52,7 +52,7 @@ impl Audited {
     /// records of `actor`, in order, and the whole log's text.
     fn records(mut self, actor: &str) -> (Vec<Value>, String) {
         tokio::task::block_in_place(|| self.crm.proxy.shutdown());
-        let (records, text) = read_log(self.dir.path());
+        let (records, text) = common::audit_log(self.dir.path());
         let mine = records
             .into_iter()
             .filter(|r| r["event"] == "statement" && r["actor"] == actor)
@@ -77,36 +77,6 @@ async fn customers() {
         }
     })
     .await;
-}
-
-fn read_log(dir: &std::path::Path) -> (Vec<Value>, String) {
-    use std::io::Read;
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    let mut text = String::new();
-    for path in files {
-        let file = std::fs::File::open(&path).unwrap();
-        if path.extension().is_some_and(|e| e == "zst") {
-            zstd::Decoder::new(file)
-                .unwrap()
-                .read_to_string(&mut text)
-                .unwrap();
-        } else {
-            std::io::BufReader::new(file)
-                .read_to_string(&mut text)
-                .unwrap();
-        }
-    }
-    let records = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("event").is_some())
-        .collect();
-    (records, text)
 }
 
 /// A record in short: kind, purpose, outcome, rows, and the national id

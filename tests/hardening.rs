@@ -551,7 +551,7 @@ async fn reads_of_values_not_stored_encrypted_are_recorded_as_such() {
     );
     drop(support);
     tokio::task::block_in_place(|| audited.proxy.shutdown());
-    let (records, text) = audit_log(dir.path());
+    let (records, text) = common::audit_log(dir.path());
     assert!(!text.contains("Audit Legacy"), "a value in the audit log");
     let read = records
         .into_iter()
@@ -637,30 +637,6 @@ async fn views_of_values_not_stored_encrypted_reveal_them_by_the_columns_rules()
     assert_eq!(row.get::<_, Option<&str>>(0), Some(name));
 }
 
-/// The records of an audit log directory, and its whole text.
-fn audit_log(dir: &std::path::Path) -> (Vec<serde_json::Value>, String) {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    let mut text = String::new();
-    for path in files {
-        let bytes = std::fs::read(&path).unwrap();
-        if path.extension().is_some_and(|e| e == "zst") {
-            text.push_str(&String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap());
-        } else {
-            text.push_str(&String::from_utf8(bytes).unwrap());
-        }
-    }
-    let records = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .collect();
-    (records, text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_pgveils_view_of_the_purpose_decides_and_is_recorded() {
     use pgveil::audit::AuditConfig;
@@ -704,7 +680,7 @@ async fn only_pgveils_view_of_the_purpose_decides_and_is_recorded() {
     );
     drop(kyc);
     tokio::task::block_in_place(|| audited.proxy.shutdown());
-    let (records, _) = audit_log(dir.path());
+    let (records, _) = common::audit_log(dir.path());
     let reads: Vec<(Option<&str>, &str)> = records
         .iter()
         .filter(|r| r["event"] == "statement" && r["actor"] == "purpose-test")

@@ -20,7 +20,6 @@ use crate::bytea;
 use crate::crypto::Form;
 use crate::policy::{Action, ColumnPolicy, Mask};
 use crate::shape::Field;
-use crate::trail::Trail;
 use crate::veil::Veil;
 
 /// How a value not stored encrypted is written in a result.
@@ -69,31 +68,15 @@ impl<'v> Memo<'v> {
         stored: Stored,
     ) -> Revealed<'_> {
         warn_once(column);
-        let mut action = action.unwrap_or_else(|| column.decide(reader.roles, reader.purpose));
-        if action == Action::Plaintext && reader.trail.is_some_and(Trail::blocked) {
-            action = Action::Deny;
-        }
-        let unrecorded = reader.trail.is_some_and(Trail::refusing);
-        match action {
-            Action::Null => {
-                self.note(reader, column, Some(action), true);
-                return Revealed::Null;
-            }
-            Action::Deny => {
-                self.note(reader, column, Some(action), true);
-                return self.denial(column, false);
-            }
-            _ if unrecorded => {
-                self.note(reader, column, Some(Action::Deny), true);
-                return self.denial(column, true);
-            }
-            Action::Plaintext => {
-                self.note(reader, column, Some(action), true);
-                return Revealed::Keep;
-            }
-            Action::Masked | Action::Pseudonym => {}
-        }
+        let action = action.unwrap_or_else(|| column.decide(reader.roles, reader.purpose));
+        let action = match self.admit(reader, column, action, true) {
+            Ok(action) => action,
+            Err(withheld) => return withheld,
+        };
         self.note(reader, column, Some(action), true);
+        if action == Action::Plaintext {
+            return Revealed::Keep;
+        }
         // The plaintext as encryption would have taken it: UTF-8 text, or
         // a `bytea` value's bytes.
         let plaintext = Zeroizing::new(match stored {

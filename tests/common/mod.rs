@@ -467,6 +467,38 @@ impl RawClient {
     }
 }
 
+/// The records of an audit log directory (its lines with an `event`), in
+/// file order, compressed files included, and the log's whole text.
+pub fn audit_log(dir: &std::path::Path) -> (Vec<serde_json::Value>, String) {
+    use std::io::Read;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let mut text = String::new();
+    for path in files {
+        let file = std::fs::File::open(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "zst") {
+            zstd::Decoder::new(file)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+        } else {
+            std::io::BufReader::new(file)
+                .read_to_string(&mut text)
+                .unwrap();
+        }
+    }
+    let records = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect();
+    (records, text)
+}
+
 /// A field of an ErrorResponse body.
 pub fn error_field(body: &[u8], code: u8) -> String {
     body.split(|&b| b == 0)
