@@ -10,19 +10,7 @@ use pgveil::audit::{verify, AuditConfig, BulkConfig, OnBulk, VerifyError, Verify
 use serde_json::Value;
 
 fn records(dir: &std::path::Path) -> (Vec<Value>, String) {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    let text: String = files.iter().map(|f| read_text(f)).collect();
-    let records = text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v.get("event").is_some())
-        .collect();
-    (records, text)
+    common::audit_log(dir)
 }
 
 /// The text of an audit file, compressed or not.

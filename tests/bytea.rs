@@ -122,6 +122,16 @@ async fn insert_scan(app: &tokio_postgres::Client, note: &str) -> i64 {
     .get(0)
 }
 
+/// The pseudonym of [`SCAN`] in the `scan` column.
+fn scan_pseudonym(docs: &Crm) -> String {
+    let domain = &docs
+        .policy
+        .column("public", "documents", "scan")
+        .unwrap()
+        .domain;
+    docs.keyring.pseudonym(domain, SCAN).unwrap()
+}
+
 #[tokio::test]
 async fn each_role_reads_bytea_as_the_policy_grants_in_text_and_binary_formats() {
     let docs = docs();
@@ -141,12 +151,7 @@ async fn each_role_reads_bytea_as_the_policy_grants_in_text_and_binary_formats()
         both("support_user").await,
         (Some(b"****".to_vec()), Some(hex(b"****")))
     );
-    let domain = &docs
-        .policy
-        .column("public", "documents", "scan")
-        .unwrap()
-        .domain;
-    let token = docs.keyring.pseudonym(domain, SCAN).unwrap();
+    let token = scan_pseudonym(docs);
     assert!(token.starts_with("pgvp_"));
     assert_eq!(
         both("analyst_user").await,
@@ -654,12 +659,7 @@ async fn bytea_values_not_stored_encrypted_are_revealed_by_the_columns_rules() {
         both("support_user").await,
         (Some(b"****".to_vec()), Some(hex(b"****")))
     );
-    let domain = &docs
-        .policy
-        .column("public", "documents", "scan")
-        .unwrap()
-        .domain;
-    let token = docs.keyring.pseudonym(domain, SCAN).unwrap();
+    let token = scan_pseudonym(docs);
     assert_eq!(
         both("analyst_user").await,
         (
