@@ -292,8 +292,7 @@ impl<'a> ClientTap<'a> {
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
-        let settled = self.settled();
-        if let Some(refusal) = self.misreadable(&frame[5..], settled) {
+        if let Some(refusal) = self.misreadable(&frame[5..]) {
             self.shared.declared().query(Vec::new());
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &refusal, out);
@@ -371,7 +370,7 @@ impl<'a> ClientTap<'a> {
     /// cannot read, any byte that is not ASCII; in any other, a backslash
     /// right after a non-ASCII byte when what was sent before it may have
     /// changed the client encoding ([`encoding::backslash_after_multibyte`]).
-    fn misreadable(&self, raw: &[u8], settled: bool) -> Option<Refusal> {
+    fn misreadable(&self, raw: &[u8]) -> Option<Refusal> {
         let encoding = self.shared.encoding();
         if !encoding.delimits_characters() && !raw.is_ascii() {
             return Some(Refusal {
@@ -382,7 +381,9 @@ impl<'a> ClientTap<'a> {
                     .into(),
             });
         }
-        if !settled && encoding::backslash_after_multibyte(raw) {
+        // The byte scan first: the session's queue is locked only for the
+        // rare text that needs it.
+        if encoding::backslash_after_multibyte(raw) && !self.settled() {
             return Some(Refusal {
                 sqlstate: "0A000",
                 message: "pgveil: the statement has a backslash right after a character that \
@@ -496,8 +497,7 @@ impl<'a> ClientTap<'a> {
             self.note_parse(&name, "", Vec::new());
             return self.refuse_extended(veil, &undecodable(), out, &name);
         };
-        let settled = self.settled();
-        if let Some(refusal) = self.misreadable(parse.query, settled) {
+        if let Some(refusal) = self.misreadable(parse.query) {
             self.note_parse(&name, "", Vec::new());
             return self.refuse_extended(veil, &refusal, out, &name);
         }
