@@ -601,21 +601,11 @@ impl<'v> Memo<'v> {
 
     /// Appends a tuple (a field count, then each field's length and bytes:
     /// a DataRow's body, or a binary COPY tuple) revealed for `reader` to
-    /// `out`. `false` when nothing in it changes, or it is malformed and
-    /// goes on as PostgreSQL wrote it: what was appended is then to be
-    /// dropped. `Err` carries the ErrorResponse for a withheld value.
-    pub fn rewrite_tuple(
-        &mut self,
-        veil: &'v Veil,
-        reader: &Reader<'_>,
-        tuple: &[u8],
-        out: &mut impl BufMut,
-    ) -> Result<bool, Bytes> {
-        self.rewrite_shaped(veil, reader, tuple, None, out)
-    }
-
-    /// [`Self::rewrite_tuple`], knowing which fields come from protected
-    /// columns (`shape`, see [`crate::shape`]).
+    /// `out`, knowing which fields come from protected columns (`shape`,
+    /// see [`crate::shape`]). `false` when nothing in it changes, or it is
+    /// malformed and goes on as PostgreSQL wrote it: what was appended is
+    /// then to be dropped. `Err` carries the ErrorResponse for a withheld
+    /// value.
     pub fn rewrite_shaped(
         &mut self,
         veil: &'v Veil,
