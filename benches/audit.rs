@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use pgveil::audit::trail::{AuditSetup, StatementText, Trail};
 use pgveil::audit::{AuditConfig, AuditKeys, AuditSink, Login, Peer};
-use pgveil::declared::Values;
-use pgveil::trail::{AuditSetup, StatementText, Trail};
+use pgveil::session::ledger::Values;
 use ring::signature::Ed25519KeyPair;
 use tokio::runtime::Runtime;
 

@@ -2,7 +2,7 @@
 //!
 //! A query result is mostly `DataRow` messages that pgveil forwards without
 //! looking inside. These benchmarks measure how fast
-//! [`pgveil::protocol::frame::Framer::next`] walks such a result, both when
+//! [`pgveil::wire::frame::Framer::next`] walks such a result, both when
 //! the whole result sits in one buffer and when it arrives in 16 KiB reads
 //! (the relay's read size), so messages straddle read boundaries.
 //!
@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pgveil::protocol::frame::{Chunk, Framer, Side};
+use pgveil::wire::frame::{Chunk, Framer, Side};
 
 /// Rows in the simulated result set.
 const ROWS: usize = 1_000;

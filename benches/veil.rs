@@ -19,15 +19,15 @@ use std::hint::black_box;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use pgveil::crypto::{MasterKey, Mode};
-use pgveil::encoding::ClientEncoding;
-use pgveil::encrypt::encrypt_bind;
-use pgveil::keyring::Keyring;
-use pgveil::policy::{ColumnPolicy, Policy};
-use pgveil::protocol::reply;
-use pgveil::reveal::{Memo, Reader};
-use pgveil::rewrite::{rewrite, Encryptor, Outcome};
-use pgveil::veil::Veil;
+use pgveil::protect::crypto::{MasterKey, Mode};
+use pgveil::protect::keyring::Keyring;
+use pgveil::protect::policy::{ColumnPolicy, Policy};
+use pgveil::protect::protection::Veil;
+use pgveil::read::tap::{Memo, Reader};
+use pgveil::sql::{rewrite, Encryptor, Outcome};
+use pgveil::text::encoding::ClientEncoding;
+use pgveil::wire::reply;
+use pgveil::write::tap::encrypt_bind;
 
 const POLICY: &str = include_str!("../policies/crm.toml");
 /// The protected columns of `customers`, in the order of the page.

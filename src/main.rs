@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    pgveil::cli::main()
+    pgveil::ops::cli::main()
 }

@@ -817,7 +817,7 @@ async fn sigterm_writes_every_queued_record_and_seals() {
 #[tokio::test]
 async fn without_a_policy_every_statement_is_recorded_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let config = pgveil::config::Config {
+    let config = pgveil::proxy::config::Config {
         upstream: common::Cluster::shared().addr(),
         ..common::test_config()
     };

@@ -12,8 +12,8 @@ mod common;
 
 use std::sync::OnceLock;
 
-use pgveil::bytea;
-use pgveil::policy::Policy;
+use pgveil::protect::policy::Policy;
+use pgveil::text::bytea;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -72,7 +72,7 @@ fn docs() -> &'static Crm {
     DOCS.get_or_init(|| {
         let policy = Policy::from_str("docs.toml", POLICY).unwrap();
         // With the ciphertext guards: every write below must pass them.
-        let schema = format!("{SCHEMA} {}", pgveil::guard::install_sql(&policy));
+        let schema = format!("{SCHEMA} {}", pgveil::protect::guard::install_sql(&policy));
         protect(&schema, policy)
     })
 }
@@ -536,7 +536,7 @@ async fn copy_in_gbk_and_big5_converts_text_and_never_bytea() {
         app.batch_execute(&set).await.unwrap();
         direct.batch_execute(&set).await.unwrap();
         let copy = "copy documents (title, scan, note) from stdin";
-        let name = pgveil::encoding::ClientEncoding::from_pg_name(encoding).encode(title);
+        let name = pgveil::text::encoding::ClientEncoding::from_pg_name(encoding).encode(title);
         let row = [&name[..], format!("\t\\{}\t{note}\n", hex(scan)).as_bytes()].concat();
         assert_eq!(common::copy_in(&app, copy, [&row[..]]).await.unwrap(), 1);
         let values = format!(
@@ -639,7 +639,7 @@ async fn bytea_values_not_stored_encrypted_are_revealed_by_the_columns_rules() {
     let docs = docs();
     // Written around pgveil, as before it was deployed: the guard is
     // dropped and added again, NOT VALID, in one transaction.
-    let guard = pgveil::guard::install_sql(&docs.policy);
+    let guard = pgveil::protect::guard::install_sql(&docs.policy);
     Cluster::shared().psql_direct(&format!(
         "begin; alter table documents drop constraint pgveil_guard_scan; \
          insert into documents (scan, note) values ('\\x{}'::bytea, 'legacy-bytea'); \

@@ -16,7 +16,7 @@ use common::{
 };
 
 fn in_encoding(encoding: &str, text: &str) -> Vec<u8> {
-    pgveil::encoding::ClientEncoding::from_pg_name(encoding)
+    pgveil::text::encoding::ClientEncoding::from_pg_name(encoding)
         .encode(text)
         .into_owned()
 }

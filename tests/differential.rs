@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 
 use common::crm::{protect, Crm};
 use common::{message, RawClient};
-use pgveil::encoding::ClientEncoding;
-use pgveil::policy::Policy;
+use pgveil::protect::policy::Policy;
+use pgveil::text::encoding::ClientEncoding;
 
 const SCHEMA: &str = "
 CREATE SCHEMA IF NOT EXISTS diff;
@@ -316,9 +316,9 @@ async fn send(client: &mut RawClient, case: &Case) -> Option<(String, String)> {
 fn decrypt(crm: &'static Crm, column: &str, stored: &[u8], bytea: bool) -> Result<Vec<u8>, String> {
     let domain = &crm.policy.column("diff", "scratch", column).unwrap().domain;
     let envelope = if bytea {
-        pgveil::crypto::parse_bytes(stored)
+        pgveil::protect::crypto::parse_bytes(stored)
     } else {
-        pgveil::crypto::parse_text(stored)
+        pgveil::protect::crypto::parse_text(stored)
     };
     let envelope = envelope
         .ok()

@@ -425,7 +425,7 @@ fn stored_around_pgveil(values: &str) -> i64 {
     let script = format!(
         "begin;\n{drop}\ninsert into customers (full_name, email, phone, national_id, address, segment) \
          values ({values}, 'legacy');\n{}commit;\n",
-        pgveil::guard::install_sql(&crm().policy)
+        pgveil::protect::guard::install_sql(&crm().policy)
     );
     Cluster::shared().psql_direct(&script);
     Cluster::shared()

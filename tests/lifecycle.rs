@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{query, test_config, Cluster, Proxy, RawClient};
-use pgveil::config::Config;
+use pgveil::proxy::config::Config;
 
 #[tokio::test]
 async fn upstream_restart_mid_session() {

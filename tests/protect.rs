@@ -312,7 +312,7 @@ fn psql_in(encoding: &str, sql: &[u8]) -> Vec<u8> {
 }
 
 fn in_encoding(encoding: &str, text: &str) -> Vec<u8> {
-    pgveil::encoding::ClientEncoding::from_pg_name(encoding)
+    pgveil::text::encoding::ClientEncoding::from_pg_name(encoding)
         .encode(text)
         .into_owned()
 }

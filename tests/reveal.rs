@@ -7,7 +7,7 @@ mod common;
 
 use common::crm::{crm, Crm};
 use common::{psql, Cluster, SUPERUSER, SUPERUSER_PASSWORD};
-use pgveil::policy::Action;
+use pgveil::protect::policy::Action;
 use tokio_postgres::SimpleQueryMessage;
 
 const NAME: &str = "张伟 Zhang Wei";

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{message, query, startup_packet, test_config, Cluster, Proxy, RawClient};
-use pgveil::config::Config;
+use pgveil::proxy::config::Config;
 
 /// A normal client still gets answers.
 async fn still_serving(proxy: &Proxy) {

@@ -33,7 +33,7 @@ use sha2::Sha256;
 
 use super::line::StatementLine;
 use super::record::{AuditRecord, Timestamp};
-use crate::crypto::hmac_sha256;
+use crate::protect::crypto::hmac_sha256;
 
 /// The value of a header's `audit` member.
 pub(super) const FORMAT: &str = "pgveil/1";

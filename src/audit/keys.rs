@@ -8,7 +8,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
 
 use super::format::MacKey;
-use crate::keyring::{Keyring, KeyringError};
+use crate::protect::keyring::{Keyring, KeyringError};
 
 /// The audit MAC and signing keys. Shared with the writer as
 /// `Arc<AuditKeys>`.
@@ -82,7 +82,7 @@ mod tests {
     use base64::Engine;
 
     use super::*;
-    use crate::crypto::MasterKey;
+    use crate::protect::crypto::MasterKey;
 
     #[test]
     fn keyring_keys_are_the_keyrings_audit_keys() {

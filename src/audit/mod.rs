@@ -36,6 +36,7 @@
 //! {"seal":{"file":"audit-20261125-0001.jsonl","first_seq":1,"last_seq":1,"last_mac":"…","sha256":"…","recovered":false,"sealed":"…"},"sig":"…"}
 //! ```
 
+pub mod bulk_reads;
 mod compress;
 mod config;
 mod format;
@@ -44,6 +45,7 @@ mod line;
 mod record;
 pub mod review;
 mod sink;
+pub mod trail;
 mod verify;
 mod writer;
 

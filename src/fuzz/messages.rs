@@ -19,14 +19,14 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use super::{config, veil};
-use crate::catalog::Catalog;
-use crate::declared::{Declared, Values};
-use crate::encoding::ClientEncoding;
-use crate::encrypt::{ClientTap, Shared};
-use crate::protocol::frame::check_header;
-use crate::protocol::{Framer, Side};
-use crate::relay::split;
-use crate::rewrite::{ColumnType, ServerObjects};
+use crate::proxy::relay::split;
+use crate::session::catalog::Catalog;
+use crate::session::ledger::{Declared, Values};
+use crate::sql::{ColumnType, ServerObjects};
+use crate::text::encoding::ClientEncoding;
+use crate::wire::frame::check_header;
+use crate::wire::{Framer, Side};
+use crate::write::tap::{ClientTap, Shared};
 
 /// The sample CRM's `customers`, as the catalog reads it at login.
 fn catalog() -> Catalog {
@@ -517,7 +517,7 @@ fn damage(lengths: bool) -> impl Strategy<Value = Damage> {
 }
 
 /// Messages with some damaged, as bytes: statements parsed again under
-/// their name, Parses and Closes damaged too (see `declared::parsed`).
+/// their name, Parses and Closes damaged too (see `crate::session::ledger::parsed`).
 fn stream(lengths: bool) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
         (message(), prop::option::weighted(0.25, damage(lengths))),

@@ -6,7 +6,7 @@
 //!   form; backslashes, non-ASCII, parameters, arrays) and byte noise fed
 //!   to the statement analysis: `rewrite`, `conform`, the declarations.
 //! - [`messages`]: valid and corrupted client→server message streams fed
-//!   through the [`Framer`](crate::protocol::Framer) and the client tap,
+//!   through the [`Framer`](crate::wire::Framer) and the client tap,
 //!   with a model of how PostgreSQL reads what pgveil sends on.
 //!
 //! Each property runs a fixed number of cases (a few seconds in a debug
@@ -20,10 +20,10 @@ use std::sync::OnceLock;
 
 use proptest::test_runner::Config;
 
-use crate::crypto::MasterKey;
-use crate::keyring::Keyring;
-use crate::policy::Policy;
-use crate::veil::Veil;
+use crate::protect::crypto::MasterKey;
+use crate::protect::keyring::Keyring;
+use crate::protect::policy::Policy;
+use crate::protect::protection::Veil;
 
 /// The sample policy (`policies/crm.toml`).
 const POLICY: &str = include_str!("../../policies/crm.toml");

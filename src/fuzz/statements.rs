@@ -12,11 +12,11 @@ use proptest::prelude::*;
 
 use super::sql::{marked, noisy_text};
 use super::{config, veil};
-use crate::encoding::ClientEncoding;
-use crate::rewrite::{
+use crate::sql::{
     self, copy_out_options, declarations, is_copy_from_stdin, rewrite_in_session, CatalogObject,
     ColumnType, Columns, Kind, Outcome, ParamSlot, PreparedSlots, ServerObjects, Storage, Target,
 };
+use crate::text::encoding::ClientEncoding;
 
 /// The sample CRM's `customers` as the catalog reads it.
 struct Crm;
@@ -72,7 +72,7 @@ fn prepared() -> PreparedSlots {
     let slot = ParamSlot {
         number: 1,
         target: Target {
-            column: rewrite::ColumnRefId {
+            column: sql::ColumnRefId {
                 schema: "public".into(),
                 table: "customers".into(),
                 column: "email".into(),
@@ -89,8 +89,8 @@ fn prepared() -> PreparedSlots {
 fn analyse(sql: &str, objects: &ServerObjects) {
     let veil = veil();
     for standard in [true, false] {
-        let sql = rewrite::conform_literals(sql, standard);
-        let _ = rewrite::rewrite(&sql, &veil.policy, veil);
+        let sql = sql::conform_literals(sql, standard);
+        let _ = sql::rewrite(&sql, &veil.policy, veil);
         let analysis = rewrite_in_session(&sql, &veil.policy, veil, &Crm, objects, &prepared());
         if let Outcome::Rewritten(rewrite) = &analysis.outcome {
             // What pgveil sends is SQL PostgreSQL's grammar reads.
@@ -105,7 +105,7 @@ fn analyse(sql: &str, objects: &ServerObjects) {
                 .and(analysis.effects)
                 .resolve(&[], ClientEncoding::default());
         }
-        let _ = copy_out_options(&sql, &veil.policy, &crate::rewrite::NoCatalog);
+        let _ = copy_out_options(&sql, &veil.policy, &crate::sql::NoCatalog);
         let _ = is_copy_from_stdin(&sql);
         let _ = veil.policy.mentions_protected_table(&sql);
     }
@@ -119,7 +119,7 @@ fn plain_with_backslash(sql: &str) -> Option<Vec<String>> {
     if sql.trim().is_empty() {
         return Some(Vec::new());
     }
-    let tokens = crate::rewrite::scan_tokens(sql).ok()?;
+    let tokens = crate::sql::scan_tokens(sql).ok()?;
     Some(
         tokens
             .iter()
@@ -133,7 +133,7 @@ fn plain_with_backslash(sql: &str) -> Option<Vec<String>> {
 
 /// `sql` with its comments removed, as PostgreSQL's scanner finds them.
 fn without_comments(sql: &str) -> String {
-    let Ok(tokens) = crate::rewrite::scan_tokens(sql) else {
+    let Ok(tokens) = crate::sql::scan_tokens(sql) else {
         return sql.to_owned();
     };
     let mut out = String::new();
@@ -162,12 +162,12 @@ proptest! {
         sql in noisy_text(),
         standard in any::<bool>(),
     ) {
-        let conformed = rewrite::conform_literals(&sql, standard);
+        let conformed = sql::conform_literals(&sql, standard);
         if let Some(found) = plain_with_backslash(&conformed) {
             prop_assert!(found.is_empty(), "{sql:?} ({standard}) -> {conformed:?}: {found:?}");
         }
         // Conformed text is a fixed point of the reading pgveil chose.
-        prop_assert_eq!(&rewrite::conform_literals(&conformed, true), &conformed);
+        prop_assert_eq!(&sql::conform_literals(&conformed, true), &conformed);
     }
 
     #[test]
@@ -175,7 +175,7 @@ proptest! {
         sql in noisy_text().prop_map(|s| s.replace('\\', "")),
         standard in any::<bool>(),
     ) {
-        let conformed = rewrite::conform_literals(&sql, standard);
+        let conformed = sql::conform_literals(&sql, standard);
         prop_assert!(matches!(conformed, Cow::Borrowed(text) if text == sql));
     }
 
@@ -185,7 +185,7 @@ proptest! {
         standard in any::<bool>(),
     ) {
         let veil = veil();
-        let conformed = rewrite::conform_literals(&sql, standard);
+        let conformed = sql::conform_literals(&sql, standard);
         let analysis = rewrite_in_session(
             &conformed, &veil.policy, veil, &Crm, &objects(), &PreparedSlots::new(),
         );

@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 
 use pgveil::audit::{AuditConfig, AuditKeys};
 
-use pgveil::crypto::MasterKey;
-use pgveil::keyring::Keyring;
-use pgveil::policy::Policy;
-use pgveil::veil::Veil;
+use pgveil::protect::crypto::MasterKey;
+use pgveil::protect::keyring::Keyring;
+use pgveil::protect::policy::Policy;
+use pgveil::protect::protection::Veil;
 
 use super::{test_config, Cluster, Proxy};
 
@@ -94,7 +94,7 @@ pub fn keyring() -> Keyring {
 /// describes, if given. The CRM is set up on first use.
 pub fn setup(audit: Option<AuditConfig>) -> Crm {
     let veil = Veil::new(load_policy(), keyring());
-    let config = pgveil::config::Config {
+    let config = pgveil::proxy::config::Config {
         upstream: Cluster::shared().addr(),
         ..test_config()
     };
@@ -118,7 +118,7 @@ pub fn protect(schema: &str, policy: Policy) -> Crm {
     let (master, _) = MasterKey::generate().unwrap();
     Keyring::init(&path, &master, &policy.domains()).unwrap();
     let load = || Keyring::load(&path, &master).unwrap();
-    let config = pgveil::config::Config {
+    let config = pgveil::proxy::config::Config {
         upstream: Cluster::shared().addr(),
         ..test_config()
     };

@@ -1,6 +1,6 @@
 //! Test harness: throwaway PostgreSQL clusters and in-process pgveil proxies.
 //!
-//! Clusters come from `pgveil::cluster` (initdb as the `postgres` OS user
+//! Clusters come from `pgveil::ops::cluster` (initdb as the `postgres` OS user
 //! when running as root, scram-sha-256, a random free port, a watchdog that
 //! removes them when the test binary exits); this harness adds one login
 //! role per authentication method.
@@ -11,8 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pgveil::config::Config;
-use pgveil::server::Server;
+use pgveil::proxy::config::Config;
+use pgveil::proxy::server::Server;
 
 /// The superuser's name and password in every test cluster.
 pub const SUPERUSER: &str = "postgres";
@@ -28,7 +28,7 @@ pub const ROLES: &[(&str, &str, &str)] = &[
 
 /// A running PostgreSQL cluster with the test roles.
 pub struct Cluster {
-    inner: pgveil::cluster::Cluster,
+    inner: pgveil::ops::cluster::Cluster,
 }
 
 static SHARED: OnceLock<Cluster> = OnceLock::new();
@@ -45,12 +45,13 @@ impl Cluster {
             .iter()
             .map(|(role, _, method)| format!("host all {role} 127.0.0.1/32 {method}"))
             .collect();
-        let options = pgveil::cluster::Options {
+        let options = pgveil::ops::cluster::Options {
             superuser: (SUPERUSER.into(), SUPERUSER_PASSWORD.into()),
             hba,
         };
         let cluster = Cluster {
-            inner: pgveil::cluster::Cluster::start(&options).expect("start a PostgreSQL cluster"),
+            inner: pgveil::ops::cluster::Cluster::start(&options)
+                .expect("start a PostgreSQL cluster"),
         };
         cluster.create_roles();
         cluster
@@ -136,7 +137,7 @@ impl Proxy {
     }
 
     /// Starts pgveil protecting the columns of `veil`.
-    pub fn with_veil(config: Config, veil: Option<pgveil::veil::Veil>) -> Proxy {
+    pub fn with_veil(config: Config, veil: Option<pgveil::protect::protection::Veil>) -> Proxy {
         Proxy::with_audit(config, veil, None)
     }
 
@@ -144,7 +145,7 @@ impl Proxy {
     /// audit log `audit` describes, if given.
     pub fn with_audit(
         mut config: Config,
-        veil: Option<pgveil::veil::Veil>,
+        veil: Option<pgveil::protect::protection::Veil>,
         audit: Option<(
             pgveil::audit::AuditConfig,
             std::sync::Arc<pgveil::audit::AuditKeys>,
@@ -345,7 +346,7 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
 }
 
 pub fn free_port() -> u16 {
-    pgveil::cluster::free_port().unwrap()
+    pgveil::ops::cluster::free_port().unwrap()
 }
 
 pub fn assert_success(what: &str, out: &Output) {

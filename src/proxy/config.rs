@@ -1,0 +1,281 @@
+//! pgveil's configuration: the TOML file, overridden by command-line flags.
+//!
+//! Every key has a default, so `pgveil serve` runs with no file at all.
+//! Errors name the file, the key and what is wrong with it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::audit::AuditConfig;
+use thiserror::Error;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The settings of a running proxy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address pgveil listens on.
+    pub listen: String,
+    /// The PostgreSQL server, `HOST:PORT`.
+    pub upstream: String,
+    /// Seconds a client may take from connecting to authenticating.
+    pub startup_timeout_secs: u64,
+    /// Seconds to wait for the upstream server to accept a connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds sessions may run on after SIGINT/SIGTERM before being closed.
+    pub shutdown_grace_secs: u64,
+    /// Threads that run sessions; 0 for one per CPU.
+    pub worker_threads: usize,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `pgveil=debug`.
+    pub log_level: String,
+    /// Column policy: a `.toml` file or a directory of them. Without it
+    /// pgveil is a plain pass-through proxy.
+    pub policy: Option<PathBuf>,
+    /// The keyring made by `pgveil keys init`; required with `policy`.
+    pub keyring: Option<PathBuf>,
+    /// A file holding the base64 master key; without it the master key
+    /// comes from the `PGVEIL_MASTER_KEY` environment variable.
+    pub master_key_file: Option<PathBuf>,
+    /// The access audit log (`[audit]`); off when absent.
+    pub audit: Option<AuditConfig>,
+}
+
+/// The most session threads accepted.
+const MAX_WORKER_THREADS: usize = 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6432".into(),
+            upstream: "127.0.0.1:5432".into(),
+            startup_timeout_secs: 30,
+            connect_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+            worker_threads: 0,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            policy: None,
+            keyring: None,
+            master_key_file: None,
+            audit: None,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        validate_upstream(&self.upstream)?;
+        for (key, secs) in [
+            ("startup_timeout_secs", self.startup_timeout_secs),
+            ("connect_timeout_secs", self.connect_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must be at least 1 second".into(),
+                });
+            }
+        }
+        if let Some(audit) = &self.audit {
+            audit.validate().map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                problem: e.problem.into(),
+            })?;
+            if self.keyring.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "keyring",
+                    problem: "is required with [audit]: it holds the audit log's keys".into(),
+                });
+            }
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError::Invalid {
+                key: "worker_threads",
+                problem: format!("must be at most {MAX_WORKER_THREADS}"),
+            });
+        }
+        if self.policy.is_some() && self.keyring.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "keyring",
+                problem: "is required when a policy is set (create one with `pgveil keys init`)"
+                    .into(),
+            });
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            ConfigError::Invalid {
+                key: "log_level",
+                problem: e.to_string(),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            problem: format!("{:?} is not an IP:PORT address", self.listen),
+        })
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout_secs)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+fn validate_upstream(upstream: &str) -> Result<(), ConfigError> {
+    let invalid = |problem: &str| ConfigError::Invalid {
+        key: "upstream",
+        problem: format!("{upstream:?} {problem}"),
+    };
+    let (host, port) = upstream
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(invalid("has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| invalid("has no valid port number"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6432");
+        assert_eq!(c.upstream, "127.0.0.1:5432");
+        assert_eq!(c.startup_timeout(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(parse("lisen = \"x\"").unwrap_err().contains("lisen"));
+        assert!(parse("listen = \"nowhere\"")
+            .unwrap_err()
+            .starts_with("listen:"));
+        assert!(parse("upstream = \"db\"")
+            .unwrap_err()
+            .starts_with("upstream:"));
+        assert!(parse("startup_timeout_secs = 0")
+            .unwrap_err()
+            .starts_with("startup_timeout_secs:"));
+        assert!(parse("startup_timeout_secs = \"x\"")
+            .unwrap_err()
+            .contains("startup_timeout_secs"));
+        assert!(parse("log_format = \"xml\"")
+            .unwrap_err()
+            .contains("log_format"));
+        assert!(parse("worker_threads = 5000")
+            .unwrap_err()
+            .starts_with("worker_threads:"));
+    }
+
+    #[test]
+    fn audit_section_needs_a_keyring() {
+        let with_keyring =
+            parse("keyring = \"k.toml\"\n[audit]\ndir = \"/tmp/a\"\nscope = \"protected\"")
+                .unwrap();
+        assert_eq!(
+            with_keyring.audit.unwrap().scope,
+            crate::audit::Scope::Protected
+        );
+        assert!(parse("[audit]\ndir = \"/tmp/a\"")
+            .unwrap_err()
+            .starts_with("keyring:"));
+        assert!(parse("keyring = \"k\"\n[audit]\nscope = \"some\"")
+            .unwrap_err()
+            .contains("scope"));
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let text = include_str!("../../pgveil.example.toml");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn the_example_audit_section_is_valid_and_compresses() {
+        let text = include_str!("../../pgveil.example.toml");
+        let start = text.find("# [audit]").unwrap();
+        let uncommented: String = text[start..]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.starts_with('[')
+                    || line.split_once('=').is_some_and(|(key, _)| {
+                        key.trim_end()
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = parse(&format!("keyring = \"k.toml\"\n{uncommented}")).unwrap();
+        let audit = config.audit.unwrap();
+        assert!(audit.compress);
+        assert_eq!(audit.on_failure, crate::audit::OnFailure::Refuse);
+        let off = parse("keyring = \"k\"\n[audit]\ncompress = false").unwrap();
+        assert!(!off.audit.unwrap().compress);
+    }
+}

@@ -1,0 +1,142 @@
+//! The listener: accepts clients, starts a session for each, and shuts
+//! down gracefully.
+//!
+//! On shutdown the listener closes first, so new clients are refused at
+//! once; open sessions may run on for the configured grace period, after
+//! which each is closed with a FATAL `57P01` error.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::audit::bulk_reads::BulkWatch;
+use crate::audit::trail::AuditSetup;
+use crate::audit::{AuditConfig, AuditHandle};
+use crate::protect::protection::Veil;
+use crate::proxy::config::Config;
+use crate::proxy::session::{Services, Session};
+
+/// Pause after an accept error such as running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long closed sessions get to say goodbye after the grace period.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A bound, not yet running, proxy.
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+    veil: Option<Arc<Veil>>,
+    audit: Option<AuditSetup>,
+}
+
+impl Server {
+    /// Binds the listen address of `config`; sessions protect the columns
+    /// of `veil`, if given.
+    pub async fn bind(config: Config, veil: Option<Veil>) -> io::Result<Self> {
+        let addr = config
+            .listen_addr()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            config,
+            veil: veil.map(Arc::new),
+            audit: None,
+        })
+    }
+
+    /// Records connections and statements in the audit log of `handle`,
+    /// as `config` says.
+    pub fn with_audit(mut self, handle: AuditHandle, config: &AuditConfig) -> Self {
+        self.audit = Some(AuditSetup {
+            handle,
+            scope: config.scope,
+            bulk: config
+                .bulk
+                .clone()
+                .map(|bulk| Arc::new(BulkWatch::new(bulk))),
+        });
+        self
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains sessions.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let grace = self.config.shutdown_grace();
+        let audit = self.audit.as_ref().map(|audit| audit.handle.clone());
+        let services = Arc::new(Services {
+            config: self.config,
+            veil: self.veil,
+            audit: self.audit,
+            close_all: CancellationToken::new(),
+        });
+        let sessions = TaskTracker::new();
+        info!(
+            listen = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            upstream = %services.config.upstream,
+            "pgveil is accepting connections"
+        );
+        tokio::pin!(shutdown);
+        let mut next_id = 0u64;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        next_id += 1;
+                        if let Err(e) = stream.set_nodelay(true) {
+                            warn!(%peer, "cannot set TCP_NODELAY: {e}");
+                        }
+                        let session = Session::new(next_id, stream, peer, services.clone());
+                        sessions.spawn(session.run());
+                    }
+                    Err(e) => {
+                        error!("accept failed: {e}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        drain(sessions, services.close_all.clone(), grace).await;
+        if let Some(audit) = audit {
+            drop(services);
+            if let Err(e) = audit.shutdown().await {
+                error!("audit log not sealed cleanly: {e}");
+            }
+        }
+    }
+}
+
+/// Waits for sessions to end, closing those still open after `grace`.
+async fn drain(sessions: TaskTracker, close_all: CancellationToken, grace: Duration) {
+    sessions.close();
+    if sessions.is_empty() {
+        info!("stopped");
+        return;
+    }
+    info!(
+        open = sessions.len(),
+        "shutting down; waiting for open sessions"
+    );
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        warn!(
+            open = sessions.len(),
+            "grace period over; closing open sessions"
+        );
+        close_all.cancel();
+        let _ = tokio::time::timeout(CLOSE_WAIT, sessions.wait()).await;
+    }
+    info!("stopped");
+}

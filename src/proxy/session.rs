@@ -1,0 +1,507 @@
+//! One client connection, from its first byte to its close.
+//!
+//! A session reads the client's startup packets, connects to PostgreSQL,
+//! relays the authentication exchange (the server decides; pgveil never
+//! sees a usable password), and then runs two relays side by side: client
+//! to server and server to client. When either ends, both are stopped and
+//! the client is told why if it can still understand a message.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::audit::trail::{AuditSetup, Trail};
+use crate::audit::{AuditRecord, Login, Outcome as AuditOutcome, Peer, SqlState, Timestamp};
+use crate::protect::policy::Policy;
+use crate::protect::protection::Veil;
+use crate::proxy::config::Config;
+use crate::proxy::relay::{self, End, Outcome};
+use crate::read::tap::ServerTap;
+use crate::session::catalog::{Catalog, CatalogError};
+use crate::session::ledger::Declared;
+use crate::text::encoding::ClientEncoding;
+use crate::wire::reply::{self, sqlstate, Severity};
+use crate::wire::startup::{self, Packet, StartupError};
+use crate::wire::{read_message, FrameError, ReadError, Side};
+use crate::write::tap::{ClientTap, Shared};
+
+/// Why a session could not start.
+#[derive(Debug, Error)]
+enum StartError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("protocol violation: {0}")]
+    Frame(#[from] FrameError),
+    #[error("protocol violation: {0}")]
+    Read(#[from] ReadError),
+    #[error("expected a password message, got message type {0:#04x}")]
+    UnexpectedMessage(u8),
+    #[error("timed out before authentication completed")]
+    Timeout,
+    #[error("could not connect to upstream server {upstream}: {reason}")]
+    Connect { upstream: String, reason: String },
+    #[error("upstream server closed the connection during startup")]
+    UpstreamClosed,
+    #[error("cannot read the catalog for the session: {0}")]
+    Catalog(#[from] CatalogError),
+    /// The server refused the login; its ErrorResponse has been relayed.
+    #[error("login refused by server (SQLSTATE {0})")]
+    Refused(String),
+    /// The client hung up, as psql does before prompting for a password.
+    #[error("client closed the connection during startup")]
+    ClientLeft,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl StartError {
+    /// The error to send the client, if it has not been told already.
+    fn reply(&self) -> Option<Bytes> {
+        let code = match self {
+            StartError::Startup(StartupError::NoUser) => sqlstate::INVALID_AUTHORIZATION,
+            StartError::Startup(StartupError::Io(_) | StartupError::Closed)
+            | StartError::Read(ReadError::Io(_))
+            | StartError::Io(_)
+            | StartError::Refused(_)
+            | StartError::ClientLeft => return None,
+            StartError::Startup(_)
+            | StartError::Frame(_)
+            | StartError::Read(_)
+            | StartError::UnexpectedMessage(_) => sqlstate::PROTOCOL_VIOLATION,
+            StartError::Timeout => sqlstate::PROTOCOL_VIOLATION,
+            StartError::Connect { .. } => sqlstate::CANNOT_CONNECT,
+            StartError::UpstreamClosed | StartError::Catalog(_) => sqlstate::CONNECTION_FAILURE,
+        };
+        Some(reply::error(Severity::Fatal, code, &self.to_string()))
+    }
+}
+
+/// What every session shares: settings, protection, the audit log.
+pub struct Services {
+    pub config: Config,
+    /// The policy and keys, when columns are protected.
+    pub veil: Option<Arc<Veil>>,
+    /// The audit log, when audit is on.
+    pub audit: Option<AuditSetup>,
+    /// Cancelled when pgveil must close every session now.
+    pub close_all: CancellationToken,
+}
+
+/// A client connection and what pgveil knows about it.
+pub struct Session {
+    id: u64,
+    client: TcpStream,
+    peer: SocketAddr,
+    services: Arc<Services>,
+    /// The database and role, once the client has named them.
+    login: Option<Login>,
+}
+
+impl Session {
+    pub fn new(id: u64, client: TcpStream, peer: SocketAddr, services: Arc<Services>) -> Self {
+        Self {
+            id,
+            client,
+            peer,
+            services,
+            login: None,
+        }
+    }
+
+    fn audit_peer(&self) -> Peer {
+        Peer {
+            connection: self.id,
+            client: self.peer.to_string().into(),
+        }
+    }
+
+    fn audit_record(&self, record: impl FnOnce(Peer) -> AuditRecord) {
+        if let Some(audit) = &self.services.audit {
+            // A record the log cannot take is counted and warned about by
+            // the sink.
+            let _ = audit.handle.record(record(self.audit_peer()));
+        }
+    }
+
+    /// Records how authentication ended, once the client named a login.
+    fn audit_login(&self, outcome: AuditOutcome) {
+        if let Some(login) = self.login.clone() {
+            self.audit_record(|peer| AuditRecord::Authentication {
+                time: Timestamp::now(),
+                peer,
+                login,
+                outcome,
+            });
+        }
+    }
+
+    /// Runs the session to its end. Errors are logged, never raised.
+    pub async fn run(mut self) {
+        let span = tracing::info_span!(
+            "session",
+            conn = self.id,
+            client = %self.peer,
+            user = tracing::field::Empty,
+            database = tracing::field::Empty,
+        );
+        self.audit_record(|peer| AuditRecord::Connect {
+            time: Timestamp::now(),
+            peer,
+        });
+        let fut = async {
+            match timeout(self.services.config.startup_timeout(), self.start(&span)).await {
+                Ok(Ok(Some(started))) => self.serve(started).await,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => self.fail_start(e).await,
+                Err(_) => self.fail_start(StartError::Timeout).await,
+            }
+        };
+        tracing::Instrument::instrument(fut, span.clone()).await;
+    }
+
+    async fn fail_start(&mut self, e: StartError) {
+        match &e {
+            StartError::ClientLeft | StartError::Startup(StartupError::Closed) => debug!("{e}"),
+            StartError::Io(_) | StartError::Startup(StartupError::Io(_)) => {
+                info!("connection lost during startup: {e}")
+            }
+            StartError::Refused(_) => info!("{e}"),
+            _ => warn!("{e}"),
+        }
+        if let StartError::Refused(code) = &e {
+            if let Ok(code) = SqlState::new(code) {
+                self.audit_login(AuditOutcome::Error(code));
+            }
+        }
+        if let Some(reply) = e.reply() {
+            let _ = self.client.write_all(&reply).await;
+        }
+    }
+
+    /// Startup and authentication. `None` when the connection had no
+    /// session to start (a cancel request).
+    async fn start(&mut self, span: &tracing::Span) -> Result<Option<Started>, StartError> {
+        let startup = match self.negotiate().await? {
+            Packet::Startup(s) => s,
+            Packet::Cancel(raw) => {
+                self.relay_cancel(raw).await;
+                return Ok(None);
+            }
+            Packet::SslRequest | Packet::GssEncRequest => unreachable!("answered by negotiate"),
+        };
+        span.record("user", startup.user());
+        span.record("database", startup.database());
+        self.login = Some(Login {
+            database: startup.database().into(),
+            role: startup.user().into(),
+        });
+        let mut upstream = self.connect().await?;
+        upstream.write_all(&startup.raw).await?;
+        let started = self.authenticate(upstream).await?;
+        info!("authenticated");
+        self.audit_login(AuditOutcome::Ok);
+        Ok(Some(started))
+    }
+
+    /// Reads packets until a StartupMessage or CancelRequest, refusing
+    /// encryption requests on the way.
+    async fn negotiate(&mut self) -> Result<Packet, StartError> {
+        loop {
+            match startup::read_packet(&mut self.client).await? {
+                Packet::SslRequest | Packet::GssEncRequest => {
+                    self.client.write_all(reply::REFUSE_ENCRYPTION).await?;
+                }
+                packet => return Ok(packet),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<TcpStream, StartError> {
+        let upstream = &self.services.config.upstream;
+        let failed = |reason: String| StartError::Connect {
+            upstream: upstream.clone(),
+            reason,
+        };
+        let stream = timeout(
+            self.services.config.connect_timeout(),
+            TcpStream::connect(upstream),
+        )
+        .await
+        .map_err(|_| failed("timed out".into()))?
+        .map_err(|e| failed(e.to_string()))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Forwards a CancelRequest: the key in it is the server's own, passed
+    /// through in BackendKeyData, so the server finds the right backend.
+    async fn relay_cancel(&self, raw: Bytes) {
+        match self.connect().await {
+            Ok(mut upstream) => {
+                if let Err(e) = upstream.write_all(&raw).await {
+                    warn!("could not relay cancel request: {e}");
+                }
+                // The server closes the connection once it has read the key.
+                let _ = upstream.read(&mut [0u8; 1]).await;
+                debug!("cancel request relayed");
+            }
+            Err(e) => warn!("could not relay cancel request: {e}"),
+        }
+    }
+
+    /// Relays authentication until the server accepts or refuses the login.
+    async fn authenticate(&mut self, mut upstream: TcpStream) -> Result<Started, StartError> {
+        let mut from_server = BytesMut::new();
+        let mut from_client = BytesMut::new();
+        loop {
+            let (tag, frame) = read_message(&mut upstream, Side::Backend, &mut from_server)
+                .await?
+                .ok_or(StartError::UpstreamClosed)?;
+            match tag {
+                b'R' => {
+                    let code = auth_code(&frame);
+                    let frame = reply::strip_channel_binding(&frame).unwrap_or(frame);
+                    self.client.write_all(&frame).await?;
+                    match code {
+                        AUTH_OK => break,
+                        AUTH_SASL_FINAL => {}
+                        _ => self.relay_password(&mut upstream, &mut from_client).await?,
+                    }
+                }
+                b'E' => {
+                    self.client.write_all(&frame).await?;
+                    let code = reply::error_field(&frame, b'C').unwrap_or(b"?????");
+                    return Err(StartError::Refused(String::from_utf8_lossy(code).into()));
+                }
+                b'v' => self.client.write_all(&frame).await?,
+                other => return Err(StartError::Frame(FrameError::UnknownType(other))),
+            }
+        }
+        let greeting = match self.services.veil.clone() {
+            Some(veil) => {
+                self.greet(&mut upstream, &mut from_server, &veil.policy)
+                    .await?
+            }
+            None => Greeting::default(),
+        };
+        Ok(Started {
+            upstream,
+            from_server,
+            from_client,
+            greeting,
+        })
+    }
+
+    /// Relays the server's greeting up to its first ReadyForQuery, noting
+    /// the client encoding; asks the server for the session's roles and
+    /// declarations; then lets the client go on.
+    async fn greet(
+        &mut self,
+        upstream: &mut TcpStream,
+        from_server: &mut BytesMut,
+        policy: &Policy,
+    ) -> Result<Greeting, StartError> {
+        let mut encoding = ClientEncoding::default();
+        let mut standard_strings = true;
+        loop {
+            let (tag, frame) = read_message(upstream, Side::Backend, from_server)
+                .await?
+                .ok_or(StartError::UpstreamClosed)?;
+            if tag == b'Z' {
+                let login = self.login.as_ref().map_or("", |l| &*l.role);
+                let catalog =
+                    Catalog::fetch(upstream, from_server, policy, login, encoding).await?;
+                self.client.write_all(&frame).await?;
+                debug!(roles = ?catalog.roles, "session roles");
+                crate::protect::guard::warn_unguarded(&catalog.guards);
+                return Ok(Greeting {
+                    catalog,
+                    encoding,
+                    standard_strings,
+                });
+            }
+            if let Some(name) = crate::read::tap::client_encoding(&frame).filter(|_| tag == b'S') {
+                encoding = ClientEncoding::from_pg_name(name);
+            }
+            if let Some(on) = crate::read::tap::standard_strings(&frame).filter(|_| tag == b'S') {
+                standard_strings = on;
+            }
+            self.client.write_all(&frame).await?;
+            if tag == b'E' {
+                return Err(StartError::UpstreamClosed);
+            }
+        }
+    }
+
+    /// Forwards the client's answer to an authentication request.
+    async fn relay_password(
+        &mut self,
+        upstream: &mut TcpStream,
+        from_client: &mut BytesMut,
+    ) -> Result<(), StartError> {
+        let (tag, frame) = read_message(&mut self.client, Side::Frontend, from_client)
+            .await?
+            .ok_or(StartError::ClientLeft)?;
+        match tag {
+            b'p' => Ok(upstream.write_all(&frame).await?),
+            b'X' => Err(StartError::ClientLeft),
+            other => Err(StartError::UnexpectedMessage(other)),
+        }
+    }
+
+    /// Relays both directions until the session ends.
+    async fn serve(&mut self, started: Started) {
+        let Started {
+            mut upstream,
+            from_server,
+            from_client,
+            greeting,
+        } = started;
+        let trail = match (&self.services.audit, &self.login) {
+            (Some(audit), Some(login)) => Some(Trail::new(audit, self.audit_peer(), login.clone())),
+            _ => None,
+        };
+        let (mut client_rx, mut client_tx) = self.client.split();
+        let (mut server_rx, mut server_tx) = upstream.split();
+        let stop = self.services.close_all.child_token();
+        let catalog = greeting.catalog;
+        let shared = Shared::new(
+            greeting.encoding,
+            greeting.standard_strings,
+            Declared::new(catalog.declared.clone()),
+        );
+
+        let upward = async {
+            let mut tap = ClientTap::new(
+                self.services.veil.as_deref(),
+                &shared,
+                &catalog,
+                trail.as_ref(),
+            );
+            let outcome = relay::relay(
+                Side::Frontend,
+                &mut client_rx,
+                &mut server_tx,
+                from_client,
+                &mut tap,
+                &stop,
+            )
+            .await;
+            stop.cancel();
+            outcome
+        };
+        let downward = async {
+            let mut tap = ServerTap::new(
+                self.services.veil.as_deref(),
+                &shared,
+                &catalog.roles,
+                &catalog.attributes,
+                trail.as_ref(),
+            );
+            let outcome = relay::relay(
+                Side::Backend,
+                &mut server_rx,
+                &mut client_tx,
+                from_server,
+                &mut tap,
+                &stop,
+            )
+            .await;
+            stop.cancel();
+            outcome
+        };
+        let (up, down) = tokio::join!(upward, downward);
+        let farewell = self.farewell(&up, &down, &shared);
+        if let Some(message) = farewell {
+            let _ = self.client.write_all(&message).await;
+        }
+        let (statements, rows) = trail.as_ref().map_or((0, 0), Trail::totals);
+        self.audit_record(|peer| AuditRecord::Disconnect {
+            time: Timestamp::now(),
+            peer,
+            statements,
+            rows,
+        });
+        info!("disconnected");
+    }
+
+    /// Logs how the session ended and picks the error the client should get.
+    fn farewell(&self, up: &Outcome, down: &Outcome, shared: &Shared) -> Option<Bytes> {
+        let (code, message) = match (&up.end, &down.end) {
+            (End::Protocol(e), _) => {
+                warn!("client broke the protocol: {e}");
+                (
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid frontend message: {e}"),
+                )
+            }
+            (_, End::Protocol(e)) => {
+                warn!("server broke the protocol: {e}");
+                (
+                    sqlstate::CONNECTION_FAILURE,
+                    format!("invalid message from upstream server: {e}"),
+                )
+            }
+            (End::Closed | End::ReadFailed(_) | End::WriteFailed(_), _) => return None,
+            (_, End::Closed | End::ReadFailed(_)) => {
+                if shared.terminated.load(Ordering::Relaxed)
+                    || shared.server_fatal.load(Ordering::Relaxed)
+                {
+                    return None;
+                }
+                warn!("upstream server closed the connection");
+                (
+                    sqlstate::CONNECTION_FAILURE,
+                    "upstream server closed the connection unexpectedly".to_owned(),
+                )
+            }
+            (_, End::WriteFailed(_)) => return None,
+            (End::Stopped, End::Stopped) => {
+                info!("closing session: pgveil is shutting down");
+                (
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "terminating connection because pgveil is shutting down".to_owned(),
+                )
+            }
+        };
+        down.at_boundary
+            .then(|| reply::error(Severity::Fatal, code, &message))
+    }
+}
+
+/// A session past authentication.
+struct Started {
+    upstream: TcpStream,
+    /// Server bytes read past AuthenticationOk.
+    from_server: BytesMut,
+    /// Client bytes read past its last authentication message.
+    from_client: BytesMut,
+    greeting: Greeting,
+}
+
+/// What pgveil learns as a session with a policy starts.
+#[derive(Default)]
+struct Greeting {
+    catalog: Catalog,
+    /// The client encoding the server reported.
+    encoding: ClientEncoding,
+    /// Whether `standard_conforming_strings` is on, as the server reported.
+    standard_strings: bool,
+}
+
+const AUTH_OK: i32 = 0;
+const AUTH_SASL_FINAL: i32 = 12;
+
+fn auth_code(frame: &[u8]) -> i32 {
+    frame
+        .get(5..9)
+        .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}

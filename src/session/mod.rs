@@ -1,0 +1,4 @@
+//! State of one session that both directions share.
+
+pub mod catalog;
+pub mod ledger;

@@ -1,0 +1,314 @@
+//! `COPY ... FROM` into a protected table: which columns of the data
+//! stream must be encrypted, and how the stream is formatted.
+//!
+//! The statement itself is relayed unchanged; the relay encrypts the
+//! protected fields of the `CopyData` that follows. Only `FROM STDIN` can
+//! be encrypted that way: a server-side file or program is refused.
+
+use pg_query::protobuf::{CopyStmt, DefElem, Node};
+
+use super::{ColumnRefId, ColumnType, Columns, NodeEnum, Reason, Target};
+use crate::protect::policy::Policy;
+
+/// The format of a COPY data stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+    Binary,
+}
+
+/// The options of a COPY data stream, with PostgreSQL's defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyOptions {
+    pub format: CopyFormat,
+    /// Tab in text format, comma in CSV.
+    pub delimiter: String,
+    /// `\N` in text format, the empty string in CSV.
+    pub null: String,
+    /// CSV only: `"` by default.
+    pub quote: String,
+    /// CSV only: the quote by default.
+    pub escape: String,
+    /// Whether the first line is a header (`HEADER` or `HEADER MATCH`).
+    pub header: bool,
+    /// CSV, COPY FROM: columns whose unquoted NULL string is a value.
+    pub force_not_null: ColumnSet,
+    /// CSV, COPY FROM: columns whose quoted NULL string is NULL.
+    pub force_null: ColumnSet,
+    /// The `ENCODING` option: the data's encoding, instead of the
+    /// client's.
+    pub encoding: Option<String>,
+    /// COPY TO of a table: its protected columns by position in the data
+    /// (empty when none, or for a query), so that a value stored there
+    /// unencrypted is revealed by its column's rule.
+    pub protected: Vec<Option<CopyField>>,
+}
+
+/// A protected column of a COPY TO's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyField {
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    /// The column is `bytea`.
+    pub bytea: bool,
+}
+
+/// The columns a `FORCE_NOT_NULL` or `FORCE_NULL` option names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ColumnSet {
+    #[default]
+    None,
+    /// `*`
+    All,
+    Named(Vec<String>),
+}
+
+impl ColumnSet {
+    pub fn contains(&self, column: &str) -> bool {
+        match self {
+            ColumnSet::None => false,
+            ColumnSet::All => true,
+            ColumnSet::Named(names) => names.iter().any(|name| name == column),
+        }
+    }
+
+    fn of(arg: Option<&Node>) -> Self {
+        match arg.and_then(|arg| arg.node.as_ref()) {
+            Some(NodeEnum::AStar(_)) => ColumnSet::All,
+            Some(NodeEnum::List(list)) => {
+                ColumnSet::Named(list.items.iter().filter_map(text).collect())
+            }
+            Some(_) => arg
+                .and_then(text)
+                .map_or(ColumnSet::None, |name| ColumnSet::Named(vec![name])),
+            None => ColumnSet::None,
+        }
+    }
+}
+
+impl CopyOptions {
+    fn of(format: CopyFormat) -> Self {
+        let csv = format == CopyFormat::Csv;
+        CopyOptions {
+            format,
+            delimiter: if csv { "," } else { "\t" }.into(),
+            null: if csv { "" } else { "\\N" }.into(),
+            quote: "\"".into(),
+            escape: "\"".into(),
+            header: false,
+            force_not_null: ColumnSet::None,
+            force_null: ColumnSet::None,
+            encoding: None,
+            protected: Vec::new(),
+        }
+    }
+}
+
+/// A `COPY ... FROM STDIN` into a table with protected columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyIn {
+    /// `(schema, table)`.
+    pub table: (String, String),
+    /// The columns of the data, in order: `None` for an unprotected one.
+    pub columns: Vec<Option<Target>>,
+    pub options: CopyOptions,
+}
+
+impl CopyIn {
+    /// The first protected column, to name in errors.
+    pub fn first_protected(&self) -> ColumnRefId {
+        self.columns
+            .iter()
+            .flatten()
+            .next()
+            .map(|target| target.column.clone())
+            .expect("a CopyIn has a protected column")
+    }
+}
+
+/// The CopyIn of a COPY into a protected table; `None` for any other COPY.
+pub(super) fn copy_in(
+    copy: &CopyStmt,
+    policy: &Policy,
+    columns: &dyn Columns,
+) -> Result<Option<CopyIn>, Reason> {
+    let Some(range) = copy.relation.as_ref().filter(|_| copy.is_from) else {
+        return Ok(None);
+    };
+    let (schema, table) = super::analyze::table_name(range, policy);
+    let (schema, table) = (schema, &table);
+    let Some(first) = policy.columns_of(schema, table).next() else {
+        return Ok(None);
+    };
+    if copy.is_program || !copy.filename.is_empty() {
+        return Err(Reason::CopyFromFile(first.into()));
+    }
+    if copy.where_clause.is_some() {
+        return Err(Reason::CopyWhere(first.into()));
+    }
+    let names: Vec<String> = if copy.attlist.is_empty() {
+        columns
+            .order(schema, table)
+            .ok_or_else(|| Reason::NoColumnList {
+                statement: "COPY",
+                table: format!("{schema}.{table}"),
+                column: first.into(),
+            })?
+    } else {
+        copy.attlist.iter().filter_map(text).collect()
+    };
+    let targets = names
+        .iter()
+        .map(|name| {
+            policy
+                .column(schema, table, name)
+                .map(|column| Target::of(columns, column))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, Reason>>()?;
+    // No protected column in the data: nothing to encrypt.
+    if targets.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    Ok(Some(CopyIn {
+        table: (schema.to_owned(), table.clone()),
+        columns: targets,
+        options: options(&copy.options),
+    }))
+}
+
+/// The data options of each `COPY ... TO STDOUT` in a statement text, in
+/// order, so that the rows it sends can be revealed, with the protected
+/// columns of a table's data by position (the table's order from
+/// `columns` when the statement lists none). Call it only for text
+/// containing `copy` (in any case).
+pub fn copy_out_options(sql: &str, policy: &Policy, columns: &dyn Columns) -> Vec<CopyOptions> {
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return Vec::new();
+    };
+    parsed
+        .protobuf
+        .stmts
+        .iter()
+        .filter_map(|raw| match raw.stmt.as_deref()?.node.as_ref()? {
+            NodeEnum::CopyStmt(copy) if !copy.is_from && copy.filename.is_empty() => {
+                let mut options = options(&copy.options);
+                if let Some(range) = &copy.relation {
+                    options.protected = protected_fields(copy, range, policy, columns);
+                }
+                Some(options)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The protected columns of a COPY TO's table data, by position; empty
+/// when there is none.
+fn protected_fields(
+    copy: &CopyStmt,
+    range: &pg_query::protobuf::RangeVar,
+    policy: &Policy,
+    columns: &dyn Columns,
+) -> Vec<Option<CopyField>> {
+    let (schema, table) = super::analyze::table_name(range, policy);
+    if !policy.is_protected_table(schema, &table) {
+        return Vec::new();
+    }
+    let names: Vec<String> = if copy.attlist.is_empty() {
+        columns.order(schema, &table).unwrap_or_default()
+    } else {
+        copy.attlist.iter().filter_map(text).collect()
+    };
+    names
+        .into_iter()
+        .map(|column| {
+            policy.column(schema, &table, &column)?;
+            let bytea = columns.type_of(schema, &table, &column) == Some(&ColumnType::Bytea);
+            Some(CopyField {
+                schema: schema.to_owned(),
+                table: table.clone(),
+                column,
+                bytea,
+            })
+        })
+        .collect()
+}
+
+/// Whether a statement text is a `COPY ... FROM STDIN`, after which the
+/// server ignores Sync until the data ends.
+pub fn is_copy_from_stdin(sql: &str) -> bool {
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return false;
+    };
+    parsed.protobuf.stmts.iter().any(|raw| {
+        matches!(
+            raw.stmt.as_deref().and_then(|s| s.node.as_ref()),
+            Some(NodeEnum::CopyStmt(copy)) if copy.is_from && copy.filename.is_empty() && !copy.is_program
+        )
+    })
+}
+
+fn options(list: &[Node]) -> CopyOptions {
+    let elems: Vec<&DefElem> = list
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::DefElem(d)) => Some(d.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let format = elems
+        .iter()
+        .find(|d| d.defname == "format")
+        .and_then(|d| d.arg.as_deref().and_then(text))
+        .map_or(CopyFormat::Text, |f| {
+            match f.to_ascii_lowercase().as_str() {
+                "csv" => CopyFormat::Csv,
+                "binary" => CopyFormat::Binary,
+                _ => CopyFormat::Text,
+            }
+        });
+    let mut options = CopyOptions::of(format);
+    let mut escape_set = false;
+    for elem in elems {
+        let arg = elem.arg.as_deref().and_then(text);
+        match (elem.defname.as_str(), arg) {
+            ("delimiter", Some(v)) => options.delimiter = v,
+            ("null", Some(v)) => options.null = v,
+            ("quote", Some(v)) => options.quote = v,
+            ("escape", Some(v)) => {
+                options.escape = v;
+                escape_set = true;
+            }
+            ("header", v) => options.header = v.is_none_or(|v| is_true(&v)),
+            ("force_not_null", _) => options.force_not_null = ColumnSet::of(elem.arg.as_deref()),
+            ("force_null", _) => options.force_null = ColumnSet::of(elem.arg.as_deref()),
+            ("encoding", Some(v)) => options.encoding = Some(v),
+            _ => {}
+        }
+    }
+    if !escape_set {
+        options.escape = options.quote.clone();
+    }
+    options
+}
+
+/// The text of a string, integer or boolean option argument.
+fn text(node: &Node) -> Option<String> {
+    match &node.node {
+        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+        Some(NodeEnum::Integer(i)) => Some(i.ival.to_string()),
+        Some(NodeEnum::Boolean(b)) => Some(b.boolval.to_string()),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's spellings of a true boolean option (and `match`).
+fn is_true(value: &str) -> bool {
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "true" | "on" | "1" | "t" | "yes" | "y" | "match"
+    )
+}

@@ -1,0 +1,733 @@
+//! Encrypts the protected columns of the data of a `COPY ... FROM STDIN`.
+//!
+//! When the rewriter reports a statement as [`CopyIn`], the relay passes
+//! the payload of every `CopyData` message the client sends through a
+//! [`CopyEncryptor`], and what it returns on to the server. The encryptor
+//! splits the stream into rows and fields exactly as PostgreSQL's `COPY`
+//! does (text, CSV and binary formats), decodes each protected field to
+//! its plaintext, and writes the ciphertext in its place; everything else,
+//! line terminators included, is copied byte for byte. Rows may span
+//! `CopyData` messages: the incomplete tail is kept until its end arrives
+//! (at most [`MAX_ROW`] bytes).
+//!
+//! **Text format.** Rows end with an unescaped `\n` or `\r\n`; fields are
+//! split on the delimiter; a backslash escapes the next character (`\n`,
+//! `\t`, octal `\123`, hex `\x41`, any other `\c` is `c`; a backslash
+//! before a line break makes the break data). A field equal to the NULL
+//! string before decoding is NULL and stays NULL. A line holding only
+//! `\.` ends the data: it is passed on, and anything after it is dropped,
+//! as PostgreSQL ignores it. `\.` anywhere else is refused, as
+//! PostgreSQL 18 does (older servers would end the data there).
+//!
+//! **CSV format.** Quotes may start anywhere in a field and hide
+//! delimiters and line breaks; inside quotes the escape character (the
+//! quote by default) escapes a quote or itself. An unquoted field equal to
+//! the NULL string is NULL; a quoted one never is. Ciphertext is written
+//! unquoted. With `HEADER`, the first line is passed on unchanged (also in
+//! text format). An unquoted line `\.` ends the data as in text format.
+//!
+//! **`bytea` columns.** In text and CSV the decoded field is `bytea` text
+//! input (`\x0102`, written `\\x0102` in text format, or the escape
+//! form); its plaintext is the bytes it stands for, and the ciphertext is
+//! written as `bytea` hex input, escaped for the format.
+//!
+//! **Binary format.** The header is passed on; each tuple
+//! (`copy_binary`) must have as many fields as the COPY has columns, and
+//! a protected field's bytes are its plaintext (text in the client
+//! encoding, converted to UTF-8, or a `bytea`'s bytes as they are); the
+//! ciphertext replaces them with its length. Data after the trailer, or a
+//! tuple left unfinished at CopyDone, fails the COPY, as PostgreSQL would.
+//! For binary data, "line" in messages counts tuples.
+//!
+//! **Failing closed.** A row with another number of fields than the COPY
+//! has columns, a protected text value that is not valid text in the
+//! client encoding (or, unescaped, not UTF-8) or holds a literal carriage
+//! return (a line terminator of another style, where PostgreSQL would
+//! split rows differently), a `bytea` value that is not valid `bytea`
+//! input, a quoted field left open at the end, or a row over [`MAX_ROW`]
+//! is an error: nothing protected may reach the server unencrypted.
+//! Errors start with `pgveil:`, name the column and the line (counted
+//! from 1, as the line the row starts on), and never contain the data.
+//! After an error the COPY must be abandoned.
+//!
+//! **Client encodings.** Rows are split in the client's encoding, stepping
+//! over whole characters (`copy_syntax`), so that a byte of a multibyte
+//! character (the `5C` of 「許」 in BIG5) is never taken for a backslash, a
+//! delimiter or a quote; a byte sequence that is not a character of the
+//! encoding is refused. A protected value is converted to UTF-8 before it
+//! is unescaped and encrypted, as PostgreSQL converts the data before it
+//! parses it: a GBK writer and a UTF-8 reader see the same name.
+//!
+//! **FORCE_NOT_NULL, FORCE_NULL** (CSV) are honoured as PostgreSQL does:
+//! the unquoted NULL string of a FORCE_NOT_NULL column is a value and is
+//! encrypted; a quoted value equal to the NULL string in a FORCE_NULL
+//! column is NULL and is passed on as written.
+
+mod binary;
+
+use std::borrow::Cow;
+use std::mem;
+
+use thiserror::Error;
+
+use crate::protect::policy::{ColumnPolicy, Policy};
+use crate::sql::{ColumnRefId, ColumnSet, CopyFormat, CopyIn, EncryptError, Encryptor, Storage};
+use crate::text::encoding::{ClientEncoding, Step};
+use crate::wire::copy::binary::FormatError;
+use crate::wire::copy::text::{Field, Format, Syntax};
+
+/// The longest row, line terminator included, that pgveil buffers.
+pub const MAX_ROW: usize = 64 << 20;
+
+/// SQLSTATE `feature_not_supported`.
+const NOT_SUPPORTED: &str = "0A000";
+/// SQLSTATE `bad_copy_file_format`.
+const BAD_COPY_FILE_FORMAT: &str = "22P04";
+/// SQLSTATE `character_not_in_repertoire`.
+const NOT_IN_REPERTOIRE: &str = "22021";
+/// SQLSTATE `invalid_text_representation`.
+const INVALID_TEXT: &str = "22P02";
+/// SQLSTATE `program_limit_exceeded`.
+const LIMIT_EXCEEDED: &str = "54000";
+/// SQLSTATE `internal_error`.
+const INTERNAL_ERROR: &str = "XX000";
+
+/// Why the COPY data cannot be encrypted, as the client will read it.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct CopyError {
+    pub sqlstate: &'static str,
+    /// Starts with `pgveil:`; never contains data values.
+    pub message: String,
+}
+
+/// What is wrong with the COPY or its data.
+#[derive(Debug, Error)]
+enum Problem {
+    #[error("pgveil: COPY option {0} must be a single one-byte character")]
+    NotOneByte(&'static str),
+    #[error(
+        "pgveil: COPY into a table with protected column {0} cannot be read in the \
+         encoding of its data (the session's client encoding or the COPY's ENCODING \
+         option); use UTF8, GBK, GB18030, BIG5, SJIS, UHC, an EUC or a single-byte encoding"
+    )]
+    Encoding(ColumnRefId),
+    #[error(
+        "pgveil: COPY option {option} cannot be {value:?} when the table has protected \
+         columns: it ends lines or can appear in ciphertext"
+    )]
+    Unusable { option: &'static str, value: char },
+    #[error("pgveil: column {0} is protected but its policy is missing")]
+    NoPolicy(ColumnRefId),
+    #[error("pgveil: line {line} of the COPY data has {found} fields, expected {expected}")]
+    FieldCount {
+        line: usize,
+        found: usize,
+        expected: usize,
+    },
+    #[error("pgveil: line {line} of the COPY data is longer than {limit} bytes")]
+    RowTooLong { line: usize, limit: usize },
+    #[error("pgveil: line {0} of the COPY data ends inside a quoted CSV field")]
+    UnterminatedQuote(usize),
+    #[error(
+        "pgveil: line {0} of the COPY data has the end-of-data marker \\. inside a row; \
+         it must be alone on its line"
+    )]
+    MisplacedEndMarker(usize),
+    #[error(
+        "pgveil: line {line} of the COPY data has a literal carriage return in the value \
+         of column {column}; write it as \\r in text format, or quote the value in CSV"
+    )]
+    CarriageReturn { line: usize, column: String },
+    #[error(
+        "pgveil: line {line} of the COPY data has a value for column {column} that is not \
+         valid text in the client encoding"
+    )]
+    NotText { line: usize, column: String },
+    #[error(
+        "pgveil: line {0} of the COPY data has a byte sequence that is not valid in the \
+         client encoding"
+    )]
+    BadCharacter(usize),
+    #[error(
+        "pgveil: line {line} of the COPY data has a value for bytea column {column} that \
+         is not valid bytea input"
+    )]
+    NotBytea { line: usize, column: String },
+    #[error("pgveil: {0}")]
+    Binary(FormatError),
+    #[error("pgveil: line {0} of the binary COPY data ends before its last field")]
+    UnfinishedTuple(usize),
+    #[error(
+        "pgveil: cannot encrypt the value of column {column} on line {line} of the COPY \
+         data: {error}"
+    )]
+    Encrypt {
+        line: usize,
+        column: String,
+        error: EncryptError,
+    },
+    #[error(
+        "pgveil: the ciphertext for column {column} on line {line} of the COPY data \
+         cannot be written as a COPY field"
+    )]
+    BadCiphertext { line: usize, column: String },
+}
+
+impl From<Problem> for CopyError {
+    fn from(problem: Problem) -> Self {
+        let sqlstate = match problem {
+            Problem::NotOneByte(_) | Problem::Unusable { .. } | Problem::Encoding(_) => {
+                NOT_SUPPORTED
+            }
+            Problem::FieldCount { .. }
+            | Problem::UnterminatedQuote(_)
+            | Problem::MisplacedEndMarker(_)
+            | Problem::CarriageReturn { .. }
+            | Problem::Binary(_)
+            | Problem::UnfinishedTuple(_) => BAD_COPY_FILE_FORMAT,
+            Problem::NotText { .. } | Problem::BadCharacter(_) => NOT_IN_REPERTOIRE,
+            Problem::NotBytea { .. } => INVALID_TEXT,
+            Problem::RowTooLong { .. } => LIMIT_EXCEEDED,
+            Problem::NoPolicy(_) | Problem::Encrypt { .. } | Problem::BadCiphertext { .. } => {
+                INTERNAL_ERROR
+            }
+        };
+        CopyError {
+            sqlstate,
+            message: problem.to_string(),
+        }
+    }
+}
+
+/// Encrypts the protected fields of one COPY data stream.
+pub enum CopyEncryptor<'a> {
+    /// Text or CSV.
+    Rows(RowEncryptor<'a>),
+    Binary(binary::TupleEncryptor<'a>),
+}
+
+impl<'a> CopyEncryptor<'a> {
+    /// An encryptor for the data of `copy`, sent in `encoding`.
+    pub fn new(
+        copy: &CopyIn,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+        encoding: ClientEncoding,
+    ) -> Result<Self, CopyError> {
+        // Text and CSV data is in the COPY's own ENCODING, if it names
+        // one; binary fields are converted from the client encoding
+        // (`textrecv`) whatever it says.
+        let encoding = match (&copy.options.encoding, copy.options.format) {
+            (Some(name), CopyFormat::Text | CopyFormat::Csv) => ClientEncoding::from_pg_name(name),
+            _ => encoding,
+        };
+        if !encoding.delimits_characters() {
+            return Err(Problem::Encoding(copy.first_protected()).into());
+        }
+        let values = Values::new(copy, policy, enc, encoding)?;
+        Ok(match copy.options.format {
+            CopyFormat::Binary => CopyEncryptor::Binary(binary::TupleEncryptor::new(values)),
+            CopyFormat::Text | CopyFormat::Csv => {
+                CopyEncryptor::Rows(RowEncryptor::new(copy, values)?)
+            }
+        })
+    }
+
+    /// Consumes the payload of one CopyData message; returns the bytes to
+    /// send on (zero or more whole rows).
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+        match self {
+            CopyEncryptor::Rows(rows) => rows.feed(data),
+            CopyEncryptor::Binary(tuples) => tuples.feed(data).map_err(Into::into),
+        }
+    }
+
+    /// At CopyDone: what is still to send.
+    pub fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+        match self {
+            CopyEncryptor::Rows(rows) => rows.finish(),
+            CopyEncryptor::Binary(tuples) => tuples.finish().map_err(Into::into),
+        }
+    }
+}
+
+/// The protected columns of a COPY's data, and how their values are
+/// encrypted.
+struct Values<'a> {
+    /// The policy and storage of each column of the data, `None` if
+    /// unprotected.
+    columns: Vec<Option<(&'a ColumnPolicy, Storage)>>,
+    enc: &'a dyn Encryptor,
+    /// The client encoding the data is in.
+    encoding: ClientEncoding,
+}
+
+impl<'a> Values<'a> {
+    fn new(
+        copy: &CopyIn,
+        policy: &'a Policy,
+        enc: &'a dyn Encryptor,
+        encoding: ClientEncoding,
+    ) -> Result<Self, Problem> {
+        let columns = copy
+            .columns
+            .iter()
+            .map(|target| {
+                target
+                    .as_ref()
+                    .map(|target| Ok((column_policy(policy, &target.column)?, target.storage)))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Values {
+            columns,
+            enc,
+            encoding,
+        })
+    }
+
+    /// The protected column at `index` of the data, if it is one.
+    fn column(&self, index: usize) -> Option<(&'a ColumnPolicy, Storage)> {
+        self.columns.get(index).copied().flatten()
+    }
+
+    /// Text of `column` on `line` of the data, as written in the client
+    /// encoding, converted to UTF-8.
+    fn decode<'b>(
+        &self,
+        written: &'b [u8],
+        column: &ColumnPolicy,
+        line: usize,
+    ) -> Result<Cow<'b, str>, Problem> {
+        self.encoding
+            .decode(written)
+            .ok_or_else(|| Problem::NotText {
+                line,
+                column: column.qualified_name(),
+            })
+    }
+
+    /// The ciphertext of `plain` for `column`, on `line` of the data: the
+    /// text envelope's bytes, or the binary envelope. A text plaintext
+    /// must be UTF-8 without NUL.
+    fn encrypt(
+        &self,
+        column: &ColumnPolicy,
+        storage: Storage,
+        plain: &[u8],
+        line: usize,
+    ) -> Result<Vec<u8>, Problem> {
+        let name = || column.qualified_name();
+        let encrypt_error = |error| Problem::Encrypt {
+            line,
+            column: name(),
+            error,
+        };
+        if storage == Storage::Bytea {
+            return self.enc.encrypt_bytes(column, plain).map_err(encrypt_error);
+        }
+        let plaintext = std::str::from_utf8(plain)
+            .ok()
+            .filter(|text| !text.contains('\0'))
+            .ok_or_else(|| Problem::NotText {
+                line,
+                column: name(),
+            })?;
+        let ciphertext = self.enc.encrypt(column, plaintext).map_err(encrypt_error)?;
+        if !ciphertext.bytes().all(is_cipher_byte) {
+            return Err(Problem::BadCiphertext {
+                line,
+                column: name(),
+            });
+        }
+        Ok(ciphertext.into_bytes())
+    }
+}
+
+/// Encrypts the protected fields of a text or CSV COPY data stream.
+pub struct RowEncryptor<'a> {
+    syntax: Syntax,
+    null: Vec<u8>,
+    values: Values<'a>,
+    /// CSV: FORCE_NOT_NULL and FORCE_NULL, by column.
+    force_not_null: Vec<bool>,
+    force_null: Vec<bool>,
+    /// The header line is still to come.
+    header: bool,
+    /// The end-of-data marker was seen: the rest is dropped.
+    ended: bool,
+    /// The start of a row whose end has not arrived yet.
+    pending: Vec<u8>,
+    scan: RowScan,
+    /// The line the pending row starts on, counted from 1.
+    line: usize,
+    max_row: usize,
+    /// The decoded value of the current protected field.
+    plain: Vec<u8>,
+}
+
+impl<'a> RowEncryptor<'a> {
+    fn new(copy: &CopyIn, values: Values<'a>) -> Result<Self, Problem> {
+        let options = &copy.options;
+        let format = match options.format {
+            CopyFormat::Csv => Format::Csv {
+                quote: option_byte("QUOTE", &options.quote)?,
+                escape: option_byte("ESCAPE", &options.escape)?,
+            },
+            CopyFormat::Text | CopyFormat::Binary => Format::Text,
+        };
+        let forced = |set: &ColumnSet| -> Vec<bool> {
+            copy.columns
+                .iter()
+                .map(|target| {
+                    format != Format::Text
+                        && target
+                            .as_ref()
+                            .is_some_and(|t| set.contains(&t.column.column))
+                })
+                .collect()
+        };
+        Ok(RowEncryptor {
+            syntax: Syntax {
+                format,
+                delimiter: option_byte("DELIMITER", &options.delimiter)?,
+                encoding: values.encoding,
+            },
+            null: options.null.clone().into_bytes(),
+            force_not_null: forced(&options.force_not_null),
+            force_null: forced(&options.force_null),
+            values,
+            header: options.header,
+            ended: false,
+            pending: Vec::new(),
+            scan: RowScan::default(),
+            line: 1,
+            max_row: MAX_ROW,
+            plain: Vec::new(),
+        })
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        let mut pending = mem::take(&mut self.pending);
+        pending.extend_from_slice(data);
+        // Sized for the new data only: a long pending row may not end here.
+        let mut out = Vec::with_capacity(data.len());
+        let mut start = 0;
+        while !self.ended {
+            let found = self.scan.find_end(&self.syntax, &pending[start..]);
+            let Some(row) = found.map_err(|BadCharacter| Problem::BadCharacter(self.line))? else {
+                break;
+            };
+            check_length(row.len, self.max_row, self.line)?;
+            self.row(&pending[start..start + row.len], &row, &mut out)?;
+            start += row.len;
+        }
+        if self.ended {
+            pending.clear();
+        } else {
+            pending.drain(..start);
+            check_length(pending.len(), self.max_row, self.line)?;
+        }
+        self.pending = pending;
+        Ok(out)
+    }
+
+    /// The last row, if it has no line terminator.
+    fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+        let pending = mem::take(&mut self.pending);
+        let scan = mem::take(&mut self.scan);
+        if self.ended || pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        if scan.scanned < pending.len() {
+            // A character whose remaining bytes never came.
+            return Err(Problem::BadCharacter(self.line).into());
+        }
+        if scan.in_quote {
+            return Err(Problem::UnterminatedQuote(self.line).into());
+        }
+        let row = scan.into_row(pending.len(), pending.len());
+        let mut out = Vec::with_capacity(pending.len());
+        self.row(&pending, &row, &mut out)?;
+        Ok(out)
+    }
+
+    /// Writes one whole row (`data`, terminator included) to `out`.
+    fn row(&mut self, data: &[u8], row: &Row, out: &mut Vec<u8>) -> Result<(), Problem> {
+        let (content, terminator) = data.split_at(row.content);
+        if content == b"\\." {
+            self.ended = true;
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        if row.end_marker {
+            return Err(Problem::MisplacedEndMarker(self.line));
+        }
+        if mem::take(&mut self.header) {
+            out.extend_from_slice(data);
+        } else {
+            self.fields(content, out)?;
+            out.extend_from_slice(terminator);
+        }
+        self.line += 1 + row.newlines;
+        Ok(())
+    }
+
+    /// Writes the fields of a row (without its terminator) to `out`,
+    /// protected ones encrypted.
+    fn fields(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), Problem> {
+        let mut start = 0;
+        let mut found = 0;
+        loop {
+            let field = self.syntax.field(content, start, None);
+            let raw = &content[field.raw.clone()];
+            match self.values.column(found) {
+                Some(column) => self.protected(column, found, &field, raw, out)?,
+                None => out.extend_from_slice(raw),
+            }
+            found += 1;
+            if !field.delimited {
+                break;
+            }
+            out.push(self.syntax.delimiter);
+            start = field.raw.end + 1;
+        }
+        if found != self.values.columns.len() {
+            return Err(Problem::FieldCount {
+                line: self.line,
+                found,
+                expected: self.values.columns.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the field `raw` of the protected column at `index`: its
+    /// ciphertext, or `raw` itself when it stands for NULL.
+    fn protected(
+        &mut self,
+        (column, storage): (&ColumnPolicy, Storage),
+        index: usize,
+        field: &Field,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Problem> {
+        let text = self.values.decode(raw, column, self.line)?;
+        // The NULL string is compared with the field as written, unquoted
+        // (in CSV) and before escapes are decoded (in text).
+        let unquoted_null = !field.quoted && text.as_bytes() == self.null;
+        if unquoted_null && !self.force_not_null[index] {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        self.plain.clear();
+        self.syntax.value(&text, &mut self.plain);
+        if field.quoted && self.force_null[index] && self.plain == self.null {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        out.extend_from_slice(&self.encrypt(column, storage, field)?);
+        Ok(())
+    }
+
+    /// The COPY field holding the ciphertext of the decoded value (in
+    /// `self.plain`) of `field`.
+    fn encrypt(
+        &self,
+        column: &ColumnPolicy,
+        storage: Storage,
+        field: &Field,
+    ) -> Result<Vec<u8>, Problem> {
+        let line = self.line;
+        let name = || column.qualified_name();
+        if field.bare_cr {
+            return Err(Problem::CarriageReturn {
+                line,
+                column: name(),
+            });
+        }
+        let written = match storage {
+            Storage::Text => self.values.encrypt(column, storage, &self.plain, line)?,
+            Storage::Bytea => {
+                let bytes =
+                    crate::text::bytea::decode(&self.plain).ok_or_else(|| Problem::NotBytea {
+                        line,
+                        column: name(),
+                    })?;
+                let ciphertext = self.values.encrypt(column, storage, &bytes, line)?;
+                let hex = crate::text::bytea::hex(&ciphertext);
+                match self.syntax.format {
+                    // The backslash of `\x`, escaped.
+                    Format::Text => [&b"\\"[..], &hex].concat(),
+                    Format::Csv { .. } => hex,
+                }
+            }
+        };
+        let quote = match self.syntax.format {
+            Format::Csv { quote, .. } => Some(quote),
+            Format::Text => None,
+        };
+        if written == self.null
+            || written
+                .iter()
+                .any(|&b| b == self.syntax.delimiter || Some(b) == quote)
+        {
+            return Err(Problem::BadCiphertext {
+                line,
+                column: name(),
+            });
+        }
+        Ok(written)
+    }
+}
+
+/// Refuses a row longer than `max_row` starting on `line`.
+fn check_length(len: usize, max_row: usize, line: usize) -> Result<(), Problem> {
+    if len > max_row {
+        return Err(Problem::RowTooLong {
+            line,
+            limit: max_row,
+        });
+    }
+    Ok(())
+}
+
+fn column_policy<'a>(policy: &'a Policy, id: &ColumnRefId) -> Result<&'a ColumnPolicy, Problem> {
+    policy
+        .column(&id.schema, &id.table, &id.column)
+        .ok_or_else(|| Problem::NoPolicy(id.clone()))
+}
+
+/// The byte of a delimiter, quote or escape option.
+fn option_byte(option: &'static str, value: &str) -> Result<u8, Problem> {
+    let &[byte] = value.as_bytes() else {
+        return Err(Problem::NotOneByte(option));
+    };
+    if is_cipher_byte(byte) || byte == b'\r' || byte == b'\n' {
+        return Err(Problem::Unusable {
+            option,
+            value: char::from(byte),
+        });
+    }
+    Ok(byte)
+}
+
+/// Whether a byte belongs to the ciphertext alphabet `[A-Za-z0-9_:-]`.
+fn is_cipher_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b':' | b'-')
+}
+
+/// Where the row being received ends, found as its bytes arrive, with
+/// PostgreSQL's rules (`CopyReadLineText`).
+#[derive(Debug, Default)]
+struct RowScan {
+    /// Bytes of the row scanned so far.
+    scanned: usize,
+    /// Text: the previous byte is a backslash escaping this one.
+    escaped: bool,
+    /// Text: the row has an unescaped `\.`.
+    end_marker: bool,
+    /// CSV: inside a quoted part of a field.
+    in_quote: bool,
+    /// CSV: the previous byte is an escape (distinct from the quote)
+    /// inside quotes.
+    last_was_escape: bool,
+    /// The previous byte is a carriage return, neither escaped nor quoted.
+    bare_cr: bool,
+    /// Line breaks inside the row (escaped or quoted).
+    newlines: usize,
+}
+
+/// A whole row at the start of the data given to [`RowScan::find_end`].
+#[derive(Debug)]
+struct Row {
+    /// The length of its fields, without the line terminator.
+    content: usize,
+    /// Its length with the line terminator.
+    len: usize,
+    newlines: usize,
+    end_marker: bool,
+}
+
+/// A row holds a byte sequence that is not a character of the client
+/// encoding.
+struct BadCharacter;
+
+/// Stands for a multibyte character in [`RowScan::step`]: no delimiter,
+/// quote, escape or line break.
+const OTHER: u8 = 0x80;
+
+impl RowScan {
+    /// The row at the start of `data`, if its end is there; scanning
+    /// resumes where the previous call on the same row stopped (before a
+    /// character whose bytes have not all arrived).
+    fn find_end(&mut self, syntax: &Syntax, data: &[u8]) -> Result<Option<Row>, BadCharacter> {
+        let mut at = self.scanned;
+        while at < data.len() {
+            let byte = match syntax.encoding.step(&data[at..]) {
+                Step::Byte(byte) => byte,
+                Step::Char(len) => {
+                    self.step(syntax.format, OTHER);
+                    at += len;
+                    continue;
+                }
+                Step::Incomplete => {
+                    self.scanned = at;
+                    return Ok(None);
+                }
+                Step::Invalid => return Err(BadCharacter),
+            };
+            if byte == b'\n' && !self.escaped && !self.in_quote {
+                let scan = mem::take(self);
+                return Ok(Some(scan.into_row(at, at + 1)));
+            }
+            self.step(syntax.format, byte);
+            at += 1;
+        }
+        self.scanned = data.len();
+        Ok(None)
+    }
+
+    /// The row whose line ends at `line_end` (before its `\n`, if any)
+    /// and whose terminator ends at `len`.
+    fn into_row(self, line_end: usize, len: usize) -> Row {
+        Row {
+            content: line_end - usize::from(self.bare_cr),
+            len,
+            newlines: self.newlines,
+            end_marker: self.end_marker,
+        }
+    }
+
+    /// Takes in a byte that does not end the row.
+    fn step(&mut self, format: Format, byte: u8) {
+        self.newlines += usize::from(byte == b'\n');
+        match format {
+            Format::Text => {
+                let bare = !self.escaped;
+                self.end_marker |= !bare && byte == b'.';
+                self.bare_cr = bare && byte == b'\r';
+                self.escaped = bare && byte == b'\\';
+            }
+            Format::Csv { quote, escape } => {
+                if escape != quote && self.in_quote && byte == escape {
+                    self.last_was_escape = !self.last_was_escape;
+                }
+                if byte == quote && !self.last_was_escape {
+                    self.in_quote = !self.in_quote;
+                }
+                if byte != escape {
+                    self.last_was_escape = false;
+                }
+                self.bare_cr = byte == b'\r' && !self.in_quote;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
