@@ -22,7 +22,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use pgveil::protect::crypto::{MasterKey, Mode};
 use pgveil::protect::keyring::Keyring;
 use pgveil::protect::policy::{ColumnPolicy, Policy};
-use pgveil::protect::protection::Veil;
+use pgveil::protect::protection::Protection;
 use pgveil::read::tap::{Memo, Reader};
 use pgveil::sql::{rewrite, Encryptor, Outcome};
 use pgveil::text::encoding::ClientEncoding;
@@ -34,16 +34,16 @@ const POLICY: &str = include_str!("../policies/crm.toml");
 const PROTECTED: [&str; 5] = ["full_name", "email", "phone", "national_id", "address"];
 const PAGE: usize = 50;
 
-fn veil() -> Veil {
+fn veil() -> Protection {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.toml");
     let policy = Policy::from_str("crm.toml", POLICY).unwrap();
     let (master, _) = MasterKey::generate().unwrap();
     Keyring::init(&path, &master, &policy.domains()).unwrap();
-    Veil::new(policy, Keyring::load(&path, &master).unwrap())
+    Protection::new(policy, Keyring::load(&path, &master).unwrap())
 }
 
-fn column<'a>(veil: &'a Veil, name: &str) -> &'a ColumnPolicy {
+fn column<'a>(veil: &'a Protection, name: &str) -> &'a ColumnPolicy {
     veil.policy.column("public", "customers", name).unwrap()
 }
 
@@ -105,7 +105,7 @@ fn bind_of(values: &[&[u8]]) -> Bytes {
 
 /// A page of customers (id, five protected columns, segment), encrypted
 /// as pgveil stores them, or in plaintext.
-fn page(veil: &Veil, encrypted: bool) -> Vec<Bytes> {
+fn page(veil: &Protection, encrypted: bool) -> Vec<Bytes> {
     (0..PAGE)
         .map(|i| {
             let values = [

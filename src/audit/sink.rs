@@ -79,7 +79,7 @@ impl AuditSink {
     ) -> Result<(AuditHandle, JoinHandle<Result<(), AuditError>>), AuditError> {
         config.validate()?;
         let writer = LogWriter::open(config, keys, SystemTime::now())?;
-        let shared = Arc::new(Shared::new(config.queue_capacity));
+        let shared = Arc::new(SinkState::new(config.queue_capacity));
         let fsync_interval = Duration::from_millis(config.fsync_interval_ms);
         let for_writer = shared.clone();
         let task = tokio::task::spawn_blocking(move || run(writer, for_writer, fsync_interval));
@@ -95,7 +95,7 @@ impl AuditSink {
 /// Queues records for the writer. Cheap to clone; one per session.
 #[derive(Clone, Debug)]
 pub struct AuditHandle {
-    shared: Arc<Shared>,
+    shared: Arc<SinkState>,
     /// Shared by every clone: the writer learns when the last is dropped.
     _alive: Arc<Alive>,
     on_failure: OnFailure,
@@ -104,7 +104,7 @@ pub struct AuditHandle {
 /// Tells the writer, when the last handle drops it, that no more records
 /// can come.
 #[derive(Debug)]
-struct Alive(Arc<Shared>);
+struct Alive(Arc<SinkState>);
 
 impl Drop for Alive {
     fn drop(&mut self) {
@@ -115,7 +115,7 @@ impl Drop for Alive {
 
 /// State the handles and the writer share.
 #[derive(Debug)]
-struct Shared {
+struct SinkState {
     queue: Mutex<Queue>,
     /// Told when a record lands in an empty queue, a shutdown is asked
     /// for, or the last handle is dropped.
@@ -143,7 +143,7 @@ struct Queue {
     orphaned: bool,
 }
 
-impl Shared {
+impl SinkState {
     fn new(capacity: usize) -> Self {
         Self {
             queue: Mutex::default(),
@@ -269,7 +269,11 @@ impl AuditHandle {
 }
 
 /// The writer, on its thread.
-fn run(writer: LogWriter, shared: Arc<Shared>, fsync_interval: Duration) -> Result<(), AuditError> {
+fn run(
+    writer: LogWriter,
+    shared: Arc<SinkState>,
+    fsync_interval: Duration,
+) -> Result<(), AuditError> {
     let _closing = Closing(shared.clone());
     let result = Task::new(writer, shared.clone()).serve(fsync_interval);
     if let Err(error) = &result {
@@ -282,7 +286,7 @@ fn run(writer: LogWriter, shared: Arc<Shared>, fsync_interval: Duration) -> Resu
 /// Closes the queue however the writer ends, a panic included: what is
 /// queued counts as dropped, and shutdowns still waiting return
 /// `Stopped` rather than wait for a writer that is gone.
-struct Closing(Arc<Shared>);
+struct Closing(Arc<SinkState>);
 
 impl Drop for Closing {
     fn drop(&mut self) {
@@ -318,7 +322,7 @@ enum Wake {
 /// The writer and what it knows beyond the files.
 struct Task {
     writer: LogWriter,
-    shared: Arc<Shared>,
+    shared: Arc<SinkState>,
     /// Dropped records already counted in a written gap record.
     reported: u64,
     /// Whether a write failed since the last gap record was written.
@@ -342,7 +346,7 @@ struct FailedBatch {
 }
 
 impl Task {
-    fn new(writer: LogWriter, shared: Arc<Shared>) -> Self {
+    fn new(writer: LogWriter, shared: Arc<SinkState>) -> Self {
         Self {
             writer,
             shared,

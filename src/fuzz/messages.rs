@@ -22,11 +22,12 @@ use super::{config, veil};
 use crate::proxy::relay::split;
 use crate::session::catalog::Catalog;
 use crate::session::ledger::{Declared, Values};
+use crate::session::state::SessionState;
 use crate::sql::{ColumnType, ServerObjects};
 use crate::text::encoding::ClientEncoding;
 use crate::wire::frame::check_header;
 use crate::wire::{Framer, Side};
-use crate::write::tap::{ClientTap, Shared};
+use crate::write::tap::ClientTap;
 
 /// The sample CRM's `customers`, as the catalog reads it at login.
 fn catalog() -> Catalog {
@@ -57,7 +58,7 @@ fn catalog() -> Catalog {
 /// sizes `reads` (cycled), and whether it stopped on a framing error.
 fn relay(input: &[u8], reads: &[usize]) -> (Vec<u8>, bool) {
     let catalog = catalog();
-    let shared = Shared::new(
+    let shared = SessionState::new(
         ClientEncoding::default(),
         true,
         Declared::new(Values::default()),

@@ -23,21 +23,21 @@ use proptest::test_runner::Config;
 use crate::protect::crypto::MasterKey;
 use crate::protect::keyring::Keyring;
 use crate::protect::policy::Policy;
-use crate::protect::protection::Veil;
+use crate::protect::protection::Protection;
 
 /// The sample policy (`policies/crm.toml`).
 const POLICY: &str = include_str!("../../policies/crm.toml");
 
 /// The sample policy with a fresh keyring, made once.
-fn veil() -> &'static Veil {
-    static VEIL: OnceLock<Veil> = OnceLock::new();
+fn veil() -> &'static Protection {
+    static VEIL: OnceLock<Protection> = OnceLock::new();
     VEIL.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.toml");
         let policy = Policy::from_str("crm.toml", POLICY).unwrap();
         let (master, _) = MasterKey::generate().unwrap();
         Keyring::init(&path, &master, &policy.domains()).unwrap();
-        Veil::new(policy, Keyring::load(&path, &master).unwrap())
+        Protection::new(policy, Keyring::load(&path, &master).unwrap())
     })
 }
 

@@ -10,7 +10,7 @@ use crate::audit::{self, review, AuditKeys, AuditSink};
 use crate::ops::logging;
 use crate::protect::crypto::MasterKey;
 use crate::protect::keyring::Keyring;
-use crate::protect::protection::{load_keyring, load_policy, Veil};
+use crate::protect::protection::{load_keyring, load_policy, Protection};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::server::Server;
 
@@ -239,7 +239,7 @@ fn audit_keyring(config: &std::path::Path) -> Result<Keyring, String> {
         .keyring
         .clone()
         .ok_or("the configuration names no keyring")?;
-    load_keyring(&path, &config).map_err(|e| e.to_string())
+    load_keyring(&path, config.master_key_file.as_deref()).map_err(|e| e.to_string())
 }
 
 /// Verifies a log; `Ok(false)` when it has been tampered with.
@@ -420,7 +420,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let veil = match Veil::load(&config) {
+    let loaded = match (&config.policy, &config.keyring) {
+        (Some(policy), Some(keyring)) => {
+            Protection::load(policy, keyring, config.master_key_file.as_deref()).map(Some)
+        }
+        _ => Ok(None),
+    };
+    let veil = match loaded {
         Ok(veil) => veil,
         Err(e) => {
             eprintln!("pgveil: cannot protect columns: {e}");
@@ -463,7 +469,8 @@ fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
     let (Some(_), Some(path)) = (&config.audit, &config.keyring) else {
         return Ok(None);
     };
-    let keyring = load_keyring(path, config).map_err(|e| e.to_string())?;
+    let keyring =
+        load_keyring(path, config.master_key_file.as_deref()).map_err(|e| e.to_string())?;
     let keys = AuditKeys::from_keyring(Arc::new(keyring)).map_err(|e| e.to_string())?;
     Ok(Some(Arc::new(keys)))
 }

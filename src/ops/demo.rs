@@ -18,7 +18,7 @@ use crate::ops::cluster::{server_bin_dir, Cluster, ClusterError, Options};
 use crate::protect::crypto::MasterKey;
 use crate::protect::keyring::Keyring;
 use crate::protect::policy::Policy;
-use crate::protect::protection::Veil;
+use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
 use crate::proxy::server::Server;
 
@@ -88,14 +88,14 @@ fn load_schema(cluster: &Cluster) -> Result<(), DemoError> {
     psql(&cluster.addr(), "postgres", &sql)
 }
 
-fn make_veil(dir: &Path) -> Result<Veil, DemoError> {
+fn make_veil(dir: &Path) -> Result<Protection, DemoError> {
     let setup = |e: &dyn std::fmt::Display| DemoError::Setup(e.to_string());
     let policy = || Policy::from_str("policies/crm.toml", POLICY).map_err(|e| setup(&e));
     let (master, _) = MasterKey::generate().map_err(|e| setup(&e))?;
     let path: PathBuf = dir.join("keyring.toml");
     Keyring::init(&path, &master, &policy()?.domains()).map_err(|e| setup(&e))?;
     let keyring = Keyring::load(&path, &master).map_err(|e| setup(&e))?;
-    Ok(Veil::new(policy()?, keyring))
+    Ok(Protection::new(policy()?, keyring))
 }
 
 /// Runs `sql` with the psql that comes with the server programs.

@@ -38,10 +38,16 @@ use tracing::warn;
 
 use crate::protect::crypto::{min_len, mode_prefix, text_pattern};
 use crate::protect::policy::{ColumnPolicy, Policy};
-use crate::session::catalog::TYPE_KIND;
 
 /// How every guard's name starts.
 pub const NAME_PREFIX: &str = "pgveil_guard_";
+
+/// The kind of the type `t` (a `pg_type` row) of a protected column:
+/// `bytea`, `text` or `other` (see the module doc).
+pub(crate) const TYPE_KIND: &str = "CASE \
+    WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' \
+    WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc \
+    THEN 'text' ELSE 'other' END";
 /// PostgreSQL's longest identifier, in bytes; longer ones are truncated.
 const MAX_IDENTIFIER: usize = 63;
 

@@ -13,11 +13,10 @@ use thiserror::Error;
 use crate::protect::crypto::{KeyRef, MasterKey, MasterKeyError};
 use crate::protect::keyring::{Keyring, KeyringError};
 use crate::protect::policy::{Action, ColumnPolicy, Policy, PolicyError};
-use crate::proxy::config::Config;
 
 /// Why protection could not be set up.
 #[derive(Debug, Error)]
-pub enum VeilError {
+pub enum ProtectionError {
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
     #[error("master key: {0}")]
@@ -27,7 +26,7 @@ pub enum VeilError {
 }
 
 /// The policy and its keys.
-pub struct Veil {
+pub struct Protection {
     pub policy: Policy,
     pub keyring: Keyring,
     /// Key id to the columns of its domain, to decide what a reader sees
@@ -37,20 +36,23 @@ pub struct Veil {
     refusal_marker: String,
 }
 
-impl Veil {
-    /// Loads the configured policy and keyring; `None` without a policy.
-    pub fn load(config: &Config) -> Result<Option<Veil>, VeilError> {
-        let (Some(policy_path), Some(keyring_path)) = (&config.policy, &config.keyring) else {
-            return Ok(None);
-        };
+impl Protection {
+    /// Loads the policy (a file or a directory of them) and the keyring,
+    /// opened with the master key in `master_key_file` or, without one,
+    /// in the environment.
+    pub fn load(
+        policy_path: &Path,
+        keyring_path: &Path,
+        master_key_file: Option<&Path>,
+    ) -> Result<Protection, ProtectionError> {
         let policy = load_policy(policy_path)?;
-        let keyring = load_keyring(keyring_path, config)?;
+        let keyring = load_keyring(keyring_path, master_key_file)?;
         keyring.require_domains(&policy.domains())?;
-        Ok(Some(Veil::new(policy, keyring)))
+        Ok(Protection::new(policy, keyring))
     }
 
     /// Joins a policy with a keyring that holds all its domains.
-    pub fn new(policy: Policy, keyring: Keyring) -> Veil {
+    pub fn new(policy: Policy, keyring: Keyring) -> Protection {
         let mut columns_by_key: HashMap<u32, Vec<ColumnPolicy>> = HashMap::new();
         for column in policy.columns() {
             for key in keyring.key_refs(&column.domain) {
@@ -60,7 +62,7 @@ impl Veil {
                     .push(column.clone());
             }
         }
-        Veil {
+        Protection {
             policy,
             keyring,
             columns_by_key,
@@ -107,9 +109,13 @@ fn random_marker() -> String {
     format!("pgveil-{}", hex::encode(bytes))
 }
 
-/// Loads the keyring at `path` with the configured master key.
-pub fn load_keyring(path: &Path, config: &Config) -> Result<Keyring, VeilError> {
-    let master = match &config.master_key_file {
+/// Loads the keyring at `path` with the master key in `master_key_file`
+/// or, without one, in the environment.
+pub fn load_keyring(
+    path: &Path,
+    master_key_file: Option<&Path>,
+) -> Result<Keyring, ProtectionError> {
+    let master = match master_key_file {
         Some(file) => MasterKey::from_file(file)?,
         None => MasterKey::from_env()?,
     };

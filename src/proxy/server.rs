@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use crate::audit::bulk_reads::BulkWatch;
 use crate::audit::trail::AuditSetup;
 use crate::audit::{AuditConfig, AuditHandle};
-use crate::protect::protection::Veil;
+use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
 use crate::proxy::session::{Services, Session};
 
@@ -32,14 +32,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub struct Server {
     listener: TcpListener,
     config: Config,
-    veil: Option<Arc<Veil>>,
+    veil: Option<Arc<Protection>>,
     audit: Option<AuditSetup>,
 }
 
 impl Server {
     /// Binds the listen address of `config`; sessions protect the columns
     /// of `veil`, if given.
-    pub async fn bind(config: Config, veil: Option<Veil>) -> io::Result<Self> {
+    pub async fn bind(config: Config, veil: Option<Protection>) -> io::Result<Self> {
         let addr = config
             .listen_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -21,17 +21,18 @@ use tracing::{debug, info, warn};
 use crate::audit::trail::{AuditSetup, Trail};
 use crate::audit::{AuditRecord, Login, Outcome as AuditOutcome, Peer, SqlState, Timestamp};
 use crate::protect::policy::Policy;
-use crate::protect::protection::Veil;
+use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
 use crate::proxy::relay::{self, End, Outcome};
 use crate::read::tap::ServerTap;
 use crate::session::catalog::{Catalog, CatalogError};
 use crate::session::ledger::Declared;
+use crate::session::state::SessionState;
 use crate::text::encoding::ClientEncoding;
 use crate::wire::reply::{self, sqlstate, Severity};
 use crate::wire::startup::{self, Packet, StartupError};
 use crate::wire::{read_message, FrameError, ReadError, Side};
-use crate::write::tap::{ClientTap, Shared};
+use crate::write::tap::ClientTap;
 
 /// Why a session could not start.
 #[derive(Debug, Error)]
@@ -88,7 +89,7 @@ impl StartError {
 pub struct Services {
     pub config: Config,
     /// The policy and keys, when columns are protected.
-    pub veil: Option<Arc<Veil>>,
+    pub veil: Option<Arc<Protection>>,
     /// The audit log, when audit is on.
     pub audit: Option<AuditSetup>,
     /// Cancelled when pgveil must close every session now.
@@ -328,10 +329,14 @@ impl Session {
                     standard_strings,
                 });
             }
-            if let Some(name) = crate::read::tap::client_encoding(&frame).filter(|_| tag == b'S') {
+            if let Some(name) =
+                crate::wire::parameter_status::client_encoding(&frame).filter(|_| tag == b'S')
+            {
                 encoding = ClientEncoding::from_pg_name(name);
             }
-            if let Some(on) = crate::read::tap::standard_strings(&frame).filter(|_| tag == b'S') {
+            if let Some(on) =
+                crate::wire::parameter_status::standard_strings(&frame).filter(|_| tag == b'S')
+            {
                 standard_strings = on;
             }
             self.client.write_all(&frame).await?;
@@ -373,7 +378,7 @@ impl Session {
         let (mut server_rx, mut server_tx) = upstream.split();
         let stop = self.services.close_all.child_token();
         let catalog = greeting.catalog;
-        let shared = Shared::new(
+        let shared = SessionState::new(
             greeting.encoding,
             greeting.standard_strings,
             Declared::new(catalog.declared.clone()),
@@ -434,7 +439,7 @@ impl Session {
     }
 
     /// Logs how the session ended and picks the error the client should get.
-    fn farewell(&self, up: &Outcome, down: &Outcome, shared: &Shared) -> Option<Bytes> {
+    fn farewell(&self, up: &Outcome, down: &Outcome, shared: &SessionState) -> Option<Bytes> {
         let (code, message) = match (&up.end, &down.end) {
             (End::Protocol(e), _) => {
                 warn!("client broke the protocol: {e}");

@@ -33,12 +33,12 @@ use std::sync::OnceLock;
 use aho_corasick::AhoCorasick;
 use bytes::Bytes;
 
-use crate::protect::protection::Veil;
+use crate::protect::protection::Protection;
 use crate::read::shape::Field;
 use crate::read::tap::{tuple_has_ciphertext, Denial, Memo, Reader, Revealed};
-use crate::sql::{CopyField, CopyOptions};
 use crate::text::encoding::ClientEncoding;
 use crate::wire::copy::binary::{FormatError, Piece, Splitter};
+use crate::wire::copy::options::{CopyField, CopyOptions};
 use crate::wire::copy::text::{Format, Syntax};
 use crate::wire::reply::{self, Severity};
 
@@ -83,7 +83,7 @@ impl CopyOut {
     /// not whole yet). `Err` is the ErrorResponse that ends the COPY.
     pub fn reveal<'v>(
         &mut self,
-        veil: &'v Veil,
+        veil: &'v Protection,
         reader: &Reader<'_>,
         memo: &mut Memo<'v>,
         data: &[u8],
@@ -121,7 +121,7 @@ impl Lines {
     /// value withheld.
     fn reveal<'v>(
         &self,
-        veil: &'v Veil,
+        veil: &'v Protection,
         reader: &Reader<'_>,
         memo: &mut Memo<'v>,
         row: &[u8],
@@ -183,7 +183,7 @@ impl Lines {
 }
 
 /// The protected column of a COPY field, as a result's field.
-fn stored_field<'v>(veil: &'v Veil, field: &CopyField, binary: bool) -> Option<Field<'v>> {
+fn stored_field<'v>(veil: &'v Protection, field: &CopyField, binary: bool) -> Option<Field<'v>> {
     Some(Field {
         column: veil
             .policy
@@ -225,7 +225,7 @@ pub struct BinaryOut {
 impl BinaryOut {
     fn reveal<'v>(
         &mut self,
-        veil: &'v Veil,
+        veil: &'v Protection,
         reader: &Reader<'_>,
         memo: &mut Memo<'v>,
         data: &[u8],
@@ -297,7 +297,7 @@ mod tests {
     /// The tuples `BinaryOut` sends for `data` given in chunks of `size`
     /// bytes, as `roles` reads them.
     fn binary_tuples(
-        veil: &Veil,
+        veil: &Protection,
         data: &[u8],
         size: usize,
         roles: &[String],

@@ -33,17 +33,20 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use crate::audit::trail::{command_tag, tag_rows, Trail};
+use crate::audit::trail::Trail;
 use crate::protect::crypto::{self, CryptoError, Form, KeyCiphers};
 use crate::protect::policy::{Action, ColumnPolicy, Mask};
-use crate::protect::protection::Veil;
-use crate::proxy::relay::Tap;
+use crate::protect::protection::Protection;
 use crate::read::copy_out::CopyOut;
 use crate::read::shape::{Field, Shape, Shapes};
+use crate::session::state::SessionState;
+use crate::session::tap::Tap;
 use crate::text::bytea;
 use crate::text::encoding::ClientEncoding;
+use crate::wire::command_complete::{command_tag, tag_rows};
+use crate::wire::data_row::{put_field, Fields};
+use crate::wire::parameter_status::{client_encoding, standard_strings};
 use crate::wire::reply::{self, Severity};
-use crate::write::tap::Shared;
 
 mod unencrypted;
 
@@ -103,8 +106,8 @@ pub struct Reader<'a> {
 /// With one it reveals rows, follows transaction ends for the session's
 /// declarations, and tidies the errors of pgveil's refusals.
 pub struct ServerTap<'a> {
-    veil: Option<&'a Veil>,
-    shared: &'a Shared,
+    veil: Option<&'a Protection>,
+    shared: &'a SessionState,
     roles: &'a [String],
     /// After a denied value: drop the rest of the result up to ReadyForQuery.
     skipping: bool,
@@ -127,8 +130,8 @@ impl<'a> ServerTap<'a> {
     /// `attributes`: the session's protected columns by table OID and
     /// column number (`Catalog::attributes`).
     pub fn new(
-        veil: Option<&'a Veil>,
-        shared: &'a Shared,
+        veil: Option<&'a Protection>,
+        shared: &'a SessionState,
         roles: &'a [String],
         attributes: &HashMap<(u32, i16), (String, String, String)>,
         trail: Option<&'a Trail>,
@@ -187,7 +190,7 @@ impl<'a> ServerTap<'a> {
 
     fn copy_data(
         &mut self,
-        veil: &'a Veil,
+        veil: &'a Protection,
         copy: &mut CopyOut,
         frame: Bytes,
         out: &mut Vec<Bytes>,
@@ -205,7 +208,7 @@ impl<'a> ServerTap<'a> {
         }
     }
 
-    fn row(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn row(&mut self, veil: &'a Protection, frame: Bytes, out: &mut Vec<Bytes>) {
         let shape = self.rows_shape();
         if !has_ciphertext(&frame) && !shape.as_ref().is_some_and(|s| has_protected(s, &frame)) {
             // Most rows: no lock, no copy.
@@ -266,7 +269,7 @@ impl<'a> ServerTap<'a> {
     }
 
     fn error(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
-        let marker = self.veil.map(Veil::refusal_marker);
+        let marker = self.veil.map(Protection::refusal_marker);
         let ours = marker.is_some_and(|m| reply::error_field(&frame, b's') == Some(m.as_bytes()));
         if !ours {
             if matches!(reply::error_field(&frame, b'V'), Some(b"FATAL" | b"PANIC")) {
@@ -451,24 +454,6 @@ impl ServerTap<'_> {
     }
 }
 
-/// The value of a ParameterStatus frame for the parameter `name`.
-fn parameter<'f>(frame: &'f [u8], name: &[u8]) -> Option<&'f str> {
-    let value = frame.get(5..)?.strip_prefix(name)?.strip_prefix(b"\0")?;
-    let end = value.iter().position(|&b| b == 0)?;
-    std::str::from_utf8(&value[..end]).ok()
-}
-
-/// The value of a ParameterStatus frame for `client_encoding`.
-pub fn client_encoding(frame: &[u8]) -> Option<&str> {
-    parameter(frame, b"client_encoding")
-}
-
-/// Whether a ParameterStatus frame for `standard_conforming_strings`
-/// says it is on.
-pub fn standard_strings(frame: &[u8]) -> Option<bool> {
-    parameter(frame, b"standard_conforming_strings").map(|v| v != "off")
-}
-
 /// pgveil's refusal as the client should see it: severity, SQLSTATE and
 /// message, without the marker and the PL/pgSQL context of the statement
 /// that raised it.
@@ -505,7 +490,7 @@ pub fn denied(column: &str) -> Bytes {
 /// Rewrites one DataRow frame for `reader`, with a fresh memo (see
 /// [`Memo::rewrite_row`]); the frame itself when it holds no ciphertext.
 /// `Err` carries the ErrorResponse to send instead when a value is denied.
-pub fn data_row(veil: &Veil, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes, Bytes> {
+pub fn data_row(veil: &Protection, reader: &Reader<'_>, frame: Bytes) -> Result<Bytes, Bytes> {
     if !has_ciphertext(&frame) {
         return Ok(frame);
     }
@@ -583,7 +568,7 @@ impl<'v> Memo<'v> {
     /// value is denied.
     pub fn rewrite_row(
         &mut self,
-        veil: &'v Veil,
+        veil: &'v Protection,
         reader: &Reader<'_>,
         frame: &[u8],
         shape: Option<&[Option<Field<'v>>]>,
@@ -608,7 +593,7 @@ impl<'v> Memo<'v> {
     /// value.
     pub fn rewrite_shaped(
         &mut self,
-        veil: &'v Veil,
+        veil: &'v Protection,
         reader: &Reader<'_>,
         tuple: &[u8],
         shape: Option<&[Option<Field<'v>>]>,
@@ -646,7 +631,7 @@ impl<'v> Memo<'v> {
     /// uses, is the plaintext it may be.
     pub fn reveal_field(
         &mut self,
-        veil: &'v Veil,
+        veil: &'v Protection,
         reader: &Reader<'_>,
         value: &[u8],
         stored: Option<Field<'v>>,
@@ -662,7 +647,12 @@ impl<'v> Memo<'v> {
     }
 
     /// What `reader` may see of one value.
-    pub fn reveal(&mut self, veil: &'v Veil, reader: &Reader<'_>, value: &[u8]) -> Revealed<'_> {
+    pub fn reveal(
+        &mut self,
+        veil: &'v Protection,
+        reader: &Reader<'_>,
+        value: &[u8],
+    ) -> Revealed<'_> {
         let Some(form) = Form::of(value) else {
             return Revealed::Keep;
         };
@@ -731,7 +721,7 @@ impl<'v> Memo<'v> {
     /// `self.plaintext`, written in `form`.
     fn reveal_bytes(
         &mut self,
-        veil: &Veil,
+        veil: &Protection,
         column: &ColumnPolicy,
         action: Action,
         form: Form,
@@ -796,7 +786,12 @@ impl<'v> Memo<'v> {
 
     /// The decision for `value`, by the key its envelope names (`None`
     /// if it is no envelope), remembered for the purpose in force.
-    fn decision(&mut self, veil: &'v Veil, reader: &Reader<'_>, value: &[u8]) -> Decision<'v> {
+    fn decision(
+        &mut self,
+        veil: &'v Protection,
+        reader: &Reader<'_>,
+        value: &[u8],
+    ) -> Decision<'v> {
         if self.purpose.as_deref() != reader.purpose {
             self.purpose = reader.purpose.map(str::to_owned);
             self.decisions.clear();
@@ -855,68 +850,6 @@ impl<'v> Memo<'v> {
     }
 }
 
-/// The fields of a DataRow frame, `None` for SQL NULL. A malformed frame
-/// ends the iteration early; it is then passed on as PostgreSQL wrote it,
-/// for the client to judge.
-pub struct Fields<'a> {
-    rest: &'a [u8],
-    left: usize,
-}
-
-impl<'a> Fields<'a> {
-    /// The fields of a DataRow frame.
-    pub fn of(frame: &'a [u8]) -> Self {
-        Self::of_tuple(frame.get(5..).unwrap_or_default())
-    }
-
-    /// The fields of a DataRow's body or a binary COPY tuple.
-    pub fn of_tuple(tuple: &'a [u8]) -> Self {
-        Fields {
-            rest: tuple.get(2..).unwrap_or_default(),
-            left: Self::count(tuple),
-        }
-    }
-
-    /// The field count a tuple announces.
-    fn count(tuple: &[u8]) -> usize {
-        tuple
-            .get(..2)
-            .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]) as usize)
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Option<&'a [u8]>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        let (len, tail) = self.rest.split_first_chunk::<4>()?;
-        let len = i32::from_be_bytes(*len);
-        self.left -= 1;
-        if len < 0 {
-            self.rest = tail;
-            return Some(None);
-        }
-        let (value, tail) = tail.split_at_checked(len as usize)?;
-        self.rest = tail;
-        Some(Some(value))
-    }
-}
-
-/// Writes one field as a DataRow, a Bind and a binary COPY tuple hold it:
-/// its length, -1 for NULL, and its bytes.
-pub(crate) fn put_field(body: &mut impl BufMut, value: Option<&[u8]>) {
-    match value {
-        Some(value) => {
-            body.put_i32(value.len() as i32);
-            body.put_slice(value);
-        }
-        None => body.put_i32(-1),
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -942,20 +875,24 @@ default = "null"
 
     /// A veil protecting `public.t.secret` (plaintext for `reader`,
     /// masked for `masker`, denied to anyone else) and `public.t.kyc`.
-    pub(crate) fn veil() -> Veil {
+    pub(crate) fn veil() -> Protection {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.toml");
         let policy = Policy::from_str("t.toml", POLICY).unwrap();
         let (master, _) = MasterKey::generate().unwrap();
         Keyring::init(&path, &master, &policy.domains()).unwrap();
-        Veil::new(policy, Keyring::load(&path, &master).unwrap())
+        Protection::new(policy, Keyring::load(&path, &master).unwrap())
     }
 
     fn row(fields: &[Option<&[u8]>]) -> Bytes {
         reply::frame_of(b'D', &crate::wire::copy::binary::tests::tuple_bytes(fields))
     }
 
-    fn read(veil: &Veil, roles: &[&str], frame: Bytes) -> Result<Vec<Option<Vec<u8>>>, Bytes> {
+    fn read(
+        veil: &Protection,
+        roles: &[&str],
+        frame: Bytes,
+    ) -> Result<Vec<Option<Vec<u8>>>, Bytes> {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
         let out = data_row(veil, &reader(&roles, None), frame)?;
         Ok(Fields::of(&out).map(|f| f.map(<[u8]>::to_vec)).collect())

@@ -44,12 +44,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use std::collections::HashMap;
 
-use crate::protect::guard::{self, Guard, GuardState};
+use crate::protect::guard::{self, Guard, GuardState, TYPE_KIND};
 use crate::protect::policy::Policy;
-use crate::read::tap::Fields;
 use crate::session::ledger::Values;
 use crate::sql::{CatalogObject, ColumnType, Columns, Kind, ServerObjects};
 use crate::text::encoding::ClientEncoding;
+use crate::wire::data_row::Fields;
 use crate::wire::reply::{error_field, frame_of};
 use crate::wire::{read_message, ReadError, Side};
 
@@ -201,13 +201,6 @@ impl Columns for Catalog {
             .map(|(_, column_type)| column_type)
     }
 }
-
-/// The kind of the type `t` (a `pg_type` row) of a protected column:
-/// `bytea`, `text` or `other` (see the module doc).
-pub(crate) const TYPE_KIND: &str = "CASE \
-    WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytea' \
-    WHEN t.typcategory = 'S' AND t.typoutput <> 'pg_catalog.nameout'::pg_catalog.regproc \
-    THEN 'text' ELSE 'other' END";
 
 /// A column's type from the kind the columns query gives it.
 fn column_type(kind: &str, type_name: &str) -> ColumnType {

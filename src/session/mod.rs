@@ -2,3 +2,5 @@
 
 pub mod catalog;
 pub mod ledger;
+pub mod state;
+pub mod tap;

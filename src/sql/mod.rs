@@ -118,9 +118,7 @@ use crate::protect::policy::{ColumnPolicy, Policy};
 
 use analyze::{Analyzer, Edit};
 
-pub use copy::{
-    copy_out_options, is_copy_from_stdin, ColumnSet, CopyField, CopyFormat, CopyIn, CopyOptions,
-};
+pub use copy::{copy_out_options, is_copy_from_stdin, CopyIn};
 pub use literals::conform as conform_literals;
 pub use objects::{CatalogObject, Kind, ServerObjects};
 pub use settings::{declarations, undeclarable_call, Declarations, Effect, Param, SettingChange};
@@ -578,7 +576,7 @@ pub fn rewrite_in_session(
         prepared.any()
             && PREPARED_WORDS
                 .iter()
-                .any(|word| crate::write::tap::contains_ignore_case(sql.as_bytes(), word))
+                .any(|word| crate::text::ascii::contains_ignore_case(sql.as_bytes(), word))
     };
     if !policy.mentions_protected_table(sql) && !objects.mentioned_in(sql) && !uses_prepared() {
         return Analysis {

@@ -147,7 +147,7 @@ pub fn undeclarable_call() -> Refusal {
 }
 
 fn mentions_settings(text: &str) -> bool {
-    crate::write::tap::contains_ignore_case(text.as_bytes(), PREFIX.as_bytes())
+    crate::text::ascii::contains_ignore_case(text.as_bytes(), PREFIX.as_bytes())
 }
 
 impl Declarations {
@@ -474,7 +474,7 @@ fn strings(arg: Option<&Node>) -> Vec<&str> {
 /// `PREPARE`, SQL function bodies): through its JSON form, which has every
 /// node.
 fn check_other_calls(text: &str, node: &NodeEnum, allowed: &[i32]) -> Result<(), Reason> {
-    if !crate::write::tap::contains_ignore_case(text.as_bytes(), b"set_config") {
+    if !crate::text::ascii::contains_ignore_case(text.as_bytes(), b"set_config") {
         return Ok(());
     }
     let tree = serde_json::to_value(node).unwrap_or(Value::Null);

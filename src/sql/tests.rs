@@ -1,6 +1,7 @@
 use super::*;
 use crate::protect::policy::Policy;
 use crate::sql::objects::{CatalogObject, Kind, ServerObjects};
+use crate::wire::copy::options::{ColumnSet, CopyFormat, CopyOptions};
 
 const POLICY: &str = r#"
 [[column]]

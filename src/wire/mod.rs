@@ -12,4 +12,7 @@ pub mod reply;
 pub mod startup;
 
 pub use frame::{read_message, Chunk, FrameError, Framer, ReadError, Side};
+pub mod command_complete;
 pub mod copy;
+pub mod data_row;
+pub mod parameter_status;

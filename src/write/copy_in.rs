@@ -71,9 +71,10 @@ use std::mem;
 use thiserror::Error;
 
 use crate::protect::policy::{ColumnPolicy, Policy};
-use crate::sql::{ColumnRefId, ColumnSet, CopyFormat, CopyIn, EncryptError, Encryptor, Storage};
+use crate::sql::{ColumnRefId, CopyIn, EncryptError, Encryptor, Storage};
 use crate::text::encoding::{ClientEncoding, Step};
 use crate::wire::copy::binary::FormatError;
+use crate::wire::copy::options::{ColumnSet, CopyFormat};
 use crate::wire::copy::text::{Field, Format, Syntax};
 
 /// The longest row, line terminator included, that pgveil buffers.

@@ -33,90 +33,32 @@
 //! Nothing of the refused statement reaches the server.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::info;
 
 use crate::audit::trail::{text as trail_text, Names, Trail};
 use crate::protect::policy::ColumnPolicy;
-use crate::protect::protection::Veil;
-use crate::proxy::relay::Tap;
-use crate::read::tap::put_field;
+use crate::protect::protection::Protection;
 use crate::session::catalog::Catalog;
-use crate::session::ledger::{Declared, Described, Named, ParsedStatement, Rows};
+use crate::session::ledger::{Described, Named, ParsedStatement, Rows};
+use crate::session::state::SessionState;
+use crate::session::tap::Tap;
 use crate::sql::{
-    self, copy_out_options, declarations, merge_slots, Analysis, CopyIn, CopyOptions, Declarations,
-    Effect, EncryptError, Encryptor, Outcome, Param, ParamSlot, Refusal, Statements, Storage,
+    self, copy_out_options, declarations, merge_slots, Analysis, CopyIn, Declarations, Effect,
+    EncryptError, Encryptor, Outcome, Param, ParamSlot, Refusal, Statements, Storage,
 };
+use crate::text::ascii::contains_ignore_case;
 use crate::text::bytea;
 use crate::text::encoding::{self, ClientEncoding};
+use crate::wire::copy::options::CopyOptions;
+use crate::wire::data_row::put_field;
 use crate::wire::reply;
 use crate::write::copy_in::{CopyEncryptor, CopyError};
 
-/// State both taps of a session share.
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub declared: Mutex<Declared>,
-    /// Refusals sent in the extended protocol whose error has not come back.
-    pub pending_refusals: AtomicUsize,
-    /// The client sent Terminate: the server's close is expected.
-    pub terminated: AtomicBool,
-    /// The server sent a FATAL error, which explains its close itself.
-    pub server_fatal: AtomicBool,
-    /// The session's `client_encoding`, as the server last reported it.
-    pub encoding: Mutex<ClientEncoding>,
-    /// Whether `standard_conforming_strings` is on, as the server last
-    /// reported it: how pgveil reads a plain literal's backslashes
-    /// ([`sql::conform_literals`]).
-    pub standard_strings: AtomicBool,
-    /// The data options of the COPY TO statements sent, whose data has not
-    /// started yet, in order.
-    pub copy_out: Mutex<VecDeque<CopyOptions>>,
-}
-
-impl Shared {
-    /// For a session that logged in with this encoding and these
-    /// declarations.
-    pub fn new(encoding: ClientEncoding, standard_strings: bool, declared: Declared) -> Self {
-        Self {
-            encoding: Mutex::new(encoding),
-            standard_strings: AtomicBool::new(standard_strings),
-            declared: Mutex::new(declared),
-            ..Self::default()
-        }
-    }
-
-    /// The session's declarations, locked.
-    pub fn declared(&self) -> std::sync::MutexGuard<'_, Declared> {
-        self.declared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Notes COPY TO statements about to be sent.
-    fn expect_copy_out(&self, options: Vec<CopyOptions>) {
-        if !options.is_empty() {
-            let mut queue = self.copy_out.lock().unwrap_or_else(|e| e.into_inner());
-            queue.extend(options);
-        }
-    }
-
-    /// The data options of the COPY TO whose data starts now, if known.
-    pub fn next_copy_out(&self) -> Option<CopyOptions> {
-        self.copy_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-    }
-
-    /// The session's current client encoding.
-    pub fn encoding(&self) -> ClientEncoding {
-        *self.encoding.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Encryptor for Veil {
+impl Encryptor for Protection {
     fn encrypt(&self, column: &ColumnPolicy, plaintext: &str) -> Result<String, EncryptError> {
         self.keyring
             .encrypt_text(
@@ -140,8 +82,8 @@ impl Encryptor for Veil {
 
 /// The client-to-server tap. Without a policy it only notes Terminate.
 pub struct ClientTap<'a> {
-    veil: Option<&'a Veil>,
-    shared: &'a Shared,
+    veil: Option<&'a Protection>,
+    shared: &'a SessionState,
     catalog: &'a Catalog,
     /// Prepared `COPY ... TO STDOUT`, by name: their data options.
     copy_out_statements: HashMap<String, CopyOptions>,
@@ -193,8 +135,8 @@ enum CopyState<'a> {
 
 impl<'a> ClientTap<'a> {
     pub fn new(
-        veil: Option<&'a Veil>,
-        shared: &'a Shared,
+        veil: Option<&'a Protection>,
+        shared: &'a SessionState,
         catalog: &'a Catalog,
         trail: Option<&'a Trail>,
     ) -> Self {
@@ -283,7 +225,7 @@ impl<'a> ClientTap<'a> {
         }
     }
 
-    fn query(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn query(&mut self, veil: &'a Protection, frame: Bytes, out: &mut Vec<Bytes>) {
         self.copy = None;
         let frame = self.conform_query(frame);
         let encoding = self.shared.encoding();
@@ -340,7 +282,7 @@ impl<'a> ClientTap<'a> {
 
     /// Rewrites a statement text, including `EXECUTE` of the statements
     /// the session prepared.
-    fn rewrite(&self, veil: &Veil, sql: &str) -> Analysis {
+    fn rewrite(&self, veil: &Protection, sql: &str) -> Analysis {
         sql::rewrite_in_session(
             sql,
             &veil.policy,
@@ -445,7 +387,7 @@ impl<'a> ClientTap<'a> {
         }
     }
 
-    fn refuse_query(&self, veil: &Veil, refusal: &Refusal, out: &mut Vec<Bytes>) {
+    fn refuse_query(&self, veil: &Protection, refusal: &Refusal, out: &mut Vec<Bytes>) {
         info!(
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
@@ -459,7 +401,7 @@ impl<'a> ClientTap<'a> {
     /// refusal stands for the client's next Execute in the trail.
     fn refuse_extended(
         &mut self,
-        veil: &Veil,
+        veil: &Protection,
         refusal: &Refusal,
         out: &mut Vec<Bytes>,
         statement: &str,
@@ -486,7 +428,7 @@ impl<'a> ClientTap<'a> {
         self.skipping = true;
     }
 
-    fn parse(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn parse(&mut self, veil: &'a Protection, frame: Bytes, out: &mut Vec<Bytes>) {
         let frame = self.conform_parse(frame);
         let Some(parse) = ParseMessage::read(&frame) else {
             return out.push(frame);
@@ -559,7 +501,7 @@ impl<'a> ClientTap<'a> {
         }
     }
 
-    fn bind(&mut self, veil: &'a Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn bind(&mut self, veil: &'a Protection, frame: Bytes, out: &mut Vec<Bytes>) {
         // No COPY data can come before this portal's Execute.
         self.copy = None;
         let name = BindMessage::statement_name(&frame).map(String::from_utf8_lossy);
@@ -749,7 +691,7 @@ impl<'a> ClientTap<'a> {
     /// A FunctionCall (the fast-path protocol) is answered up to its
     /// ReadyForQuery; one that calls `set_config`, which pgveil cannot
     /// follow, is refused.
-    fn function_call(&mut self, veil: &Veil, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn function_call(&mut self, veil: &Protection, frame: Bytes, out: &mut Vec<Bytes>) {
         self.shared.declared().query(Vec::new());
         if frame.get(5..9) == Some(&SET_CONFIG_OID.to_be_bytes()[..]) {
             return self.refuse_query(veil, &sql::undeclarable_call(), out);
@@ -760,7 +702,7 @@ impl<'a> ClientTap<'a> {
     /// CopyData, CopyDone or CopyFail. Only those of a COPY into a
     /// protected table are changed; the end of every COPY's data is noted
     /// for the declarations.
-    fn copy_message(&mut self, veil: &'a Veil, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+    fn copy_message(&mut self, veil: &'a Protection, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
         if let Some(CopyState::Waiting(copy)) = &self.copy {
             let encoding = self.shared.encoding();
             self.copy = Some(
@@ -938,7 +880,7 @@ impl ClientTap<'_> {
     /// Whether the audit log is down, with `on_failure = "refuse"`, and
     /// `sql` (analysed as `outcome`) may touch protected columns: it
     /// writes or compares them, or mentions a protected table.
-    fn audit_refusing(&self, veil: &Veil, sql: &str, outcome: &Outcome) -> bool {
+    fn audit_refusing(&self, veil: &Protection, sql: &str, outcome: &Outcome) -> bool {
         self.trail.is_some_and(Trail::refusing)
             && (!matches!(outcome, Outcome::Unchanged) || veil.policy.mentions_protected_table(sql))
     }
@@ -963,7 +905,7 @@ impl ClientTap<'_> {
 /// all of them.
 struct SessionStatements<'t> {
     /// Whose declarations follow the prepared statements.
-    shared: &'t Shared,
+    shared: &'t SessionState,
     /// The client's batch.
     batch: u64,
 }
@@ -1009,7 +951,7 @@ fn audit_unavailable() -> Refusal {
 }
 
 /// The COPY TO statements of a text, if it may have any.
-fn copy_out_in(sql: &str, veil: &Veil, catalog: &Catalog) -> Vec<CopyOptions> {
+fn copy_out_in(sql: &str, veil: &Protection, catalog: &Catalog) -> Vec<CopyOptions> {
     if contains_ignore_case(sql.as_bytes(), b"copy") {
         copy_out_options(sql, &veil.policy, catalog)
     } else {
@@ -1054,7 +996,7 @@ fn undecodable() -> Refusal {
 /// `standard_conforming_strings` does not change, with no `\'` for
 /// `backslash_quote` to refuse, and its dollar-quote tag is one the body
 /// does not contain, whatever a message quotes.
-fn raise_sql(veil: &Veil, refusal: &Refusal) -> String {
+fn raise_sql(veil: &Protection, refusal: &Refusal) -> String {
     let literal = |text: &str| format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"));
     let body = format!(
         "BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}, SCHEMA = {}; END",
@@ -1167,7 +1109,7 @@ fn malformed_bind() -> Refusal {
 /// format the client sent it in. Public for the benchmarks: it runs on
 /// every execution of a prepared statement that writes protected columns.
 pub fn encrypt_bind(
-    veil: &Veil,
+    veil: &Protection,
     encoding: ClientEncoding,
     frame: &[u8],
     slots: &[ParamSlot],
@@ -1201,7 +1143,7 @@ pub fn encrypt_bind(
 /// encrypted, in the format it came in. (Arrays for `bytea` columns are
 /// refused when the statement is analysed.)
 fn encrypt_array_param(
-    veil: &Veil,
+    veil: &Protection,
     encoding: ClientEncoding,
     slot: &ParamSlot,
     value: &[u8],
@@ -1250,7 +1192,7 @@ fn undecodable_value(slot: &ParamSlot) -> Refusal {
 /// the value's bytes (binary format) or of the bytes its text input
 /// stands for, sent as `\x` and hex (text format).
 fn encrypt_param(
-    veil: &Veil,
+    veil: &Protection,
     encoding: ClientEncoding,
     slot: &ParamSlot,
     value: &[u8],
@@ -1277,7 +1219,7 @@ fn encrypt_param(
 
 /// The text envelope of a parameter value (text in the client encoding).
 fn encrypt_text_param(
-    veil: &Veil,
+    veil: &Protection,
     encoding: ClientEncoding,
     slot: &ParamSlot,
     value: &[u8],
@@ -1289,20 +1231,20 @@ fn encrypt_text_param(
 }
 
 /// The ciphertext of a parameter's value (decoded text) for its column.
-fn encrypt_value(veil: &Veil, slot: &ParamSlot, text: &str) -> Result<String, Refusal> {
+fn encrypt_value(veil: &Protection, slot: &ParamSlot, text: &str) -> Result<String, Refusal> {
     let column = slot_column(veil, slot)?;
     veil.encrypt(column, text)
         .map_err(|e| cannot_encrypt(slot, e))
 }
 
 /// The binary envelope of `bytes` for a `bytea` parameter's column.
-fn encrypt_bytes(veil: &Veil, slot: &ParamSlot, bytes: &[u8]) -> Result<Vec<u8>, Refusal> {
+fn encrypt_bytes(veil: &Protection, slot: &ParamSlot, bytes: &[u8]) -> Result<Vec<u8>, Refusal> {
     let column = slot_column(veil, slot)?;
     veil.encrypt_bytes(column, bytes)
         .map_err(|e| cannot_encrypt(slot, e))
 }
 
-fn slot_column<'v>(veil: &'v Veil, slot: &ParamSlot) -> Result<&'v ColumnPolicy, Refusal> {
+fn slot_column<'v>(veil: &'v Protection, slot: &ParamSlot) -> Result<&'v ColumnPolicy, Refusal> {
     let c = &slot.target.column;
     veil.policy
         .column(&c.schema, &c.table, &c.column)
@@ -1363,11 +1305,4 @@ fn cstring(text: impl AsRef<[u8]>) -> Vec<u8> {
     v.extend_from_slice(text);
     v.push(0);
     v
-}
-
-/// Whether `needle` occurs in `haystack`, ignoring ASCII case.
-pub(crate) fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -9,7 +9,7 @@ use pgveil::audit::{AuditConfig, AuditKeys};
 use pgveil::protect::crypto::MasterKey;
 use pgveil::protect::keyring::Keyring;
 use pgveil::protect::policy::Policy;
-use pgveil::protect::protection::Veil;
+use pgveil::protect::protection::Protection;
 
 use super::{test_config, Cluster, Proxy};
 
@@ -93,7 +93,7 @@ pub fn keyring() -> Keyring {
 /// A pgveil in front of the CRM, recording to the audit log `audit`
 /// describes, if given. The CRM is set up on first use.
 pub fn setup(audit: Option<AuditConfig>) -> Crm {
-    let veil = Veil::new(load_policy(), keyring());
+    let veil = Protection::new(load_policy(), keyring());
     let config = pgveil::proxy::config::Config {
         upstream: Cluster::shared().addr(),
         ..test_config()
@@ -123,7 +123,7 @@ pub fn protect(schema: &str, policy: Policy) -> Crm {
         ..test_config()
     };
     Crm {
-        proxy: Proxy::with_veil(config, Some(Veil::new(policy.clone(), load()))),
+        proxy: Proxy::with_veil(config, Some(Protection::new(policy.clone(), load()))),
         policy,
         keyring: load(),
     }

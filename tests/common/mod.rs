@@ -137,7 +137,10 @@ impl Proxy {
     }
 
     /// Starts pgveil protecting the columns of `veil`.
-    pub fn with_veil(config: Config, veil: Option<pgveil::protect::protection::Veil>) -> Proxy {
+    pub fn with_veil(
+        config: Config,
+        veil: Option<pgveil::protect::protection::Protection>,
+    ) -> Proxy {
         Proxy::with_audit(config, veil, None)
     }
 
@@ -145,7 +148,7 @@ impl Proxy {
     /// audit log `audit` describes, if given.
     pub fn with_audit(
         mut config: Config,
-        veil: Option<pgveil::protect::protection::Veil>,
+        veil: Option<pgveil::protect::protection::Protection>,
         audit: Option<(
             pgveil::audit::AuditConfig,
             std::sync::Arc<pgveil::audit::AuditKeys>,

@@ -20,11 +20,11 @@ use pg_query::protobuf::{node::Node, DiscardMode, Token};
 
 use super::summary::{statement_text, StatementText};
 use super::Trail;
-use crate::protect::protection::Veil;
+use crate::protect::protection::Protection;
 
 /// A statement text for the trail: whether it mentions a protected table
 /// is known with a policy.
-pub fn text(veil: Option<&Veil>, sql: &str, written: Vec<String>) -> Arc<StatementText> {
+pub fn text(veil: Option<&Protection>, sql: &str, written: Vec<String>) -> Arc<StatementText> {
     let protected = veil.is_some_and(|veil| veil.policy.mentions_protected_table(sql));
     StatementText::new(sql.to_owned(), written, protected)
 }

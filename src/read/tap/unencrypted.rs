@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::{Memo, Reader, Revealed};
 use crate::protect::crypto::Form;
 use crate::protect::policy::{Action, ColumnPolicy, Mask};
-use crate::protect::protection::Veil;
+use crate::protect::protection::Protection;
 use crate::read::shape::Field;
 use crate::text::bytea;
 
@@ -60,7 +60,7 @@ impl<'v> Memo<'v> {
     /// rule.
     pub(super) fn reveal_unencrypted(
         &mut self,
-        veil: &'v Veil,
+        veil: &'v Protection,
         reader: &Reader<'_>,
         column: &'v ColumnPolicy,
         action: Option<Action>,

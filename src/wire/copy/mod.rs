@@ -2,4 +2,5 @@
 //! binary format.
 
 pub mod binary;
+pub mod options;
 pub mod text;

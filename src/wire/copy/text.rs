@@ -17,8 +17,8 @@
 
 use std::ops::Range;
 
-use crate::sql::{CopyFormat, CopyOptions};
 use crate::text::encoding::{ClientEncoding, Step};
+use crate::wire::copy::options::{CopyFormat, CopyOptions};
 
 /// How fields are delimited and quoted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use bytes::BufMut;
 
 use super::{check_length, Problem, Values, MAX_ROW};
 use crate::protect::policy::ColumnPolicy;
-use crate::read::tap::{put_field, Fields};
 use crate::sql::Storage;
 use crate::wire::copy::binary::{Piece, Splitter};
+use crate::wire::data_row::{put_field, Fields};
 
 /// Encrypts the protected fields of a binary COPY data stream.
 pub struct TupleEncryptor<'a> {
@@ -116,9 +116,10 @@ impl<'a> TupleEncryptor<'a> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{policy, Fake};
-    use crate::sql::{CopyFormat, CopyIn};
+    use crate::sql::CopyIn;
     use crate::text::encoding::ClientEncoding;
     use crate::wire::copy::binary::tests::{stream, tuple_bytes};
+    use crate::wire::copy::options::CopyFormat;
     use crate::write::copy_in::CopyEncryptor;
 
     fn binary_copy() -> CopyIn {

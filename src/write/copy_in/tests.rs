@@ -1,5 +1,6 @@
 use super::*;
-use crate::sql::{ColumnSet, CopyOptions, Target};
+use crate::sql::Target;
+use crate::wire::copy::options::{ColumnSet, CopyOptions};
 
 const POLICY: &str = r#"
 [[column]]

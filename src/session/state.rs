@@ -1,0 +1,71 @@
+//! What both directions of a session share: the ledger of declarations,
+//! the session's text settings as the server reported them, and the
+//! outcome of the refusals and COPY TO statements in flight.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Mutex;
+
+use crate::session::ledger::Declared;
+use crate::text::encoding::ClientEncoding;
+use crate::wire::copy::options::CopyOptions;
+
+/// State both taps of a session share.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    pub declared: Mutex<Declared>,
+    /// Refusals sent in the extended protocol whose error has not come back.
+    pub pending_refusals: AtomicUsize,
+    /// The client sent Terminate: the server's close is expected.
+    pub terminated: AtomicBool,
+    /// The server sent a FATAL error, which explains its close itself.
+    pub server_fatal: AtomicBool,
+    /// The session's `client_encoding`, as the server last reported it.
+    pub encoding: Mutex<ClientEncoding>,
+    /// Whether `standard_conforming_strings` is on, as the server last
+    /// reported it: how pgveil reads a plain literal's backslashes
+    /// ([`sql::conform_literals`]).
+    pub standard_strings: AtomicBool,
+    /// The data options of the COPY TO statements sent, whose data has not
+    /// started yet, in order.
+    pub copy_out: Mutex<VecDeque<CopyOptions>>,
+}
+
+impl SessionState {
+    /// For a session that logged in with this encoding and these
+    /// declarations.
+    pub fn new(encoding: ClientEncoding, standard_strings: bool, declared: Declared) -> Self {
+        Self {
+            encoding: Mutex::new(encoding),
+            standard_strings: AtomicBool::new(standard_strings),
+            declared: Mutex::new(declared),
+            ..Self::default()
+        }
+    }
+
+    /// The session's declarations, locked.
+    pub fn declared(&self) -> std::sync::MutexGuard<'_, Declared> {
+        self.declared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes COPY TO statements about to be sent.
+    pub(crate) fn expect_copy_out(&self, options: Vec<CopyOptions>) {
+        if !options.is_empty() {
+            let mut queue = self.copy_out.lock().unwrap_or_else(|e| e.into_inner());
+            queue.extend(options);
+        }
+    }
+
+    /// The data options of the COPY TO whose data starts now, if known.
+    pub fn next_copy_out(&self) -> Option<CopyOptions> {
+        self.copy_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    /// The session's current client encoding.
+    pub fn encoding(&self) -> ClientEncoding {
+        *self.encoding.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
