@@ -1,4 +1,6 @@
 //! pgveil: a transparent encryption proxy for PostgreSQL.
+#![deny(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod audit;
 #[cfg(test)]

@@ -128,7 +128,10 @@ fn create(path: &Path) -> io::Result<File> {
 }
 
 /// Puts the calling thread in the idle scheduling class (Linux
-/// `SCHED_IDLE`): it runs only when no other thread wants the CPU.
+/// `SCHED_IDLE`): it runs only when no other thread wants the CPU. One of
+/// the two `unsafe` blocks of the crate (the other asks whether the process
+/// is root).
+#[allow(unsafe_code)]
 fn run_when_idle() {
     #[cfg(target_os = "linux")]
     {
@@ -151,12 +154,12 @@ pub(super) struct Compressor {
 }
 
 impl Compressor {
-    pub fn new(dir: PathBuf) -> Self {
+    pub(super) fn new(dir: PathBuf) -> Self {
         Self { dir, worker: None }
     }
 
     /// Queues the sealed file `name`.
-    pub fn compress(&mut self, name: FileName) {
+    pub(super) fn compress(&mut self, name: FileName) {
         let (jobs, _) = self.worker.get_or_insert_with(|| {
             let (jobs, queue) = mpsc::channel::<FileName>();
             let dir = self.dir.clone();
@@ -180,7 +183,7 @@ impl Compressor {
     }
 
     /// Waits until every queued file is compressed.
-    pub fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if let Some((jobs, thread)) = self.worker.take() {
             drop(jobs);
             let _ = thread.join();

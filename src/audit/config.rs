@@ -116,7 +116,7 @@ impl Default for AuditConfig {
 /// The smallest `max_file_bytes`: room for a header, a record and a seal.
 pub const MIN_FILE_BYTES: u64 = 4096;
 /// The largest `max_file_bytes`: files are read whole when verified.
-pub const MAX_FILE_BYTES: u64 = 1 << 30;
+pub(super) const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// An `[audit]` setting that cannot be used.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -52,7 +52,7 @@ pub(super) struct ChainHead {
 
 impl ChainHead {
     /// Before the first record ever written.
-    pub const GENESIS: Self = Self {
+    pub(super) const GENESIS: Self = Self {
         seq: 0,
         mac: [0; 32],
     };
@@ -63,14 +63,14 @@ impl ChainHead {
 pub(super) struct Day(u32);
 
 impl Day {
-    pub fn of(time: SystemTime) -> Self {
+    pub(super) fn of(time: SystemTime) -> Self {
         let text = humantime::format_rfc3339_seconds(time).to_string();
         let digits: String = text[..10].chars().filter(char::is_ascii_digit).collect();
         Self(digits.parse().expect("RFC 3339 starts with YYYY-MM-DD"))
     }
 
     /// The day `days` before `time`'s.
-    pub fn days_before(time: SystemTime, days: u32) -> Self {
+    pub(super) fn days_before(time: SystemTime, days: u32) -> Self {
         let back = Duration::from_secs(u64::from(days) * 86_400);
         Self::of(time.checked_sub(back).unwrap_or(SystemTime::UNIX_EPOCH))
     }
@@ -86,7 +86,7 @@ pub(super) struct FileName {
 
 impl FileName {
     /// Parses a directory entry; `None` for files that are not audit files.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(super) fn parse(name: &str) -> Option<Self> {
         let rest = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
         let (day, number) = rest.split_once('-')?;
         let digits = |s: &str, min: usize| s.len() >= min && s.bytes().all(|b| b.is_ascii_digit());
@@ -101,7 +101,7 @@ impl FileName {
 
     /// The file to start on `day` after `last`; never sorts before `last`,
     /// even if the clock went back.
-    pub fn next(day: Day, last: Option<Self>) -> Self {
+    pub(super) fn next(day: Day, last: Option<Self>) -> Self {
         match last {
             Some(last) if last.day >= day => Self {
                 day: last.day,
@@ -123,7 +123,7 @@ const COMPRESSED: &str = ".zst";
 
 impl FileName {
     /// The name of its compressed form.
-    pub fn compressed(&self) -> String {
+    pub(super) fn compressed(&self) -> String {
         format!("{self}{COMPRESSED}")
     }
 }
@@ -142,7 +142,7 @@ impl AuditFile {
     /// The entry that holds its bytes: the file as written while it
     /// exists (a compressed copy next to it may be unfinished), else the
     /// compressed one.
-    pub fn entry(&self) -> String {
+    pub(super) fn entry(&self) -> String {
         if self.plain {
             self.name.to_string()
         } else {
@@ -188,7 +188,7 @@ pub(super) struct Header {
 }
 
 impl Header {
-    pub fn new(file: FileName, prev: ChainHead) -> Self {
+    pub(super) fn new(file: FileName, prev: ChainHead) -> Self {
         Self {
             audit: FORMAT.into(),
             file: file.to_string(),
@@ -197,13 +197,13 @@ impl Header {
         }
     }
 
-    pub fn line(&self) -> Vec<u8> {
+    pub(super) fn line(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).expect("a header serializes");
         line.push(b'\n');
         line
     }
 
-    pub fn prev(&self) -> Option<ChainHead> {
+    pub(super) fn prev(&self) -> Option<ChainHead> {
         Some(ChainHead {
             seq: self.prev_seq,
             mac: decode_mac(&self.prev_mac)?,
@@ -230,7 +230,7 @@ pub(super) struct Seal {
 
 impl Seal {
     /// The seal line, signed with `key`.
-    pub fn line(&self, key: &Ed25519KeyPair) -> Vec<u8> {
+    pub(super) fn line(&self, key: &Ed25519KeyPair) -> Vec<u8> {
         let seal = serde_json::to_string(self).expect("a seal serializes");
         let sig = STANDARD.encode(key.sign(seal.as_bytes()));
         format!("{SEAL_PREFIX}{seal}{SIG_MEMBER}{sig}{LINE_END}\n").into_bytes()
@@ -320,7 +320,7 @@ impl Bodies {
 
     /// Adds `body`. Compact JSON holds no newline (strings escape
     /// theirs), so one ends each body.
-    pub fn push(&mut self, body: &impl Body) {
+    pub(super) fn push(&mut self, body: &impl Body) {
         body.write(&mut self.bytes);
         self.bytes.push(b'\n');
         self.count += 1;
@@ -328,7 +328,7 @@ impl Bodies {
 
     /// Moves the bodies of `other` after these; into an empty one (the
     /// usual case: a batch taken whole) without copying them.
-    pub fn append(&mut self, other: &mut Self) {
+    pub(super) fn append(&mut self, other: &mut Self) {
         if self.bytes.is_empty() {
             std::mem::swap(self, other);
             other.clear();
@@ -344,7 +344,7 @@ impl Bodies {
     }
 
     /// Removes the first `n` bodies (all of them if there are fewer).
-    pub fn drain_front(&mut self, n: usize) {
+    pub(super) fn drain_front(&mut self, n: usize) {
         let n = n.min(self.count);
         let end: usize = self.iter().take(n).map(|body| body.len() + 1).sum();
         self.bytes.drain(..end);
@@ -353,7 +353,7 @@ impl Bodies {
 
     /// Takes the bodies out, leaving room for as many bytes again: a queue
     /// refills to about its last size.
-    pub fn take(&mut self) -> Self {
+    pub(super) fn take(&mut self) -> Self {
         let room = self.bytes.len();
         std::mem::replace(
             self,
@@ -364,16 +364,16 @@ impl Bodies {
         )
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// Each body, without its newline.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &[u8]> {
         self.bytes.split(|&b| b == b'\n').take(self.count)
     }
 }
@@ -431,12 +431,12 @@ pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
 pub(super) struct MacKey(Hmac<Sha256>);
 
 impl MacKey {
-    pub fn new(key: &[u8; 32]) -> Self {
+    pub(super) fn new(key: &[u8; 32]) -> Self {
         Self(hmac_sha256(key))
     }
 
     /// HMAC-SHA256(key, prev || canonical).
-    pub fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    pub(super) fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
         let mut mac = self.0.clone();
         mac.update(prev);
         mac.update(canonical);

@@ -36,14 +36,14 @@
 //! {"seal":{"file":"audit-20261125-0001.jsonl","first_seq":1,"last_seq":1,"last_mac":"…","sha256":"…","recovered":false,"sealed":"…"},"sig":"…"}
 //! ```
 
-pub mod bulk_reads;
+pub(crate) mod bulk_reads;
 mod compress;
 mod config;
 mod format;
 mod keys;
 mod line;
 mod record;
-pub mod review;
+pub(crate) mod review;
 mod sink;
 pub mod trail;
 mod verify;
@@ -63,4 +63,4 @@ pub use verify::{verify, verify_live, Gap, Location, VerifyError, VerifyReport};
 pub use writer::AuditError;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -172,7 +172,10 @@ pub(super) struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    pub fn new(mac_key: Option<&'a [u8; 32]>, public_key: &'a [u8]) -> Result<Self, VerifyError> {
+    pub(super) fn new(
+        mac_key: Option<&'a [u8; 32]>,
+        public_key: &'a [u8],
+    ) -> Result<Self, VerifyError> {
         if public_key.len() != 32 {
             return Err(VerifyError::PublicKey(public_key.len()));
         }

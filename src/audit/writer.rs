@@ -125,7 +125,7 @@ impl OpenFile {
 impl LogWriter {
     /// Opens `config.dir` (creating it), continues the chain from its
     /// newest file, and deletes expired files.
-    pub fn open(
+    pub(super) fn open(
         config: &AuditConfig,
         keys: Arc<AuditKeys>,
         now: SystemTime,
@@ -151,7 +151,7 @@ impl LogWriter {
 
     /// Appends the records of `bodies` at `now`, rotating as needed. They reach the disk
     /// at the next [`Self::sync`].
-    pub fn append(&mut self, bodies: &Bodies, now: SystemTime) -> Result<(), AuditError> {
+    pub(super) fn append(&mut self, bodies: &Bodies, now: SystemTime) -> Result<(), AuditError> {
         let day = Day::of(now);
         let mut line = std::mem::take(&mut self.line);
         for body in bodies.iter() {
@@ -181,7 +181,7 @@ impl LogWriter {
     }
 
     /// The seq of the last record appended.
-    pub fn seq(&self) -> u64 {
+    pub(super) fn seq(&self) -> u64 {
         self.head.seq
     }
 
@@ -192,7 +192,7 @@ impl LogWriter {
     /// chain goes on in a new file. Returns the seq of the last record on
     /// disk, which the chain continues from. Fails, and may be called
     /// again, while the disk still cannot take the seal.
-    pub fn resume(&mut self, now: SystemTime) -> Result<u64, AuditError> {
+    pub(super) fn resume(&mut self, now: SystemTime) -> Result<u64, AuditError> {
         self.current = None;
         create_dir(&self.dir)?;
         let (head, newest) = recover(&self.dir, &self.keys, now)?;
@@ -203,13 +203,13 @@ impl LogWriter {
     }
 
     /// Makes every appended record durable.
-    pub fn sync(&mut self) -> Result<(), AuditError> {
+    pub(super) fn sync(&mut self) -> Result<(), AuditError> {
         self.current.as_mut().map_or(Ok(()), OpenFile::sync)
     }
 
     /// Seals the open file, if any, and waits until sealed files are
     /// compressed.
-    pub fn close(&mut self, now: SystemTime) -> Result<(), AuditError> {
+    pub(super) fn close(&mut self, now: SystemTime) -> Result<(), AuditError> {
         if self.current.is_some() {
             self.seal_current(now)?;
         }

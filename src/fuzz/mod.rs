@@ -12,9 +12,9 @@
 //! Each property runs a fixed number of cases (a few seconds in a debug
 //! build); `PROPTEST_CASES=N` runs N instead.
 
-mod messages;
-mod sql;
-mod statements;
+pub(crate) mod messages;
+pub(crate) mod sql;
+pub(crate) mod statements;
 
 use std::sync::OnceLock;
 

@@ -37,7 +37,7 @@ const USERS: &[(&str, &str)] = &[
 
 /// Why the demo could not run.
 #[derive(Debug, Error)]
-pub enum DemoError {
+pub(super) enum DemoError {
     #[error("cannot start PostgreSQL: {0}")]
     Cluster(#[from] ClusterError),
     #[error("cannot listen on {addr}: {source}")]
@@ -47,7 +47,7 @@ pub enum DemoError {
 }
 
 /// Runs the demo until `shutdown` completes.
-pub async fn run(
+pub(super) async fn run(
     mut config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DemoError> {

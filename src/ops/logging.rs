@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use crate::proxy::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `level`.
-pub fn init(format: LogFormat, level: &str) {
+pub(super) fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

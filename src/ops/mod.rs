@@ -2,5 +2,5 @@
 
 pub mod cli;
 pub mod cluster;
-pub mod demo;
-pub mod logging;
+pub(crate) mod demo;
+pub(crate) mod logging;

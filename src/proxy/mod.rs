@@ -1,6 +1,6 @@
 //! Accepting connections and running each session.
 
 pub mod config;
-pub mod relay;
+pub(crate) mod relay;
 pub mod server;
-pub mod session;
+pub(crate) mod session;

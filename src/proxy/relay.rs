@@ -25,7 +25,7 @@ const MAX_SLICES: usize = 64;
 
 /// Why a relay stopped.
 #[derive(Debug)]
-pub enum End {
+pub(super) enum End {
     /// The sending peer closed its side.
     Closed,
     /// The session asked it to stop.
@@ -40,7 +40,7 @@ pub enum End {
 
 /// How a relay ended, and whether its receiver may be sent one more message.
 #[derive(Debug)]
-pub struct Outcome {
+pub(super) struct Outcome {
     pub end: End,
     /// True when the receiving peer has been sent only whole messages.
     pub at_boundary: bool,
@@ -48,7 +48,7 @@ pub struct Outcome {
 
 /// Relays from `from` to `to` until either side fails, `from` closes, or
 /// `stop` is cancelled. `buf` holds bytes already read from `from`.
-pub async fn relay<R, W, T>(
+pub(super) async fn relay<R, W, T>(
     side: Side,
     from: &mut R,
     to: &mut W,
@@ -131,7 +131,7 @@ pub(crate) fn split<T: Tap>(
 }
 
 /// Writes and drains `chunks`, as few system calls as possible.
-pub async fn write_all<W: AsyncWrite + Unpin>(
+pub(super) async fn write_all<W: AsyncWrite + Unpin>(
     to: &mut W,
     chunks: &mut Vec<Bytes>,
 ) -> io::Result<()> {
@@ -172,8 +172,10 @@ pub async fn write_all<W: AsyncWrite + Unpin>(
 }
 
 /// A tap that wants nothing: pure pass-through.
-pub struct PassThrough;
+#[cfg(test)]
+pub(super) struct PassThrough;
 
+#[cfg(test)]
 impl Tap for PassThrough {
     fn wants(&self, _tag: u8) -> bool {
         false

@@ -86,7 +86,7 @@ impl StartError {
 }
 
 /// What every session shares: settings, protection, the audit log.
-pub struct Services {
+pub(super) struct Services {
     pub config: Config,
     /// The policy and keys, when columns are protected.
     pub veil: Option<Arc<Protection>>,
@@ -97,7 +97,7 @@ pub struct Services {
 }
 
 /// A client connection and what pgveil knows about it.
-pub struct Session {
+pub(super) struct Session {
     id: u64,
     client: TcpStream,
     peer: SocketAddr,
@@ -107,7 +107,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(id: u64, client: TcpStream, peer: SocketAddr, services: Arc<Services>) -> Self {
+    pub(super) fn new(
+        id: u64,
+        client: TcpStream,
+        peer: SocketAddr,
+        services: Arc<Services>,
+    ) -> Self {
         Self {
             id,
             client,
@@ -145,7 +150,7 @@ impl Session {
     }
 
     /// Runs the session to its end. Errors are logged, never raised.
-    pub async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         let span = tracing::info_span!(
             "session",
             conn = self.id,
@@ -455,7 +460,11 @@ impl Session {
                     format!("invalid message from upstream server: {e}"),
                 )
             }
-            (End::Closed | End::ReadFailed(_) | End::WriteFailed(_), _) => return None,
+            (End::ReadFailed(e) | End::WriteFailed(e), _) => {
+                debug!("client connection failed: {e}");
+                return None;
+            }
+            (End::Closed, _) => return None,
             (_, End::Closed | End::ReadFailed(_)) => {
                 if shared.terminated.load(Ordering::Relaxed)
                     || shared.server_fatal.load(Ordering::Relaxed)

@@ -46,7 +46,7 @@ use crate::wire::reply::{self, Severity};
 const INTERNAL_ERROR: &str = "XX000";
 
 /// The data of one COPY TO, to be revealed as it flows.
-pub enum CopyOut {
+pub(super) enum CopyOut {
     Lines(Lines),
     Binary(BinaryOut),
 }
@@ -56,7 +56,7 @@ impl CopyOut {
     /// not, with the options of its statement if pgveil read them, for a
     /// reader in `encoding`; `None` when its data cannot be read and is
     /// passed on as it is.
-    pub fn new(
+    pub(super) fn new(
         options: Option<CopyOptions>,
         binary: bool,
         encoding: ClientEncoding,
@@ -81,7 +81,7 @@ impl CopyOut {
     /// Reveals the payload of one CopyData message: `Ok(None)` to pass it
     /// on as it is, or the bytes to send in its place (none, if they are
     /// not whole yet). `Err` is the ErrorResponse that ends the COPY.
-    pub fn reveal<'v>(
+    pub(super) fn reveal<'v>(
         &mut self,
         veil: &'v Protection,
         reader: &Reader<'_>,
@@ -98,7 +98,7 @@ impl CopyOut {
 }
 
 /// Text or CSV rows, one per message.
-pub struct Lines {
+pub(super) struct Lines {
     syntax: Syntax,
     /// The NULL string, in the reader's encoding.
     null: Vec<u8>,
@@ -214,7 +214,7 @@ fn split_ending(row: &[u8]) -> (&[u8], &[u8]) {
 
 /// A binary COPY TO stream.
 #[derive(Default)]
-pub struct BinaryOut {
+pub(super) struct BinaryOut {
     splitter: Splitter,
     /// The start of a piece whose end has not arrived yet.
     pending: Vec<u8>,

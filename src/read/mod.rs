@@ -1,5 +1,5 @@
 //! Server to client: what the server answers, revealed as the policy says.
 
-pub mod copy_out;
-pub mod shape;
+pub(crate) mod copy_out;
+pub(crate) mod shape;
 pub mod tap;

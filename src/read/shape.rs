@@ -39,11 +39,11 @@ pub struct Field<'v> {
 
 /// The protected fields of a result, by position; `None` where a field
 /// is not a protected column.
-pub type Shape<'v> = Arc<[Option<Field<'v>>]>;
+pub(super) type Shape<'v> = Arc<[Option<Field<'v>>]>;
 
 /// The shapes of a session's results.
 #[derive(Default)]
-pub struct Shapes<'v> {
+pub(super) struct Shapes<'v> {
     /// Protected columns by table OID and column number.
     attributes: HashMap<(u32, i16), &'v ColumnPolicy>,
     /// The shape of the statement of a simple Query answering now.
@@ -55,7 +55,7 @@ pub struct Shapes<'v> {
 impl<'v> Shapes<'v> {
     /// For a session whose catalog names these protected columns, by
     /// table OID and column number: `(schema, table, column)`.
-    pub fn new(
+    pub(super) fn new(
         policy: &'v Policy,
         attributes: &HashMap<(u32, i16), (String, String, String)>,
     ) -> Self {
@@ -73,14 +73,14 @@ impl<'v> Shapes<'v> {
 
     /// Whether no result can have a protected field (no protected table
     /// exists): nothing to follow.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.attributes.is_empty()
     }
 
     /// A RowDescription (`frame`) or, with `None`, a NoData, answering
     /// `target` (a Describe) or else describing the rows of a simple
     /// Query's statement that follow.
-    pub fn described(&mut self, frame: Option<&[u8]>, target: Option<Described>) {
+    pub(super) fn described(&mut self, frame: Option<&[u8]>, target: Option<Described>) {
         let shape = frame.and_then(|frame| self.shape(frame));
         match target {
             Some(Described::Statement(Named { name, generation })) => {
@@ -95,13 +95,13 @@ impl<'v> Shapes<'v> {
 
     /// A statement ended (CommandComplete, EmptyQueryResponse,
     /// PortalSuspended, an error, ReadyForQuery).
-    pub fn ended(&mut self) {
+    pub(super) fn ended(&mut self) {
         self.current = None;
     }
 
     /// The shape of rows arriving now: those of the Execute `rows`, or of
     /// a simple Query's statement.
-    pub fn of_rows(&self, rows: Option<&Rows>) -> Option<Shape<'v>> {
+    pub(super) fn of_rows(&self, rows: Option<&Rows>) -> Option<Shape<'v>> {
         let Some(rows) = rows else {
             return self.current.clone();
         };

@@ -1,6 +1,6 @@
 //! State of one session that both directions share.
 
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod ledger;
-pub mod state;
-pub mod tap;
+pub(crate) mod state;
+pub(crate) mod tap;

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 /// Looks at the messages of one direction as they pass.
-pub trait Tap {
+pub(crate) trait Tap {
     /// Whether messages of type `tag` must be handed to the tap whole.
     fn wants(&self, tag: u8) -> bool;
     /// Offered each wanted message first: a tap that only needs to read it

@@ -69,7 +69,7 @@ pub(super) struct Analyzer<'a> {
 }
 
 impl<'a> Analyzer<'a> {
-    pub fn new(
+    pub(super) fn new(
         sql: &'a str,
         tokens: Vec<ScanToken>,
         policy: &'a Policy,
@@ -94,7 +94,7 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    pub fn finish(self) -> Outcome {
+    pub(super) fn finish(self) -> Outcome {
         if self.edits.is_empty() && self.params.is_empty() {
             return Outcome::Unchanged;
         }
@@ -107,7 +107,7 @@ impl<'a> Analyzer<'a> {
 
     /// What a top-level statement, analysed, does to the session's
     /// SQL-prepared statements once the server has run it.
-    pub fn effects(&self, node: &NodeEnum) -> Vec<Effect> {
+    pub(super) fn effects(&self, node: &NodeEnum) -> Vec<Effect> {
         let effect = match node {
             NodeEnum::PrepareStmt(s) => self
                 .prepared
@@ -126,18 +126,18 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Refuses calls of functions over protected tables with values.
-    pub fn check_calls(&self) -> Result<()> {
+    pub(super) fn check_calls(&self) -> Result<()> {
         self.objects.check_calls(self.sql, &self.tokens)
     }
 
     /// Refuses a write into a view over a protected table, or into a table
     /// whose rules or triggers may write one.
-    pub fn check_write(&self, range: &RangeVar) -> Result<()> {
+    pub(super) fn check_write(&self, range: &RangeVar) -> Result<()> {
         self.objects.check_write(&range.schemaname, &range.relname)
     }
 
     /// Analyses a top-level statement other than COPY.
-    pub fn statement(&mut self, node: &NodeEnum) -> Result<()> {
+    pub(super) fn statement(&mut self, node: &NodeEnum) -> Result<()> {
         self.statement_in(node, &Scope::default())
     }
 

@@ -12,7 +12,7 @@ use thiserror::Error;
 /// Why an array value cannot be encrypted element by element. The text
 /// never quotes the value.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum ArrayError {
+pub(crate) enum ArrayError {
     #[error("the value is not a one-dimensional array of text")]
     NotAnArray,
     #[error("{0}")]
@@ -24,7 +24,7 @@ const TEXT_ELEMENT_TYPES: [u32; 2] = [25, 1043];
 
 /// Applies `f` to every non-NULL element of a text-form array, and
 /// returns the array of the results (each quoted) in text form.
-pub fn map_text(
+pub(crate) fn map_text(
     array: &str,
     mut f: impl FnMut(&str) -> Result<String, String>,
 ) -> Result<String, ArrayError> {
@@ -123,7 +123,7 @@ fn unquoted(
 
 /// Applies `f` to every non-NULL element of a binary-form array of text or
 /// varchar, and returns the array of the results in binary form.
-pub fn map_binary(
+pub(crate) fn map_binary(
     array: &[u8],
     mut f: impl FnMut(&[u8]) -> Result<String, String>,
 ) -> Result<Vec<u8>, ArrayError> {

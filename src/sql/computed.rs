@@ -101,7 +101,7 @@ pub(super) struct Check<'x, 's, 'a> {
 impl<'a> Check<'_, '_, 'a> {
     /// What protected value an expression that is read returns as it is
     /// stored, if any; refuses one that computes on a protected value.
-    pub fn carried(&self, node: &Node) -> Result<Option<Origin<'a>>> {
+    pub(super) fn carried(&self, node: &Node) -> Result<Option<Origin<'a>>> {
         match self.carry(node)? {
             Some(Carried::Row(origin)) => Err(computing("a whole-row value", origin)),
             carried => Ok(carried.map(Carried::origin)),
@@ -109,7 +109,7 @@ impl<'a> Check<'_, '_, 'a> {
     }
 
     /// Refuses a function in FROM computing on a protected value.
-    pub fn function_in_from(&self, function: &RangeFunction) -> Result<()> {
+    pub(super) fn function_in_from(&self, function: &RangeFunction) -> Result<()> {
         for item in &function.functions {
             let Some(NodeEnum::List(list)) = &item.node else {
                 continue;

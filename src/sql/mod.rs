@@ -93,20 +93,20 @@
 //! and never quote the statement or its values, which may be personal
 //! data.
 
-mod analyze;
-pub mod array;
-mod computed;
-mod copy;
-mod literals;
-mod objects;
-mod outputs;
-mod scope;
-mod settings;
+pub(crate) mod analyze;
+pub(crate) mod array;
+pub(crate) mod computed;
+pub(crate) mod copy;
+pub(crate) mod literals;
+pub(crate) mod objects;
+pub(crate) mod outputs;
+pub(crate) mod scope;
+pub(crate) mod settings;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
-mod tests_computed;
-mod views;
+pub(crate) mod tests_computed;
+pub(crate) mod views;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -72,11 +72,11 @@ pub(super) struct View {
 }
 
 impl View {
-    pub fn qualified(&self) -> String {
+    pub(super) fn qualified(&self) -> String {
         self.object.qualified()
     }
 
-    pub fn table(&self) -> &str {
+    pub(super) fn table(&self) -> &str {
         &self.object.table
     }
 }

@@ -43,7 +43,7 @@ pub(super) enum Origin<'a> {
 impl Origin<'_> {
     /// The refusal of comparing the derived column `column` (as the
     /// statement names it) with a value.
-    pub fn refusal(self, column: &[String]) -> Reason {
+    pub(super) fn refusal(self, column: &[String]) -> Reason {
         let table = |c: &ColumnPolicy| format!("{}.{}", c.schema, c.table);
         match self {
             Origin::View(view) => Reason::DerivedViewColumn {
@@ -94,7 +94,7 @@ pub(super) struct Outputs<'a> {
 
 impl<'a> Outputs<'a> {
     /// No outputs yet, at known positions.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Outputs {
             positional: true,
             ..Outputs::default()
@@ -102,7 +102,7 @@ impl<'a> Outputs<'a> {
     }
 
     /// The exact output named `name`.
-    pub fn exact(&self, name: &str) -> Option<&'a ColumnPolicy> {
+    pub(super) fn exact(&self, name: &str) -> Option<&'a ColumnPolicy> {
         self.columns.iter().find_map(|(n, output)| match output {
             Output::Exact(c) if n == name => Some(*c),
             _ => None,
@@ -111,7 +111,7 @@ impl<'a> Outputs<'a> {
 
     /// The first output, with its name, which `x IN (SELECT ...)`
     /// compares `x` with; derived when its position is not known.
-    pub fn compared(&self) -> (String, Output<'a>) {
+    pub(super) fn compared(&self) -> (String, Output<'a>) {
         match (self.positional, self.columns.first()) {
             (true, Some((name, output))) => (name.clone(), *output),
             _ => (
@@ -123,14 +123,14 @@ impl<'a> Outputs<'a> {
 
     /// Where the first protected or derived value among the outputs
     /// comes from.
-    pub fn origin(&self) -> Option<Origin<'a>> {
+    pub(super) fn origin(&self) -> Option<Origin<'a>> {
         let listed = self.columns.iter().find_map(|(_, output)| output.origin());
         listed.or(self.rest)
     }
 
     /// Adds an output whose name may not be known: a derived output of
     /// an unknown name makes every unlisted output derived.
-    pub fn push(&mut self, name: Option<String>, output: Output<'a>) {
+    pub(super) fn push(&mut self, name: Option<String>, output: Output<'a>) {
         if let (None, Output::Derived(origin)) = (&name, output) {
             self.rest = self.rest.or(Some(origin));
         }
@@ -139,14 +139,14 @@ impl<'a> Outputs<'a> {
     }
 
     /// Adds the outputs of a `*`: positions are no longer known.
-    pub fn append(&mut self, star: Outputs<'a>) {
+    pub(super) fn append(&mut self, star: Outputs<'a>) {
         self.columns.extend(star.columns);
         self.positional = false;
         self.rest = self.rest.or(star.rest);
     }
 
     /// The outputs renamed by column aliases, position by position.
-    pub fn aliased(mut self, names: &[Node]) -> Self {
+    pub(super) fn aliased(mut self, names: &[Node]) -> Self {
         if names.is_empty() {
             return self;
         }
@@ -165,7 +165,7 @@ impl<'a> Outputs<'a> {
 
     /// The outputs of a set operation over arms with these outputs: named
     /// by the first, and matched by position.
-    pub fn combined(arms: Vec<Outputs<'a>>) -> Self {
+    pub(super) fn combined(arms: Vec<Outputs<'a>>) -> Self {
         let mut arms = arms.into_iter();
         let Some(mut first) = arms.next() else {
             return Outputs::new();

@@ -30,7 +30,7 @@ pub(super) struct Relation<'a> {
 
 impl<'a> Relation<'a> {
     /// The relation over a query with these outputs.
-    pub fn of_outputs(name: String, outputs: Outputs<'a>) -> Self {
+    pub(super) fn of_outputs(name: String, outputs: Outputs<'a>) -> Self {
         let mut relation = Relation {
             name,
             rest: outputs.rest,
@@ -47,7 +47,7 @@ impl<'a> Relation<'a> {
     }
 
     /// Its columns as `SELECT *` outputs them.
-    pub fn outputs(&self) -> Outputs<'a> {
+    pub(super) fn outputs(&self) -> Outputs<'a> {
         let exact = self
             .columns
             .iter()
@@ -62,7 +62,7 @@ impl<'a> Relation<'a> {
     }
 
     /// Where its column `name` is computed from, if it is derived.
-    pub fn derived(&self, name: &str) -> Option<Origin<'a>> {
+    pub(super) fn derived(&self, name: &str) -> Option<Origin<'a>> {
         let listed = self.derived.iter().find(|(n, _)| n == name);
         let exact = || self.columns.iter().any(|(n, _)| n == name);
         listed
@@ -81,22 +81,22 @@ pub(super) struct Scope<'s, 'a> {
 }
 
 impl<'s, 'a> Scope<'s, 'a> {
-    pub fn child(parent: &'s Scope<'s, 'a>) -> Self {
+    pub(super) fn child(parent: &'s Scope<'s, 'a>) -> Self {
         Scope {
             parent: Some(parent),
             ..Scope::default()
         }
     }
 
-    pub fn levels(&self) -> impl Iterator<Item = &Scope<'s, 'a>> {
+    pub(super) fn levels(&self) -> impl Iterator<Item = &Scope<'s, 'a>> {
         std::iter::successors(Some(self), |scope| scope.parent)
     }
 
-    pub fn visible(&self) -> impl Iterator<Item = &Relation<'a>> {
+    pub(super) fn visible(&self) -> impl Iterator<Item = &Relation<'a>> {
         self.levels().flat_map(|scope| &scope.relations)
     }
 
-    pub fn cte(&self, name: &str) -> Option<&Outputs<'a>> {
+    pub(super) fn cte(&self, name: &str) -> Option<&Outputs<'a>> {
         self.levels()
             .flat_map(|scope| &scope.ctes)
             .find(|(cte, _)| cte == name)
@@ -104,7 +104,7 @@ impl<'s, 'a> Scope<'s, 'a> {
     }
 
     /// The protected column a column reference names, if any.
-    pub fn resolve(&self, fields: &[String]) -> Option<&'a ColumnPolicy> {
+    pub(super) fn resolve(&self, fields: &[String]) -> Option<&'a ColumnPolicy> {
         let find = |relation: &Relation<'a>, column: &str| {
             relation
                 .columns
@@ -128,7 +128,7 @@ impl<'s, 'a> Scope<'s, 'a> {
 
     /// Where the derived column a column reference names is computed
     /// from, if it names one: comparing it with a value is refused.
-    pub fn derived(&self, fields: &[String]) -> Option<Origin<'a>> {
+    pub(super) fn derived(&self, fields: &[String]) -> Option<Origin<'a>> {
         match fields {
             [column] => self.visible().find_map(|r| r.derived(column)),
             [.., table, column] => self
@@ -141,7 +141,7 @@ impl<'s, 'a> Scope<'s, 'a> {
 
     /// What a column reference in a computed output reads: a protected
     /// column, a derived one, or a whole row (`t`, `t.*`) with either.
-    pub fn reads(&self, column: &ColumnRef) -> Option<Origin<'a>> {
+    pub(super) fn reads(&self, column: &ColumnRef) -> Option<Origin<'a>> {
         let fields = fields_of(column);
         if let Some(policy) = self.resolve(&fields) {
             return Some(Origin::Column(policy));
@@ -155,7 +155,7 @@ impl<'s, 'a> Scope<'s, 'a> {
     }
 
     /// What a select list's bare column reference outputs.
-    pub fn output(&self, column: &ColumnRef) -> Output<'a> {
+    pub(super) fn output(&self, column: &ColumnRef) -> Output<'a> {
         match self.resolve(&fields_of(column)) {
             Some(policy) => Output::Exact(policy),
             None => self.reads(column).map_or(Output::Plain, Output::Derived),
@@ -163,7 +163,7 @@ impl<'s, 'a> Scope<'s, 'a> {
     }
 
     /// Every protected column the relations of this level expose.
-    pub fn all_columns(&self) -> impl Iterator<Item = &(String, &'a ColumnPolicy)> {
+    pub(super) fn all_columns(&self) -> impl Iterator<Item = &(String, &'a ColumnPolicy)> {
         self.relations.iter().flat_map(|r| &r.columns)
     }
 }

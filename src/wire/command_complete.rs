@@ -1,14 +1,14 @@
 //! CommandComplete: the tag that ends a statement's answer.
 
 /// The tag of a CommandComplete frame (`SELECT 5`), without its NUL.
-pub fn command_tag(frame: &[u8]) -> &[u8] {
+pub(crate) fn command_tag(frame: &[u8]) -> &[u8] {
     frame
         .get(5..frame.len().saturating_sub(1))
         .unwrap_or_default()
 }
 
 /// The row count of a CommandComplete frame's tag (`SELECT 5`, `INSERT 0 2`).
-pub fn tag_rows(frame: &[u8]) -> u64 {
+pub(crate) fn tag_rows(frame: &[u8]) -> u64 {
     command_tag(frame)
         .rsplit(|&b| b == b' ')
         .next()

@@ -6,19 +6,19 @@ use bytes::BufMut;
 /// The fields of a DataRow frame, `None` for SQL NULL. A malformed frame
 /// ends the iteration early; it is then passed on as PostgreSQL wrote it,
 /// for the client to judge.
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     rest: &'a [u8],
     left: usize,
 }
 
 impl<'a> Fields<'a> {
     /// The fields of a DataRow frame.
-    pub fn of(frame: &'a [u8]) -> Self {
+    pub(crate) fn of(frame: &'a [u8]) -> Self {
         Self::of_tuple(frame.get(5..).unwrap_or_default())
     }
 
     /// The fields of a DataRow's body or a binary COPY tuple.
-    pub fn of_tuple(tuple: &'a [u8]) -> Self {
+    pub(crate) fn of_tuple(tuple: &'a [u8]) -> Self {
         Fields {
             rest: tuple.get(2..).unwrap_or_default(),
             left: Self::count(tuple),

@@ -9,10 +9,10 @@
 
 pub mod frame;
 pub mod reply;
-pub mod startup;
+pub(crate) mod startup;
 
 pub use frame::{read_message, Chunk, FrameError, Framer, ReadError, Side};
-pub mod command_complete;
-pub mod copy;
-pub mod data_row;
-pub mod parameter_status;
+pub(crate) mod command_complete;
+pub(crate) mod copy;
+pub(crate) mod data_row;
+pub(crate) mod parameter_status;

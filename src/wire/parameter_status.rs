@@ -8,12 +8,12 @@ fn parameter<'f>(frame: &'f [u8], name: &[u8]) -> Option<&'f str> {
 }
 
 /// The value of a ParameterStatus frame for `client_encoding`.
-pub fn client_encoding(frame: &[u8]) -> Option<&str> {
+pub(crate) fn client_encoding(frame: &[u8]) -> Option<&str> {
     parameter(frame, b"client_encoding")
 }
 
 /// Whether a ParameterStatus frame for `standard_conforming_strings`
 /// says it is on.
-pub fn standard_strings(frame: &[u8]) -> Option<bool> {
+pub(crate) fn standard_strings(frame: &[u8]) -> Option<bool> {
     parameter(frame, b"standard_conforming_strings").map(|v| v != "off")
 }

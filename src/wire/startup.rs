@@ -20,7 +20,7 @@ const CANCEL_LEN: usize = 16;
 
 /// One packet from a client that has not started a session yet.
 #[derive(Debug)]
-pub enum Packet {
+pub(crate) enum Packet {
     /// SSLRequest: answered `N` until pgveil terminates TLS.
     SslRequest,
     /// GSSENCRequest: answered `N`.
@@ -33,7 +33,7 @@ pub enum Packet {
 
 /// A parsed StartupMessage.
 #[derive(Debug)]
-pub struct Startup {
+pub(crate) struct Startup {
     /// The packet as received, length word included.
     pub raw: Bytes,
     /// Startup parameters (`user`, `database`, `options`, ...).
@@ -42,7 +42,7 @@ pub struct Startup {
 
 impl Startup {
     /// The login role named by the client.
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         self.params
             .get("user")
             .map(String::as_str)
@@ -50,7 +50,7 @@ impl Startup {
     }
 
     /// The database, which defaults to the user name as in PostgreSQL.
-    pub fn database(&self) -> &str {
+    pub(crate) fn database(&self) -> &str {
         self.params
             .get("database")
             .map(String::as_str)
@@ -60,7 +60,7 @@ impl Startup {
 
 /// Why a startup packet was refused. The texts follow PostgreSQL's.
 #[derive(Debug, Error)]
-pub enum StartupError {
+pub(crate) enum StartupError {
     #[error("invalid length of startup packet")]
     BadLength,
     #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")]
@@ -78,7 +78,7 @@ pub enum StartupError {
 }
 
 /// Reads one startup-phase packet.
-pub async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<Packet, StartupError> {
+pub(crate) async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<Packet, StartupError> {
     let len = match r.read_u32().await {
         Ok(len) => len as usize,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {

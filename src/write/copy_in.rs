@@ -78,7 +78,7 @@ use crate::wire::copy::options::{ColumnSet, CopyFormat};
 use crate::wire::copy::text::{Field, Format, Syntax};
 
 /// The longest row, line terminator included, that pgveil buffers.
-pub const MAX_ROW: usize = 64 << 20;
+pub(super) const MAX_ROW: usize = 64 << 20;
 
 /// SQLSTATE `feature_not_supported`.
 const NOT_SUPPORTED: &str = "0A000";
@@ -96,7 +96,7 @@ const INTERNAL_ERROR: &str = "XX000";
 /// Why the COPY data cannot be encrypted, as the client will read it.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[error("{message}")]
-pub struct CopyError {
+pub(super) struct CopyError {
     pub sqlstate: &'static str,
     /// Starts with `pgveil:`; never contains data values.
     pub message: String,
@@ -202,7 +202,7 @@ impl From<Problem> for CopyError {
 }
 
 /// Encrypts the protected fields of one COPY data stream.
-pub enum CopyEncryptor<'a> {
+pub(super) enum CopyEncryptor<'a> {
     /// Text or CSV.
     Rows(RowEncryptor<'a>),
     Binary(binary::TupleEncryptor<'a>),
@@ -210,7 +210,7 @@ pub enum CopyEncryptor<'a> {
 
 impl<'a> CopyEncryptor<'a> {
     /// An encryptor for the data of `copy`, sent in `encoding`.
-    pub fn new(
+    pub(super) fn new(
         copy: &CopyIn,
         policy: &'a Policy,
         enc: &'a dyn Encryptor,
@@ -237,7 +237,7 @@ impl<'a> CopyEncryptor<'a> {
 
     /// Consumes the payload of one CopyData message; returns the bytes to
     /// send on (zero or more whole rows).
-    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
+    pub(super) fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, CopyError> {
         match self {
             CopyEncryptor::Rows(rows) => rows.feed(data),
             CopyEncryptor::Binary(tuples) => tuples.feed(data).map_err(Into::into),
@@ -245,7 +245,7 @@ impl<'a> CopyEncryptor<'a> {
     }
 
     /// At CopyDone: what is still to send.
-    pub fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
+    pub(super) fn finish(&mut self) -> Result<Vec<u8>, CopyError> {
         match self {
             CopyEncryptor::Rows(rows) => rows.finish(),
             CopyEncryptor::Binary(tuples) => tuples.finish().map_err(Into::into),
@@ -347,7 +347,7 @@ impl<'a> Values<'a> {
 }
 
 /// Encrypts the protected fields of a text or CSV COPY data stream.
-pub struct RowEncryptor<'a> {
+pub(super) struct RowEncryptor<'a> {
     syntax: Syntax,
     null: Vec<u8>,
     values: Values<'a>,

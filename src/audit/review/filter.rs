@@ -7,7 +7,7 @@ use crate::audit::{AuditRecord, Decision, Outcome, SqlState, Timestamp};
 
 /// A record's `event`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Connect,
     Authentication,
     Disconnect,
@@ -17,7 +17,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub fn of(record: &AuditRecord) -> Self {
+    pub(crate) fn of(record: &AuditRecord) -> Self {
         match record {
             AuditRecord::Connect { .. } => EventKind::Connect,
             AuditRecord::Authentication { .. } => EventKind::Authentication,
@@ -28,7 +28,7 @@ impl EventKind {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             EventKind::Connect => "connect",
             EventKind::Authentication => "authentication",
@@ -70,7 +70,7 @@ fn parse_decision(text: &str) -> Result<Decision, String> {
 
 /// Which outcomes `--outcome` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutcomeFilter {
+pub(crate) enum OutcomeFilter {
     Ok,
     /// Any error.
     Error,
@@ -103,7 +103,7 @@ fn parse_outcome(text: &str) -> Result<OutcomeFilter, String> {
 /// without the field an option tests (a connect event has no role) does
 /// not match it.
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Records at or after this time: RFC 3339 in UTC
     /// (2026-11-25T10:00:00Z) or a date (its midnight UTC).
     #[arg(long, value_parser = parse_since)]
@@ -141,7 +141,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, record: &AuditRecord) -> bool {
+    pub(crate) fn matches(&self, record: &AuditRecord) -> bool {
         let facts = Facts::of(record);
         self.since.is_none_or(|since| facts.time >= since)
             && self.until.is_none_or(|until| facts.time < until)
@@ -206,7 +206,7 @@ pub(super) struct Facts<'a> {
 }
 
 impl<'a> Facts<'a> {
-    pub fn of(record: &'a AuditRecord) -> Self {
+    pub(super) fn of(record: &'a AuditRecord) -> Self {
         let mut facts = Self::at(EventKind::of(record), time_of(record));
         match record {
             AuditRecord::Connect { peer, .. } => facts.connection = Some(peer.connection),

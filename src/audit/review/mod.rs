@@ -30,17 +30,17 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use thiserror::Error;
 
-pub use filter::{EventKind, Filter, OutcomeFilter};
-pub use read::Records;
-pub use report::{is_refused, AccessKey, ColumnUse, Count, Report, Tally, Totals};
-pub use search::{search, SearchFormat};
-pub use time::{parse_since, parse_until, Buckets, Period};
+pub(crate) use filter::Filter;
+pub(crate) use read::Records;
+pub(crate) use report::Report;
+pub(crate) use search::{search, SearchFormat};
+pub(crate) use time::Period;
 
 use super::verify::Location;
 
 /// Why a directory cannot be searched or reported on.
 #[derive(Debug, Error)]
-pub enum ReviewError {
+pub(crate) enum ReviewError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("no audit files in {0}")]
@@ -62,7 +62,7 @@ pub enum ReviewError {
 
 /// How `report` writes the review.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
+pub(crate) enum ReportFormat {
     /// Readable text tables.
     #[default]
     Text,
@@ -74,7 +74,7 @@ pub enum ReportFormat {
 
 /// Writes the access review of `period` in `dir` to the file `out`
 /// (created only once the log has been read), or to standard output.
-pub fn report(
+pub(crate) fn report(
     dir: &Path,
     period: Period,
     format: ReportFormat,
@@ -97,7 +97,7 @@ pub fn report(
 }
 
 /// Writes `report` in `format`.
-pub fn write_report(
+pub(crate) fn write_report(
     report: &Report,
     format: ReportFormat,
     out: &mut dyn Write,

@@ -14,7 +14,7 @@ use crate::audit::AuditRecord;
 /// first. Header and seal lines are skipped, and so is a last line without
 /// its newline, which a writer has not finished. The first unreadable file
 /// or line ends the iteration with an error.
-pub struct Records {
+pub(crate) struct Records {
     dir: PathBuf,
     files: std::vec::IntoIter<AuditFile>,
     current: Option<OpenFile>,
@@ -22,7 +22,7 @@ pub struct Records {
 
 impl Records {
     /// Lists the audit files in `dir`; fails if there are none.
-    pub fn open(dir: &Path) -> Result<Self, ReviewError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, ReviewError> {
         let files = list_files(dir).map_err(|source| ReviewError::Read {
             path: dir.into(),
             source,

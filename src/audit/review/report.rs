@@ -14,7 +14,7 @@ const REFUSED: [&str; 3] = ["0A000", "42501", "58030"];
 
 /// Statements and the rows they returned or affected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Count {
+pub(crate) struct Count {
     pub statements: u64,
     pub rows: u64,
 }
@@ -28,20 +28,22 @@ impl Count {
 
 /// A [`Count`] per decision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tally([Count; DECISIONS.len()]);
+pub(crate) struct Tally([Count; DECISIONS.len()]);
 
 impl Tally {
-    pub fn get(&self, decision: Decision) -> Count {
+    /// The count of one decision.
+    #[cfg(test)]
+    pub(crate) fn get(&self, decision: Decision) -> Count {
         self.0[decision_index(decision)]
     }
 
     /// The decisions with their counts, in report order.
-    pub fn iter(&self) -> impl Iterator<Item = (Decision, Count)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Decision, Count)> + '_ {
         DECISIONS.into_iter().zip(self.0.iter().copied())
     }
 
     /// Statements over all decisions.
-    pub fn statements(&self) -> u64 {
+    pub(crate) fn statements(&self) -> u64 {
         self.0.iter().map(|c| c.statements).sum()
     }
 
@@ -52,7 +54,7 @@ impl Tally {
 
 /// Who accessed which protected column.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct AccessKey {
+pub(crate) struct AccessKey {
     pub role: String,
     pub actor: Option<String>,
     /// `schema.table.column`.
@@ -61,7 +63,7 @@ pub struct AccessKey {
 
 /// How one role and actor used one protected column.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ColumnUse {
+pub(crate) struct ColumnUse {
     /// Statements and rows by the decision made on the column.
     pub decisions: Tally,
     /// Statements that read or wrote the column.
@@ -74,7 +76,7 @@ pub struct ColumnUse {
 
 /// The whole period at a glance.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub statements: u64,
     /// Statements that read or wrote a protected column.
     pub protected: u64,
@@ -91,7 +93,7 @@ pub struct Totals {
 
 /// The access review of a period.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     pub period: Period,
     pub totals: Totals,
     pub access: BTreeMap<AccessKey, ColumnUse>,
@@ -106,7 +108,7 @@ pub struct Report {
 
 impl Report {
     /// Aggregates the records within `period`.
-    pub fn build(
+    pub(crate) fn build(
         records: impl IntoIterator<Item = Result<AuditRecord, ReviewError>>,
         period: Period,
     ) -> Result<Self, ReviewError> {
@@ -196,7 +198,7 @@ impl Report {
 
 /// Whether a statement was refused: a refusal SQLSTATE, or a protected
 /// column denied.
-pub fn is_refused(statement: &StatementRecord) -> bool {
+pub(crate) fn is_refused(statement: &StatementRecord) -> bool {
     let refused_code = match statement.outcome {
         Outcome::Error(code) => REFUSED.contains(&code.as_str()),
         Outcome::Ok => false,

@@ -14,7 +14,7 @@ use crate::audit::{AuditRecord, Outcome};
 
 /// How `search` prints records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum SearchFormat {
+pub(crate) enum SearchFormat {
     /// Aligned columns, statements shortened.
     #[default]
     Table,
@@ -43,7 +43,7 @@ const HEADER: [&str; 11] = [
 const TABLE_STATEMENT_CHARS: usize = 60;
 
 /// Writes the records of `dir` that `filter` selects to `out`.
-pub fn search(
+pub(crate) fn search(
     dir: &Path,
     filter: &Filter,
     format: SearchFormat,

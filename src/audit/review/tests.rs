@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use ring::signature::Ed25519KeyPair;
 
+use super::filter::{EventKind, OutcomeFilter};
+use super::report::{AccessKey, Count};
+use super::time::{parse_since, parse_until};
 use super::*;
 use crate::audit::format::Bodies;
 use crate::audit::writer::LogWriter;

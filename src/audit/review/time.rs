@@ -11,13 +11,13 @@ const DAY: u64 = 86_400;
 
 /// Parses a start time: RFC 3339 in UTC (`2026-11-25T10:00:00Z`), or a
 /// date (`2026-11-25`) meaning its midnight UTC.
-pub fn parse_since(text: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_since(text: &str) -> Result<Timestamp, String> {
     parse_time(text, Duration::ZERO)
 }
 
 /// Parses an end time: RFC 3339, or a date meaning the end of that day
 /// (the next midnight UTC), so that the whole day is included.
-pub fn parse_until(text: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_until(text: &str) -> Result<Timestamp, String> {
     parse_time(text, Duration::from_secs(DAY))
 }
 
@@ -40,7 +40,7 @@ fn is_date(text: &str) -> bool {
 /// The times a report covers: from `since` (included) to `until`
 /// (excluded).
 #[derive(Args, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Period {
+pub(crate) struct Period {
     /// Start of the period, included: an RFC 3339 time
     /// (2026-11-25T10:00:00Z) or a date (its midnight UTC).
     #[arg(long, value_parser = parse_since)]
@@ -52,12 +52,12 @@ pub struct Period {
 }
 
 impl Period {
-    pub fn contains(&self, time: Timestamp) -> bool {
+    pub(crate) fn contains(&self, time: Timestamp) -> bool {
         self.since <= time && time < self.until
     }
 
     /// How charts divide the period: hourly up to three days, else daily.
-    pub fn buckets(&self) -> Buckets {
+    pub(crate) fn buckets(&self) -> Buckets {
         let length = seconds(self.until).saturating_sub(seconds(self.since));
         let width = if length <= 3 * DAY { HOUR } else { DAY };
         let start = seconds(self.since) / width * width;
@@ -72,7 +72,7 @@ impl Period {
 
 /// Equal, aligned slices of a period: hours or UTC days.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Buckets {
+pub(crate) struct Buckets {
     /// The first bucket's start, in seconds since the epoch.
     start: u64,
     width: u64,
@@ -80,17 +80,17 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    pub fn hourly(&self) -> bool {
+    pub(crate) fn hourly(&self) -> bool {
         self.width == HOUR
     }
 
     /// The bucket holding `time`, which must be in the period.
-    pub fn index(&self, time: Timestamp) -> usize {
+    pub(crate) fn index(&self, time: Timestamp) -> usize {
         ((seconds(time) - self.start) / self.width) as usize
     }
 
     /// A bucket's label: `2026-11-25 10:00` or `2026-11-25`.
-    pub fn label(&self, index: usize) -> String {
+    pub(crate) fn label(&self, index: usize) -> String {
         let start =
             SystemTime::UNIX_EPOCH + Duration::from_secs(self.start + index as u64 * self.width);
         let text = humantime::format_rfc3339_seconds(start).to_string();

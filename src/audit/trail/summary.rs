@@ -143,24 +143,24 @@ pub(super) struct Summary {
 
 impl Summary {
     /// How many statements the text has (one when it has none).
-    pub fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.parts.len().max(1)
     }
 
     /// The whole text, for a record that stands for all of it.
-    pub fn whole(&self) -> &Part {
+    pub(super) fn whole(&self) -> &Part {
         &self.whole
     }
 
     /// Statement `i` (from 0); the whole text past the last one.
-    pub fn part(&self, i: usize) -> &Part {
+    pub(super) fn part(&self, i: usize) -> &Part {
         self.parts.get(i).unwrap_or(&self.whole)
     }
 
     /// Whether the protected column `column`, written by the text, is
     /// written by its statement `i`: by each statement of a writing kind
     /// on its table, or by the first when none is.
-    pub fn writes(&self, i: usize, column: &str) -> bool {
+    pub(super) fn writes(&self, i: usize, column: &str) -> bool {
         if self.parts.len() <= 1 {
             return true;
         }

@@ -24,10 +24,10 @@ pub const MASTER_KEY_ENV: &str = "PGVEIL_MASTER_KEY";
 
 /// HKDF `info` labels, one per subkey use, so no two uses share a key.
 pub(crate) mod label {
-    pub const GCM: &[u8] = b"pgveil v1 aes-256-gcm";
-    pub const SIV: &[u8] = b"pgveil v1 aes-256-siv";
-    pub const PSEUDONYM: &[u8] = b"pgveil v1 pseudonym hmac-sha256";
-    pub const AUDIT_MAC: &[u8] = b"pgveil v1 audit mac";
+    pub(crate) const GCM: &[u8] = b"pgveil v1 aes-256-gcm";
+    pub(crate) const SIV: &[u8] = b"pgveil v1 aes-256-siv";
+    pub(crate) const PSEUDONYM: &[u8] = b"pgveil v1 pseudonym hmac-sha256";
+    pub(crate) const AUDIT_MAC: &[u8] = b"pgveil v1 audit mac";
 }
 
 /// The key that wraps every key of the keyring: 32 bytes, given to pgveil

@@ -24,7 +24,7 @@ use crate::text::bytea;
 
 /// How a value not stored encrypted is written in a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stored {
+pub(super) enum Stored {
     /// Text in the reader's encoding (a text column, either format).
     Text,
     /// A `bytea` value: its bytes in binary format, else its text form.

@@ -54,14 +54,14 @@ struct Version {
 /// The versions of every name, oldest first; a name whose only version
 /// is a confirmed empty one is not kept.
 #[derive(Debug, Default)]
-pub struct Parsed {
+pub(super) struct Parsed {
     versions: HashMap<String, Vec<Version>>,
     next_id: u64,
 }
 
 impl Parsed {
     /// A Parse of `name` in the client's `batch`; its id, for the answer.
-    pub fn parse(&mut self, name: &str, batch: u64, statement: Statement) -> u64 {
+    pub(super) fn parse(&mut self, name: &str, batch: u64, statement: Statement) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         self.versions
@@ -77,12 +77,12 @@ impl Parsed {
     }
 
     /// The current id, for a Close: the versions up to it are closed.
-    pub fn close_id(&self) -> u64 {
+    pub(super) fn close_id(&self) -> u64 {
         self.next_id
     }
 
     /// ParseComplete for the version `id` of `name`.
-    pub fn confirmed(&mut self, name: &str, id: u64) {
+    pub(super) fn confirmed(&mut self, name: &str, id: u64) {
         let Some(versions) = self.versions.get_mut(name) else {
             return;
         };
@@ -94,7 +94,7 @@ impl Parsed {
     }
 
     /// The Parse `id` of `name` failed or was skipped.
-    pub fn failed(&mut self, name: &str, id: u64) {
+    pub(super) fn failed(&mut self, name: &str, id: u64) {
         if let Some(versions) = self.versions.get_mut(name) {
             versions.retain(|v| v.id != id);
         }
@@ -102,7 +102,7 @@ impl Parsed {
     }
 
     /// CloseComplete of `name`, closed after the versions up to `id`.
-    pub fn closed(&mut self, name: &str, id: u64) {
+    pub(super) fn closed(&mut self, name: &str, id: u64) {
         if let Some(versions) = self.versions.get_mut(name) {
             versions.retain(|v| v.id > id);
         }
@@ -111,7 +111,7 @@ impl Parsed {
 
     /// `DEALLOCATE name`, or with `None` `DEALLOCATE ALL` and `DISCARD
     /// ALL`, completed: what was confirmed is gone.
-    pub fn deallocated(&mut self, name: Option<&str>) {
+    pub(super) fn deallocated(&mut self, name: Option<&str>) {
         let names: Vec<String> = match name {
             Some(name) => vec![name.to_owned()],
             None => self.versions.keys().cloned().collect(),
@@ -125,7 +125,7 @@ impl Parsed {
     }
 
     /// What a Bind of `name` in the client's `batch` must assume.
-    pub fn statement(&self, name: &str, batch: u64) -> Statement {
+    pub(super) fn statement(&self, name: &str, batch: u64) -> Statement {
         let Some(versions) = self.versions.get(name) else {
             return Statement::default();
         };
@@ -151,7 +151,7 @@ impl Parsed {
     }
 
     /// Whether any statement may have slots.
-    pub fn any_slots(&self) -> bool {
+    pub(super) fn any_slots(&self) -> bool {
         self.versions
             .values()
             .flatten()

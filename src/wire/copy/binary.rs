@@ -22,7 +22,7 @@
 use thiserror::Error;
 
 /// The first bytes of every binary COPY stream.
-pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+pub(crate) const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Signature, flags and extension length.
 const HEADER_FIXED: usize = SIGNATURE.len() + 4 + 4;
@@ -31,7 +31,7 @@ const CRITICAL_FLAGS: u32 = 0xffff_0000;
 
 /// One whole piece of a binary COPY stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Piece {
+pub(crate) enum Piece {
     Header,
     /// A tuple: field count and fields.
     Tuple,
@@ -40,7 +40,7 @@ pub enum Piece {
 
 /// A binary COPY stream pgveil cannot read.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum FormatError {
+pub(crate) enum FormatError {
     #[error("the binary COPY data does not start with the PGCOPY signature")]
     Signature,
     #[error("the binary COPY header has flags pgveil does not support (WITH OIDS?)")]
@@ -62,14 +62,14 @@ enum Stage {
 
 /// Finds the pieces of one binary COPY stream, in order.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Splitter {
+pub(crate) struct Splitter {
     stage: Stage,
 }
 
 impl Splitter {
     /// The piece at the start of `data` and its length, or `None` if
     /// `data` does not hold all of it yet (then nothing is consumed).
-    pub fn next(&mut self, data: &[u8]) -> Result<Option<(Piece, usize)>, FormatError> {
+    pub(crate) fn next(&mut self, data: &[u8]) -> Result<Option<(Piece, usize)>, FormatError> {
         let found = match self.stage {
             Stage::Header => header_len(data)?.map(|len| (Piece::Header, len)),
             Stage::Tuples => match data.first_chunk::<2>().map(|n| i16::from_be_bytes(*n)) {

@@ -1,6 +1,6 @@
 //! COPY data as it crosses the wire: the text and CSV formats and the
 //! binary format.
 
-pub mod binary;
-pub mod options;
-pub mod text;
+pub(crate) mod binary;
+pub(crate) mod options;
+pub(crate) mod text;

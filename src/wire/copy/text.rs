@@ -22,14 +22,14 @@ use crate::wire::copy::options::{CopyFormat, CopyOptions};
 
 /// How fields are delimited and quoted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Csv { quote: u8, escape: u8 },
 }
 
 /// The syntax of one COPY data stream.
 #[derive(Clone, Copy, Debug)]
-pub struct Syntax {
+pub(crate) struct Syntax {
     pub format: Format,
     pub delimiter: u8,
     pub encoding: ClientEncoding,
@@ -37,7 +37,7 @@ pub struct Syntax {
 
 /// One field of a row.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     /// Its bytes in the row, as written.
     pub raw: Range<usize>,
     /// Whether a delimiter follows it.
@@ -51,7 +51,7 @@ pub struct Field {
 impl Syntax {
     /// The syntax of a text or CSV COPY with `options`; `None` for binary
     /// COPY or an option that is not a single byte.
-    pub fn of(options: &CopyOptions, encoding: ClientEncoding) -> Option<Self> {
+    pub(crate) fn of(options: &CopyOptions, encoding: ClientEncoding) -> Option<Self> {
         let byte = |value: &str| match value.as_bytes() {
             &[byte] => Some(byte),
             _ => None,
@@ -81,7 +81,7 @@ impl Syntax {
 
     /// Reads the field at `start` of a row (without its line terminator),
     /// pushing its unescaped, unquoted bytes to `value` if given.
-    pub fn field(&self, row: &[u8], start: usize, value: Option<&mut Vec<u8>>) -> Field {
+    pub(crate) fn field(&self, row: &[u8], start: usize, value: Option<&mut Vec<u8>>) -> Field {
         match self.format {
             Format::Text => self.text_field(row, start, value),
             Format::Csv { quote, escape } => self.csv_field(row, start, quote, escape, value),
@@ -90,7 +90,7 @@ impl Syntax {
 
     /// Pushes the value of a field to `value`, given the field as written
     /// converted to UTF-8 (`ClientEncoding::decode` of its raw bytes).
-    pub fn value(&self, text: &str, value: &mut Vec<u8>) {
+    pub(crate) fn value(&self, text: &str, value: &mut Vec<u8>) {
         self.utf8().field(text.as_bytes(), 0, Some(value));
     }
 
@@ -198,7 +198,7 @@ impl Syntax {
 
     /// Writes `value` (in the client encoding) as a text-format field, as
     /// `CopyAttributeOutText` does.
-    pub fn put_text(&self, out: &mut Vec<u8>, value: &[u8]) {
+    pub(crate) fn put_text(&self, out: &mut Vec<u8>, value: &[u8]) {
         let mut out = Sink(Some(out));
         let mut cursor = self.cursor(value, 0);
         while let Some(byte) = cursor.next_byte(&mut out) {
@@ -225,7 +225,7 @@ impl Syntax {
     /// could be read as NULL (`null`, in the client encoding), when it is
     /// `\.` alone on its line, or when it holds the delimiter, the quote
     /// or a line break; quotes and escapes inside are escaped.
-    pub fn put_csv(
+    pub(crate) fn put_csv(
         &self,
         out: &mut Vec<u8>,
         value: &[u8],

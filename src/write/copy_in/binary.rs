@@ -13,7 +13,7 @@ use crate::wire::copy::binary::{Piece, Splitter};
 use crate::wire::data_row::{put_field, Fields};
 
 /// Encrypts the protected fields of a binary COPY data stream.
-pub struct TupleEncryptor<'a> {
+pub(crate) struct TupleEncryptor<'a> {
     values: Values<'a>,
     splitter: Splitter,
     /// The start of a piece whose end has not arrived yet.
