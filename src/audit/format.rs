@@ -312,7 +312,7 @@ pub(super) struct Bodies {
 impl Bodies {
     /// The bodies of `records`, in order.
     #[cfg(test)]
-    pub fn of(records: &[AuditRecord]) -> Self {
+    pub(super) fn of(records: &[AuditRecord]) -> Self {
         let mut bodies = Self::default();
         records.iter().for_each(|record| bodies.push(record));
         bodies

@@ -33,7 +33,7 @@ const SPECIAL_VALUES: &[&str] = &[
 ];
 
 /// A plaintext value.
-pub fn value_text() -> impl Strategy<Value = String> {
+pub(crate) fn value_text() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => proptest::collection::vec(select(VALUE_CHARS), 0..12)
             .prop_map(|chars| chars.into_iter().collect::<String>()),
@@ -42,17 +42,17 @@ pub fn value_text() -> impl Strategy<Value = String> {
 }
 
 /// `text` as a plain `'...'` literal, as read with standard strings on.
-pub fn plain(text: &str) -> String {
+pub(crate) fn plain(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
 /// `text` as an `E'...'` literal.
-pub fn escaped(text: &str) -> String {
+pub(crate) fn escaped(text: &str) -> String {
     format!("E'{}'", text.replace('\\', r"\\").replace('\'', r"\'"))
 }
 
 /// `text` as a `U&'...'` literal, non-ASCII characters as escapes.
-pub fn unicode(text: &str) -> String {
+pub(crate) fn unicode(text: &str) -> String {
     let mut out = String::from("U&'");
     for c in text.chars() {
         match c {
@@ -68,7 +68,7 @@ pub fn unicode(text: &str) -> String {
 }
 
 /// `text` dollar-quoted, with a tag it does not contain.
-pub fn dollar(text: &str) -> String {
+pub(crate) fn dollar(text: &str) -> String {
     let mut tag = String::from("$$");
     while text.contains(&tag) || text.ends_with('$') && tag == "$$" {
         tag.insert(tag.len() - 1, 'q');
@@ -77,7 +77,7 @@ pub fn dollar(text: &str) -> String {
 }
 
 /// A literal whose value is `text`, in any form.
-pub fn literal_of(text: String) -> impl Strategy<Value = String> {
+pub(crate) fn literal_of(text: String) -> impl Strategy<Value = String> {
     let forms: Vec<fn(&str) -> String> = vec![
         plain,
         escaped,
@@ -94,7 +94,7 @@ pub fn literal_of(text: String) -> impl Strategy<Value = String> {
 }
 
 /// Any literal, including bit strings.
-pub fn literal() -> impl Strategy<Value = String> {
+pub(crate) fn literal() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => value_text().prop_flat_map(literal_of),
         1 => select(vec!["B'0101'", "X'ff'", "b'1'", "x'0A'", "B'0''1'"]).prop_map(str::to_owned),
@@ -261,7 +261,7 @@ fn other() -> impl Strategy<Value = String> {
 }
 
 /// One statement of the grammar.
-pub fn statement() -> impl Strategy<Value = String> {
+pub(crate) fn statement() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => insert(),
         2 => update(),
@@ -283,7 +283,7 @@ const SEPARATORS: &[&str] = &[
 ];
 
 /// Statements joined by `;`, each space possibly a comment.
-pub fn text() -> impl Strategy<Value = String> {
+pub(crate) fn text() -> impl Strategy<Value = String> {
     (
         proptest::collection::vec(statement(), 1..4),
         proptest::collection::vec(select(SEPARATORS), 0..8),
@@ -313,7 +313,7 @@ const NOISE: &[char] = &[
 
 /// An edit of a text: insert a character, delete or repeat a span.
 #[derive(Clone, Debug)]
-pub enum Edit {
+pub(crate) enum Edit {
     Insert(usize, char),
     Delete(usize, usize),
     Repeat(usize, usize),
@@ -328,7 +328,7 @@ fn edit() -> impl Strategy<Value = Edit> {
 }
 
 /// `text` with `edits` applied, character by character.
-pub fn apply(text: &str, edits: &[Edit]) -> String {
+pub(crate) fn apply(text: &str, edits: &[Edit]) -> String {
     let mut chars: Vec<char> = text.chars().collect();
     for edit in edits {
         let len = chars.len();
@@ -350,7 +350,7 @@ pub fn apply(text: &str, edits: &[Edit]) -> String {
 }
 
 /// Generated statements with noise, or any text at all.
-pub fn noisy_text() -> impl Strategy<Value = String> {
+pub(crate) fn noisy_text() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => text(),
         4 => (text(), proptest::collection::vec(edit(), 1..6))
@@ -363,7 +363,7 @@ pub fn noisy_text() -> impl Strategy<Value = String> {
 
 /// A statement that writes or compares values marked `SECRET<n>` only
 /// where a protected column of the sample policy takes them.
-pub fn marked() -> impl Strategy<Value = String> {
+pub(crate) fn marked() -> impl Strategy<Value = String> {
     let target = || {
         select(vec![
             "email",

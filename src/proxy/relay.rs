@@ -171,17 +171,3 @@ pub(super) async fn write_all<W: AsyncWrite + Unpin>(
     to.flush().await
 }
 
-/// A tap that wants nothing: pure pass-through.
-#[cfg(test)]
-pub(super) struct PassThrough;
-
-#[cfg(test)]
-impl Tap for PassThrough {
-    fn wants(&self, _tag: u8) -> bool {
-        false
-    }
-
-    fn see(&mut self, _tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
-        out.push(frame);
-    }
-}
