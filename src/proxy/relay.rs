@@ -170,4 +170,3 @@ pub(super) async fn write_all<W: AsyncWrite + Unpin>(
     chunks.clear();
     to.flush().await
 }
-

@@ -16,3 +16,5 @@ pub(crate) mod command_complete;
 pub(crate) mod copy;
 pub(crate) mod data_row;
 pub(crate) mod parameter_status;
+pub mod sqlstate;
+pub mod tags;

@@ -7,20 +7,6 @@ use bytes::{Bytes, BytesMut};
 use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::Message;
 
-/// SQLSTATE codes pgveil raises.
-pub mod sqlstate {
-    /// `protocol_violation`
-    pub const PROTOCOL_VIOLATION: &str = "08P01";
-    /// `connection_failure`
-    pub const CONNECTION_FAILURE: &str = "08006";
-    /// `sqlclient_unable_to_establish_sqlconnection`
-    pub const CANNOT_CONNECT: &str = "08001";
-    /// `invalid_authorization_specification`
-    pub const INVALID_AUTHORIZATION: &str = "28000";
-    /// `admin_shutdown`
-    pub const ADMIN_SHUTDOWN: &str = "57P01";
-}
-
 /// Severity of an error pgveil raises.
 #[derive(Clone, Copy, Debug)]
 pub enum Severity {
@@ -116,6 +102,7 @@ pub fn frame_of(tag: u8, body: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::sqlstate;
 
     #[test]
     fn error_round_trips_its_severity() {
