@@ -335,13 +335,13 @@ impl Session {
                     standard_strings,
                 });
             }
-            if let Some(name) =
-                crate::wire::parameter_status::client_encoding(&frame).filter(|_| tag == b'S')
+            if let Some(name) = crate::wire::messages::parameter_status::client_encoding(&frame)
+                .filter(|_| tag == b'S')
             {
                 encoding = ClientEncoding::from_pg_name(name);
             }
-            if let Some(on) =
-                crate::wire::parameter_status::standard_strings(&frame).filter(|_| tag == b'S')
+            if let Some(on) = crate::wire::messages::parameter_status::standard_strings(&frame)
+                .filter(|_| tag == b'S')
             {
                 standard_strings = on;
             }

@@ -43,9 +43,9 @@ use crate::session::state::SessionState;
 use crate::session::tap::Tap;
 use crate::text::bytea;
 use crate::text::encoding::ClientEncoding;
-use crate::wire::command_complete::{command_tag, tag_rows};
-use crate::wire::data_row::{put_field, Fields};
-use crate::wire::parameter_status::{client_encoding, standard_strings};
+use crate::wire::messages::command_complete::{command_tag, tag_rows};
+use crate::wire::messages::data_row::{put_field, Fields};
+use crate::wire::messages::parameter_status::{client_encoding, standard_strings};
 use crate::wire::reply::{self, Severity};
 
 mod unencrypted;

@@ -49,7 +49,7 @@ use crate::protect::policy::Policy;
 use crate::session::ledger::Values;
 use crate::sql::{CatalogObject, ColumnType, Columns, Kind, ServerObjects};
 use crate::text::encoding::ClientEncoding;
-use crate::wire::data_row::Fields;
+use crate::wire::messages::data_row::Fields;
 use crate::wire::reply::{error_field, frame_of};
 use crate::wire::{read_message, ReadError, Side};
 

@@ -54,7 +54,7 @@ use crate::text::ascii::contains_ignore_case;
 use crate::text::bytea;
 use crate::text::encoding::{self, ClientEncoding};
 use crate::wire::copy::options::CopyOptions;
-use crate::wire::data_row::put_field;
+use crate::wire::messages::data_row::put_field;
 use crate::wire::reply;
 use crate::write::copy_in::{CopyEncryptor, CopyError};
 

@@ -6,7 +6,7 @@
 //! word, a 32-bit header extension length and that many bytes), tuples (a
 //! 16-bit field count, then per field a 32-bit length, -1 for NULL, and
 //! that many bytes: the layout of a DataRow's body, so
-//! [`crate::wire::data_row::Fields`] reads them), and a trailer (a field count of
+//! [`crate::wire::messages::data_row::Fields`] reads them), and a trailer (a field count of
 //! -1). Integers are big-endian.
 //!
 //! The pieces need not line up with CopyData messages. PostgreSQL's COPY

@@ -10,7 +10,7 @@ use super::{check_length, Problem, Values, MAX_ROW};
 use crate::protect::policy::ColumnPolicy;
 use crate::sql::Storage;
 use crate::wire::copy::binary::{Piece, Splitter};
-use crate::wire::data_row::{put_field, Fields};
+use crate::wire::messages::data_row::{put_field, Fields};
 
 /// Encrypts the protected fields of a binary COPY data stream.
 pub(crate) struct TupleEncryptor<'a> {
