@@ -40,6 +40,8 @@ pub enum Scope {
     Protected,
 }
 
+/// The `[audit]` section of the configuration: where and how the audit
+/// log is written.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -58,6 +60,7 @@ pub struct AuditConfig {
     pub fsync_interval_ms: u64,
     /// Records waiting for the writer; beyond it `record` fails.
     pub queue_capacity: usize,
+    /// What happens to reads of protected columns when the log cannot record.
     pub on_failure: OnFailure,
     /// Sealed files are compressed (Zstandard) to `NAME.jsonl.zst`.
     pub compress: bool,
@@ -82,8 +85,11 @@ pub enum OnBulk {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BulkConfig {
+    /// Rows of protected columns one session may read within the window before an alert.
     pub threshold_rows: u64,
+    /// The sliding window, in seconds.
     pub window_secs: u64,
+    /// What happens once the threshold is passed.
     pub on_bulk: OnBulk,
 }
 
@@ -114,7 +120,7 @@ impl Default for AuditConfig {
 }
 
 /// The smallest `max_file_bytes`: room for a header, a record and a seal.
-pub const MIN_FILE_BYTES: u64 = 4096;
+pub(crate) const MIN_FILE_BYTES: u64 = 4096;
 /// The largest `max_file_bytes`: files are read whole when verified.
 pub(super) const MAX_FILE_BYTES: u64 = 1 << 30;
 

@@ -49,18 +49,27 @@ pub mod trail;
 mod verify;
 mod writer;
 
-pub use config::{
-    AuditConfig, AuditConfigError, BulkConfig, OnBulk, OnFailure, Scope, MIN_FILE_BYTES,
-};
+pub(crate) use config::Scope;
+pub use config::{AuditConfig, BulkConfig, OnBulk};
 pub use keys::AuditKeys;
-pub use line::StatementLine;
-pub use record::{
-    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, GapCause, GapRecord, InvalidSqlState,
-    Login, NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,
+pub(crate) use line::StatementLine;
+pub(crate) use record::{
+    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, NormalizedStatement, Outcome,
+    SqlState, StatementRecord, Timestamp,
 };
-pub use sink::{AuditHandle, AuditSink, AuditUnavailable};
-pub use verify::{verify, verify_live, Gap, Location, VerifyError, VerifyReport};
-pub use writer::AuditError;
+pub use record::{Login, Peer};
+pub(crate) use sink::AuditHandle;
+pub use sink::AuditSink;
+pub(crate) use verify::verify_live;
+pub use verify::{verify, VerifyError, VerifyReport};
+#[cfg(test)]
+pub(crate) use {
+    config::{OnFailure, MIN_FILE_BYTES},
+    record::{GapCause, GapRecord, Session},
+    sink::AuditUnavailable,
+    verify::{Gap, Location},
+    writer::AuditError,
+};
 
 #[cfg(test)]
 pub(crate) mod tests;

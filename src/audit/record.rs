@@ -97,7 +97,9 @@ pub struct Peer {
 /// The database and role a client logs in as.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Login {
+    /// The database the client connected to.
     pub database: Arc<str>,
+    /// The user the client logged in as.
     pub role: Arc<str>,
 }
 

@@ -67,49 +67,101 @@ impl fmt::Display for Location {
 /// Why an audit directory does not verify: the first problem found.
 #[derive(Debug, Error)]
 pub enum VerifyError {
+    /// A file or the directory cannot be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The directory holds no audit file.
     #[error("no audit files in {0}")]
     NoFiles(PathBuf),
+    /// The public key given has the wrong length.
     #[error("the audit public key must be 32 bytes, not {0}")]
     PublicKey(usize),
+    /// A line is not a record, header or seal.
     #[error("{at}: not a valid audit line ({problem})")]
-    Unparseable { at: Location, problem: &'static str },
+    Unparseable {
+        /// The line.
+        at: Location,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A file's header names another file.
     #[error("{at}: the header names file {found}: the file was renamed or copied")]
-    Misnamed { at: Location, found: String },
+    Misnamed {
+        /// The header.
+        at: Location,
+        /// The file name it holds.
+        found: String,
+    },
+    /// A file does not continue where the previous one ended.
     #[error(
         "{at}: the file continues from seq {found}, but the previous file ends at seq {expected}: \
          a file is missing or was replaced"
     )]
     MissingFile {
+        /// The header of the file that does not continue.
         at: Location,
+        /// The seq the previous file ended at.
         expected: u64,
+        /// The seq this file continues from.
         found: u64,
     },
+    /// A record's seq is not the next one.
     #[error(
         "{at}: expected seq {expected}, found {found}: a record was removed, moved or inserted"
     )]
     SeqGap {
+        /// The record.
         at: Location,
+        /// The seq it should have.
         expected: u64,
+        /// The seq it has.
         found: u64,
     },
+    /// A record's MAC does not match its chain.
     #[error("{at}: the record's MAC does not match: the record was altered or inserted")]
-    MacMismatch { at: Location },
+    MacMismatch {
+        /// The record.
+        at: Location,
+    },
+    /// A file ends without a seal.
     #[error("{at}: the file ends without a seal: it was truncated (or is still being written)")]
-    Truncated { at: Location },
+    Truncated {
+        /// Where the file ends.
+        at: Location,
+    },
+    /// A seal's signature does not verify.
     #[error("{at}: the seal's signature does not verify with the audit public key")]
-    BadSignature { at: Location },
+    BadSignature {
+        /// The seal.
+        at: Location,
+    },
+    /// A seal does not match its file.
     #[error("{at}: bad seal: {problem}")]
-    BadSeal { at: Location, problem: &'static str },
+    BadSeal {
+        /// The seal.
+        at: Location,
+        /// What does not match.
+        problem: &'static str,
+    },
+    /// A file's digest differs from the one its seal holds.
     #[error("{at}: the file's SHA-256 differs from its seal: the file was altered")]
-    HashMismatch { at: Location },
+    HashMismatch {
+        /// The seal.
+        at: Location,
+    },
 }
 
 /// What a successful verification covered.
 #[derive(Debug, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// The audit files verified.
     pub files: usize,
+    /// The records verified.
     pub records: u64,
     /// The seq the oldest remaining file continues from: 0 if the log is
     /// complete from its first record, more once retention deleted files.
@@ -150,7 +202,7 @@ pub fn verify(
 
 /// Like [`verify`], but the newest file may still be open: not sealed, and
 /// possibly ending in a partly written line, which is not checked.
-pub fn verify_live(
+pub(crate) fn verify_live(
     dir: &Path,
     mac_key: Option<&[u8; 32]>,
     public_key: &[u8],

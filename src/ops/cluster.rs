@@ -25,13 +25,19 @@ pub enum ClusterError {
         "PostgreSQL server programs not found in /usr/lib/postgresql/*/bin; \
          install them (Debian/Ubuntu: apt-get install postgresql-15) or set PGVEIL_PG_BIN"
     )]
+    /// No PostgreSQL server programs were found.
     NoServer,
+    /// A server program failed.
     #[error("{program} failed ({status}): {stderr}")]
     Failed {
+        /// The program.
         program: String,
+        /// Its exit status.
         status: String,
+        /// What it wrote to standard error.
         stderr: String,
     },
+    /// A file or process could not be handled.
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -47,7 +53,9 @@ pub struct Options {
 /// A running throwaway cluster. Dropping it stops the server and removes
 /// its directory.
 pub struct Cluster {
+    /// The port it listens on, on loopback.
     pub port: u16,
+    /// Its data directory (the socket directory too).
     pub dir: PathBuf,
     bin: PathBuf,
 }

@@ -161,6 +161,7 @@ pub enum Guard {
     Missing,
     /// Added `NOT VALID`: rows written before it are unchecked.
     NotValidated,
+    /// Validated: every row is checked.
     Valid,
 }
 

@@ -17,17 +17,22 @@ use crate::protect::policy::{Action, ColumnPolicy, Policy, PolicyError};
 /// Why protection could not be set up.
 #[derive(Debug, Error)]
 pub enum ProtectionError {
+    /// The policy cannot be read.
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
+    /// The master key cannot be had.
     #[error("master key: {0}")]
     MasterKey(#[from] MasterKeyError),
+    /// The keyring cannot be opened, or lacks a domain of the policy.
     #[error("keyring: {0}")]
     Keyring(#[from] KeyringError),
 }
 
 /// The policy and its keys.
 pub struct Protection {
+    /// The column policy.
     pub policy: Policy,
+    /// The data keys, unwrapped.
     pub keyring: Keyring,
     /// Key id to the columns of its domain, to decide what a reader sees
     /// of a value whose ciphertext names only its key.

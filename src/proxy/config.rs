@@ -80,15 +80,30 @@ impl Default for Config {
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not valid TOML of the expected shape.
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser says.
+        message: String,
+    },
+    /// A setting has a value that cannot be used.
     #[error("{key}: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
 }
 
 impl Config {
@@ -161,14 +176,17 @@ impl Config {
         })
     }
 
+    /// How long a client may take to start up and authenticate.
     pub fn startup_timeout(&self) -> Duration {
         Duration::from_secs(self.startup_timeout_secs)
     }
 
+    /// How long connecting to the upstream server may take.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
     }
 
+    /// How long sessions may run on after a shutdown signal.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }

@@ -49,14 +49,16 @@ mod parsed;
 use std::collections::VecDeque;
 
 use parsed::Parsed;
-pub use parsed::Statement as ParsedStatement;
+pub(crate) use parsed::Statement as ParsedStatement;
 
 use crate::sql::{merge_slots, Effect, ParamSlot, Prepared, PreparedSlots, SettingChange};
 
 /// The values in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Values {
+    /// `pgveil.purpose`: why the session reads customers' data.
     pub purpose: Option<String>,
+    /// `pgveil.actor`: the person the session acts for.
     pub actor: Option<String>,
 }
 
@@ -75,14 +77,14 @@ impl Values {
 /// name: how many Parses (or Binds) of it the client had sent, so that
 /// what the server said of it is never applied to one made again since.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Named {
-    pub name: String,
-    pub generation: u64,
+pub(crate) struct Named {
+    pub(crate) name: String,
+    pub(crate) generation: u64,
 }
 
 /// What a Describe asks about.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Described {
+pub(crate) enum Described {
     Statement(Named),
     Portal(Named),
 }
@@ -90,9 +92,9 @@ pub enum Described {
 /// Where the rows of an Execute come from: its portal, and the statement
 /// it was bound from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rows {
-    pub portal: Named,
-    pub statement: Option<Named>,
+pub(crate) struct Rows {
+    pub(crate) portal: Named,
+    pub(crate) statement: Option<Named>,
 }
 
 /// The values of a transaction or savepoint when it started.
@@ -178,7 +180,7 @@ impl Unit {
 /// A session's declarations, their scopes, and the statements whose
 /// answers will change them.
 #[derive(Debug, Default)]
-pub struct Declared {
+pub(crate) struct Declared {
     /// At login; what RESET returns to.
     initial: Values,
     /// What stays when the transaction commits.
@@ -209,7 +211,7 @@ pub struct Declared {
 
 impl Declared {
     /// A session that logged in with these values.
-    pub fn new(initial: Values) -> Self {
+    pub(crate) fn new(initial: Values) -> Self {
         Self {
             session: initial.clone(),
             current: initial.clone(),
@@ -223,7 +225,7 @@ impl Declared {
     /// that executed something, has had its ReadyForQuery, before which
     /// the server reports what changed). A batch that only prepared,
     /// described or closed statements changes nothing.
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.units.iter().all(|unit| {
             matches!(
                 unit,
@@ -236,13 +238,13 @@ impl Declared {
     }
 
     /// The values in force now.
-    pub fn current(&self) -> &Values {
+    pub(crate) fn current(&self) -> &Values {
         &self.current
     }
 
     /// The parameter slots of the SQL-prepared statement `name`: those the
     /// server has, with those of `PREPARE`s of it not answered yet.
-    pub fn prepared_slots(&self, name: &str) -> Vec<ParamSlot> {
+    pub(crate) fn prepared_slots(&self, name: &str) -> Vec<ParamSlot> {
         let mut slots = self.prepared.get(name).cloned().unwrap_or_default();
         for prepared in self.pending_prepares().filter(|p| p.name == name) {
             merge_slots(&mut slots, &prepared.params);
@@ -252,7 +254,7 @@ impl Declared {
 
     /// Whether any SQL-prepared statement, on the server or not answered
     /// yet, has parameter slots.
-    pub fn has_prepared_slots(&self) -> bool {
+    pub(crate) fn has_prepared_slots(&self) -> bool {
         self.prepared.values().any(|params| !params.is_empty())
             || self.pending_prepares().any(|p| !p.params.is_empty())
     }
@@ -271,7 +273,7 @@ impl Declared {
 
     /// A Query, with the effects of each of its statements, or a
     /// FunctionCall (no effects): answered up to a ReadyForQuery.
-    pub fn query(&mut self, effects: Vec<Vec<Effect>>) {
+    pub(crate) fn query(&mut self, effects: Vec<Vec<Effect>>) {
         let copy_ends = self.copy_ends;
         self.units.push_back(Unit::Query {
             effects,
@@ -283,7 +285,7 @@ impl Declared {
 
     /// An Execute, with the effects of its statement and where its rows
     /// come from.
-    pub fn execute(&mut self, effects: Vec<Effect>, rows: Option<Rows>) {
+    pub(crate) fn execute(&mut self, effects: Vec<Effect>, rows: Option<Rows>) {
         let copy_ends = self.copy_ends;
         self.units.push_back(Unit::Execute {
             effects,
@@ -293,7 +295,7 @@ impl Declared {
     }
 
     /// A Parse of `name` in the client's `batch` (Syncs sent before it).
-    pub fn parse(&mut self, name: &str, batch: u64, statement: ParsedStatement) {
+    pub(crate) fn parse(&mut self, name: &str, batch: u64, statement: ParsedStatement) {
         let id = self.parsed.parse(name, batch, statement);
         let copy_ends = self.copy_ends;
         self.units.push_back(Unit::Parse {
@@ -304,7 +306,7 @@ impl Declared {
     }
 
     /// A Close of the prepared statement `name`.
-    pub fn close(&mut self, name: &str) {
+    pub(crate) fn close(&mut self, name: &str) {
         let id = self.parsed.close_id();
         let copy_ends = self.copy_ends;
         self.units.push_back(Unit::Close {
@@ -316,17 +318,17 @@ impl Declared {
 
     /// What a Bind of the protocol-prepared statement `name`, in the
     /// client's `batch`, must assume it is ([`parsed`]).
-    pub fn parsed(&self, name: &str, batch: u64) -> ParsedStatement {
+    pub(crate) fn parsed(&self, name: &str, batch: u64) -> ParsedStatement {
         self.parsed.statement(name, batch)
     }
 
     /// Whether any protocol-prepared statement may have slots.
-    pub fn has_parsed_slots(&self) -> bool {
+    pub(crate) fn has_parsed_slots(&self) -> bool {
         self.parsed.any_slots()
     }
 
     /// ParseComplete: the Parse at the front took effect.
-    pub fn parse_complete(&mut self) {
+    pub(crate) fn parse_complete(&mut self) {
         if let Some(Unit::Parse { .. }) = self.units.front() {
             if let Some(Unit::Parse { name, id, .. }) = self.units.pop_front() {
                 self.parsed.confirmed(&name, id);
@@ -335,7 +337,7 @@ impl Declared {
     }
 
     /// CloseComplete: the Close at the front took effect.
-    pub fn close_complete(&mut self) {
+    pub(crate) fn close_complete(&mut self) {
         if let Some(Unit::Close { .. }) = self.units.front() {
             if let Some(Unit::Close { name, id, .. }) = self.units.pop_front() {
                 self.parsed.closed(&name, id);
@@ -344,7 +346,7 @@ impl Declared {
     }
 
     /// A Describe, sent by the client or, if `ours`, by pgveil.
-    pub fn describe(&mut self, target: Described, ours: bool) {
+    pub(crate) fn describe(&mut self, target: Described, ours: bool) {
         let copy_ends = self.copy_ends;
         self.units.push_back(Unit::Describe {
             target,
@@ -359,7 +361,7 @@ impl Declared {
     /// about, now answered, and whether pgveil sent it; `None` when the
     /// description belongs to a
     /// statement of a simple Query (or a FETCH) instead.
-    pub fn described(&mut self) -> Option<(Described, bool)> {
+    pub(crate) fn described(&mut self) -> Option<(Described, bool)> {
         match self.units.front() {
             Some(Unit::Describe { .. }) => match self.units.pop_front() {
                 Some(Unit::Describe { target, ours, .. }) => Some((target, ours)),
@@ -370,7 +372,7 @@ impl Declared {
     }
 
     /// Where the rows arriving now come from, when they answer an Execute.
-    pub fn executing(&self) -> Option<&Rows> {
+    pub(crate) fn executing(&self) -> Option<&Rows> {
         match self.units.front() {
             Some(Unit::Execute { rows, .. }) => rows.as_ref(),
             _ => None,
@@ -378,7 +380,7 @@ impl Declared {
     }
 
     /// A Sync, after an Execute or FunctionCall in its batch if `ran`.
-    pub fn sync(&mut self, ran: bool) {
+    pub(crate) fn sync(&mut self, ran: bool) {
         if self.copying != Some(self.copy_ends) {
             let copy_ends = self.copy_ends;
             self.units.push_back(Unit::Sync { copy_ends, ran });
@@ -386,13 +388,13 @@ impl Declared {
     }
 
     /// A CopyDone or CopyFail.
-    pub fn copy_ended(&mut self) {
+    pub(crate) fn copy_ended(&mut self) {
         self.copy_ends += 1;
     }
 
     /// CommandComplete (with its tag), EmptyQueryResponse or
     /// PortalSuspended (with an empty tag).
-    pub fn completed(&mut self, tag: &[u8]) {
+    pub(crate) fn completed(&mut self, tag: &[u8]) {
         self.copying = None;
         let effects = match self.units.front_mut() {
             Some(Unit::Query {
@@ -423,7 +425,7 @@ impl Declared {
     }
 
     /// An ErrorResponse: the statement failed, and with it the transaction.
-    pub fn failed(&mut self) {
+    pub(crate) fn failed(&mut self) {
         self.copying = None;
         self.failed = true;
         match self.units.front_mut() {
@@ -443,7 +445,7 @@ impl Declared {
     }
 
     /// A CopyInResponse: the server ignores Syncs until the data ends.
-    pub fn copy_started(&mut self) {
+    pub(crate) fn copy_started(&mut self) {
         let Some(copy_ends) = self.units.front().map(Unit::copy_ends) else {
             return;
         };
@@ -456,7 +458,7 @@ impl Declared {
     /// transaction, `E` in a failed one): a Query or a batch has been
     /// answered; the statements of a batch left after an error did not
     /// run.
-    pub fn ready(&mut self, status: u8) {
+    pub(crate) fn ready(&mut self, status: u8) {
         if let (Some(Unit::Query { .. }), false) = (self.units.front(), self.to_sync) {
             self.units.pop_front();
         } else {

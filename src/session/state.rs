@@ -12,29 +12,33 @@ use crate::wire::copy::options::CopyOptions;
 
 /// State both taps of a session share.
 #[derive(Debug, Default)]
-pub struct SessionState {
-    pub declared: Mutex<Declared>,
+pub(crate) struct SessionState {
+    pub(crate) declared: Mutex<Declared>,
     /// Refusals sent in the extended protocol whose error has not come back.
-    pub pending_refusals: AtomicUsize,
+    pub(crate) pending_refusals: AtomicUsize,
     /// The client sent Terminate: the server's close is expected.
-    pub terminated: AtomicBool,
+    pub(crate) terminated: AtomicBool,
     /// The server sent a FATAL error, which explains its close itself.
-    pub server_fatal: AtomicBool,
+    pub(crate) server_fatal: AtomicBool,
     /// The session's `client_encoding`, as the server last reported it.
-    pub encoding: Mutex<ClientEncoding>,
+    pub(crate) encoding: Mutex<ClientEncoding>,
     /// Whether `standard_conforming_strings` is on, as the server last
     /// reported it: how pgveil reads a plain literal's backslashes
     /// ([`sql::conform_literals`]).
-    pub standard_strings: AtomicBool,
+    pub(crate) standard_strings: AtomicBool,
     /// The data options of the COPY TO statements sent, whose data has not
     /// started yet, in order.
-    pub copy_out: Mutex<VecDeque<CopyOptions>>,
+    pub(crate) copy_out: Mutex<VecDeque<CopyOptions>>,
 }
 
 impl SessionState {
     /// For a session that logged in with this encoding and these
     /// declarations.
-    pub fn new(encoding: ClientEncoding, standard_strings: bool, declared: Declared) -> Self {
+    pub(crate) fn new(
+        encoding: ClientEncoding,
+        standard_strings: bool,
+        declared: Declared,
+    ) -> Self {
         Self {
             encoding: Mutex::new(encoding),
             standard_strings: AtomicBool::new(standard_strings),
@@ -44,7 +48,7 @@ impl SessionState {
     }
 
     /// The session's declarations, locked.
-    pub fn declared(&self) -> std::sync::MutexGuard<'_, Declared> {
+    pub(crate) fn declared(&self) -> std::sync::MutexGuard<'_, Declared> {
         self.declared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -57,7 +61,7 @@ impl SessionState {
     }
 
     /// The data options of the COPY TO whose data starts now, if known.
-    pub fn next_copy_out(&self) -> Option<CopyOptions> {
+    pub(crate) fn next_copy_out(&self) -> Option<CopyOptions> {
         self.copy_out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -65,7 +69,7 @@ impl SessionState {
     }
 
     /// The session's current client encoding.
-    pub fn encoding(&self) -> ClientEncoding {
+    pub(crate) fn encoding(&self) -> ClientEncoding {
         *self.encoding.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

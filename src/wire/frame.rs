@@ -89,7 +89,12 @@ pub enum FrameError {
     UnknownType(u8),
     /// The length word is below 4 or above the limit for the type.
     #[error("invalid message length {len} for message type {tag:#04x}")]
-    BadLength { tag: u8, len: i64 },
+    BadLength {
+        /// The message type.
+        tag: u8,
+        /// The length word.
+        len: i64,
+    },
 }
 
 /// What the front of the buffer holds.
@@ -98,7 +103,12 @@ pub enum Chunk {
     /// This many bytes pass unchanged.
     Forward(usize),
     /// A whole message of type `tag` spanning `len` bytes, header included.
-    Message { tag: u8, len: usize },
+    Message {
+        /// The message type.
+        tag: u8,
+        /// Its length, header included.
+        len: usize,
+    },
     /// Nothing can be released until more bytes arrive.
     NeedMore,
 }
@@ -112,6 +122,7 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// A framer for the messages `side` sends.
     pub fn new(side: Side) -> Self {
         Self { side, streaming: 0 }
     }
@@ -172,8 +183,10 @@ pub fn check_header(side: Side, header: &[u8]) -> Result<(u8, usize), FrameError
 /// A whole message could not be read.
 #[derive(Debug, Error)]
 pub enum ReadError {
+    /// The bytes are not a valid message.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// The socket failed or closed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

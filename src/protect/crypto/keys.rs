@@ -37,8 +37,11 @@ pub struct MasterKey(Zeroizing<[u8; KEY_LEN]>);
 /// Where a master key's text came from, for error messages.
 #[derive(Debug)]
 pub enum KeySource {
+    /// Given as text.
     Text,
+    /// The environment variable.
     Env,
+    /// A file.
     File(PathBuf),
 }
 
@@ -59,16 +62,30 @@ pub enum MasterKeyError {
         "no master key: set {MASTER_KEY_ENV} to the base64 of 32 random bytes, \
          or configure a master key file"
     )]
+    /// Neither the environment variable nor a file gives one.
     NotSet,
+    /// The key file cannot be read.
     #[error("cannot read master key file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The key is not base64.
     #[error("the master key {origin} is not valid base64")]
-    NotBase64 { origin: KeySource },
+    NotBase64 {
+        /// Where the text came from.
+        origin: KeySource,
+    },
+    /// The key is not 32 bytes long.
     #[error("the master key {origin} decodes to {len} bytes; it must be the base64 of 32 bytes")]
-    WrongLength { origin: KeySource, len: usize },
+    WrongLength {
+        /// Where the text came from.
+        origin: KeySource,
+        /// The bytes it decodes to.
+        len: usize,
+    },
 }
 
 impl MasterKey {

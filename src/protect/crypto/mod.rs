@@ -92,7 +92,9 @@ impl Mode {
 /// within the domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyRef {
+    /// Unique within the keyring.
     pub id: u32,
+    /// Counts up within the key's domain.
     pub version: u32,
 }
 
@@ -119,20 +121,33 @@ pub(crate) fn fill_random(out: &mut [u8]) -> Result<(), RandomError> {
 /// the domain and key, never a plaintext or key byte.
 #[derive(Debug, Error)]
 pub enum CryptoError {
+    /// Not valid text or bytea of the named encoding.
     #[error("encrypted value is not valid {0}")]
     Encoding(&'static str),
+    /// Not a pgveil envelope.
     #[error("encrypted value does not start with the pgveil magic bytes")]
     Magic,
+    /// An envelope format this pgveil cannot read.
     #[error("encrypted value has format version {0}; this pgveil reads version 1")]
     Version(u8),
+    /// An unknown encryption mode.
     #[error("encrypted value has unknown mode byte {0}")]
     Mode(u8),
+    /// Shorter than its header says.
     #[error("encrypted value is truncated")]
     Truncated,
+    /// The keyring has no key for the domain.
     #[error("no key for domain {0}")]
     UnknownDomain(String),
+    /// The value names a key the domain does not have.
     #[error("encrypted value names key {key}, which is not a key of domain {domain}")]
-    UnknownKey { domain: String, key: KeyRef },
+    UnknownKey {
+        /// The domain.
+        domain: String,
+        /// The key the value names.
+        key: KeyRef,
+    },
+    /// The value does not decrypt: altered, or of another domain.
     #[error(
         "encrypted value failed authentication in domain {0} \
          (it was altered, or belongs to another domain)"

@@ -82,55 +82,121 @@ impl fmt::Display for KeyKind {
 /// A keyring that cannot be read, written or used.
 #[derive(Debug, Error)]
 pub enum KeyringError {
+    /// The file cannot be read.
     #[error("cannot read keyring {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The keyring file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file cannot be written.
     #[error("cannot write keyring {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    Write {
+        /// The keyring file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is not a keyring.
     #[error("keyring {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The keyring file.
+        path: PathBuf,
+        /// What the parser says.
+        message: String,
+    },
+    /// A keyring format this pgveil cannot read.
     #[error("keyring {path} has format {found}; this pgveil reads format {FORMAT}")]
-    Format { path: PathBuf, found: u32 },
+    Format {
+        /// The keyring file.
+        path: PathBuf,
+        /// The format or id found.
+        found: u32,
+    },
+    /// The master key is not the keyring's.
     #[error(
         "the master key does not match keyring {path} \
          (PGVEIL_MASTER_KEY or master_key_file is wrong)"
     )]
-    WrongMasterKey { path: PathBuf },
+    WrongMasterKey {
+        /// The keyring file.
+        path: PathBuf,
+    },
+    /// An entry does not unwrap with the master key.
     #[error(
         "keyring {path}: the {kind} of domain {domain} ({key}) does not unwrap \
          with the master key: the entry is damaged"
     )]
     Unwrap {
+        /// The keyring file.
         path: PathBuf,
+        /// Which kind of key.
         kind: KeyKind,
+        /// The key domain.
         domain: String,
+        /// The key.
         key: KeyRef,
     },
+    /// An entry is malformed.
     #[error("keyring {path}: the {kind} of domain {domain} ({key}) {problem}")]
     BadEntry {
+        /// The keyring file.
         path: PathBuf,
+        /// Which kind of key.
         kind: KeyKind,
+        /// The key domain.
         domain: String,
+        /// The key.
         key: KeyRef,
+        /// What is wrong.
         problem: &'static str,
     },
+    /// Two keys share an id.
     #[error("keyring {path}: key id {id} is used more than once")]
-    DuplicateId { path: PathBuf, id: u32 },
+    DuplicateId {
+        /// The keyring file.
+        path: PathBuf,
+        /// The key id.
+        id: u32,
+    },
+    /// Two keys of a domain share a version.
     #[error("keyring {path}: domain {domain} has more than one {kind} of version {version}")]
     DuplicateVersion {
+        /// The keyring file.
         path: PathBuf,
+        /// Which kind of key.
         kind: KeyKind,
+        /// The key domain.
         domain: String,
+        /// The version.
         version: u32,
     },
+    /// Domains of the policy have no key.
     #[error("{}", missing_message(path, domains))]
-    MissingDomains { path: PathBuf, domains: Vec<String> },
+    MissingDomains {
+        /// The keyring file.
+        path: PathBuf,
+        /// The domains that have no key.
+        domains: Vec<String>,
+    },
+    /// A key domain name that cannot be used.
     #[error("key domain name {domain:?} {problem}")]
     InvalidDomain {
+        /// The key domain.
         domain: String,
+        /// What is wrong.
         problem: &'static str,
     },
+    /// The audit keys are missing.
     #[error("keyring {path} has no {kind} for {AUDIT_DOMAIN}; run `pgveil keys init`")]
-    NoAuditKey { path: PathBuf, kind: KeyKind },
+    NoAuditKey {
+        /// The keyring file.
+        path: PathBuf,
+        /// Which kind of key.
+        kind: KeyKind,
+    },
+    /// The system random number generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
 }

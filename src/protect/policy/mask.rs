@@ -56,7 +56,12 @@ pub enum Mask {
     /// Always `****`.
     Redact,
     /// The first `first` and the last `last` characters kept.
-    Keep { first: usize, last: usize },
+    Keep {
+        /// Characters kept at the start.
+        first: usize,
+        /// Characters kept at the end.
+        last: usize,
+    },
 }
 
 /// A mask name that does not parse.
@@ -65,7 +70,9 @@ pub enum MaskError {
     #[error(
         "unknown mask {0:?} (expected email, phone, last4, initial, redact or keep(FIRST,LAST))"
     )]
+    /// Not one of the masks.
     Unknown(String),
+    /// `keep(...)` without two whole numbers.
     #[error("bad mask {0:?}: write keep(FIRST,LAST) with two whole numbers, as in keep(1,2)")]
     BadKeep(String),
 }

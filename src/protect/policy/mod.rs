@@ -110,10 +110,15 @@ impl fmt::Display for Encryption {
 /// The policy of one protected column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnPolicy {
+    /// The column's schema.
     pub schema: String,
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// How values are encrypted.
     pub encryption: Encryption,
+    /// What a reader granted the mask sees.
     pub mask: Mask,
     /// Role name → what members of that role get.
     pub reveal: BTreeMap<String, Action>,
@@ -162,6 +167,7 @@ fn qualified_name(schema: &str, table: &str, column: &str) -> String {
 /// A line of a policy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
+    /// The file.
     pub path: PathBuf,
     /// Counted from 1.
     pub line: usize,
@@ -176,16 +182,30 @@ impl fmt::Display for Location {
 /// A policy that cannot be used.
 #[derive(Debug, Error)]
 pub enum PolicyError {
+    /// The file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The policy file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// A TOML error that the parser could not place on a line.
     #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The policy file.
+        path: PathBuf,
+        /// What the parser says.
+        message: String,
+    },
+    /// A line of the file is wrong.
     #[error("{at}: {problem}")]
-    Invalid { at: Location, problem: Problem },
+    Invalid {
+        /// The line.
+        at: Location,
+        /// What is wrong there.
+        problem: Problem,
+    },
 }
 
 /// What is wrong at a line of a policy file.
@@ -196,26 +216,43 @@ pub enum Problem {
     /// words it.
     #[error("{0}")]
     Toml(String),
+    /// A schema, table, column, role, purpose or domain name that cannot be used.
     #[error("{what} {name:?} {reason}")]
     BadName {
+        /// What kind of name.
         what: &'static str,
+        /// The name.
         name: String,
+        /// Why it cannot be used.
         reason: &'static str,
     },
+    /// A mask that does not parse.
     #[error(transparent)]
     Mask(#[from] MaskError),
+    /// An empty purpose list.
     #[error("purposes is empty: list at least one purpose, or remove it to allow any")]
     NoPurposes,
+    /// A column listed twice.
     #[error("column {column} is already listed at {first}")]
-    Duplicate { column: String, first: Location },
+    Duplicate {
+        /// The column.
+        column: String,
+        /// Where it was first listed.
+        first: Location,
+    },
+    /// Columns of one key domain with different encryption.
     #[error(
         "key domain {domain:?} is {first_encryption} at {first}, but this column is \
          {encryption}: the columns of a key domain must use the same encryption"
     )]
     DomainConflict {
+        /// The key domain.
         domain: String,
+        /// This column's encryption.
         encryption: Encryption,
+        /// The encryption of the domain's first column.
         first_encryption: Encryption,
+        /// Where it was first listed.
         first: Location,
     },
 }

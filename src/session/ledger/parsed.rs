@@ -23,7 +23,7 @@ use crate::sql::{merge_slots, CopyIn, ParamSlot};
 
 /// What pgveil read of one Parse.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Statement {
+pub(crate) struct Statement {
     /// The parameters whose values go to protected columns.
     pub slots: Vec<ParamSlot>,
     /// A `COPY ... FROM STDIN` into a protected table.
