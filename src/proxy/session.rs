@@ -32,6 +32,7 @@ use crate::text::encoding::ClientEncoding;
 use crate::wire::reply::{self, Severity};
 use crate::wire::sqlstate;
 use crate::wire::startup::{self, Packet, StartupError};
+use crate::wire::tags::{backend, error_field, frontend};
 use crate::wire::{read_message, FrameError, ReadError, Side};
 use crate::write::tap::ClientTap;
 
@@ -273,7 +274,7 @@ impl Session {
                 .await?
                 .ok_or(StartError::UpstreamClosed)?;
             match tag {
-                b'R' => {
+                backend::AUTHENTICATION => {
                     let code = auth_code(&frame);
                     let frame = reply::strip_channel_binding(&frame).unwrap_or(frame);
                     self.client.write_all(&frame).await?;
@@ -283,12 +284,12 @@ impl Session {
                         _ => self.relay_password(&mut upstream, &mut from_client).await?,
                     }
                 }
-                b'E' => {
+                backend::ERROR => {
                     self.client.write_all(&frame).await?;
-                    let code = reply::error_field(&frame, b'C').unwrap_or(b"?????");
+                    let code = reply::error_field(&frame, error_field::CODE).unwrap_or(b"?????");
                     return Err(StartError::Refused(String::from_utf8_lossy(code).into()));
                 }
-                b'v' => self.client.write_all(&frame).await?,
+                backend::NEGOTIATE_PROTOCOL => self.client.write_all(&frame).await?,
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
@@ -322,7 +323,7 @@ impl Session {
             let (tag, frame) = read_message(upstream, Side::Backend, from_server)
                 .await?
                 .ok_or(StartError::UpstreamClosed)?;
-            if tag == b'Z' {
+            if tag == backend::READY_FOR_QUERY {
                 let login = self.login.as_ref().map_or("", |l| &*l.role);
                 let catalog =
                     Catalog::fetch(upstream, from_server, policy, login, encoding).await?;
@@ -336,17 +337,17 @@ impl Session {
                 });
             }
             if let Some(name) = crate::wire::messages::parameter_status::client_encoding(&frame)
-                .filter(|_| tag == b'S')
+                .filter(|_| tag == backend::PARAMETER_STATUS)
             {
                 encoding = ClientEncoding::from_pg_name(name);
             }
             if let Some(on) = crate::wire::messages::parameter_status::standard_strings(&frame)
-                .filter(|_| tag == b'S')
+                .filter(|_| tag == backend::PARAMETER_STATUS)
             {
                 standard_strings = on;
             }
             self.client.write_all(&frame).await?;
-            if tag == b'E' {
+            if tag == backend::ERROR {
                 return Err(StartError::UpstreamClosed);
             }
         }
@@ -362,8 +363,8 @@ impl Session {
             .await?
             .ok_or(StartError::ClientLeft)?;
         match tag {
-            b'p' => Ok(upstream.write_all(&frame).await?),
-            b'X' => Err(StartError::ClientLeft),
+            frontend::PASSWORD => Ok(upstream.write_all(&frame).await?),
+            frontend::TERMINATE => Err(StartError::ClientLeft),
             other => Err(StartError::UnexpectedMessage(other)),
         }
     }

@@ -51,6 +51,7 @@ use crate::sql::{CatalogObject, ColumnType, Columns, Kind, ServerObjects};
 use crate::text::encoding::ClientEncoding;
 use crate::wire::messages::data_row::Fields;
 use crate::wire::reply::{error_field, frame_of};
+use crate::wire::tags::{backend, error_field as field, frontend};
 use crate::wire::{read_message, ReadError, Side};
 
 /// The login role and every role it is a member of. The login role is the
@@ -474,7 +475,7 @@ where
     let mut body = encoding.encode(&format!("{PINNED}{sql}")).into_owned();
     body.push(0);
     server
-        .write_all(&frame_of(b'Q', &body))
+        .write_all(&frame_of(frontend::QUERY, &body))
         .await
         .map_err(ReadError::Io)?;
     let mut rows = Vec::new();
@@ -486,17 +487,17 @@ where
             .await?
             .ok_or(CatalogError::Closed)?;
         match tag {
-            b'D' if pinned => rows.push(
+            backend::DATA_ROW if pinned => rows.push(
                 Fields::of(&frame)
                     .map(|f| f.map(|v| text(encoding, v)))
                     .collect(),
             ),
-            b'C' => pinned = true,
-            b'E' => {
-                let code = error_field(&frame, b'C').unwrap_or(b"?????");
+            backend::COMMAND_COMPLETE => pinned = true,
+            backend::ERROR => {
+                let code = error_field(&frame, field::CODE).unwrap_or(b"?????");
                 refused = Some(String::from_utf8_lossy(code).into_owned());
             }
-            b'Z' => break,
+            backend::READY_FOR_QUERY => break,
             _ => {}
         }
     }

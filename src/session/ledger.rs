@@ -52,6 +52,7 @@ use parsed::Parsed;
 pub(crate) use parsed::Statement as ParsedStatement;
 
 use crate::sql::{merge_slots, Effect, ParamSlot, Prepared, PreparedSlots, SettingChange};
+use crate::wire::tags::transaction;
 
 /// The values in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -472,7 +473,7 @@ impl Declared {
                 }
             }
         }
-        if status == b'I' {
+        if status == transaction::IDLE {
             self.end_transaction(!self.failed);
         }
     }

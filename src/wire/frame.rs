@@ -12,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::wire::tags::{backend, frontend};
+
 /// Bytes of a message header: the type byte and the length word.
 pub const HEADER_LEN: usize = 5;
 
@@ -44,40 +46,45 @@ impl Side {
 }
 
 fn frontend_limit(tag: u8) -> Option<usize> {
+    use frontend::*;
     match tag {
-        b'Q' | b'P' | b'B' | b'F' | b'd' => Some(LARGE_LIMIT),
-        b'p' => Some(AUTH_LIMIT),
-        b'S' | b'H' | b'X' | b'C' | b'D' | b'E' | b'c' | b'f' => Some(SMALL_LIMIT),
+        QUERY | PARSE | BIND | FUNCTION_CALL | COPY_DATA => Some(LARGE_LIMIT),
+        PASSWORD => Some(AUTH_LIMIT),
+        SYNC | FLUSH | TERMINATE | CLOSE | DESCRIBE | EXECUTE | COPY_DONE | COPY_FAIL => {
+            Some(SMALL_LIMIT)
+        }
         _ => None,
     }
 }
 
 fn backend_known(tag: u8) -> bool {
+    use backend::*;
     matches!(
         tag,
-        b'R' | b'K'
-            | b'S'
-            | b'Z'
-            | b'T'
-            | b'D'
-            | b'C'
-            | b'E'
-            | b'N'
-            | b'A'
-            | b'I'
-            | b'1'
-            | b'2'
-            | b'3'
-            | b'n'
-            | b's'
-            | b't'
-            | b'G'
-            | b'H'
-            | b'W'
-            | b'd'
-            | b'c'
-            | b'V'
-            | b'v'
+        AUTHENTICATION
+            | BACKEND_KEY_DATA
+            | PARAMETER_STATUS
+            | READY_FOR_QUERY
+            | ROW_DESCRIPTION
+            | DATA_ROW
+            | COMMAND_COMPLETE
+            | ERROR
+            | NOTICE
+            | NOTIFICATION
+            | EMPTY_QUERY
+            | PARSE_COMPLETE
+            | BIND_COMPLETE
+            | CLOSE_COMPLETE
+            | NO_DATA
+            | PORTAL_SUSPENDED
+            | PARAMETER_DESCRIPTION
+            | COPY_IN_RESPONSE
+            | COPY_OUT_RESPONSE
+            | COPY_BOTH_RESPONSE
+            | COPY_DATA
+            | COPY_DONE
+            | FUNCTION_CALL_RESPONSE
+            | NEGOTIATE_PROTOCOL
     )
 }
 

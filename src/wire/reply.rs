@@ -7,6 +7,8 @@ use bytes::{Bytes, BytesMut};
 use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::Message;
 
+use crate::wire::tags::{backend, error_field};
+
 /// Severity of an error pgveil raises.
 #[derive(Clone, Copy, Debug)]
 pub enum Severity {
@@ -31,10 +33,13 @@ pub const REFUSE_ENCRYPTION: &[u8] = b"N";
 /// Encodes an ErrorResponse.
 pub fn error(severity: Severity, code: &str, message: &str) -> Bytes {
     let fields = vec![
-        (b'S', severity.as_str().to_owned()),
-        (b'V', severity.as_str().to_owned()),
-        (b'C', code.to_owned()),
-        (b'M', message.to_owned()),
+        (error_field::SEVERITY, severity.as_str().to_owned()),
+        (
+            error_field::SEVERITY_NONLOCALIZED,
+            severity.as_str().to_owned(),
+        ),
+        (error_field::CODE, code.to_owned()),
+        (error_field::MESSAGE, message.to_owned()),
     ];
     let mut buf = BytesMut::new();
     ErrorResponse::new(fields)
@@ -75,7 +80,7 @@ const SASL_REQUEST: i32 = 10;
 /// SCRAM to the TLS session, and a proxy sits between two sessions.
 pub fn strip_channel_binding(frame: &[u8]) -> Option<Bytes> {
     let code = i32::from_be_bytes(frame.get(5..9)?.try_into().ok()?);
-    if frame[0] != b'R' || code != SASL_REQUEST {
+    if frame[0] != backend::AUTHENTICATION || code != SASL_REQUEST {
         return None;
     }
     let mut body = BytesMut::new();
@@ -87,7 +92,7 @@ pub fn strip_channel_binding(frame: &[u8]) -> Option<Bytes> {
         }
     }
     body.extend_from_slice(b"\0");
-    Some(frame_of(b'R', &body))
+    Some(frame_of(backend::AUTHENTICATION, &body))
 }
 
 /// Wraps a body into a typed message.
