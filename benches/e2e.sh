@@ -5,6 +5,7 @@
 #
 #   benches/e2e.sh [--quick] [--rounds N] [--duration SECS] [--out DIR]
 #                  [--only REGEX] [--targets REGEX] [--profile TARGET]
+#                  [--baseline PGVEIL-BINARY]
 #
 # Builds pgveil, creates a throwaway PostgreSQL 15 cluster, starts
 # PgBouncer (session mode) and pgveil (pass-through) in front of it, and
@@ -19,6 +20,12 @@
 # --profile records a CPU profile (perf record -g) of the pgveil instance
 # behind TARGET during each of its runs, with a text report of the hottest
 # functions next to it (DIR/e2e-<timestamp>/profiles/).
+# --baseline runs a second pgveil binary (another build, such as the
+# commit before a change) beside this one, as pgveil-baseline
+# (pass-through) and pgveil-policy-baseline (the CRM policy), in the same
+# rounds, so that a change is measured side by side with the build before
+# it: the ratios pgveil/pgveil-baseline and
+# pgveil-policy/pgveil-policy-baseline are printed.
 #
 # Must run as root (it installs PgBouncer when missing and runs the
 # servers as the postgres user). Everything it starts is stopped, and its
@@ -40,6 +47,7 @@ QUICK=0
 ONLY=""          # run only workloads whose name matches this regex
 TARGETS=""       # run only targets whose name matches this regex (whole name)
 PROFILE=""       # target whose pgveil is profiled during its runs
+BASELINE=""      # a second pgveil binary to compare with (--baseline)
 while (($#)); do
     case $1 in
         --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
@@ -49,6 +57,7 @@ while (($#)); do
         --only) ONLY=${2:?--only needs a regular expression}; shift ;;
         --targets) TARGETS=${2:?--targets needs a regular expression}; shift ;;
         --profile) PROFILE=${2:?--profile needs a target name}; shift ;;
+        --baseline) BASELINE=${2:?--baseline needs a pgveil binary}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -356,6 +365,17 @@ TARGET_DB[pgveil-ciphertext]=$ENC_DB
 printf 'keyring = "%s"\n[audit]\ndir = "%s"\nscope = "all"\n' "$WORK/keyring.toml" "$WORK/audit" >"$WORK/audit.toml"
 start_pgveil pgveil-audit "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/audit.toml"
 STD_TARGETS="direct pgbouncer pgveil"
+
+# The build to compare with (--baseline), started the same way.
+BASE_PASS="" BASE_POLICY=""
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE ]] || die "--baseline: $BASELINE is not an executable"
+    PGVEIL_BIN=$BASELINE start_pgveil pgveil-baseline
+    PGVEIL_BIN=$BASELINE start_pgveil pgveil-policy-baseline "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/policy.toml"
+    TARGET_DB[pgveil-policy-baseline]=$ENC_DB
+    TARGET_ENV[pgveil-policy-baseline]=${TARGET_ENV[pgveil-policy]}
+    BASE_PASS=pgveil-baseline BASE_POLICY=pgveil-policy-baseline
+fi
 [[ -z $PROFILE || $PROFILE == pgveil* && -n ${TARGET_PID[$PROFILE]:-} ]] ||
     die "--profile: $PROFILE is not a pgveil target (${!TARGET_PID[*]})"
 
@@ -437,23 +457,26 @@ add_script_workload() {
 }
 
 # Pass-through workloads: pgbench's built-in scripts.
-add_workload select-simple-c8    "$STD_TARGETS pgveil-audit" -S -M simple   -c 8  -j 2
+add_workload select-simple-c8    "$STD_TARGETS pgveil-audit $BASE_PASS" -S -M simple   -c 8  -j 2
 add_workload select-simple-c64   "$STD_TARGETS" -S -M simple   -c 64 -j 2
-add_workload select-prepared-c8  "$STD_TARGETS pgveil-audit" -S -M prepared -c 8  -j 2
+add_workload select-prepared-c8  "$STD_TARGETS pgveil-audit $BASE_PASS" -S -M prepared -c 8  -j 2
 add_workload select-prepared-c64 "$STD_TARGETS" -S -M prepared -c 64 -j 2
 add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
 
 # CRM workloads. The CRM mix also runs through pgveil-policy on encrypted
 # columns; its ratio to pgveil on the same statements over plaintext is the
 # cost of encryption.
-add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy" 8 \
+add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy $BASE_POLICY" 8 \
     crm/lookup_by_email.sql@40 crm/page_of_50.sql@30 \
     crm/update_phone.sql@20 crm/insert_customer.sql@10
 # Pages of 50 customers with all five protected columns: 250 values to
 # reveal per statement. pgveil-policy/pgveil is the cost of protection;
 # pgveil-policy/pgveil-ciphertext its part spent revealing.
-add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy" 8 crm/page_of_50_protected.sql
+add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy $BASE_POLICY" 8 crm/page_of_50_protected.sql
 EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil)
+if [[ -n $BASELINE ]]; then
+    EXTRA_RATIOS+=(pgveil/pgveil-baseline pgveil-policy/pgveil-policy-baseline)
+fi
 
 # Runs perf record on process $1 in the background, into the file $2;
 # PERF_PID is its pid. Sampling at 997 Hz, with call graphs.

@@ -40,7 +40,7 @@ pub(super) enum End {
 
 /// How a relay ended, and whether its receiver may be sent one more message.
 #[derive(Debug)]
-pub(super) struct Outcome {
+pub(super) struct Ending {
     pub end: End,
     /// True when the receiving peer has been sent only whole messages.
     pub at_boundary: bool,
@@ -55,7 +55,7 @@ pub(super) async fn relay<R, W, T>(
     mut buf: BytesMut,
     tap: &mut T,
     stop: &CancellationToken,
-) -> Outcome
+) -> Ending
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -68,7 +68,7 @@ where
     tokio::pin!(stopped);
     loop {
         if let Err(e) = split(&mut framer, &mut buf, tap, &mut out) {
-            return Outcome {
+            return Ending {
                 end: End::Protocol(e),
                 at_boundary: true,
             };
@@ -77,9 +77,9 @@ where
             tokio::select! {
                 biased;
                 result = write_all(to, &mut out) => if let Err(e) = result {
-                    return Outcome { end: End::WriteFailed(e), at_boundary: false };
+                    return Ending { end: End::WriteFailed(e), at_boundary: false };
                 },
-                _ = &mut stopped => return Outcome { end: End::Stopped, at_boundary: false },
+                _ = &mut stopped => return Ending { end: End::Stopped, at_boundary: false },
             }
         }
         let at_boundary = framer.at_boundary();
@@ -89,7 +89,7 @@ where
         buf.reserve(READ_SIZE);
         let read = tokio::select! {
             biased;
-            _ = &mut stopped => return Outcome { end: End::Stopped, at_boundary },
+            _ = &mut stopped => return Ending { end: End::Stopped, at_boundary },
             read = from.read_buf(&mut buf) => read,
         };
         let end = match read {
@@ -97,7 +97,7 @@ where
             Ok(_) => continue,
             Err(e) => End::ReadFailed(e),
         };
-        return Outcome { end, at_boundary };
+        return Ending { end, at_boundary };
     }
 }
 

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::audit::trail::{AuditSetup, Trail};
-use crate::audit::{AuditRecord, Login, Outcome as AuditOutcome, Peer, SqlState, Timestamp};
+use crate::audit::{AuditRecord, Login, Outcome, Peer, SqlState, Timestamp};
 use crate::protect::policy::Policy;
 use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
-use crate::proxy::relay::{self, End, Outcome};
+use crate::proxy::relay::{self, End, Ending};
 use crate::read::tap::ServerTap;
 use crate::session::catalog::{Catalog, CatalogError};
 use crate::session::ledger::Declared;
@@ -140,7 +140,7 @@ impl Session {
     }
 
     /// Records how authentication ended, once the client named a login.
-    fn audit_login(&self, outcome: AuditOutcome) {
+    fn audit_login(&self, outcome: Outcome) {
         if let Some(login) = self.login.clone() {
             self.audit_record(|peer| AuditRecord::Authentication {
                 time: Timestamp::now(),
@@ -186,7 +186,7 @@ impl Session {
         }
         if let StartError::Refused(code) = &e {
             if let Ok(code) = SqlState::new(code) {
-                self.audit_login(AuditOutcome::Error(code));
+                self.audit_login(Outcome::Error(code));
             }
         }
         if let Some(reply) = e.reply() {
@@ -215,7 +215,7 @@ impl Session {
         upstream.write_all(&startup.raw).await?;
         let started = self.authenticate(upstream).await?;
         info!("authenticated");
-        self.audit_login(AuditOutcome::Ok);
+        self.audit_login(Outcome::Ok);
         Ok(Some(started))
     }
 
@@ -446,7 +446,7 @@ impl Session {
     }
 
     /// Logs how the session ended and picks the error the client should get.
-    fn farewell(&self, up: &Outcome, down: &Outcome, shared: &SessionState) -> Option<Bytes> {
+    fn farewell(&self, up: &Ending, down: &Ending, shared: &SessionState) -> Option<Bytes> {
         let (code, message) = match (&up.end, &down.end) {
             (End::Protocol(e), _) => {
                 warn!("client broke the protocol: {e}");
