@@ -1,4 +1,9 @@
-//! Running pgveil: the command line, logging, the demo and test clusters.
+//! Running pgveil, the layer above everything else.
+//!
+//! - [`cli`]: the `pgveil` command (serve, keys, guard, audit, demo).
+//! - `logging`: the log subscriber, text or JSON.
+//! - `demo`: a throwaway cluster with the sample CRM, behind pgveil.
+//! - [`cluster`]: throwaway PostgreSQL clusters, for the demo and tests.
 
 pub mod cli;
 pub mod cluster;

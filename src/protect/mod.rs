@@ -1,5 +1,14 @@
-//! What protects a column: the policy, the ciphers, the keyring, the
-//! database guard, and the loaded protection a session uses.
+//! What protects a column.
+//!
+//! - [`policy`]: the column policies (`policies/*.toml`): who sees what, for
+//!   which purpose, under which mask.
+//! - [`crypto`]: the master key, data keys, the ciphers and the envelope
+//!   of a stored value.
+//! - [`keyring`]: the data keys, wrapped under the master key, on disk.
+//! - [`guard`]: the CHECK constraints that keep plaintext out of protected
+//!   columns in the database itself.
+//! - [`protection`]: the policy and keyring loaded together, as every
+//!   session uses them.
 
 pub mod crypto;
 pub mod guard;

@@ -1,4 +1,14 @@
-//! Accepting connections and running each session.
+//! Accepting connections and running each session: the outermost layer of
+//! the data path.
+//!
+//! - [`server`] binds the listener, accepts connections, spawns one task a
+//!   session and shuts down gracefully on a signal.
+//! - `session` reads a connection's startup packets, relays authentication,
+//!   reads the session's catalog, then runs the two relays with the client
+//!   and server taps until either side ends.
+//! - `relay` moves the messages of one direction, handing a tap the ones it
+//!   asks for.
+//! - [`config`] is what it all runs with (`pgveil.toml`).
 
 pub mod config;
 pub(crate) mod relay;
