@@ -17,10 +17,12 @@
 //! reaches a record.
 
 mod names;
+mod statement;
 mod summary;
 
 pub use names::{text, MakeText, Names};
-pub use summary::{redact, StatementText, UNPARSED};
+pub use statement::StatementText;
+pub use summary::{redact, UNPARSED};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
