@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::statement::{Change, StatementText};
 use super::Trail;
 use crate::protect::protection::Protection;
+use crate::wire::tags::target;
 
 /// A statement text for the trail: whether it mentions a protected table
 /// is known with a policy.
@@ -115,7 +116,7 @@ impl Names {
 
     /// A Close of a statement (`kind` `S`) or portal (`P`).
     pub fn close(&mut self, kind: u8, name: &[u8]) {
-        if kind == b'S' {
+        if kind == target::STATEMENT {
             self.statements.remove(&*String::from_utf8_lossy(name));
         } else if name.is_empty() {
             self.unnamed = None;
