@@ -23,7 +23,7 @@ use pgveil::protect::crypto::{MasterKey, Mode};
 use pgveil::protect::keyring::Keyring;
 use pgveil::protect::policy::{ColumnPolicy, Policy};
 use pgveil::protect::protection::Protection;
-use pgveil::read::tap::{Memo, Reader};
+use pgveil::read::reveal::{Recipient, Revealer};
 use pgveil::sql::{rewrite, Encryptor, Outcome};
 use pgveil::text::encoding::ClientEncoding;
 use pgveil::wire::reply;
@@ -147,18 +147,18 @@ fn reveal(c: &mut Criterion) {
     for (what, rows) in &pages {
         for (action, role) in readers {
             let roles = vec![role.to_string()];
-            let reader = Reader {
+            let reader = Recipient {
                 roles: &roles,
                 purpose: Some("kyc"),
                 encoding: ClientEncoding::default(),
                 trail: None,
             };
-            let mut memo = Memo::default();
+            let mut revealer = Revealer::default();
             let id = BenchmarkId::new(format!("page50/{what}"), action);
             group.bench_function(id, |b| {
                 b.iter(|| {
                     for frame in rows {
-                        black_box(memo.rewrite_row(&veil, &reader, frame, None).unwrap());
+                        black_box(revealer.rewrite_row(&veil, &reader, frame, None).unwrap());
                     }
                 })
             });

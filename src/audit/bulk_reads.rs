@@ -11,11 +11,15 @@ use std::time::{Duration, Instant};
 
 use crate::audit::BulkConfig;
 
-/// Whose reads are counted together.
+/// What one window counts: the reads of one protected column by one
+/// login role and actor, whatever their session.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Reader {
+pub struct WindowKey {
+    /// The login role.
     pub role: Arc<str>,
+    /// The actor declared in the session, if any.
     pub actor: Option<String>,
+    /// The column read, `schema.table.column`.
     pub column: String,
 }
 
@@ -37,10 +41,11 @@ struct Window {
 /// Counts plaintext reads for every session of the process.
 pub struct BulkWatch {
     config: BulkConfig,
-    windows: Mutex<HashMap<Reader, Window>>,
+    windows: Mutex<HashMap<WindowKey, Window>>,
 }
 
 impl BulkWatch {
+    /// A watch with no reads counted yet.
     pub fn new(config: BulkConfig) -> Self {
         Self {
             config,
@@ -48,14 +53,15 @@ impl BulkWatch {
         }
     }
 
+    /// The thresholds and what crossing them does.
     pub fn config(&self) -> &BulkConfig {
         &self.config
     }
 
-    /// Adds `rows` plaintext rows read now; returns the crossing when this
-    /// read takes the window over the threshold and no alert was raised in
-    /// the last window.
-    pub fn add(&self, reader: Reader, rows: u64, now: Instant) -> Option<Crossing> {
+    /// Adds `rows` plaintext rows of `key` read now; returns the crossing
+    /// when this read takes the window over the threshold and no alert was
+    /// raised in the last window.
+    pub fn add(&self, key: WindowKey, rows: u64, now: Instant) -> Option<Crossing> {
         let window_len = Duration::from_secs(self.config.window_secs);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         windows.retain(|_, w| {
@@ -63,7 +69,7 @@ impl BulkWatch {
                 .back()
                 .is_some_and(|(t, _)| now.duration_since(*t) < window_len)
         });
-        let window = windows.entry(reader).or_default();
+        let window = windows.entry(key).or_default();
         window.reads.push_back((now, rows));
         window.total += rows;
         while let Some(&(t, n)) = window.reads.front() {
@@ -88,8 +94,8 @@ impl BulkWatch {
 mod tests {
     use super::*;
 
-    fn reader(role: &str) -> Reader {
-        Reader {
+    fn key(role: &str) -> WindowKey {
+        WindowKey {
             role: role.into(),
             actor: None,
             column: "public.customers.email".into(),
@@ -108,26 +114,23 @@ mod tests {
     fn fires_once_when_the_window_crosses_the_threshold() {
         let watch = watch();
         let t0 = Instant::now();
-        assert_eq!(watch.add(reader("a"), 60, t0), None);
+        assert_eq!(watch.add(key("a"), 60, t0), None);
         assert_eq!(
-            watch.add(reader("b"), 60, t0),
+            watch.add(key("b"), 60, t0),
             None,
             "another role counts apart"
         );
-        assert_eq!(watch.add(reader("a"), 41, t0), Some(Crossing { rows: 101 }));
-        assert_eq!(watch.add(reader("a"), 50, t0), None, "once per window");
+        assert_eq!(watch.add(key("a"), 41, t0), Some(Crossing { rows: 101 }));
+        assert_eq!(watch.add(key("a"), 50, t0), None, "once per window");
     }
 
     #[test]
     fn old_reads_leave_the_window() {
         let watch = watch();
         let t0 = Instant::now();
-        assert_eq!(watch.add(reader("a"), 90, t0), None);
+        assert_eq!(watch.add(key("a"), 90, t0), None);
         let later = t0 + Duration::from_secs(61);
-        assert_eq!(watch.add(reader("a"), 90, later), None);
-        assert_eq!(
-            watch.add(reader("a"), 20, later),
-            Some(Crossing { rows: 110 })
-        );
+        assert_eq!(watch.add(key("a"), 90, later), None);
+        assert_eq!(watch.add(key("a"), 20, later), Some(Crossing { rows: 110 }));
     }
 }

@@ -17,10 +17,12 @@
 //! reaches a record.
 
 mod names;
+mod statement;
 mod summary;
 
 pub use names::{text, MakeText, Names};
-pub use summary::{redact, StatementText, UNPARSED};
+pub use statement::StatementText;
+pub use summary::{redact, UNPARSED};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,21 +31,26 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use crate::audit::bulk_reads::{BulkWatch, Reader as BulkReader};
+use crate::audit::bulk_reads::{BulkWatch, WindowKey};
 use crate::audit::{
     Access, AlertRecord, AuditHandle, AuditRecord, ColumnAccess, Decision, Login, OnBulk, Outcome,
     Peer, Scope, SqlState, StatementLine, Timestamp,
 };
 use crate::protect::policy::Action;
 use crate::session::ledger::Values;
+use crate::wire::sqlstate::{INSUFFICIENT_PRIVILEGE, INTERNAL_ERROR};
+use crate::wire::tags::transaction;
 
 use summary::ShapeCache;
 
 /// How the audit log is set up for every session.
 #[derive(Clone)]
 pub struct AuditSetup {
+    /// Where records go.
     pub handle: AuditHandle,
+    /// Which statements are recorded.
     pub scope: Scope,
+    /// The bulk-access watch shared by every session, if one is set up.
     pub bulk: Option<Arc<BulkWatch>>,
 }
 
@@ -156,6 +163,7 @@ pub struct Trail {
 }
 
 impl Trail {
+    /// The trail of a session from `peer`, logged in as `login`.
     pub fn new(audit: &AuditSetup, peer: Peer, login: Login) -> Self {
         Self {
             handle: audit.handle.clone(),
@@ -291,7 +299,7 @@ impl Trail {
             .ok()
             .and_then(|c| SqlState::new(c).ok());
         // XX000 stands for an error whose SQLSTATE cannot be read.
-        let code = code.or_else(|| SqlState::new("XX000").ok());
+        let code = code.or_else(|| SqlState::new(INTERNAL_ERROR).ok());
         {
             let mut answer = self.lock_answer();
             if !answer.denied {
@@ -308,7 +316,7 @@ impl Trail {
         let code = std::str::from_utf8(sqlstate)
             .ok()
             .and_then(|c| SqlState::new(c).ok())
-            .or_else(|| SqlState::new("42501").ok());
+            .or_else(|| SqlState::new(INSUFFICIENT_PRIVILEGE).ok());
         let mut answer = self.lock_answer();
         answer.error = code;
         answer.denied = true;
@@ -319,7 +327,7 @@ impl Trail {
     pub fn ready(&self, status: u8, declared: &Values) {
         let mut queue = self.lock_queue();
         queue.readies += 1;
-        if status == b'I' {
+        if status == transaction::IDLE {
             queue.idle_at = queue.readies;
         }
         match queue.entries.front() {
@@ -489,12 +497,12 @@ impl Trail {
         };
         let now = Instant::now();
         for ((column, _), rows) in reads.iter().filter(|((_, key), _)| key.is_plaintext()) {
-            let reader = BulkReader {
+            let key = WindowKey {
                 role: self.login.role.clone(),
                 actor: declared.actor.clone(),
                 column: column.clone(),
             };
-            let Some(crossing) = bulk.add(reader, *rows, now) else {
+            let Some(crossing) = bulk.add(key, *rows, now) else {
                 continue;
             };
             let config = bulk.config();
@@ -528,6 +536,7 @@ impl Trail {
         let _ = self.handle.record(record);
     }
 
+    /// Where the session connects from.
     pub fn peer(&self) -> &Peer {
         &self.peer
     }

@@ -26,7 +26,7 @@
 //! noted which positions of the data are protected columns
 //! (`CopyOptions::protected`); a value there that is not ciphertext pgveil
 //! can open is revealed by its column's rule, as in rows
-//! (`crate::read::tap::unencrypted`). Such rows are always split.
+//! (`crate::read::unencrypted`). Such rows are always split.
 
 use std::sync::OnceLock;
 
@@ -34,16 +34,15 @@ use aho_corasick::AhoCorasick;
 use bytes::Bytes;
 
 use crate::protect::protection::Protection;
+use crate::read::reveal::{tuple_has_ciphertext, Recipient, Revealer};
+use crate::read::revealed::{Denial, Revealed};
 use crate::read::shape::Field;
-use crate::read::tap::{tuple_has_ciphertext, Denial, Memo, Reader, Revealed};
 use crate::text::encoding::ClientEncoding;
 use crate::wire::copy::binary::{FormatError, Piece, Splitter};
 use crate::wire::copy::options::{CopyField, CopyOptions};
 use crate::wire::copy::text::{Format, Syntax};
 use crate::wire::reply::{self, Severity};
-
-/// SQLSTATE `internal_error`.
-const INTERNAL_ERROR: &str = "XX000";
+use crate::wire::sqlstate::INTERNAL_ERROR;
 
 /// The data of one COPY TO, to be revealed as it flows.
 pub(super) enum CopyOut {
@@ -84,15 +83,15 @@ impl CopyOut {
     pub(super) fn reveal<'v>(
         &mut self,
         veil: &'v Protection,
-        reader: &Reader<'_>,
-        memo: &mut Memo<'v>,
+        reader: &Recipient<'_>,
+        revealer: &mut Revealer<'v>,
         data: &[u8],
     ) -> Result<Option<Vec<u8>>, Bytes> {
         match self {
             CopyOut::Lines(lines) => lines
-                .reveal(veil, reader, memo, data)
+                .reveal(veil, reader, revealer, data)
                 .map_err(|denial| denial.error()),
-            CopyOut::Binary(binary) => binary.reveal(veil, reader, memo, data),
+            CopyOut::Binary(binary) => binary.reveal(veil, reader, revealer, data),
         }
     }
 }
@@ -122,8 +121,8 @@ impl Lines {
     fn reveal<'v>(
         &self,
         veil: &'v Protection,
-        reader: &Reader<'_>,
-        memo: &mut Memo<'v>,
+        reader: &Recipient<'_>,
+        revealer: &mut Revealer<'v>,
         row: &[u8],
     ) -> Result<Option<Vec<u8>>, Denial> {
         if self.protected.is_empty() && !may_hold_ciphertext(row) {
@@ -150,7 +149,7 @@ impl Lines {
                 .filter(|_| !null)
                 .and_then(|f| stored_field(veil, f, false));
             index += 1;
-            match memo.reveal_field(veil, reader, &value, stored) {
+            match revealer.reveal_field(veil, reader, &value, stored) {
                 Revealed::Keep => out.extend_from_slice(raw),
                 Revealed::Null => {
                     changed = true;
@@ -226,8 +225,8 @@ impl BinaryOut {
     fn reveal<'v>(
         &mut self,
         veil: &'v Protection,
-        reader: &Reader<'_>,
-        memo: &mut Memo<'v>,
+        reader: &Recipient<'_>,
+        revealer: &mut Revealer<'v>,
         data: &[u8],
     ) -> Result<Option<Vec<u8>>, Bytes> {
         let shape: Vec<Option<Field<'v>>> = self
@@ -247,7 +246,7 @@ impl BinaryOut {
             let bytes = &buf[start..start + len];
             let at = out.len();
             let revealed = piece == Piece::Tuple
-                && memo.rewrite_shaped(veil, reader, bytes, shape, &mut out)?;
+                && revealer.rewrite_shaped(veil, reader, bytes, shape, &mut out)?;
             if !revealed {
                 out.truncate(at);
                 out.extend_from_slice(bytes);
@@ -290,7 +289,7 @@ fn unreadable(error: FormatError) -> Bytes {
 mod tests {
     use super::*;
 
-    use crate::read::tap::tests::{reader, veil};
+    use crate::read::reveal::tests::{reader, veil};
     use crate::sql::Encryptor;
     use crate::wire::copy::binary::tests::{stream, tuple_bytes};
 
@@ -303,10 +302,10 @@ mod tests {
         roles: &[String],
     ) -> Result<Vec<u8>, Bytes> {
         let mut copy = CopyOut::new(None, true, ClientEncoding::default()).unwrap();
-        let mut memo = Memo::default();
+        let mut revealer = Revealer::default();
         let mut out = Vec::new();
         for chunk in data.chunks(size) {
-            let sent = copy.reveal(veil, &reader(roles, None), &mut memo, chunk)?;
+            let sent = copy.reveal(veil, &reader(roles, None), &mut revealer, chunk)?;
             out.extend(sent.unwrap_or_else(|| chunk.to_vec()));
         }
         Ok(out)
@@ -342,13 +341,18 @@ mod tests {
     fn binary_copy_without_ciphertext_is_passed_on_as_it_is() {
         let veil = veil();
         let reader = reader(&[], None);
-        let mut memo = Memo::default();
+        let mut revealer = Revealer::default();
         let mut copy = CopyOut::new(None, true, ClientEncoding::default()).unwrap();
         let header_and_tuple = [&stream(&[])[..19], &tuple_bytes(&[Some(b"pgv1")])].concat();
         for message in [&header_and_tuple[..], &(-1i16).to_be_bytes()] {
-            assert_eq!(copy.reveal(&veil, &reader, &mut memo, message), Ok(None));
+            assert_eq!(
+                copy.reveal(&veil, &reader, &mut revealer, message),
+                Ok(None)
+            );
         }
-        let error = copy.reveal(&veil, &reader, &mut memo, b"more").unwrap_err();
+        let error = copy
+            .reveal(&veil, &reader, &mut revealer, b"more")
+            .unwrap_err();
         assert_eq!(reply::error_field(&error, b'C'), Some(&b"XX000"[..]));
     }
 

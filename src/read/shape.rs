@@ -30,6 +30,7 @@ const BYTEA_OID: u32 = 17;
 /// One field of a result that comes from a protected column.
 #[derive(Clone, Copy, Debug)]
 pub struct Field<'v> {
+    /// The protected column it comes from.
     pub column: &'v ColumnPolicy,
     /// The field is `bytea` (else a text type).
     pub bytea: bool,

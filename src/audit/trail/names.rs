@@ -16,71 +16,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pg_query::protobuf::{node::Node, DiscardMode, Token};
-
-use super::summary::{statement_text, StatementText};
+use super::statement::{Change, StatementText};
 use super::Trail;
 use crate::protect::protection::Protection;
+use crate::wire::tags::target;
 
 /// A statement text for the trail: whether it mentions a protected table
 /// is known with a policy.
 pub fn text(veil: Option<&Protection>, sql: &str, written: Vec<String>) -> Arc<StatementText> {
     let protected = veil.is_some_and(|veil| veil.policy.mentions_protected_table(sql));
     StatementText::new(sql.to_owned(), written, protected)
-}
-
-/// What a statement does to prepared statements and portals.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Change {
-    /// `PREPARE name AS query`: the query's text.
-    Prepared { name: String, query: String },
-    /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
-    Deallocated(Option<String>),
-    /// `DECLARE name CURSOR`: a portal of that name, not a Bind's.
-    Declared(String),
-    /// `CLOSE name`, or `CLOSE ALL` (`None`).
-    Closed(Option<String>),
-    /// `DISCARD ALL`.
-    DiscardedAll,
-}
-
-/// The changes the statements of `sql` make, in order.
-pub(super) fn changes_in(sql: &str) -> Vec<Change> {
-    let Ok(parsed) = pg_query::parse(sql, 0) else {
-        return Vec::new();
-    };
-    let name = |n: &str| (!n.is_empty()).then(|| n.to_owned());
-    parsed
-        .protobuf
-        .stmts
-        .iter()
-        .filter_map(|raw| {
-            Some(match raw.stmt.as_ref()?.node.as_ref()? {
-                Node::PrepareStmt(p) => Change::Prepared {
-                    name: p.name.clone(),
-                    query: prepared_query(statement_text(sql, raw.stmt_location, raw.stmt_len)?)?
-                        .to_owned(),
-                },
-                Node::DeallocateStmt(d) => {
-                    Change::Deallocated(if d.isall { None } else { name(&d.name) })
-                }
-                Node::DeclareCursorStmt(d) => Change::Declared(d.portalname.clone()),
-                Node::ClosePortalStmt(c) => Change::Closed(name(&c.portalname)),
-                Node::DiscardStmt(d) if d.target == DiscardMode::DiscardAll as i32 => {
-                    Change::DiscardedAll
-                }
-                _ => return None,
-            })
-        })
-        .collect()
-}
-
-/// The query of a `PREPARE name [(types)] AS query`: the text after its
-/// first `AS` (no type name holds one).
-fn prepared_query(statement: &str) -> Option<&str> {
-    let tokens = crate::sql::scan_tokens(statement).ok()?;
-    let r#as = tokens.iter().find(|t| t.token == Token::As as i32)?;
-    statement.get(usize::try_from(r#as.end).ok()?..)
 }
 
 /// A portal's statement text, and for a named portal the ReadyForQuery
@@ -171,7 +116,7 @@ impl Names {
 
     /// A Close of a statement (`kind` `S`) or portal (`P`).
     pub fn close(&mut self, kind: u8, name: &[u8]) {
-        if kind == b'S' {
+        if kind == target::STATEMENT {
             self.statements.remove(&*String::from_utf8_lossy(name));
         } else if name.is_empty() {
             self.unnamed = None;
@@ -211,30 +156,6 @@ fn quote(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn changes_of_sql_statements() {
-        assert_eq!(
-            changes_in(
-                "prepare p (int, numeric(10, 2)) as select national_id from customers where id = $1; \
-                 deallocate q; deallocate all; declare c cursor with hold for select 1; close c; \
-                 close all; discard all; discard plans"
-            ),
-            vec![
-                Change::Prepared {
-                    name: "p".into(),
-                    query: " select national_id from customers where id = $1".into()
-                },
-                Change::Deallocated(Some("q".into())),
-                Change::Deallocated(None),
-                Change::Declared("c".into()),
-                Change::Closed(Some("c".into())),
-                Change::Closed(None),
-                Change::DiscardedAll,
-            ]
-        );
-        assert_eq!(changes_in("select 'prepare'"), vec![]);
-    }
 
     #[test]
     fn quoted_names() {

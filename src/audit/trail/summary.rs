@@ -14,95 +14,14 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use pg_query::protobuf::Token;
 
 use crate::audit::NormalizedStatement;
 
-use super::names::{changes_in, Change};
-
 /// What a record says of a text pgveil cannot read as SQL.
 pub const UNPARSED: &str = "<statement that does not parse>";
-
-/// A statement's text and what pgveil knows of it before it runs.
-#[derive(Debug)]
-pub struct StatementText {
-    pub(super) sql: String,
-    /// Protected columns it writes (encrypted), `schema.table.column`.
-    pub(super) written: Vec<String>,
-    /// Whether it mentions a protected table.
-    pub(super) protected: bool,
-    /// Whether it may prepare, deallocate, declare or close something.
-    names: bool,
-    /// What it does to prepared statements and portals, when first needed.
-    changes: OnceLock<Vec<Change>>,
-    /// Kind, normalized text and tables, computed once, when first needed.
-    summary: OnceLock<Arc<Summary>>,
-}
-
-impl StatementText {
-    pub fn new(sql: String, written: Vec<String>, protected: bool) -> Arc<Self> {
-        let names = may_name(sql.as_bytes());
-        Arc::new(Self {
-            sql,
-            written,
-            protected,
-            names,
-            changes: OnceLock::new(),
-            summary: OnceLock::new(),
-        })
-    }
-
-    /// Whether it may touch protected columns: it writes them or mentions
-    /// a protected table.
-    pub fn protected(&self) -> bool {
-        self.protected || !self.written.is_empty()
-    }
-
-    /// What running it does to the session's prepared statements and
-    /// portals, in order (parsed only for texts that may do something).
-    pub(super) fn changes(&self) -> &[Change] {
-        if !self.names {
-            return &[];
-        }
-        self.changes.get_or_init(|| changes_in(&self.sql))
-    }
-
-    /// The summary, from `cache` when a statement of the same shape was
-    /// summarized before.
-    pub(super) fn summary(&self, cache: &Mutex<ShapeCache>) -> &Summary {
-        self.summary.get_or_init(|| {
-            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-            let ShapeCache { summaries, shape } = &mut *cache;
-            if !shape_into(&self.sql, shape) {
-                return Arc::new(summarize(&self.sql));
-            }
-            if let Some(summary) = summaries.get(shape.as_str()) {
-                return summary.clone();
-            }
-            let summary = Arc::new(summarize(&self.sql));
-            if summaries.len() >= SHAPE_CACHE_SIZE {
-                summaries.clear();
-            }
-            summaries.insert(shape.clone(), summary.clone());
-            summary
-        })
-    }
-}
-
-/// Whether a text may hold `PREPARE`, `DEALLOCATE`, `DISCARD`, `DECLARE`
-/// or `CLOSE`, in one pass: only such texts are parsed for [`Change`]s.
-fn may_name(sql: &[u8]) -> bool {
-    const WORDS: [&[u8]; 5] = [b"prepare", b"deallocate", b"discard", b"declare", b"close"];
-    (0..sql.len()).any(|i| {
-        matches!(sql[i] | 0x20, b'p' | b'd' | b'c')
-            && WORDS.iter().any(|w| {
-                sql.get(i..i + w.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(w))
-            })
-    })
-}
 
 /// One statement of a text, summarized.
 #[derive(Debug)]
@@ -180,6 +99,26 @@ pub(super) struct ShapeCache {
     shape: String,
 }
 
+impl ShapeCache {
+    /// The summary of `sql`, the one a statement of the same shape was
+    /// given if there was one.
+    pub(super) fn summary(&mut self, sql: &str) -> Arc<Summary> {
+        let ShapeCache { summaries, shape } = self;
+        if !shape_into(sql, shape) {
+            return Arc::new(summarize(sql));
+        }
+        if let Some(summary) = summaries.get(shape.as_str()) {
+            return summary.clone();
+        }
+        let summary = Arc::new(summarize(sql));
+        if summaries.len() >= SHAPE_CACHE_SIZE {
+            summaries.clear();
+        }
+        summaries.insert(shape.clone(), summary.clone());
+        summary
+    }
+}
+
 /// Shapes remembered per session before the cache starts over.
 const SHAPE_CACHE_SIZE: usize = 256;
 
@@ -190,7 +129,7 @@ const SHAPE_CACHE_SIZE: usize = 256;
 /// dollar quotes, escape strings, parameters): that text is normalized on
 /// its own. A shape holds no constant, so the cache holds no value; and
 /// the summary it shares is redacted, so it holds none either.
-pub(super) fn shape_into(sql: &str, out: &mut String) -> bool {
+fn shape_into(sql: &str, out: &mut String) -> bool {
     out.clear();
     let bytes = sql.as_bytes();
     // The text from `copied` on is not in `out` yet.
@@ -256,7 +195,7 @@ fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8) -> Option<usize> {
 /// Kind, normalized text and tables of a statement text, as a whole and
 /// statement by statement. Text that does not parse is recorded as such,
 /// never as it is.
-pub(super) fn summarize(sql: &str) -> Summary {
+fn summarize(sql: &str) -> Summary {
     let Ok(parsed) = pg_query::parse(sql, 0) else {
         return Summary {
             whole: Part::unparsed(),
@@ -514,44 +453,6 @@ mod tests {
         ] {
             assert_eq!(shape(unsure), None, "{unsure}");
         }
-    }
-
-    #[test]
-    fn a_shared_summary_holds_no_value_of_either_statement() {
-        let cache = Mutex::new(ShapeCache::default());
-        let first = StatementText::new(
-            "comment on table t is 'first-secret'".into(),
-            Vec::new(),
-            false,
-        );
-        let second = StatementText::new(
-            "comment on table t is 'second-secret'".into(),
-            Vec::new(),
-            false,
-        );
-        let a = first.summary(&cache).whole().normalized.as_str().to_owned();
-        let b = second
-            .summary(&cache)
-            .whole()
-            .normalized
-            .as_str()
-            .to_owned();
-        assert_eq!(a, b);
-        assert_eq!(a, "comment on table t is $1");
-    }
-
-    #[test]
-    fn texts_that_may_name_portals_or_statements() {
-        for sql in [
-            "PREPARE p AS select 1",
-            "deallocate all",
-            "Declare c cursor for x",
-        ] {
-            assert!(may_name(sql.as_bytes()), "{sql}");
-        }
-        assert!(!may_name(
-            b"select abalance from pgbench_accounts where aid = 1"
-        ));
     }
 
     #[test]

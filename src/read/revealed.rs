@@ -1,0 +1,53 @@
+//! What a reader gets in place of one value ([`Revealed`]), and the
+//! error that replaces a result when a value is withheld ([`Denial`]).
+
+use bytes::Bytes;
+
+use crate::wire::reply::{self, Severity};
+use crate::wire::sqlstate::{INSUFFICIENT_PRIVILEGE, IO_ERROR};
+
+/// What a reader gets in place of one value.
+pub(super) enum Revealed<'m> {
+    /// The value as it is (not pgveil's ciphertext, or not decryptable).
+    Keep,
+    /// This, in the reader's encoding (text) or the form of its ciphertext
+    /// (`bytea`).
+    Value(&'m [u8]),
+    /// NULL.
+    Null,
+    /// Withheld: denied by the policy of this column, or not recordable.
+    Denied(Denial),
+}
+
+/// A value withheld from a reader.
+#[derive(Debug)]
+pub(super) struct Denial {
+    /// `schema.table.column`.
+    pub(super) column: String,
+    /// Withheld because the audit log cannot record the access now (with
+    /// `on_failure = "refuse"`), not by the policy.
+    pub(super) unrecorded: bool,
+}
+
+impl Denial {
+    /// The ErrorResponse the reader gets instead of the row: SQLSTATE
+    /// `io_error` for a value withheld while the audit log cannot record
+    /// its reading, as pgveil's refusals of statements then.
+    pub(super) fn error(&self) -> Bytes {
+        if self.unrecorded {
+            let message = format!(
+                "pgveil: column {} cannot be revealed now: the audit log cannot record the access",
+                self.column
+            );
+            reply::error(Severity::Error, IO_ERROR, &message)
+        } else {
+            denied(&self.column)
+        }
+    }
+}
+
+/// The error a reader gets for a value the policy denies it.
+fn denied(column: &str) -> Bytes {
+    let message = format!("pgveil: access to column {column} is denied by policy");
+    reply::error(Severity::Error, INSUFFICIENT_PRIVILEGE, &message)
+}
