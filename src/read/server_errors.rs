@@ -10,9 +10,8 @@ use crate::wire::reply::{self, Severity};
 use crate::wire::sqlstate::INTERNAL_ERROR;
 use crate::wire::tags::error_field;
 
-/// The ErrorResponse field that carries the marker of pgveil's refusals:
-/// the schema name (`s`), which [`error_field`] does not name.
-pub(super) const REFUSAL_MARKER_FIELD: u8 = b's';
+/// The ErrorResponse field that carries the marker of pgveil's refusals.
+pub(super) const REFUSAL_MARKER_FIELD: u8 = error_field::SCHEMA;
 
 /// pgveil's refusal as the client should see it: severity, SQLSTATE and
 /// message, without the marker and the PL/pgSQL context of the statement
@@ -37,6 +36,19 @@ pub(super) fn without_guard_values(frame: Bytes) -> Bytes {
     if !guard {
         return frame;
     }
-    // Severity, SQLSTATE, message, schema, table, column, type, constraint.
-    reply::keep_fields(&frame, b"SVCMstcdn")
+    use error_field::*;
+    reply::keep_fields(
+        &frame,
+        &[
+            SEVERITY,
+            SEVERITY_NONLOCALIZED,
+            CODE,
+            MESSAGE,
+            SCHEMA,
+            TABLE,
+            COLUMN,
+            DATA_TYPE,
+            CONSTRAINT,
+        ],
+    )
 }

@@ -107,6 +107,15 @@ pub mod error_field {
     pub const MESSAGE: u8 = b'M';
     /// Where the error happened (a PL/pgSQL context).
     pub const WHERE: u8 = b'W';
+    /// The schema of the object concerned (pgveil's refusals carry their
+    /// marker here).
+    pub const SCHEMA: u8 = b's';
+    /// The table concerned.
+    pub const TABLE: u8 = b't';
+    /// The column concerned.
+    pub const COLUMN: u8 = b'c';
+    /// The data type concerned.
+    pub const DATA_TYPE: u8 = b'd';
     /// The constraint whose violation this is.
     pub const CONSTRAINT: u8 = b'n';
 }
