@@ -37,7 +37,10 @@ use pg_query::protobuf::{
 };
 use serde_json::Value;
 
-use super::{NodeEnum, Prepared, Reason, Refusal};
+use pg_query::protobuf::node::Node as NodeEnum;
+
+use super::refusal::{Reason, Refusal};
+use super::targets::Prepared;
 use crate::text::encoding::ClientEncoding;
 
 /// pgveil's settings are named `pgveil.<name>`.
@@ -57,11 +60,15 @@ pub struct SettingChange {
 /// What one statement does, once the server has run it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
+    /// `SET`, `RESET` or `set_config` of one of pgveil's settings.
     Set(SettingChange),
     /// `RESET ALL`, `DISCARD ALL`.
     ResetAll,
+    /// `SAVEPOINT name`.
     Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
     Release(String),
+    /// `ROLLBACK TO [SAVEPOINT] name`.
     RollbackTo(String),
     /// `PREPARE name`: the statement `name` is now this one, with these
     /// parameter slots (none: no argument goes to a protected column).
@@ -92,7 +99,9 @@ pub struct Declarations(Vec<Vec<Planned>>);
 /// A Bind parameter's value as sent: `None` for NULL.
 #[derive(Clone, Copy, Debug)]
 pub struct Param<'b> {
+    /// The value's bytes; `None` for NULL.
     pub value: Option<&'b [u8]>,
+    /// Sent in binary format, not text.
     pub binary: bool,
 }
 
