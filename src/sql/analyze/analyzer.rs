@@ -20,22 +20,34 @@ use crate::sql::targets::{ParamSlot, Prepared, Statements};
 /// Replaces `start..end` of the statement text.
 #[derive(Debug)]
 pub(super) struct Edit {
+    /// The byte offset of the first byte replaced.
     pub start: usize,
+    /// The byte offset after the last byte replaced.
     pub end: usize,
+    /// The text put in their place.
     pub replacement: String,
 }
 
 /// The state of one analysis: the edits and parameter slots so far.
 pub(crate) struct Analyzer<'a> {
+    /// The statement text.
     sql: &'a str,
+    /// Its tokens, which give each literal's extent in the text.
     pub(super) tokens: Vec<ScanToken>,
+    /// The protected columns.
     pub(super) policy: &'a Policy,
+    /// What encrypts the literals.
     pub(super) enc: &'a dyn Encryptor,
+    /// What the catalog says of the tables' columns.
     pub(super) columns: &'a dyn Columns,
+    /// The server-side objects over protected tables.
     pub(super) objects: &'a ServerObjects,
     /// The statements the session prepared before this text.
     session_prepared: &'a dyn Statements,
+    /// The literals replaced so far.
     pub(super) edits: Vec<Edit>,
+    /// The parameter slots found so far (those of the statement being
+    /// prepared, in a `PREPARE`).
     pub(super) params: Vec<ParamSlot>,
     /// The statements this text prepares, in order.
     prepared: Vec<Prepared>,
@@ -46,6 +58,8 @@ pub(crate) struct Analyzer<'a> {
 }
 
 impl<'a> Analyzer<'a> {
+    /// An analysis of the text `sql`, whose tokens are `tokens`, that has
+    /// found nothing yet.
     pub(crate) fn new(
         sql: &'a str,
         tokens: Vec<ScanToken>,
@@ -71,6 +85,8 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// The text with its literals replaced and the parameter slots found,
+    /// or unchanged if there is none.
     pub(crate) fn finish(self) -> Outcome {
         if self.edits.is_empty() && self.params.is_empty() {
             return Outcome::Unchanged;
@@ -158,6 +174,8 @@ impl<'a> Analyzer<'a> {
         Ok(())
     }
 
+    /// Analyses the statement a statement holds (`EXPLAIN`, `DECLARE`,
+    /// `CREATE TABLE AS`, `CREATE VIEW`), if it holds one.
     fn optional_statement(&mut self, node: Option<&Node>, scope: &Scope<'_, 'a>) -> Result<()> {
         match node.and_then(|n| n.node.as_ref()) {
             Some(node) => self.statement_in(node, scope),
@@ -165,6 +183,7 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// Analyses a statement, at the top or in a CTE, in `scope`.
     pub(super) fn statement_in(&mut self, node: &NodeEnum, scope: &Scope<'_, 'a>) -> Result<()> {
         match node {
             NodeEnum::SelectStmt(s) => self.select(s, scope).map(drop),
@@ -203,6 +222,9 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// Refuses a `MERGE` into a view over a protected table or a table
+    /// whose rules or triggers may write one, or that names a protected
+    /// table anywhere.
     fn merge(&self, node: &NodeEnum) -> Result<()> {
         if let NodeEnum::MergeStmt(merge) = node {
             merge

@@ -17,10 +17,15 @@ use crate::sql::scope::Scope;
 
 /// What a comparison operand or a written value is.
 pub(super) enum Operand<'n, 'a> {
+    /// A protected column, possibly cast.
     Protected(&'a ColumnPolicy),
+    /// A string literal, possibly cast, with its text.
     Literal(&'n AConst, &'n str),
+    /// `$n`, possibly cast.
     Param(usize),
+    /// `NULL`, possibly cast.
     Null,
+    /// Anything else.
     Other,
 }
 
@@ -44,6 +49,9 @@ impl<'a> Analyzer<'a> {
         Ok(())
     }
 
+    /// An operator expression (`=`, `IN`, `= ANY`, `LIKE`, ...): a
+    /// protected column may be an operand only of an equality with a value
+    /// it can be compared with.
     pub(super) fn comparison(
         &mut self,
         e: &AExpr,
@@ -238,6 +246,7 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// What an expression is, as an operand or a written value.
     pub(super) fn operand<'n>(&self, node: &'n Node, scope: &Scope<'_, 'a>) -> Operand<'n, 'a> {
         match &node.node {
             Some(NodeEnum::TypeCast(cast)) => match cast.arg.as_deref() {

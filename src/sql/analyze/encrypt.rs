@@ -16,7 +16,7 @@ use crate::sql::scope::Scope;
 use crate::sql::targets::{storage, ParamSlot, Target};
 
 /// Checks one element of an array for a protected column.
-pub(super) type ElementCheck<'a> =
+type ElementCheck<'a> =
     for<'s> fn(&mut Analyzer<'a>, &'a ColumnPolicy, &Node, &Scope<'s, 'a>) -> Result<()>;
 
 impl<'a> Analyzer<'a> {
@@ -42,6 +42,7 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// Notes, for the audit log, that a value is written to `column`.
     fn note_written(&mut self, column: &ColumnPolicy) {
         let id = ColumnRefId::from(column);
         if !self.written.contains(&id) {
@@ -99,10 +100,12 @@ impl<'a> Analyzer<'a> {
         self.array(column, node, scope, Self::write, Reason::NotWritable)
     }
 
+    /// `$number` holds a value for `column`.
     pub(super) fn param(&mut self, column: &ColumnPolicy, number: usize) -> Result<()> {
         self.slot(column, number, false)
     }
 
+    /// `$number` holds a value, or an array of values, for `column`.
     fn slot(&mut self, column: &ColumnPolicy, number: usize, array: bool) -> Result<()> {
         let slot = ParamSlot {
             number,
@@ -220,6 +223,7 @@ impl<'a> Analyzer<'a> {
     }
 }
 
+/// The refusal of an encryption that failed.
 fn encrypt_error(column: &ColumnPolicy, error: EncryptError) -> Reason {
     Reason::Encrypt {
         column: column.into(),

@@ -58,6 +58,7 @@ impl<'a> Analyzer<'a> {
         .carried(node)
     }
 
+    /// A condition, if there is one.
     pub(super) fn condition_opt(
         &mut self,
         node: Option<&Node>,
@@ -139,10 +140,12 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// [`Self::expr`] of an expression, if there is one.
     fn expr_opt(&mut self, node: Option<&Node>, scope: &Scope<'_, 'a>, strict: bool) -> Result<()> {
         node.map_or(Ok(()), |node| self.expr(node, scope, strict))
     }
 
+    /// [`Self::expr`] of each expression.
     pub(super) fn exprs<'n>(
         &mut self,
         nodes: impl IntoIterator<Item = &'n Node>,

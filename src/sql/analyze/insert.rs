@@ -14,6 +14,7 @@ use crate::sql::refusal::{Reason, Result};
 use crate::sql::scope::{Relation, Scope};
 
 impl<'a> Analyzer<'a> {
+    /// An `INSERT`: each value goes to its column.
     pub(super) fn insert(&mut self, s: &InsertStmt, parent: &Scope<'_, 'a>) -> Result<()> {
         let mut scope = Scope::child(parent);
         self.with_clause(s.with_clause.as_ref(), &mut scope)?;
@@ -183,6 +184,7 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// `ON CONFLICT`: its `SET` may also write `EXCLUDED.col` to `col`.
     fn on_conflict(
         &mut self,
         conflict: &OnConflictClause,
@@ -288,6 +290,6 @@ fn values_sources<'s, 'a>(
 }
 
 /// A bare `VALUES (...), (...)` list, as INSERT writes it.
-pub(super) fn is_plain_values(s: &SelectStmt) -> bool {
+fn is_plain_values(s: &SelectStmt) -> bool {
     !s.values_lists.is_empty() && s.from_clause.is_empty() && s.with_clause.is_none()
 }

@@ -77,6 +77,7 @@ impl<'a> Analyzer<'a> {
         Ok(outputs)
     }
 
+    /// Brings the CTEs of a `WITH` into scope, each seeing those before it.
     pub(super) fn with_clause(
         &mut self,
         with: Option<&WithClause>,
@@ -136,6 +137,7 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// The relation a table, view or CTE name brings into scope.
     pub(super) fn range_var(
         &self,
         range: &RangeVar,
@@ -190,6 +192,7 @@ impl<'a> Analyzer<'a> {
         Ok(relation)
     }
 
+    /// The relation a subquery in FROM brings into scope.
     fn subselect(&mut self, sub: &RangeSubselect, scope: &Scope<'_, 'a>) -> Result<Relation<'a>> {
         let outputs = match sub.subquery.as_deref().and_then(|q| q.node.as_ref()) {
             Some(NodeEnum::SelectStmt(s)) => self.select(s, scope)?,
@@ -247,6 +250,7 @@ impl<'a> Analyzer<'a> {
         Ok(())
     }
 
+    /// What a select list outputs; each of its values is read.
     fn target_list(&mut self, targets: &[Node], scope: &Scope<'_, 'a>) -> Result<Outputs<'a>> {
         let mut outputs = Outputs::new();
         for target in targets {
@@ -305,6 +309,8 @@ impl<'a> Analyzer<'a> {
             .map(Origin::Table)
     }
 
+    /// A `GROUP BY` item: a protected column only with deterministic
+    /// encryption.
     fn group_by(&mut self, item: &Node, scope: &Scope<'_, 'a>) -> Result<()> {
         match self.protected_ref(item, scope) {
             Some(column) if column.encryption == Encryption::Randomized => {
@@ -320,6 +326,8 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// An `ORDER BY` item, by expression, output name or position:
+    /// refused on a protected value.
     fn order_by(
         &mut self,
         item: &Node,

@@ -10,6 +10,7 @@ use crate::sql::refusal::{Reason, Result};
 use crate::sql::scope::Scope;
 
 impl<'a> Analyzer<'a> {
+    /// An `UPDATE`: each value of its `SET` goes to its column.
     pub(super) fn update(&mut self, s: &UpdateStmt, parent: &Scope<'_, 'a>) -> Result<()> {
         let mut scope = Scope::child(parent);
         self.with_clause(s.with_clause.as_ref(), &mut scope)?;
@@ -72,6 +73,7 @@ impl<'a> Analyzer<'a> {
         Ok(())
     }
 
+    /// A `DELETE`.
     pub(super) fn delete(&mut self, s: &DeleteStmt, parent: &Scope<'_, 'a>) -> Result<()> {
         let mut scope = Scope::child(parent);
         self.with_clause(s.with_clause.as_ref(), &mut scope)?;
@@ -93,6 +95,7 @@ impl<'a> Analyzer<'a> {
         self.returning(s.returning_clause.as_ref(), &scope)
     }
 
+    /// The values of a `RETURNING` list, which are read.
     pub(super) fn returning(
         &mut self,
         returning: Option<&ReturningClause>,
