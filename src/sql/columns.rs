@@ -28,7 +28,7 @@ pub enum ColumnType {
 }
 
 /// What the catalog says about the protected tables.
-pub trait Columns {
+pub(crate) trait Columns {
     /// The column names of a table in order, by schema and table name, for
     /// statements without a column list.
     fn order(&self, schema: &str, table: &str) -> Option<Vec<String>>;

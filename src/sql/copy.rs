@@ -109,7 +109,11 @@ pub(super) fn copy_in(
 /// columns of a table's data by position (the table's order from
 /// `columns` when the statement lists none). Call it only for text
 /// containing `copy` (in any case).
-pub fn copy_out_options(sql: &str, policy: &Policy, columns: &dyn Columns) -> Vec<CopyOptions> {
+pub(crate) fn copy_out_options(
+    sql: &str,
+    policy: &Policy,
+    columns: &dyn Columns,
+) -> Vec<CopyOptions> {
     let Ok(parsed) = pg_query::parse(sql, 0) else {
         return Vec::new();
     };

@@ -36,7 +36,7 @@ use super::tokens::scan_tokens;
 /// `standard`. Text without a backslash is returned as it is; so is text
 /// PostgreSQL's scanner rejects (it cannot be parsed, and is refused as
 /// such wherever it matters).
-pub fn conform(sql: &str, standard: bool) -> Cow<'_, str> {
+pub(crate) fn conform(sql: &str, standard: bool) -> Cow<'_, str> {
     if !sql.contains('\\') {
         return Cow::Borrowed(sql);
     }

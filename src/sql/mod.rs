@@ -136,14 +136,21 @@ mod tests_computed;
 mod tokens;
 mod views;
 
-pub use columns::{ColumnRefId, ColumnType, Columns, NoCatalog, Storage};
-pub use copy::{copy_out_options, is_copy_from_stdin, CopyIn};
+pub use columns::{ColumnRefId, ColumnType, NoCatalog, Storage};
+pub use copy::{is_copy_from_stdin, CopyIn};
 pub use encryptor::{EncryptError, Encryptor};
-pub use literals::conform as conform_literals;
 pub use objects::{CatalogObject, Kind, ServerObjects};
-pub use outcome::{Analysis, Outcome, Rewrite};
+pub use outcome::{Outcome, Rewrite};
 pub use refusal::Refusal;
-pub use rewrite::{rewrite, rewrite_in_session};
-pub use settings::{declarations, undeclarable_call, Declarations, Effect, Param, SettingChange};
-pub use targets::{merge_slots, ParamSlot, Prepared, PreparedSlots, Statements, Target};
+pub use rewrite::rewrite;
+pub use settings::{Effect, SettingChange};
+pub use targets::{ParamSlot, Prepared, Target};
+
+pub(crate) use columns::Columns;
+pub(crate) use copy::copy_out_options;
+pub(crate) use literals::conform as conform_literals;
+pub(crate) use outcome::Analysis;
+pub(crate) use rewrite::rewrite_in_session;
+pub(crate) use settings::{declarations, undeclarable_call, Declarations, Param};
+pub(crate) use targets::{merge_slots, PreparedSlots, Statements};
 pub(crate) use tokens::scan_tokens;

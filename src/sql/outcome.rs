@@ -37,7 +37,7 @@ pub struct Rewrite {
 /// does to the session's SQL-prepared statements once the server has run
 /// it ([`Effect::Prepare`], [`Effect::Deallocate`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Analysis {
+pub(crate) struct Analysis {
     /// What to do with the text.
     pub outcome: Outcome,
     /// By statement, in order; empty when the text was not parsed or is

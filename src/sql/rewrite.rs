@@ -45,7 +45,7 @@ const PREPARED_WORDS: [&[u8]; 4] = [b"execute", b"prepare", b"deallocate", b"dis
 /// protected table nor such an object, and, while the session has such
 /// statements, none of `execute`, `prepare`, `deallocate`, `discard`, is
 /// not parsed.
-pub fn rewrite_in_session(
+pub(crate) fn rewrite_in_session(
     sql: &str,
     policy: &Policy,
     enc: &dyn Encryptor,

@@ -76,12 +76,12 @@ pub struct Prepared {
 
 /// The parameter slots of the statements a session prepared with SQL
 /// `PREPARE`, by name.
-pub type PreparedSlots = HashMap<String, Vec<ParamSlot>>;
+pub(crate) type PreparedSlots = HashMap<String, Vec<ParamSlot>>;
 
 /// The statements a session has prepared, whose `EXECUTE` arguments may go
 /// to protected columns: with SQL `PREPARE` or a named Parse, which
 /// PostgreSQL keeps under one namespace, so that `EXECUTE` runs either.
-pub trait Statements {
+pub(crate) trait Statements {
     /// Whether a statement may have parameter slots.
     fn any(&self) -> bool;
     /// The parameter slots of the statement `name`.
@@ -99,7 +99,10 @@ impl Statements for PreparedSlots {
 }
 
 /// Adds to `slots` those of `more` it does not have.
-pub fn merge_slots<'s>(slots: &mut Vec<ParamSlot>, more: impl IntoIterator<Item = &'s ParamSlot>) {
+pub(crate) fn merge_slots<'s>(
+    slots: &mut Vec<ParamSlot>,
+    more: impl IntoIterator<Item = &'s ParamSlot>,
+) {
     for slot in more {
         if !slots.contains(slot) {
             slots.push(slot.clone());
