@@ -91,6 +91,7 @@
 //!
 //! Refusal messages start with `pgveil:`, name the column and the reason,
 //! and never quote the statement or its values, which may be personal
+//! data.
 //!
 //! **The files.** The entry points are in `rewrite` (a statement text to
 //! an [`Outcome`], for one statement or in a session), which hands each
