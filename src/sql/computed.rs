@@ -47,13 +47,15 @@ use pg_query::protobuf::{
     SubLinkType, TypeName,
 };
 
-use super::analyze::{fields_of, string};
-use super::outputs::{Origin, Output};
-use super::scope::Scope;
-use super::{storage, ColumnRefId, Columns, NodeEnum, Reason, Storage};
-use crate::protect::policy::Encryption;
+use pg_query::protobuf::node::Node as NodeEnum;
 
-type Result<T> = std::result::Result<T, Reason>;
+use super::columns::{ColumnRefId, Columns, Storage};
+use super::names::{fields_of, string, uncast};
+use super::outputs::{Origin, Output};
+use super::refusal::{Reason, Result};
+use super::scope::{Relation, Scope};
+use super::targets::storage;
+use crate::protect::policy::Encryption;
 
 /// What an expression returns of a protected column's stored value.
 #[derive(Clone, Copy)]
@@ -209,7 +211,7 @@ impl<'a> Check<'_, '_, 'a> {
             // Anything else (the JSON constructors of PostgreSQL 16 and
             // later, ...): pgveil cannot see into it, so fails closed.
             other => {
-                let row = |r: &super::scope::Relation<'a>| r.outputs().origin();
+                let row = |r: &Relation<'a>| r.outputs().origin();
                 Err(match self.scope.visible().find_map(row) {
                     Some(origin) => computing(construct_of(other), origin),
                     None => Reason::ComputedValue {
@@ -422,7 +424,7 @@ impl<'a> Check<'_, '_, 'a> {
                 return Some(Carried::Value(origin));
             }
         }
-        let row = |r: &super::scope::Relation<'a>| r.outputs().origin();
+        let row = |r: &Relation<'a>| r.outputs().origin();
         let origin = match fields.as_slice() {
             [] if star => self.scope.visible().find_map(row),
             [table] => self
@@ -510,12 +512,4 @@ fn construct_of(node: &NodeEnum) -> &'static str {
 /// A protected column's value as it is stored.
 fn is_protected(carried: Carried<'_>) -> bool {
     matches!(carried, Carried::Value(Origin::Column(_)))
-}
-
-/// The expression under any casts.
-fn uncast(node: &Node) -> &Node {
-    match &node.node {
-        Some(NodeEnum::TypeCast(cast)) => cast.arg.as_deref().map_or(node, uncast),
-        _ => node,
-    }
 }

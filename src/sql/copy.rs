@@ -7,7 +7,12 @@
 
 use pg_query::protobuf::{CopyStmt, DefElem, Node};
 
-use super::{ColumnRefId, ColumnType, Columns, NodeEnum, Reason, Target};
+use pg_query::protobuf::node::Node as NodeEnum;
+
+use super::columns::{ColumnRefId, ColumnType, Columns};
+use super::names::table_name;
+use super::refusal::Reason;
+use super::targets::Target;
 use crate::protect::policy::Policy;
 use crate::wire::copy::options::{ColumnSet, CopyField, CopyFormat, CopyOptions};
 
@@ -32,6 +37,7 @@ pub struct CopyIn {
     pub table: (String, String),
     /// The columns of the data, in order: `None` for an unprotected one.
     pub columns: Vec<Option<Target>>,
+    /// How the data stream is formatted.
     pub options: CopyOptions,
 }
 
@@ -56,7 +62,7 @@ pub(super) fn copy_in(
     let Some(range) = copy.relation.as_ref().filter(|_| copy.is_from) else {
         return Ok(None);
     };
-    let (schema, table) = super::analyze::table_name(range, policy);
+    let (schema, table) = table_name(range, policy);
     let (schema, table) = (schema, &table);
     let Some(first) = policy.columns_of(schema, table).next() else {
         return Ok(None);
@@ -103,7 +109,11 @@ pub(super) fn copy_in(
 /// columns of a table's data by position (the table's order from
 /// `columns` when the statement lists none). Call it only for text
 /// containing `copy` (in any case).
-pub fn copy_out_options(sql: &str, policy: &Policy, columns: &dyn Columns) -> Vec<CopyOptions> {
+pub(crate) fn copy_out_options(
+    sql: &str,
+    policy: &Policy,
+    columns: &dyn Columns,
+) -> Vec<CopyOptions> {
     let Ok(parsed) = pg_query::parse(sql, 0) else {
         return Vec::new();
     };
@@ -132,7 +142,7 @@ fn protected_fields(
     policy: &Policy,
     columns: &dyn Columns,
 ) -> Vec<Option<CopyField>> {
-    let (schema, table) = super::analyze::table_name(range, policy);
+    let (schema, table) = table_name(range, policy);
     if !policy.is_protected_table(schema, &table) {
         return Vec::new();
     }

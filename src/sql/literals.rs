@@ -29,12 +29,14 @@ use std::borrow::Cow;
 
 use pg_query::protobuf::Token;
 
+use super::tokens::scan_tokens;
+
 /// `sql` rewritten so that no plain string literal holds a backslash,
 /// read as the server reads it with `standard_conforming_strings` set to
 /// `standard`. Text without a backslash is returned as it is; so is text
 /// PostgreSQL's scanner rejects (it cannot be parsed, and is refused as
 /// such wherever it matters).
-pub fn conform(sql: &str, standard: bool) -> Cow<'_, str> {
+pub(crate) fn conform(sql: &str, standard: bool) -> Cow<'_, str> {
     if !sql.contains('\\') {
         return Cow::Borrowed(sql);
     }
@@ -53,7 +55,7 @@ pub fn conform(sql: &str, standard: bool) -> Cow<'_, str> {
 /// scanner reads `sql` with standard strings) into its `E'...'` form;
 /// `None` when there is none, or `sql` does not scan.
 fn escape_plain(sql: &str) -> Option<String> {
-    let tokens = super::scan_tokens(sql).ok()?;
+    let tokens = scan_tokens(sql).ok()?;
     let mut out = String::new();
     let mut done = 0;
     for token in tokens {

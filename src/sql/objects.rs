@@ -25,26 +25,37 @@
 
 use pg_query::protobuf::{ScanToken, Token};
 
-use super::views::{self, ViewColumns};
-use super::{ColumnRefId, Reason};
+use super::columns::ColumnRefId;
+use super::refusal::Reason;
+use super::views::{self, KnownViews, ViewColumns};
 use crate::protect::policy::{Policy, TableMentions};
 
 /// What kind of object a catalog row describes, with the name of the rule
 /// or trigger for those.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A view that exposes a protected table.
     View,
+    /// A rule, by its name, on a table, whose action touches a protected
+    /// table.
     Rule(String),
+    /// A trigger, by its name, on a table, whose function mentions a
+    /// protected table.
     Trigger(String),
+    /// A function or procedure whose body mentions a protected table.
     Function,
 }
 
 /// A server-side object over a protected table, as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CatalogObject {
+    /// What kind of object it is.
     pub kind: Kind,
-    /// The view, function, or the table the rule or trigger is on.
+    /// The schema of the view, function, or the table the rule or trigger
+    /// is on.
     pub schema: String,
+    /// The name of the view, function, or the table the rule or trigger is
+    /// on.
     pub name: String,
     /// The protected table it exposes or may write, `schema.table`.
     pub table: String,
@@ -199,6 +210,12 @@ impl ServerObjects {
         self.functions
             .iter()
             .find(|f| f.name.eq_ignore_ascii_case(name))
+    }
+}
+
+impl KnownViews for ServerObjects {
+    fn view_columns(&self, schema: &str, name: &str) -> Option<&ViewColumns> {
+        self.view(schema, name).map(|view| &view.columns)
     }
 }
 

@@ -24,9 +24,12 @@
 
 use pg_query::protobuf::{MinMaxOp, Node, SelectStmt, SetOperation, SubLinkType};
 
-use super::analyze::string;
+use pg_query::protobuf::node::Node as NodeEnum;
+
+use super::columns::ColumnRefId;
+use super::names::string;
 use super::objects::View;
-use super::{NodeEnum, Reason};
+use super::refusal::Reason;
 use crate::protect::policy::{ColumnPolicy, Encryption};
 
 /// Where the values of a derived column come from, for its refusal.
@@ -53,7 +56,7 @@ impl Origin<'_> {
             },
             Origin::Column(c) => Reason::DerivedColumn {
                 column: column.join("."),
-                origin: format!("column {}", super::ColumnRefId::from(c)),
+                origin: format!("column {}", ColumnRefId::from(c)),
             },
             Origin::Table(c) => Reason::DerivedColumn {
                 column: column.join("."),

@@ -4,7 +4,7 @@
 
 use pg_query::protobuf::ColumnRef;
 
-use super::analyze::fields_of;
+use super::names::fields_of;
 use super::outputs::{Origin, Output, Outputs};
 use crate::protect::policy::ColumnPolicy;
 

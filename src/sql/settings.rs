@@ -37,7 +37,10 @@ use pg_query::protobuf::{
 };
 use serde_json::Value;
 
-use super::{NodeEnum, Prepared, Reason, Refusal};
+use pg_query::protobuf::node::Node as NodeEnum;
+
+use super::refusal::{Reason, Refusal};
+use super::targets::Prepared;
 use crate::text::encoding::ClientEncoding;
 
 /// pgveil's settings are named `pgveil.<name>`.
@@ -57,11 +60,15 @@ pub struct SettingChange {
 /// What one statement does, once the server has run it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
+    /// `SET`, `RESET` or `set_config` of one of pgveil's settings.
     Set(SettingChange),
     /// `RESET ALL`, `DISCARD ALL`.
     ResetAll,
+    /// `SAVEPOINT name`.
     Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
     Release(String),
+    /// `ROLLBACK TO [SAVEPOINT] name`.
     RollbackTo(String),
     /// `PREPARE name`: the statement `name` is now this one, with these
     /// parameter slots (none: no argument goes to a protected column).
@@ -87,12 +94,14 @@ enum Planned {
 
 /// What a statement text does, statement by statement.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Declarations(Vec<Vec<Planned>>);
+pub(crate) struct Declarations(Vec<Vec<Planned>>);
 
 /// A Bind parameter's value as sent: `None` for NULL.
 #[derive(Clone, Copy, Debug)]
-pub struct Param<'b> {
+pub(crate) struct Param<'b> {
+    /// The value's bytes; `None` for NULL.
     pub value: Option<&'b [u8]>,
+    /// Sent in binary format, not text.
     pub binary: bool,
 }
 
@@ -119,7 +128,7 @@ fn words() -> &'static AhoCorasick {
 }
 
 /// What `sql` does to pgveil's settings, or why pgveil refuses it.
-pub fn declarations(sql: &str) -> Result<Declarations, Refusal> {
+pub(crate) fn declarations(sql: &str) -> Result<Declarations, Refusal> {
     if !words().is_match(sql) {
         return Ok(Declarations::default());
     }
@@ -142,7 +151,7 @@ pub fn declarations(sql: &str) -> Result<Declarations, Refusal> {
 
 /// The refusal of a `set_config` call pgveil cannot follow (a fast-path
 /// FunctionCall).
-pub fn undeclarable_call() -> Refusal {
+pub(crate) fn undeclarable_call() -> Refusal {
     Reason::Undeclarable("a set_config function call").into()
 }
 
@@ -152,12 +161,12 @@ fn mentions_settings(text: &str) -> bool {
 
 impl Declarations {
     /// Whether no statement of the text changes anything.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.iter().all(Vec::is_empty)
     }
 
     /// With `effects` added to those of each statement, in order.
-    pub fn and(mut self, effects: Vec<Vec<Effect>>) -> Self {
+    pub(crate) fn and(mut self, effects: Vec<Vec<Effect>>) -> Self {
         if self.0.len() < effects.len() {
             self.0.resize_with(effects.len(), Vec::new);
         }
@@ -169,7 +178,7 @@ impl Declarations {
 
     /// The effects of each statement, with the values of `params` (the
     /// Bind's, in the client's `encoding`) for `$n`.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         params: &[Param<'_>],
         encoding: ClientEncoding,

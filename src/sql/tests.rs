@@ -1,5 +1,5 @@
 use super::*;
-use crate::protect::policy::Policy;
+use crate::protect::policy::{ColumnPolicy, Policy};
 use crate::sql::objects::{CatalogObject, Kind, ServerObjects};
 use crate::wire::copy::options::{ColumnSet, CopyFormat, CopyOptions};
 

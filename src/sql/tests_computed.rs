@@ -3,7 +3,8 @@
 //! values passed through as they are stored still work.
 
 use super::tests::{ct, refused, refused_known, run, run_known, sql_of, typed, EMAIL, FULL_NAME};
-use super::{Outcome, NOT_SUPPORTED};
+use super::Outcome;
+use crate::wire::sqlstate::FEATURE_NOT_SUPPORTED as NOT_SUPPORTED;
 
 const NATIONAL_ID: &str = "public.customers.national_id";
 

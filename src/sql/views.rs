@@ -17,9 +17,10 @@
 
 use pg_query::protobuf::{ColumnRef, JoinExpr, Node, RangeVar, SelectStmt, SetOperation};
 
-use super::analyze::table_name;
-use super::objects::ServerObjects;
-use super::{ColumnRefId, NodeEnum};
+use pg_query::protobuf::node::Node as NodeEnum;
+
+use super::columns::ColumnRefId;
+use super::names::table_name;
 use crate::protect::policy::Policy;
 
 /// The exact and derived columns of a view.
@@ -28,6 +29,14 @@ pub(super) struct ViewColumns {
     /// By the view's column name, the protected column each one is.
     pub exact: Vec<(String, ColumnRefId)>,
     pub derived: Derived,
+}
+
+/// The views a view's definition may read, known before it (the session's
+/// `ServerObjects`, as they are gathered).
+pub(super) trait KnownViews {
+    /// The columns of the view a table reference (`schema` empty when
+    /// unqualified) may name, if it names one.
+    fn view_columns(&self, schema: &str, name: &str) -> Option<&ViewColumns>;
 }
 
 /// The derived columns of a view.
@@ -43,7 +52,7 @@ pub(super) enum Derived {
 pub(super) fn columns(
     definition: Option<&str>,
     policy: &Policy,
-    known: &ServerObjects,
+    known: &dyn KnownViews,
 ) -> ViewColumns {
     definition
         .and_then(|sql| classify(sql, policy, known))
@@ -77,7 +86,7 @@ enum Lookup {
     Plain,
 }
 
-fn classify(sql: &str, policy: &Policy, known: &ServerObjects) -> Option<ViewColumns> {
+fn classify(sql: &str, policy: &Policy, known: &dyn KnownViews) -> Option<ViewColumns> {
     let parsed = pg_query::parse(sql, 0).ok()?;
     let [raw] = parsed.protobuf.stmts.as_slice() else {
         return None;
@@ -136,7 +145,7 @@ fn is_simple(select: &SelectStmt) -> bool {
 fn from_item(
     item: &Node,
     policy: &Policy,
-    known: &ServerObjects,
+    known: &dyn KnownViews,
     relations: &mut Vec<Relation>,
 ) -> Option<()> {
     match item.node.as_ref()? {
@@ -150,7 +159,7 @@ fn from_item(
 fn join_expr(
     join: &JoinExpr,
     policy: &Policy,
-    known: &ServerObjects,
+    known: &dyn KnownViews,
     relations: &mut Vec<Relation>,
 ) -> Option<()> {
     if join.alias.is_some() {
@@ -162,7 +171,7 @@ fn join_expr(
     Some(())
 }
 
-fn range_var(range: &RangeVar, policy: &Policy, known: &ServerObjects) -> Option<Relation> {
+fn range_var(range: &RangeVar, policy: &Policy, known: &dyn KnownViews) -> Option<Relation> {
     let alias = range.alias.as_ref();
     if alias.is_some_and(|a| !a.colnames.is_empty()) {
         return None;
@@ -177,8 +186,7 @@ fn range_var(range: &RangeVar, policy: &Policy, known: &ServerObjects) -> Option
             .collect(),
         opaque: false,
     };
-    if let Some(view) = known.view(&range.schemaname, &range.relname) {
-        let columns = &view.columns;
+    if let Some(columns) = known.view_columns(&range.schemaname, &range.relname) {
         relation.opaque = matches!(columns.derived, Derived::All);
         let exact = columns.exact.iter();
         relation
@@ -254,7 +262,7 @@ fn fields(column: &ColumnRef) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::objects::{CatalogObject, Kind};
+    use crate::sql::objects::{CatalogObject, Kind, ServerObjects};
 
     fn policy() -> Policy {
         Policy::from_str(
