@@ -100,7 +100,8 @@ fn every_folder_of_src_is_a_layer() {
 
 #[test]
 fn the_reader_finds_paths_in_every_form() {
-    let code = "use crate::a::{b, c::{d, e as f}};\nfn g() { crate::h::i(); super::j::K; }";
+    let code = "use crate::a::{b, c::{d, e as f}};\nfn g() { crate::h::i(); super::j::K; }\n\
+                pub(in crate::l) fn m() {}";
     let found = paths(code);
     for want in [
         &["crate", "a", "b"][..],
@@ -111,6 +112,7 @@ fn the_reader_finds_paths_in_every_form() {
     ] {
         assert!(found.iter().any(|p| p == want), "{want:?} not in {found:?}");
     }
+    assert!(!found.iter().any(|p| p.contains(&"l".to_owned())), "{found:?}");
     let stripped = strip_tests("fn a() {}\n#[cfg(test)]\nmod tests { use crate::x; }\nfn b() {}");
     assert!(!stripped.contains("crate::x") && stripped.contains("fn b"));
 }
@@ -316,6 +318,11 @@ fn paths(code: &str) -> Vec<Vec<String>> {
             let mut end = i;
             while end < b.len() && (is_ident(b[end]) || b[end] == b':') {
                 end += 1;
+            }
+            // `pub(in crate::x)` is a visibility, not a use of `x`.
+            if code[..i].trim_end().ends_with("(in") {
+                i = end;
+                continue;
             }
             let path: Vec<String> = code[i..end]
                 .split("::")
