@@ -7,7 +7,7 @@
 //! `use super::...` and inline `crate::...`/`super::...` path of a
 //! non-test file is resolved to the file that defines the module it names.
 //! Test code (`#[cfg(test)]` items, `tests*.rs` files, `src/fuzz/`) may
-//! reach anywhere.
+//! reach anywhere. No non-test file is over 800 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -98,6 +98,27 @@ fn every_folder_of_src_is_a_layer() {
     }
 }
 
+/// The most lines a non-test source file may have.
+const MAX_LINES: usize = 800;
+
+#[test]
+fn no_source_file_is_over_800_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let long: Vec<String> = modules(&src)
+        .iter()
+        .filter(|(module, _)| !is_test_file(module))
+        .filter_map(|(_, source)| {
+            let lines = source.text.lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", source.path.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines: {}",
+        long.join(", ")
+    );
+}
+
 #[test]
 fn the_reader_finds_paths_in_every_form() {
     let code = "use crate::a::{b, c::{d, e as f}};\nfn g() { crate::h::i(); super::j::K; }\n\
@@ -112,7 +133,10 @@ fn the_reader_finds_paths_in_every_form() {
     ] {
         assert!(found.iter().any(|p| p == want), "{want:?} not in {found:?}");
     }
-    assert!(!found.iter().any(|p| p.contains(&"l".to_owned())), "{found:?}");
+    assert!(
+        !found.iter().any(|p| p.contains(&"l".to_owned())),
+        "{found:?}"
+    );
     let stripped = strip_tests("fn a() {}\n#[cfg(test)]\nmod tests { use crate::x; }\nfn b() {}");
     assert!(!stripped.contains("crate::x") && stripped.contains("fn b"));
 }
