@@ -54,7 +54,13 @@ use crate::text::ascii::contains_ignore_case;
 use crate::text::bytea;
 use crate::text::encoding::{self, ClientEncoding};
 use crate::wire::copy::options::CopyOptions;
+use crate::wire::messages::bind::BindMessage;
+use crate::wire::messages::body::{body_of, cstring};
+use crate::wire::messages::close::CloseMessage;
 use crate::wire::messages::data_row::put_field;
+use crate::wire::messages::describe::DescribeMessage;
+use crate::wire::messages::parse::ParseMessage;
+use crate::wire::messages::{execute, function_call, query};
 use crate::wire::reply;
 use crate::write::copy_in::{CopyEncryptor, CopyError};
 
@@ -189,7 +195,7 @@ impl<'a> ClientTap<'a> {
         let make = |sql: &str| trail_text(veil, sql, Vec::new());
         match tag {
             b'Q' if self.veil.is_none() => {
-                let sql = cstr(&frame[5..])
+                let sql = query::sql(frame)
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
                 self.note_query(&sql, Vec::new());
@@ -209,14 +215,14 @@ impl<'a> ClientTap<'a> {
                 }
             }
             b'E' => {
-                let portal = cstr(&frame[5..]).unwrap_or_default();
-                let max_rows = execute_max_rows(frame, portal);
+                let portal = execute::portal(frame).unwrap_or_default();
+                let max_rows = execute::max_rows(frame, portal);
                 let text = self.names.execute(trail, portal, max_rows, &make);
                 trail.executed(text, max_rows);
             }
             b'C' => {
-                if let (Some(&kind), Some(name)) = (frame.get(5), frame.get(6..).and_then(cstr)) {
-                    self.names.close(kind, name);
+                if let Some(close) = CloseMessage::read_lenient(frame) {
+                    self.names.close(close.target, close.name);
                 }
             }
             b'S' | b'F' => trail.sync(),
@@ -229,12 +235,12 @@ impl<'a> ClientTap<'a> {
         self.copy = None;
         let frame = self.conform_query(frame);
         let encoding = self.shared.encoding();
-        let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
+        let Some(sql) = query::sql(&frame).and_then(|s| encoding.decode(s)) else {
             self.shared.declared().query(Vec::new());
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
-        if let Some(refusal) = self.misreadable(&frame[5..]) {
+        if let Some(refusal) = self.misreadable(body_of(&frame)) {
             self.shared.declared().query(Vec::new());
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &refusal, out);
@@ -346,7 +352,7 @@ impl<'a> ClientTap<'a> {
             return frame;
         }
         let encoding = self.shared.encoding();
-        let Some(sql) = cstr(&frame[5..]).and_then(|s| encoding.decode(s)) else {
+        let Some(sql) = query::sql(&frame).and_then(|s| encoding.decode(s)) else {
             return frame;
         };
         match self.conform(&sql) {
@@ -371,12 +377,7 @@ impl<'a> ClientTap<'a> {
         let Cow::Owned(text) = self.conform(&sql) else {
             return frame;
         };
-        let mut body = BytesMut::new();
-        body.put_slice(parse.name);
-        body.put_u8(0);
-        body.put_slice(&cstring(encoding.encode(&text)));
-        body.put_slice(parse.types);
-        reply::frame_of(b'P', &body)
+        parse.with_query(&encoding.encode(&text))
     }
 
     /// The statements the session prepared, both ways.
@@ -473,16 +474,12 @@ impl<'a> ClientTap<'a> {
                 out.push(frame);
             }
             Outcome::Rewritten(rewrite) => {
-                let mut body = BytesMut::new();
-                body.put_slice(parse.name);
-                body.put_u8(0);
-                body.put_slice(&cstring(encoding.encode(&rewrite.sql)));
-                body.put_slice(parse.types);
+                let rewritten = parse.with_query(&encoding.encode(&rewrite.sql));
                 parsed(ParsedStatement {
                     slots: rewrite.params,
                     copy: None,
                 });
-                out.push(reply::frame_of(b'P', &body));
+                out.push(rewritten);
             }
             Outcome::CopyIn(copy) => {
                 match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
@@ -560,7 +557,7 @@ impl<'a> ClientTap<'a> {
     /// An Execute: what its portal does to the declarations is queued.
     /// It runs a `set_config` once, at its first Execute.
     fn execute(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
-        let portal = cstr(&frame[5..]).map(String::from_utf8_lossy);
+        let portal = execute::portal(&frame).map(String::from_utf8_lossy);
         let effects = match portal {
             Some(portal) if !self.portal_effects.is_empty() => {
                 self.portal_effects.remove(&*portal).unwrap_or_default()
@@ -577,7 +574,7 @@ impl<'a> ClientTap<'a> {
             self.copy = None;
             return self.refuse_extended(veil, &refusal, out, "");
         }
-        let rows = cstr(&frame[5..]).map(|portal| {
+        let rows = execute::portal(&frame).map(|portal| {
             let portal = String::from_utf8_lossy(portal).into_owned();
             Rows {
                 statement: self.bound.get(&portal).cloned(),
@@ -653,12 +650,11 @@ impl<'a> ClientTap<'a> {
                 self.bound.insert(portal, statement);
             }
             b'D' => {
-                let (Some(&kind), Some(name)) = (frame.get(5), frame.get(6..).and_then(cstr))
-                else {
+                let Some(describe) = DescribeMessage::read_lenient(frame) else {
                     return;
                 };
-                let name = String::from_utf8_lossy(name).into_owned();
-                let target = match kind {
+                let name = String::from_utf8_lossy(describe.name).into_owned();
+                let target = match describe.target {
                     b'S' => {
                         let generation =
                             self.statement_generations.get(&name).copied().unwrap_or(0);
@@ -674,9 +670,9 @@ impl<'a> ClientTap<'a> {
                 self.shared.declared().describe(target, false);
             }
             b'C' => {
-                if let (Some(&kind), Some(name)) = (frame.get(5), frame.get(6..).and_then(cstr)) {
-                    let name = String::from_utf8_lossy(name);
-                    if kind == b'S' {
+                if let Some(close) = CloseMessage::read_lenient(frame) {
+                    let name = String::from_utf8_lossy(close.name);
+                    if close.target == b'S' {
                         self.statement_generations.remove(&*name);
                     } else {
                         self.portal_generations.remove(&*name);
@@ -693,7 +689,7 @@ impl<'a> ClientTap<'a> {
     /// follow, is refused.
     fn function_call(&mut self, veil: &Protection, frame: Bytes, out: &mut Vec<Bytes>) {
         self.shared.declared().query(Vec::new());
-        if frame.get(5..9) == Some(&SET_CONFIG_OID.to_be_bytes()[..]) {
+        if function_call::function_oid(&frame) == Some(SET_CONFIG_OID) {
             return self.refuse_query(veil, &sql::undeclarable_call(), out);
         }
         out.push(frame);
@@ -730,7 +726,7 @@ impl<'a> ClientTap<'a> {
             }
         };
         let result = match tag {
-            b'd' => encryptor.feed(&frame[5..]),
+            b'd' => encryptor.feed(body_of(&frame)),
             b'c' => encryptor.finish(),
             _ => {
                 self.copy = None;
@@ -780,13 +776,9 @@ impl<'a> ClientTap<'a> {
     fn close(&mut self, frame: Bytes, out: &mut Vec<Bytes>) {
         // As PostgreSQL reads it: a kind, a name, nothing after; one it
         // refuses changes nothing.
-        let name = frame
-            .get(6..)
-            .and_then(cstr)
-            .filter(|name| frame.len() == 6 + name.len() + 1 && matches!(frame[5], b'S' | b'P'));
-        if let Some(name) = name {
-            let name = String::from_utf8_lossy(name);
-            if frame[5] == b'S' {
+        if let Some(close) = CloseMessage::read(&frame) {
+            let name = String::from_utf8_lossy(close.name);
+            if close.target == b'S' {
                 // Forgotten once the server has closed it.
                 self.shared.declared().close(&name);
                 self.declaring.remove(&*name);
@@ -1011,93 +1003,6 @@ fn raise_sql(veil: &Protection, refusal: &Refusal) -> String {
     format!("DO {tag}{body}{tag}")
 }
 
-/// The parts of a Parse message: name, query, and the raw parameter types.
-struct ParseMessage<'f> {
-    name: &'f [u8],
-    query: &'f [u8],
-    types: &'f [u8],
-}
-
-impl<'f> ParseMessage<'f> {
-    /// The parts of a Parse, if PostgreSQL would read it: the parameter
-    /// type count (unsigned) and exactly that many types, nothing after.
-    /// A Parse it would refuse (`08P01`) is passed on unread, and changes
-    /// nothing pgveil knows.
-    fn read(frame: &'f [u8]) -> Option<Self> {
-        let body = frame.get(5..)?;
-        let name = cstr(body)?;
-        let rest = &body[name.len() + 1..];
-        let query = cstr(rest)?;
-        let types = &rest[query.len() + 1..];
-        let count = u16::from_be_bytes(*types.first_chunk::<2>()?);
-        (types.len() == 2 + 4 * usize::from(count)).then_some(Self { name, query, types })
-    }
-}
-
-/// A Bind message, read.
-struct BindMessage<'f> {
-    /// The portal and statement names, each with its NUL.
-    head: &'f [u8],
-    formats_count: u16,
-    /// The parameter format codes, as sent.
-    formats: &'f [u8],
-    /// The parameter values, `None` for NULL.
-    values: Vec<Option<&'f [u8]>>,
-    /// The result format codes, as sent.
-    rest: &'f [u8],
-}
-
-impl<'f> BindMessage<'f> {
-    fn portal_name(frame: &[u8]) -> Option<&[u8]> {
-        cstr(frame.get(5..)?)
-    }
-
-    fn statement_name(frame: &[u8]) -> Option<&[u8]> {
-        let body = frame.get(5..)?;
-        let portal = cstr(body)?;
-        cstr(&body[portal.len() + 1..])
-    }
-
-    fn read(frame: &'f [u8]) -> Option<Self> {
-        let body = frame.get(5..)?;
-        let portal = cstr(body)?;
-        let statement = cstr(&body[portal.len() + 1..])?;
-        let head_len = portal.len() + statement.len() + 2;
-        let mut reader = Reader(&body[head_len..]);
-        // Counts are unsigned, as PostgreSQL reads them (`pq_getmsgint`).
-        let formats_count = reader.u16()?;
-        let formats = reader.take(2 * usize::from(formats_count))?;
-        let params_count = reader.u16()?;
-        let values = (0..params_count)
-            .map(|_| {
-                let len = reader.i32()?;
-                Some(if len < 0 {
-                    None
-                } else {
-                    Some(reader.take(len as usize)?)
-                })
-            })
-            .collect::<Option<_>>()?;
-        Some(Self {
-            head: &body[..head_len],
-            formats_count,
-            formats,
-            values,
-            rest: reader.0,
-        })
-    }
-
-    /// Whether parameter `i` (from 0) is in binary format.
-    fn binary(&self, i: usize) -> bool {
-        let code = |at: usize| self.formats.get(2 * at..2 * at + 2) == Some(&[0, 1][..]);
-        match self.formats_count {
-            0 => false,
-            1 => code(0),
-            _ => code(i),
-        }
-    }
-}
-
 fn malformed_bind() -> Refusal {
     Refusal {
         sqlstate: "08P01",
@@ -1262,47 +1167,4 @@ fn cannot_encrypt(slot: &ParamSlot, e: EncryptError) -> Refusal {
             slot.target, e.0
         ),
     }
-}
-
-/// Reads big-endian integers and slices off the front.
-struct Reader<'b>(&'b [u8]);
-
-impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
-        let (head, tail) = self.0.split_at_checked(n)?;
-        self.0 = tail;
-        Some(head)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-}
-
-/// The row limit of the Execute `frame` of `portal` (0: none).
-fn execute_max_rows(frame: &[u8], portal: &[u8]) -> u64 {
-    frame
-        .get(5 + portal.len() + 1..)
-        .and_then(|rest| rest.first_chunk::<4>())
-        .map_or(0, |limit| {
-            u64::try_from(i32::from_be_bytes(*limit)).unwrap_or(0)
-        })
-}
-
-/// The bytes before the first NUL.
-fn cstr(bytes: &[u8]) -> Option<&[u8]> {
-    bytes.iter().position(|&b| b == 0).map(|end| &bytes[..end])
-}
-
-fn cstring(text: impl AsRef<[u8]>) -> Vec<u8> {
-    let text = text.as_ref();
-    let mut v = Vec::with_capacity(text.len() + 1);
-    v.extend_from_slice(text);
-    v.push(0);
-    v
 }
