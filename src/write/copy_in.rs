@@ -76,22 +76,10 @@ use crate::text::encoding::{ClientEncoding, Step};
 use crate::wire::copy::binary::FormatError;
 use crate::wire::copy::options::{ColumnSet, CopyFormat};
 use crate::wire::copy::text::{Field, Format, Syntax};
+use crate::wire::sqlstate;
 
 /// The longest row, line terminator included, that pgveil buffers.
 pub(super) const MAX_ROW: usize = 64 << 20;
-
-/// SQLSTATE `feature_not_supported`.
-const NOT_SUPPORTED: &str = "0A000";
-/// SQLSTATE `bad_copy_file_format`.
-const BAD_COPY_FILE_FORMAT: &str = "22P04";
-/// SQLSTATE `character_not_in_repertoire`.
-const NOT_IN_REPERTOIRE: &str = "22021";
-/// SQLSTATE `invalid_text_representation`.
-const INVALID_TEXT: &str = "22P02";
-/// SQLSTATE `program_limit_exceeded`.
-const LIMIT_EXCEEDED: &str = "54000";
-/// SQLSTATE `internal_error`.
-const INTERNAL_ERROR: &str = "XX000";
 
 /// Why the COPY data cannot be encrypted, as the client will read it.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -179,19 +167,21 @@ impl From<Problem> for CopyError {
     fn from(problem: Problem) -> Self {
         let sqlstate = match problem {
             Problem::NotOneByte(_) | Problem::Unusable { .. } | Problem::Encoding(_) => {
-                NOT_SUPPORTED
+                sqlstate::FEATURE_NOT_SUPPORTED
             }
             Problem::FieldCount { .. }
             | Problem::UnterminatedQuote(_)
             | Problem::MisplacedEndMarker(_)
             | Problem::CarriageReturn { .. }
             | Problem::Binary(_)
-            | Problem::UnfinishedTuple(_) => BAD_COPY_FILE_FORMAT,
-            Problem::NotText { .. } | Problem::BadCharacter(_) => NOT_IN_REPERTOIRE,
-            Problem::NotBytea { .. } => INVALID_TEXT,
-            Problem::RowTooLong { .. } => LIMIT_EXCEEDED,
+            | Problem::UnfinishedTuple(_) => sqlstate::BAD_COPY_FILE_FORMAT,
+            Problem::NotText { .. } | Problem::BadCharacter(_) => {
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE
+            }
+            Problem::NotBytea { .. } => sqlstate::INVALID_TEXT_REPRESENTATION,
+            Problem::RowTooLong { .. } => sqlstate::PROGRAM_LIMIT_EXCEEDED,
             Problem::NoPolicy(_) | Problem::Encrypt { .. } | Problem::BadCiphertext { .. } => {
-                INTERNAL_ERROR
+                sqlstate::INTERNAL_ERROR
             }
         };
         CopyError {

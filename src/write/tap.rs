@@ -62,6 +62,8 @@ use crate::wire::messages::describe::DescribeMessage;
 use crate::wire::messages::parse::ParseMessage;
 use crate::wire::messages::{execute, function_call, query};
 use crate::wire::reply;
+use crate::wire::sqlstate;
+use crate::wire::tags::{frontend, target};
 use crate::write::copy_in::{CopyEncryptor, CopyError};
 
 impl Encryptor for Protection {
@@ -194,19 +196,19 @@ impl<'a> ClientTap<'a> {
         let veil = self.veil;
         let make = |sql: &str| trail_text(veil, sql, Vec::new());
         match tag {
-            b'Q' if self.veil.is_none() => {
+            frontend::QUERY if self.veil.is_none() => {
                 let sql = query::sql(frame)
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
                 self.note_query(&sql, Vec::new());
             }
-            b'P' if self.veil.is_none() => {
+            frontend::PARSE if self.veil.is_none() => {
                 if let Some(parse) = ParseMessage::read(frame) {
                     let name = String::from_utf8_lossy(parse.name);
                     self.note_parse(&name, &String::from_utf8_lossy(parse.query), Vec::new());
                 }
             }
-            b'B' => {
+            frontend::BIND => {
                 if let (Some(portal), Some(statement)) = (
                     BindMessage::portal_name(frame),
                     BindMessage::statement_name(frame),
@@ -214,19 +216,19 @@ impl<'a> ClientTap<'a> {
                     self.names.bind(trail, portal, statement, &make);
                 }
             }
-            b'E' => {
+            frontend::EXECUTE => {
                 let portal = execute::portal(frame).unwrap_or_default();
                 let max_rows = execute::max_rows(frame, portal);
                 let text = self.names.execute(trail, portal, max_rows, &make);
                 trail.executed(text, max_rows);
             }
-            b'C' => {
+            frontend::CLOSE => {
                 if let Some(close) = CloseMessage::read_lenient(frame) {
                     self.names.close(close.target, close.name);
                 }
             }
-            b'S' | b'F' => trail.sync(),
-            b'c' | b'f' if self.veil.is_none() => trail.copy_ended(),
+            frontend::SYNC | frontend::FUNCTION_CALL => trail.sync(),
+            frontend::COPY_DONE | frontend::COPY_FAIL if self.veil.is_none() => trail.copy_ended(),
             _ => {}
         }
     }
@@ -266,7 +268,7 @@ impl<'a> ClientTap<'a> {
             Outcome::Unchanged => out.push(frame),
             Outcome::Rewritten(rewrite) => {
                 out.push(reply::frame_of(
-                    b'Q',
+                    frontend::QUERY,
                     &cstring(encoding.encode(&rewrite.sql)),
                 ));
             }
@@ -322,7 +324,7 @@ impl<'a> ClientTap<'a> {
         let encoding = self.shared.encoding();
         if !encoding.delimits_characters() && !raw.is_ascii() {
             return Some(Refusal {
-                sqlstate: "22021",
+                sqlstate: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
                 message: "pgveil: the session's client encoding is one pgveil cannot read, so \
                           statements with characters other than ASCII cannot be checked; use \
                           UTF8, GBK, GB18030, BIG5, SJIS, UHC, an EUC or a single-byte encoding"
@@ -333,7 +335,7 @@ impl<'a> ClientTap<'a> {
         // rare text that needs it.
         if encoding::backslash_after_multibyte(raw) && !self.settled() {
             return Some(Refusal {
-                sqlstate: "0A000",
+                sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
                 message: "pgveil: the statement has a backslash right after a character that \
                           is not ASCII and was sent before the server answered the statements \
                           ahead of it, which may have changed client_encoding, so pgveil cannot \
@@ -357,7 +359,7 @@ impl<'a> ClientTap<'a> {
         };
         match self.conform(&sql) {
             Cow::Borrowed(_) => frame,
-            Cow::Owned(text) => reply::frame_of(b'Q', &cstring(encoding.encode(&text))),
+            Cow::Owned(text) => reply::frame_of(frontend::QUERY, &cstring(encoding.encode(&text))),
         }
     }
 
@@ -395,7 +397,7 @@ impl<'a> ClientTap<'a> {
         );
         let sql = raise_sql(veil, refusal);
         let sql = self.shared.encoding().encode(&sql);
-        out.push(reply::frame_of(b'Q', &cstring(sql)));
+        out.push(reply::frame_of(frontend::QUERY, &cstring(sql)));
     }
 
     /// Refuses the statement named `statement` (see the module doc). Its
@@ -421,9 +423,9 @@ impl<'a> ClientTap<'a> {
         let sql = raise_sql(veil, refusal);
         parse.put_slice(&cstring(self.shared.encoding().encode(&sql)));
         parse.put_i16(0);
-        out.push(reply::frame_of(b'P', &parse));
-        out.push(reply::frame_of(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
-        out.push(reply::frame_of(b'E', &[0, 0, 0, 0, 0]));
+        out.push(reply::frame_of(frontend::PARSE, &parse));
+        out.push(reply::frame_of(frontend::BIND, &[0, 0, 0, 0, 0, 0, 0, 0]));
+        out.push(reply::frame_of(frontend::EXECUTE, &[0, 0, 0, 0, 0]));
         self.shared.declared().execute(Vec::new(), None);
         self.shared.pending_refusals.fetch_add(1, Ordering::Relaxed);
         self.skipping = true;
@@ -588,10 +590,10 @@ impl<'a> ClientTap<'a> {
             // Rows whose description the client never asked for (a SQL
             // cursor or statement executed by name): pgveil asks, and keeps
             // the answer, so that values not stored encrypted are found.
-            let mut body = vec![b'P'];
+            let mut body = vec![target::PORTAL];
             body.extend_from_slice(rows.portal.name.as_bytes());
             body.push(0);
-            out.push(reply::frame_of(b'D', &body));
+            out.push(reply::frame_of(frontend::DESCRIBE, &body));
             self.described_portals
                 .insert(rows.portal.name.clone(), rows.portal.generation);
             let target = Described::Portal(rows.portal.clone());
@@ -620,14 +622,14 @@ impl<'a> ClientTap<'a> {
     /// is applied only to rows of the same statement ([`Named`]).
     fn count_names(&mut self, tag: u8, frame: &[u8]) {
         match tag {
-            b'P' => {
+            frontend::PARSE => {
                 if let Some(parse) = ParseMessage::read(frame) {
                     self.generation += 1;
                     let name = String::from_utf8_lossy(parse.name).into_owned();
                     self.statement_generations.insert(name, self.generation);
                 }
             }
-            b'B' => {
+            frontend::BIND => {
                 let (Some(portal), Some(statement)) = (
                     BindMessage::portal_name(frame),
                     BindMessage::statement_name(frame),
@@ -649,13 +651,13 @@ impl<'a> ClientTap<'a> {
                     .insert(portal.clone(), self.generation);
                 self.bound.insert(portal, statement);
             }
-            b'D' => {
+            frontend::DESCRIBE => {
                 let Some(describe) = DescribeMessage::read_lenient(frame) else {
                     return;
                 };
                 let name = String::from_utf8_lossy(describe.name).into_owned();
                 let target = match describe.target {
-                    b'S' => {
+                    target::STATEMENT => {
                         let generation =
                             self.statement_generations.get(&name).copied().unwrap_or(0);
                         self.described_statements.insert(name.clone(), generation);
@@ -669,10 +671,10 @@ impl<'a> ClientTap<'a> {
                 };
                 self.shared.declared().describe(target, false);
             }
-            b'C' => {
+            frontend::CLOSE => {
                 if let Some(close) = CloseMessage::read_lenient(frame) {
                     let name = String::from_utf8_lossy(close.name);
-                    if close.target == b'S' {
+                    if close.target == target::STATEMENT {
                         self.statement_generations.remove(&*name);
                     } else {
                         self.portal_generations.remove(&*name);
@@ -719,15 +721,15 @@ impl<'a> ClientTap<'a> {
             Some(CopyState::Encrypting(encryptor)) => encryptor,
             Some(_) => {
                 // Failed: the server is no longer reading; drop the data.
-                if tag != b'd' {
+                if tag != frontend::COPY_DATA {
                     self.copy = None;
                 }
                 return;
             }
         };
         let result = match tag {
-            b'd' => encryptor.feed(body_of(&frame)),
-            b'c' => encryptor.finish(),
+            frontend::COPY_DATA => encryptor.feed(body_of(&frame)),
+            frontend::COPY_DONE => encryptor.finish(),
             _ => {
                 self.copy = None;
                 self.copy_ended(tag);
@@ -737,9 +739,9 @@ impl<'a> ClientTap<'a> {
         match result {
             Ok(data) => {
                 if !data.is_empty() {
-                    out.push(reply::frame_of(b'd', &data));
+                    out.push(reply::frame_of(frontend::COPY_DATA, &data));
                 }
-                if tag == b'c' {
+                if tag == frontend::COPY_DONE {
                     self.copy = None;
                     self.copy_ended(tag);
                     out.push(frame);
@@ -747,7 +749,7 @@ impl<'a> ClientTap<'a> {
             }
             Err(e) => {
                 self.fail_copy(&e, out);
-                self.copy = if tag == b'c' {
+                self.copy = if tag == frontend::COPY_DONE {
                     None
                 } else {
                     Some(CopyState::Failed)
@@ -759,13 +761,13 @@ impl<'a> ClientTap<'a> {
     /// Sends CopyFail: the server aborts the COPY with pgveil's reason.
     fn fail_copy(&self, e: &CopyError, out: &mut Vec<Bytes>) {
         info!(sqlstate = e.sqlstate, "COPY refused: {}", e.message);
-        out.push(reply::frame_of(b'f', &cstring(&e.message)));
-        self.copy_ended(b'f');
+        out.push(reply::frame_of(frontend::COPY_FAIL, &cstring(&e.message)));
+        self.copy_ended(frontend::COPY_FAIL);
     }
 
     /// Notes a CopyDone or CopyFail sent to the server.
     fn copy_ended(&self, tag: u8) {
-        if tag != b'd' {
+        if tag != frontend::COPY_DATA {
             self.shared.declared().copy_ended();
             if let Some(trail) = self.trail {
                 trail.copy_ended();
@@ -778,7 +780,7 @@ impl<'a> ClientTap<'a> {
         // refuses changes nothing.
         if let Some(close) = CloseMessage::read(&frame) {
             let name = String::from_utf8_lossy(close.name);
-            if close.target == b'S' {
+            if close.target == target::STATEMENT {
                 // Forgotten once the server has closed it.
                 self.shared.declared().close(&name);
                 self.declaring.remove(&*name);
@@ -792,23 +794,41 @@ impl<'a> ClientTap<'a> {
 
 impl Tap for ClientTap<'_> {
     fn wants(&self, tag: u8) -> bool {
-        tag == b'X'
+        tag == frontend::TERMINATE
             || self.skipping
             || (self.trail.is_some()
                 && matches!(
                     tag,
-                    b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'c' | b'f'
+                    frontend::QUERY
+                        | frontend::PARSE
+                        | frontend::BIND
+                        | frontend::EXECUTE
+                        | frontend::CLOSE
+                        | frontend::SYNC
+                        | frontend::FUNCTION_CALL
+                        | frontend::COPY_DONE
+                        | frontend::COPY_FAIL
                 ))
             || (self.veil.is_some()
-                && matches!(tag, b'Q' | b'P' | b'B' | b'C' | b'D' | b'E' | b'S' | b'F'))
-            || (self.veil.is_some() && matches!(tag, b'c' | b'f'))
-            || (self.copy.is_some() && tag == b'd')
+                && matches!(
+                    tag,
+                    frontend::QUERY
+                        | frontend::PARSE
+                        | frontend::BIND
+                        | frontend::CLOSE
+                        | frontend::DESCRIBE
+                        | frontend::EXECUTE
+                        | frontend::SYNC
+                        | frontend::FUNCTION_CALL
+                ))
+            || (self.veil.is_some() && matches!(tag, frontend::COPY_DONE | frontend::COPY_FAIL))
+            || (self.copy.is_some() && tag == frontend::COPY_DATA)
     }
 
     fn look(&mut self, tag: u8, frame: &[u8]) -> bool {
         // With the audit log and no policy, messages are only noted.
         match self.trail {
-            Some(trail) if self.veil.is_none() && !self.skipping && tag != b'X' => {
+            Some(trail) if self.veil.is_none() && !self.skipping && tag != frontend::TERMINATE => {
                 self.observe(trail, tag, frame);
                 true
             }
@@ -817,30 +837,30 @@ impl Tap for ClientTap<'_> {
     }
 
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
-        if tag == b'X' {
+        if tag == frontend::TERMINATE {
             self.shared.terminated.store(true, Ordering::Relaxed);
         }
         let ran = self.ran_since_sync;
         self.ran_before = ran;
-        if tag == b'S' {
+        if tag == frontend::SYNC {
             self.batch += 1;
         }
         match tag {
-            b'E' | b'F' => self.ran_since_sync = true,
-            b'S' => self.ran_since_sync = false,
+            frontend::EXECUTE | frontend::FUNCTION_CALL => self.ran_since_sync = true,
+            frontend::SYNC => self.ran_since_sync = false,
             _ => {}
         }
         if self.skipping {
             // The server would ignore everything up to Sync after an error;
             // Flush still asks it to send what it has.
-            self.skipping = tag != b'S';
-            if let (b'S', Some(trail)) = (tag, self.trail) {
+            self.skipping = tag != frontend::SYNC;
+            if let (frontend::SYNC, Some(trail)) = (tag, self.trail) {
                 trail.sync();
             }
-            if tag == b'S' && self.veil.is_some() {
+            if tag == frontend::SYNC && self.veil.is_some() {
                 self.shared.declared().sync(ran);
             }
-            if matches!(tag, b'S' | b'H' | b'X') {
+            if matches!(tag, frontend::SYNC | frontend::FLUSH | frontend::TERMINATE) {
                 out.push(frame);
             }
             return;
@@ -852,17 +872,19 @@ impl Tap for ClientTap<'_> {
             self.count_names(tag, &frame);
         }
         match (tag, self.veil) {
-            (b'Q', Some(veil)) => self.query(veil, frame, out),
-            (b'P', Some(veil)) => self.parse(veil, frame, out),
-            (b'B', Some(veil)) => self.bind(veil, frame, out),
-            (b'C', Some(_)) => self.close(frame, out),
-            (b'E', Some(_)) => self.execute(frame, out),
-            (b'F', Some(veil)) => self.function_call(veil, frame, out),
-            (b'S', Some(_)) => {
+            (frontend::QUERY, Some(veil)) => self.query(veil, frame, out),
+            (frontend::PARSE, Some(veil)) => self.parse(veil, frame, out),
+            (frontend::BIND, Some(veil)) => self.bind(veil, frame, out),
+            (frontend::CLOSE, Some(_)) => self.close(frame, out),
+            (frontend::EXECUTE, Some(_)) => self.execute(frame, out),
+            (frontend::FUNCTION_CALL, Some(veil)) => self.function_call(veil, frame, out),
+            (frontend::SYNC, Some(_)) => {
                 self.shared.declared().sync(ran);
                 out.push(frame)
             }
-            (b'd' | b'c' | b'f', Some(veil)) => self.copy_message(veil, tag, frame, out),
+            (frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL, Some(veil)) => {
+                self.copy_message(veil, tag, frame, out)
+            }
             _ => out.push(frame),
         }
     }
@@ -935,7 +957,7 @@ fn written(outcome: &Outcome) -> Vec<String> {
 
 fn audit_unavailable() -> Refusal {
     Refusal {
-        sqlstate: "58030",
+        sqlstate: sqlstate::IO_ERROR,
         message: "pgveil: the audit log cannot record this access now; statements touching \
                   protected columns are refused until it recovers"
             .into(),
@@ -962,7 +984,7 @@ fn refusal_of(e: CopyError) -> Refusal {
 /// whose data might be in another client encoding than pgveil knows of.
 fn copy_unsettled(copy: &CopyIn) -> Refusal {
     Refusal {
-        sqlstate: "0A000",
+        sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
         message: format!(
             "pgveil: COPY into a table with protected column {} runs after other statements \
              of its batch or pipeline, which may have changed client_encoding, so pgveil \
@@ -975,7 +997,7 @@ fn copy_unsettled(copy: &CopyIn) -> Refusal {
 /// Statement text pgveil cannot read cannot be checked.
 fn undecodable() -> Refusal {
     Refusal {
-        sqlstate: "22021",
+        sqlstate: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
         message: "pgveil: the statement is not valid in the client encoding, so it cannot be \
                   checked for protected columns"
             .into(),
@@ -1005,7 +1027,7 @@ fn raise_sql(veil: &Protection, refusal: &Refusal) -> String {
 
 fn malformed_bind() -> Refusal {
     Refusal {
-        sqlstate: "08P01",
+        sqlstate: sqlstate::PROTOCOL_VIOLATION,
         message: "pgveil: malformed Bind message".into(),
     }
 }
@@ -1041,7 +1063,7 @@ pub fn encrypt_bind(
         }
     }
     out.put_slice(bind.rest);
-    Ok(reply::frame_of(b'B', &out))
+    Ok(reply::frame_of(frontend::BIND, &out))
 }
 
 /// An array parameter for a protected text column, with each element
@@ -1069,11 +1091,11 @@ fn encrypt_array_param(
     };
     encrypted.map_err(|e| match e {
         sql::array::ArrayError::Element(message) => Refusal {
-            sqlstate: "XX000",
+            sqlstate: sqlstate::INTERNAL_ERROR,
             message,
         },
         error => Refusal {
-            sqlstate: "22P02",
+            sqlstate: sqlstate::INVALID_TEXT_REPRESENTATION,
             message: format!(
                 "pgveil: cannot encrypt the array for column {}: {error}",
                 slot.target
@@ -1084,7 +1106,7 @@ fn encrypt_array_param(
 
 fn undecodable_value(slot: &ParamSlot) -> Refusal {
     Refusal {
-        sqlstate: "22021",
+        sqlstate: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
         message: format!(
             "pgveil: the value for column {} is not valid in the client encoding",
             slot.target
@@ -1111,7 +1133,7 @@ fn encrypt_param(
                 .decode(value)
                 .ok_or_else(|| undecodable_value(slot))?;
             let bytes = bytea::decode(text.as_bytes()).ok_or_else(|| Refusal {
-                sqlstate: "22P02",
+                sqlstate: sqlstate::INVALID_TEXT_REPRESENTATION,
                 message: format!(
                     "pgveil: the value for bytea column {} is not valid bytea input",
                     slot.target
@@ -1154,14 +1176,14 @@ fn slot_column<'v>(veil: &'v Protection, slot: &ParamSlot) -> Result<&'v ColumnP
     veil.policy
         .column(&c.schema, &c.table, &c.column)
         .ok_or_else(|| Refusal {
-            sqlstate: "XX000",
+            sqlstate: sqlstate::INTERNAL_ERROR,
             message: format!("pgveil: no policy for column {c}"),
         })
 }
 
 fn cannot_encrypt(slot: &ParamSlot, e: EncryptError) -> Refusal {
     Refusal {
-        sqlstate: "XX000",
+        sqlstate: sqlstate::INTERNAL_ERROR,
         message: format!(
             "pgveil: cannot encrypt a value for column {}: {}",
             slot.target, e.0
