@@ -27,7 +27,7 @@ use pgveil::read::reveal::{Recipient, Revealer};
 use pgveil::sql::{rewrite, Encryptor, Outcome};
 use pgveil::text::encoding::ClientEncoding;
 use pgveil::wire::reply;
-use pgveil::write::tap::encrypt_bind;
+use pgveil::write::bind::encrypt_bind;
 
 const POLICY: &str = include_str!("../policies/crm.toml");
 /// The protected columns of `customers`, in the order of the page.
