@@ -24,7 +24,7 @@ use pgveil::protect::keyring::Keyring;
 use pgveil::protect::policy::{ColumnPolicy, Policy};
 use pgveil::protect::protection::Protection;
 use pgveil::read::reveal::{Recipient, Revealer};
-use pgveil::sql::{rewrite, Encryptor, Outcome};
+use pgveil::sql::{rewrite, Encryptor, Verdict};
 use pgveil::text::encoding::ClientEncoding;
 use pgveil::wire::reply;
 use pgveil::write::bind::encrypt_bind;
@@ -182,7 +182,7 @@ fn rewriting(c: &mut Criterion) {
     group.bench_function("insert/parameters/parse", |b| {
         b.iter(|| rewrite(black_box(prepared), &veil.policy, &veil as &dyn Encryptor))
     });
-    let Outcome::Rewritten(analysed) = rewrite(prepared, &veil.policy, &veil) else {
+    let Verdict::Rewritten(analysed) = rewrite(prepared, &veil.policy, &veil) else {
         panic!("the INSERT with parameters is rewritten");
     };
     assert_eq!(analysed.params.len(), 5, "five protected parameters");

@@ -21,7 +21,7 @@ use proptest::sample::select;
 use super::{config, veil};
 use crate::proxy::relay::split;
 use crate::session::catalog::Catalog;
-use crate::session::ledger::{Declared, Values};
+use crate::session::ledger::{Ledger, Values};
 use crate::session::state::SessionState;
 use crate::sql::{ColumnType, ServerObjects};
 use crate::text::encoding::ClientEncoding;
@@ -61,7 +61,7 @@ fn relay(input: &[u8], reads: &[usize]) -> (Vec<u8>, bool) {
     let shared = SessionState::new(
         ClientEncoding::default(),
         true,
-        Declared::new(Values::default()),
+        Ledger::new(Values::default()),
     );
     let mut tap = ClientTap::new(Some(veil()), &shared, &catalog, None);
     let mut framer = Framer::new(Side::Frontend);

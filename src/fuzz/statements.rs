@@ -14,7 +14,7 @@ use super::sql::{marked, noisy_text};
 use super::{config, veil};
 use crate::sql::{
     self, copy_out_options, declarations, is_copy_from_stdin, rewrite_in_session, CatalogObject,
-    ColumnType, Columns, Kind, Outcome, ParamSlot, PreparedSlots, ServerObjects, Storage, Target,
+    ColumnType, Columns, Kind, ParamSlot, PreparedSlots, ServerObjects, Storage, Target, Verdict,
 };
 use crate::text::encoding::ClientEncoding;
 
@@ -92,7 +92,7 @@ fn analyse(sql: &str, objects: &ServerObjects) {
         let sql = sql::conform_literals(sql, standard);
         let _ = sql::rewrite(&sql, &veil.policy, veil);
         let analysis = rewrite_in_session(&sql, &veil.policy, veil, &Crm, objects, &prepared());
-        if let Outcome::Rewritten(rewrite) = &analysis.outcome {
+        if let Verdict::Rewritten(rewrite) = &analysis.verdict {
             // What pgveil sends is SQL PostgreSQL's grammar reads.
             assert!(
                 pg_query::parse(&rewrite.sql, 0).is_ok(),
@@ -189,14 +189,14 @@ proptest! {
         let analysis = rewrite_in_session(
             &conformed, &veil.policy, veil, &Crm, &objects(), &PreparedSlots::new(),
         );
-        match analysis.outcome {
+        match analysis.verdict {
             // A secret the generator's text left inside a comment is no
             // value: only the statement's tokens count.
-            Outcome::Rewritten(rewrite) => prop_assert!(
+            Verdict::Rewritten(rewrite) => prop_assert!(
                 !without_comments(&rewrite.sql).contains("SECRET"),
                 "{sql:?} ({standard}) sent as {:?}", rewrite.sql
             ),
-            Outcome::Refused(_) => {}
+            Verdict::Refused(_) => {}
             other => prop_assert!(false, "{sql:?} ({standard}): {other:?}"),
         }
     }

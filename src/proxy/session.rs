@@ -26,7 +26,7 @@ use crate::proxy::config::Config;
 use crate::proxy::relay::{self, End, Ending};
 use crate::read::tap::ServerTap;
 use crate::session::catalog::{Catalog, CatalogError};
-use crate::session::ledger::Declared;
+use crate::session::ledger::Ledger;
 use crate::session::state::SessionState;
 use crate::text::encoding::ClientEncoding;
 use crate::wire::reply::{self, Severity};
@@ -388,7 +388,7 @@ impl Session {
         let shared = SessionState::new(
             greeting.encoding,
             greeting.standard_strings,
-            Declared::new(catalog.declared.clone()),
+            Ledger::new(catalog.declared.clone()),
         );
 
         let upward = async {

@@ -5,5 +5,5 @@ pub mod reveal;
 mod revealed;
 mod server_errors;
 pub(crate) mod shape;
-pub mod tap;
+pub(crate) mod tap;
 mod unencrypted;

@@ -30,7 +30,7 @@ use crate::wire::tags::{backend, error_field, transaction};
 /// The server-to-client tap. Without a policy it only notes FATAL errors.
 /// With one it reveals rows, follows transaction ends for the session's
 /// declarations, and tidies the errors of pgveil's refusals.
-pub struct ServerTap<'a> {
+pub(crate) struct ServerTap<'a> {
     veil: Option<&'a Protection>,
     shared: &'a SessionState,
     roles: &'a [String],
@@ -55,7 +55,7 @@ pub struct ServerTap<'a> {
 impl<'a> ServerTap<'a> {
     /// `attributes`: the session's protected columns by table OID and
     /// column number (`Catalog::attributes`).
-    pub fn new(
+    pub(crate) fn new(
         veil: Option<&'a Protection>,
         shared: &'a SessionState,
         roles: &'a [String],
@@ -84,7 +84,7 @@ impl<'a> ServerTap<'a> {
             return None;
         }
         if self.rows_shape.is_none() {
-            let shape = self.shapes.of_rows(self.shared.declared().executing());
+            let shape = self.shapes.of_rows(self.shared.ledger().executing());
             self.rows_shape = Some(shape);
         }
         self.rows_shape.clone().flatten()
@@ -93,7 +93,7 @@ impl<'a> ServerTap<'a> {
     /// A RowDescription (`frame`) or NoData (`None`); `true` when it
     /// answers pgveil's own Describe, and is not the client's.
     fn describe(&mut self, frame: Option<&[u8]>) -> bool {
-        let answered = self.shared.declared().described();
+        let answered = self.shared.ledger().described();
         let ours = answered.as_ref().is_some_and(|(_, ours)| *ours);
         self.shapes
             .described(frame, answered.map(|(target, _)| target));
@@ -104,7 +104,7 @@ impl<'a> ServerTap<'a> {
     /// Runs `f` with the session's recipient and revealer. The
     /// declarations' lock is held only inside `f`.
     fn with_recipient<R>(&mut self, f: impl FnOnce(&Recipient<'_>, &mut Revealer<'a>) -> R) -> R {
-        let declared = self.shared.declared();
+        let declared = self.shared.ledger();
         let reader = Recipient {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
@@ -179,7 +179,7 @@ impl<'a> ServerTap<'a> {
         }
         // The declarations stay locked while the trail records, which
         // takes no other lock of the session's.
-        let declared = self.shared.declared();
+        let declared = self.shared.ledger();
         let declared = declared.current();
         match tag {
             backend::COMMAND_COMPLETE => trail.completed(tag_rows(frame), declared),
@@ -229,7 +229,7 @@ impl<'a> ServerTap<'a> {
         if self.veil.is_none() {
             return;
         }
-        let mut declared = self.shared.declared();
+        let mut declared = self.shared.ledger();
         match tag {
             backend::COMMAND_COMPLETE => declared.completed(command_tag(frame)),
             backend::EMPTY_QUERY | backend::PORTAL_SUSPENDED => declared.completed(b""),

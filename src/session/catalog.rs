@@ -87,7 +87,7 @@ const DECLARED_QUERY: &str = "SELECT pg_catalog.current_setting('pgveil.purpose'
 
 /// Why the catalog could not be read.
 #[derive(Debug, Error)]
-pub enum CatalogError {
+pub(crate) enum CatalogError {
     #[error("the server refused a catalog lookup (SQLSTATE {0})")]
     Server(String),
     #[error("the server closed the connection during a catalog lookup")]
@@ -98,7 +98,7 @@ pub enum CatalogError {
 
 /// What a session's policy decisions need from the catalog.
 #[derive(Debug, Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     /// The login role and every role it is a member of.
     pub roles: Vec<String>,
     /// Column names and types in order, by (schema, table), for protected
@@ -120,7 +120,7 @@ impl Catalog {
     /// Reads the catalog for `policy` and the `login` role, with text in
     /// the session's client `encoding`. The connection must be idle (after ReadyForQuery); it
     /// is idle again when this returns.
-    pub async fn fetch<S>(
+    pub(crate) async fn fetch<S>(
         server: &mut S,
         buf: &mut BytesMut,
         policy: &Policy,

@@ -12,10 +12,10 @@
 //!
 //! **In order.** A change takes effect when the server has run the
 //! statement that makes it, not when the client sends it: the client tap
-//! queues what each Query, Execute and Sync will do ([`Declared::query`],
-//! [`Declared::execute`], [`Declared::sync`]) and the server tap applies it
-//! as the answers come, in the same order ([`Declared::completed`],
-//! [`Declared::failed`], [`Declared::ready`]). So rows of a statement sent
+//! queues what each Query, Execute and Sync will do ([`Ledger::query`],
+//! [`Ledger::execute`], [`Ledger::sync`]) and the server tap applies it
+//! as the answers come, in the same order ([`Ledger::completed`],
+//! [`Ledger::failed`], [`Ledger::ready`]). So rows of a statement sent
 //! before a `SET` are revealed under the values before it, however the
 //! client pipelines, a prepared statement that is never executed changes
 //! nothing, and a statement that fails changes nothing.
@@ -33,7 +33,7 @@
 //! name`, `DEALLOCATE ALL` or `DISCARD ALL` forgets them, once the server
 //! has completed the statement: one that fails (in an aborted
 //! transaction, or a `PREPARE` of a name that exists) changes nothing.
-//! The slots [`Declared::prepared`] gives for encrypting an `EXECUTE` are
+//! The slots [`Ledger::prepared`] gives for encrypting an `EXECUTE` are
 //! those, with the slots of every `PREPARE` sent and not yet answered: a
 //! pipelined `EXECUTE` may follow it before the server answers, and
 //! encrypting an argument too many is safe, one too few is not.
@@ -181,7 +181,7 @@ impl Unit {
 /// A session's declarations, their scopes, and the statements whose
 /// answers will change them.
 #[derive(Debug, Default)]
-pub(crate) struct Declared {
+pub(crate) struct Ledger {
     /// At login; what RESET returns to.
     initial: Values,
     /// What stays when the transaction commits.
@@ -210,7 +210,7 @@ pub(crate) struct Declared {
     parsed: Parsed,
 }
 
-impl Declared {
+impl Ledger {
     /// A session that logged in with these values.
     pub(crate) fn new(initial: Values) -> Self {
         Self {

@@ -6,14 +6,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Mutex;
 
-use crate::session::ledger::Declared;
+use crate::session::ledger::Ledger;
 use crate::text::encoding::ClientEncoding;
 use crate::wire::copy::options::CopyOptions;
 
 /// State both taps of a session share.
 #[derive(Debug, Default)]
 pub(crate) struct SessionState {
-    pub(crate) declared: Mutex<Declared>,
+    pub(crate) ledger: Mutex<Ledger>,
     /// Refusals sent in the extended protocol whose error has not come back.
     pub(crate) pending_refusals: AtomicUsize,
     /// The client sent Terminate: the server's close is expected.
@@ -34,22 +34,18 @@ pub(crate) struct SessionState {
 impl SessionState {
     /// For a session that logged in with this encoding and these
     /// declarations.
-    pub(crate) fn new(
-        encoding: ClientEncoding,
-        standard_strings: bool,
-        declared: Declared,
-    ) -> Self {
+    pub(crate) fn new(encoding: ClientEncoding, standard_strings: bool, ledger: Ledger) -> Self {
         Self {
             encoding: Mutex::new(encoding),
             standard_strings: AtomicBool::new(standard_strings),
-            declared: Mutex::new(declared),
+            ledger: Mutex::new(ledger),
             ..Self::default()
         }
     }
 
     /// The session's declarations, locked.
-    pub(crate) fn declared(&self) -> std::sync::MutexGuard<'_, Declared> {
-        self.declared.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes COPY TO statements about to be sent.

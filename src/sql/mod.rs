@@ -27,7 +27,7 @@
 //! protected column must not have a non-NULL default (checked elsewhere,
 //! from the catalog). `MERGE` touching a protected table is refused.
 //! `COPY ... FROM STDIN` into a protected table is reported as
-//! [`Outcome::CopyIn`] so the relay can encrypt the data stream.
+//! [`Verdict::CopyIn`] so the relay can encrypt the data stream.
 //!
 //! **Searches.** In conditions (`WHERE`, `ON`, `HAVING`, at any depth:
 //! subqueries, CTEs, joins), a protected column may be compared with `=`,
@@ -94,7 +94,7 @@
 //! data.
 //!
 //! **The files.** The entry points are in `rewrite` (a statement text to
-//! an [`Outcome`], for one statement or in a session), which hands each
+//! an [`Verdict`], for one statement or in a session), which hands each
 //! parsed statement to the walk in `analyze`. What the walk works with,
 //! lowest first:
 //!
@@ -112,7 +112,7 @@
 //! - `copy`, `settings`, `array`, `literals`: `COPY`, pgveil's own
 //!   settings and the `PREPARE` effects, array values, and string literals
 //!   made to read the same whatever `standard_conforming_strings` says;
-//! - `outcome`: what analysing a statement text answers.
+//! - `verdict`: what analysing a statement text answers.
 
 mod analyze;
 pub(crate) mod array;
@@ -123,7 +123,6 @@ mod encryptor;
 mod literals;
 mod names;
 mod objects;
-mod outcome;
 mod outputs;
 mod refusal;
 mod rewrite;
@@ -135,23 +134,24 @@ mod tests;
 #[cfg(test)]
 mod tests_computed;
 mod tokens;
+mod verdict;
 mod views;
 
 pub use columns::{ColumnRefId, ColumnType, NoCatalog, Storage};
 pub use copy::{is_copy_from_stdin, CopyIn};
 pub use encryptor::{EncryptError, Encryptor};
 pub use objects::{CatalogObject, Kind, ServerObjects};
-pub use outcome::{Outcome, Rewrite};
 pub use refusal::Refusal;
 pub use rewrite::rewrite;
 pub use settings::{Effect, SettingChange};
 pub use targets::{ParamSlot, Prepared, Target};
+pub use verdict::{Rewrite, Verdict};
 
 pub(crate) use columns::Columns;
 pub(crate) use copy::copy_out_options;
 pub(crate) use literals::conform as conform_literals;
-pub(crate) use outcome::Analysis;
 pub(crate) use rewrite::rewrite_in_session;
 pub(crate) use settings::{declarations, undeclarable_call, Declarations, Param};
 pub(crate) use targets::{merge_slots, PreparedSlots, Statements};
 pub(crate) use tokens::scan_tokens;
+pub(crate) use verdict::Analysis;

@@ -1,5 +1,5 @@
 //! The entry points: a statement text, analysed for protected columns,
-//! becomes an [`Outcome`] ([`rewrite`]), in a session also with what it
+//! becomes an [`Verdict`] ([`rewrite`]), in a session also with what it
 //! does to the session's SQL-prepared statements ([`rewrite_in_session`]).
 //! A text that cannot mention a protected column is not even parsed.
 
@@ -10,17 +10,17 @@ use super::columns::{Columns, NoCatalog};
 use super::copy;
 use super::encryptor::Encryptor;
 use super::objects::ServerObjects;
-use super::outcome::{Analysis, Outcome};
 use super::refusal::Reason;
 use super::targets::{PreparedSlots, Statements};
 use super::tokens::scan_tokens;
+use super::verdict::{Analysis, Verdict};
 use crate::protect::policy::Policy;
 
 /// Analyses a statement text (one or more statements) for protected
 /// columns, and encrypts the values it writes or compares to them, with
 /// no catalog: `INSERT` and `COPY` without a column list are refused, and
 /// every protected column is taken to be text.
-pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
+pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Verdict {
     rewrite_in_session(
         sql,
         policy,
@@ -29,7 +29,7 @@ pub fn rewrite(sql: &str, policy: &Policy, enc: &dyn Encryptor) -> Outcome {
         ServerObjects::none(),
         &PreparedSlots::new(),
     )
-    .outcome
+    .verdict
 }
 
 /// Words without which a text cannot use or change the session's
@@ -61,12 +61,12 @@ pub(crate) fn rewrite_in_session(
     };
     if !policy.mentions_protected_table(sql) && !objects.mentioned_in(sql) && !uses_prepared() {
         return Analysis {
-            outcome: Outcome::Unchanged,
+            verdict: Verdict::Unchanged,
             effects: Vec::new(),
         };
     }
     rewrite_parsed(sql, policy, enc, columns, objects, prepared).unwrap_or_else(|reason| Analysis {
-        outcome: Outcome::Refused(reason.into()),
+        verdict: Verdict::Refused(reason.into()),
         effects: Vec::new(),
     })
 }
@@ -103,7 +103,7 @@ fn rewrite_parsed(
                         return Err(Reason::CopyNotAlone(copy_in.first_protected()));
                     }
                     return Ok(Analysis {
-                        outcome: Outcome::CopyIn(copy_in),
+                        verdict: Verdict::CopyIn(copy_in),
                         effects,
                     });
                 }
@@ -118,7 +118,7 @@ fn rewrite_parsed(
         effects.push(statement(raw).map_or_else(Vec::new, |node| analyzer.effects(node)));
     }
     Ok(Analysis {
-        outcome: analyzer.finish(),
+        verdict: analyzer.finish(),
         effects,
     })
 }

@@ -76,7 +76,7 @@ impl Columns for Types {
     }
 }
 
-pub(super) fn typed(sql: &str) -> Outcome {
+pub(super) fn typed(sql: &str) -> Verdict {
     rewrite_in_session(
         sql,
         &policy(),
@@ -85,7 +85,7 @@ pub(super) fn typed(sql: &str) -> Outcome {
         ServerObjects::none(),
         &PreparedSlots::new(),
     )
-    .outcome
+    .verdict
 }
 
 pub(super) fn policy() -> Policy {
@@ -104,13 +104,13 @@ pub(super) fn ct(plaintext: &str, column: &str) -> String {
     .unwrap()
 }
 
-pub(super) fn run(sql: &str) -> Outcome {
+pub(super) fn run(sql: &str) -> Verdict {
     rewrite(sql, &policy(), &Fake)
 }
 
 pub(super) fn rewritten(sql: &str) -> Rewrite {
     match run(sql) {
-        Outcome::Rewritten(r) => r,
+        Verdict::Rewritten(r) => r,
         other => panic!("{sql}: {other:?}"),
     }
 }
@@ -123,7 +123,7 @@ pub(super) fn sql_of(sql: &str) -> String {
 /// value `secret`; returns the message.
 pub(super) fn refused(sql: &str, sqlstate: &str, column: &str) -> String {
     match run(sql) {
-        Outcome::Refused(r) => {
+        Verdict::Refused(r) => {
             assert_eq!(r.sqlstate, sqlstate, "{sql}: {}", r.message);
             assert!(r.message.starts_with("pgveil: "), "{}", r.message);
             assert!(r.message.contains(column), "{sql}: {}", r.message);
@@ -252,15 +252,15 @@ fn insert_refuses_values_it_cannot_encrypt() {
 fn insert_of_unprotected_columns_is_unchanged() {
     assert_eq!(
         run("INSERT INTO customers (id, segment) VALUES (1, 'x')"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
     assert_eq!(
         run("INSERT INTO customers (id, segment) SELECT 1, 'x'"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
     assert_eq!(
         run("INSERT INTO customers DEFAULT VALUES"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
 }
 
@@ -325,7 +325,7 @@ fn update_set_single_and_multiple() {
     refused("UPDATE customers SET email = upper(email)", "0A000", EMAIL);
     assert_eq!(
         run("UPDATE customers SET (segment, id) = (SELECT 'x', 1)"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
 }
 
@@ -372,11 +372,11 @@ fn randomized_columns_only_test_for_null() {
     }
     assert_eq!(
         run("SELECT id FROM customers WHERE full_name IS NULL OR national_id IS NOT NULL"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
     assert_eq!(
         run("SELECT email, count(*) FROM customers GROUP BY email"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
 }
 
@@ -428,7 +428,7 @@ fn joins_resolve_aliases() {
     let sql = "SELECT 1 FROM customers c JOIN crm.contacts k ON k.mail = c.email \
                WHERE public.customers.email = 'z'";
     // An aliased table is not reachable by its own name: no rewrite there.
-    assert_eq!(run(sql), Outcome::Unchanged);
+    assert_eq!(run(sql), Verdict::Unchanged);
     let sql = "SELECT 1 FROM customers JOIN crm.contacts k ON k.mail = customers.email \
                WHERE public.customers.email = 'z'";
     assert_eq!(
@@ -572,7 +572,7 @@ fn comparing_computed_outputs_of_subqueries_and_ctes_is_refused() {
          FROM customers c) s WHERE s.n > 3",
         "SELECT * FROM (SELECT note AS e FROM orders UNION SELECT 'x') s WHERE s.e = 'x'",
     ] {
-        assert_eq!(run(sql), Outcome::Unchanged, "{sql}");
+        assert_eq!(run(sql), Verdict::Unchanged, "{sql}");
     }
 }
 
@@ -597,7 +597,7 @@ fn scalar_subqueries_compare_as_their_output() {
     }
     assert_eq!(
         run("SELECT id FROM orders WHERE (SELECT count(*) FROM customers) > 3"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
 }
 
@@ -605,9 +605,9 @@ fn scalar_subqueries_compare_as_their_output() {
 fn statements_not_mentioning_protected_tables_are_not_parsed() {
     assert_eq!(
         run("SELECT * FROM orders WHERE note LIKE 'x%'"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
-    assert_eq!(run("THIS IS NOT SQL ((("), Outcome::Unchanged);
+    assert_eq!(run("THIS IS NOT SQL ((("), Verdict::Unchanged);
     let message = refused("SELECT * FROM customers WHERE (((", "42601", "");
     assert_eq!(
         message,
@@ -630,7 +630,7 @@ fn only_the_statement_touching_the_table_changes() {
 #[test]
 fn copy_from_stdin_reports_the_columns() {
     let outcome = run("COPY customers (id, email, segment, full_name) FROM STDIN WITH (FORMAT csv, HEADER, NULL 'NA')");
-    let Outcome::CopyIn(copy) = outcome else {
+    let Verdict::CopyIn(copy) = outcome else {
         panic!("{outcome:?}");
     };
     assert_eq!(copy.table, ("public".into(), "customers".into()));
@@ -658,7 +658,7 @@ fn copy_from_stdin_reports_the_columns() {
             protected: Vec::new(),
         }
     );
-    let Outcome::CopyIn(copy) = run(
+    let Verdict::CopyIn(copy) = run(
         "COPY customers (email, phone) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (email, phone), FORCE_NULL *)",
     ) else {
         panic!("not a CopyIn");
@@ -668,14 +668,14 @@ fn copy_from_stdin_reports_the_columns() {
         ColumnSet::Named(vec!["email".into(), "phone".into()])
     );
     assert_eq!(copy.options.force_null, ColumnSet::All);
-    let Outcome::CopyIn(copy) =
+    let Verdict::CopyIn(copy) =
         run("COPY customers (email) FROM STDIN WITH CSV FORCE NOT NULL email")
     else {
         panic!("not a CopyIn");
     };
     assert!(copy.options.force_not_null.contains("email"));
     assert!(!copy.options.force_null.contains("email"));
-    let Outcome::CopyIn(copy) = run("COPY customers (email) FROM STDIN") else {
+    let Verdict::CopyIn(copy) = run("COPY customers (email) FROM STDIN") else {
         panic!("not a CopyIn");
     };
     assert_eq!(copy.options.format, CopyFormat::Text);
@@ -703,10 +703,10 @@ fn copy_from_a_file_or_without_columns_is_refused() {
         "0A000",
         EMAIL,
     );
-    assert_eq!(run("COPY customers TO STDOUT"), Outcome::Unchanged);
+    assert_eq!(run("COPY customers TO STDOUT"), Verdict::Unchanged);
     assert_eq!(
         run("COPY (SELECT email FROM customers) TO STDOUT"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
 }
 
@@ -734,15 +734,15 @@ fn prepare(name: &str, params: Vec<ParamSlot>) -> Effect {
 fn prepare_reports_slots_and_execute_encrypts_them() {
     let sql = "PREPARE find (text, int) AS SELECT id FROM customers WHERE email = $1 AND id = $2";
     let analysis = in_session(sql, &PreparedSlots::new());
-    assert_eq!(analysis.outcome, Outcome::Unchanged);
+    assert_eq!(analysis.verdict, Verdict::Unchanged);
     assert_eq!(
         analysis.effects,
         [vec![prepare("find", vec![slot(1, "email")])]]
     );
     let session = PreparedSlots::from([("find".to_owned(), vec![slot(1, "email")])]);
-    let execute = |sql| in_session(sql, &session).outcome;
+    let execute = |sql| in_session(sql, &session).verdict;
     let expected = |sql: String| {
-        Outcome::Rewritten(Rewrite {
+        Verdict::Rewritten(Rewrite {
             sql,
             params: Vec::new(),
             written: vec![column_id("email")],
@@ -766,9 +766,9 @@ fn prepare_reports_slots_and_execute_encrypts_them() {
             "{sql}"
         );
     }
-    assert_eq!(execute("EXECUTE other('a@b')"), Outcome::Unchanged);
+    assert_eq!(execute("EXECUTE other('a@b')"), Verdict::Unchanged);
     let outcome = execute("EXECUTE find(lower('secret'), 7)");
-    assert!(matches!(outcome, Outcome::Refused(r) if r.sqlstate == "0A000"));
+    assert!(matches!(outcome, Verdict::Refused(r) if r.sqlstate == "0A000"));
 }
 
 #[test]
@@ -776,8 +776,8 @@ fn execute_after_prepare_in_the_same_text_is_encrypted() {
     let sql = "PREPARE add (text) AS INSERT INTO customers (email) VALUES ($1); \
                EXECUTE add('a@b'); INSERT INTO customers (email) VALUES ('c@d'); EXECUTE add('e@f')";
     let analysis = in_session(sql, &PreparedSlots::new());
-    let Outcome::Rewritten(r) = analysis.outcome else {
-        panic!("{sql}: {:?}", analysis.outcome);
+    let Verdict::Rewritten(r) = analysis.verdict else {
+        panic!("{sql}: {:?}", analysis.verdict);
     };
     assert_eq!(
         r.sql,
@@ -805,8 +805,8 @@ fn prepare_deallocate_and_discard_all_report_their_effects_by_statement() {
                EXECUTE p('a note'); DEALLOCATE PREPARE ALL; DISCARD ALL; DISCARD PLANS";
     let analysis = in_session(sql, &session);
     assert_eq!(
-        analysis.outcome,
-        Outcome::Unchanged,
+        analysis.verdict,
+        Verdict::Unchanged,
         "the note is not encrypted"
     );
     assert_eq!(
@@ -827,8 +827,8 @@ fn prepare_deallocate_and_discard_all_report_their_effects_by_statement() {
         "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'SELECT 1'; END $$",
     ] {
         assert_eq!(
-            in_session(sql, &session).outcome,
-            Outcome::Unchanged,
+            in_session(sql, &session).verdict,
+            Verdict::Unchanged,
             "{sql}"
         );
     }
@@ -837,7 +837,7 @@ fn prepare_deallocate_and_discard_all_report_their_effects_by_statement() {
     assert_eq!(
         in_session(sql, &PreparedSlots::new()),
         Analysis {
-            outcome: Outcome::Unchanged,
+            verdict: Verdict::Unchanged,
             effects: Vec::new()
         }
     );
@@ -851,7 +851,7 @@ fn code_pgveil_cannot_see_run_is_refused() {
         "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE customers SET email = ''x'''",
         "CREATE RULE r AS ON INSERT TO customers DO ALSO NOTIFY x",
     ] {
-        let Outcome::Refused(refusal) = run(sql) else {
+        let Verdict::Refused(refusal) = run(sql) else {
             panic!("not refused: {sql}");
         };
         assert_eq!(refusal.sqlstate, "0A000", "{sql}");
@@ -884,7 +884,7 @@ fn an_unqualified_name_may_mean_a_protected_table_in_another_schema() {
     )
     .unwrap();
     // With search_path = crm, `clients` is crm.clients: it must be encrypted.
-    let Outcome::Rewritten(r) = rewrite(
+    let Verdict::Rewritten(r) = rewrite(
         "INSERT INTO clients (email) VALUES ('a@b.c')",
         &policy,
         &Fake,
@@ -911,7 +911,7 @@ fn bytea_ct(bytes: &[u8]) -> String {
 #[test]
 fn bytea_literals_are_decoded_and_encrypted_as_bytes() {
     let sql = "INSERT INTO customers (photo, email) VALUES ('\\x00ff', 'a@b')";
-    let Outcome::Rewritten(r) = typed(sql) else {
+    let Verdict::Rewritten(r) = typed(sql) else {
         panic!("{sql}");
     };
     assert_eq!(
@@ -924,7 +924,7 @@ fn bytea_literals_are_decoded_and_encrypted_as_bytes() {
     );
     // The escape form and E'' spellings stand for the same bytes, so a
     // search on the deterministic column finds them.
-    let Outcome::Rewritten(r) =
+    let Verdict::Rewritten(r) =
         typed("SELECT id FROM customers WHERE photo = E'ab\\\\\\\\c\\\\001'::bytea")
     else {
         panic!("search");
@@ -937,11 +937,11 @@ fn bytea_literals_are_decoded_and_encrypted_as_bytes() {
         )
     );
     let r = match typed("UPDATE customers SET photo = $1 WHERE id = $2") {
-        Outcome::Rewritten(r) => r,
+        Verdict::Rewritten(r) => r,
         other => panic!("{other:?}"),
     };
     assert_eq!(r.params[0].target.storage, Storage::Bytea);
-    let Outcome::Refused(refusal) = typed("INSERT INTO customers (photo) VALUES ('\\xzz secret')")
+    let Verdict::Refused(refusal) = typed("INSERT INTO customers (photo) VALUES ('\\xzz secret')")
     else {
         panic!("invalid bytea accepted");
     };
@@ -959,7 +959,7 @@ fn a_protected_column_of_another_type_cannot_be_written() {
         "UPDATE customers SET visits = $1",
         "COPY customers (id, visits) FROM STDIN",
     ] {
-        let Outcome::Refused(refusal) = typed(sql) else {
+        let Verdict::Refused(refusal) = typed(sql) else {
             panic!("{sql}");
         };
         assert_eq!(refusal.sqlstate, "42804", "{sql}");
@@ -972,9 +972,9 @@ fn a_protected_column_of_another_type_cannot_be_written() {
     }
     assert_eq!(
         typed("INSERT INTO customers (visits) VALUES (NULL)"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
-    let Outcome::CopyIn(copy) = typed("COPY customers (photo) FROM STDIN") else {
+    let Verdict::CopyIn(copy) = typed("COPY customers (photo) FROM STDIN") else {
         panic!("COPY of a bytea column");
     };
     assert_eq!(copy.columns[0].as_ref().unwrap().storage, Storage::Bytea);
@@ -987,7 +987,7 @@ fn arrays_for_a_bytea_column_are_refused() {
         "SELECT id FROM customers WHERE photo = ANY('{\"\\\\x01\"}')",
         "INSERT INTO customers (photo) SELECT * FROM UNNEST($1::bytea[])",
     ] {
-        let Outcome::Refused(refusal) = typed(sql) else {
+        let Verdict::Refused(refusal) = typed(sql) else {
             panic!("{sql}");
         };
         assert_eq!(refusal.sqlstate, "0A000", "{sql}");
@@ -1029,7 +1029,7 @@ fn server_objects() -> ServerObjects {
     )
 }
 
-pub(super) fn run_known(sql: &str) -> Outcome {
+pub(super) fn run_known(sql: &str) -> Verdict {
     let objects = server_objects();
     rewrite_in_session(
         sql,
@@ -1039,13 +1039,13 @@ pub(super) fn run_known(sql: &str) -> Outcome {
         &objects,
         &PreparedSlots::new(),
     )
-    .outcome
+    .verdict
 }
 
 /// Asserts a 0A000 refusal naming `object` and the protected table.
 pub(super) fn refused_known(sql: &str, object: &str) {
     match run_known(sql) {
-        Outcome::Refused(r) => {
+        Verdict::Refused(r) => {
             assert_eq!(r.sqlstate, "0A000", "{sql}: {}", r.message);
             assert!(
                 r.message.contains(object) && r.message.contains("public.customers"),
@@ -1085,9 +1085,9 @@ fn writes_through_server_side_objects_are_refused() {
     }
     assert_eq!(
         run_known("DELETE FROM people WHERE id = 1"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
-    assert_eq!(run_known("COPY people TO STDOUT"), Outcome::Unchanged);
+    assert_eq!(run_known("COPY people TO STDOUT"), Verdict::Unchanged);
 }
 
 #[test]
@@ -1110,13 +1110,13 @@ fn calls_of_functions_over_protected_tables_with_values_are_refused() {
         "SELECT add_customer FROM orders WHERE note = 'x'",
         "EXECUTE add_customer ('a prepared statement', $1)",
     ] {
-        assert_eq!(run_known(sql), Outcome::Unchanged, "{sql}");
+        assert_eq!(run_known(sql), Verdict::Unchanged, "{sql}");
     }
 }
 
 #[test]
 fn views_map_exact_columns_and_refuse_comparing_derived_ones() {
-    let Outcome::Rewritten(r) = run_known("SELECT full_name FROM people WHERE email = 'a@b.c'")
+    let Verdict::Rewritten(r) = run_known("SELECT full_name FROM people WHERE email = 'a@b.c'")
     else {
         panic!("not rewritten");
     };
@@ -1144,6 +1144,6 @@ fn views_map_exact_columns_and_refuse_comparing_derived_ones() {
         "SELECT low FROM people WHERE low IS NULL",
         "SELECT * FROM people",
     ] {
-        assert_eq!(run_known(sql), Outcome::Unchanged, "{sql}");
+        assert_eq!(run_known(sql), Verdict::Unchanged, "{sql}");
     }
 }

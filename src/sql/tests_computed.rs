@@ -3,7 +3,7 @@
 //! values passed through as they are stored still work.
 
 use super::tests::{ct, refused, refused_known, run, run_known, sql_of, typed, EMAIL, FULL_NAME};
-use super::Outcome;
+use super::Verdict;
 use crate::wire::sqlstate::FEATURE_NOT_SUPPORTED as NOT_SUPPORTED;
 
 const NATIONAL_ID: &str = "public.customers.national_id";
@@ -343,7 +343,7 @@ fn values_passed_through_as_stored_are_still_read() {
         "SELECT array_agg(id ORDER BY id), string_agg(segment, ',') FROM customers",
         "SELECT email, count(*) FROM customers GROUP BY ROLLUP (email, segment)",
     ] {
-        assert_eq!(run(sql), Outcome::Unchanged, "{sql}");
+        assert_eq!(run(sql), Verdict::Unchanged, "{sql}");
     }
     // Comparisons in a select list are comparisons: their literal is
     // encrypted, including NULLIF's and CASE's.
@@ -378,7 +378,7 @@ fn values_passed_through_as_stored_are_still_read() {
 fn a_bytea_column_passes_through_only_as_bytea() {
     assert_eq!(
         typed("SELECT photo, photo::bytea, coalesce(photo, NULL) FROM customers"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
     for (sql, construct) in [
         ("SELECT photo::text FROM customers", "a cast to text"),
@@ -386,7 +386,7 @@ fn a_bytea_column_passes_through_only_as_bytea() {
         ("SELECT encode(photo, 'hex') FROM customers", "encode()"),
     ] {
         match typed(sql) {
-            Outcome::Refused(r) => assert!(
+            Verdict::Refused(r) => assert!(
                 r.message.contains(construct) && r.message.contains("public.customers.photo"),
                 "{sql}: {}",
                 r.message
@@ -402,7 +402,7 @@ fn computing_on_a_view_column_derived_from_a_protected_table_is_refused() {
     refused_known("SELECT upper(email) FROM people", "public.customers.email");
     assert_eq!(
         run_known("SELECT low, email FROM people"),
-        Outcome::Unchanged
+        Verdict::Unchanged
     );
 }
 

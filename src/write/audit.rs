@@ -5,7 +5,7 @@
 use super::tap::ClientTap;
 use crate::audit::trail::{text as trail_text, Trail};
 use crate::protect::protection::Protection;
-use crate::sql::Outcome;
+use crate::sql::Verdict;
 use crate::wire::messages::bind::BindMessage;
 use crate::wire::messages::close::CloseMessage;
 use crate::wire::messages::parse::ParseMessage;
@@ -78,9 +78,9 @@ impl ClientTap<'_> {
     /// Whether the audit log is down, with `on_failure = "refuse"`, and
     /// `sql` (analysed as `outcome`) may touch protected columns: it
     /// writes or compares them, or mentions a protected table.
-    pub(super) fn audit_refusing(&self, veil: &Protection, sql: &str, outcome: &Outcome) -> bool {
+    pub(super) fn audit_refusing(&self, veil: &Protection, sql: &str, outcome: &Verdict) -> bool {
         self.trail.is_some_and(Trail::refusing)
-            && (!matches!(outcome, Outcome::Unchanged) || veil.policy.mentions_protected_table(sql))
+            && (!matches!(outcome, Verdict::Unchanged) || veil.policy.mentions_protected_table(sql))
     }
 
     /// Whether the audit log is down, with `on_failure = "refuse"`, and the
@@ -96,10 +96,10 @@ impl ClientTap<'_> {
 }
 
 /// The protected columns a statement writes, for the trail.
-pub(super) fn written(outcome: &Outcome) -> Vec<String> {
+pub(super) fn written(outcome: &Verdict) -> Vec<String> {
     match outcome {
-        Outcome::Rewritten(rewrite) => rewrite.written.iter().map(ToString::to_string).collect(),
-        Outcome::CopyIn(copy) => copy
+        Verdict::Rewritten(rewrite) => rewrite.written.iter().map(ToString::to_string).collect(),
+        Verdict::CopyIn(copy) => copy
             .columns
             .iter()
             .flatten()

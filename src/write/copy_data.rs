@@ -90,7 +90,7 @@ impl<'a> ClientTap<'a> {
     /// Notes a CopyDone or CopyFail sent to the server.
     fn copy_ended(&self, tag: u8) {
         if tag != frontend::COPY_DATA {
-            self.shared.declared().copy_ended();
+            self.shared.ledger().copy_ended();
             if let Some(trail) = self.trail {
                 trail.copy_ended();
             }

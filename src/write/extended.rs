@@ -15,7 +15,7 @@ use super::statement::copy_out_in;
 use super::tap::{ClientTap, CopyState};
 use crate::protect::protection::Protection;
 use crate::session::ledger::{Described, Named, ParsedStatement, Rows};
-use crate::sql::{declarations, Outcome, Param, Refusal, Statements};
+use crate::sql::{declarations, Param, Refusal, Statements, Verdict};
 use crate::wire::messages::bind::BindMessage;
 use crate::wire::messages::close::CloseMessage;
 use crate::wire::messages::describe::DescribeMessage;
@@ -78,19 +78,19 @@ impl<'a> ClientTap<'a> {
         if !plan.is_empty() {
             self.declaring.insert(name.clone(), plan);
         }
-        let outcome = analysis.outcome;
+        let outcome = analysis.verdict;
         self.note_parse(&name, &sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
         }
         let batch = self.batch;
-        let parsed = |statement| self.shared.declared().parse(&name, batch, statement);
+        let parsed = |statement| self.shared.ledger().parse(&name, batch, statement);
         match outcome {
-            Outcome::Unchanged => {
+            Verdict::Unchanged => {
                 parsed(ParsedStatement::default());
                 out.push(frame);
             }
-            Outcome::Rewritten(rewrite) => {
+            Verdict::Rewritten(rewrite) => {
                 let rewritten = parse.with_query(&encoding.encode(&rewrite.sql));
                 parsed(ParsedStatement {
                     slots: rewrite.params,
@@ -98,7 +98,7 @@ impl<'a> ClientTap<'a> {
                 });
                 out.push(rewritten);
             }
-            Outcome::CopyIn(copy) => {
+            Verdict::CopyIn(copy) => {
                 match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
                     // Checked now, so that a refusal comes at Parse.
                     Ok(_) => {
@@ -111,7 +111,7 @@ impl<'a> ClientTap<'a> {
                     Err(e) => self.refuse_extended(veil, &refusal_of(e), out, &name),
                 }
             }
-            Outcome::Refused(refusal) => self.refuse_extended(veil, &refusal, out, &name),
+            Verdict::Refused(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }
     }
 
@@ -133,7 +133,7 @@ impl<'a> ClientTap<'a> {
         if let Some(options) = self.copy_out_statements.get(&*name) {
             self.shared.expect_copy_out(vec![options.clone()]);
         }
-        let parsed = self.shared.declared().parsed(&name, self.batch);
+        let parsed = self.shared.ledger().parsed(&name, self.batch);
         if let Some(copy) = parsed.copy {
             // The COPY's data follows its Execute.
             self.copy = Some(CopyState::Waiting(copy));
@@ -214,9 +214,9 @@ impl<'a> ClientTap<'a> {
             self.described_portals
                 .insert(rows.portal.name.clone(), rows.portal.generation);
             let target = Described::Portal(rows.portal.clone());
-            self.shared.declared().describe(target, true);
+            self.shared.ledger().describe(target, true);
         }
-        self.shared.declared().execute(effects, rows);
+        self.shared.ledger().execute(effects, rows);
         out.push(frame);
     }
 
@@ -286,7 +286,7 @@ impl<'a> ClientTap<'a> {
                         Described::Portal(Named { generation, name })
                     }
                 };
-                self.shared.declared().describe(target, false);
+                self.shared.ledger().describe(target, false);
             }
             frontend::CLOSE => {
                 if let Some(close) = CloseMessage::read_lenient(frame) {
@@ -312,7 +312,7 @@ impl<'a> ClientTap<'a> {
             let name = String::from_utf8_lossy(close.name);
             if close.target == target::STATEMENT {
                 // Forgotten once the server has closed it.
-                self.shared.declared().close(&name);
+                self.shared.ledger().close(&name);
                 self.declaring.remove(&*name);
             } else {
                 self.portal_effects.remove(&*name);

@@ -11,7 +11,7 @@ use super::refusal::{audit_unavailable, copy_unsettled, refusal_of, undecodable}
 use super::statement::copy_out_in;
 use super::tap::{ClientTap, CopyState};
 use crate::protect::protection::Protection;
-use crate::sql::{self, declarations, Outcome};
+use crate::sql::{self, declarations, Verdict};
 use crate::wire::messages::body::{body_of, cstring};
 use crate::wire::messages::{function_call, query};
 use crate::wire::reply;
@@ -24,12 +24,12 @@ impl<'a> ClientTap<'a> {
         let frame = self.conform_query(frame);
         let encoding = self.shared.encoding();
         let Some(sql) = query::sql(&frame).and_then(|s| encoding.decode(s)) else {
-            self.shared.declared().query(Vec::new());
+            self.shared.ledger().query(Vec::new());
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &undecodable(), out);
         };
         if let Some(refusal) = self.misreadable(body_of(&frame)) {
-            self.shared.declared().query(Vec::new());
+            self.shared.ledger().query(Vec::new());
             self.note_query("", Vec::new());
             return self.refuse_query(veil, &refusal, out);
         }
@@ -37,7 +37,7 @@ impl<'a> ClientTap<'a> {
         let declared =
             declarations(&sql).and_then(|d| d.and(analysis.effects).resolve(&[], encoding));
         self.shared
-            .declared()
+            .ledger()
             .query(declared.as_ref().cloned().unwrap_or_default());
         if let Err(refusal) = declared {
             self.note_query(&sql, Vec::new());
@@ -45,23 +45,23 @@ impl<'a> ClientTap<'a> {
         }
         self.shared
             .expect_copy_out(copy_out_in(&sql, veil, self.catalog));
-        let outcome = analysis.outcome;
+        let outcome = analysis.verdict;
         self.note_query(&sql, written(&outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
         }
         match outcome {
-            Outcome::Unchanged => out.push(frame),
-            Outcome::Rewritten(rewrite) => {
+            Verdict::Unchanged => out.push(frame),
+            Verdict::Rewritten(rewrite) => {
                 out.push(reply::frame_of(
                     frontend::QUERY,
                     &cstring(encoding.encode(&rewrite.sql)),
                 ));
             }
-            Outcome::CopyIn(copy) if self.ran_before => {
+            Verdict::CopyIn(copy) if self.ran_before => {
                 self.refuse_query(veil, &copy_unsettled(&copy), out)
             }
-            Outcome::CopyIn(copy) => {
+            Verdict::CopyIn(copy) => {
                 match CopyEncryptor::new(&copy, &veil.policy, veil, encoding) {
                     Ok(_) => {
                         self.copy = Some(CopyState::Waiting(copy));
@@ -70,7 +70,7 @@ impl<'a> ClientTap<'a> {
                     Err(e) => self.refuse_query(veil, &refusal_of(e), out),
                 }
             }
-            Outcome::Refused(refusal) => self.refuse_query(veil, &refusal, out),
+            Verdict::Refused(refusal) => self.refuse_query(veil, &refusal, out),
         }
     }
 
@@ -94,7 +94,7 @@ impl<'a> ClientTap<'a> {
     /// ReadyForQuery; one that calls `set_config`, which pgveil cannot
     /// follow, is refused.
     pub(super) fn function_call(&mut self, veil: &Protection, frame: Bytes, out: &mut Vec<Bytes>) {
-        self.shared.declared().query(Vec::new());
+        self.shared.ledger().query(Vec::new());
         if function_call::function_oid(&frame) == Some(SET_CONFIG_OID) {
             return self.refuse_query(veil, &sql::undeclarable_call(), out);
         }

@@ -65,7 +65,7 @@ impl ClientTap<'_> {
         out.push(reply::frame_of(frontend::PARSE, &parse));
         out.push(reply::frame_of(frontend::BIND, &[0, 0, 0, 0, 0, 0, 0, 0]));
         out.push(reply::frame_of(frontend::EXECUTE, &[0, 0, 0, 0, 0]));
-        self.shared.declared().execute(Vec::new(), None);
+        self.shared.ledger().execute(Vec::new(), None);
         self.shared.pending_refusals.fetch_add(1, Ordering::Relaxed);
         self.skipping = true;
     }

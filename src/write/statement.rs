@@ -40,7 +40,7 @@ impl ClientTap<'_> {
     /// the settings it reported (client encoding, standard strings) are
     /// those the next message is read under.
     fn settled(&self) -> bool {
-        !self.ran_since_sync && self.shared.declared().settled()
+        !self.ran_since_sync && self.shared.ledger().settled()
     }
 
     /// Why statement text (`raw`, in the client encoding) might be read
@@ -84,7 +84,7 @@ impl ClientTap<'_> {
     }
 }
 
-/// The statements a session prepared: with SQL `PREPARE`, as [`Declared`]
+/// The statements a session prepared: with SQL `PREPARE`, as [`Ledger`]
 /// follows them, and with named Parses. PostgreSQL keeps both under one
 /// namespace: SQL `EXECUTE` runs a Parse's statement, a Bind binds a
 /// `PREPARE`'s. Only one of a name exists on the server at a time; where
@@ -99,12 +99,12 @@ pub(super) struct SessionStatements<'t> {
 
 impl Statements for SessionStatements<'_> {
     fn any(&self) -> bool {
-        let declared = self.shared.declared();
+        let declared = self.shared.ledger();
         declared.has_parsed_slots() || declared.has_prepared_slots()
     }
 
     fn slots(&self, name: &str) -> Vec<ParamSlot> {
-        let declared = self.shared.declared();
+        let declared = self.shared.ledger();
         let mut slots = declared.prepared_slots(name);
         merge_slots(&mut slots, &declared.parsed(name, self.batch).slots);
         slots

@@ -13,7 +13,7 @@
 //! - What each Query, Execute and Sync does to the session's declared
 //!   purpose and actor (`SET pgveil.purpose` and friends, savepoints) and
 //!   to its SQL-prepared statements (`PREPARE`, `DEALLOCATE`, `DISCARD
-//!   ALL`) is queued in [`Declared`], which applies it as the server
+//!   ALL`) is queued in [`Ledger`], which applies it as the server
 //!   answers; a change pgveil cannot follow is refused
 //!   (`sql::declarations`).
 //! - COPY FROM STDIN data into a protected table is encrypted
@@ -199,7 +199,7 @@ impl Tap for ClientTap<'_> {
                 trail.sync();
             }
             if tag == frontend::SYNC && self.veil.is_some() {
-                self.shared.declared().sync(ran);
+                self.shared.ledger().sync(ran);
             }
             if matches!(tag, frontend::SYNC | frontend::FLUSH | frontend::TERMINATE) {
                 out.push(frame);
@@ -220,7 +220,7 @@ impl Tap for ClientTap<'_> {
             (frontend::EXECUTE, Some(_)) => self.execute(frame, out),
             (frontend::FUNCTION_CALL, Some(veil)) => self.function_call(veil, frame, out),
             (frontend::SYNC, Some(_)) => {
-                self.shared.declared().sync(ran);
+                self.shared.ledger().sync(ran);
                 out.push(frame)
             }
             (frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL, Some(veil)) => {

@@ -11,13 +11,13 @@ fn set(name: &str, value: Option<&str>, local: bool) -> Effect {
     })
 }
 
-fn purpose(d: &Declared) -> Option<&str> {
+fn purpose(d: &Ledger) -> Option<&str> {
     d.current().purpose.as_deref()
 }
 
 /// Runs one simple Query of statements that each complete with `tags`,
 /// the server ending it with `status`.
-fn run(d: &mut Declared, statements: Vec<(Vec<Effect>, &str)>, status: u8) {
+fn run(d: &mut Ledger, statements: Vec<(Vec<Effect>, &str)>, status: u8) {
     let tags: Vec<&str> = statements.iter().map(|(_, tag)| *tag).collect();
     d.query(statements.into_iter().map(|(e, _)| e).collect());
     for tag in tags {
@@ -39,7 +39,7 @@ fn kyc() -> Values {
 
 #[test]
 fn set_and_reset_return_to_the_value_at_login() {
-    let mut d = Declared::new(kyc());
+    let mut d = Ledger::new(kyc());
     assert_eq!(purpose(&d), Some("kyc"));
     run(
         &mut d,
@@ -75,7 +75,7 @@ fn set_and_reset_return_to_the_value_at_login() {
 
 #[test]
 fn a_change_takes_effect_when_its_statement_completes() {
-    let mut d = Declared::default();
+    let mut d = Ledger::default();
     d.query(vec![vec![], vec![set("purpose", Some("kyc"), false)]]);
     d.query(vec![vec![set("purpose", Some("later"), false)]]);
     assert_eq!(purpose(&d), None, "not run yet");
@@ -113,7 +113,7 @@ fn a_change_takes_effect_when_its_statement_completes() {
 
 #[test]
 fn set_local_ends_with_the_transaction() {
-    let mut d = Declared::default();
+    let mut d = Ledger::default();
     run(
         &mut d,
         vec![(vec![set("purpose", Some("marketing"), false)], "SET")],
@@ -147,7 +147,7 @@ fn set_local_ends_with_the_transaction() {
 
 #[test]
 fn rollback_and_errors_undo_a_set() {
-    let mut d = Declared::default();
+    let mut d = Ledger::default();
     run(
         &mut d,
         vec![
@@ -157,7 +157,7 @@ fn rollback_and_errors_undo_a_set() {
         b'I',
     );
     assert_eq!(purpose(&d), None, "an error later in the same query");
-    let begin_kyc = |d: &mut Declared| {
+    let begin_kyc = |d: &mut Ledger| {
         let statements = vec![
             (vec![], "BEGIN"),
             (vec![set("purpose", Some("kyc"), false)], "SET"),
@@ -175,7 +175,7 @@ fn rollback_and_errors_undo_a_set() {
 
 #[test]
 fn savepoints() {
-    let mut d = Declared::new(kyc());
+    let mut d = Ledger::new(kyc());
     run(
         &mut d,
         vec![
@@ -225,7 +225,7 @@ fn savepoints() {
 
 #[test]
 fn syncs_during_copy_in_are_not_answered() {
-    let mut d = Declared::default();
+    let mut d = Ledger::default();
     d.execute(vec![], None); // COPY ... FROM STDIN
     d.sync(true); // ignored by the server
     d.copy_started();
@@ -273,14 +273,14 @@ fn prepare(name: &str, params: Vec<ParamSlot>) -> Effect {
     })
 }
 
-fn slots(d: &Declared, name: &str) -> Vec<usize> {
+fn slots(d: &Ledger, name: &str) -> Vec<usize> {
     let slots = d.prepared_slots(name);
     slots.iter().map(|s| s.number).collect()
 }
 
 #[test]
 fn prepared_statements_change_when_the_server_has_run_the_statement() {
-    let mut d = Declared::default();
+    let mut d = Ledger::default();
     d.query(vec![vec![prepare("p", vec![slot(1)])]]);
     assert_eq!(slots(&d, "p"), [1], "sent, not answered: encrypted already");
     d.completed(b"PREPARE");

@@ -10,12 +10,12 @@ use crate::sql::columns::{ColumnRefId, Columns};
 use crate::sql::encryptor::Encryptor;
 use crate::sql::names::table_name;
 use crate::sql::objects::ServerObjects;
-use crate::sql::outcome::{Outcome, Rewrite};
 use crate::sql::outputs::Output;
 use crate::sql::refusal::{Reason, Result};
 use crate::sql::scope::Scope;
 use crate::sql::settings::{Effect, DISCARD_ALL};
 use crate::sql::targets::{ParamSlot, Prepared, Statements};
+use crate::sql::verdict::{Rewrite, Verdict};
 
 /// Replaces `start..end` of the statement text.
 #[derive(Debug)]
@@ -87,11 +87,11 @@ impl<'a> Analyzer<'a> {
 
     /// The text with its literals replaced and the parameter slots found,
     /// or unchanged if there is none.
-    pub(crate) fn finish(self) -> Outcome {
+    pub(crate) fn finish(self) -> Verdict {
         if self.edits.is_empty() && self.params.is_empty() {
-            return Outcome::Unchanged;
+            return Verdict::Unchanged;
         }
-        Outcome::Rewritten(Rewrite {
+        Verdict::Rewritten(Rewrite {
             sql: splice(self.sql, self.edits),
             params: self.params,
             written: self.written,

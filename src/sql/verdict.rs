@@ -1,6 +1,6 @@
 //! What analysing a statement text answers: relay it as it is, relay a
 //! rewritten text, encrypt the COPY data that follows, or refuse it
-//! ([`Outcome`]); with what each statement does to the session's
+//! ([`Verdict`]); with what each statement does to the session's
 //! SQL-prepared statements ([`Analysis`]).
 
 use super::columns::ColumnRefId;
@@ -11,7 +11,7 @@ use super::targets::ParamSlot;
 
 /// What to do with a statement text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Verdict {
     /// Relay it as it is.
     Unchanged,
     /// Relay this text instead.
@@ -39,7 +39,7 @@ pub struct Rewrite {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Analysis {
     /// What to do with the text.
-    pub outcome: Outcome,
+    pub verdict: Verdict,
     /// By statement, in order; empty when the text was not parsed or is
     /// refused.
     pub effects: Vec<Vec<Effect>>,
