@@ -94,7 +94,7 @@
 //! data.
 //!
 //! **The files.** The entry points are in `rewrite` (a statement text to
-//! an [`Verdict`], for one statement or in a session), which hands each
+//! a [`Verdict`], for one statement or in a session), which hands each
 //! parsed statement to the walk in `analyze`. What the walk works with,
 //! lowest first:
 //!

@@ -1,5 +1,5 @@
 //! The entry points: a statement text, analysed for protected columns,
-//! becomes an [`Verdict`] ([`rewrite`]), in a session also with what it
+//! becomes a [`Verdict`] ([`rewrite`]), in a session also with what it
 //! does to the session's SQL-prepared statements ([`rewrite_in_session`]).
 //! A text that cannot mention a protected column is not even parsed.
 
