@@ -6,11 +6,12 @@ use super::filter::{decision_index, time_of, DECISIONS};
 use super::time::{Buckets, Period};
 use super::ReviewError;
 use crate::audit::{AlertRecord, AuditRecord, Decision, Outcome, StatementRecord};
+use crate::wire::sqlstate::{FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, IO_ERROR};
 
 /// SQLSTATEs of statements pgveil or PostgreSQL refused: feature not
 /// supported (pgveil's refusal of what it cannot protect), insufficient
 /// privilege, and the audit log being unavailable.
-const REFUSED: [&str; 3] = ["0A000", "42501", "58030"];
+const REFUSED: [&str; 3] = [FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, IO_ERROR];
 
 /// Statements and the rows they returned or affected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
