@@ -14,7 +14,7 @@ use crate::audit::BulkConfig;
 /// What one window counts: the reads of one protected column by one
 /// login role and actor, whatever their session.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct WindowKey {
+pub(crate) struct WindowKey {
     /// The login role.
     pub role: Arc<str>,
     /// The actor declared in the session, if any.
@@ -25,7 +25,7 @@ pub struct WindowKey {
 
 /// A threshold crossed.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Crossing {
+pub(crate) struct Crossing {
     /// Rows within the window, the new ones included.
     pub rows: u64,
 }
@@ -61,7 +61,7 @@ impl BulkWatch {
     /// Adds `rows` plaintext rows of `key` read now; returns the crossing
     /// when this read takes the window over the threshold and no alert was
     /// raised in the last window.
-    pub fn add(&self, key: WindowKey, rows: u64, now: Instant) -> Option<Crossing> {
+    pub(crate) fn add(&self, key: WindowKey, rows: u64, now: Instant) -> Option<Crossing> {
         let window_len = Duration::from_secs(self.config.window_secs);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         windows.retain(|_, w| {

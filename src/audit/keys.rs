@@ -65,7 +65,7 @@ impl AuditKeys {
     }
 
     /// The raw 32-byte Ed25519 public key that verifies seals.
-    pub fn public_key(&self) -> &[u8] {
+    pub(crate) fn public_key(&self) -> &[u8] {
         self.signing_key().public_key().as_ref()
     }
 }

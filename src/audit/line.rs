@@ -18,24 +18,24 @@ use super::record::{
 
 /// A statement record, borrowed from where its parts live.
 #[derive(Clone, Copy, Debug)]
-pub struct StatementLine<'a> {
-    pub time: Timestamp,
-    pub peer: &'a Peer,
-    pub login: &'a Login,
-    pub actor: Option<&'a str>,
-    pub purpose: Option<&'a str>,
-    pub kind: &'a str,
-    pub statement: &'a NormalizedStatement,
-    pub tables: &'a [String],
-    pub columns: &'a [ColumnAccess],
-    pub rows: u64,
-    pub outcome: Outcome,
-    pub duration_us: u64,
+pub(crate) struct StatementLine<'a> {
+    pub(crate) time: Timestamp,
+    pub(crate) peer: &'a Peer,
+    pub(crate) login: &'a Login,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) purpose: Option<&'a str>,
+    pub(crate) kind: &'a str,
+    pub(crate) statement: &'a NormalizedStatement,
+    pub(crate) tables: &'a [String],
+    pub(crate) columns: &'a [ColumnAccess],
+    pub(crate) rows: u64,
+    pub(crate) outcome: Outcome,
+    pub(crate) duration_us: u64,
 }
 
 impl StatementRecord {
     /// The record, borrowed as a line.
-    pub fn line(&self) -> StatementLine<'_> {
+    pub(crate) fn line(&self) -> StatementLine<'_> {
         StatementLine {
             time: self.time,
             peer: &self.session.peer,

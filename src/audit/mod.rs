@@ -49,7 +49,7 @@ pub mod trail;
 mod verify;
 mod writer;
 
-pub(crate) use config::Scope;
+pub use config::Scope;
 pub use config::{AuditConfig, BulkConfig, OnBulk};
 pub use keys::AuditKeys;
 pub(crate) use line::StatementLine;
@@ -58,7 +58,7 @@ pub(crate) use record::{
     SqlState, StatementRecord, Timestamp,
 };
 pub use record::{Login, Peer};
-pub(crate) use sink::AuditHandle;
+pub use sink::AuditHandle;
 pub use sink::AuditSink;
 pub(crate) use verify::verify_live;
 pub use verify::{verify, VerifyError, VerifyReport};

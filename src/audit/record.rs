@@ -148,7 +148,7 @@ pub struct NormalizedStatement(Arc<str>);
 
 impl NormalizedStatement {
     /// Wraps the output of `pg_query::normalize`.
-    pub fn from_normalized(text: String) -> Self {
+    pub(crate) fn from_normalized(text: String) -> Self {
         Self(text.into())
     }
 

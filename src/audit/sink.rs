@@ -216,7 +216,10 @@ impl AuditHandle {
     }
 
     /// Queues a statement record, as [`Self::record`] does.
-    pub fn record_statement(&self, line: &StatementLine<'_>) -> Result<(), AuditUnavailable> {
+    pub(crate) fn record_statement(
+        &self,
+        line: &StatementLine<'_>,
+    ) -> Result<(), AuditUnavailable> {
         self.queue(line)
     }
 
@@ -234,13 +237,13 @@ impl AuditHandle {
 
     /// Whether a record queued now would be taken: the writer runs and the
     /// queue has room.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         !self.shared.failed.load(Ordering::Acquire) && self.shared.has_room()
     }
 
     /// Whether statements touching protected columns must be refused now:
     /// the log is not healthy and `on_failure` is `refuse`.
-    pub fn refusing(&self) -> bool {
+    pub(crate) fn refusing(&self) -> bool {
         self.on_failure == OnFailure::Refuse && !self.healthy()
     }
 

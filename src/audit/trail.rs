@@ -20,9 +20,11 @@ mod names;
 mod statement;
 mod summary;
 
-pub use names::{text, MakeText, Names};
+pub use names::text;
+
+pub(crate) use names::Names;
 pub use statement::StatementText;
-pub use summary::{redact, UNPARSED};
+pub use summary::redact;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -183,7 +185,7 @@ impl Trail {
     /// Whether the audit log can take records; with `on_failure =
     /// "refuse"`, statements touching protected columns must be refused
     /// while it cannot.
-    pub fn refusing(&self) -> bool {
+    pub(crate) fn refusing(&self) -> bool {
         self.handle.refusing()
     }
 
@@ -228,13 +230,13 @@ impl Trail {
     }
 
     /// The client sent CopyDone or CopyFail.
-    pub fn copy_ended(&self) {
+    pub(crate) fn copy_ended(&self) {
         self.lock_queue().copy_ends += 1;
     }
 
     /// CopyInResponse: the server ignores the Syncs sent from the COPY at
     /// the front until its data ends.
-    pub fn copy_started(&self) {
+    pub(crate) fn copy_started(&self) {
         let mut queue = self.lock_queue();
         let Some(Entry::Statement { copy_ends, .. }) = queue.entries.front() else {
             return;
@@ -250,14 +252,14 @@ impl Trail {
     }
 
     /// The number of ReadyForQuery the messages sent so far will bring.
-    pub fn readies_sent(&self) -> u64 {
+    pub(crate) fn readies_sent(&self) -> u64 {
         self.lock_queue().readies_sent
     }
 
     /// Whether the server has been outside a transaction since the first
     /// ReadyForQuery after `readies_sent` were sent: whether a portal
     /// bound then is gone.
-    pub fn idle_since(&self, readies_sent: u64) -> bool {
+    pub(crate) fn idle_since(&self, readies_sent: u64) -> bool {
         self.lock_queue().idle_at > readies_sent
     }
 
@@ -284,7 +286,7 @@ impl Trail {
     }
 
     /// PortalSuspended: the Execute returned its row limit.
-    pub fn suspended(&self, declared: &Values) {
+    pub(crate) fn suspended(&self, declared: &Values) {
         let rows = match self.lock_queue().entries.front() {
             Some(Entry::Statement { max_rows, .. }) => *max_rows,
             _ => 0,

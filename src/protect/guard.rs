@@ -40,7 +40,7 @@ use crate::protect::crypto::{min_len, mode_prefix, text_pattern};
 use crate::protect::policy::{ColumnPolicy, Policy};
 
 /// How every guard's name starts.
-pub const NAME_PREFIX: &str = "pgveil_guard_";
+pub(crate) const NAME_PREFIX: &str = "pgveil_guard_";
 
 /// The kind of the type `t` (a `pg_type` row) of a protected column:
 /// `bytea`, `text` or `other` (see the module doc).
@@ -53,7 +53,7 @@ const MAX_IDENTIFIER: usize = 63;
 
 /// The guard's constraint name for a column, as PostgreSQL stores it (cut
 /// to 63 bytes, as PostgreSQL would cut it).
-pub fn constraint_name(column: &str) -> String {
+pub(crate) fn constraint_name(column: &str) -> String {
     let mut name = format!("{NAME_PREFIX}{column}");
     let mut end = name.len().min(MAX_IDENTIFIER);
     while !name.is_char_boundary(end) {
@@ -70,7 +70,7 @@ pub fn install_sql(policy: &Policy) -> String {
 }
 
 /// The SQL that validates every guard, checking the rows written before it.
-pub fn validate_sql(policy: &Policy) -> String {
+pub(crate) fn validate_sql(policy: &Policy) -> String {
     policy
         .columns()
         .map(|column| {
@@ -166,11 +166,11 @@ pub enum Guard {
 }
 
 /// A protected column (`schema.table.column`) and its guard.
-pub type GuardState = (String, Guard);
+pub(crate) type GuardState = (String, Guard);
 
 /// Logs, once per process for each column, that its guard is missing or
 /// not yet validated.
-pub fn warn_unguarded(states: &[GuardState]) {
+pub(crate) fn warn_unguarded(states: &[GuardState]) {
     static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let mut warned = WARNED
         .get_or_init(Mutex::default)

@@ -76,7 +76,7 @@ impl Protection {
     }
 
     /// The marker of refusals (see `encrypt.rs`).
-    pub fn refusal_marker(&self) -> &str {
+    pub(crate) fn refusal_marker(&self) -> &str {
         &self.refusal_marker
     }
 
@@ -116,7 +116,7 @@ fn random_marker() -> String {
 
 /// Loads the keyring at `path` with the master key in `master_key_file`
 /// or, without one, in the environment.
-pub fn load_keyring(
+pub(crate) fn load_keyring(
     path: &Path,
     master_key_file: Option<&Path>,
 ) -> Result<Keyring, ProtectionError> {

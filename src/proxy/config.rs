@@ -169,7 +169,7 @@ impl Config {
     }
 
     /// The listen address, parsed.
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+    pub(crate) fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| ConfigError::Invalid {
             key: "listen",
             problem: format!("{:?} is not an IP:PORT address", self.listen),
@@ -177,7 +177,7 @@ impl Config {
     }
 
     /// How long a client may take to start up and authenticate.
-    pub fn startup_timeout(&self) -> Duration {
+    pub(crate) fn startup_timeout(&self) -> Duration {
         Duration::from_secs(self.startup_timeout_secs)
     }
 
@@ -187,7 +187,7 @@ impl Config {
     }
 
     /// How long sessions may run on after a shutdown signal.
-    pub fn shutdown_grace(&self) -> Duration {
+    pub(crate) fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 }

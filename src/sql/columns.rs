@@ -18,7 +18,7 @@ pub enum Storage {
 
 /// The type of a column, as far as protection cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ColumnType {
+pub(crate) enum ColumnType {
     /// A string type (`text`, `varchar`, `char`, `citext`, a domain over one).
     Text,
     /// `bytea`, or a domain over it.
@@ -43,7 +43,7 @@ pub(crate) trait Columns {
 }
 
 /// No catalog: no column order, every type unknown.
-pub struct NoCatalog;
+pub(crate) struct NoCatalog;
 
 impl Columns for NoCatalog {
     fn order(&self, _: &str, _: &str) -> Option<Vec<String>> {

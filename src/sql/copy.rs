@@ -43,7 +43,7 @@ pub struct CopyIn {
 
 impl CopyIn {
     /// The first protected column, to name in errors.
-    pub fn first_protected(&self) -> ColumnRefId {
+    pub(crate) fn first_protected(&self) -> ColumnRefId {
         self.columns
             .iter()
             .flatten()
@@ -168,7 +168,8 @@ fn protected_fields(
 
 /// Whether a statement text is a `COPY ... FROM STDIN`, after which the
 /// server ignores Sync until the data ends.
-pub fn is_copy_from_stdin(sql: &str) -> bool {
+#[cfg(test)]
+pub(crate) fn is_copy_from_stdin(sql: &str) -> bool {
     let Ok(parsed) = pg_query::parse(sql, 0) else {
         return false;
     };

@@ -137,15 +137,17 @@ mod tokens;
 mod verdict;
 mod views;
 
-pub use columns::{ColumnRefId, ColumnType, NoCatalog, Storage};
-pub use copy::{is_copy_from_stdin, CopyIn};
-pub use encryptor::{EncryptError, Encryptor};
-pub use objects::{CatalogObject, Kind, ServerObjects};
+pub(crate) use columns::{ColumnRefId, ColumnType, Storage};
+pub(crate) use copy::CopyIn;
+pub use encryptor::EncryptError;
+pub use encryptor::Encryptor;
+pub(crate) use objects::{CatalogObject, Kind, ServerObjects};
 pub use refusal::Refusal;
 pub use rewrite::rewrite;
-pub use settings::{Effect, SettingChange};
-pub use targets::{ParamSlot, Prepared, Target};
-pub use verdict::{Rewrite, Verdict};
+pub(crate) use settings::{Effect, SettingChange};
+pub(crate) use targets::{ParamSlot, Prepared};
+pub use verdict::Rewrite;
+pub use verdict::Verdict;
 
 pub(crate) use columns::Columns;
 pub(crate) use copy::copy_out_options;
@@ -155,3 +157,5 @@ pub(crate) use settings::{declarations, undeclarable_call, Declarations, Param};
 pub(crate) use targets::{merge_slots, PreparedSlots, Statements};
 pub(crate) use tokens::scan_tokens;
 pub(crate) use verdict::Analysis;
+#[cfg(test)]
+pub(crate) use {columns::NoCatalog, copy::is_copy_from_stdin, targets::Target};

@@ -33,7 +33,7 @@ use crate::protect::policy::{Policy, TableMentions};
 /// What kind of object a catalog row describes, with the name of the rule
 /// or trigger for those.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A view that exposes a protected table.
     View,
     /// A rule, by its name, on a table, whose action touches a protected
@@ -48,7 +48,7 @@ pub enum Kind {
 
 /// A server-side object over a protected table, as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CatalogObject {
+pub(crate) struct CatalogObject {
     /// What kind of object it is.
     pub kind: Kind,
     /// The schema of the view, function, or the table the rule or trigger
@@ -94,7 +94,7 @@ impl View {
 
 /// The server-side objects a session knows of.
 #[derive(Debug, Default)]
-pub struct ServerObjects {
+pub(crate) struct ServerObjects {
     views: Vec<View>,
     /// Tables with rules or triggers that may write a protected table.
     hooked: Vec<CatalogObject>,
@@ -106,13 +106,13 @@ static NONE: std::sync::OnceLock<ServerObjects> = std::sync::OnceLock::new();
 
 impl ServerObjects {
     /// No objects: statements are judged by the protected tables alone.
-    pub fn none() -> &'static ServerObjects {
+    pub(crate) fn none() -> &'static ServerObjects {
         NONE.get_or_init(ServerObjects::default)
     }
 
     /// The objects of the catalog rows, views ordered so that a view comes
     /// after those it reads.
-    pub fn new(policy: &Policy, objects: Vec<CatalogObject>) -> Self {
+    pub(crate) fn new(policy: &Policy, objects: Vec<CatalogObject>) -> Self {
         let mut known = ServerObjects::default();
         for object in objects {
             match object.kind {
@@ -133,13 +133,18 @@ impl ServerObjects {
 
     /// Whether `sql` may mention one of the objects (no false negatives,
     /// like [`Policy::mentions_protected_table`]).
-    pub fn mentioned_in(&self, sql: &str) -> bool {
+    pub(crate) fn mentioned_in(&self, sql: &str) -> bool {
         self.mentions.in_sql(sql)
     }
 
     /// The protected column that `column` of the view `schema.name` is
     /// as it is (an exact column, see `views`), if any.
-    pub fn exact_column(&self, schema: &str, name: &str, column: &str) -> Option<&ColumnRefId> {
+    pub(crate) fn exact_column(
+        &self,
+        schema: &str,
+        name: &str,
+        column: &str,
+    ) -> Option<&ColumnRefId> {
         let view = self.view(schema, name)?;
         view.columns
             .exact

@@ -48,7 +48,7 @@ const PREFIX: &str = "pgveil.";
 
 /// A change of one of pgveil's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SettingChange {
+pub(crate) struct SettingChange {
     /// The name after `pgveil.`, such as `purpose` or `actor`.
     pub name: String,
     /// `None` resets the setting to its value at connection time.
@@ -59,7 +59,7 @@ pub struct SettingChange {
 
 /// What one statement does, once the server has run it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// `SET`, `RESET` or `set_config` of one of pgveil's settings.
     Set(SettingChange),
     /// `RESET ALL`, `DISCARD ALL`.

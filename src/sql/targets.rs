@@ -67,7 +67,7 @@ pub struct ParamSlot {
 /// The parameter slots of a statement prepared with SQL `PREPARE`, so that
 /// the arguments of a later `EXECUTE` can be encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The prepared statement's name.
     pub name: String,
     /// Its parameter slots.

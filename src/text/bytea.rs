@@ -29,7 +29,7 @@ pub fn hex(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Appends the hex form of `bytes` to `out`.
-pub fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     out.resize(start + 2 + 2 * bytes.len(), 0);
     out[start..start + 2].copy_from_slice(b"\\x");
@@ -44,7 +44,7 @@ pub fn escape(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Appends the escape form of `bytes` to `out`.
-pub fn write_escape(bytes: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn write_escape(bytes: &[u8], out: &mut Vec<u8>) {
     out.reserve(bytes.len() + bytes.len() / 4);
     for &byte in bytes {
         match byte {
@@ -93,7 +93,7 @@ fn decode_escape(text: &[u8]) -> Option<Vec<u8>> {
 /// Fills `out` with the first bytes an escape-form text stands for;
 /// returns how many bytes of the text they take, or `None` if the text
 /// ends first or is not valid escape input there.
-pub fn decode_escape_prefix(text: &[u8], out: &mut [u8]) -> Option<usize> {
+pub(crate) fn decode_escape_prefix(text: &[u8], out: &mut [u8]) -> Option<usize> {
     let mut at = 0;
     for byte in out {
         let (decoded, len) = escaped_byte(text.get(at..)?)?;

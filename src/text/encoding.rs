@@ -181,13 +181,13 @@ fn single_byte(key: &str) -> Option<&'static Encoding> {
 /// character (`81 5C` is 「乗」 in GBK), in UTF-8 and the other encodings
 /// two, so such text reads differently in different encodings, and a
 /// backslash decides where a string literal ends.
-pub fn backslash_after_multibyte(bytes: &[u8]) -> bool {
+pub(crate) fn backslash_after_multibyte(bytes: &[u8]) -> bool {
     bytes.windows(2).any(|w| w[0] >= 0x80 && w[1] == b'\\')
 }
 
 /// What starts at a position of client bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// A byte to look at on its own: ASCII, or any byte of an encoding
     /// whose multibyte characters hold no ASCII byte.
     Byte(u8),
@@ -288,12 +288,12 @@ impl ClientEncoding {
     /// Whether pgveil can find characters in this encoding's bytes: false
     /// for an encoding whose multibyte characters may hold ASCII bytes and
     /// that pgveil does not know.
-    pub fn delimits_characters(&self) -> bool {
+    pub(crate) fn delimits_characters(&self) -> bool {
         self.chars != Chars::Unsupported
     }
 
     /// What starts at `bytes[0]` (`bytes` must not be empty).
-    pub fn step(&self, bytes: &[u8]) -> Step {
+    pub(crate) fn step(&self, bytes: &[u8]) -> Step {
         let first = bytes[0];
         if first < 0x80 {
             return Step::Byte(first);

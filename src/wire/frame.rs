@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::wire::tags::{backend, frontend};
 
 /// Bytes of a message header: the type byte and the length word.
-pub const HEADER_LEN: usize = 5;
+pub(crate) const HEADER_LEN: usize = 5;
 
 /// PostgreSQL's `PQ_SMALL_MESSAGE_LIMIT`: the largest body it accepts for
 /// messages that carry no user data.
@@ -37,7 +37,7 @@ pub enum Side {
 impl Side {
     /// The largest length word allowed for a message of type `tag`, or
     /// `None` when the type does not exist in this direction.
-    pub fn max_len(self, tag: u8) -> Option<usize> {
+    pub(crate) fn max_len(self, tag: u8) -> Option<usize> {
         match self {
             Side::Frontend => frontend_limit(tag),
             Side::Backend => backend_known(tag).then_some(LARGE_LIMIT),
@@ -159,7 +159,7 @@ impl Framer {
     }
 
     /// Whether the framer is between messages.
-    pub fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         self.streaming == 0
     }
 
@@ -174,7 +174,7 @@ impl Framer {
 }
 
 /// Checks a five-byte header; returns the type and total message size.
-pub fn check_header(side: Side, header: &[u8]) -> Result<(u8, usize), FrameError> {
+pub(crate) fn check_header(side: Side, header: &[u8]) -> Result<(u8, usize), FrameError> {
     let tag = header[0];
     let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
     let max = side.max_len(tag).ok_or(FrameError::UnknownType(tag))?;
@@ -189,7 +189,7 @@ pub fn check_header(side: Side, header: &[u8]) -> Result<(u8, usize), FrameError
 
 /// A whole message could not be read.
 #[derive(Debug, Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The bytes are not a valid message.
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -201,7 +201,7 @@ pub enum ReadError {
 /// Reads one whole message into `buf` and splits it off; `None` when the
 /// stream ends first. For the few exchanges pgveil conducts itself
 /// (authentication, the role lookup), not for the relay path.
-pub async fn read_message<R: AsyncRead + Unpin>(
+pub(crate) async fn read_message<R: AsyncRead + Unpin>(
     r: &mut R,
     side: Side,
     buf: &mut BytesMut,

@@ -18,4 +18,6 @@ pub mod sqlstate;
 pub(crate) mod startup;
 pub mod tags;
 
-pub use frame::{read_message, Chunk, FrameError, Framer, ReadError, Side};
+pub use frame::{Chunk, Framer, Side};
+
+pub(crate) use frame::{read_message, FrameError, ReadError};

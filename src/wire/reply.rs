@@ -28,7 +28,7 @@ impl Severity {
 }
 
 /// The one-byte answer refusing SSLRequest and GSSENCRequest.
-pub const REFUSE_ENCRYPTION: &[u8] = b"N";
+pub(crate) const REFUSE_ENCRYPTION: &[u8] = b"N";
 
 /// Encodes an ErrorResponse.
 pub fn error(severity: Severity, code: &str, message: &str) -> Bytes {
@@ -60,7 +60,7 @@ pub fn error_field(frame: &[u8], code: u8) -> Option<&[u8]> {
 
 /// An ErrorResponse or NoticeResponse frame with only the fields whose
 /// codes are in `keep`, in their order.
-pub fn keep_fields(frame: &[u8], keep: &[u8]) -> Bytes {
+pub(crate) fn keep_fields(frame: &[u8], keep: &[u8]) -> Bytes {
     let mut body = Vec::with_capacity(frame.len());
     let fields = frame.get(5..).unwrap_or_default().split(|&b| b == 0);
     for field in fields.take_while(|field| !field.is_empty()) {
@@ -78,7 +78,7 @@ const SASL_REQUEST: i32 = 10;
 /// If `frame` is an AuthenticationSASL request, returns it with the
 /// `-PLUS` (channel binding) mechanisms removed: channel binding ties
 /// SCRAM to the TLS session, and a proxy sits between two sessions.
-pub fn strip_channel_binding(frame: &[u8]) -> Option<Bytes> {
+pub(crate) fn strip_channel_binding(frame: &[u8]) -> Option<Bytes> {
     let code = i32::from_be_bytes(frame.get(5..9)?.try_into().ok()?);
     if frame[0] != backend::AUTHENTICATION || code != SASL_REQUEST {
         return None;

@@ -37,7 +37,7 @@ struct Bound {
 
 /// Statement texts by prepared statement name and by portal.
 #[derive(Default)]
-pub struct Names {
+pub(crate) struct Names {
     statements: HashMap<String, Arc<StatementText>>,
     /// The unnamed portal, which most clients bind every statement to, has
     /// a slot of its own.
@@ -46,27 +46,27 @@ pub struct Names {
 }
 
 /// Makes the text of a statement pgveil did not see as it is sent.
-pub type MakeText<'m> = &'m dyn Fn(&str) -> Arc<StatementText>;
+pub(crate) type MakeText<'m> = &'m dyn Fn(&str) -> Arc<StatementText>;
 
 impl Names {
     /// The text of the prepared statement `name`, if known.
-    pub fn statement(&self, name: &str) -> Option<&Arc<StatementText>> {
+    pub(crate) fn statement(&self, name: &str) -> Option<&Arc<StatementText>> {
         self.statements.get(name)
     }
 
     /// A Parse of `name`.
-    pub fn parse(&mut self, name: &str, text: Arc<StatementText>) {
+    pub(crate) fn parse(&mut self, name: &str, text: Arc<StatementText>) {
         self.statements.insert(name.to_owned(), text);
     }
 
     /// A simple Query of `text` was sent.
-    pub fn query(&mut self, text: &StatementText, make: MakeText<'_>) {
+    pub(crate) fn query(&mut self, text: &StatementText, make: MakeText<'_>) {
         self.apply(text, make);
     }
 
     /// The text of the prepared statement `name`; for a statement pgveil
     /// never saw prepared, an `EXECUTE` of its name.
-    pub fn prepared(&self, name: &str, make: MakeText<'_>) -> Arc<StatementText> {
+    pub(crate) fn prepared(&self, name: &str, make: MakeText<'_>) -> Arc<StatementText> {
         match self.statements.get(name) {
             Some(text) => text.clone(),
             None => make(&format!("EXECUTE {}", quote(name))),
@@ -74,7 +74,13 @@ impl Names {
     }
 
     /// A Bind of `statement` to `portal`.
-    pub fn bind(&mut self, trail: &Trail, portal: &[u8], statement: &[u8], make: MakeText<'_>) {
+    pub(crate) fn bind(
+        &mut self,
+        trail: &Trail,
+        portal: &[u8],
+        statement: &[u8],
+        make: MakeText<'_>,
+    ) {
         let text = self.prepared(&String::from_utf8_lossy(statement), make);
         if portal.is_empty() {
             self.unnamed = Some(text);
@@ -87,7 +93,7 @@ impl Names {
 
     /// An Execute of `portal`: the text it runs, and what it does to the
     /// names is followed.
-    pub fn execute(
+    pub(crate) fn execute(
         &mut self,
         trail: &Trail,
         portal: &[u8],
@@ -115,7 +121,7 @@ impl Names {
     }
 
     /// A Close of a statement (`kind` `S`) or portal (`P`).
-    pub fn close(&mut self, kind: u8, name: &[u8]) {
+    pub(crate) fn close(&mut self, kind: u8, name: &[u8]) {
         if kind == target::STATEMENT {
             self.statements.remove(&*String::from_utf8_lossy(name));
         } else if name.is_empty() {

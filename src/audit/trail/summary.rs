@@ -21,7 +21,7 @@ use pg_query::protobuf::Token;
 use crate::audit::NormalizedStatement;
 
 /// What a record says of a text pgveil cannot read as SQL.
-pub const UNPARSED: &str = "<statement that does not parse>";
+pub(crate) const UNPARSED: &str = "<statement that does not parse>";
 
 /// One statement of a text, summarized.
 #[derive(Debug)]

@@ -25,13 +25,13 @@ use super::keys::{label, DataKey};
 use super::{CryptoError, KeyRef, Mode};
 
 /// The prefix of every pseudonym.
-pub const PSEUDONYM_PREFIX: &str = "pgvp_";
+pub(crate) const PSEUDONYM_PREFIX: &str = "pgvp_";
 /// How many bytes of the HMAC a pseudonym keeps.
 const PSEUDONYM_LEN: usize = 16;
 
 /// The ciphers of one data key version. Cheap to share: every method takes
 /// `&self`, and the type is `Send + Sync`.
-pub struct KeyCiphers {
+pub(crate) struct KeyCiphers {
     key_ref: KeyRef,
     gcm: Aes256Gcm,
     /// `Aes256Siv` needs `&mut self` (it reuses its CMAC state). One keyed
@@ -46,7 +46,7 @@ pub struct KeyCiphers {
 
 impl KeyCiphers {
     /// Derives the subkeys of `key`, which is `key_ref` in the keyring.
-    pub fn new(key: &DataKey, key_ref: KeyRef) -> Self {
+    pub(crate) fn new(key: &DataKey, key_ref: KeyRef) -> Self {
         let gcm_key: Zeroizing<[u8; 32]> = key.subkey(label::GCM);
         let hmac_key: Zeroizing<[u8; 32]> = key.subkey(label::PSEUDONYM);
         let siv_key: Zeroizing<[u8; 64]> = key.subkey(label::SIV);
@@ -60,13 +60,13 @@ impl KeyCiphers {
     }
 
     /// The key these ciphers belong to.
-    pub fn key_ref(&self) -> KeyRef {
+    pub(crate) fn key_ref(&self) -> KeyRef {
         self.key_ref
     }
 
     /// Encrypts `plaintext` for `domain`. Deterministic mode gives the same
     /// envelope for the same plaintext, domain and key.
-    pub fn encrypt(&self, domain: &str, mode: Mode, plaintext: &[u8]) -> Envelope {
+    pub(crate) fn encrypt(&self, domain: &str, mode: Mode, plaintext: &[u8]) -> Envelope {
         let header = Envelope::header(mode, self.key_ref);
         let aad = AssociatedData::new(&header, domain);
         let mut out = Zeroizing::new(Vec::with_capacity(
@@ -82,7 +82,7 @@ impl KeyCiphers {
 
     /// Decrypts an envelope of `domain` made with this key, in the
     /// envelope's own buffer.
-    pub fn decrypt(
+    pub(crate) fn decrypt(
         &self,
         domain: &str,
         envelope: Envelope,
@@ -105,7 +105,7 @@ impl KeyCiphers {
 
     /// `pgvp_` + lowercase hex of the first 16 bytes of
     /// HMAC-SHA256(pseudonym subkey, plaintext).
-    pub fn pseudonym(&self, plaintext: &[u8]) -> String {
+    pub(crate) fn pseudonym(&self, plaintext: &[u8]) -> String {
         let mut mac = self.pseudonym.clone();
         mac.update(plaintext);
         let digest = mac.finalize().into_bytes();

@@ -14,11 +14,11 @@ use base64::Engine;
 use super::{CryptoError, KeyRef, Mode};
 
 /// The first bytes of every binary envelope.
-pub const MAGIC: &[u8; 2] = b"PV";
+pub(crate) const MAGIC: &[u8; 2] = b"PV";
 /// The envelope format this pgveil writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub(crate) const FORMAT_VERSION: u8 = 1;
 /// The prefix of an envelope stored in a text column.
-pub const TEXT_PREFIX: &str = "pgv1:";
+pub(crate) const TEXT_PREFIX: &str = "pgv1:";
 /// How a `bytea` envelope starts when PostgreSQL prints it as text:
 /// `\x` followed by the hex of [`MAGIC`].
 const BYTEA_HEX_PREFIX: &[u8] = b"\\x5056";
@@ -84,7 +84,7 @@ impl Envelope {
     }
 
     /// The key the value was encrypted with.
-    pub fn key_ref(&self) -> KeyRef {
+    pub(crate) fn key_ref(&self) -> KeyRef {
         self.key_ref
     }
 
@@ -99,7 +99,7 @@ impl Envelope {
     }
 
     /// The text form, for text columns: `pgv1:` + URL-safe base64.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut text = String::with_capacity(TEXT_PREFIX.len() + self.bytes.len() * 4 / 3 + 3);
         text.push_str(TEXT_PREFIX);
         URL_SAFE_NO_PAD.encode_string(&self.bytes, &mut text);
@@ -108,7 +108,8 @@ impl Envelope {
 
     /// The binary form as PostgreSQL writes `bytea` in text format:
     /// `\x` + lowercase hex.
-    pub fn to_bytea_text(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn to_bytea_text(&self) -> String {
         format!("\\x{}", hex::encode(&self.bytes))
     }
 }
@@ -154,7 +155,7 @@ fn read_header(bytes: &[u8]) -> Result<(Mode, KeyRef), CryptoError> {
 /// so a decision made for the key can be found again by comparing them,
 /// without decoding. `None` if the field does not start like an envelope
 /// or is too short to hold a header.
-pub fn encoded_header(field: &[u8]) -> Option<&[u8]> {
+pub(crate) fn encoded_header(field: &[u8]) -> Option<&[u8]> {
     let len = match Form::of(field)? {
         Form::Text => TEXT_PREFIX.len() + HEADER_LEN / 3 * 4,
         Form::ByteaHex => 2 + 2 * HEADER_LEN,
@@ -167,13 +168,13 @@ pub fn encoded_header(field: &[u8]) -> Option<&[u8]> {
 /// The first four bytes of every binary envelope of `mode`: magic, format
 /// version and mode. The database's ciphertext guards on `bytea` columns
 /// compare them (see [`crate::protect::guard`]).
-pub fn mode_prefix(mode: Mode) -> [u8; 4] {
+pub(crate) fn mode_prefix(mode: Mode) -> [u8; 4] {
     [MAGIC[0], MAGIC[1], FORMAT_VERSION, mode.to_byte()]
 }
 
 /// The length of the shortest binary envelope of `mode` (of an empty
 /// plaintext): the header, and the nonce and tag or the synthetic IV.
-pub fn min_len(mode: Mode) -> usize {
+pub(crate) fn min_len(mode: Mode) -> usize {
     HEADER_LEN
         + match mode {
             Mode::Randomized => NONCE_LEN + TAG_LEN,
@@ -188,7 +189,7 @@ pub fn min_len(mode: Mode) -> usize {
 /// four of the key id, then URL-safe base64 to the end, at least as long
 /// as the shortest envelope of the mode ([`min_len`]) needs. The
 /// database's ciphertext guards on text columns use it.
-pub fn text_pattern(mode: Mode) -> String {
+pub(crate) fn text_pattern(mode: Mode) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = u32::from_be_bytes(mode_prefix(mode));
     let whole: String = (0..5)
@@ -206,7 +207,7 @@ pub fn text_pattern(mode: Mode) -> String {
 /// read from the header alone: the decision of what a reader sees needs
 /// no more, and a value the reader may not see is never decoded further.
 /// `None` if the field does not start like an envelope.
-pub fn key_of(field: &[u8]) -> Option<KeyRef> {
+pub(crate) fn key_of(field: &[u8]) -> Option<KeyRef> {
     let mut header = [0u8; HEADER_LEN];
     match Form::of(field)? {
         Form::Text => {
@@ -229,7 +230,7 @@ pub fn key_of(field: &[u8]) -> Option<KeyRef> {
 /// it and in which format the server sent it. A revealed value is written
 /// in the same form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Form {
+pub(crate) enum Form {
     /// `pgv1:` + base64: a text column, in text or binary format.
     Text,
     /// `\x` + hex: a `bytea` column in text format.
@@ -244,7 +245,7 @@ pub enum Form {
 impl Form {
     /// The form a field would have if it were an envelope; `None` when it
     /// does not start like one. Compares at most three prefixes.
-    pub fn of(field: &[u8]) -> Option<Form> {
+    pub(crate) fn of(field: &[u8]) -> Option<Form> {
         if field.starts_with(TEXT_PREFIX.as_bytes()) {
             Some(Form::Text)
         } else if field.starts_with(BYTEA_HEX_PREFIX) {
@@ -264,7 +265,7 @@ impl Form {
 /// Whether a text-format field starts like an envelope: `pgv1:` (text
 /// column) or `\x5056` or `PV\001` (`bytea` column). Only compares
 /// prefixes.
-pub fn looks_encrypted_text(field: &[u8]) -> bool {
+pub(crate) fn looks_encrypted_text(field: &[u8]) -> bool {
     Form::of(field).is_some_and(|form| form != Form::Binary)
 }
 
@@ -272,13 +273,13 @@ pub fn looks_encrypted_text(field: &[u8]) -> bool {
 /// envelope (see [`Form::of`]), an error if it does but is not a valid
 /// one. A text envelope may be followed by spaces, as a `char(n)` column
 /// pads it.
-pub fn parse_field(field: &[u8]) -> Result<Option<(Envelope, Form)>, CryptoError> {
+pub(crate) fn parse_field(field: &[u8]) -> Result<Option<(Envelope, Form)>, CryptoError> {
     parse_field_into(field, Vec::new())
 }
 
 /// [`parse_field`], decoding into `buf` (emptied first), so that a caller
 /// reading many values can reuse one allocation.
-pub fn parse_field_into(
+pub(crate) fn parse_field_into(
     field: &[u8],
     mut buf: Vec<u8>,
 ) -> Result<Option<(Envelope, Form)>, CryptoError> {

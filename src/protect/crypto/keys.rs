@@ -20,7 +20,7 @@ use super::{fill_random, RandomError};
 const KEY_LEN: usize = 32;
 
 /// The environment variable holding the base64 master key.
-pub const MASTER_KEY_ENV: &str = "PGVEIL_MASTER_KEY";
+pub(crate) const MASTER_KEY_ENV: &str = "PGVEIL_MASTER_KEY";
 
 /// HKDF `info` labels, one per subkey use, so no two uses share a key.
 pub(crate) mod label {
@@ -91,12 +91,13 @@ pub enum MasterKeyError {
 impl MasterKey {
     /// Parses base64 text (standard alphabet); trailing whitespace is
     /// ignored.
-    pub fn from_base64(text: &str) -> Result<Self, MasterKeyError> {
+    #[cfg(test)]
+    pub(crate) fn from_base64(text: &str) -> Result<Self, MasterKeyError> {
         Self::parse(text.as_bytes(), KeySource::Text)
     }
 
     /// Reads the key from `PGVEIL_MASTER_KEY`.
-    pub fn from_env() -> Result<Self, MasterKeyError> {
+    pub(crate) fn from_env() -> Result<Self, MasterKeyError> {
         let value = std::env::var_os(MASTER_KEY_ENV).ok_or(MasterKeyError::NotSet)?;
         let text = Zeroizing::new(value.into_encoded_bytes());
         Self::parse(&text, KeySource::Env)
@@ -147,11 +148,11 @@ impl fmt::Debug for MasterKey {
 
 /// One version of a domain's key: 32 random bytes, stored wrapped by the
 /// master key. It is never used directly, only through derived subkeys.
-pub struct DataKey(Zeroizing<[u8; KEY_LEN]>);
+pub(crate) struct DataKey(Zeroizing<[u8; KEY_LEN]>);
 
 impl DataKey {
     /// A new random key.
-    pub fn generate() -> Result<Self, RandomError> {
+    pub(crate) fn generate() -> Result<Self, RandomError> {
         let mut bytes = Zeroizing::new([0; KEY_LEN]);
         fill_random(bytes.as_mut())?;
         Ok(Self(bytes))

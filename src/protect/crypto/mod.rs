@@ -52,12 +52,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use cipher::{KeyCiphers, PSEUDONYM_PREFIX};
-pub use envelope::{
-    encoded_header, key_of, looks_encrypted_text, min_len, mode_prefix, parse_bytes, parse_field,
-    parse_field_into, parse_text, text_pattern, Envelope, Form, FORMAT_VERSION, MAGIC, TEXT_PREFIX,
+pub(crate) use cipher::KeyCiphers;
+#[cfg(test)]
+pub(crate) use envelope::TEXT_PREFIX;
+pub(crate) use envelope::{
+    encoded_header, key_of, min_len, mode_prefix, parse_field_into, text_pattern, Envelope, Form,
 };
-pub use keys::{DataKey, KeySource, MasterKey, MasterKeyError, MASTER_KEY_ENV};
+pub use envelope::{parse_bytes, parse_text};
+pub use keys::MasterKey;
+pub(crate) use keys::{DataKey, MasterKeyError};
 
 pub(crate) use cipher::{gcm_open, gcm_seal_into, hmac_sha256};
 

@@ -47,7 +47,7 @@ use crate::protect::crypto::{
 use file::{read_file, write_atomically, KeyringFile, Unwrapper};
 
 /// The reserved domain holding the audit keys.
-pub const AUDIT_DOMAIN: &str = "pgveil.audit";
+pub(crate) const AUDIT_DOMAIN: &str = "pgveil.audit";
 
 /// The keyring file format this pgveil reads and writes.
 const FORMAT: u32 = 1;
@@ -315,7 +315,7 @@ impl Keyring {
     }
 
     /// Fails, naming each one, if any of `domains` has no key.
-    pub fn require_domains(&self, domains: &[String]) -> Result<(), KeyringError> {
+    pub(crate) fn require_domains(&self, domains: &[String]) -> Result<(), KeyringError> {
         let mut missing: Vec<String> = Vec::new();
         for domain in domains {
             validate_domain(domain)?;
@@ -354,7 +354,7 @@ impl Keyring {
     }
 
     /// Encrypts into the binary form, for `bytea` columns.
-    pub fn encrypt_bytes(
+    pub(crate) fn encrypt_bytes(
         &self,
         domain: &str,
         mode: Mode,
@@ -375,7 +375,7 @@ impl Keyring {
     }
 
     /// The ciphers of key `key` of `domain`, which open its envelopes.
-    pub fn ciphers(&self, domain: &str, key: KeyRef) -> Result<&KeyCiphers, CryptoError> {
+    pub(crate) fn ciphers(&self, domain: &str, key: KeyRef) -> Result<&KeyCiphers, CryptoError> {
         self.keys(domain)?
             .iter()
             .find(|k| k.key_ref() == key)
@@ -399,7 +399,7 @@ impl Keyring {
     }
 
     /// The key pair that signs audit files.
-    pub fn audit_signing_key(&self) -> Result<&Ed25519KeyPair, KeyringError> {
+    pub(crate) fn audit_signing_key(&self) -> Result<&Ed25519KeyPair, KeyringError> {
         self.audit_signing
             .as_ref()
             .ok_or_else(|| self.no_audit_key(KeyKind::Signing))
@@ -418,7 +418,7 @@ impl Keyring {
     }
 
     /// The key ids and versions of a domain (none if it has no key).
-    pub fn key_refs(&self, domain: &str) -> impl Iterator<Item = KeyRef> + '_ {
+    pub(crate) fn key_refs(&self, domain: &str) -> impl Iterator<Item = KeyRef> + '_ {
         self.domains
             .get(domain)
             .into_iter()

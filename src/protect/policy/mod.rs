@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use mask::{Mask, MaskError};
+pub(crate) use mask::{Mask, MaskError};
 
 use file::Entry;
 pub(crate) use mention::TableMentions;
@@ -147,13 +147,13 @@ impl ColumnPolicy {
     }
 
     /// Whether plaintext may be shown under this declared purpose.
-    pub fn allows_purpose(&self, purpose: Option<&str>) -> bool {
+    pub(crate) fn allows_purpose(&self, purpose: Option<&str>) -> bool {
         self.purposes.is_empty()
             || purpose.is_some_and(|p| self.purposes.iter().any(|allowed| allowed == p))
     }
 
     /// `schema.table.column`.
-    pub fn qualified_name(&self) -> String {
+    pub(crate) fn qualified_name(&self) -> String {
         qualified_name(&self.schema, &self.table, &self.column)
     }
 }
@@ -282,7 +282,7 @@ impl Policy {
     }
 
     /// Loads every `*.toml` file in `dir`, sorted by name.
-    pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
+    pub(crate) fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
         let read_error = |source| PolicyError::Read {
             path: dir.into(),
             source,
@@ -311,12 +311,16 @@ impl Policy {
     }
 
     /// Whether any column of this table is protected.
-    pub fn is_protected_table(&self, schema: &str, table: &str) -> bool {
+    pub(crate) fn is_protected_table(&self, schema: &str, table: &str) -> bool {
         self.table_columns(schema, table).is_some()
     }
 
     /// The protected columns of a table, by column name.
-    pub fn columns_of(&self, schema: &str, table: &str) -> impl Iterator<Item = &ColumnPolicy> {
+    pub(crate) fn columns_of(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> impl Iterator<Item = &ColumnPolicy> {
         self.table_columns(schema, table)
             .into_iter()
             .flat_map(BTreeMap::values)
@@ -348,7 +352,7 @@ impl Policy {
     /// Whether `sql` may mention a protected table: a fast check with no
     /// false negatives, so that a statement for which it is false can be
     /// relayed unparsed. See the `mention` module for why it is safe.
-    pub fn mentions_protected_table(&self, sql: &str) -> bool {
+    pub(crate) fn mentions_protected_table(&self, sql: &str) -> bool {
         self.mentions.in_sql(sql)
     }
 
