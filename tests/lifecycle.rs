@@ -238,7 +238,7 @@ fn protected_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.toml");
     let out = pgveil().args(["keys", "new-master"]).output().unwrap();
-    std::fs::write(dir.join("master.key"), &out.stdout).unwrap();
+    common::write_private(&dir.join("master.key"), &out.stdout);
     let out = pgveil()
         .args(["keys", "init", "--policy"])
         .arg(&policy)
@@ -263,23 +263,38 @@ fn protected_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir, config)
 }
 
-/// `pgveil serve` with `config`, expected to refuse to start.
+/// `pgveil serve` with `config`, expected to refuse to start: its error
+/// output. A serve that starts instead is stopped and the test fails,
+/// rather than waiting on it for ever.
 fn refused_start(config: &std::path::Path, env: &[(&str, &str)]) -> String {
-    let out = pgveil()
+    let mut child = pgveil()
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .envs(env.iter().copied())
         .env_remove("PGVEIL_MASTER_KEY")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "pgveil serve started with {} instead of refusing",
+                config.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{status:?}: {stderr}");
+    stderr
 }
 
 #[test]
@@ -288,10 +303,24 @@ fn serve_refuses_to_start_without_the_right_keys_or_with_a_bad_policy() {
     // Wrong master key.
     let right = std::fs::read(dir.join("master.key")).unwrap();
     let out = pgveil().args(["keys", "new-master"]).output().unwrap();
-    std::fs::write(dir.join("master.key"), &out.stdout).unwrap();
+    common::write_private(&dir.join("master.key"), &out.stdout);
     let stderr = refused_start(&config, &[]);
     assert!(stderr.contains("master key does not match"), "{stderr}");
-    std::fs::write(dir.join("master.key"), right).unwrap();
+    common::write_private(&dir.join("master.key"), &right);
+    // The right key, in a file others can read: refused, as ssh refuses
+    // such a private key, with what to do.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("master.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let stderr = refused_start(&config, &[]);
+        assert!(
+            stderr.contains("can be read by group or others (mode 0644)")
+                && stderr.contains(&format!("chmod 600 {}", key.display())),
+            "{stderr}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     // No master key at all.
     let text = std::fs::read_to_string(&config).unwrap();
     let without = dir.join("no-master.toml");

@@ -68,7 +68,7 @@ pub fn prepared() -> &'static KeyFiles {
             _dir: dir,
         };
         let (master, text) = MasterKey::generate().unwrap();
-        std::fs::write(&files.master_key, text.as_bytes()).unwrap();
+        super::write_private(&files.master_key, text.as_bytes());
         Keyring::init(&files.keyring, &master, &load_policy().domains()).unwrap();
         files
     })

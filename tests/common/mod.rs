@@ -348,6 +348,14 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|db| db.code().code())
 }
 
+/// Writes a secret file (a master key) readable by its owner only, as
+/// pgveil requires of a master key file.
+pub fn write_private(path: &std::path::Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub fn free_port() -> u16 {
     pgveil::ops::cluster::free_port().unwrap()
 }

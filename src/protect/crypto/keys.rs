@@ -58,12 +58,26 @@ impl fmt::Display for KeySource {
 /// A master key that cannot be had.
 #[derive(Debug, Error)]
 pub enum MasterKeyError {
+    /// Neither the environment variable nor a file gives one.
     #[error(
         "no master key: set {MASTER_KEY_ENV} to the base64 of 32 random bytes, \
          or configure a master key file"
     )]
-    /// Neither the environment variable nor a file gives one.
     NotSet,
+    /// The key file can be read by other users than its owner.
+    #[error(
+        "master key file {} can be read by group or others (mode {mode:04o}): \
+         anyone who can read it can decrypt every protected column; \
+         run `chmod 600 {}` (or `chmod 400`) and keep it owned by the user pgveil runs as",
+        path.display(),
+        path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The key file cannot be read.
     #[error("cannot read master key file {path}: {source}")]
     Read {
@@ -103,8 +117,11 @@ impl MasterKey {
         Self::parse(&text, KeySource::Env)
     }
 
-    /// Reads the key from a file holding its base64 text.
+    /// Reads the key from a file holding its base64 text. As ssh does
+    /// for a private key, a file that group or others may read is refused
+    /// before it is read.
     pub fn from_file(path: &Path) -> Result<Self, MasterKeyError> {
+        refuse_exposed(path)?;
         let text = Zeroizing::new(std::fs::read(path).map_err(|source| MasterKeyError::Read {
             path: path.into(),
             source,
@@ -199,6 +216,30 @@ impl fmt::Debug for DataKey {
     }
 }
 
+/// Refuses a key file whose permissions let group or others read or
+/// write it (any of the bits 077), as ssh refuses such a private key.
+#[cfg(unix)]
+fn refuse_exposed(path: &Path) -> Result<(), MasterKeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path).map_err(|source| MasterKeyError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(MasterKeyError::Exposed {
+            path: path.into(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_exposed(_: &Path) -> Result<(), MasterKeyError> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,14 +293,21 @@ mod tests {
         assert!(matches!(err, MasterKeyError::NotSet), "{err}");
     }
 
+    /// Writes `text` to `path`, readable by its owner only.
+    fn write_private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     #[test]
     fn reads_key_file_and_names_it_in_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
-        std::fs::write(&path, format!("{KEY_TEXT}\n")).unwrap();
+        write_private(&path, &format!("{KEY_TEXT}\n"));
         assert!(MasterKey::from_file(&path).is_ok());
 
-        std::fs::write(&path, "!!!!\n").unwrap();
+        write_private(&path, "!!!!\n");
         let err = MasterKey::from_file(&path).unwrap_err().to_string();
         assert!(
             err.contains("in file") && err.contains("master.key"),
@@ -270,6 +318,33 @@ mod tests {
         let missing = dir.path().join("absent.key");
         let err = MasterKey::from_file(&missing).unwrap_err().to_string();
         assert!(err.starts_with("cannot read master key file"), "{err}");
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_unread() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        write_private(&path, &format!("{KEY_TEXT}\n"));
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = MasterKey::from_file(&path).unwrap_err();
+            assert!(
+                matches!(err, MasterKeyError::Exposed { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&format!("{mode:04o}")), "{text}");
+            assert!(
+                text.contains("chmod 600") && text.contains("master.key"),
+                "{text}"
+            );
+            assert!(!text.contains(KEY_TEXT), "{text}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(MasterKey::from_file(&path).is_ok(), "{mode:o}");
+        }
     }
 
     #[test]
