@@ -439,3 +439,82 @@ fn worker_threads_sets_the_session_threads() {
         assert_eq!(threads, workers);
     }
 }
+
+#[test]
+fn keys_list_shows_every_key_and_no_secret() {
+    let (dir, _config) = protected_setup("list");
+    let keyring = dir.join("keyring.toml");
+    let policy =
+        pgveil::protect::policy::Policy::load(&[
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.toml")
+        ])
+        .unwrap();
+    // No master key is needed: none is in the environment or named.
+    let table = pgveil()
+        .args(["keys", "list", "--keyring"])
+        .arg(&keyring)
+        .env_remove("PGVEIL_MASTER_KEY")
+        .output()
+        .unwrap();
+    common::assert_success("keys list", &table);
+    let table = String::from_utf8(table.stdout).unwrap();
+    let json = pgveil()
+        .args(["keys", "list", "--format", "json", "--keyring"])
+        .arg(&keyring)
+        .env_remove("PGVEIL_MASTER_KEY")
+        .output()
+        .unwrap();
+    common::assert_success("keys list --format json", &json);
+    let rows: Vec<serde_json::Value> = String::from_utf8(json.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Every domain of the policy, and the audit keys, at version 1, current.
+    let mut domains = policy.domains();
+    domains.push("pgveil.audit".into());
+    for domain in &domains {
+        let row = rows
+            .iter()
+            .find(|r| r["domain"] == domain.as_str() && r["kind"] == "data")
+            .unwrap_or_else(|| panic!("{domain} not listed: {rows:?}"));
+        assert_eq!(row["version"], 1, "{row}");
+        assert_eq!(row["current"], true, "{row}");
+        assert!(table
+            .lines()
+            .any(|l| l.starts_with(domain.as_str()) && l.ends_with("current")));
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r["domain"] == "pgveil.audit" && r["kind"] == "signing"));
+    assert_eq!(rows.len(), domains.len() + 1, "{rows:?}");
+    // No key material and no master key appears in either form.
+    let file = std::fs::read_to_string(&keyring).unwrap();
+    let master = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    let secrets: Vec<&str> = file
+        .lines()
+        .filter_map(|l| l.strip_prefix("wrapped = "))
+        .chain(
+            file.lines()
+                .filter_map(|l| l.strip_prefix("master_check = ")),
+        )
+        .map(|v| v.trim_matches('"'))
+        .chain([master.trim()])
+        .collect();
+    assert!(secrets.len() > domains.len(), "{file}");
+    for secret in secrets {
+        assert!(!table.contains(secret) && !rows.iter().any(|r| r.to_string().contains(secret)));
+    }
+    // A file that is not a keyring: a clear error, exit 2 (as every `keys` error).
+    let out = pgveil()
+        .args(["keys", "list", "--keyring"])
+        .arg(dir.join("pgveil.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pgveil keys: keyring") && stderr.contains("format"),
+        "{stderr}"
+    );
+}

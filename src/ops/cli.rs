@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::audit::{self, review, AuditKeys, AuditSink};
 use crate::ops::logging;
 use crate::protect::crypto::MasterKey;
-use crate::protect::keyring::Keyring;
+use crate::protect::keyring::{KeyKind, Keyring};
 use crate::protect::protection::{load_keyring, load_policy, Protection};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::server::Server;
@@ -136,6 +136,24 @@ enum KeysCommand {
     },
     /// Print a new random master key (base64 of 32 bytes).
     NewMaster,
+    /// List the keys of a keyring: domain, kind, version, id, when created
+    /// and which version new values are written with. Prints no secret and
+    /// needs no master key.
+    List {
+        /// Keyring file.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// `table` for people, `json` (one object per key) for tools.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+}
+
+/// How `keys list` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
 }
 
 #[derive(Args)]
@@ -339,6 +357,7 @@ fn keys(command: KeysCommand) -> ExitCode {
         KeysCommand::NewMaster => MasterKey::generate()
             .map(|(_, text)| println!("{}", text.as_str()))
             .map_err(|e| e.to_string()),
+        KeysCommand::List { keyring, format } => keys_list(&keyring, format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -365,6 +384,41 @@ fn keys_init(
     println!("{verb} keyring {}", keyring.display());
     for domain in &report.added {
         println!("  added key for domain {domain}");
+    }
+    Ok(())
+}
+
+fn keys_list(keyring: &std::path::Path, format: ListFormat) -> Result<(), String> {
+    let keys = Keyring::list(keyring).map_err(|e| e.to_string())?;
+    match format {
+        ListFormat::Json => {
+            for key in &keys {
+                println!("{}", serde_json::to_string(key).map_err(|e| e.to_string())?);
+            }
+        }
+        ListFormat::Table => {
+            let width = keys
+                .iter()
+                .map(|k| k.domain.len())
+                .max()
+                .unwrap_or(0)
+                .max(6);
+            println!(
+                "{:width$}  {:7}  {:>7}  {:>4}  {:20}  WRITES",
+                "DOMAIN", "KIND", "VERSION", "ID", "CREATED"
+            );
+            for key in &keys {
+                let kind = match key.kind {
+                    KeyKind::Data => "data",
+                    KeyKind::Signing => "signing",
+                };
+                let writes = if key.current { "current" } else { "older" };
+                println!(
+                    "{:width$}  {kind:7}  {:>7}  {:>4}  {:20}  {writes}",
+                    key.domain, key.version, key.id, key.created
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -59,6 +59,39 @@ pub(super) struct KeyEntry {
     wrapped: String,
 }
 
+impl KeyringFile {
+    /// What the file holds, without a secret: every key's kind, domain,
+    /// id, version and creation time, and whether it is the newest of its
+    /// domain and kind (the one new values are written with).
+    pub(super) fn listing(&self) -> Vec<super::KeyListing> {
+        let newest = |entries: &[KeyEntry], entry: &KeyEntry| {
+            entries
+                .iter()
+                .filter(|other| other.domain == entry.domain)
+                .all(|other| other.version <= entry.version)
+        };
+        let kinds = [
+            (KeyKind::Data, &self.keys),
+            (KeyKind::Signing, &self.signing_keys),
+        ];
+        let mut listing: Vec<super::KeyListing> = kinds
+            .into_iter()
+            .flat_map(|(kind, entries)| {
+                entries.iter().map(move |entry| super::KeyListing {
+                    kind,
+                    domain: entry.domain.clone(),
+                    id: entry.id,
+                    version: entry.version,
+                    created: entry.created.clone(),
+                    current: newest(entries, entry),
+                })
+            })
+            .collect();
+        listing.sort_by(|a, b| (&a.domain, a.kind, a.version).cmp(&(&b.domain, b.kind, b.version)));
+        listing
+    }
+}
+
 impl KeyEntry {
     pub(super) fn key_ref(&self) -> KeyRef {
         KeyRef {

@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::Serialize;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -53,7 +54,8 @@ pub(crate) const AUDIT_DOMAIN: &str = "pgveil.audit";
 const FORMAT: u32 = 1;
 
 /// The two kinds of wrapped key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     /// A 32-byte data key (`[[key]]`).
     Data,
@@ -77,6 +79,25 @@ impl fmt::Display for KeyKind {
             KeyKind::Signing => "signing key",
         })
     }
+}
+
+/// One key of a keyring, as `pgveil keys list` shows it: never its
+/// material.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyListing {
+    /// A data key or the audit signing key.
+    pub kind: KeyKind,
+    /// Its domain (`pgveil.audit` for the audit keys).
+    pub domain: String,
+    /// Its id, unique in the keyring; ciphertext names it.
+    pub id: u32,
+    /// Its version within the domain.
+    pub version: u32,
+    /// When it was created (RFC 3339, UTC).
+    pub created: String,
+    /// Whether it is the newest of its domain and kind: the one new values
+    /// are encrypted (or seals signed) with. Older versions still decrypt.
+    pub current: bool,
 }
 
 /// A keyring that cannot be read, written or used.
@@ -307,6 +328,15 @@ impl Keyring {
             audit_mac: audit_mac.map(|(_, key)| key),
             audit_signing: audit_signing.map(|(_, key)| key),
         })
+    }
+
+    /// The keys of the keyring file at `path`, without any secret: no
+    /// master key is needed and none is read. The listing is not a proof
+    /// of the file's integrity; [`Keyring::load`] checks that.
+    pub fn list(path: &Path) -> Result<Vec<KeyListing>, KeyringError> {
+        let file = read_file(path)?;
+        file.check_unique(path)?;
+        Ok(file.listing())
     }
 
     /// The file this keyring was loaded from.
