@@ -518,3 +518,87 @@ fn keys_list_shows_every_key_and_no_secret() {
         "{stderr}"
     );
 }
+
+#[test]
+fn keys_rewrap_moves_the_keyring_to_a_new_master_key_and_no_value_changes() {
+    use pgveil::protect::crypto::{MasterKey, Mode};
+    use pgveil::protect::keyring::Keyring;
+    let (dir, _config) = protected_setup("rewrap");
+    let keyring = dir.join("keyring.toml");
+    let old_key = dir.join("master.key");
+    let list = || {
+        let out = pgveil()
+            .args(["keys", "list", "--format", "json", "--keyring"])
+            .arg(&keyring)
+            .output()
+            .unwrap();
+        common::assert_success("keys list", &out);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before_list = list();
+    let before_file = std::fs::read_to_string(&keyring).unwrap();
+    let domain = "public.customers.email";
+    let stored = Keyring::load(&keyring, &MasterKey::from_file(&old_key).unwrap())
+        .unwrap()
+        .encrypt(domain, Mode::Randomized, b"li.wei@example.cn")
+        .unwrap();
+    let new_key = dir.join("new-master.key");
+    let out = pgveil().args(["keys", "new-master"]).output().unwrap();
+    common::write_private(&new_key, &out.stdout);
+    let rewrap = |current: &std::path::Path| {
+        pgveil()
+            .args(["keys", "rewrap", "--keyring"])
+            .arg(&keyring)
+            .arg("--master-key-file")
+            .arg(current)
+            .arg("--new-master-key-file")
+            .arg(&new_key)
+            .env_remove("PGVEIL_MASTER_KEY")
+            .output()
+            .unwrap()
+    };
+
+    // With the wrong current key: refused, the file untouched.
+    let out = rewrap(&new_key);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("master key does not match"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&keyring).unwrap(), before_file);
+
+    let out = rewrap(&old_key);
+    common::assert_success("keys rewrap", &out);
+    let after_file = std::fs::read_to_string(&keyring).unwrap();
+    // Every wrapped key and the master check changed; ids, versions and
+    // creation times did not.
+    let wrapped = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("wrapped = ") || l.starts_with("master_check = "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (old_wrapped, new_wrapped) = (wrapped(&before_file), wrapped(&after_file));
+    assert_eq!(old_wrapped.len(), new_wrapped.len());
+    assert!(
+        old_wrapped.iter().all(|w| !new_wrapped.contains(w)),
+        "{after_file}"
+    );
+    assert_eq!(list(), before_list);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keyring).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    // The new key opens it and reads what was stored before; the old no
+    // longer does.
+    let reopened = Keyring::load(&keyring, &MasterKey::from_file(&new_key).unwrap()).unwrap();
+    assert_eq!(
+        reopened.decrypt(domain, stored).unwrap().as_slice(),
+        b"li.wei@example.cn"
+    );
+    let err = Keyring::load(&keyring, &MasterKey::from_file(&old_key).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("master key does not match"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

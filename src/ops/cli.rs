@@ -136,6 +136,22 @@ enum KeysCommand {
     },
     /// Print a new random master key (base64 of 32 bytes).
     NewMaster,
+    /// Wrap the keyring's keys under a new master key: the same keys, so no
+    /// stored value changes. The current master key comes from
+    /// PGVEIL_MASTER_KEY or --master-key-file; afterwards point pgveil at the
+    /// new one.
+    Rewrap {
+        /// Keyring file, replaced atomically.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// File holding the current base64 master key.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+        /// File holding the new base64 master key (`pgveil keys new-master`),
+        /// readable by its owner only.
+        #[arg(long)]
+        new_master_key_file: PathBuf,
+    },
     /// List the keys of a keyring: domain, kind, version, id, when created
     /// and which version new values are written with. Prints no secret and
     /// needs no master key.
@@ -358,6 +374,11 @@ fn keys(command: KeysCommand) -> ExitCode {
             .map(|(_, text)| println!("{}", text.as_str()))
             .map_err(|e| e.to_string()),
         KeysCommand::List { keyring, format } => keys_list(&keyring, format),
+        KeysCommand::Rewrap {
+            keyring,
+            master_key_file,
+            new_master_key_file,
+        } => keys_rewrap(&keyring, master_key_file.as_deref(), &new_master_key_file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -374,11 +395,7 @@ fn keys_init(
     master_key_file: Option<&std::path::Path>,
 ) -> Result<(), String> {
     let policy = load_policy(policy).map_err(|e| e.to_string())?;
-    let master = match master_key_file {
-        Some(path) => MasterKey::from_file(path),
-        None => MasterKey::from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+    let master = master_key(master_key_file)?;
     let report = Keyring::init(keyring, &master, &policy.domains()).map_err(|e| e.to_string())?;
     let verb = if report.created { "created" } else { "updated" };
     println!("{verb} keyring {}", keyring.display());
@@ -386,6 +403,33 @@ fn keys_init(
         println!("  added key for domain {domain}");
     }
     Ok(())
+}
+
+fn keys_rewrap(
+    keyring: &std::path::Path,
+    master_key_file: Option<&std::path::Path>,
+    new_master_key_file: &std::path::Path,
+) -> Result<(), String> {
+    let old = master_key(master_key_file)?;
+    let new = MasterKey::from_file(new_master_key_file)
+        .map_err(|e| format!("the new master key: {e}"))?;
+    let count = Keyring::rewrap(keyring, &old, &new).map_err(|e| e.to_string())?;
+    println!(
+        "rewrapped {count} keys of {} under the master key in {}; \
+         give pgveil that key (master_key_file or PGVEIL_MASTER_KEY) before it next starts",
+        keyring.display(),
+        new_master_key_file.display()
+    );
+    Ok(())
+}
+
+/// The master key from `file`, or else from the environment.
+fn master_key(file: Option<&std::path::Path>) -> Result<MasterKey, String> {
+    match file {
+        Some(path) => MasterKey::from_file(path),
+        None => MasterKey::from_env(),
+    }
+    .map_err(|e| e.to_string())
 }
 
 fn keys_list(keyring: &std::path::Path, format: ListFormat) -> Result<(), String> {

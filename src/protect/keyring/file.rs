@@ -260,6 +260,42 @@ impl KeyringFile {
         Ok(added)
     }
 
+    /// The same keys wrapped under `new` instead of `old`: every entry is
+    /// unwrapped with `old` (any that does not unwrap stops it) and sealed
+    /// again under `new`, keeping its kind, domain, id, version and
+    /// creation time; the master check becomes `new`'s.
+    pub(super) fn rewrapped(
+        &self,
+        path: &Path,
+        old: &MasterKey,
+        new: &MasterKey,
+    ) -> Result<KeyringFile, KeyringError> {
+        self.check_master(path, old)?;
+        let unwrapper = Unwrapper::new(path, old);
+        let cipher = wrapping_cipher(new);
+        let rewrap = |kind: KeyKind, entries: &[KeyEntry]| -> Result<Vec<KeyEntry>, KeyringError> {
+            entries
+                .iter()
+                .map(|entry| {
+                    let secret = unwrapper.unwrap(kind, entry)?;
+                    Ok(seal_entry(
+                        &cipher,
+                        kind,
+                        &entry.domain,
+                        entry.key_ref(),
+                        &entry.created,
+                        &secret,
+                    ))
+                })
+                .collect()
+        };
+        Ok(KeyringFile {
+            keys: rewrap(KeyKind::Data, &self.keys)?,
+            signing_keys: rewrap(KeyKind::Signing, &self.signing_keys)?,
+            ..KeyringFile::new(new)
+        })
+    }
+
     fn next_id(&self) -> u32 {
         self.entries().map(|(_, e)| e.id).max().unwrap_or(0) + 1
     }
@@ -273,21 +309,35 @@ struct Wrapper {
 
 impl Wrapper {
     fn wrap(&self, kind: KeyKind, domain: &str, id: u32, secret: &[u8]) -> KeyEntry {
-        let key = KeyRef { id, version: 1 };
-        let mut sealed = Vec::new();
-        gcm_seal_into(
+        seal_entry(
             &self.cipher,
-            &wrap_aad(kind, domain, key),
+            kind,
+            domain,
+            KeyRef { id, version: 1 },
+            &self.created,
             secret,
-            &mut sealed,
-        );
-        KeyEntry {
-            domain: domain.into(),
-            id,
-            version: key.version,
-            created: self.created.clone(),
-            wrapped: STANDARD.encode(sealed),
-        }
+        )
+    }
+}
+
+/// A key entry holding `secret` sealed under `cipher`, bound to its kind,
+/// domain, id and version.
+fn seal_entry(
+    cipher: &Aes256Gcm,
+    kind: KeyKind,
+    domain: &str,
+    key: KeyRef,
+    created: &str,
+    secret: &[u8],
+) -> KeyEntry {
+    let mut sealed = Vec::new();
+    gcm_seal_into(cipher, &wrap_aad(kind, domain, key), secret, &mut sealed);
+    KeyEntry {
+        domain: domain.into(),
+        id: key.id,
+        version: key.version,
+        created: created.into(),
+        wrapped: STANDARD.encode(sealed),
     }
 }
 

@@ -339,6 +339,23 @@ impl Keyring {
         Ok(file.listing())
     }
 
+    /// Wraps the keyring at `path` under the master key `new` instead of
+    /// `old`: the same data and audit keys, so no stored value changes.
+    /// The result is opened with `new` before it replaces the file
+    /// (atomically, readable by its owner only); on any error the file is
+    /// left as it was.
+    pub fn rewrap(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<usize, KeyringError> {
+        let file = read_file(path)?;
+        file.check_unique(path)?;
+        let rewrapped = file.rewrapped(path, old, new)?;
+        Self::open(path, &rewrapped, new)?;
+        write_atomically(path, &rewrapped.to_text()).map_err(|source| KeyringError::Write {
+            path: path.into(),
+            source,
+        })?;
+        Ok(rewrapped.keys.len() + rewrapped.signing_keys.len())
+    }
+
     /// The file this keyring was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
