@@ -665,12 +665,7 @@ impl Served {
     }
 
     async fn connect(&self, user: &str) -> tokio_postgres::Client {
-        let (host, port) = self.addr.split_once(':').unwrap();
-        common::try_connect(&format!(
-            "host={host} port={port} user={user} password=pw dbname=postgres connect_timeout=10"
-        ))
-        .await
-        .unwrap()
+        common::connect_to(&self.addr, user).await
     }
 
     /// What pgveil logged so far.

@@ -12,6 +12,7 @@ use crate::protect::crypto::MasterKey;
 use crate::protect::keyring::{KeyKind, Keyring};
 use crate::protect::protection::{load_keyring, load_policy, Protection};
 use crate::proxy::config::{Config, LogFormat};
+use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::server::Server;
 
 /// Exit code for a configuration that cannot be used.
@@ -179,7 +180,7 @@ struct DemoArgs {
     listen: String,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ServeArgs {
     /// Configuration file (see pgveil.example.toml).
     #[arg(long, short)]
@@ -557,6 +558,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             },
             _ => server,
         };
+        tokio::spawn(reload_on_hangup(args.clone(), server.protection()));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -574,6 +576,48 @@ fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
 }
 
 /// Completes on SIGINT or SIGTERM.
+/// Reloads the policy, keyring and master key on each SIGHUP, for the
+/// sessions that start afterwards; a reload that fails keeps the protection
+/// in force. Without a handler SIGHUP would end the process.
+async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP, so it cannot reload the policy: {e}");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        match reload(&args, &slot) {
+            Ok(what) => {
+                tracing::info!("reloaded on SIGHUP: {what}; sessions that start now use it")
+            }
+            Err(e) => tracing::error!("reload refused, the policy in force stays: {e}"),
+        }
+    }
+}
+
+/// Reads the configuration again and, if its policy and keyring load,
+/// makes them the ones new sessions use.
+fn reload(args: &ServeArgs, slot: &ProtectionSlot) -> Result<&'static str, String> {
+    let config = args
+        .config()
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+    match (&config.policy, &config.keyring) {
+        (Some(policy), Some(keyring)) => {
+            let protection = Protection::load(policy, keyring, config.master_key_file.as_deref())
+                .map_err(|e| format!("cannot protect columns: {e}"))?;
+            slot.replace(protection);
+            Ok("policy and keyring")
+        }
+        _ if slot.is_protecting() => Err("the configuration names no policy and keyring any \
+             more; a reload never turns protection off (restart pgveil to do that)"
+            .into()),
+        _ => Ok("no policy, as before"),
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut term) = signal(SignalKind::terminate()) else {

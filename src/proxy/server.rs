@@ -21,6 +21,7 @@ use crate::audit::trail::AuditSetup;
 use crate::audit::{AuditConfig, AuditHandle};
 use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
+use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::session::{Services, Session};
 
 /// Pause after an accept error such as running out of file descriptors.
@@ -32,7 +33,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub struct Server {
     listener: TcpListener,
     config: Config,
-    veil: Option<Arc<Protection>>,
+    protection: ProtectionSlot,
     audit: Option<AuditSetup>,
 }
 
@@ -47,9 +48,14 @@ impl Server {
         Ok(Self {
             listener,
             config,
-            veil: veil.map(Arc::new),
+            protection: ProtectionSlot::new(veil),
             audit: None,
         })
+    }
+
+    /// The slot of the protection sessions start with, for reloading it.
+    pub fn protection(&self) -> ProtectionSlot {
+        self.protection.clone()
     }
 
     /// Records connections and statements in the audit log of `handle`,
@@ -77,7 +83,7 @@ impl Server {
         let audit = self.audit.as_ref().map(|audit| audit.handle.clone());
         let services = Arc::new(Services {
             config: self.config,
-            veil: self.veil,
+            protection: self.protection,
             audit: self.audit,
             close_all: CancellationToken::new(),
         });

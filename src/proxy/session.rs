@@ -24,6 +24,7 @@ use crate::protect::policy::Policy;
 use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
 use crate::proxy::relay::{self, End, Ending};
+use crate::proxy::reload::ProtectionSlot;
 use crate::read::tap::ServerTap;
 use crate::session::catalog::{Catalog, CatalogError};
 use crate::session::ledger::Ledger;
@@ -90,8 +91,9 @@ impl StartError {
 /// What every session shares: settings, protection, the audit log.
 pub(super) struct Services {
     pub config: Config,
-    /// The policy and keys, when columns are protected.
-    pub veil: Option<Arc<Protection>>,
+    /// The policy and keys sessions start with, when columns are
+    /// protected.
+    pub protection: ProtectionSlot,
     /// The audit log, when audit is on.
     pub audit: Option<AuditSetup>,
     /// Cancelled when pgveil must close every session now.
@@ -103,6 +105,8 @@ pub(super) struct Session {
     id: u64,
     client: TcpStream,
     peer: SocketAddr,
+    /// The protection in force when the session started, kept to its end.
+    veil: Option<Arc<Protection>>,
     services: Arc<Services>,
     /// The database and role, once the client has named them.
     login: Option<Login>,
@@ -119,6 +123,7 @@ impl Session {
             id,
             client,
             peer,
+            veil: services.protection.current(),
             services,
             login: None,
         }
@@ -293,7 +298,7 @@ impl Session {
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
-        let greeting = match self.services.veil.clone() {
+        let greeting = match self.veil.clone() {
             Some(veil) => {
                 self.greet(&mut upstream, &mut from_server, &veil.policy)
                     .await?
@@ -392,12 +397,7 @@ impl Session {
         );
 
         let upward = async {
-            let mut tap = ClientTap::new(
-                self.services.veil.as_deref(),
-                &shared,
-                &catalog,
-                trail.as_ref(),
-            );
+            let mut tap = ClientTap::new(self.veil.as_deref(), &shared, &catalog, trail.as_ref());
             let outcome = relay::relay(
                 Side::Frontend,
                 &mut client_rx,
@@ -412,7 +412,7 @@ impl Session {
         };
         let downward = async {
             let mut tap = ServerTap::new(
-                self.services.veil.as_deref(),
+                self.veil.as_deref(),
                 &shared,
                 &catalog.roles,
                 &catalog.attributes,

@@ -356,6 +356,17 @@ pub fn write_private(path: &std::path::Path, contents: impl AsRef<[u8]>) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// A client of the pgveil listening at `addr` (`IP:PORT`), as `user` with
+/// the password every test user has.
+pub async fn connect_to(addr: &str, user: &str) -> tokio_postgres::Client {
+    let (host, port) = addr.split_once(':').unwrap();
+    try_connect(&format!(
+        "host={host} port={port} user={user} password=pw dbname=postgres connect_timeout=10"
+    ))
+    .await
+    .unwrap()
+}
+
 pub fn free_port() -> u16 {
     pgveil::ops::cluster::free_port().unwrap()
 }
