@@ -37,10 +37,12 @@ impl Served {
             &config,
             format!(
                 "listen = {addr:?}\nupstream = {:?}\nlog_format = \"json\"\n\
-                 policy = {policy:?}\nkeyring = {:?}\nmaster_key_file = {:?}\n",
+                 policy = {policy:?}\nkeyring = {:?}\nmaster_key_file = {:?}\n\
+                 [audit]\ndir = {:?}\n",
                 Cluster::shared().addr(),
                 files.keyring,
                 files.master_key,
+                dir.join("audit"),
             ),
         )
         .unwrap();
@@ -207,4 +209,41 @@ async fn sighup_reloads_the_policy_for_new_sessions_and_keeps_it_when_the_new_on
     send(&served.child, "-TERM");
     let status = served.child.wait().unwrap();
     assert!(status.success(), "{status}: {}", served.log());
+
+    // Each reload is in the audit log, applied or refused with why.
+    let (records, text) = common::audit_log(&served.dir.join("audit"));
+    let reloads: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["event"] == "reload").collect();
+    assert_eq!(reloads.len(), 4, "{text}");
+    let outcomes: Vec<&str> = reloads
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "F0000", "F0000", "ok"], "{text}");
+    assert!(reloads[0].get("reason").is_none(), "{text}");
+    assert!(
+        reloads[1]["reason"].as_str().unwrap().contains("nonsense"),
+        "{text}"
+    );
+    assert!(
+        reloads[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("never turns protection off"),
+        "{text}"
+    );
+    assert!(!text.contains(EMAIL));
+    // The log with its reload records verifies: chain and seals.
+    use base64::Engine;
+    let keyring = common::crm::keyring();
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(keyring.audit_public_key_base64().unwrap())
+        .unwrap();
+    let report = pgveil::audit::verify(
+        &served.dir.join("audit"),
+        Some(keyring.audit_mac_key().unwrap()),
+        &public,
+    )
+    .unwrap();
+    assert!(report.records >= 4, "{report:?}");
 }

@@ -83,6 +83,16 @@ pub enum AuditRecord {
     /// Records the log could not take: it says so in the chain rather
     /// than leave a silent hole.
     Gap(GapRecord),
+    /// pgveil was asked (SIGHUP) to load its policy and keyring again.
+    Reload {
+        time: Timestamp,
+        /// `ok`: sessions starting from then on use the new policy; an
+        /// error: the policy in force stays.
+        outcome: Outcome,
+        /// Why it was refused; absent when it was applied.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Which connection, from where.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::{self, review, AuditKeys, AuditSink};
+use crate::audit::{
+    self, review, AuditHandle, AuditKeys, AuditRecord, AuditSink, Outcome, SqlState, Timestamp,
+};
 use crate::ops::logging;
 use crate::protect::crypto::MasterKey;
 use crate::protect::keyring::{KeyKind, Keyring};
@@ -14,6 +16,7 @@ use crate::protect::protection::{load_keyring, load_policy, Protection};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::server::Server;
+use crate::wire::sqlstate::CONFIG_FILE_ERROR;
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
@@ -548,17 +551,17 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
-        let server = match (&config.audit, audit_keys) {
+        let (server, audit) = match (&config.audit, audit_keys) {
             (Some(audit), Some(keys)) => match AuditSink::start(audit, keys) {
-                Ok((handle, _writer)) => server.with_audit(handle, audit),
+                Ok((handle, _writer)) => (server.with_audit(handle.clone(), audit), Some(handle)),
                 Err(e) => {
                     tracing::error!("cannot open the audit log: {e}");
                     return ExitCode::from(EXIT_FAILURE);
                 }
             },
-            _ => server,
+            _ => (server, None),
         };
-        tokio::spawn(reload_on_hangup(args.clone(), server.protection()));
+        tokio::spawn(reload_on_hangup(args.clone(), server.protection(), audit));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -578,8 +581,9 @@ fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
 /// Completes on SIGINT or SIGTERM.
 /// Reloads the policy, keyring and master key on each SIGHUP, for the
 /// sessions that start afterwards; a reload that fails keeps the protection
-/// in force. Without a handler SIGHUP would end the process.
-async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot) {
+/// in force. Each reload, applied or refused, is an audit record. Without a
+/// handler SIGHUP would end the process.
+async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot, audit: Option<AuditHandle>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => hangup,
@@ -589,11 +593,29 @@ async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot) {
         }
     };
     while hangup.recv().await.is_some() {
-        match reload(&args, &slot) {
+        let reason = match reload(&args, &slot) {
             Ok(what) => {
-                tracing::info!("reloaded on SIGHUP: {what}; sessions that start now use it")
+                tracing::info!("reloaded on SIGHUP: {what}; sessions that start now use it");
+                None
             }
-            Err(e) => tracing::error!("reload refused, the policy in force stays: {e}"),
+            Err(e) => {
+                tracing::error!("reload refused, the policy in force stays: {e}");
+                Some(e)
+            }
+        };
+        if let Some(audit) = &audit {
+            let outcome = match reason {
+                None => Outcome::Ok,
+                Some(_) => Outcome::Error(SqlState::new(CONFIG_FILE_ERROR).expect("a valid code")),
+            };
+            let record = AuditRecord::Reload {
+                time: Timestamp::now(),
+                outcome,
+                reason,
+            };
+            if let Err(e) = audit.record(record) {
+                tracing::error!("the reload could not be recorded in the audit log: {e}");
+            }
         }
     }
 }

@@ -35,5 +35,8 @@ pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// `io_error`: the audit log cannot record, so nothing is revealed.
 pub const IO_ERROR: &str = "58030";
+/// `config_file_error`: a configuration or policy that cannot be loaded
+/// (a refused reload, in the audit log).
+pub const CONFIG_FILE_ERROR: &str = "F0000";
 /// `internal_error`: pgveil cannot be sure of what it would do.
 pub const INTERNAL_ERROR: &str = "XX000";

@@ -14,6 +14,7 @@ pub(crate) enum EventKind {
     Statement,
     Alert,
     Gap,
+    Reload,
 }
 
 impl EventKind {
@@ -25,6 +26,7 @@ impl EventKind {
             AuditRecord::Statement(_) => EventKind::Statement,
             AuditRecord::Alert(_) => EventKind::Alert,
             AuditRecord::Gap(_) => EventKind::Gap,
+            AuditRecord::Reload { .. } => EventKind::Reload,
         }
     }
 
@@ -36,6 +38,7 @@ impl EventKind {
             EventKind::Statement => "statement",
             EventKind::Alert => "alert",
             EventKind::Gap => "gap",
+            EventKind::Reload => "reload",
         }
     }
 }
@@ -224,6 +227,7 @@ impl<'a> Facts<'a> {
                 facts.connection = Some(peer.connection);
                 facts.rows = Some(*rows);
             }
+            AuditRecord::Reload { outcome, .. } => facts.outcome = Some(*outcome),
             AuditRecord::Statement(s) => {
                 facts.connection = Some(s.session.peer.connection);
                 facts.role = Some(&s.session.login.role);
@@ -284,7 +288,8 @@ pub(super) fn time_of(record: &AuditRecord) -> Timestamp {
     match record {
         AuditRecord::Connect { time, .. }
         | AuditRecord::Authentication { time, .. }
-        | AuditRecord::Disconnect { time, .. } => *time,
+        | AuditRecord::Disconnect { time, .. }
+        | AuditRecord::Reload { time, .. } => *time,
         AuditRecord::Statement(s) => s.time,
         AuditRecord::Alert(alert) => alert.time,
         AuditRecord::Gap(gap) => gap.time,

@@ -144,7 +144,9 @@ impl Report {
             AuditRecord::Statement(statement) => self.add_statement(&statement),
             AuditRecord::Alert(alert) => self.alerts.push(alert),
             AuditRecord::Gap(gap) => self.totals.lost += gap.lost,
-            AuditRecord::Authentication { .. } | AuditRecord::Disconnect { .. } => {}
+            AuditRecord::Authentication { .. }
+            | AuditRecord::Disconnect { .. }
+            | AuditRecord::Reload { .. } => {}
         }
     }
 

@@ -124,6 +124,11 @@ pub(super) fn detail(record: &AuditRecord) -> String {
             format!("over {} rows in {} s", alert.threshold, alert.window_secs)
         }
         AuditRecord::Gap(gap) => format!("{} records lost ({})", gap.lost, gap.cause.name()),
+        AuditRecord::Reload { reason: None, .. } => "policy and keyring reloaded".to_owned(),
+        AuditRecord::Reload {
+            reason: Some(reason),
+            ..
+        } => format!("reload refused: {reason}"),
     }
 }
 
