@@ -1,5 +1,5 @@
-//! The access audit log: one JSON line per connection event, statement and
-//! alert, in files that show whether they were altered.
+//! The access audit log: one JSON line per connection event, statement,
+//! alert and policy reload, in files that show whether they were altered.
 //!
 //! The data path hands [`AuditRecord`]s to an [`AuditHandle`], which never
 //! waits; a writer on its own thread ([`AuditSink`]) appends them to
