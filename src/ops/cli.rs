@@ -12,7 +12,7 @@ use crate::audit::{
 use crate::ops::logging;
 use crate::protect::crypto::MasterKey;
 use crate::protect::keyring::{KeyKind, Keyring};
-use crate::protect::protection::{load_keyring, load_policy, Protection};
+use crate::protect::protection::{load_keyring, load_policy, Protection, ProtectionError};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::server::Server;
@@ -399,7 +399,7 @@ fn keys_init(
     master_key_file: Option<&std::path::Path>,
 ) -> Result<(), String> {
     let policy = load_policy(policy).map_err(|e| e.to_string())?;
-    let master = master_key(master_key_file)?;
+    let master = MasterKey::load(master_key_file).map_err(|e| e.to_string())?;
     let report = Keyring::init(keyring, &master, &policy.domains()).map_err(|e| e.to_string())?;
     let verb = if report.created { "created" } else { "updated" };
     println!("{verb} keyring {}", keyring.display());
@@ -414,7 +414,7 @@ fn keys_rewrap(
     master_key_file: Option<&std::path::Path>,
     new_master_key_file: &std::path::Path,
 ) -> Result<(), String> {
-    let old = master_key(master_key_file)?;
+    let old = MasterKey::load(master_key_file).map_err(|e| e.to_string())?;
     let new = MasterKey::from_file(new_master_key_file)
         .map_err(|e| format!("the new master key: {e}"))?;
     let count = Keyring::rewrap(keyring, &old, &new).map_err(|e| e.to_string())?;
@@ -425,15 +425,6 @@ fn keys_rewrap(
         new_master_key_file.display()
     );
     Ok(())
-}
-
-/// The master key from `file`, or else from the environment.
-fn master_key(file: Option<&std::path::Path>) -> Result<MasterKey, String> {
-    match file {
-        Some(path) => MasterKey::from_file(path),
-        None => MasterKey::from_env(),
-    }
-    .map_err(|e| e.to_string())
 }
 
 fn keys_list(keyring: &std::path::Path, format: ListFormat) -> Result<(), String> {
@@ -522,13 +513,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let loaded = match (&config.policy, &config.keyring) {
-        (Some(policy), Some(keyring)) => {
-            Protection::load(policy, keyring, config.master_key_file.as_deref()).map(Some)
-        }
-        _ => Ok(None),
-    };
-    let veil = match loaded {
+    let veil = match configured_protection(&config) {
         Ok(veil) => veil,
         Err(e) => {
             eprintln!("pgveil: cannot protect columns: {e}");
@@ -626,17 +611,27 @@ fn reload(args: &ServeArgs, slot: &ProtectionSlot) -> Result<&'static str, Strin
     let config = args
         .config()
         .map_err(|e| format!("invalid configuration: {e}"))?;
-    match (&config.policy, &config.keyring) {
-        (Some(policy), Some(keyring)) => {
-            let protection = Protection::load(policy, keyring, config.master_key_file.as_deref())
-                .map_err(|e| format!("cannot protect columns: {e}"))?;
+    let protection =
+        configured_protection(&config).map_err(|e| format!("cannot protect columns: {e}"))?;
+    match protection {
+        Some(protection) => {
             slot.replace(protection);
             Ok("policy and keyring")
         }
-        _ if slot.is_protecting() => Err("the configuration names no policy and keyring any \
+        None if slot.is_protecting() => Err("the configuration names no policy and keyring any \
              more; a reload never turns protection off (restart pgveil to do that)"
             .into()),
-        _ => Ok("no policy, as before"),
+        None => Ok("no policy, as before"),
+    }
+}
+
+/// The policy and keyring `config` names, loaded; `None` without them.
+fn configured_protection(config: &Config) -> Result<Option<Protection>, ProtectionError> {
+    match (&config.policy, &config.keyring) {
+        (Some(policy), Some(keyring)) => {
+            Protection::load(policy, keyring, config.master_key_file.as_deref()).map(Some)
+        }
+        _ => Ok(None),
     }
 }
 

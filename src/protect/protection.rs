@@ -120,10 +120,7 @@ pub(crate) fn load_keyring(
     path: &Path,
     master_key_file: Option<&Path>,
 ) -> Result<Keyring, ProtectionError> {
-    let master = match master_key_file {
-        Some(file) => MasterKey::from_file(file)?,
-        None => MasterKey::from_env()?,
-    };
+    let master = MasterKey::load(master_key_file)?;
     Ok(Keyring::load(path, &master)?)
 }
 

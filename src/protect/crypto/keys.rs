@@ -129,6 +129,14 @@ impl MasterKey {
         Self::parse(&text, KeySource::File(path.into()))
     }
 
+    /// The key in `file` if one is given, else in the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, MasterKeyError> {
+        match file {
+            Some(path) => Self::from_file(path),
+            None => Self::from_env(),
+        }
+    }
+
     /// A new random key and its base64 text.
     pub fn generate() -> Result<(Self, Zeroizing<String>), RandomError> {
         let mut bytes = Zeroizing::new([0; KEY_LEN]);
