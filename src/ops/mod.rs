@@ -3,9 +3,11 @@
 //! - [`cli`]: the `pgveil` command (serve, keys, guard, audit, demo).
 //! - `logging`: the log subscriber, text or JSON.
 //! - `demo`: a throwaway cluster with the sample CRM, behind pgveil.
+//! - `maintenance`: pgveil's own connection to the upstream server.
 //! - [`cluster`]: throwaway PostgreSQL clusters, for the demo and tests.
 
 pub mod cli;
 pub mod cluster;
 pub(crate) mod demo;
 pub(crate) mod logging;
+pub(crate) mod maintenance;

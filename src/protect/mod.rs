@@ -9,9 +9,11 @@
 //!   columns in the database itself.
 //! - [`protection`]: the policy and keyring loaded together, as every
 //!   session uses them.
+//! - [`secret_file`]: files holding secrets, refused if others may read them.
 
 pub mod crypto;
 pub mod guard;
 pub mod keyring;
 pub mod policy;
 pub mod protection;
+pub mod secret_file;

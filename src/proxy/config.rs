@@ -53,6 +53,27 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// The access audit log (`[audit]`); off when absent.
     pub audit: Option<AuditConfig>,
+    /// The connection pgveil's own commands make to the upstream server
+    /// (`[maintenance]`): the policy check, `migrate`, `keys retire`.
+    pub maintenance: Option<MaintenanceConfig>,
+}
+
+/// `[maintenance]`: how pgveil itself logs in to the upstream server, to
+/// compare the policy with the schema (`pgveil policy check`, and `serve`
+/// at start and on reload) and to migrate stored values. Clients never use
+/// it. Unset values come from libpq's environment variables.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// The role; `PGUSER` when absent. `migrate` needs it to be able to
+    /// update the protected tables.
+    pub user: Option<String>,
+    /// The database holding the protected tables; `PGDATABASE`, else the
+    /// user's name, when absent.
+    pub database: Option<String>,
+    /// A file holding the password (readable by its owner only);
+    /// `PGPASSWORD` when absent.
+    pub password_file: Option<PathBuf>,
 }
 
 /// The most session threads accepted.
@@ -73,6 +94,7 @@ impl Default for Config {
             keyring: None,
             master_key_file: None,
             audit: None,
+            maintenance: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use super::{fill_random, RandomError};
+use crate::protect::secret_file::{read_private, SecretFileError};
 
 /// Length in bytes of a master key and of a data key.
 const KEY_LEN: usize = 32;
@@ -64,28 +65,9 @@ pub enum MasterKeyError {
          or configure a master key file"
     )]
     NotSet,
-    /// The key file can be read by other users than its owner.
-    #[error(
-        "master key file {} can be read by group or others (mode {mode:04o}): \
-         anyone who can read it can decrypt every protected column; \
-         run `chmod 600 {}` (or `chmod 400`) and keep it owned by the user pgveil runs as",
-        path.display(),
-        path.display()
-    )]
-    Exposed {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The key file cannot be read.
-    #[error("cannot read master key file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The key file cannot be read, or others than its owner may read it.
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     /// The key is not base64.
     #[error("the master key {origin} is not valid base64")]
     NotBase64 {
@@ -121,11 +103,7 @@ impl MasterKey {
     /// for a private key, a file that group or others may read is refused
     /// before it is read.
     pub fn from_file(path: &Path) -> Result<Self, MasterKeyError> {
-        refuse_exposed(path)?;
-        let text = Zeroizing::new(std::fs::read(path).map_err(|source| MasterKeyError::Read {
-            path: path.into(),
-            source,
-        })?);
+        let text = read_private(path, "master key")?;
         Self::parse(&text, KeySource::File(path.into()))
     }
 
@@ -224,30 +202,6 @@ impl fmt::Debug for DataKey {
     }
 }
 
-/// Refuses a key file whose permissions let group or others read or
-/// write it (any of the bits 077), as ssh refuses such a private key.
-#[cfg(unix)]
-fn refuse_exposed(path: &Path) -> Result<(), MasterKeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let metadata = std::fs::metadata(path).map_err(|source| MasterKeyError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(MasterKeyError::Exposed {
-            path: path.into(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn refuse_exposed(_: &Path) -> Result<(), MasterKeyError> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,7 +292,7 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = MasterKey::from_file(&path).unwrap_err();
             assert!(
-                matches!(err, MasterKeyError::Exposed { mode: m, .. } if m == mode),
+                matches!(err, MasterKeyError::File(SecretFileError::Exposed { mode: m, .. }) if m == mode),
                 "{mode:o}: {err}"
             );
             let text = err.to_string();
