@@ -464,6 +464,12 @@ impl Keyring {
         }
     }
 
+    /// The key new values of `domain` are encrypted with: its newest
+    /// version.
+    pub(crate) fn current_key(&self, domain: &str) -> Result<KeyRef, CryptoError> {
+        Ok(self.active(domain)?.key_ref())
+    }
+
     /// The key ids and versions of a domain (none if it has no key).
     pub(crate) fn key_refs(&self, domain: &str) -> impl Iterator<Item = KeyRef> + '_ {
         self.domains
