@@ -11,11 +11,13 @@ use crate::proxy::config::Config;
 use audit::{audit, AuditCommand};
 use guard::{guard, GuardArgs};
 use keys::{keys, KeysCommand};
+use policy::{policy, PolicyCommand};
 use serve::{serve, ServeArgs};
 
 mod audit;
 mod guard;
 mod keys;
+mod policy;
 mod serve;
 
 /// Exit code for a configuration that cannot be used.
@@ -43,6 +45,9 @@ enum Command {
     /// Manage the master key and the keyring.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Compare the column policy with the live database.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Check and read the access audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -66,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo(&args),
         Command::Keys(command) => keys(command),
         Command::Audit(command) => audit(command),
+        Command::Policy(command) => policy(command),
         Command::Guard(args) => guard(&args),
     }
 }

@@ -8,8 +8,8 @@ use clap::Args;
 
 use super::{shutdown_signal, with_workers, EXIT_CONFIG, EXIT_FAILURE};
 use crate::audit::{AuditHandle, AuditKeys, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
-use crate::ops::logging;
-use crate::protect::protection::{load_keyring, Protection, ProtectionError};
+use crate::ops::{check, logging};
+use crate::protect::protection::{load_keyring, load_policy, Protection, ProtectionError};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::server::Server;
@@ -59,13 +59,6 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let veil = match configured_protection(&config) {
-        Ok(veil) => veil,
-        Err(e) => {
-            eprintln!("pgveil: cannot protect columns: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let audit_keys = match audit_keys(&config) {
         Ok(keys) => keys,
         Err(e) => {
@@ -75,6 +68,17 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
     };
     logging::init(config.log_format, &config.log_level);
     with_workers(config.worker_threads, async {
+        if let Err(errors) = checked(&config).await {
+            eprintln!("pgveil: the policy does not fit the database:\n{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        let veil = match configured_protection(&config) {
+            Ok(veil) => veil,
+            Err(e) => {
+                eprintln!("pgveil: cannot protect columns: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
         let server = match Server::bind(config.clone(), veil).await {
             Ok(server) => server,
             Err(e) => {
@@ -96,6 +100,20 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Compares the configured policy with the database's schema (see
+/// [`check::before_serving`]) and logs its warnings; `Err` with the errors
+/// that make the policy unusable. A policy that does not load is left to
+/// [`configured_protection`] to report.
+async fn checked(config: &Config) -> Result<(), String> {
+    let Some(Ok(policy)) = config.policy.as_deref().map(load_policy) else {
+        return Ok(());
+    };
+    for warning in check::before_serving(config, &policy).await? {
+        tracing::warn!("policy check: {warning}");
+    }
+    Ok(())
 }
 
 /// The audit log's keys, when `[audit]` is configured.
@@ -123,7 +141,7 @@ async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot, audit: Option<A
         }
     };
     while hangup.recv().await.is_some() {
-        let reason = match reload(&args, &slot) {
+        let reason = match reload(&args, &slot).await {
             Ok(what) => {
                 tracing::info!("reloaded on SIGHUP: {what}; sessions that start now use it");
                 None
@@ -152,10 +170,13 @@ async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot, audit: Option<A
 
 /// Reads the configuration again and, if its policy and keyring load,
 /// makes them the ones new sessions use.
-fn reload(args: &ServeArgs, slot: &ProtectionSlot) -> Result<&'static str, String> {
+async fn reload(args: &ServeArgs, slot: &ProtectionSlot) -> Result<&'static str, String> {
     let config = args
         .config()
         .map_err(|e| format!("invalid configuration: {e}"))?;
+    checked(&config)
+        .await
+        .map_err(|errors| format!("the policy does not fit the database: {errors}"))?;
     let protection =
         configured_protection(&config).map_err(|e| format!("cannot protect columns: {e}"))?;
     match protection {
