@@ -39,7 +39,7 @@ impl RowCounts {
 
 /// Counts the values of `column` (whose type is of `kind`, `text` or
 /// `bytea`), given the key refs of its domain and the current one.
-pub(super) async fn count(
+pub(crate) async fn count(
     client: &Client,
     column: &ColumnPolicy,
     kind: &str,
