@@ -1,5 +1,5 @@
 //! What a reload replaces: the protection sessions start with. SIGHUP
-//! (`ops/cli.rs`) loads a new one into the slot; the server hands each
+//! (`ops/cli/serve.rs`) loads a new one into the slot; the server hands each
 //! new session what the slot holds then.
 
 use std::sync::{Arc, RwLock};
