@@ -8,12 +8,9 @@
 //!   and server taps until either side ends.
 //! - `relay` moves the messages of one direction, handing a tap the ones it
 //!   asks for.
-//! - [`reload`] holds the protection sessions start with, which SIGHUP
-//!   replaces.
 //! - [`config`] is what it all runs with (`pgveil.toml`).
 
 pub mod config;
 pub(crate) mod relay;
-pub mod reload;
 pub mod server;
 pub(crate) mod session;

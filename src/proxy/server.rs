@@ -21,8 +21,8 @@ use crate::audit::trail::AuditSetup;
 use crate::audit::{AuditConfig, AuditHandle};
 use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
-use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::session::{Services, Session};
+use crate::session::protection::ProtectionSlot;
 
 /// Pause after an accept error such as running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -21,13 +21,12 @@ use tracing::{debug, info, warn};
 use crate::audit::trail::{AuditSetup, Trail};
 use crate::audit::{AuditRecord, Login, Outcome, Peer, SqlState, Timestamp};
 use crate::protect::policy::Policy;
-use crate::protect::protection::Protection;
 use crate::proxy::config::Config;
 use crate::proxy::relay::{self, End, Ending};
-use crate::proxy::reload::ProtectionSlot;
 use crate::read::tap::ServerTap;
 use crate::session::catalog::{Catalog, CatalogError};
 use crate::session::ledger::Ledger;
+use crate::session::protection::{Adopted, ProtectionSlot};
 use crate::session::state::SessionState;
 use crate::text::encoding::ClientEncoding;
 use crate::wire::reply::{self, Severity};
@@ -106,7 +105,7 @@ pub(super) struct Session {
     client: TcpStream,
     peer: SocketAddr,
     /// The protection in force when the session started, kept to its end.
-    veil: Option<Arc<Protection>>,
+    veil: Option<Adopted>,
     services: Arc<Services>,
     /// The database and role, once the client has named them.
     login: Option<Login>,
@@ -123,7 +122,7 @@ impl Session {
             id,
             client,
             peer,
-            veil: services.protection.current(),
+            veil: Adopted::first(&services.protection),
             services,
             login: None,
         }
@@ -298,10 +297,13 @@ impl Session {
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
-        let greeting = match self.veil.clone() {
+        let greeting = match self.veil.take() {
             Some(veil) => {
-                self.greet(&mut upstream, &mut from_server, &veil.policy)
-                    .await?
+                let greeting = self
+                    .greet(&mut upstream, &mut from_server, &veil.protection().policy)
+                    .await;
+                self.veil = Some(veil);
+                greeting?
             }
             None => Greeting::default(),
         };
@@ -397,7 +399,13 @@ impl Session {
         );
 
         let upward = async {
-            let mut tap = ClientTap::new(self.veil.as_deref(), &shared, &catalog, trail.as_ref());
+            let mut tap = ClientTap::new(
+                self.veil.as_ref(),
+                &self.services.protection,
+                &shared,
+                &catalog,
+                trail.as_ref(),
+            );
             let outcome = relay::relay(
                 Side::Frontend,
                 &mut client_rx,
@@ -412,7 +420,8 @@ impl Session {
         };
         let downward = async {
             let mut tap = ServerTap::new(
-                self.veil.as_deref(),
+                self.veil.as_ref(),
+                &self.services.protection,
                 &shared,
                 &catalog.roles,
                 &catalog.attributes,

@@ -11,8 +11,8 @@ use crate::audit::{AuditHandle, AuditKeys, AuditRecord, AuditSink, Outcome, SqlS
 use crate::ops::{check, logging};
 use crate::protect::protection::{load_keyring, load_policy, Protection, ProtectionError};
 use crate::proxy::config::{Config, LogFormat};
-use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::server::Server;
+use crate::session::protection::ProtectionSlot;
 use crate::wire::sqlstate::CONFIG_FILE_ERROR;
 
 #[derive(Args, Clone)]
