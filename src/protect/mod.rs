@@ -9,9 +9,12 @@
 //!   columns in the database itself.
 //! - [`protection`]: the policy and keyring loaded together, as every
 //!   session uses them.
+//! - `secret_file`: the rule for files that hold secrets (the master key,
+//!   TLS private keys): readable by their owner only.
 
 pub mod crypto;
 pub mod guard;
 pub mod keyring;
 pub mod policy;
 pub mod protection;
+pub(crate) mod secret_file;

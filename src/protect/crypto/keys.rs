@@ -225,27 +225,19 @@ impl fmt::Debug for DataKey {
 }
 
 /// Refuses a key file whose permissions let group or others read or
-/// write it (any of the bits 077), as ssh refuses such a private key.
-#[cfg(unix)]
+/// write it, as ssh refuses such a private key.
 fn refuse_exposed(path: &Path) -> Result<(), MasterKeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let metadata = std::fs::metadata(path).map_err(|source| MasterKeyError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(MasterKeyError::Exposed {
+    match crate::protect::secret_file::exposed_mode(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(MasterKeyError::Exposed {
             path: path.into(),
             mode,
-        });
+        }),
+        Err(source) => Err(MasterKeyError::Read {
+            path: path.into(),
+            source,
+        }),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn refuse_exposed(_: &Path) -> Result<(), MasterKeyError> {
-    Ok(())
 }
 
 #[cfg(test)]
