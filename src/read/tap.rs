@@ -406,15 +406,11 @@ impl<'a> ServerTap<'a> {
         if self.copy_out.is_some() {
             return;
         }
-        if let Some(adopted) = self.adopted {
-            let newest = adopted.newest(self.slot);
-            if !std::ptr::eq(newest, adopted) {
-                self.adopted = Some(newest);
-                self.veil = Some(newest.protection());
-                self.revealer.forget_decisions();
-                self.shapes.rebind(&newest.protection().policy);
-                self.rows_shape = None;
-            }
+        if let Some(newest) = Adopted::follow(&mut self.adopted, self.slot) {
+            self.veil = Some(newest);
+            self.revealer.forget_decisions();
+            self.shapes.rebind(&newest.policy);
+            self.rows_shape = None;
         }
     }
 }

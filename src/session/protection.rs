@@ -86,6 +86,22 @@ impl Adopted {
         &self.protection
     }
 
+    /// Moves `adopted` on to the newest protection ([`Adopted::newest`]);
+    /// that protection when it is another one than before, for a tap to
+    /// switch to.
+    pub(crate) fn follow<'s>(
+        adopted: &mut Option<&'s Adopted>,
+        slot: &ProtectionSlot,
+    ) -> Option<&'s Protection> {
+        let current = (*adopted)?;
+        let newest = current.newest(slot);
+        if std::ptr::eq(newest, current) {
+            return None;
+        }
+        *adopted = Some(newest);
+        Some(newest.protection())
+    }
+
     /// The newest protection: this one if the slot has not changed since,
     /// else the one adopted after it, adopting what the slot holds now if
     /// no tap of the session has yet.

@@ -152,12 +152,8 @@ impl ClientTap<'_> {
         if self.copy.is_some() {
             return;
         }
-        if let Some(adopted) = self.adopted {
-            let newest = adopted.newest(self.slot);
-            if !std::ptr::eq(newest, adopted) {
-                self.adopted = Some(newest);
-                self.veil = Some(newest.protection());
-            }
+        if let Some(newest) = Adopted::follow(&mut self.adopted, self.slot) {
+            self.veil = Some(newest);
         }
     }
 }
