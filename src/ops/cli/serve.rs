@@ -13,6 +13,7 @@ use crate::protect::protection::{load_keyring, load_policy, Protection, Protecti
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::server::Server;
 use crate::proxy::tls::{Tls, TlsSlot};
+use crate::session::metrics::Metrics;
 use crate::session::protection::ProtectionSlot;
 use crate::wire::sqlstate::CONFIG_FILE_ERROR;
 
@@ -107,6 +108,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         let slots = Slots {
             protection: server.protection(),
             tls: server.tls(),
+            metrics: server.metrics(),
         };
         tokio::spawn(reload_on_hangup(args.clone(), slots, audit));
         server.run(shutdown_signal()).await;
@@ -139,10 +141,11 @@ fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
     Ok(Some(Arc::new(keys)))
 }
 
-/// What a reload replaces.
+/// What a reload replaces, and where it is counted.
 struct Slots {
     protection: ProtectionSlot,
     tls: TlsSlot,
+    metrics: Arc<Metrics>,
 }
 
 /// Reloads the policy, keyring, master key and TLS certificates on each
@@ -172,6 +175,7 @@ async fn reload_on_hangup(args: ServeArgs, slots: Slots, audit: Option<AuditHand
                 Some(e)
             }
         };
+        slots.metrics.reloaded(reason.is_none());
         if let Some(audit) = &audit {
             let outcome = match reason {
                 None => Outcome::Ok,
