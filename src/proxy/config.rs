@@ -272,7 +272,7 @@ impl Config {
             validate_upstream_tls(upstream_tls, &self.upstream)?;
         }
         if let Some(admin) = self.admin_addr()? {
-            if self.listen_addr()? == admin {
+            if self.listen_addr()? == admin && admin.port() != 0 {
                 return Err(ConfigError::Invalid {
                     key: "admin.listen",
                     problem: "must differ from listen".into(),
