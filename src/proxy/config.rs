@@ -161,6 +161,8 @@ pub struct UpstreamTlsConfig {
 
 /// The most session threads accepted.
 const MAX_WORKER_THREADS: usize = 1024;
+/// The largest `max_client_conn` accepted.
+const MAX_CLIENT_CONN: usize = 1_000_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -259,6 +261,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "worker_threads",
                 problem: format!("must be at most {MAX_WORKER_THREADS}"),
+            });
+        }
+        if self.max_client_conn > MAX_CLIENT_CONN {
+            return Err(ConfigError::Invalid {
+                key: "max_client_conn",
+                problem: format!("must be at most {MAX_CLIENT_CONN} (0 for no limit)"),
             });
         }
         if self.policy.is_some() && self.keyring.is_none() {
@@ -520,6 +528,9 @@ mod tests {
         assert!(parse("max_client_conn = -1")
             .unwrap_err()
             .contains("max_client_conn"));
+        assert!(parse("max_client_conn = 2000000")
+            .unwrap_err()
+            .starts_with("max_client_conn:"));
     }
 
     #[test]

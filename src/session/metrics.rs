@@ -220,7 +220,7 @@ impl Metrics {
         let statements = family(
             "pgveil_statements_total",
             "Client statements by kind: Query, Parse, Bind, Execute and FunctionCall messages \
-             relayed, and COPY data transfers started (copy_in, copy_out).",
+             received, and COPY data transfers started (copy_in, copy_out).",
             &["kind"],
         );
         let revealed = family(
