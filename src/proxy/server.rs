@@ -72,13 +72,12 @@ impl Server {
             .admin_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(addr).await?;
-        let admin =
-            match admin_addr {
-                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                    io::Error::new(e.kind(), format!("admin listener {addr}: {e}"))
-                })?),
-                None => None,
-            };
+        let admin = match admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("the admin listener {addr}: {e}"))
+            })?),
+            None => None,
+        };
         Ok(Self {
             listener,
             config,

@@ -91,7 +91,9 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         let server = match Server::bind_with_tls(config.clone(), veil, tls).await {
             Ok(server) => server,
             Err(e) => {
-                tracing::error!("cannot listen on {}: {e}", config.listen);
+                let admin = config.admin.as_ref();
+                let admin = admin.map_or(String::new(), |admin| format!(" and {}", admin.listen));
+                tracing::error!("cannot listen on {}{admin}: {e}", config.listen);
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
