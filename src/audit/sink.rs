@@ -127,6 +127,8 @@ struct SinkState {
     full: AtomicBool,
     failed: AtomicBool,
     dropped: AtomicU64,
+    /// Records appended to the log (gap records included).
+    written: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
 }
 
@@ -152,6 +154,7 @@ impl SinkState {
             full: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             last_warning: Mutex::default(),
         }
     }
@@ -250,6 +253,16 @@ impl AuditHandle {
     /// Records that were not logged, since the start.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records appended to the log since the start, gap records included.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Records queued for the writer now.
+    pub fn queued(&self) -> usize {
+        self.shared.lock_queue().bodies.len()
     }
 
     /// Writes every record queued so far, seals the file and stops the
@@ -455,6 +468,9 @@ impl Task {
         let seq_before = self.writer.seq();
         match self.writer.append(&batch, SystemTime::now()) {
             Ok(()) => {
+                self.shared
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.reported += lost;
                 self.write_failed = false;
             }
@@ -529,6 +545,9 @@ impl Task {
         self.shared.dropped.fetch_add(vanished, Ordering::Relaxed);
         let mut bodies = failed.bodies;
         let found = found.min(bodies.len());
+        self.shared
+            .written
+            .fetch_add(found as u64, Ordering::Relaxed);
         match failed.gap {
             // Its count is on disk now.
             Some(lost) if found > 0 => self.reported += lost,

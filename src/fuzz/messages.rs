@@ -63,6 +63,8 @@ fn relay(input: &[u8], reads: &[usize]) -> (Vec<u8>, bool) {
         ClientEncoding::default(),
         true,
         Ledger::new(Values::default()),
+        std::sync::Arc::default(),
+        false,
     );
     let adopted = Adopted::first(slot());
     let mut tap = ClientTap::new(adopted.as_ref(), slot(), &shared, &catalog, None);

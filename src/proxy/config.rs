@@ -61,6 +61,20 @@ pub struct Config {
     /// TLS to the upstream server (`[upstream_tls]`); plaintext when
     /// absent.
     pub upstream_tls: Option<UpstreamTlsConfig>,
+    /// The most client sessions open at once; a client beyond it is
+    /// refused with `53300`. 0 for no limit.
+    pub max_client_conn: usize,
+    /// The HTTP listener for metrics and health checks (`[admin]`); off
+    /// when absent.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: where `/metrics`, `/healthz` and `/readyz` are served.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `IP:PORT` of the admin listener, such as `127.0.0.1:9187`.
+    pub listen: String,
 }
 
 /// `[maintenance]`: how pgveil itself logs in to the upstream server, to
@@ -147,6 +161,8 @@ pub struct UpstreamTlsConfig {
 
 /// The most session threads accepted.
 const MAX_WORKER_THREADS: usize = 1024;
+/// The largest `max_client_conn` accepted.
+const MAX_CLIENT_CONN: usize = 1_000_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -166,6 +182,8 @@ impl Default for Config {
             maintenance: None,
             tls: None,
             upstream_tls: None,
+            max_client_conn: 0,
+            admin: None,
         }
     }
 }
@@ -245,6 +263,12 @@ impl Config {
                 problem: format!("must be at most {MAX_WORKER_THREADS}"),
             });
         }
+        if self.max_client_conn > MAX_CLIENT_CONN {
+            return Err(ConfigError::Invalid {
+                key: "max_client_conn",
+                problem: format!("must be at most {MAX_CLIENT_CONN} (0 for no limit)"),
+            });
+        }
         if self.policy.is_some() && self.keyring.is_none() {
             return Err(ConfigError::Invalid {
                 key: "keyring",
@@ -254,6 +278,14 @@ impl Config {
         }
         if let Some(upstream_tls) = &self.upstream_tls {
             validate_upstream_tls(upstream_tls, &self.upstream)?;
+        }
+        if let Some(admin) = self.admin_addr()? {
+            if self.listen_addr()? == admin && admin.port() != 0 {
+                return Err(ConfigError::Invalid {
+                    key: "admin.listen",
+                    problem: "must differ from listen".into(),
+                });
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             ConfigError::Invalid {
@@ -270,6 +302,21 @@ impl Config {
             key: "listen",
             problem: format!("{:?} is not an IP:PORT address", self.listen),
         })
+    }
+
+    /// The admin listener's address, parsed, when `[admin]` is set.
+    pub(crate) fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(admin) = &self.admin else {
+            return Ok(None);
+        };
+        admin
+            .listen
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                key: "admin.listen",
+                problem: format!("{:?} is not an IP:PORT address", admin.listen),
+            })
     }
 
     /// How long a client may take to start up and authenticate.
@@ -459,6 +506,31 @@ mod tests {
         );
         assert_eq!(upstream_host("[::1]:5432"), "::1");
         assert_eq!(upstream_host("db.example.com:5432"), "db.example.com");
+    }
+
+    #[test]
+    fn admin_and_the_connection_limit_parse() {
+        let c = parse("").unwrap();
+        assert_eq!((c.max_client_conn, c.admin), (0, None));
+        let c = parse("max_client_conn = 100\n[admin]\nlisten = \"127.0.0.1:9187\"").unwrap();
+        assert_eq!(c.max_client_conn, 100);
+        assert_eq!(
+            c.admin_addr().unwrap(),
+            Some("127.0.0.1:9187".parse().unwrap())
+        );
+        assert!(parse("[admin]\nlisten = \"localhost\"")
+            .unwrap_err()
+            .starts_with("admin.listen:"));
+        assert!(parse("[admin]\nlisten = \"127.0.0.1:6432\"")
+            .unwrap_err()
+            .starts_with("admin.listen:"));
+        assert!(parse("[admin]").unwrap_err().contains("listen"));
+        assert!(parse("max_client_conn = -1")
+            .unwrap_err()
+            .contains("max_client_conn"));
+        assert!(parse("max_client_conn = 2000000")
+            .unwrap_err()
+            .starts_with("max_client_conn:"));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - [`tls`] is TLS on both legs: the certificates, the handshakes, and a
 //!   leg that is plain or encrypted; its `TlsSlot` is what SIGHUP replaces.
 //! - [`config`] is what it all runs with (`pgveil.toml`).
+//! - `admin` serves the metrics and health checks over HTTP (`[admin]`).
 
+pub(crate) mod admin;
 pub mod config;
 pub(crate) mod relay;
 pub mod server;

@@ -94,7 +94,10 @@ where
         };
         let end = match read {
             Ok(0) => End::Closed,
-            Ok(_) => continue,
+            Ok(n) => {
+                tap.received(n);
+                continue;
+            }
             Err(e) => End::ReadFailed(e),
         };
         return Ending { end, at_boundary };
@@ -111,10 +114,21 @@ pub(crate) fn split<T: Tap>(
 ) -> Result<(), FrameError> {
     let mut ready = 0;
     loop {
+        // Between messages, what the framer releases starts with a header.
+        let starts = framer.at_boundary();
         match framer.next(&buf[ready..], |tag| tap.wants(tag))? {
-            Chunk::Forward(n) => ready += n,
-            Chunk::Message { tag, len } if tap.look(tag, &buf[ready..ready + len]) => ready += len,
+            Chunk::Forward(n) => {
+                if starts {
+                    tap.passes(buf[ready]);
+                }
+                ready += n
+            }
             Chunk::Message { tag, len } => {
+                tap.passes(tag);
+                if tap.look(tag, &buf[ready..ready + len]) {
+                    ready += len;
+                    continue;
+                }
                 if ready > 0 {
                     out.push(buf.split_to(ready).freeze());
                     ready = 0;

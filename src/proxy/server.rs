@@ -4,6 +4,11 @@
 //! On shutdown the listener closes first, so new clients are refused at
 //! once; open sessions may run on for the configured grace period, after
 //! which each is closed with a FATAL `57P01` error.
+//!
+//! With `[admin]`, the admin listener (`proxy/admin.rs`) serves the
+//! server's metrics and health checks until the server stops; with
+//! `max_client_conn`, a semaphore holds one permit per session that may be
+//! open at once.
 
 use std::future::Future;
 use std::io;
@@ -12,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -20,9 +26,11 @@ use crate::audit::bulk_reads::BulkWatch;
 use crate::audit::trail::AuditSetup;
 use crate::audit::{AuditConfig, AuditHandle};
 use crate::protect::protection::Protection;
+use crate::proxy::admin::{self, Probe};
 use crate::proxy::config::{mode_name, ClientTlsMode, Config};
 use crate::proxy::session::{Services, Session};
 use crate::proxy::tls::{Tls, TlsSlot};
+use crate::session::metrics::Metrics;
 use crate::session::protection::ProtectionSlot;
 
 /// Pause after an accept error such as running out of file descriptors.
@@ -37,6 +45,9 @@ pub struct Server {
     protection: ProtectionSlot,
     tls: TlsSlot,
     audit: Option<AuditSetup>,
+    metrics: Arc<Metrics>,
+    /// The admin listener, with `[admin]`.
+    admin: Option<TcpListener>,
 }
 
 impl Server {
@@ -57,13 +68,24 @@ impl Server {
         let addr = config
             .listen_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let admin_addr = config
+            .admin_addr()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(addr).await?;
+        let admin = match admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("the admin listener {addr}: {e}"))
+            })?),
+            None => None,
+        };
         Ok(Self {
             listener,
             config,
             protection: ProtectionSlot::new(veil),
             tls: TlsSlot::new(tls),
             audit: None,
+            metrics: Arc::new(Metrics::new()),
+            admin,
         })
     }
 
@@ -96,16 +118,49 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The address the admin listener bound, with `[admin]`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|admin| admin.local_addr().ok())
+    }
+
+    /// The server's counters, for what is counted outside sessions
+    /// (reloads).
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains sessions.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = self.config.shutdown_grace();
         let audit = self.audit.as_ref().map(|audit| audit.handle.clone());
+        let draining = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
+        if let Some(listener) = self.admin {
+            let probe = Probe {
+                metrics: self.metrics.clone(),
+                upstream: self.config.upstream.clone(),
+                connect_timeout: self.config.connect_timeout(),
+                policy_configured: self.config.policy.is_some(),
+                protection: self.protection.clone(),
+                audit: audit.clone(),
+                draining: draining.clone(),
+            };
+            tokio::spawn(admin::serve(listener, Arc::new(probe), admin_stop.clone()));
+        }
+        let slots = match self.config.max_client_conn {
+            0 => None,
+            limit => Some(Arc::new(Semaphore::new(limit))),
+        };
         let services = Arc::new(Services {
             config: self.config,
             protection: self.protection,
             tls: self.tls,
             audit: self.audit,
             close_all: CancellationToken::new(),
+            metrics: self.metrics,
+            slots,
         });
         let sessions = TaskTracker::new();
         let (client_tls, upstream_tls) = services.tls.current().modes();
@@ -141,6 +196,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        draining.cancel();
         drain(sessions, services.close_all.clone(), grace).await;
         if let Some(audit) = audit {
             drop(services);
@@ -148,6 +204,7 @@ impl Server {
                 error!("audit log not sealed cleanly: {e}");
             }
         }
+        admin_stop.cancel();
     }
 }
 

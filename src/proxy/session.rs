@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -32,6 +33,7 @@ use crate::proxy::tls::{has_unread_bytes, Stream, Tls, TlsSlot};
 use crate::read::tap::ServerTap;
 use crate::session::catalog::{Catalog, CatalogError};
 use crate::session::ledger::Ledger;
+use crate::session::metrics::{Leg, Metrics};
 use crate::session::protection::{Adopted, ProtectionSlot};
 use crate::session::state::SessionState;
 use crate::text::encoding::ClientEncoding;
@@ -76,6 +78,9 @@ enum StartError {
          leg has its own TLS session); connect with channel_binding=disable"
     )]
     ChannelBinding,
+    /// `max_client_conn` sessions are open already.
+    #[error("sorry, too many clients already (max_client_conn = {0})")]
+    TooManyClients(usize),
     #[error("could not connect to upstream server {upstream}: {reason}")]
     Connect { upstream: String, reason: String },
     #[error("upstream server closed the connection during startup")]
@@ -93,8 +98,9 @@ enum StartError {
 }
 
 impl StartError {
-    /// The error to send the client, if it has not been told already.
-    fn reply(&self) -> Option<Bytes> {
+    /// The SQLSTATE of the error to send the client, if it has not been
+    /// told already.
+    fn code(&self) -> Option<&'static str> {
         let code = match self {
             StartError::Startup(StartupError::NoUser) | StartError::TlsRequired => {
                 sqlstate::INVALID_AUTHORIZATION
@@ -112,10 +118,11 @@ impl StartError {
             | StartError::ChannelBinding
             | StartError::UnexpectedMessage(_) => sqlstate::PROTOCOL_VIOLATION,
             StartError::Timeout => sqlstate::PROTOCOL_VIOLATION,
+            StartError::TooManyClients(_) => sqlstate::TOO_MANY_CONNECTIONS,
             StartError::Connect { .. } => sqlstate::CANNOT_CONNECT,
             StartError::UpstreamClosed | StartError::Catalog(_) => sqlstate::CONNECTION_FAILURE,
         };
-        Some(reply::error(Severity::Fatal, code, &self.to_string()))
+        Some(code)
     }
 }
 
@@ -131,6 +138,11 @@ pub(super) struct Services {
     pub audit: Option<AuditSetup>,
     /// Cancelled when pgveil must close every session now.
     pub close_all: CancellationToken,
+    /// The counters sessions add to.
+    pub metrics: Arc<Metrics>,
+    /// One permit per session that may be open at once, with
+    /// `max_client_conn`.
+    pub slots: Option<Arc<Semaphore>>,
 }
 
 /// A client connection and what pgveil knows about it.
@@ -145,6 +157,14 @@ pub(super) struct Session {
     services: Arc<Services>,
     /// The database and role, once the client has named them.
     login: Option<Login>,
+    /// The session's place under `max_client_conn`, once it has one.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.services.metrics.connections_open.dec();
+    }
 }
 
 impl Session {
@@ -154,6 +174,8 @@ impl Session {
         peer: SocketAddr,
         services: Arc<Services>,
     ) -> Self {
+        services.metrics.connections_total.inc();
+        services.metrics.connections_open.inc();
         Self {
             id,
             client: Stream::Plain(client),
@@ -162,6 +184,7 @@ impl Session {
             tls: services.tls.current(),
             services,
             login: None,
+            slot: None,
         }
     }
 
@@ -223,19 +246,24 @@ impl Session {
             StartError::Io(_) | StartError::Startup(StartupError::Io(_)) => {
                 info!("connection lost during startup: {e}")
             }
-            StartError::Refused(_) | StartError::TlsRequired => info!("{e}"),
+            StartError::Refused(_) | StartError::TlsRequired | StartError::TooManyClients(_) => {
+                info!("{e}")
+            }
             _ => warn!("{e}"),
         }
         let refused = match &e {
             StartError::Refused(code) => Some(code.as_str()),
             StartError::TlsRequired => Some(sqlstate::INVALID_AUTHORIZATION),
             StartError::ChannelBinding => Some(sqlstate::PROTOCOL_VIOLATION),
+            StartError::TooManyClients(_) => Some(sqlstate::TOO_MANY_CONNECTIONS),
             _ => None,
         };
         if let Some(Ok(code)) = refused.map(SqlState::new) {
             self.audit_login(Outcome::Error(code));
         }
-        if let Some(reply) = e.reply() {
+        if let Some(code) = e.code() {
+            self.services.metrics.refused(code);
+            let reply = reply::error(Severity::Fatal, code, &e.to_string());
             let _ = self.client.send(&reply).await;
         }
     }
@@ -264,6 +292,13 @@ impl Session {
             .is_some_and(|tls| tls.mode() == ClientTlsMode::Require);
         if required && !self.client.is_tls() {
             return Err(StartError::TlsRequired);
+        }
+        if let Some(slots) = &self.services.slots {
+            let slot = slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| StartError::TooManyClients(self.services.config.max_client_conn))?;
+            self.slot = Some(slot);
         }
         let mut upstream = self.connect().await?;
         upstream.send(&startup.raw).await?;
@@ -311,10 +346,11 @@ impl Session {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.client, Stream::Closed) else {
             unreachable!("matched as plain above");
         };
-        self.client = accept
-            .accept(tcp)
-            .await
-            .map_err(StartError::ClientHandshake)?;
+        let accepted = accept.accept(tcp).await;
+        self.services
+            .metrics
+            .tls_handshake(Leg::Client, accepted.is_ok());
+        self.client = accepted.map_err(StartError::ClientHandshake)?;
         debug!("TLS with the client");
         Ok(())
     }
@@ -333,13 +369,25 @@ impl Session {
                 .map_err(|e| failed(e.to_string()))?;
             tcp.set_nodelay(true)?;
             match &self.tls.upstream {
-                Some(tls) => tls.connect(tcp).await.map_err(|e| failed(e.to_string())),
+                Some(tls) => {
+                    let connected = tls.connect(tcp).await;
+                    if connected.as_ref().map_or(true, Stream::is_tls) {
+                        let ok = connected.is_ok();
+                        self.services.metrics.tls_handshake(Leg::Upstream, ok);
+                    }
+                    connected.map_err(|e| failed(e.to_string()))
+                }
                 None => Ok(Stream::Plain(tcp)),
             }
         };
-        timeout(self.services.config.connect_timeout(), connect)
+        let connected = timeout(self.services.config.connect_timeout(), connect)
             .await
-            .map_err(|_| failed("timed out".into()))?
+            .map_err(|_| failed("timed out".into()))
+            .and_then(|connected| connected);
+        if connected.is_err() {
+            self.services.metrics.upstream_connect_errors.inc();
+        }
+        connected
     }
 
     /// Forwards a CancelRequest: the key in it is the server's own, passed
@@ -507,6 +555,9 @@ impl Session {
             greeting.encoding,
             greeting.standard_strings,
             Ledger::new(catalog.declared.clone()),
+            self.services.metrics.clone(),
+            // Without a policy the greeting is relayed with the rest.
+            self.veil.is_none(),
         );
 
         let upward = async {

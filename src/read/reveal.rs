@@ -39,6 +39,7 @@ use crate::protect::protection::Protection;
 use crate::read::revealed::{Denial, Revealed};
 use crate::read::shape::Field;
 use crate::read::unencrypted::{self, Stored};
+use crate::session::metrics::{decision_index, Reveals};
 use crate::text::bytea;
 use crate::text::encoding::ClientEncoding;
 use crate::wire::messages::data_row::{put_field, Fields};
@@ -111,11 +112,19 @@ pub struct Revealer<'v> {
     /// the key (see [`crypto::encoded_header`]).
     decisions: Vec<(Vec<u8>, Decision<'v>)>,
     reads: Vec<(Read<'v>, u64)>,
+    /// Values decided since [`Revealer::take_reveals`], by decision.
+    reveals: Reveals,
     plaintext: Zeroizing<Vec<u8>>,
     value: Zeroizing<Vec<u8>>,
 }
 
 impl<'v> Revealer<'v> {
+    /// The values decided since the last call, by decision (for the
+    /// metrics), or `None` if there were none.
+    pub(crate) fn take_reveals(&mut self) -> Option<Reveals> {
+        (self.reveals != Reveals::default()).then(|| std::mem::take(&mut self.reveals))
+    }
+
     /// Drops the decisions kept, made by a policy no longer in force.
     pub(crate) fn forget_decisions(&mut self) {
         self.decisions.clear();
@@ -403,8 +412,8 @@ impl<'v> Revealer<'v> {
         decision
     }
 
-    /// Counts a read of `column` for the audit trail, with audit on, of
-    /// a value stored encrypted or, if `unencrypted`, not.
+    /// Counts a read of `column` for the metrics and, with audit on, the
+    /// audit trail, of a value stored encrypted or, if `unencrypted`, not.
     fn note(
         &mut self,
         reader: &Recipient<'_>,
@@ -412,6 +421,9 @@ impl<'v> Revealer<'v> {
         action: Option<Action>,
         unencrypted: bool,
     ) {
+        if let Some(action) = action {
+            self.reveals[decision_index(action)] += 1;
+        }
         if reader.trail.is_none() {
             return;
         }

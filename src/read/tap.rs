@@ -17,6 +17,7 @@ use crate::read::copy_out::CopyOut;
 use crate::read::reveal::{has_ciphertext, Recipient, Revealer};
 use crate::read::server_errors::{refusal_error, without_guard_values, REFUSAL_MARKER_FIELD};
 use crate::read::shape::{Field, Shape, Shapes};
+use crate::session::metrics::StatementKind;
 use crate::session::protection::{Adopted, ProtectionSlot};
 use crate::session::state::SessionState;
 use crate::session::tap::Tap;
@@ -56,6 +57,9 @@ pub(crate) struct ServerTap<'a> {
     /// The shape of the rows of the statement answering now, once looked
     /// up (once per statement, not per row).
     rows_shape: Option<Option<Shape<'a>>>,
+    /// CopyInResponses the server sent: the Syncs the client sent during
+    /// their data answer nothing (`Cycles::answered`).
+    copies_in: u64,
 }
 
 impl<'a> ServerTap<'a> {
@@ -85,6 +89,14 @@ impl<'a> ServerTap<'a> {
                 Shapes::new(&veil.policy, attributes)
             }),
             rows_shape: None,
+            copies_in: 0,
+        }
+    }
+
+    /// Adds the values revealed since the last time to the metrics.
+    fn count_reveals(&mut self) {
+        if let Some(reveals) = self.revealer.take_reveals() {
+            self.shared.metrics.revealed(&reveals);
         }
     }
 
@@ -169,6 +181,10 @@ impl<'a> ServerTap<'a> {
     /// ends each statement).
     fn deny(&mut self, error: &[u8]) {
         self.skipping = true;
+        let code = reply::error_field(error, error_field::CODE).unwrap_or_default();
+        self.shared
+            .metrics
+            .refused(std::str::from_utf8(code).unwrap_or_default());
         if let Some(trail) = self.trail {
             self.revealer.tell(trail);
             trail.denied(
@@ -267,7 +283,35 @@ impl<'a> ServerTap<'a> {
     }
 }
 
+impl Drop for ServerTap<'_> {
+    fn drop(&mut self) {
+        self.count_reveals();
+    }
+}
+
 impl Tap for ServerTap<'_> {
+    fn passes(&mut self, tag: u8) {
+        let metrics = &self.shared.metrics;
+        match tag {
+            backend::READY_FOR_QUERY => {
+                if let Some((kind, took)) = self.shared.cycles.answered(self.copies_in) {
+                    metrics.cycle(kind, took);
+                }
+                self.count_reveals();
+            }
+            backend::COPY_IN_RESPONSE => {
+                self.copies_in += 1;
+                metrics.statement(StatementKind::CopyIn);
+            }
+            backend::COPY_OUT_RESPONSE => metrics.statement(StatementKind::CopyOut),
+            _ => {}
+        }
+    }
+
+    fn received(&mut self, bytes: usize) {
+        self.shared.metrics.bytes_from_server.inc_by(bytes as u64);
+    }
+
     fn wants(&self, tag: u8) -> bool {
         if tag == backend::ERROR || self.skipping || !self.held.is_empty() {
             return true;

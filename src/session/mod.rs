@@ -7,12 +7,15 @@
 //!   that could stand in for them.
 //! - [`protection`]: the protection in force, which reloads replace, and
 //!   the chain of those a session has adopted.
+//! - [`metrics`]: the server's counters, which every session adds to,
+//!   and the latency of the cycles a session has in flight.
 //! - `state`: the state both taps hold (the ledger, the client encoding,
 //!   `standard_conforming_strings`, refusals and COPY TO in flight).
 //! - `tap`: the interface a direction's handler offers its relay.
 
 pub(crate) mod catalog;
 pub mod ledger;
+pub mod metrics;
 pub mod protection;
 pub(crate) mod state;
 pub(crate) mod tap;

@@ -1,12 +1,14 @@
 //! What both directions of a session share: the ledger of declarations,
-//! the session's text settings as the server reported them, and the
-//! outcome of the refusals and COPY TO statements in flight.
+//! the session's text settings as the server reported them, the outcome
+//! of the refusals and COPY TO statements in flight, and the server's
+//! metrics with the session's cycles in flight.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::session::ledger::Ledger;
+use crate::session::metrics::{Cycles, Metrics};
 use crate::text::encoding::ClientEncoding;
 use crate::wire::copy::options::CopyOptions;
 
@@ -29,16 +31,29 @@ pub(crate) struct SessionState {
     /// The data options of the COPY TO statements sent, whose data has not
     /// started yet, in order.
     pub(crate) copy_out: Mutex<VecDeque<CopyOptions>>,
+    /// The server's metrics, which both taps add to.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The ReadyForQuery cycles started and not answered, for latency.
+    pub(crate) cycles: Cycles,
 }
 
 impl SessionState {
     /// For a session that logged in with this encoding and these
-    /// declarations.
-    pub(crate) fn new(encoding: ClientEncoding, standard_strings: bool, ledger: Ledger) -> Self {
+    /// declarations, counted in `metrics`; `greeting` when the server's
+    /// first ReadyForQuery is still to be relayed.
+    pub(crate) fn new(
+        encoding: ClientEncoding,
+        standard_strings: bool,
+        ledger: Ledger,
+        metrics: Arc<Metrics>,
+        greeting: bool,
+    ) -> Self {
         Self {
             encoding: Mutex::new(encoding),
             standard_strings: AtomicBool::new(standard_strings),
             ledger: Mutex::new(ledger),
+            metrics,
+            cycles: Cycles::new(greeting),
             ..Self::default()
         }
     }

@@ -15,4 +15,10 @@ pub(crate) trait Tap {
     }
     /// Receives a wanted message and pushes what is to be sent in its place.
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>);
+    /// Told the type of every message as its header passes, wanted or
+    /// not, before [`Tap::look`] or [`Tap::see`] gets it: for counting
+    /// what passes without holding it back.
+    fn passes(&mut self, _tag: u8) {}
+    /// Told how many bytes each read from the sending peer brought.
+    fn received(&mut self, _bytes: usize) {}
 }

@@ -31,6 +31,8 @@ pub const SYNTAX_ERROR: &str = "42601";
 pub const DATATYPE_MISMATCH: &str = "42804";
 /// `program_limit_exceeded`: a value or line over pgveil's limits.
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+/// `too_many_connections`: a client beyond `max_client_conn`.
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// `admin_shutdown`: pgveil is shutting down.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// `io_error`: the audit log cannot record, so nothing is revealed.
@@ -40,3 +42,34 @@ pub const IO_ERROR: &str = "58030";
 pub const CONFIG_FILE_ERROR: &str = "F0000";
 /// `internal_error`: pgveil cannot be sure of what it would do.
 pub const INTERNAL_ERROR: &str = "XX000";
+
+/// Every code above, for what counts pgveil's errors by SQLSTATE.
+pub const ALL: &[&str] = &[
+    FEATURE_NOT_SUPPORTED,
+    CANNOT_CONNECT,
+    CONNECTION_FAILURE,
+    PROTOCOL_VIOLATION,
+    CHARACTER_NOT_IN_REPERTOIRE,
+    INVALID_TEXT_REPRESENTATION,
+    BAD_COPY_FILE_FORMAT,
+    INVALID_AUTHORIZATION,
+    INSUFFICIENT_PRIVILEGE,
+    SYNTAX_ERROR,
+    DATATYPE_MISMATCH,
+    PROGRAM_LIMIT_EXCEEDED,
+    TOO_MANY_CONNECTIONS,
+    ADMIN_SHUTDOWN,
+    IO_ERROR,
+    CONFIG_FILE_ERROR,
+    INTERNAL_ERROR,
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn all_lists_every_code() {
+        let table = include_str!("sqlstate.rs");
+        let codes = table.matches("\npub const ").count() - 1;
+        assert_eq!(super::ALL.len(), codes);
+    }
+}

@@ -34,6 +34,7 @@ impl ClientTap<'_> {
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
         );
+        self.shared.metrics.refused(refusal.sqlstate);
         let sql = raise_sql(veil, refusal);
         let sql = self.shared.encoding().encode(&sql);
         out.push(reply::frame_of(frontend::QUERY, &cstring(sql)));
@@ -52,6 +53,7 @@ impl ClientTap<'_> {
             sqlstate = refusal.sqlstate,
             "statement refused: {}", refusal.message
         );
+        self.shared.metrics.refused(refusal.sqlstate);
         if let Some(trail) = self.trail {
             let veil = self.veil;
             let make = |sql: &str| trail_text(veil, sql, Vec::new());

@@ -36,6 +36,7 @@ use crate::audit::trail::{Names, Trail};
 use crate::protect::protection::Protection;
 use crate::session::catalog::Catalog;
 use crate::session::ledger::Named;
+use crate::session::metrics::{CycleKind, StatementKind};
 use crate::session::protection::{Adopted, ProtectionSlot};
 use crate::session::state::SessionState;
 use crate::session::tap::Tap;
@@ -189,6 +190,39 @@ impl Tap for ClientTap<'_> {
                 ))
             || (self.veil.is_some() && matches!(tag, frontend::COPY_DONE | frontend::COPY_FAIL))
             || (self.copy.is_some() && tag == frontend::COPY_DATA)
+    }
+
+    fn passes(&mut self, tag: u8) {
+        let metrics = &self.shared.metrics;
+        let cycles = &self.shared.cycles;
+        let kind = match tag {
+            frontend::QUERY => {
+                cycles.start(CycleKind::Simple);
+                StatementKind::Query
+            }
+            frontend::FUNCTION_CALL => {
+                cycles.start(CycleKind::FunctionCall);
+                StatementKind::FunctionCall
+            }
+            frontend::SYNC => return cycles.start(CycleKind::Extended),
+            frontend::PARSE => StatementKind::Parse,
+            frontend::BIND => StatementKind::Bind,
+            frontend::EXECUTE => StatementKind::Execute,
+            frontend::DESCRIBE | frontend::CLOSE => return cycles.batch_message(),
+            frontend::COPY_DONE | frontend::COPY_FAIL => return cycles.copy_ended(),
+            _ => return,
+        };
+        if matches!(
+            kind,
+            StatementKind::Parse | StatementKind::Bind | StatementKind::Execute
+        ) {
+            cycles.batch_message();
+        }
+        metrics.statement(kind);
+    }
+
+    fn received(&mut self, bytes: usize) {
+        self.shared.metrics.bytes_from_clients.inc_by(bytes as u64);
     }
 
     fn look(&mut self, tag: u8, frame: &[u8]) -> bool {

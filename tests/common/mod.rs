@@ -118,6 +118,8 @@ pub fn psql(addr: &str, user: &str, password: &str, database: &str) -> Command {
 /// A pgveil proxy running on its own thread and runtime.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin listener's address, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -169,7 +171,9 @@ impl Proxy {
                     let (handle, _writer) = pgveil::audit::AuditSink::start(&audit, keys).unwrap();
                     server = server.with_audit(handle, &audit);
                 }
-                addr_tx.send(server.local_addr().unwrap()).unwrap();
+                addr_tx
+                    .send((server.local_addr().unwrap(), server.admin_addr()))
+                    .unwrap();
                 server
                     .run(async {
                         let _ = stop_rx.await;
@@ -177,9 +181,10 @@ impl Proxy {
                     .await;
             });
         });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (addr, admin) = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         Proxy {
             addr,
+            admin,
             stop: Some(stop_tx),
             thread: Some(thread),
         }

@@ -13,6 +13,7 @@ use crate::protect::protection::{load_keyring, load_policy, Protection, Protecti
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::server::Server;
 use crate::proxy::tls::{Tls, TlsSlot};
+use crate::session::metrics::Metrics;
 use crate::session::protection::ProtectionSlot;
 use crate::wire::sqlstate::CONFIG_FILE_ERROR;
 
@@ -90,7 +91,9 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         let server = match Server::bind_with_tls(config.clone(), veil, tls).await {
             Ok(server) => server,
             Err(e) => {
-                tracing::error!("cannot listen on {}: {e}", config.listen);
+                let admin = config.admin.as_ref();
+                let admin = admin.map_or(String::new(), |admin| format!(" and {}", admin.listen));
+                tracing::error!("cannot listen on {}{admin}: {e}", config.listen);
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
@@ -107,6 +110,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         let slots = Slots {
             protection: server.protection(),
             tls: server.tls(),
+            metrics: server.metrics(),
         };
         tokio::spawn(reload_on_hangup(args.clone(), slots, audit));
         server.run(shutdown_signal()).await;
@@ -139,10 +143,11 @@ fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
     Ok(Some(Arc::new(keys)))
 }
 
-/// What a reload replaces.
+/// What a reload replaces, and where it is counted.
 struct Slots {
     protection: ProtectionSlot,
     tls: TlsSlot,
+    metrics: Arc<Metrics>,
 }
 
 /// Reloads the policy, keyring, master key and TLS certificates on each
@@ -172,6 +177,7 @@ async fn reload_on_hangup(args: ServeArgs, slots: Slots, audit: Option<AuditHand
                 Some(e)
             }
         };
+        slots.metrics.reloaded(reason.is_none());
         if let Some(audit) = &audit {
             let outcome = match reason {
                 None => Outcome::Ok,
