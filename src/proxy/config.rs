@@ -519,6 +519,22 @@ mod tests {
     }
 
     #[test]
+    fn the_example_master_key_tables_are_valid() {
+        let text = include_str!("../../pgveil.example.toml");
+        let tables: Vec<&str> = text.split("# [master_key]\n").skip(1).collect();
+        assert_eq!(tables.len(), 2);
+        for table in tables {
+            let keys: String = table
+                .lines()
+                .map_while(|line| line.strip_prefix("# ").filter(|l| l.contains(" = ")))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let config = parse(&format!("[master_key]\n{keys}")).unwrap();
+            assert!(config.master_key.is_some(), "{keys}");
+        }
+    }
+
+    #[test]
     fn the_example_audit_section_is_valid_and_compresses() {
         let text = include_str!("../../pgveil.example.toml");
         let start = text.find("# [audit]").unwrap();
