@@ -223,7 +223,7 @@ impl Setup {
             &path,
             format!(
                 "listen = {listen:?}\nupstream = {:?}\npolicy = {:?}\nkeyring = {:?}\n\
-                 log_format = \"json\"\n{master_key}",
+                 log_format = \"json\"\nshutdown_grace_secs = 1\n{master_key}",
                 Cluster::shared().addr(),
                 crm::policy_file(),
                 self.keyring,
@@ -299,6 +299,7 @@ impl Setup {
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         assert_eq!(status.code(), Some(2), "{stderr}");
+        eprintln!("refused as it should be:\n{stderr}");
         stderr
     }
 }

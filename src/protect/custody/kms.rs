@@ -23,7 +23,7 @@ use std::time::Duration;
 use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::primitives::Blob;
 use serde::Deserialize;
@@ -208,12 +208,24 @@ fn context(aad: Aad<'_>) -> HashMap<String, String> {
         .collect()
 }
 
+/// An error and its causes, `: `-separated.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// KMS's error code and message, or the SDK's error and its causes when
 /// KMS was not reached.
 fn call_failed<E, R>(call: &'static str, error: &SdkError<E, R>) -> KmsError
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let message = match error {
         SdkError::ServiceError(e) => {
@@ -223,7 +235,7 @@ where
                 None => code.to_owned(),
             }
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => causes(other),
     };
     KmsError::Call { call, message }
 }

@@ -238,11 +238,12 @@ impl Pkcs11Custody {
     pub(super) fn open(config: &Pkcs11Config, create: CreateKey) -> Result<Self, Pkcs11Error> {
         let context = context(&config.module)?;
         let slot = find_token(&context, &config.token)?;
-        let mechanisms = context
-            .get_mechanism_list(slot)
-            .map_err(call("C_GetMechanismList"))?;
-        if !mechanisms.contains(&MechanismType::AES_GCM) {
-            return Err(Pkcs11Error::NoGcm);
+        match context.get_mechanism_info(slot, MechanismType::AES_GCM) {
+            Ok(info) if info.encrypt() && info.decrypt() => {}
+            Ok(_) | Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
+                return Err(Pkcs11Error::NoGcm)
+            }
+            Err(source) => return Err(call("C_GetMechanismInfo")(source)),
         }
         let pin = config.pin()?;
         let session = match create {
