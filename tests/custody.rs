@@ -724,7 +724,14 @@ async fn rewrap_moves_a_keyring_from_a_key_file_into_a_token() {
     check_reads(&served.addr, &ids, true).await;
     served.stop();
 
-    let with_token = setup.config("token.toml", &listen, &token.section("moved-master"));
+    // This time the PIN is in a file only its owner can read.
+    let pin_file = setup.dir.path().join("pkcs11.pin");
+    common::write_private(&pin_file, format!("{PIN}\n"));
+    let section = token.section("moved-master").replace(
+        "pin_env = \"TEST_PKCS11_PIN\"",
+        &format!("pin_file = {pin_file:?}"),
+    );
+    let with_token = setup.config("token.toml", &listen, &section);
     let out = setup.pgveil(&[
         "keys",
         "rewrap",
@@ -738,6 +745,19 @@ async fn rewrap_moves_a_keyring_from_a_key_file_into_a_token() {
     ]);
     let said = assert_ran("keys rewrap into the token", &out);
     assert!(said.contains("under pkcs11"), "{said}");
+    {
+        // A PIN file others can read is refused, unread.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let said = setup.serve_refused(&with_token);
+        assert!(
+            said.contains("master key provider pkcs11")
+                && said.contains("PKCS#11 PIN file")
+                && said.contains("chmod 600"),
+            "{said}"
+        );
+        std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     // The master key can now leave the disk: the token alone opens it.
     std::fs::remove_file(&master_file).unwrap();
     let served = setup.serve(&with_token, &listen);
