@@ -2,15 +2,17 @@
 //! loaded once at start and shared read-only by every session.
 //!
 //! Loading fails closed: a policy without a keyring, a missing or wrong
-//! master key, or a policy column whose key domain has no key stops pgveil
-//! from starting, with a message that says which and how to fix it.
+//! master key, a master key provider that cannot be reached, or a policy
+//! column whose key domain has no key stops pgveil from starting, with a
+//! message that says which and how to fix it.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use thiserror::Error;
 
-use crate::protect::crypto::{KeyRef, MasterKey, MasterKeyError};
+use crate::protect::crypto::KeyRef;
+use crate::protect::custody::{CreateKey, CustodyConfig, CustodyError};
 use crate::protect::keyring::{Keyring, KeyringError};
 use crate::protect::policy::{Action, ColumnPolicy, Policy, PolicyError};
 
@@ -20,9 +22,9 @@ pub enum ProtectionError {
     /// The policy cannot be read.
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
-    /// The master key cannot be had.
-    #[error("master key: {0}")]
-    MasterKey(#[from] MasterKeyError),
+    /// The master key's provider cannot be reached or used.
+    #[error("{0}")]
+    Custody(#[from] CustodyError),
     /// The keyring cannot be opened, or lacks a domain of the policy.
     #[error("keyring: {0}")]
     Keyring(#[from] KeyringError),
@@ -43,15 +45,15 @@ pub struct Protection {
 
 impl Protection {
     /// Loads the policy (a file or a directory of them) and the keyring,
-    /// opened with the master key in `master_key_file` or, without one,
-    /// in the environment.
+    /// opened with the master key of `master` (the configuration's
+    /// `[master_key]`).
     pub fn load(
         policy_path: &Path,
         keyring_path: &Path,
-        master_key_file: Option<&Path>,
+        master: &CustodyConfig,
     ) -> Result<Protection, ProtectionError> {
         let policy = load_policy(policy_path)?;
-        let keyring = load_keyring(keyring_path, master_key_file)?;
+        let keyring = load_keyring(keyring_path, master)?;
         keyring.require_domains(&policy.domains())?;
         Ok(Protection::new(policy, keyring))
     }
@@ -114,14 +116,14 @@ fn random_marker() -> String {
     format!("pgveil-{}", hex::encode(bytes))
 }
 
-/// Loads the keyring at `path` with the master key in `master_key_file`
-/// or, without one, in the environment.
+/// Loads the keyring at `path` with the master key of `master`, whose
+/// provider is reached for the time of the load only.
 pub(crate) fn load_keyring(
     path: &Path,
-    master_key_file: Option<&Path>,
+    master: &CustodyConfig,
 ) -> Result<Keyring, ProtectionError> {
-    let master = MasterKey::load(master_key_file)?;
-    Ok(Keyring::load(path, &master)?)
+    let master = master.open(CreateKey::No)?;
+    Ok(Keyring::load(path, master.as_ref())?)
 }
 
 /// Loads a policy file, or every `*.toml` of a directory.

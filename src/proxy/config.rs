@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::audit::AuditConfig;
+use crate::protect::custody::CustodyConfig;
 use thiserror::Error;
 
 /// How log lines are written.
@@ -49,8 +50,12 @@ pub struct Config {
     /// The keyring made by `pgveil keys init`; required with `policy`.
     pub keyring: Option<PathBuf>,
     /// A file holding the base64 master key; without it the master key
-    /// comes from the `PGVEIL_MASTER_KEY` environment variable.
+    /// comes from the `PGVEIL_MASTER_KEY` environment variable. The same
+    /// as `[master_key]` with `provider = "file"`.
     pub master_key_file: Option<PathBuf>,
+    /// Where the master key is kept (`[master_key]`, see
+    /// [`Config::custody`]): `env`, `file`, `pkcs11` or `aws-kms`.
+    pub master_key: Option<CustodyConfig>,
     /// The access audit log (`[audit]`); off when absent.
     pub audit: Option<AuditConfig>,
     /// The connection pgveil's own commands make to the upstream server
@@ -178,6 +183,7 @@ impl Default for Config {
             policy: None,
             keyring: None,
             master_key_file: None,
+            master_key: None,
             audit: None,
             maintenance: None,
             tls: None,
@@ -287,6 +293,22 @@ impl Config {
                 });
             }
         }
+        if let Some(master_key) = &self.master_key {
+            if self.master_key_file.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "master_key_file",
+                    problem: "is set with [master_key]; keep one (master_key_file = PATH is \
+                              [master_key] provider = \"file\", path = PATH)"
+                        .into(),
+                });
+            }
+            master_key
+                .validate()
+                .map_err(|problem| ConfigError::Invalid {
+                    key: "master_key",
+                    problem,
+                })?;
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log_level",
@@ -317,6 +339,16 @@ impl Config {
                 key: "admin.listen",
                 problem: format!("{:?} is not an IP:PORT address", admin.listen),
             })
+    }
+
+    /// Where the master key is kept: `[master_key]`, else the file of
+    /// `master_key_file`, else `PGVEIL_MASTER_KEY`.
+    pub fn custody(&self) -> CustodyConfig {
+        match (&self.master_key, &self.master_key_file) {
+            (Some(custody), _) => custody.clone(),
+            (None, Some(path)) => CustodyConfig::File { path: path.clone() },
+            (None, None) => CustodyConfig::Env,
+        }
     }
 
     /// How long a client may take to start up and authenticate.
@@ -534,9 +566,44 @@ mod tests {
     }
 
     #[test]
+    fn the_master_key_is_env_by_default_or_a_file_or_a_provider() {
+        assert_eq!(parse("").unwrap().custody(), CustodyConfig::Env);
+        assert_eq!(
+            parse("master_key_file = \"/k\"").unwrap().custody(),
+            CustodyConfig::File { path: "/k".into() }
+        );
+        let kms = parse("[master_key]\nprovider = \"aws-kms\"\nkey_id = \"alias/k\"").unwrap();
+        assert_eq!(kms.custody().provider(), "aws-kms");
+        assert!(
+            parse("master_key_file = \"/k\"\n[master_key]\nprovider = \"env\"")
+                .unwrap_err()
+                .starts_with("master_key_file:")
+        );
+        assert!(parse("[master_key]\nprovider = \"aws-kms\"\nkey_id = \"\"")
+            .unwrap_err()
+            .starts_with("master_key:"));
+    }
+
+    #[test]
     fn shipped_example_is_valid() {
         let text = include_str!("../../pgveil.example.toml");
         parse(text).unwrap();
+    }
+
+    #[test]
+    fn the_example_master_key_tables_are_valid() {
+        let text = include_str!("../../pgveil.example.toml");
+        let tables: Vec<&str> = text.split("# [master_key]\n").skip(1).collect();
+        assert_eq!(tables.len(), 2);
+        for table in tables {
+            let keys: String = table
+                .lines()
+                .map_while(|line| line.strip_prefix("# ").filter(|l| l.contains(" = ")))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let config = parse(&format!("[master_key]\n{keys}")).unwrap();
+            assert!(config.master_key.is_some(), "{keys}");
+        }
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn audit_keyring(config: &Path) -> Result<Keyring, String> {
         .keyring
         .clone()
         .ok_or("the configuration names no keyring")?;
-    load_keyring(&path, config.master_key_file.as_deref()).map_err(|e| e.to_string())
+    load_keyring(&path, &config.custody()).map_err(|e| e.to_string())
 }
 
 /// Verifies a log; `Ok(false)` when it has been tampered with.

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{with_runtime, EXIT_CONFIG, EXIT_FAILURE};
 use crate::ops::check::{domain_keys, keyring_listing, rows};
 use crate::protect::crypto::MasterKey;
+use crate::protect::custody::{CreateKey, Custody, CustodyConfig};
 use crate::protect::keyring::{KeyKind, Keyring};
 use crate::protect::protection::load_policy;
 use crate::proxy::config::Config;
@@ -16,47 +17,60 @@ use crate::proxy::config::Config;
 #[derive(Subcommand)]
 pub(super) enum KeysCommand {
     /// Create the keyring, or add keys for the policy's new key domains.
-    /// The master key comes from PGVEIL_MASTER_KEY or --master-key-file.
+    /// The master key comes from --config's [master_key], --master-key-file
+    /// or PGVEIL_MASTER_KEY.
     Init {
-        /// Policy file or directory.
+        /// Policy file or directory (default: --config's `policy`).
         #[arg(long)]
-        policy: PathBuf,
-        /// Keyring file to create or extend.
+        policy: Option<PathBuf>,
+        /// Keyring file to create or extend (default: --config's `keyring`).
         #[arg(long)]
-        keyring: PathBuf,
-        /// File holding the base64 master key.
+        keyring: Option<PathBuf>,
+        #[command(flatten)]
+        master: MasterArgs,
+        /// With a pkcs11 master key: create the AES-256 key in the token if
+        /// it has none by that label (sensitive, never extractable).
         #[arg(long)]
-        master_key_file: Option<PathBuf>,
+        create_key: bool,
     },
     /// Print a new random master key (base64 of 32 bytes).
     NewMaster,
-    /// Wrap the keyring's keys under a new master key: the same keys, so no
-    /// stored value changes. The current master key comes from
-    /// PGVEIL_MASTER_KEY or --master-key-file; afterwards point pgveil at the
-    /// new one.
+    /// Wrap the keyring's keys under a new master key, of the same provider
+    /// or another (a file key into a PKCS#11 token, a token into KMS...):
+    /// the same keys, so no stored value changes. Afterwards point pgveil
+    /// at the new master key.
     Rewrap {
-        /// Keyring file, replaced atomically.
+        /// Keyring file, replaced atomically (default: --config's `keyring`).
         #[arg(long)]
-        keyring: PathBuf,
-        /// File holding the current base64 master key.
-        #[arg(long)]
-        master_key_file: Option<PathBuf>,
+        keyring: Option<PathBuf>,
+        #[command(flatten)]
+        master: MasterArgs,
         /// File holding the new base64 master key (`pgveil keys new-master`),
         /// readable by its owner only.
+        #[arg(
+            long,
+            required_unless_present = "new_config",
+            conflicts_with = "new_config"
+        )]
+        new_master_key_file: Option<PathBuf>,
+        /// A configuration whose [master_key] (or master_key_file) is the
+        /// new master key: the one pgveil is to start with.
         #[arg(long)]
-        new_master_key_file: PathBuf,
+        new_config: Option<PathBuf>,
+        /// With a pkcs11 new master key: create it in the token if absent.
+        #[arg(long)]
+        create_key: bool,
     },
     /// Add a new version of data keys (of every domain, or of those named):
     /// new values are written with it once pgveil reloads (SIGHUP), older
     /// versions still decrypt, and `pgveil migrate` moves stored values
     /// onto it. The audit keys are not rotated.
     Rotate {
-        /// Keyring file, replaced atomically.
+        /// Keyring file, replaced atomically (default: --config's `keyring`).
         #[arg(long)]
-        keyring: PathBuf,
-        /// File holding the base64 master key.
-        #[arg(long)]
-        master_key_file: Option<PathBuf>,
+        keyring: Option<PathBuf>,
+        #[command(flatten)]
+        master: MasterArgs,
         /// A key domain to rotate (repeatable); all when absent.
         #[arg(long = "domain")]
         domains: Vec<String>,
@@ -89,6 +103,62 @@ pub(super) enum KeysCommand {
     },
 }
 
+/// Where a `keys` command finds the master key.
+#[derive(Args)]
+pub(super) struct MasterArgs {
+    /// File holding the base64 master key (the file provider).
+    #[arg(long, conflicts_with = "config")]
+    master_key_file: Option<PathBuf>,
+    /// pgveil's configuration: its [master_key] (any provider) or
+    /// master_key_file, and its keyring and policy unless given.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl MasterArgs {
+    /// The master key's provider, and the configuration if one is named.
+    fn resolve(&self) -> Result<(CustodyConfig, Option<Config>), String> {
+        match (&self.master_key_file, &self.config) {
+            (Some(path), _) => Ok((CustodyConfig::File { path: path.clone() }, None)),
+            (None, Some(path)) => {
+                let config = load_config(path)?;
+                Ok((config.custody(), Some(config)))
+            }
+            (None, None) => Ok((CustodyConfig::Env, None)),
+        }
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    config
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// `given`, else the configuration's `what`.
+fn path_or_config(
+    given: Option<PathBuf>,
+    config: Option<&Config>,
+    what: &str,
+    of_config: impl FnOnce(&Config) -> Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    given
+        .or_else(|| config.and_then(of_config))
+        .ok_or_else(|| format!("give --{what}, or --config naming a {what}"))
+}
+
+/// Reaches the provider.
+fn open(custody: &CustodyConfig, create: bool) -> Result<Box<dyn Custody>, String> {
+    let create = if create {
+        CreateKey::IfAbsent
+    } else {
+        CreateKey::No
+    };
+    custody.open(create).map_err(|e| e.to_string())
+}
+
 /// How `keys list` prints.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub(super) enum ListFormat {
@@ -101,22 +171,31 @@ pub(super) fn keys(command: KeysCommand) -> ExitCode {
         KeysCommand::Init {
             policy,
             keyring,
-            master_key_file,
-        } => keys_init(&policy, &keyring, master_key_file.as_deref()),
+            master,
+            create_key,
+        } => keys_init(policy, keyring, &master, create_key),
         KeysCommand::NewMaster => MasterKey::generate()
             .map(|(_, text)| println!("{}", text.as_str()))
             .map_err(|e| e.to_string()),
         KeysCommand::List { keyring, format } => keys_list(&keyring, format),
         KeysCommand::Rewrap {
             keyring,
-            master_key_file,
+            master,
             new_master_key_file,
-        } => keys_rewrap(&keyring, master_key_file.as_deref(), &new_master_key_file),
+            new_config,
+            create_key,
+        } => keys_rewrap(
+            keyring,
+            &master,
+            new_master_key_file,
+            new_config.as_deref(),
+            create_key,
+        ),
         KeysCommand::Rotate {
             keyring,
-            master_key_file,
+            master,
             domains,
-        } => keys_rotate(&keyring, master_key_file.as_deref(), &domains),
+        } => keys_rotate(keyring, &master, &domains),
         KeysCommand::Retire {
             config,
             domain,
@@ -146,12 +225,25 @@ pub(super) fn keys(command: KeysCommand) -> ExitCode {
     }
 }
 
-fn keys_init(policy: &Path, keyring: &Path, master_key_file: Option<&Path>) -> Result<(), String> {
-    let policy = load_policy(policy).map_err(|e| e.to_string())?;
-    let master = MasterKey::load(master_key_file).map_err(|e| e.to_string())?;
-    let report = Keyring::init(keyring, &master, &policy.domains()).map_err(|e| e.to_string())?;
+fn keys_init(
+    policy: Option<PathBuf>,
+    keyring: Option<PathBuf>,
+    master: &MasterArgs,
+    create_key: bool,
+) -> Result<(), String> {
+    let (custody, config) = master.resolve()?;
+    let policy = path_or_config(policy, config.as_ref(), "policy", |c| c.policy.clone())?;
+    let keyring = path_or_config(keyring, config.as_ref(), "keyring", |c| c.keyring.clone())?;
+    let policy = load_policy(&policy).map_err(|e| e.to_string())?;
+    let master = open(&custody, create_key)?;
+    let report =
+        Keyring::init(&keyring, master.as_ref(), &policy.domains()).map_err(|e| e.to_string())?;
     let verb = if report.created { "created" } else { "updated" };
-    println!("{verb} keyring {}", keyring.display());
+    println!(
+        "{verb} keyring {} under {}",
+        keyring.display(),
+        master.describe()
+    );
     for domain in &report.added {
         println!("  added key for domain {domain}");
     }
@@ -159,19 +251,36 @@ fn keys_init(policy: &Path, keyring: &Path, master_key_file: Option<&Path>) -> R
 }
 
 fn keys_rewrap(
-    keyring: &Path,
-    master_key_file: Option<&Path>,
-    new_master_key_file: &Path,
+    keyring: Option<PathBuf>,
+    master: &MasterArgs,
+    new_master_key_file: Option<PathBuf>,
+    new_config: Option<&Path>,
+    create_key: bool,
 ) -> Result<(), String> {
-    let old = MasterKey::load(master_key_file).map_err(|e| e.to_string())?;
-    let new = MasterKey::from_file(new_master_key_file)
-        .map_err(|e| format!("the new master key: {e}"))?;
-    let count = Keyring::rewrap(keyring, &old, &new).map_err(|e| e.to_string())?;
+    let (old_custody, config) = master.resolve()?;
+    let keyring = path_or_config(keyring, config.as_ref(), "keyring", |c| c.keyring.clone())?;
+    let (new_custody, next_step) = match (new_master_key_file, new_config) {
+        (Some(path), _) => {
+            let next = format!(
+                "give pgveil the key in {} (master_key_file or PGVEIL_MASTER_KEY)",
+                path.display()
+            );
+            (CustodyConfig::File { path }, next)
+        }
+        (None, Some(path)) => {
+            let next = format!("start pgveil with the [master_key] of {}", path.display());
+            (load_config(path)?.custody(), next)
+        }
+        (None, None) => return Err("give --new-master-key-file or --new-config".into()),
+    };
+    let old = open(&old_custody, false)?;
+    let new = open(&new_custody, create_key).map_err(|e| format!("the new master key: {e}"))?;
+    let count = Keyring::rewrap(&keyring, old.as_ref(), new.as_ref()).map_err(|e| e.to_string())?;
     println!(
-        "rewrapped {count} keys of {} under the master key in {}; \
-         give pgveil that key (master_key_file or PGVEIL_MASTER_KEY) before it next starts",
+        "rewrapped {count} keys of {} under {}; {next_step} before it next starts \
+         (a running pgveil keeps the keys it has; SIGHUP after its configuration changes)",
         keyring.display(),
-        new_master_key_file.display()
+        new.describe()
     );
     Ok(())
 }
@@ -212,12 +321,14 @@ fn keys_list(keyring: &Path, format: ListFormat) -> Result<(), String> {
 }
 
 fn keys_rotate(
-    keyring: &Path,
-    master_key_file: Option<&Path>,
+    keyring: Option<PathBuf>,
+    master: &MasterArgs,
     domains: &[String],
 ) -> Result<(), String> {
-    let master = MasterKey::load(master_key_file).map_err(|e| e.to_string())?;
-    let added = Keyring::rotate(keyring, &master, domains).map_err(|e| e.to_string())?;
+    let (custody, config) = master.resolve()?;
+    let keyring = path_or_config(keyring, config.as_ref(), "keyring", |c| c.keyring.clone())?;
+    let master = open(&custody, false)?;
+    let added = Keyring::rotate(&keyring, master.as_ref(), domains).map_err(|e| e.to_string())?;
     for (domain, key) in &added {
         println!(
             "rotated {domain}: version {} (key id {}) is now current",
@@ -255,8 +366,7 @@ async fn keys_retire(config: &Path, domain: &str, version: u32) -> Result<(), Re
         ));
     };
     let policy = load_policy(policy_path).map_err(|e| Refusal::Config(e.to_string()))?;
-    let master = MasterKey::load(config.master_key_file.as_deref())
-        .map_err(|e| Refusal::Config(e.to_string()))?;
+    let master = open(&config.custody(), false).map_err(Refusal::Config)?;
     let keys = keyring_listing(&config).map_err(Refusal::Config)?;
     let (refs, current) = domain_keys(&keys, domain).ok_or_else(|| {
         Refusal::Config(format!(
@@ -294,7 +404,7 @@ async fn keys_retire(config: &Path, domain: &str, version: u32) -> Result<(), Re
     if checked == 0 {
         eprintln!("note: no policy column uses key domain {domain}; no stored value was checked");
     }
-    let key = Keyring::retire(keyring, &master, domain, version).map_err(|e| match e {
+    let key = Keyring::retire(keyring, master.as_ref(), domain, version).map_err(|e| match e {
         crate::protect::keyring::KeyringError::RetireCurrent { .. } => {
             Refusal::InUse(e.to_string())
         }

@@ -137,8 +137,7 @@ fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
     let (Some(_), Some(path)) = (&config.audit, &config.keyring) else {
         return Ok(None);
     };
-    let keyring =
-        load_keyring(path, config.master_key_file.as_deref()).map_err(|e| e.to_string())?;
+    let keyring = load_keyring(path, &config.custody()).map_err(|e| e.to_string())?;
     let keys = AuditKeys::from_keyring(Arc::new(keyring)).map_err(|e| e.to_string())?;
     Ok(Some(Arc::new(keys)))
 }
@@ -242,7 +241,7 @@ async fn reload(args: &ServeArgs, slots: &Slots) -> Result<&'static str, String>
 fn configured_protection(config: &Config) -> Result<Option<Protection>, ProtectionError> {
     match (&config.policy, &config.keyring) {
         (Some(policy), Some(keyring)) => {
-            Protection::load(policy, keyring, config.master_key_file.as_deref()).map(Some)
+            Protection::load(policy, keyring, &config.custody()).map(Some)
         }
         _ => Ok(None),
     }

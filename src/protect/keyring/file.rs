@@ -1,6 +1,6 @@
 //! The keyring file on disk: its serde form, the master key check, the
-//! wrapping and unwrapping of entries under the master key, and atomic
-//! writes of a file only its owner can read.
+//! wrapping and unwrapping of entries by the master key's provider
+//! ([`Custody`]), and atomic writes of a file only its owner can read.
 
 use std::collections::HashSet;
 use std::fs;
@@ -8,21 +8,15 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::Mac;
 use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{KeyKind, KeyringError, AUDIT_DOMAIN, FORMAT};
-use crate::protect::crypto::{
-    gcm_open, gcm_seal_into, hmac_sha256, DataKey, KeyRef, MasterKey, RandomError,
-};
-
-/// The message whose HMAC under the master key is `master_check`.
-const MASTER_CHECK_MESSAGE: &[u8] = b"pgveil keyring check v1";
+use crate::protect::crypto::{DataKey, KeyRef, RandomError};
+use crate::protect::custody::{Aad, Custody, CustodyError, CustodyKind};
 
 /// The first line of every keyring file pgveil writes.
 pub(super) const FILE_COMMENT: &str =
@@ -33,6 +27,10 @@ pub(super) const FILE_COMMENT: &str =
 #[serde(deny_unknown_fields)]
 pub(super) struct KeyringFile {
     format: u32,
+    /// The provider that wrapped the keys; absent for a local master key
+    /// (`env` or `file`), as in keyrings written before providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    custody: Option<CustodyKind>,
     master_check: String,
     #[serde(default, rename = "key")]
     pub(super) keys: Vec<KeyEntry>,
@@ -101,17 +99,22 @@ impl KeyEntry {
     }
 }
 
-/// The cipher that wraps keys: AES-256-GCM under the master key itself.
-fn wrapping_cipher(master: &MasterKey) -> Aes256Gcm {
-    Aes256Gcm::new(master.as_bytes().into())
+/// What a wrapped key is bound to: `"LABEL|DOMAIN|ID|VERSION"`.
+fn wrap_aad(kind: KeyKind, domain: &str, key: KeyRef) -> Aad<'_> {
+    Aad {
+        label: kind.aad_label(),
+        domain,
+        id: key.id,
+        version: key.version,
+    }
 }
 
-fn wrap_aad(kind: KeyKind, domain: &str, key: KeyRef) -> Vec<u8> {
-    format!("{}|{domain}|{}|{}", kind.aad_label(), key.id, key.version).into_bytes()
-}
-
-fn master_check(master: &MasterKey) -> hmac::Hmac<sha2::Sha256> {
-    hmac_sha256(master.as_bytes()).chain_update(MASTER_CHECK_MESSAGE)
+/// A provider's error, for the keyring at `path`.
+pub(super) fn custody_error(path: &Path) -> impl FnOnce(CustodyError) -> KeyringError + '_ {
+    |source| KeyringError::Custody {
+        path: path.into(),
+        source: Box::new(source),
+    }
 }
 
 pub(super) fn read_file(path: &Path) -> Result<KeyringFile, KeyringError> {
@@ -168,13 +171,15 @@ fn write_new_private(path: &Path, text: &str) -> io::Result<()> {
 }
 
 impl KeyringFile {
-    pub(super) fn new(master: &MasterKey) -> Self {
-        Self {
+    pub(super) fn new(path: &Path, master: &dyn Custody) -> Result<Self, KeyringError> {
+        let kind = master.kind();
+        Ok(Self {
             format: FORMAT,
-            master_check: STANDARD.encode(master_check(master).finalize().into_bytes()),
+            custody: (kind != CustodyKind::Local).then_some(kind),
+            master_check: STANDARD.encode(master.check_value().map_err(custody_error(path))?),
             keys: Vec::new(),
             signing_keys: Vec::new(),
-        }
+        })
     }
 
     pub(super) fn to_text(&self) -> String {
@@ -182,16 +187,35 @@ impl KeyringFile {
         format!("{FILE_COMMENT}{body}")
     }
 
-    pub(super) fn check_master(&self, path: &Path, master: &MasterKey) -> Result<(), KeyringError> {
+    /// Fails unless `master` is the provider and key this file was
+    /// wrapped with.
+    pub(super) fn check_master(
+        &self,
+        path: &Path,
+        master: &dyn Custody,
+    ) -> Result<(), KeyringError> {
+        let wrapped_by = self.custody.unwrap_or(CustodyKind::Local);
+        if wrapped_by != master.kind() {
+            return Err(KeyringError::WrongProvider {
+                path: path.into(),
+                wrapped_by,
+                given: master.describe(),
+            });
+        }
         let expected = STANDARD
             .decode(&self.master_check)
             .map_err(|_| KeyringError::Parse {
                 path: path.into(),
                 message: "master_check is not valid base64".into(),
             })?;
-        master_check(master)
-            .verify_slice(&expected)
-            .map_err(|_| KeyringError::WrongMasterKey { path: path.into() })
+        if master.check(&expected).map_err(custody_error(path))? {
+            Ok(())
+        } else {
+            Err(KeyringError::WrongMasterKey {
+                path: path.into(),
+                given: master.describe(),
+            })
+        }
     }
 
     fn entries(&self) -> impl Iterator<Item = (KeyKind, &KeyEntry)> {
@@ -225,11 +249,13 @@ impl KeyringFile {
     /// returns the domains that received keys.
     pub(super) fn add_missing(
         &mut self,
-        master: &MasterKey,
+        path: &Path,
+        master: &dyn Custody,
         domains: &[String],
     ) -> Result<Vec<String>, KeyringError> {
         let wrapper = Wrapper {
-            cipher: wrapping_cipher(master),
+            path,
+            master,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
         let mut added: Vec<String> = Vec::new();
@@ -237,7 +263,7 @@ impl KeyringFile {
         for domain in wanted {
             if !self.keys.iter().any(|e| e.domain == domain) {
                 let key = DataKey::generate()?;
-                let entry = wrapper.wrap(KeyKind::Data, domain, self.next_id(), key.as_bytes());
+                let entry = wrapper.wrap(KeyKind::Data, domain, self.next_id(), key.as_bytes())?;
                 self.keys.push(entry);
                 added.push(domain.into());
             }
@@ -251,7 +277,7 @@ impl KeyringFile {
                 AUDIT_DOMAIN,
                 self.next_id(),
                 pkcs8.as_ref(),
-            );
+            )?;
             self.signing_keys.push(entry);
             if !added.iter().any(|d| d == AUDIT_DOMAIN) {
                 added.push(AUDIT_DOMAIN.into());
@@ -267,32 +293,32 @@ impl KeyringFile {
     pub(super) fn rewrapped(
         &self,
         path: &Path,
-        old: &MasterKey,
-        new: &MasterKey,
+        old: &dyn Custody,
+        new: &dyn Custody,
     ) -> Result<KeyringFile, KeyringError> {
         self.check_master(path, old)?;
         let unwrapper = Unwrapper::new(path, old);
-        let cipher = wrapping_cipher(new);
         let rewrap = |kind: KeyKind, entries: &[KeyEntry]| -> Result<Vec<KeyEntry>, KeyringError> {
             entries
                 .iter()
                 .map(|entry| {
                     let secret = unwrapper.unwrap(kind, entry)?;
-                    Ok(seal_entry(
-                        &cipher,
+                    seal_entry(
+                        new,
                         kind,
                         &entry.domain,
                         entry.key_ref(),
                         &entry.created,
                         &secret,
-                    ))
+                    )
+                    .map_err(custody_error(path))
                 })
                 .collect()
         };
         Ok(KeyringFile {
             keys: rewrap(KeyKind::Data, &self.keys)?,
             signing_keys: rewrap(KeyKind::Signing, &self.signing_keys)?,
-            ..KeyringFile::new(new)
+            ..KeyringFile::new(path, new)?
         })
     }
 
@@ -301,7 +327,7 @@ impl KeyringFile {
     pub(super) fn add_version(
         &mut self,
         path: &Path,
-        master: &MasterKey,
+        master: &dyn Custody,
         domain: &str,
     ) -> Result<KeyRef, KeyringError> {
         let newest = self.newest_version(path, domain)?;
@@ -311,14 +337,17 @@ impl KeyringFile {
         };
         let secret = DataKey::generate()?;
         let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        self.keys.push(seal_entry(
-            &wrapping_cipher(master),
-            KeyKind::Data,
-            domain,
-            key,
-            &created,
-            secret.as_bytes(),
-        ));
+        self.keys.push(
+            seal_entry(
+                master,
+                KeyKind::Data,
+                domain,
+                key,
+                &created,
+                secret.as_bytes(),
+            )
+            .map_err(custody_error(path))?,
+        );
         Ok(key)
     }
 
@@ -386,57 +415,61 @@ impl KeyringFile {
 }
 
 /// Wraps new keys under the master key.
-struct Wrapper {
-    cipher: Aes256Gcm,
+struct Wrapper<'a> {
+    path: &'a Path,
+    master: &'a dyn Custody,
     created: String,
 }
 
-impl Wrapper {
-    fn wrap(&self, kind: KeyKind, domain: &str, id: u32, secret: &[u8]) -> KeyEntry {
+impl Wrapper<'_> {
+    fn wrap(
+        &self,
+        kind: KeyKind,
+        domain: &str,
+        id: u32,
+        secret: &[u8],
+    ) -> Result<KeyEntry, KeyringError> {
         seal_entry(
-            &self.cipher,
+            self.master,
             kind,
             domain,
             KeyRef { id, version: 1 },
             &self.created,
             secret,
         )
+        .map_err(custody_error(self.path))
     }
 }
 
-/// A key entry holding `secret` sealed under `cipher`, bound to its kind,
+/// A key entry holding `secret` sealed by `master`, bound to its kind,
 /// domain, id and version.
 fn seal_entry(
-    cipher: &Aes256Gcm,
+    master: &dyn Custody,
     kind: KeyKind,
     domain: &str,
     key: KeyRef,
     created: &str,
     secret: &[u8],
-) -> KeyEntry {
-    let mut sealed = Vec::new();
-    gcm_seal_into(cipher, &wrap_aad(kind, domain, key), secret, &mut sealed);
-    KeyEntry {
+) -> Result<KeyEntry, CustodyError> {
+    let sealed = master.seal(wrap_aad(kind, domain, key), secret)?;
+    Ok(KeyEntry {
         domain: domain.into(),
         id: key.id,
         version: key.version,
         created: created.into(),
         wrapped: STANDARD.encode(sealed),
-    }
+    })
 }
 
 /// Unwraps a file's keys, naming the entry in every error.
 pub(super) struct Unwrapper<'a> {
     path: &'a Path,
-    cipher: Aes256Gcm,
+    master: &'a dyn Custody,
 }
 
 impl<'a> Unwrapper<'a> {
-    pub(super) fn new(path: &'a Path, master: &MasterKey) -> Self {
-        Self {
-            path,
-            cipher: wrapping_cipher(master),
-        }
+    pub(super) fn new(path: &'a Path, master: &'a dyn Custody) -> Self {
+        Self { path, master }
     }
 
     pub(super) fn data_key(&self, entry: &KeyEntry) -> Result<DataKey, KeyringError> {
@@ -459,12 +492,15 @@ impl<'a> Unwrapper<'a> {
             .decode(&entry.wrapped)
             .map_err(|_| self.bad_entry(kind, entry, "is not valid base64"))?;
         let aad = wrap_aad(kind, &entry.domain, entry.key_ref());
-        gcm_open(&self.cipher, &aad, sealed, 0).ok_or_else(|| KeyringError::Unwrap {
-            path: self.path.into(),
-            kind,
-            domain: entry.domain.clone(),
-            key: entry.key_ref(),
-        })
+        self.master
+            .open(aad, &sealed)
+            .map_err(custody_error(self.path))?
+            .ok_or_else(|| KeyringError::Unwrap {
+                path: self.path.into(),
+                kind,
+                domain: entry.domain.clone(),
+                key: entry.key_ref(),
+            })
     }
 
     fn bad_entry(&self, kind: KeyKind, entry: &KeyEntry, problem: &'static str) -> KeyringError {

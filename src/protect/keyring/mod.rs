@@ -1,8 +1,11 @@
 //! The keyring: every key domain's data keys and the audit keys, stored in
 //! a TOML file wrapped by the master key, and loaded into ready ciphers.
+//! The master key is reached through its provider ([`Custody`]): a local
+//! key (`env`, `file`), a PKCS#11 token or AWS KMS.
 //!
 //! ```toml
 //! format = 1
+//! custody = "pkcs11"            # or "aws-kms"; absent for a local master key
 //! master_check = "<base64 HMAC-SHA256(master, \"pgveil keyring check v1\")>"
 //!
 //! [[key]]                       # a data key
@@ -10,7 +13,7 @@
 //! id = 1                        # unique within the keyring
 //! version = 1                   # the highest version of a domain is active
 //! created = "2026-11-25T10:00:00Z"
-//! wrapped = "<base64 nonce || AES-256-GCM(master, key)>"
+//! wrapped = "<base64 nonce || AES-256-GCM(master, key)>"  # or KMS's ciphertext
 //!
 //! [[signing_key]]               # an Ed25519 PKCS#8 document
 //! domain = "pgveil.audit"
@@ -18,9 +21,11 @@
 //! ```
 //!
 //! The associated data of a wrapped key is `"pgveil key|DOMAIN|ID|VERSION"`
-//! (`"pgveil signing key|…"` for signing keys), so an entry cannot be moved
-//! to another domain, id or version. `master_check` tells a wrong master key
-//! apart from a damaged entry.
+//! (`"pgveil signing key|…"` for signing keys; KMS takes the same fields
+//! as its EncryptionContext), so an entry cannot be moved to another
+//! domain, id or version. `master_check` tells a wrong master key apart
+//! from a damaged entry: for a local key an HMAC under it, for a token or
+//! KMS a fixed message they sealed (see `custody`).
 //!
 //! The domain [`AUDIT_DOMAIN`] is reserved: its data key only yields the
 //! audit log's MAC key, and it holds the Ed25519 key that signs audit files.
@@ -42,9 +47,8 @@ use serde::Serialize;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::protect::crypto::{
-    CryptoError, Envelope, KeyCiphers, KeyRef, MasterKey, Mode, RandomError,
-};
+use crate::protect::crypto::{CryptoError, Envelope, KeyCiphers, KeyRef, Mode, RandomError};
+use crate::protect::custody::{Custody, CustodyError, CustodyKind};
 use file::{read_file, write_atomically, KeyringFile, Unwrapper};
 
 /// The reserved domain holding the audit keys.
@@ -136,13 +140,33 @@ pub enum KeyringError {
         found: u32,
     },
     /// The master key is not the keyring's.
-    #[error(
-        "the master key does not match keyring {path} \
-         (PGVEIL_MASTER_KEY or master_key_file is wrong)"
-    )]
+    #[error("the master key does not match keyring {path} ({given} is wrong)")]
     WrongMasterKey {
         /// The keyring file.
         path: PathBuf,
+        /// The provider and key given.
+        given: String,
+    },
+    /// The keyring was wrapped by another kind of provider.
+    #[error(
+        "keyring {path} is wrapped by a {wrapped_by} master key, not by {given}; \
+         configure [master_key] as it was wrapped, or move it with `pgveil keys rewrap`"
+    )]
+    WrongProvider {
+        /// The keyring file.
+        path: PathBuf,
+        /// The kind of provider that wrapped it.
+        wrapped_by: CustodyKind,
+        /// The provider and key given.
+        given: String,
+    },
+    /// The master key's provider cannot be reached or fails.
+    #[error("keyring {path}: {source}")]
+    Custody {
+        /// The keyring file.
+        path: PathBuf,
+        /// What the provider says.
+        source: Box<CustodyError>,
     },
     /// An entry does not unwrap with the master key.
     #[error(
@@ -287,7 +311,7 @@ pub struct Keyring {
 
 impl Keyring {
     /// Reads the keyring at `path` and unwraps every key with `master`.
-    pub fn load(path: &Path, master: &MasterKey) -> Result<Self, KeyringError> {
+    pub fn load(path: &Path, master: &dyn Custody) -> Result<Self, KeyringError> {
         Self::open(path, &read_file(path)?, master)
     }
 
@@ -296,7 +320,7 @@ impl Keyring {
     /// for the domains (and audit keys) it lacks. Writes atomically.
     pub fn init(
         path: &Path,
-        master: &MasterKey,
+        master: &dyn Custody,
         domains: &[String],
     ) -> Result<InitReport, KeyringError> {
         for domain in domains {
@@ -310,11 +334,11 @@ impl Keyring {
             Err(KeyringError::Read { ref source, .. })
                 if source.kind() == io::ErrorKind::NotFound =>
             {
-                (KeyringFile::new(master), true)
+                (KeyringFile::new(path, master)?, true)
             }
             Err(e) => return Err(e),
         };
-        let added = file.add_missing(master, domains)?;
+        let added = file.add_missing(path, master, domains)?;
         if created || !added.is_empty() {
             write_atomically(path, &file.to_text()).map_err(|source| KeyringError::Write {
                 path: path.into(),
@@ -324,7 +348,7 @@ impl Keyring {
         Ok(InitReport { created, added })
     }
 
-    fn open(path: &Path, file: &KeyringFile, master: &MasterKey) -> Result<Self, KeyringError> {
+    fn open(path: &Path, file: &KeyringFile, master: &dyn Custody) -> Result<Self, KeyringError> {
         file.check_master(path, master)?;
         file.check_unique(path)?;
         let unwrapper = Unwrapper::new(path, master);
@@ -371,11 +395,16 @@ impl Keyring {
     }
 
     /// Wraps the keyring at `path` under the master key `new` instead of
-    /// `old`: the same data and audit keys, so no stored value changes.
+    /// `old`, which may be of another provider (a file key into a token):
+    /// the same data and audit keys, so no stored value changes.
     /// The result is opened with `new` before it replaces the file
     /// (atomically, readable by its owner only); on any error the file is
     /// left as it was.
-    pub fn rewrap(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<usize, KeyringError> {
+    pub fn rewrap(
+        path: &Path,
+        old: &dyn Custody,
+        new: &dyn Custody,
+    ) -> Result<usize, KeyringError> {
         let file = read_file(path)?;
         file.check_unique(path)?;
         let rewrapped = file.rewrapped(path, old, new)?;
@@ -390,7 +419,7 @@ impl Keyring {
     /// atomically; on any error the file is left as it was.
     pub fn rotate(
         path: &Path,
-        master: &MasterKey,
+        master: &dyn Custody,
         domains: &[String],
     ) -> Result<Vec<(String, KeyRef)>, KeyringError> {
         let mut file = read_file(path)?;
@@ -415,7 +444,7 @@ impl Keyring {
     /// [`Keyring::rotate`] writes.
     pub fn retire(
         path: &Path,
-        master: &MasterKey,
+        master: &dyn Custody,
         domain: &str,
         version: u32,
     ) -> Result<KeyRef, KeyringError> {
@@ -427,7 +456,7 @@ impl Keyring {
     }
 
     /// Opens `file` with `master`, then writes it over `path`.
-    fn replace(path: &Path, file: &KeyringFile, master: &MasterKey) -> Result<(), KeyringError> {
+    fn replace(path: &Path, file: &KeyringFile, master: &dyn Custody) -> Result<(), KeyringError> {
         Self::open(path, file, master)?;
         write_atomically(path, &file.to_text()).map_err(|source| KeyringError::Write {
             path: path.into(),

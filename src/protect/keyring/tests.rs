@@ -4,7 +4,8 @@ use std::fs;
 
 use super::file::FILE_COMMENT;
 use super::*;
-use crate::protect::crypto::parse_text;
+use crate::protect::crypto::{parse_text, MasterKey};
+use crate::protect::custody::Custody;
 
 const EMAIL: &str = "public.customers.email";
 const NAME: &str = "public.customers.name";
@@ -415,4 +416,98 @@ fn retiring_removes_an_old_version_never_the_current_one() {
         .map(|k| k.version)
         .collect();
     assert_eq!(versions, [2]);
+}
+
+/// A provider of another kind over a local key (or failing), for the
+/// keyring's side of custody.
+struct Token {
+    key: MasterKey,
+    down: bool,
+}
+
+impl Custody for Token {
+    fn kind(&self) -> CustodyKind {
+        CustodyKind::Pkcs11
+    }
+
+    fn describe(&self) -> String {
+        "the test token".into()
+    }
+
+    fn seal(
+        &self,
+        aad: crate::protect::custody::Aad<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CustodyError> {
+        if self.down {
+            return Err(CustodyError::CannotCreate { provider: "down" });
+        }
+        self.key.seal(aad, plaintext)
+    }
+
+    fn open(
+        &self,
+        aad: crate::protect::custody::Aad<'_>,
+        sealed: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, CustodyError> {
+        if self.down {
+            return Err(CustodyError::CannotCreate { provider: "down" });
+        }
+        self.key.open(aad, sealed)
+    }
+}
+
+#[test]
+fn rewrap_moves_a_keyring_to_another_provider_which_it_then_requires() {
+    let f = fixture(&[EMAIL]);
+    let stored = f
+        .load()
+        .unwrap()
+        .encrypt_text(EMAIL, Mode::Deterministic, b"x@example.com")
+        .unwrap();
+    let token = Token {
+        key: MasterKey::generate().unwrap().0,
+        down: false,
+    };
+    assert_eq!(Keyring::rewrap(&f.path, &f.master, &token).unwrap(), 3);
+    let text = fs::read_to_string(&f.path).unwrap();
+    assert!(text.contains("custody = \"pkcs11\""), "{text}");
+
+    let moved = Keyring::load(&f.path, &token).unwrap();
+    let envelope = parse_text(stored.as_bytes()).unwrap().unwrap();
+    assert_eq!(
+        moved.decrypt(EMAIL, envelope).unwrap().as_slice(),
+        b"x@example.com"
+    );
+
+    let err = f.load().unwrap_err();
+    assert!(matches!(err, KeyringError::WrongProvider { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is wrapped by a pkcs11 master key"),
+        "{err}"
+    );
+
+    let other = Token {
+        key: MasterKey::generate().unwrap().0,
+        down: false,
+    };
+    let err = Keyring::load(&f.path, &other).unwrap_err().to_string();
+    assert!(err.contains("(the test token is wrong)"), "{err}");
+
+    // A provider that fails: the keyring says so, and is left as it was.
+    let down = Token {
+        key: MasterKey::generate().unwrap().0,
+        down: true,
+    };
+    let err = Keyring::load(&f.path, &down).unwrap_err();
+    assert!(matches!(err, KeyringError::Custody { .. }), "{err}");
+    assert!(Keyring::rewrap(&f.path, &token, &down).is_err());
+    assert!(Keyring::rotate(&f.path, &down, &[]).is_err());
+    assert_eq!(fs::read_to_string(&f.path).unwrap(), text);
+
+    // And back to a local key.
+    assert_eq!(Keyring::rewrap(&f.path, &token, &f.master).unwrap(), 3);
+    assert!(!fs::read_to_string(&f.path).unwrap().contains("custody"));
+    f.load().unwrap();
 }
