@@ -2,14 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 
 use super::{shutdown_signal, with_workers, EXIT_CONFIG, EXIT_FAILURE};
-use crate::audit::{AuditHandle, AuditKeys, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
+use crate::audit::{AuditHandle, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
 use crate::ops::logging;
-use crate::protect::protection::{load_keyring, Protection, ProtectionError};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::server::Server;
@@ -59,14 +57,14 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let veil = match configured_protection(&config) {
+    let veil = match config.protection() {
         Ok(veil) => veil,
         Err(e) => {
             eprintln!("pgveil: cannot protect columns: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let audit_keys = match audit_keys(&config) {
+    let audit_keys = match config.audit_keys() {
         Ok(keys) => keys,
         Err(e) => {
             eprintln!("pgveil: cannot open the audit log: {e}");
@@ -96,17 +94,6 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
-}
-
-/// The audit log's keys, when `[audit]` is configured.
-fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
-    let (Some(_), Some(path)) = (&config.audit, &config.keyring) else {
-        return Ok(None);
-    };
-    let keyring =
-        load_keyring(path, config.master_key_file.as_deref()).map_err(|e| e.to_string())?;
-    let keys = AuditKeys::from_keyring(Arc::new(keyring)).map_err(|e| e.to_string())?;
-    Ok(Some(Arc::new(keys)))
 }
 
 /// Reloads the policy, keyring and master key on each SIGHUP, for the
@@ -156,8 +143,9 @@ fn reload(args: &ServeArgs, slot: &ProtectionSlot) -> Result<&'static str, Strin
     let config = args
         .config()
         .map_err(|e| format!("invalid configuration: {e}"))?;
-    let protection =
-        configured_protection(&config).map_err(|e| format!("cannot protect columns: {e}"))?;
+    let protection = config
+        .protection()
+        .map_err(|e| format!("cannot protect columns: {e}"))?;
     match protection {
         Some(protection) => {
             slot.replace(protection);
@@ -167,15 +155,5 @@ fn reload(args: &ServeArgs, slot: &ProtectionSlot) -> Result<&'static str, Strin
              more; a reload never turns protection off (restart pgveil to do that)"
             .into()),
         None => Ok("no policy, as before"),
-    }
-}
-
-/// The policy and keyring `config` names, loaded; `None` without them.
-fn configured_protection(config: &Config) -> Result<Option<Protection>, ProtectionError> {
-    match (&config.policy, &config.keyring) {
-        (Some(policy), Some(keyring)) => {
-            Protection::load(policy, keyring, config.master_key_file.as_deref()).map(Some)
-        }
-        _ => Ok(None),
     }
 }
