@@ -70,9 +70,9 @@ impl Report {
         }
     }
 
-    /// Rows read over every table of this run.
+    /// Rows read over every table by this run.
     pub(crate) fn rows(&self) -> u64 {
-        self.results().map(|r| r.rows).sum()
+        self.results().map(|r| r.read).sum()
     }
 
     fn results(&self) -> impl Iterator<Item = &TableResult> {
@@ -213,14 +213,22 @@ impl Report {
             0 | 1 => String::new(),
             n => format!(", {n} passes"),
         };
+        let resumed = match result.resumed {
+            true => format!(
+                ", resumed after {} rows done by an earlier run",
+                result.carried
+            ),
+            false => String::new(),
+        };
         writeln!(
             out,
-            "\n{}.{} (by {walk}{passes}): {} rows in {secs:.1} s ({:.0} rows/s){}{}",
+            "\n{}.{} (by {walk}{passes}): {} rows; this run read {} in {secs:.1} s \
+             ({:.0} rows/s){resumed}{}",
             plan.schema,
             plan.table,
             result.rows,
-            result.rows as f64 / secs,
-            if result.resumed { ", resumed" } else { "" },
+            result.read,
+            result.read as f64 / secs,
             if result.interrupted {
                 ", interrupted"
             } else {

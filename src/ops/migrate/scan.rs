@@ -67,10 +67,15 @@ pub(crate) enum ScanError {
 pub(crate) struct TableResult {
     /// Per column, in the plan's order.
     pub(crate) counts: Vec<Counts>,
-    /// Rows read (in the last pass, walking by ctid).
+    /// Rows done (in the last pass, walking by ctid), by this run and
+    /// the earlier runs it resumed.
     pub(crate) rows: u64,
+    /// Rows read by this run.
+    pub(crate) read: u64,
     /// Whether it went on from where an earlier run stopped.
     pub(crate) resumed: bool,
+    /// Rows the earlier runs had done.
+    pub(crate) carried: u64,
     /// Stopped by a signal before the end.
     pub(crate) interrupted: bool,
     /// Rows still changing under the migration after the last pass (a
@@ -148,6 +153,7 @@ impl Scanner<'_> {
             },
             rows: resume.as_ref().map_or(0, |p| p.rows),
             resumed: resume.is_some(),
+            carried: resume.as_ref().map_or(0, |p| p.rows),
             ..TableResult::default()
         };
         let outcome = self
@@ -266,6 +272,7 @@ impl Scanner<'_> {
                 self.settle(table, statements, rows, result, &mut outcome)
                     .await?;
                 result.rows += read;
+                result.read += read;
                 self.progress.advance(read, &result.counts);
                 if !self.options.dry_run {
                     self.save(&name, position(keys), result)?;
