@@ -90,6 +90,30 @@ impl Counts {
         };
     }
 
+    /// What these counts add to `earlier` (counts of the same column,
+    /// from an earlier point of the same pass).
+    pub(super) fn since(&self, earlier: &Counts) -> Counts {
+        let mut from_versions = self.from_versions.clone();
+        for (version, count) in &earlier.from_versions {
+            if let Some(now) = from_versions.get_mut(version) {
+                *now = now.saturating_sub(*count);
+            }
+        }
+        from_versions.retain(|_, count| *count > 0);
+        Counts {
+            seen: self.seen.saturating_sub(earlier.seen),
+            current: self.current.saturating_sub(earlier.current),
+            encrypted: self.encrypted.saturating_sub(earlier.encrypted),
+            old_key: self.old_key.saturating_sub(earlier.old_key),
+            other_mode: self.other_mode.saturating_sub(earlier.other_mode),
+            decrypted: self.decrypted.saturating_sub(earlier.decrypted),
+            from_versions,
+            undecryptable: self.undecryptable.saturating_sub(earlier.undecryptable),
+            refused: self.refused.saturating_sub(earlier.refused),
+            busy: self.busy.saturating_sub(earlier.busy),
+        }
+    }
+
     /// What the counts say, in a few words: `99 encrypted, 1 undecryptable`.
     pub(crate) fn describe(&self, dry_run: bool) -> String {
         let (encrypted, again, decrypted) = if dry_run {
@@ -154,11 +178,16 @@ mod tests {
             counts.describe(false),
             "1 encrypted, 2 re-encrypted (1 old key version, 1 other mode), 1 undecryptable, 1 refused"
         );
+        let before = counts.clone();
+        counts.add(&Verdict::Encrypt(New::Text(String::new())));
+        let since = counts.since(&before);
+        assert_eq!((since.seen, since.encrypted, since.changed()), (1, 1, 1));
+        assert!(since.from_versions.is_empty());
         counts.new_pass();
-        assert_eq!((counts.seen, counts.changed(), counts.left()), (0, 3, 0));
+        assert_eq!((counts.seen, counts.changed(), counts.left()), (0, 4, 0));
         assert_eq!(
             counts.describe(true),
-            "1 plaintext, 2 to re-encrypt (1 old key version, 1 other mode)"
+            "2 plaintext, 2 to re-encrypt (1 old key version, 1 other mode)"
         );
     }
 }

@@ -20,7 +20,7 @@
 //! - `plan`: the tables and columns, read from the catalog and checked
 //!   before anything is written;
 //! - `state`: the progress of an interrupted run, resumed;
-//! - `scan` (with `reader`, `value`, `sql`, `db`): each table in batches of
+//! - `scan` (with `reader`, `value`, `sql`, `params`, `db`): each table in batches of
 //!   short transactions with a compare-and-set, rows changed meanwhile
 //!   read again;
 //! - `progress`, `counts`: what is shown and counted;
@@ -32,6 +32,7 @@
 mod counts;
 mod db;
 mod guards;
+mod params;
 mod plan;
 mod progress;
 mod reader;
@@ -175,6 +176,11 @@ pub(crate) async fn run(
                     Ok(()) => report.audited(),
                     Err(e) => report.fail(format!("the audit log cannot take a record: {e}")),
                 }
+            }
+        }
+        if result.interrupted && audit.is_some() {
+            if let Some(Err(e)) = scanner.state.as_mut().map(State::recorded) {
+                report.fail(e.to_string());
             }
         }
         let finished = outcome.is_ok() && !result.interrupted;

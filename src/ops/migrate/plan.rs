@@ -23,11 +23,16 @@ use thiserror::Error;
 use tokio_postgres::Client;
 
 use super::db::DbError;
-use super::sql::ident;
 use crate::ops::maintenance::Target as Upstream;
 use crate::protect::crypto::{mode_prefix, text_pattern, KeyRef, Mode};
 use crate::protect::guard::{constraint_name, TYPE_KIND};
 use crate::protect::protection::Protection;
+
+/// `name` as a quoted identifier: every name a migration writes into SQL
+/// is quoted (and schema-qualified).
+pub(super) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 /// A column named by `--decrypt`, and the key domain of its values.
 #[derive(Clone, Debug, PartialEq, Eq)]

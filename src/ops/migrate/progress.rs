@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::counts::Counts;
 
@@ -63,9 +63,15 @@ impl Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let width = columns.iter().map(String::len).max().unwrap_or(0) + table.len() + 1;
         let style = ProgressStyle::with_template(&format!(
-            "{{prefix:{width}}} [{{bar:30}}] {{pos}}/{{len}} rows {{per_sec}} ETA {{eta}} {{msg}}"
+            "{{prefix:{width}}} [{{bar:30}}] {{pos}}/{{len}} rows {{rate}} ETA {{eta}} {{msg}}"
         ))
         .expect("a valid template")
+        .with_key(
+            "rate",
+            |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0} rows/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ");
         let bars = columns
             .iter()
@@ -99,19 +105,27 @@ impl Progress {
         }
     }
 
-    /// The table (or pass) is done.
-    pub(super) fn finish(&mut self, counts: &[Counts]) {
+    /// The table (or pass) is done, or `interrupted`.
+    pub(super) fn finish(&mut self, counts: &[Counts], interrupted: bool) {
         if let Some((multi, bars)) = self.bars.take() {
             for (bar, counts) in bars.iter().zip(counts) {
-                bar.set_length(self.done);
-                bar.finish_with_message(counts.describe(self.dry_run));
+                if interrupted {
+                    bar.abandon_with_message(format!(
+                        "{} (interrupted)",
+                        counts.describe(self.dry_run)
+                    ));
+                } else {
+                    bar.set_length(self.done);
+                    bar.finish_with_message(counts.describe(self.dry_run));
+                }
             }
             drop(multi);
             return;
         }
+        let how = if interrupted { "interrupted" } else { "done" };
         for (column, counts) in self.columns.iter().zip(counts) {
             eprintln!(
-                "{}.{column}: done, {} values: {}",
+                "{}.{column}: {how}, {} values: {}",
                 self.table,
                 counts.seen,
                 counts.describe(self.dry_run)

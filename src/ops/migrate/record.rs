@@ -3,6 +3,12 @@
 //! left as they were, and one for the values encrypted again if there
 //! were any. They hold names, counts, key versions and the mode, never a
 //! value.
+//!
+//! A table's records are written when it is finished, or when a signal
+//! stops the run; each counts what no earlier record of the table did. A
+//! run killed outright writes none, and the run that resumes it counts
+//! what the killed run committed too (the state carries it), with
+//! `resumed` set.
 
 use crate::audit::{
     AuditRecord, Login, MigrationAction, MigrationRecord, Outcome, SqlState, Timestamp,
@@ -30,7 +36,13 @@ pub(super) fn records(
 ) -> Vec<AuditRecord> {
     let name = format!("{}.{}", table.schema, table.table);
     let mut records = Vec::new();
-    for (column, counts) in table.columns.iter().zip(&result.counts) {
+    for ((column, counts), recorded) in table
+        .columns
+        .iter()
+        .zip(&result.counts)
+        .zip(&result.recorded)
+    {
+        let counts = &counts.since(recorded);
         let outcome = outcome(result, counts, stopped);
         let record = |action, rows, from_versions: Vec<u32>, left: bool| {
             let (to_version, mode) = match &column.target {

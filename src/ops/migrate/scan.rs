@@ -40,12 +40,13 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::counts::Counts;
 use super::db::{DbError, Failure};
+use super::params::Params;
 use super::plan::{Form, TablePlan, Walk};
 use super::progress::Progress;
 use super::reader::{Batches, Start};
 use super::sql;
 use super::state::{Position, State, StateError, TableProgress};
-use super::value::{judge, New, Stored, Verdict};
+use super::value::{judge, Stored, Verdict};
 use crate::protect::keyring::Keyring;
 
 /// How many times a row whose compare-and-set failed is tried again.
@@ -67,6 +68,8 @@ pub(crate) enum ScanError {
 pub(crate) struct TableResult {
     /// Per column, in the plan's order.
     pub(crate) counts: Vec<Counts>,
+    /// What of `counts` an interrupted run wrote to the audit log.
+    pub(crate) recorded: Vec<Counts>,
     /// Rows done (in the last pass, walking by ctid), by this run and
     /// the earlier runs it resumed.
     pub(crate) rows: u64,
@@ -151,6 +154,12 @@ impl Scanner<'_> {
                 }
                 _ => vec![Counts::default(); table.columns.len()],
             },
+            recorded: match &resume {
+                Some(progress) if progress.recorded.len() == table.columns.len() => {
+                    progress.recorded.clone()
+                }
+                _ => vec![Counts::default(); table.columns.len()],
+            },
             rows: resume.as_ref().map_or(0, |p| p.rows),
             resumed: resume.is_some(),
             carried: resume.as_ref().map_or(0, |p| p.rows),
@@ -200,7 +209,7 @@ impl Scanner<'_> {
             self.pass(&table_arc, &statements, Start::Key(after), position, result)
                 .await?;
             result.passes = 1;
-            self.progress.finish(&result.counts);
+            self.progress.finish(&result.counts, result.interrupted);
             return Ok(());
         }
         let (mut pass, mut block, mut full) = match resume {
@@ -227,7 +236,7 @@ impl Scanner<'_> {
                     result,
                 )
                 .await?;
-            self.progress.finish(&result.counts);
+            self.progress.finish(&result.counts, result.interrupted);
             result.passes = pass;
             if result.interrupted || self.options.dry_run {
                 return Ok(());
@@ -241,7 +250,7 @@ impl Scanner<'_> {
                 return Ok(());
             }
             (pass, block, full) = (pass + 1, 0, true);
-            for counts in &mut result.counts {
+            for counts in result.counts.iter_mut().chain(&mut result.recorded) {
                 counts.new_pass();
             }
             result.rows = 0;
@@ -481,6 +490,7 @@ impl Scanner<'_> {
                 position,
                 rows: result.rows,
                 counts: result.counts.clone(),
+                recorded: result.recorded.clone(),
             })
             .map_err(Stop::State)
     }
@@ -513,17 +523,9 @@ enum Stop {
     State(StateError),
 }
 
-/// Whether a verdict changes the value.
-fn is_change(verdict: &Verdict) -> bool {
-    matches!(
-        verdict,
-        Verdict::Encrypt(_) | Verdict::ReEncrypt { .. } | Verdict::Decrypt { .. }
-    )
-}
-
 /// Whether a column's verdict (`None`: NULL) changes the value.
 fn changes(verdict: &Option<Verdict>) -> bool {
-    verdict.as_ref().is_some_and(is_change)
+    verdict.as_ref().is_some_and(|v| v.new_value().is_some())
 }
 
 /// Counts a row's verdicts once its fate is known: the changes of a row
@@ -533,11 +535,11 @@ fn count(counts: &mut [Counts], verdicts: &[Option<Verdict>], fate: Fate) {
     for (counts, verdict) in counts.iter_mut().zip(verdicts) {
         let Some(verdict) = verdict else { continue };
         match fate {
-            Fate::Refused if is_change(verdict) => {
+            Fate::Refused if verdict.new_value().is_some() => {
                 counts.seen += 1;
                 counts.refused += 1;
             }
-            Fate::Missed if is_change(verdict) => {
+            Fate::Missed if verdict.new_value().is_some() => {
                 counts.seen += 1;
                 counts.busy += 1;
             }
@@ -553,100 +555,4 @@ fn block_of(ctid: &str) -> u32 {
         .next()
         .and_then(|b| b.parse().ok())
         .unwrap_or(0)
-}
-
-/// The parameters of an update (see [`sql::update`]).
-struct Params<'r> {
-    arrays: Vec<Param<'r>>,
-    bounds: Vec<&'r str>,
-}
-
-enum Param<'r> {
-    Text(Vec<Option<&'r str>>),
-    Bytes(Vec<Option<&'r [u8]>>),
-}
-
-impl<'r> Params<'r> {
-    fn new(
-        table: &TablePlan,
-        rows: &'r [Row],
-        judged: &'r [Vec<Option<Verdict>>],
-        subset: &[usize],
-    ) -> Self {
-        let keys = sql::key_len(table);
-        let mut arrays: Vec<Param<'r>> = (0..keys)
-            .map(|k| {
-                Param::Text(
-                    subset
-                        .iter()
-                        .map(|&i| Some(rows[i].get::<_, &str>(k)))
-                        .collect(),
-                )
-            })
-            .collect();
-        for (c, column) in table.columns.iter().enumerate() {
-            let changed = |i: usize| changes(&judged[i][c]);
-            let new = |i: usize| match &judged[i][c] {
-                Some(
-                    Verdict::Encrypt(new)
-                    | Verdict::ReEncrypt { new, .. }
-                    | Verdict::Decrypt { new, .. },
-                ) => Some(new),
-                _ => None,
-            };
-            match column.form {
-                Form::Text => {
-                    let old = subset
-                        .iter()
-                        .map(|&i| changed(i).then(|| rows[i].get::<_, &str>(keys + c)))
-                        .collect();
-                    let new = subset
-                        .iter()
-                        .map(|&i| match new(i) {
-                            Some(New::Text(text)) => Some(text.as_str()),
-                            _ => None,
-                        })
-                        .collect();
-                    arrays.push(Param::Text(old));
-                    arrays.push(Param::Text(new));
-                }
-                Form::Bytes => {
-                    let old = subset
-                        .iter()
-                        .map(|&i| changed(i).then(|| rows[i].get::<_, &[u8]>(keys + c)))
-                        .collect();
-                    let new = subset
-                        .iter()
-                        .map(|&i| match new(i) {
-                            Some(New::Bytes(bytes)) => Some(bytes.as_slice()),
-                            _ => None,
-                        })
-                        .collect();
-                    arrays.push(Param::Bytes(old));
-                    arrays.push(Param::Bytes(new));
-                }
-            }
-        }
-        let bounds = match &table.walk {
-            Walk::Key(_) => {
-                let (first, last) = (subset[0], subset[subset.len() - 1]);
-                (0..keys)
-                    .map(|k| rows[first].get::<_, &str>(k))
-                    .chain((0..keys).map(|k| rows[last].get::<_, &str>(k)))
-                    .collect()
-            }
-            Walk::Ctid => Vec::new(),
-        };
-        Params { arrays, bounds }
-    }
-
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let arrays = self.arrays.iter().map(|p| match p {
-            Param::Text(values) => values as &(dyn ToSql + Sync),
-            Param::Bytes(values) => values as &(dyn ToSql + Sync),
-        });
-        arrays
-            .chain(self.bounds.iter().map(|b| b as &(dyn ToSql + Sync)))
-            .collect()
-    }
 }

@@ -12,12 +12,8 @@
 //! byte for byte, and the statement returns the keys of the rows it
 //! updated: the compare-and-set.
 
+pub(super) use super::plan::ident;
 use super::plan::{ColumnPlan, Form, TablePlan, Walk};
-
-/// `name` as a quoted identifier.
-pub(super) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// The table, quoted and schema-qualified.
 pub(super) fn table_name(table: &TablePlan) -> String {

@@ -76,6 +76,11 @@ pub(super) struct TableProgress {
     pub(super) rows: u64,
     /// Per column, in the plan's order.
     pub(super) counts: Vec<Counts>,
+    /// What of `counts` is in the audit log already (written when a run
+    /// was stopped by a signal), so that the next record of the table
+    /// counts only the rest.
+    #[serde(default)]
+    pub(super) recorded: Vec<Counts>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -157,6 +162,15 @@ impl State {
         self.write()
     }
 
+    /// Records that the audit log holds the counts so far of the table
+    /// under way.
+    pub(super) fn recorded(&mut self) -> Result<(), StateError> {
+        if let Some(current) = &mut self.file.current {
+            current.recorded = current.counts.clone();
+        }
+        self.write()
+    }
+
     /// Records that `table` is finished.
     pub(super) fn finish(&mut self, table: &str) -> Result<(), StateError> {
         self.file.current = None;
@@ -224,6 +238,7 @@ mod tests {
                 encrypted: 40,
                 ..Counts::default()
             }],
+            recorded: Vec::new(),
         };
         state.save(progress.clone()).unwrap();
         state.finish("public.a").unwrap();
@@ -235,10 +250,14 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
 
-        let (state, note) = State::open(&path, "abc");
+        let (mut state, note) = State::open(&path, "abc");
         assert_eq!(note, None);
         assert!(state.is_done("public.a") && !state.is_done("public.customers"));
         assert_eq!(state.resume("public.customers"), Some(&progress));
+        state.recorded().unwrap();
+        let (state, _) = State::open(&path, "abc");
+        let resumed = state.resume("public.customers").unwrap();
+        assert_eq!(resumed.recorded, progress.counts);
         assert_eq!(state.resume("public.orders"), None);
 
         let (state, note) = State::open(&path, "def");

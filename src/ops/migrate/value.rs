@@ -54,6 +54,18 @@ pub(super) enum Verdict {
     Unwritable,
 }
 
+impl Verdict {
+    /// The value to store instead, if it changes.
+    pub(super) fn new_value(&self) -> Option<&New> {
+        match self {
+            Verdict::Encrypt(new)
+            | Verdict::ReEncrypt { new, .. }
+            | Verdict::Decrypt { new, .. } => Some(new),
+            Verdict::Keep | Verdict::Undecryptable | Verdict::Unwritable => None,
+        }
+    }
+}
+
 /// Judges one value for `target`, reading and writing `form`.
 pub(super) fn judge(keyring: &Keyring, target: &Target, form: Form, stored: Stored<'_>) -> Verdict {
     let parsed = match stored {
