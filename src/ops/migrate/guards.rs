@@ -3,11 +3,14 @@
 //! did not check are migrated (`ALTER TABLE ... VALIDATE CONSTRAINT`,
 //! which lets reads and writes go on), and the result of each is
 //! reported. A column without a guard is reported too; it is not an
-//! error.
+//! error. A validation that cannot have its lock within `lock_timeout` is
+//! tried again a few times.
 
 use tokio_postgres::Client;
 
-use super::db::DbError;
+use std::time::Duration;
+
+use super::db::{DbError, Failure};
 use super::plan::{Plan, Target};
 use super::sql::{ident, table_name};
 
@@ -64,10 +67,7 @@ pub(super) async fn validate(client: &Client, plan: &Plan, validate: bool) -> Ve
                     table_name(table),
                     ident(guard)
                 );
-                match client.batch_execute(&sql).await {
-                    Ok(()) => GuardOutcome::Validated,
-                    Err(e) => GuardOutcome::Failed(DbError::new(e).reason),
-                }
+                validate_one(client, &sql).await
             };
             results.push(GuardResult {
                 column: qualified,
@@ -77,4 +77,23 @@ pub(super) async fn validate(client: &Client, plan: &Plan, validate: bool) -> Ve
         }
     }
     results
+}
+
+/// How many times a validation that could not have its lock in time
+/// (`lock_timeout`: a long transaction, a vacuum) is tried.
+const ATTEMPTS: u32 = 5;
+
+/// Runs one `VALIDATE CONSTRAINT`, again after a lock timeout.
+async fn validate_one(client: &Client, sql: &str) -> GuardOutcome {
+    for attempt in 1.. {
+        let error = match client.batch_execute(sql).await {
+            Ok(()) => return GuardOutcome::Validated,
+            Err(e) => DbError::new(e),
+        };
+        if error.failure != Failure::Retry || attempt >= ATTEMPTS {
+            return GuardOutcome::Failed(error.reason);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    unreachable!("the loop returns")
 }
