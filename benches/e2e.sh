@@ -131,6 +131,7 @@ cleanup() {
     fi
     for pid in "${PGVEIL_PIDS[@]}"; do stop_pid "$pid" pgveil; done
     stop_pid "$BOUNCER_PID" pgbouncer
+    stop_pid "${BOUNCER_TLS_PID:-}" pgbouncer-tls
     if [[ $PG_STARTED == 1 ]]; then
         runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" stop -m immediate -w \
             >/dev/null 2>&1
@@ -366,6 +367,45 @@ printf 'keyring = "%s"\n[audit]\ndir = "%s"\nscope = "all"\n' "$WORK/keyring.tom
 start_pgveil pgveil-audit "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/audit.toml"
 STD_TARGETS="direct pgbouncer pgveil"
 
+# TLS on the client leg: pgveil ([tls]) and a second PgBouncer
+# (client_tls_*), both with the same certificate, made here by a test CA;
+# pgbench connects to them with sslmode=verify-full. The server leg stays
+# plaintext, as for the other targets, so the pair differs only in TLS.
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=bench CA" -keyout "$WORK/tls/ca.key" -out "$WORK/tls/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$WORK/tls/server.key" -out "$WORK/tls/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$WORK/tls/san.ext"
+openssl x509 -req -in "$WORK/tls/server.csr" -CA "$WORK/tls/ca.crt" -CAkey "$WORK/tls/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/tls/san.ext" -out "$WORK/tls/server.crt" 2>/dev/null
+chmod 600 "$WORK/tls/server.key"
+printf '[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/tls/server.crt" "$WORK/tls/server.key" >"$WORK/tls.toml"
+start_pgveil pgveil-tls -- --config "$WORK/tls.toml"
+BOUNCER_TLS_PORT=$(free_port)
+mkdir -p "$WORK/pgbouncer-tls"
+cp "$WORK/tls/server.crt" "$WORK/tls/server.key" "$WORK/pgbouncer/userlist.txt" "$WORK/pgbouncer-tls/"
+sed -e "s/^listen_port = .*/listen_port = $BOUNCER_TLS_PORT/" \
+    -e "s|$WORK/pgbouncer/|$WORK/pgbouncer-tls/|g" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer-tls/pgbouncer.ini"
+printf '%s\n' "client_tls_sslmode = allow" \
+    "client_tls_cert_file = $WORK/pgbouncer-tls/server.crt" \
+    "client_tls_key_file = $WORK/pgbouncer-tls/server.key" \
+    "client_tls_protocols = tlsv1.2,tlsv1.3" >>"$WORK/pgbouncer-tls/pgbouncer.ini"
+chown -R postgres:postgres "$WORK/pgbouncer-tls"
+setpriv --reuid=postgres --regid=postgres --init-groups \
+    "$PGBOUNCER_BIN" "$WORK/pgbouncer-tls/pgbouncer.ini" >/dev/null 2>&1 &
+BOUNCER_TLS_PID=$!
+wait_port "$BOUNCER_TLS_PORT" "$BOUNCER_TLS_PID" pgbouncer-tls
+TARGET_PORT[pgbouncer-tls]=$BOUNCER_TLS_PORT
+TARGET_PID[pgbouncer-tls]=$BOUNCER_TLS_PID
+TARGET_ENV[pgveil-tls]="PGSSLMODE=verify-full PGSSLROOTCERT=$WORK/tls/ca.crt"
+TARGET_ENV[pgbouncer-tls]=${TARGET_ENV[pgveil-tls]}
+for t in pgveil-tls pgbouncer-tls; do
+    # shellcheck disable=SC2086 # VAR=VALUE words, split on purpose
+    [[ $(env ${TARGET_ENV[$t]} psql -X -q -At -h 127.0.0.1 -p "${TARGET_PORT[$t]}" -U "$BENCH_USER" \
+        -d "$BENCH_DB" -c "SELECT 1") == 1 ]] || die "cannot log in through $t with TLS"
+done
+
 # The build to compare with (--baseline), started the same way.
 BASE_PASS="" BASE_POLICY=""
 if [[ -n $BASELINE ]]; then
@@ -462,6 +502,9 @@ add_workload select-simple-c64   "$STD_TARGETS" -S -M simple   -c 64 -j 2
 add_workload select-prepared-c8  "$STD_TARGETS pgveil-audit $BASE_PASS" -S -M prepared -c 8  -j 2
 add_workload select-prepared-c64 "$STD_TARGETS" -S -M prepared -c 64 -j 2
 add_workload tpcb-c8             "$STD_TARGETS"    -M simple   -c 8  -j 2
+# TLS on the client leg, through each proxy.
+add_workload select-tls-simple-c8   "pgveil-tls pgbouncer-tls" -S -M simple   -c 8 -j 2
+add_workload select-tls-prepared-c8 "pgveil-tls pgbouncer-tls" -S -M prepared -c 8 -j 2
 
 # CRM workloads. The CRM mix also runs through pgveil-policy on encrypted
 # columns; its ratio to pgveil on the same statements over plaintext is the
@@ -473,7 +516,7 @@ add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy $BASE_POLICY" 8 \
 # reveal per statement. pgveil-policy/pgveil is the cost of protection;
 # pgveil-policy/pgveil-ciphertext its part spent revealing.
 add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy $BASE_POLICY" 8 crm/page_of_50_protected.sql
-EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil)
+EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil pgveil-tls/pgbouncer-tls)
 if [[ -n $BASELINE ]]; then
     EXTRA_RATIOS+=(pgveil/pgveil-baseline pgveil-policy/pgveil-policy-baseline)
 fi

@@ -201,7 +201,11 @@ def cmd_summary(args) -> int:
 
 
 # The issues' goals for ratios: (ratio, goal, aim or None).
-RATIO_GOALS = [("pgveil/pgbouncer", 1.0, 1.3), ("pgveil-audit/pgveil", 0.95, None)]
+RATIO_GOALS = [
+    ("pgveil/pgbouncer", 1.0, 1.3),
+    ("pgveil-audit/pgveil", 0.95, None),
+    ("pgveil-tls/pgbouncer-tls", 1.0, None),
+]
 
 
 def check_goals(ratio_values, memory):

@@ -81,6 +81,6 @@ fn psql_with_sslmode_prefer_falls_back_to_plain() {
         .unwrap();
     assert!(
         !out.status.success(),
-        "sslmode=require must fail until TLS exists"
+        "sslmode=require must fail without [tls]"
     );
 }

@@ -93,7 +93,7 @@ impl Env {
     }
 
     fn load_policy(&self) -> Policy {
-        Policy::load(&[self.policy.clone()]).unwrap()
+        Policy::load(std::slice::from_ref(&self.policy)).unwrap()
     }
 
     fn keyring(&self) -> Keyring {
@@ -210,6 +210,9 @@ fn ran(out: &Output) -> (i32, String, String) {
     )
 }
 
+/// What the application last wrote to a row: full name, e-mail, address.
+type Written = (Option<String>, Option<String>, Option<String>);
+
 const CUSTOMERS: &str = "CREATE TABLE customers (id bigserial PRIMARY KEY, full_name text, \
     email varchar(200), address text, segment text)";
 
@@ -298,8 +301,7 @@ async fn legacy_rows_are_encrypted_while_the_application_writes_through_pgveil()
                 .prepare(&format!("UPDATE {table} SET segment = $1 WHERE id = $2"))
                 .await
                 .unwrap();
-            let mut written: HashMap<i64, (Option<String>, Option<String>, Option<String>)> =
-                HashMap::new();
+            let mut written: HashMap<i64, Written> = HashMap::new();
             let mut n: u64 = 0;
             let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
             while !stop.load(Ordering::Relaxed) {
@@ -790,7 +792,7 @@ fn a_dry_run_changes_nothing_and_forged_values_are_left_and_reported() {
     );
     assert_eq!(
         env.direct("SELECT email FROM mig_dry.customers WHERE id = 17"),
-        [altered.clone()]
+        std::slice::from_ref(&altered)
     );
     assert_eq!(
         env.direct("SELECT address FROM mig_dry.customers WHERE id = 18"),

@@ -1,6 +1,7 @@
 //! SIGHUP reloads the policy and keyring of a running `pgveil serve`:
 //! sessions that start afterwards use the new policy, the sessions already
-//! open go on, and a policy that does not load leaves the one in force.
+//! open go on and adopt it at their next statement, and a policy that does
+//! not load leaves the one in force.
 
 mod common;
 
@@ -120,6 +121,15 @@ async fn email(client: &tokio_postgres::Client, id: i64) -> Option<String> {
         .get(0)
 }
 
+/// The e-mail of customer `id` by a statement `client` prepared.
+async fn prepared_email(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    id: i64,
+) -> Option<String> {
+    client.query_one(statement, &[&id]).await.unwrap().get(0)
+}
+
 /// The policy file with support's rule for e-mail replaced.
 fn with_support_email(policy: &Path, action: &str) -> String {
     let text = std::fs::read_to_string(common::crm::policy_file()).unwrap();
@@ -154,16 +164,34 @@ async fn sighup_reloads_the_policy_for_new_sessions_and_keeps_it_when_the_new_on
 
     let before = served.connect("support_user").await;
     assert_eq!(email(&before, id).await.as_deref(), Some(masked.as_str()));
+    // A statement prepared, and a transaction opened, before the reload.
+    let prepared = before
+        .prepare("select email from customers where id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared_email(&before, &prepared, id).await.as_deref(),
+        Some(masked.as_str())
+    );
+    let in_transaction = served.connect("support_user").await;
+    in_transaction.batch_execute("begin").await.unwrap();
+    assert_eq!(
+        email(&in_transaction, id).await.as_deref(),
+        Some(masked.as_str())
+    );
 
-    // Support loses e-mail: sessions started after the reload read NULL.
+    // Support loses e-mail: sessions started after the reload read NULL,
+    // and so do the sessions already open, from their next statement,
+    // prepared before or not, inside a transaction or not: none is dropped.
     with_support_email(&served.policy, "null");
     served.hangup("reloaded on SIGHUP");
     assert!(served.alive(), "SIGHUP ended pgveil: {}", served.log());
     let after = served.connect("support_user").await;
     assert_eq!(email(&after, id).await, None);
-    // The session open across the reload goes on, under the policy it
-    // started with.
-    assert_eq!(email(&before, id).await.as_deref(), Some(masked.as_str()));
+    assert_eq!(email(&before, id).await, None);
+    assert_eq!(prepared_email(&before, &prepared, id).await, None);
+    assert_eq!(email(&in_transaction, id).await, None);
+    in_transaction.batch_execute("commit").await.unwrap();
     // The application still reads plaintext.
     let app = served.connect("crm_user").await;
     assert_eq!(email(&app, id).await.as_deref(), Some(EMAIL));
@@ -203,6 +231,12 @@ async fn sighup_reloads_the_policy_for_new_sessions_and_keeps_it_when_the_new_on
     served.hangup("reloaded on SIGHUP");
     let restored = served.connect("support_user").await;
     assert_eq!(email(&restored, id).await.as_deref(), Some(masked.as_str()));
+    // The session opened before the first reload has followed them all.
+    assert_eq!(email(&before, id).await.as_deref(), Some(masked.as_str()));
+    assert_eq!(
+        prepared_email(&before, &prepared, id).await.as_deref(),
+        Some(masked.as_str())
+    );
 
     // No plaintext of the e-mail in what pgveil logged.
     assert!(!served.log().contains(EMAIL));

@@ -18,10 +18,11 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::{config, veil};
+use super::{config, slot};
 use crate::proxy::relay::split;
 use crate::session::catalog::Catalog;
 use crate::session::ledger::{Ledger, Values};
+use crate::session::protection::Adopted;
 use crate::session::state::SessionState;
 use crate::sql::{ColumnType, ServerObjects};
 use crate::text::encoding::ClientEncoding;
@@ -63,7 +64,8 @@ fn relay(input: &[u8], reads: &[usize]) -> (Vec<u8>, bool) {
         true,
         Ledger::new(Values::default()),
     );
-    let mut tap = ClientTap::new(Some(veil()), &shared, &catalog, None);
+    let adopted = Adopted::first(slot());
+    let mut tap = ClientTap::new(adopted.as_ref(), slot(), &shared, &catalog, None);
     let mut framer = Framer::new(Side::Frontend);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();

@@ -24,6 +24,7 @@ use crate::protect::crypto::MasterKey;
 use crate::protect::keyring::Keyring;
 use crate::protect::policy::Policy;
 use crate::protect::protection::Protection;
+use crate::session::protection::ProtectionSlot;
 
 /// The sample policy (`policies/crm.toml`).
 const POLICY: &str = include_str!("../../policies/crm.toml");
@@ -31,14 +32,24 @@ const POLICY: &str = include_str!("../../policies/crm.toml");
 /// The sample policy with a fresh keyring, made once.
 fn veil() -> &'static Protection {
     static VEIL: OnceLock<Protection> = OnceLock::new();
-    VEIL.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keyring.toml");
-        let policy = Policy::from_str("crm.toml", POLICY).unwrap();
-        let (master, _) = MasterKey::generate().unwrap();
-        Keyring::init(&path, &master, &policy.domains()).unwrap();
-        Protection::new(policy, Keyring::load(&path, &master).unwrap())
-    })
+    VEIL.get_or_init(sample)
+}
+
+/// The sample policy with a fresh keyring in a slot, as a server holds
+/// it, made once.
+fn slot() -> &'static ProtectionSlot {
+    static SLOT: OnceLock<ProtectionSlot> = OnceLock::new();
+    SLOT.get_or_init(|| ProtectionSlot::new(Some(sample())))
+}
+
+/// The sample policy with a fresh keyring.
+fn sample() -> Protection {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.toml");
+    let policy = Policy::from_str("crm.toml", POLICY).unwrap();
+    let (master, _) = MasterKey::generate().unwrap();
+    Keyring::init(&path, &master, &policy.domains()).unwrap();
+    Protection::new(policy, Keyring::load(&path, &master).unwrap())
 }
 
 /// `cases` cases, or `PROPTEST_CASES` if set; failures are not persisted

@@ -58,6 +58,11 @@ pub struct Config {
     /// The connection pgveil's own commands make to the upstream server
     /// (`[maintenance]`): the policy check, `migrate`, `keys retire`.
     pub maintenance: Option<MaintenanceConfig>,
+    /// TLS for clients (`[tls]`); without it SSLRequest is answered `N`.
+    pub tls: Option<TlsConfig>,
+    /// TLS to the upstream server (`[upstream_tls]`); plaintext when
+    /// absent.
+    pub upstream_tls: Option<UpstreamTlsConfig>,
 }
 
 /// `[maintenance]`: how pgveil itself logs in to the upstream server, to
@@ -76,6 +81,70 @@ pub struct MaintenanceConfig {
     /// A file holding the password (readable by its owner only);
     /// `PGPASSWORD` when absent.
     pub password_file: Option<PathBuf>,
+}
+
+/// Whether clients must use TLS.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// Clients may ask for TLS or not.
+    #[default]
+    Allow,
+    /// A client that does not ask for TLS is refused (`28000`).
+    Require,
+}
+
+/// `[tls]`: the certificate pgveil shows clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate, followed by its chain if any.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`, readable by its owner only.
+    pub key: PathBuf,
+    /// PEM CA certificates: when set, clients must present a certificate
+    /// signed by one of them.
+    pub client_ca: Option<PathBuf>,
+    /// `allow` or `require`.
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+}
+
+/// How pgveil connects to the upstream server, with libpq's `sslmode`
+/// meanings.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    /// Plaintext.
+    Disable,
+    /// TLS when the server accepts it, plaintext (with a warning) when it
+    /// answers `N`; the certificate is not checked.
+    Prefer,
+    /// TLS or no connection; the certificate is checked against `ca`
+    /// (chain only) when `ca` is given, else not at all.
+    Require,
+    /// TLS, the certificate signed by a CA of `ca`.
+    VerifyCa,
+    /// TLS, the certificate signed by a CA of `ca` and valid for the host
+    /// name of `upstream`.
+    #[default]
+    VerifyFull,
+}
+
+/// `[upstream_tls]`: TLS to the upstream server.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`
+    /// (the default).
+    #[serde(default)]
+    pub mode: UpstreamTlsMode,
+    /// PEM CA certificates the server's certificate must be signed by.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (and chain) pgveil presents to the server.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`, readable by its owner only.
+    pub key: Option<PathBuf>,
 }
 
 /// The most session threads accepted.
@@ -97,6 +166,8 @@ impl Default for Config {
             master_key_file: None,
             audit: None,
             maintenance: None,
+            tls: None,
+            upstream_tls: None,
         }
     }
 }
@@ -183,6 +254,9 @@ impl Config {
                     .into(),
             });
         }
+        if let Some(upstream_tls) = &self.upstream_tls {
+            validate_upstream_tls(upstream_tls, &self.upstream)?;
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log_level",
@@ -237,6 +311,63 @@ impl Config {
             load_keyring(path, self.master_key_file.as_deref()).map_err(|e| e.to_string())?;
         let keys = AuditKeys::from_keyring(Arc::new(keyring)).map_err(|e| e.to_string())?;
         Ok(Some(Arc::new(keys)))
+    }
+}
+
+/// The host part of `upstream` (`HOST:PORT`, `[IPv6]:PORT`), as a TLS
+/// server name is checked against it.
+pub(crate) fn upstream_host(upstream: &str) -> &str {
+    let host = upstream.rsplit_once(':').map_or(upstream, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+fn validate_upstream_tls(tls: &UpstreamTlsConfig, upstream: &str) -> Result<(), ConfigError> {
+    let mode = tls.mode;
+    if matches!(
+        mode,
+        UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull
+    ) && tls.ca.is_none()
+    {
+        return Err(ConfigError::Invalid {
+            key: "upstream_tls.ca",
+            problem: format!(
+                "is required with mode {:?} (the CA certificates the server's must be signed by)",
+                mode_name(mode)
+            ),
+        });
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => Err(ConfigError::Invalid {
+            key: "upstream_tls.key",
+            problem: "is required with upstream_tls.cert".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            key: "upstream_tls.cert",
+            problem: "is required with upstream_tls.key".into(),
+        }),
+        _ if mode == UpstreamTlsMode::Disable => Ok(()),
+        _ => rustls::pki_types::ServerName::try_from(upstream_host(upstream))
+            .map(drop)
+            .map_err(|_| ConfigError::Invalid {
+                key: "upstream",
+                problem: format!(
+                    "{upstream:?}: its host is neither a DNS name nor an IP address, \
+                     so upstream_tls cannot check the server's certificate against it"
+                ),
+            }),
+    }
+}
+
+/// A mode as the configuration spells it.
+pub(crate) fn mode_name(mode: UpstreamTlsMode) -> &'static str {
+    match mode {
+        UpstreamTlsMode::Disable => "disable",
+        UpstreamTlsMode::Prefer => "prefer",
+        UpstreamTlsMode::Require => "require",
+        UpstreamTlsMode::VerifyCa => "verify-ca",
+        UpstreamTlsMode::VerifyFull => "verify-full",
     }
 }
 
@@ -312,6 +443,48 @@ mod tests {
         assert!(parse("keyring = \"k\"\n[audit]\nscope = \"some\"")
             .unwrap_err()
             .contains("scope"));
+    }
+
+    #[test]
+    fn tls_sections_parse_with_their_defaults() {
+        let c = parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"").unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.mode, ClientTlsMode::Allow);
+        assert!(tls.client_ca.is_none());
+        let c = parse("[tls]\ncert = \"c\"\nkey = \"k\"\nmode = \"require\"").unwrap();
+        assert_eq!(c.tls.unwrap().mode, ClientTlsMode::Require);
+        assert!(parse("[tls]\ncert = \"c\"").unwrap_err().contains("key"));
+        assert!(parse("[tls]\ncert = \"c\"\nkey = \"k\"\nmode = \"prefer\"")
+            .unwrap_err()
+            .contains("mode"));
+        let c = parse("[upstream_tls]\nca = \"ca.pem\"").unwrap();
+        assert_eq!(c.upstream_tls.unwrap().mode, UpstreamTlsMode::VerifyFull);
+        let c = parse("[upstream_tls]\nmode = \"require\"").unwrap();
+        assert_eq!(c.upstream_tls.unwrap().mode, UpstreamTlsMode::Require);
+        assert!(parse("").unwrap().upstream_tls.is_none());
+    }
+
+    #[test]
+    fn upstream_tls_errors_name_the_key() {
+        assert!(parse("[upstream_tls]")
+            .unwrap_err()
+            .starts_with("upstream_tls.ca:"));
+        assert!(parse("[upstream_tls]\nmode = \"verify-ca\"")
+            .unwrap_err()
+            .starts_with("upstream_tls.ca:"));
+        assert!(parse("[upstream_tls]\nmode = \"require\"\ncert = \"c\"")
+            .unwrap_err()
+            .starts_with("upstream_tls.key:"));
+        assert!(parse("[upstream_tls]\nmode = \"sometimes\"")
+            .unwrap_err()
+            .contains("mode"));
+        assert!(
+            parse("upstream = \"bad_name!:5432\"\n[upstream_tls]\nca = \"ca\"")
+                .unwrap_err()
+                .starts_with("upstream:")
+        );
+        assert_eq!(upstream_host("[::1]:5432"), "::1");
+        assert_eq!(upstream_host("db.example.com:5432"), "db.example.com");
     }
 
     #[test]

@@ -8,12 +8,12 @@
 //!   and server taps until either side ends.
 //! - `relay` moves the messages of one direction, handing a tap the ones it
 //!   asks for.
-//! - [`reload`] holds the protection sessions start with, which SIGHUP
-//!   replaces.
+//! - [`tls`] is TLS on both legs: the certificates, the handshakes, and a
+//!   leg that is plain or encrypted; its `TlsSlot` is what SIGHUP replaces.
 //! - [`config`] is what it all runs with (`pgveil.toml`).
 
 pub mod config;
 pub(crate) mod relay;
-pub mod reload;
 pub mod server;
 pub(crate) mod session;
+pub mod tls;

@@ -20,9 +20,10 @@ use crate::audit::bulk_reads::BulkWatch;
 use crate::audit::trail::AuditSetup;
 use crate::audit::{AuditConfig, AuditHandle};
 use crate::protect::protection::Protection;
-use crate::proxy::config::Config;
-use crate::proxy::reload::ProtectionSlot;
+use crate::proxy::config::{mode_name, ClientTlsMode, Config};
 use crate::proxy::session::{Services, Session};
+use crate::proxy::tls::{Tls, TlsSlot};
+use crate::session::protection::ProtectionSlot;
 
 /// Pause after an accept error such as running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -34,13 +35,25 @@ pub struct Server {
     listener: TcpListener,
     config: Config,
     protection: ProtectionSlot,
+    tls: TlsSlot,
     audit: Option<AuditSetup>,
 }
 
 impl Server {
     /// Binds the listen address of `config`; sessions protect the columns
-    /// of `veil`, if given.
+    /// of `veil`, if given, and use the TLS `config` names (a certificate
+    /// that does not load is an `InvalidInput` error).
     pub async fn bind(config: Config, veil: Option<Protection>) -> io::Result<Self> {
+        let tls = Tls::load(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Self::bind_with_tls(config, veil, tls).await
+    }
+
+    /// [`Server::bind`] with TLS already loaded from `config`.
+    pub async fn bind_with_tls(
+        config: Config,
+        veil: Option<Protection>,
+        tls: Tls,
+    ) -> io::Result<Self> {
         let addr = config
             .listen_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -49,6 +62,7 @@ impl Server {
             listener,
             config,
             protection: ProtectionSlot::new(veil),
+            tls: TlsSlot::new(tls),
             audit: None,
         })
     }
@@ -56,6 +70,11 @@ impl Server {
     /// The slot of the protection sessions start with, for reloading it.
     pub fn protection(&self) -> ProtectionSlot {
         self.protection.clone()
+    }
+
+    /// The slot of the TLS sessions start with, for reloading it.
+    pub fn tls(&self) -> TlsSlot {
+        self.tls.clone()
     }
 
     /// Records connections and statements in the audit log of `handle`,
@@ -84,13 +103,20 @@ impl Server {
         let services = Arc::new(Services {
             config: self.config,
             protection: self.protection,
+            tls: self.tls,
             audit: self.audit,
             close_all: CancellationToken::new(),
         });
         let sessions = TaskTracker::new();
+        let (client_tls, upstream_tls) = services.tls.current().modes();
         info!(
             listen = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             upstream = %services.config.upstream,
+            client_tls = client_tls.map_or("off", |mode| match mode {
+                ClientTlsMode::Allow => "allow",
+                ClientTlsMode::Require => "require",
+            }),
+            upstream_tls = upstream_tls.map_or("off", mode_name),
             "pgveil is accepting connections"
         );
         tokio::pin!(shutdown);

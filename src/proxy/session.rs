@@ -5,6 +5,11 @@
 //! sees a usable password), and then runs two relays side by side: client
 //! to server and server to client. When either ends, both are stopped and
 //! the client is told why if it can still understand a message.
+//!
+//! Either leg may be under TLS (`proxy::tls`): an SSLRequest is answered `S`
+//! and the handshake made when `[tls]` is configured, and the server is
+//! asked for TLS when `[upstream_tls]` is. The rest of the session reads
+//! and writes a [`Stream`] and does not tell the two apart.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -21,13 +26,13 @@ use tracing::{debug, info, warn};
 use crate::audit::trail::{AuditSetup, Trail};
 use crate::audit::{AuditRecord, Login, Outcome, Peer, SqlState, Timestamp};
 use crate::protect::policy::Policy;
-use crate::protect::protection::Protection;
-use crate::proxy::config::Config;
+use crate::proxy::config::{ClientTlsMode, Config};
 use crate::proxy::relay::{self, End, Ending};
-use crate::proxy::reload::ProtectionSlot;
+use crate::proxy::tls::{has_unread_bytes, Stream, Tls, TlsSlot};
 use crate::read::tap::ServerTap;
 use crate::session::catalog::{Catalog, CatalogError};
 use crate::session::ledger::Ledger;
+use crate::session::protection::{Adopted, ProtectionSlot};
 use crate::session::state::SessionState;
 use crate::text::encoding::ClientEncoding;
 use crate::wire::reply::{self, Severity};
@@ -50,6 +55,27 @@ enum StartError {
     UnexpectedMessage(u8),
     #[error("timed out before authentication completed")]
     Timeout,
+    /// `[tls] mode = "require"` and the client did not ask for TLS.
+    #[error(
+        "pgveil requires TLS: this client did not ask for encryption \
+         (connect with sslmode=require or stronger)"
+    )]
+    TlsRequired,
+    /// Bytes arrived after an SSLRequest, before the answer to it.
+    #[error("received unencrypted data after SSL request")]
+    UnencryptedAfterSslRequest,
+    /// The TLS handshake with the client failed; nothing can be said to it.
+    #[error("TLS handshake with the client failed: {0}")]
+    ClientHandshake(std::io::Error),
+    /// The client, under TLS, claims SCRAM channel binding, which the
+    /// server, under TLS too, would refuse as a downgrade.
+    #[error(
+        "SCRAM channel binding cannot pass through pgveil: the client is connected over TLS \
+         and supports channel binding, and the server (over TLS too) would refuse the login \
+         as a downgrade attack, since pgveil removes the SCRAM-SHA-256-PLUS mechanism (each \
+         leg has its own TLS session); connect with channel_binding=disable"
+    )]
+    ChannelBinding,
     #[error("could not connect to upstream server {upstream}: {reason}")]
     Connect { upstream: String, reason: String },
     #[error("upstream server closed the connection during startup")]
@@ -70,15 +96,20 @@ impl StartError {
     /// The error to send the client, if it has not been told already.
     fn reply(&self) -> Option<Bytes> {
         let code = match self {
-            StartError::Startup(StartupError::NoUser) => sqlstate::INVALID_AUTHORIZATION,
+            StartError::Startup(StartupError::NoUser) | StartError::TlsRequired => {
+                sqlstate::INVALID_AUTHORIZATION
+            }
             StartError::Startup(StartupError::Io(_) | StartupError::Closed)
             | StartError::Read(ReadError::Io(_))
             | StartError::Io(_)
             | StartError::Refused(_)
+            | StartError::ClientHandshake(_)
             | StartError::ClientLeft => return None,
             StartError::Startup(_)
             | StartError::Frame(_)
             | StartError::Read(_)
+            | StartError::UnencryptedAfterSslRequest
+            | StartError::ChannelBinding
             | StartError::UnexpectedMessage(_) => sqlstate::PROTOCOL_VIOLATION,
             StartError::Timeout => sqlstate::PROTOCOL_VIOLATION,
             StartError::Connect { .. } => sqlstate::CANNOT_CONNECT,
@@ -94,6 +125,8 @@ pub(super) struct Services {
     /// The policy and keys sessions start with, when columns are
     /// protected.
     pub protection: ProtectionSlot,
+    /// The TLS certificates sessions start with.
+    pub tls: TlsSlot,
     /// The audit log, when audit is on.
     pub audit: Option<AuditSetup>,
     /// Cancelled when pgveil must close every session now.
@@ -103,10 +136,12 @@ pub(super) struct Services {
 /// A client connection and what pgveil knows about it.
 pub(super) struct Session {
     id: u64,
-    client: TcpStream,
+    client: Stream,
     peer: SocketAddr,
     /// The protection in force when the session started, kept to its end.
-    veil: Option<Arc<Protection>>,
+    veil: Option<Adopted>,
+    /// The TLS in force when the session started.
+    tls: Arc<Tls>,
     services: Arc<Services>,
     /// The database and role, once the client has named them.
     login: Option<Login>,
@@ -121,9 +156,10 @@ impl Session {
     ) -> Self {
         Self {
             id,
-            client,
+            client: Stream::Plain(client),
             peer,
-            veil: services.protection.current(),
+            veil: Adopted::first(&services.protection),
+            tls: services.tls.current(),
             services,
             login: None,
         }
@@ -178,6 +214,7 @@ impl Session {
             }
         };
         tracing::Instrument::instrument(fut, span.clone()).await;
+        self.client.close().await;
     }
 
     async fn fail_start(&mut self, e: StartError) {
@@ -186,16 +223,20 @@ impl Session {
             StartError::Io(_) | StartError::Startup(StartupError::Io(_)) => {
                 info!("connection lost during startup: {e}")
             }
-            StartError::Refused(_) => info!("{e}"),
+            StartError::Refused(_) | StartError::TlsRequired => info!("{e}"),
             _ => warn!("{e}"),
         }
-        if let StartError::Refused(code) = &e {
-            if let Ok(code) = SqlState::new(code) {
-                self.audit_login(Outcome::Error(code));
-            }
+        let refused = match &e {
+            StartError::Refused(code) => Some(code.as_str()),
+            StartError::TlsRequired => Some(sqlstate::INVALID_AUTHORIZATION),
+            StartError::ChannelBinding => Some(sqlstate::PROTOCOL_VIOLATION),
+            _ => None,
+        };
+        if let Some(Ok(code)) = refused.map(SqlState::new) {
+            self.audit_login(Outcome::Error(code));
         }
         if let Some(reply) = e.reply() {
-            let _ = self.client.write_all(&reply).await;
+            let _ = self.client.send(&reply).await;
         }
     }
 
@@ -216,42 +257,89 @@ impl Session {
             database: startup.database().into(),
             role: startup.user().into(),
         });
+        let required = self
+            .tls
+            .clients
+            .as_ref()
+            .is_some_and(|tls| tls.mode() == ClientTlsMode::Require);
+        if required && !self.client.is_tls() {
+            return Err(StartError::TlsRequired);
+        }
         let mut upstream = self.connect().await?;
-        upstream.write_all(&startup.raw).await?;
+        upstream.send(&startup.raw).await?;
         let started = self.authenticate(upstream).await?;
         info!("authenticated");
         self.audit_login(Outcome::Ok);
         Ok(Some(started))
     }
 
-    /// Reads packets until a StartupMessage or CancelRequest, refusing
-    /// encryption requests on the way.
+    /// Reads packets until a StartupMessage or CancelRequest. An SSLRequest
+    /// is answered `S` and the handshake made when `[tls]` is configured,
+    /// `N` otherwise; a GSSENCRequest is answered `N`. Once under TLS,
+    /// another request for encryption is refused as PostgreSQL does.
     async fn negotiate(&mut self) -> Result<Packet, StartError> {
         loop {
-            match startup::read_packet(&mut self.client).await? {
-                Packet::SslRequest | Packet::GssEncRequest => {
-                    self.client.write_all(reply::REFUSE_ENCRYPTION).await?;
+            let packet = startup::read_packet(&mut self.client).await?;
+            let (major, minor) = match packet {
+                Packet::SslRequest if self.client.is_tls() => (1234, 5679),
+                Packet::GssEncRequest if self.client.is_tls() => (1234, 5680),
+                Packet::SslRequest => {
+                    self.start_tls().await?;
+                    continue;
+                }
+                Packet::GssEncRequest => {
+                    self.client.send(reply::REFUSE_ENCRYPTION).await?;
+                    continue;
                 }
                 packet => return Ok(packet),
-            }
+            };
+            return Err(StartupError::Unsupported { major, minor }.into());
         }
     }
 
-    async fn connect(&self) -> Result<TcpStream, StartError> {
+    /// Answers an SSLRequest: `S` and the TLS handshake, or `N` without
+    /// `[tls]`.
+    async fn start_tls(&mut self) -> Result<(), StartError> {
+        let tls = self.tls.clone();
+        let (Some(accept), Stream::Plain(tcp)) = (&tls.clients, &self.client) else {
+            return Ok(self.client.send(reply::REFUSE_ENCRYPTION).await?);
+        };
+        if has_unread_bytes(tcp) {
+            return Err(StartError::UnencryptedAfterSslRequest);
+        }
+        self.client.send(reply::ACCEPT_ENCRYPTION).await?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.client, Stream::Closed) else {
+            unreachable!("matched as plain above");
+        };
+        self.client = accept
+            .accept(tcp)
+            .await
+            .map_err(StartError::ClientHandshake)?;
+        debug!("TLS with the client");
+        Ok(())
+    }
+
+    /// Connects to the upstream server, under TLS if `[upstream_tls]` says
+    /// so, within the connect timeout.
+    async fn connect(&self) -> Result<Stream, StartError> {
         let upstream = &self.services.config.upstream;
         let failed = |reason: String| StartError::Connect {
             upstream: upstream.clone(),
             reason,
         };
-        let stream = timeout(
-            self.services.config.connect_timeout(),
-            TcpStream::connect(upstream),
-        )
-        .await
-        .map_err(|_| failed("timed out".into()))?
-        .map_err(|e| failed(e.to_string()))?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+        let connect = async {
+            let tcp = TcpStream::connect(upstream)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            tcp.set_nodelay(true)?;
+            match &self.tls.upstream {
+                Some(tls) => tls.connect(tcp).await.map_err(|e| failed(e.to_string())),
+                None => Ok(Stream::Plain(tcp)),
+            }
+        };
+        timeout(self.services.config.connect_timeout(), connect)
+            .await
+            .map_err(|_| failed("timed out".into()))?
     }
 
     /// Forwards a CancelRequest: the key in it is the server's own, passed
@@ -259,7 +347,7 @@ impl Session {
     async fn relay_cancel(&self, raw: Bytes) {
         match self.connect().await {
             Ok(mut upstream) => {
-                if let Err(e) = upstream.write_all(&raw).await {
+                if let Err(e) = upstream.send(&raw).await {
                     warn!("could not relay cancel request: {e}");
                 }
                 // The server closes the connection once it has read the key.
@@ -271,7 +359,7 @@ impl Session {
     }
 
     /// Relays authentication until the server accepts or refuses the login.
-    async fn authenticate(&mut self, mut upstream: TcpStream) -> Result<Started, StartError> {
+    async fn authenticate(&mut self, mut upstream: Stream) -> Result<Started, StartError> {
         let mut from_server = BytesMut::new();
         let mut from_client = BytesMut::new();
         loop {
@@ -281,27 +369,36 @@ impl Session {
             match tag {
                 backend::AUTHENTICATION => {
                     let code = auth_code(&frame);
-                    let frame = reply::strip_channel_binding(&frame).unwrap_or(frame);
-                    self.client.write_all(&frame).await?;
+                    let stripped = reply::strip_channel_binding(&frame);
+                    // The server offered SCRAM-SHA-256-PLUS: it is under TLS
+                    // and would refuse a client that claims binding.
+                    let plus_removed = stripped.as_ref().is_some_and(|s| s.len() != frame.len());
+                    self.client.send(&stripped.unwrap_or(frame)).await?;
                     match code {
                         AUTH_OK => break,
                         AUTH_SASL_FINAL => {}
-                        _ => self.relay_password(&mut upstream, &mut from_client).await?,
+                        _ => {
+                            self.relay_password(&mut upstream, &mut from_client, plus_removed)
+                                .await?
+                        }
                     }
                 }
                 backend::ERROR => {
-                    self.client.write_all(&frame).await?;
+                    self.client.send(&frame).await?;
                     let code = reply::error_field(&frame, error_field::CODE).unwrap_or(b"?????");
                     return Err(StartError::Refused(String::from_utf8_lossy(code).into()));
                 }
-                backend::NEGOTIATE_PROTOCOL => self.client.write_all(&frame).await?,
+                backend::NEGOTIATE_PROTOCOL => self.client.send(&frame).await?,
                 other => return Err(StartError::Frame(FrameError::UnknownType(other))),
             }
         }
-        let greeting = match self.veil.clone() {
+        let greeting = match self.veil.take() {
             Some(veil) => {
-                self.greet(&mut upstream, &mut from_server, &veil.policy)
-                    .await?
+                let greeting = self
+                    .greet(&mut upstream, &mut from_server, &veil.protection().policy)
+                    .await;
+                self.veil = Some(veil);
+                greeting?
             }
             None => Greeting::default(),
         };
@@ -318,7 +415,7 @@ impl Session {
     /// declarations; then lets the client go on.
     async fn greet(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut Stream,
         from_server: &mut BytesMut,
         policy: &Policy,
     ) -> Result<Greeting, StartError> {
@@ -332,7 +429,7 @@ impl Session {
                 let login = self.login.as_ref().map_or("", |l| &*l.role);
                 let catalog =
                     Catalog::fetch(upstream, from_server, policy, login, encoding).await?;
-                self.client.write_all(&frame).await?;
+                self.client.send(&frame).await?;
                 debug!(roles = ?catalog.roles, "session roles");
                 crate::protect::guard::warn_unguarded(&catalog.guards);
                 return Ok(Greeting {
@@ -351,24 +448,40 @@ impl Session {
             {
                 standard_strings = on;
             }
-            self.client.write_all(&frame).await?;
+            self.client.send(&frame).await?;
             if tag == backend::ERROR {
                 return Err(StartError::UpstreamClosed);
             }
         }
     }
 
-    /// Forwards the client's answer to an authentication request.
+    /// Forwards the client's answer to an authentication request. When
+    /// `plus_removed`, the request offered SCRAM without the server's
+    /// `-PLUS` mechanisms, and a client that claims channel binding is
+    /// refused with the reason instead of by the server with a riddle.
     async fn relay_password(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut Stream,
         from_client: &mut BytesMut,
+        plus_removed: bool,
     ) -> Result<(), StartError> {
-        let (tag, frame) = read_message(&mut self.client, Side::Frontend, from_client)
-            .await?
-            .ok_or(StartError::ClientLeft)?;
+        let Some((tag, frame)) =
+            read_message(&mut self.client, Side::Frontend, from_client).await?
+        else {
+            if plus_removed {
+                info!(
+                    "the client left when offered SCRAM without channel binding, as a client \
+                     that requires it does (channel_binding=require): channel binding cannot \
+                     pass through pgveil, which ends each leg's TLS itself"
+                );
+            }
+            return Err(StartError::ClientLeft);
+        };
         match tag {
-            frontend::PASSWORD => Ok(upstream.write_all(&frame).await?),
+            frontend::PASSWORD if plus_removed && reply::claims_channel_binding(&frame) => {
+                Err(StartError::ChannelBinding)
+            }
+            frontend::PASSWORD => Ok(upstream.send(&frame).await?),
             frontend::TERMINATE => Err(StartError::ClientLeft),
             other => Err(StartError::UnexpectedMessage(other)),
         }
@@ -397,7 +510,13 @@ impl Session {
         );
 
         let upward = async {
-            let mut tap = ClientTap::new(self.veil.as_deref(), &shared, &catalog, trail.as_ref());
+            let mut tap = ClientTap::new(
+                self.veil.as_ref(),
+                &self.services.protection,
+                &shared,
+                &catalog,
+                trail.as_ref(),
+            );
             let outcome = relay::relay(
                 Side::Frontend,
                 &mut client_rx,
@@ -412,7 +531,8 @@ impl Session {
         };
         let downward = async {
             let mut tap = ServerTap::new(
-                self.veil.as_deref(),
+                self.veil.as_ref(),
+                &self.services.protection,
                 &shared,
                 &catalog.roles,
                 &catalog.attributes,
@@ -433,7 +553,7 @@ impl Session {
         let (up, down) = tokio::join!(upward, downward);
         let farewell = self.farewell(&up, &down, &shared);
         if let Some(message) = farewell {
-            let _ = self.client.write_all(&message).await;
+            let _ = self.client.send(&message).await;
         }
         let (statements, rows) = trail.as_ref().map_or((0, 0), Trail::totals);
         self.audit_record(|peer| AuditRecord::Disconnect {
@@ -495,7 +615,7 @@ impl Session {
 
 /// A session past authentication.
 struct Started {
-    upstream: TcpStream,
+    upstream: Stream,
     /// Server bytes read past AuthenticationOk.
     from_server: BytesMut,
     /// Client bytes read past its last authentication message.

@@ -116,6 +116,11 @@ pub struct Revealer<'v> {
 }
 
 impl<'v> Revealer<'v> {
+    /// Drops the decisions kept, made by a policy no longer in force.
+    pub(crate) fn forget_decisions(&mut self) {
+        self.decisions.clear();
+    }
+
     /// Rewrites one DataRow frame for `reader`: `Ok(None)` when nothing in
     /// it changes; `Err` carries the ErrorResponse to send instead when a
     /// value is denied.

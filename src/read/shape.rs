@@ -72,6 +72,39 @@ impl<'v> Shapes<'v> {
         }
     }
 
+    /// Takes each protected field's column from `policy`, which a reload
+    /// put in force: the same columns, under their new rules. A column
+    /// `policy` no longer protects is no longer a protected field.
+    pub(super) fn rebind(&mut self, policy: &'v Policy) {
+        let same =
+            |column: &ColumnPolicy| policy.column(&column.schema, &column.table, &column.column);
+        self.attributes = self
+            .attributes
+            .iter()
+            .filter_map(|(at, column)| Some((*at, same(column)?)))
+            .collect();
+        let rebind = |shape: &Shape<'_>| -> Shape<'v> {
+            shape
+                .iter()
+                .map(|field| {
+                    let field = field.as_ref()?;
+                    Some(Field {
+                        column: same(field.column)?,
+                        ..*field
+                    })
+                })
+                .collect()
+        };
+        self.current = self.current.as_ref().map(rebind);
+        for (_, shape) in self
+            .statements
+            .values_mut()
+            .chain(self.portals.values_mut())
+        {
+            *shape = shape.as_ref().map(rebind);
+        }
+    }
+
     /// Whether no result can have a protected field (no protected table
     /// exists): nothing to follow.
     pub(super) fn is_empty(&self) -> bool {
@@ -227,5 +260,34 @@ mod tests {
         assert!(shapes
             .of_rows(Some(&rows(named("p", 8), Some(named("s", 4)))))
             .is_none());
+    }
+
+    #[test]
+    fn a_reload_rebinds_described_shapes_to_the_new_rules() {
+        use crate::protect::policy::Action;
+        let old = policy();
+        let new = Policy::from_str(
+            "p.toml",
+            "[[column]]\ntable = \"customers\"\ncolumn = \"email\"\ndefault = \"deny\"\n",
+        )
+        .unwrap();
+        let none = Policy::from_str("p.toml", "").unwrap();
+        let mut shapes = shapes(&old);
+        let frame = row_description(&[(16_400, 3, 25, 0), (16_400, 1, 23, 0)]);
+        shapes.described(Some(&frame), Some(Described::Statement(named("s", 4))));
+        let rows = Rows {
+            portal: named("", 5),
+            statement: Some(named("s", 4)),
+        };
+        shapes.rebind(&new);
+        let shape = shapes.of_rows(Some(&rows)).unwrap();
+        let field = shape[0].unwrap();
+        assert!(std::ptr::eq(field.column, new.columns().next().unwrap()));
+        assert_eq!(field.column.default, Action::Deny);
+        assert!(shape[1].is_none());
+        // A column the new policy drops is no longer a protected field.
+        shapes.rebind(&none);
+        assert!(shapes.of_rows(Some(&rows)).unwrap()[0].is_none());
+        assert!(shapes.is_empty());
     }
 }

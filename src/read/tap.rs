@@ -17,6 +17,7 @@ use crate::read::copy_out::CopyOut;
 use crate::read::reveal::{has_ciphertext, Recipient, Revealer};
 use crate::read::server_errors::{refusal_error, without_guard_values, REFUSAL_MARKER_FIELD};
 use crate::read::shape::{Field, Shape, Shapes};
+use crate::session::protection::{Adopted, ProtectionSlot};
 use crate::session::state::SessionState;
 use crate::session::tap::Tap;
 use crate::text::encoding::ClientEncoding;
@@ -31,7 +32,12 @@ use crate::wire::tags::{backend, error_field, transaction};
 /// With one it reveals rows, follows transaction ends for the session's
 /// declarations, and tidies the errors of pgveil's refusals.
 pub(crate) struct ServerTap<'a> {
+    /// The newest protection the session has adopted.
     veil: Option<&'a Protection>,
+    /// Where `veil` came from, and where a newer one would be adopted.
+    adopted: Option<&'a Adopted>,
+    /// The protection in force, which a reload replaces.
+    slot: &'a ProtectionSlot,
     shared: &'a SessionState,
     roles: &'a [String],
     /// After a denied value: drop the rest of the result up to ReadyForQuery.
@@ -56,14 +62,18 @@ impl<'a> ServerTap<'a> {
     /// `attributes`: the session's protected columns by table OID and
     /// column number (`Catalog::attributes`).
     pub(crate) fn new(
-        veil: Option<&'a Protection>,
+        adopted: Option<&'a Adopted>,
+        slot: &'a ProtectionSlot,
         shared: &'a SessionState,
         roles: &'a [String],
         attributes: &HashMap<(u32, i16), (String, String, String)>,
         trail: Option<&'a Trail>,
     ) -> Self {
+        let veil = adopted.map(Adopted::protection);
         Self {
             veil,
+            adopted,
+            slot,
             shared,
             roles,
             trail,
@@ -324,6 +334,9 @@ impl Tap for ServerTap<'_> {
             self.shapes.ended();
             self.rows_shape = None;
         }
+        if ends_statement(tag) || tag == backend::ROW_DESCRIPTION {
+            self.follow_reload();
+        }
         match (tag, self.veil) {
             (backend::ROW_DESCRIPTION, Some(_)) => {
                 let ours = self.describe(Some(&frame));
@@ -381,6 +394,23 @@ impl Tap for ServerTap<'_> {
                 out.append(&mut self.held);
                 out.push(frame)
             }
+        }
+    }
+}
+
+impl<'a> ServerTap<'a> {
+    /// Adopts the protection a reload put in force, between statements
+    /// and never during a COPY's data: values are revealed by its rules
+    /// from then on, and the decisions kept for the old ones are dropped.
+    fn follow_reload(&mut self) {
+        if self.copy_out.is_some() {
+            return;
+        }
+        if let Some(newest) = Adopted::follow(&mut self.adopted, self.slot) {
+            self.veil = Some(newest);
+            self.revealer.forget_decisions();
+            self.shapes.rebind(&newest.policy);
+            self.rows_shape = None;
         }
     }
 }

@@ -478,6 +478,8 @@ where
         .write_all(&frame_of(frontend::QUERY, &body))
         .await
         .map_err(ReadError::Io)?;
+    // Under TLS, written bytes wait in their record until flushed.
+    server.flush().await.map_err(ReadError::Io)?;
     let mut rows = Vec::new();
     let mut refused = None;
     // The first CommandComplete ends the row of PINNED.

@@ -30,6 +30,9 @@ impl Severity {
 /// The one-byte answer refusing SSLRequest and GSSENCRequest.
 pub(crate) const REFUSE_ENCRYPTION: &[u8] = b"N";
 
+/// The one-byte answer accepting an SSLRequest: the TLS handshake follows.
+pub(crate) const ACCEPT_ENCRYPTION: &[u8] = b"S";
+
 /// Encodes an ErrorResponse.
 pub fn error(severity: Severity, code: &str, message: &str) -> Bytes {
     let fields = vec![
@@ -95,6 +98,20 @@ pub(crate) fn strip_channel_binding(frame: &[u8]) -> Option<Bytes> {
     Some(frame_of(backend::AUTHENTICATION, &body))
 }
 
+/// Whether `frame`, a SASLInitialResponse (mechanism, length, data), opens
+/// SCRAM with the gs2 flag `y`: "I support channel binding and think the
+/// server does not". A server that does support it refuses such a login.
+pub(crate) fn claims_channel_binding(frame: &[u8]) -> bool {
+    let Some(body) = frame.get(5..) else {
+        return false;
+    };
+    let Some(end) = body.iter().position(|&b| b == 0) else {
+        return false;
+    };
+    // After the mechanism's name: the data's length (4 bytes), the data.
+    body.get(end + 5) == Some(&b'y')
+}
+
 /// Wraps a body into a typed message.
 pub fn frame_of(tag: u8, body: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + 5);
@@ -149,6 +166,23 @@ mod tests {
         let mut expected = SASL_REQUEST.to_be_bytes().to_vec();
         expected.extend_from_slice(b"SCRAM-SHA-256\0\0");
         assert_eq!(out, frame_of(b'R', &expected));
+    }
+
+    #[test]
+    fn tells_a_scram_start_that_claims_channel_binding() {
+        let initial = |data: &[u8]| {
+            let mut body = b"SCRAM-SHA-256\0".to_vec();
+            body.extend_from_slice(&(data.len() as i32).to_be_bytes());
+            body.extend_from_slice(data);
+            frame_of(b'p', &body)
+        };
+        assert!(claims_channel_binding(&initial(b"y,,n=,r=abc")));
+        assert!(!claims_channel_binding(&initial(b"n,,n=,r=abc")));
+        assert!(!claims_channel_binding(&initial(
+            b"p=tls-server-end-point,,n=,r=a"
+        )));
+        assert!(!claims_channel_binding(&frame_of(b'p', b"password\0")));
+        assert!(!claims_channel_binding(b"p"));
     }
 
     #[test]

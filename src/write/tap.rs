@@ -36,6 +36,7 @@ use crate::audit::trail::{Names, Trail};
 use crate::protect::protection::Protection;
 use crate::session::catalog::Catalog;
 use crate::session::ledger::Named;
+use crate::session::protection::{Adopted, ProtectionSlot};
 use crate::session::state::SessionState;
 use crate::session::tap::Tap;
 use crate::sql::{CopyIn, Declarations, Effect};
@@ -44,8 +45,13 @@ use crate::wire::tags::frontend;
 
 /// The client-to-server tap. Without a policy it only notes Terminate.
 pub(crate) struct ClientTap<'a> {
-    /// The protection of a session with a policy.
+    /// The protection of a session with a policy: the newest it has
+    /// adopted ([`ClientTap::follow_reload`]).
     pub(super) veil: Option<&'a Protection>,
+    /// Where `veil` came from, and where a newer one would be adopted.
+    adopted: Option<&'a Adopted>,
+    /// The protection in force, which a reload replaces.
+    slot: &'a ProtectionSlot,
     /// The state shared with the server tap.
     pub(super) shared: &'a SessionState,
     /// What the session knows of the database.
@@ -99,18 +105,22 @@ pub(super) enum CopyState<'a> {
 }
 
 impl<'a> ClientTap<'a> {
-    /// The tap of one session: `veil` its protection (`None` without a
-    /// policy), `shared` the state it shares with the server tap,
+    /// The tap of one session: `adopted` the protection it started with
+    /// (`None` without a policy), `slot` where reloads put newer ones,
+    /// `shared` the state it shares with the server tap,
     /// `catalog` what the session knows of the database, `trail` its
     /// audit trail (with audit on).
     pub(crate) fn new(
-        veil: Option<&'a Protection>,
+        adopted: Option<&'a Adopted>,
+        slot: &'a ProtectionSlot,
         shared: &'a SessionState,
         catalog: &'a Catalog,
         trail: Option<&'a Trail>,
     ) -> Self {
         Self {
-            veil,
+            veil: adopted.map(Adopted::protection),
+            adopted,
+            slot,
             shared,
             catalog,
             copy_out_statements: HashMap::new(),
@@ -129,6 +139,21 @@ impl<'a> ClientTap<'a> {
             batch: 0,
             described_statements: HashMap::new(),
             described_portals: HashMap::new(),
+        }
+    }
+}
+
+impl ClientTap<'_> {
+    /// Adopts the protection a reload put in force since the last
+    /// statement, if any: statements from now on are analysed, encrypted
+    /// and refused by its policy and keys. Never while a COPY's data is
+    /// being encrypted, which the protection it started with finishes.
+    fn follow_reload(&mut self) {
+        if self.copy.is_some() {
+            return;
+        }
+        if let Some(newest) = Adopted::follow(&mut self.adopted, self.slot) {
+            self.veil = Some(newest);
         }
     }
 }
@@ -205,6 +230,12 @@ impl Tap for ClientTap<'_> {
                 out.push(frame);
             }
             return;
+        }
+        if matches!(
+            tag,
+            frontend::QUERY | frontend::PARSE | frontend::BIND | frontend::FUNCTION_CALL
+        ) {
+            self.follow_reload();
         }
         if let Some(trail) = self.trail {
             self.observe(trail, tag, &frame);

@@ -12,6 +12,10 @@
 #   PGVEIL_LOG=filter pgveil's log filter (RUST_LOG), default info
 #   ORM_TRACE=1       Python clients print the traceback of each failure
 #   KEEP=1            keep the work directory (outputs, logs, dumps)
+#   ORM_TLS=1         TLS on both legs: pgveil with [tls] mode = "require"
+#                     and [upstream_tls] verify-full, PostgreSQL with ssl on
+#                     admitting TCP logins only under TLS, every client with
+#                     verify-full (libpq ones with channel_binding=disable)
 #
 # Exit code: 0 when every step of every client passed, every role saw what
 # the policy grants and no plaintext was found; 1 otherwise; 2 on a setup
@@ -98,6 +102,60 @@ for pair in crm_user:crm_app support_user:support analyst_user:analyst kyc_user:
     psql_super -d "$DB" -c "CREATE ROLE ${pair%%:*} LOGIN PASSWORD '$PASSWORD' IN ROLE ${pair#*:}" >/dev/null
 done
 
+# ---------------------------------------------------------------- TLS
+
+# ORM_TLS=1: a test CA and one certificate (localhost, 127.0.0.1) that
+# pgveil and PostgreSQL both show; the server then takes TCP logins only
+# under TLS, so a session that reaches it went through pgveil's TLS too.
+TLS_CONFIG=""
+CLIENT_TLS_ENV=()
+if [[ "${ORM_TLS:-0}" == 1 ]]; then
+    TLS="$WORK/tls"
+    mkdir -p "$TLS"
+    (
+        umask 077
+        openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -days 2 \
+            -subj "/CN=pgveil orm test CA" -keyout "$TLS/ca.key" -out "$TLS/ca.crt"
+        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+            -subj "/CN=localhost" -keyout "$TLS/server.key" -out "$TLS/server.csr"
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TLS/san.ext"
+        openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+            -CAcreateserial -days 2 -extfile "$TLS/san.ext" -out "$TLS/server.crt"
+    ) >"$WORK/openssl.log" 2>&1 || { cat "$WORK/openssl.log" >&2; die "openssl failed"; }
+    chmod 755 "$TLS"
+    chmod 644 "$TLS/ca.crt" "$TLS/server.crt"
+    install -o postgres -m 600 "$TLS/server.key" "$WORK/data/server.key"
+    install -o postgres -m 644 "$TLS/server.crt" "$WORK/data/server.crt"
+    psql_super -d postgres -c "ALTER SYSTEM SET ssl = on" >/dev/null
+    cat >"$WORK/data/pg_hba.conf" <<EOF
+local     all all               trust
+hostssl   all all  127.0.0.1/32 scram-sha-256
+hostnossl all all  127.0.0.1/32 reject
+EOF
+    psql_super -d postgres -c "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 100); do   # the reload is asynchronous
+        PGPASSWORD="$SUPERPW" psql -X -q -h 127.0.0.1 -p "$PGPORT_DIRECT" -U postgres -d postgres \
+            "sslmode=require" -c "SELECT 1" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    TLS_CONFIG="
+[tls]
+cert = \"$TLS/server.crt\"
+key = \"$TLS/server.key\"
+mode = \"require\"
+
+[upstream_tls]
+mode = \"verify-full\"
+ca = \"$TLS/ca.crt\"
+"
+    # libpq (psycopg, psycopg2) and asyncpg read these; node-pg and JDBC
+    # read ORM_TLS_CA in their clients. Channel binding cannot cross
+    # pgveil when both legs are TLS (README, TLS).
+    CLIENT_TLS_ENV=(PGSSLMODE=verify-full "PGSSLROOTCERT=$TLS/ca.crt" PGCHANNELBINDING=disable
+        "ORM_TLS_CA=$TLS/ca.crt")
+    log "TLS on both legs (ORM_TLS=1)"
+fi
+
 # ---------------------------------------------------------------- pgveil
 
 PGVEIL_MASTER_KEY="$("$PGVEIL_BIN" keys new-master)"
@@ -110,6 +168,7 @@ listen = "127.0.0.1:$PROXY_PORT"
 upstream = "127.0.0.1:$PGPORT_DIRECT"
 policy = "$REPO/policies/crm.toml"
 keyring = "$WORK/keyring.toml"
+$TLS_CONFIG
 EOF
 RUST_LOG="$PGVEIL_LOG" "$PGVEIL_BIN" serve --config "$WORK/pgveil.toml" 2>"$WORK/pgveil.log" &
 PGVEIL_PID=$!
@@ -143,6 +202,7 @@ for client in "${CLIENTS[@]}"; do
     log "running $client"
     set +e
     # shellcheck disable=SC2046
+    env "${CLIENT_TLS_ENV[@]}" \
     PGHOST=127.0.0.1 PGPORT="$PROXY_PORT" PGDATABASE="$DB" ORM_PASSWORD="$PASSWORD" \
         ORM_PLAN="$WORK/plans/$client.plan" ORM_OBSERVED="$WORK/$client.observed" \
         NODE_PATH="$DEPS/node/node_modules" \

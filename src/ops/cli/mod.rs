@@ -12,12 +12,14 @@ use audit::{audit, AuditCommand};
 use guard::{guard, GuardArgs};
 use keys::{keys, KeysCommand};
 use migrate::{migrate, MigrateArgs};
+use policy::{policy, PolicyCommand};
 use serve::{serve, ServeArgs};
 
 mod audit;
 mod guard;
 mod keys;
 mod migrate;
+mod policy;
 mod serve;
 
 /// Exit code for a configuration that cannot be used.
@@ -45,6 +47,9 @@ enum Command {
     /// Manage the master key and the keyring.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Compare the column policy with the live database.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Check and read the access audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -73,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo(&args),
         Command::Keys(command) => keys(command),
         Command::Audit(command) => audit(command),
+        Command::Policy(command) => policy(command),
         Command::Guard(args) => guard(&args),
         Command::Migrate(args) => migrate(&args),
     }

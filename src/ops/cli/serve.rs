@@ -7,10 +7,12 @@ use clap::Args;
 
 use super::{shutdown_signal, with_workers, EXIT_CONFIG, EXIT_FAILURE};
 use crate::audit::{AuditHandle, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
-use crate::ops::logging;
+use crate::ops::{check, logging};
+use crate::protect::protection::load_policy;
 use crate::proxy::config::{Config, LogFormat};
-use crate::proxy::reload::ProtectionSlot;
 use crate::proxy::server::Server;
+use crate::proxy::tls::{Tls, TlsSlot};
+use crate::session::protection::ProtectionSlot;
 use crate::wire::sqlstate::CONFIG_FILE_ERROR;
 
 #[derive(Args, Clone)]
@@ -57,10 +59,10 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let veil = match config.protection() {
-        Ok(veil) => veil,
+    let tls = match Tls::load(&config) {
+        Ok(tls) => tls,
         Err(e) => {
-            eprintln!("pgveil: cannot protect columns: {e}");
+            eprintln!("pgveil: invalid configuration: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -73,7 +75,18 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
     };
     logging::init(config.log_format, &config.log_level);
     with_workers(config.worker_threads, async {
-        let server = match Server::bind(config.clone(), veil).await {
+        if let Err(errors) = checked(&config).await {
+            eprintln!("pgveil: the policy does not fit the database:\n{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        let veil = match config.protection() {
+            Ok(veil) => veil,
+            Err(e) => {
+                eprintln!("pgveil: cannot protect columns: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let server = match Server::bind_with_tls(config.clone(), veil, tls).await {
             Ok(server) => server,
             Err(e) => {
                 tracing::error!("cannot listen on {}: {e}", config.listen);
@@ -90,17 +103,42 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             },
             _ => (server, None),
         };
-        tokio::spawn(reload_on_hangup(args.clone(), server.protection(), audit));
+        let slots = Slots {
+            protection: server.protection(),
+            tls: server.tls(),
+        };
+        tokio::spawn(reload_on_hangup(args.clone(), slots, audit));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }
 
-/// Reloads the policy, keyring and master key on each SIGHUP, for the
-/// sessions that start afterwards; a reload that fails keeps the protection
-/// in force. Each reload, applied or refused, is an audit record. Without a
-/// handler SIGHUP would end the process.
-async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot, audit: Option<AuditHandle>) {
+/// Compares the configured policy with the database's schema (see
+/// [`check::before_serving`]) and logs its warnings; `Err` with the errors
+/// that make the policy unusable. A policy that does not load is left to
+/// [`Config::protection`] to report.
+async fn checked(config: &Config) -> Result<(), String> {
+    let Some(Ok(policy)) = config.policy.as_deref().map(load_policy) else {
+        return Ok(());
+    };
+    for warning in check::before_serving(config, &policy).await? {
+        tracing::warn!("policy check: {warning}");
+    }
+    Ok(())
+}
+
+/// What a reload replaces.
+struct Slots {
+    protection: ProtectionSlot,
+    tls: TlsSlot,
+}
+
+/// Reloads the policy, keyring, master key and TLS certificates on each
+/// SIGHUP: sessions that start afterwards use them, and open sessions
+/// adopt the policy and keyring at their next statement; a reload that
+/// fails keeps all of them as they are. Each reload, applied or refused,
+/// is an audit record. Without a handler SIGHUP would end the process.
+async fn reload_on_hangup(args: ServeArgs, slots: Slots, audit: Option<AuditHandle>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => hangup,
@@ -110,13 +148,15 @@ async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot, audit: Option<A
         }
     };
     while hangup.recv().await.is_some() {
-        let reason = match reload(&args, &slot) {
+        let reason = match reload(&args, &slots).await {
             Ok(what) => {
-                tracing::info!("reloaded on SIGHUP: {what}; sessions that start now use it");
+                tracing::info!("reloaded on SIGHUP: {what}; sessions use it from now on");
                 None
             }
             Err(e) => {
-                tracing::error!("reload refused, the policy in force stays: {e}");
+                tracing::error!(
+                    "reload refused, the policy and TLS certificates in force stay: {e}"
+                );
                 Some(e)
             }
         };
@@ -137,23 +177,46 @@ async fn reload_on_hangup(args: ServeArgs, slot: ProtectionSlot, audit: Option<A
     }
 }
 
-/// Reads the configuration again and, if its policy and keyring load,
-/// makes them the ones new sessions use.
-fn reload(args: &ServeArgs, slot: &ProtectionSlot) -> Result<&'static str, String> {
+/// Reads the configuration again and, if its policy, keyring and TLS
+/// certificates all load (and the policy fits the database), puts them in
+/// force.
+async fn reload(args: &ServeArgs, slots: &Slots) -> Result<&'static str, String> {
     let config = args
         .config()
         .map_err(|e| format!("invalid configuration: {e}"))?;
+    checked(&config)
+        .await
+        .map_err(|errors| format!("the policy does not fit the database: {errors}"))?;
     let protection = config
         .protection()
         .map_err(|e| format!("cannot protect columns: {e}"))?;
-    match protection {
-        Some(protection) => {
-            slot.replace(protection);
-            Ok("policy and keyring")
-        }
-        None if slot.is_protecting() => Err("the configuration names no policy and keyring any \
-             more; a reload never turns protection off (restart pgveil to do that)"
-            .into()),
-        None => Ok("no policy, as before"),
+    if protection.is_none() && slots.protection.is_protecting() {
+        return Err(
+            "the configuration names no policy and keyring any more; a reload never \
+             turns protection off (restart pgveil to do that)"
+                .into(),
+        );
     }
+    let tls = Tls::load(&config).map_err(|e| format!("cannot load TLS: {e}"))?;
+    if tls.modes() != slots.tls.current().modes() {
+        return Err(
+            "the [tls] or [upstream_tls] section or mode changed; a reload only \
+             reads their certificates and keys again (restart pgveil to change the rest)"
+                .into(),
+        );
+    }
+    let tls_on = tls.is_on();
+    slots.tls.replace(tls);
+    Ok(match (protection, tls_on) {
+        (Some(protection), on) => {
+            slots.protection.replace(protection);
+            if on {
+                "policy and keyring, TLS certificates"
+            } else {
+                "policy and keyring"
+            }
+        }
+        (None, true) => "TLS certificates, no policy as before",
+        (None, false) => "no policy, as before",
+    })
 }

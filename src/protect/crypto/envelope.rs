@@ -208,6 +208,12 @@ pub(crate) fn text_pattern(mode: Mode) -> String {
 /// no more, and a value the reader may not see is never decoded further.
 /// `None` if the field does not start like an envelope.
 pub(crate) fn key_of(field: &[u8]) -> Option<KeyRef> {
+    header_of(field).map(|(_, key)| key)
+}
+
+/// The mode and key a field's envelope names, from its header alone, as
+/// [`key_of`] reads it: what `pgveil policy check` counts per column.
+pub(crate) fn header_of(field: &[u8]) -> Option<(Mode, KeyRef)> {
     let mut header = [0u8; HEADER_LEN];
     match Form::of(field)? {
         Form::Text => {
@@ -223,7 +229,7 @@ pub(crate) fn key_of(field: &[u8]) -> Option<KeyRef> {
         }
         Form::Binary => header = *field.first_chunk()?,
     }
-    read_header(&header).ok().map(|(_, key)| key)
+    read_header(&header).ok()
 }
 
 /// How an envelope is written in a result field: which column type holds

@@ -296,6 +296,90 @@ impl KeyringFile {
         })
     }
 
+    /// Adds a new version of `domain`'s data key, which becomes the one new
+    /// values are written with; the older versions stay to decrypt.
+    pub(super) fn add_version(
+        &mut self,
+        path: &Path,
+        master: &MasterKey,
+        domain: &str,
+    ) -> Result<KeyRef, KeyringError> {
+        let newest = self.newest_version(path, domain)?;
+        let key = KeyRef {
+            id: self.next_id(),
+            version: newest + 1,
+        };
+        let secret = DataKey::generate()?;
+        let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        self.keys.push(seal_entry(
+            &wrapping_cipher(master),
+            KeyKind::Data,
+            domain,
+            key,
+            &created,
+            secret.as_bytes(),
+        ));
+        Ok(key)
+    }
+
+    /// Removes version `version` of `domain`'s data key; never its newest.
+    pub(super) fn remove_version(
+        &mut self,
+        path: &Path,
+        domain: &str,
+        version: u32,
+    ) -> Result<KeyRef, KeyringError> {
+        let newest = self.newest_version(path, domain)?;
+        if version == newest {
+            return Err(KeyringError::RetireCurrent {
+                path: path.into(),
+                domain: domain.into(),
+                version,
+            });
+        }
+        let at = self
+            .keys
+            .iter()
+            .position(|e| e.domain == domain && e.version == version)
+            .ok_or_else(|| KeyringError::UnknownVersion {
+                path: path.into(),
+                domain: domain.into(),
+                version,
+            })?;
+        Ok(self.keys.remove(at).key_ref())
+    }
+
+    /// The newest version of a data domain's key. The audit domain is
+    /// refused: its older keys are what verifies older audit files.
+    fn newest_version(&self, path: &Path, domain: &str) -> Result<u32, KeyringError> {
+        if domain == AUDIT_DOMAIN {
+            return Err(KeyringError::InvalidDomain {
+                domain: domain.into(),
+                problem: "holds the audit log's keys, which are not rotated or retired                           (older audit files are verified with them)",
+            });
+        }
+        self.keys
+            .iter()
+            .filter(|e| e.domain == domain)
+            .map(|e| e.version)
+            .max()
+            .ok_or_else(|| KeyringError::UnknownDomain {
+                path: path.into(),
+                domain: domain.into(),
+            })
+    }
+
+    /// The data domains, audit excluded, sorted.
+    pub(super) fn data_domains(&self) -> Vec<String> {
+        let domains: std::collections::BTreeSet<&str> = self
+            .keys
+            .iter()
+            .map(|e| e.domain.as_str())
+            .filter(|d| *d != AUDIT_DOMAIN)
+            .collect();
+        domains.into_iter().map(String::from).collect()
+    }
+
     fn next_id(&self) -> u32 {
         self.entries().map(|(_, e)| e.id).max().unwrap_or(0) + 1
     }

@@ -209,6 +209,37 @@ pub enum KeyringError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// A domain the keyring has no key for.
+    #[error("keyring {path} has no key domain {domain}")]
+    UnknownDomain {
+        /// The keyring file.
+        path: PathBuf,
+        /// The key domain.
+        domain: String,
+    },
+    /// A key version the domain does not have.
+    #[error("keyring {path}: domain {domain} has no version {version}")]
+    UnknownVersion {
+        /// The keyring file.
+        path: PathBuf,
+        /// The key domain.
+        domain: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// The version new values are written with cannot be retired.
+    #[error(
+        "keyring {path}: version {version} is the current key of domain {domain}, which new \
+         values are written with; rotate first (`pgveil keys rotate`)"
+    )]
+    RetireCurrent {
+        /// The keyring file.
+        path: PathBuf,
+        /// The key domain.
+        domain: String,
+        /// The version asked for.
+        version: u32,
+    },
     /// The audit keys are missing.
     #[error("keyring {path} has no {kind} for {AUDIT_DOMAIN}; run `pgveil keys init`")]
     NoAuditKey {
@@ -348,12 +379,60 @@ impl Keyring {
         let file = read_file(path)?;
         file.check_unique(path)?;
         let rewrapped = file.rewrapped(path, old, new)?;
-        Self::open(path, &rewrapped, new)?;
-        write_atomically(path, &rewrapped.to_text()).map_err(|source| KeyringError::Write {
+        Self::replace(path, &rewrapped, new)?;
+        Ok(rewrapped.keys.len() + rewrapped.signing_keys.len())
+    }
+
+    /// Adds a new version of the data key of each of `domains` (every data
+    /// domain when empty), which becomes the one new values are written
+    /// with; older versions stay, to decrypt what is stored under them.
+    /// The result is opened with `master` before it replaces the file
+    /// atomically; on any error the file is left as it was.
+    pub fn rotate(
+        path: &Path,
+        master: &MasterKey,
+        domains: &[String],
+    ) -> Result<Vec<(String, KeyRef)>, KeyringError> {
+        let mut file = read_file(path)?;
+        Self::open(path, &file, master)?;
+        let domains = if domains.is_empty() {
+            file.data_domains()
+        } else {
+            domains.to_vec()
+        };
+        let mut added = Vec::new();
+        for domain in domains {
+            let key = file.add_version(path, master, &domain)?;
+            added.push((domain, key));
+        }
+        Self::replace(path, &file, master)?;
+        Ok(added)
+    }
+
+    /// Removes version `version` of `domain`'s data key, which must not be
+    /// its current one: values still stored under it could no longer be
+    /// read (the caller checks the database first). Written as
+    /// [`Keyring::rotate`] writes.
+    pub fn retire(
+        path: &Path,
+        master: &MasterKey,
+        domain: &str,
+        version: u32,
+    ) -> Result<KeyRef, KeyringError> {
+        let mut file = read_file(path)?;
+        Self::open(path, &file, master)?;
+        let key = file.remove_version(path, domain, version)?;
+        Self::replace(path, &file, master)?;
+        Ok(key)
+    }
+
+    /// Opens `file` with `master`, then writes it over `path`.
+    fn replace(path: &Path, file: &KeyringFile, master: &MasterKey) -> Result<(), KeyringError> {
+        Self::open(path, file, master)?;
+        write_atomically(path, &file.to_text()).map_err(|source| KeyringError::Write {
             path: path.into(),
             source,
-        })?;
-        Ok(rewrapped.keys.len() + rewrapped.signing_keys.len())
+        })
     }
 
     /// The file this keyring was loaded from.

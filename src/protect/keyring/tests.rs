@@ -325,3 +325,94 @@ fn keyring_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Keyring>();
 }
+
+#[test]
+fn rotation_adds_a_current_version_and_old_values_still_decrypt() {
+    let f = fixture(&[EMAIL, NAME]);
+    let before = f.load().unwrap();
+    let old = before
+        .encrypt_text(EMAIL, Mode::Randomized, b"wang@example.cn")
+        .unwrap();
+    let old_det = before
+        .encrypt_text(EMAIL, Mode::Deterministic, b"wang@example.cn")
+        .unwrap();
+
+    let added = Keyring::rotate(&f.path, &f.master, &strings(&[EMAIL])).unwrap();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].0, EMAIL);
+    assert_eq!(added[0].1.version, 2);
+    let after = f.load().unwrap();
+    assert_eq!(after.current_key(EMAIL).unwrap(), added[0].1);
+    assert_eq!(
+        after.current_key(NAME).unwrap().version,
+        1,
+        "only the named domain"
+    );
+    let envelope = parse_text(old.as_bytes()).unwrap().unwrap();
+    assert_eq!(
+        &after.decrypt(EMAIL, envelope).unwrap()[..],
+        b"wang@example.cn"
+    );
+    let new_det = after
+        .encrypt_text(EMAIL, Mode::Deterministic, b"wang@example.cn")
+        .unwrap();
+    assert_ne!(new_det, old_det, "a new version encrypts differently");
+    let envelope = parse_text(new_det.as_bytes()).unwrap().unwrap();
+    assert_eq!(envelope.key_ref(), added[0].1);
+
+    // Without a domain, every data domain; the audit keys never.
+    let all = Keyring::rotate(&f.path, &f.master, &[]).unwrap();
+    let domains: Vec<&str> = all.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(domains, [EMAIL, NAME]);
+    assert!(matches!(
+        Keyring::rotate(&f.path, &f.master, &strings(&[AUDIT_DOMAIN])),
+        Err(KeyringError::InvalidDomain { .. })
+    ));
+    assert!(matches!(
+        Keyring::rotate(&f.path, &f.master, &strings(&["public.nope.x"])),
+        Err(KeyringError::UnknownDomain { .. })
+    ));
+}
+
+#[test]
+fn retiring_removes_an_old_version_never_the_current_one() {
+    let f = fixture(&[EMAIL]);
+    let v1 = f
+        .load()
+        .unwrap()
+        .encrypt_text(EMAIL, Mode::Randomized, b"x")
+        .unwrap();
+    assert!(matches!(
+        Keyring::retire(&f.path, &f.master, EMAIL, 1),
+        Err(KeyringError::RetireCurrent { version: 1, .. })
+    ));
+    Keyring::rotate(&f.path, &f.master, &[]).unwrap();
+    let wrong = MasterKey::generate().unwrap().0;
+    let before = fs::read(&f.path).unwrap();
+    assert!(matches!(
+        Keyring::retire(&f.path, &wrong, EMAIL, 1),
+        Err(KeyringError::WrongMasterKey { .. })
+    ));
+    assert!(matches!(
+        Keyring::retire(&f.path, &f.master, EMAIL, 7),
+        Err(KeyringError::UnknownVersion { version: 7, .. })
+    ));
+    assert_eq!(
+        fs::read(&f.path).unwrap(),
+        before,
+        "refusals change nothing"
+    );
+
+    let retired = Keyring::retire(&f.path, &f.master, EMAIL, 1).unwrap();
+    assert_eq!(retired.version, 1);
+    let keyring = f.load().unwrap();
+    let envelope = parse_text(v1.as_bytes()).unwrap().unwrap();
+    assert!(keyring.decrypt(EMAIL, envelope).is_err(), "v1 is gone");
+    let versions: Vec<u32> = Keyring::list(&f.path)
+        .unwrap()
+        .iter()
+        .filter(|k| k.domain == EMAIL)
+        .map(|k| k.version)
+        .collect();
+    assert_eq!(versions, [2]);
+}

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    qualified_name, Action, ColumnPolicy, Encryption, Location, Mask, PolicyError, Problem,
+    qualified_name, Action, ColumnPolicy, Encryption, Location, Mask, PolicyError, Problem, Source,
     DEFAULT_SCHEMA,
 };
 
@@ -25,6 +25,7 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 pub(super) struct Entry {
     pub(super) policy: ColumnPolicy,
     pub(super) at: Location,
+    pub(super) source: Source,
 }
 
 #[derive(Deserialize)]
@@ -51,7 +52,7 @@ struct RawColumn {
 
 /// Reads the column policies of one file.
 pub(super) fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, PolicyError> {
-    let source = Source { path, text };
+    let source = Reader { path, text };
     let file: RawFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     file.column
         .into_iter()
@@ -60,12 +61,12 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, PolicyError> 
 }
 
 /// The file being read, to turn byte offsets into locations.
-struct Source<'a> {
+struct Reader<'a> {
     path: &'a Path,
     text: &'a str,
 }
 
-impl Source<'_> {
+impl Reader<'_> {
     fn at(&self, span: Range<usize>) -> Location {
         let before = &self.text.as_bytes()[..span.start.min(self.text.len())];
         Location {
@@ -109,8 +110,10 @@ impl Source<'_> {
             None => Mask::Redact,
         };
         let mut reveal = BTreeMap::new();
+        let mut roles = BTreeMap::new();
         for (role, action) in raw.reveal {
             self.check(&role, |r| not_blank("role name", r))?;
+            roles.insert(role.get_ref().clone(), self.at(role.span()));
             reveal.insert(role.into_inner(), action);
         }
         let purposes = match &raw.purposes {
@@ -123,6 +126,11 @@ impl Source<'_> {
         };
         Ok(Entry {
             at: self.at(raw.column.span()),
+            source: Source {
+                table: self.at(raw.table.span()),
+                column: self.at(raw.column.span()),
+                roles,
+            },
             policy: ColumnPolicy {
                 schema,
                 table,

@@ -179,6 +179,18 @@ impl fmt::Display for Location {
     }
 }
 
+/// Where a column's policy was written: what `pgveil policy check` points
+/// at when the schema disagrees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The line of its `table`.
+    pub table: Location,
+    /// The line of its `column`.
+    pub column: Location,
+    /// The line of each role of its `reveal`.
+    pub roles: BTreeMap<String, Location>,
+}
+
 /// A policy that cannot be used.
 #[derive(Debug, Error)]
 pub enum PolicyError {
@@ -265,6 +277,8 @@ type Schemas = BTreeMap<String, BTreeMap<String, BTreeMap<String, ColumnPolicy>>
 pub struct Policy {
     schemas: Schemas,
     mentions: TableMentions,
+    /// Where each column (by qualified name) was written.
+    sources: HashMap<String, Source>,
 }
 
 impl Policy {
@@ -356,6 +370,11 @@ impl Policy {
         self.mentions.in_sql(sql)
     }
 
+    /// Where a column's policy was written.
+    pub fn source(&self, column: &ColumnPolicy) -> Option<&Source> {
+        self.sources.get(&column.qualified_name())
+    }
+
     fn table_columns(&self, schema: &str, table: &str) -> Option<&BTreeMap<String, ColumnPolicy>> {
         self.schemas.get(schema)?.get(table)
     }
@@ -369,6 +388,7 @@ struct Builder {
     listed_at: HashMap<String, Location>,
     /// Each key domain's encryption and where it was first set.
     domains: HashMap<String, (Encryption, Location)>,
+    sources: HashMap<String, Source>,
 }
 
 impl Builder {
@@ -379,7 +399,7 @@ impl Builder {
         Ok(())
     }
 
-    fn add(&mut self, Entry { policy, at }: Entry) -> Result<(), PolicyError> {
+    fn add(&mut self, Entry { policy, at, source }: Entry) -> Result<(), PolicyError> {
         let invalid = |problem| PolicyError::Invalid {
             at: at.clone(),
             problem,
@@ -404,6 +424,7 @@ impl Builder {
         self.domains
             .entry(policy.domain.clone())
             .or_insert_with(|| (policy.encryption, at.clone()));
+        self.sources.insert(name.clone(), source);
         self.listed_at.insert(name, at);
         self.schemas
             .entry(policy.schema.clone())
@@ -424,6 +445,7 @@ impl Builder {
         Policy {
             schemas: self.schemas,
             mentions,
+            sources: self.sources,
         }
     }
 }

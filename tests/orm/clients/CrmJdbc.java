@@ -48,6 +48,11 @@ public class CrmJdbc {
         if (!connections.containsKey(user)) {
             String url = "jdbc:postgresql://" + System.getenv("PGHOST") + ":" + System.getenv("PGPORT") + "/"
                     + System.getenv("PGDATABASE");
+            String ca = System.getenv("ORM_TLS_CA");
+            if (ca != null) {
+                // ORM_TLS=1: TLS to pgveil, the certificate and its name checked.
+                url += "?sslmode=verify-full&sslrootcert=" + ca;
+            }
             connections.put(user, DriverManager.getConnection(url, user, System.getenv("ORM_PASSWORD")));
         }
         return connections.get(user);

@@ -21,13 +21,18 @@ function readPlan(path) {
 }
 
 function connection(user) {
-  return {
+  const settings = {
     host: process.env.PGHOST,
     port: Number(process.env.PGPORT),
     database: process.env.PGDATABASE,
     user,
     password: process.env.ORM_PASSWORD,
   };
+  if (process.env.ORM_TLS_CA) {
+    // ORM_TLS=1: TLS to pgveil, the certificate and its name checked.
+    settings.ssl = { ca: require('fs').readFileSync(process.env.ORM_TLS_CA), rejectUnauthorized: true };
+  }
+  return settings;
 }
 
 function expectEqual(what, got, want) {
