@@ -178,7 +178,8 @@ pub(crate) async fn run(
                 }
             }
         }
-        if result.interrupted && audit.is_some() {
+        // Resumed later, the table's next records count only the rest.
+        if (result.interrupted || outcome.is_err()) && audit.is_some() {
             if let Some(Err(e)) = scanner.state.as_mut().map(State::recorded) {
                 report.fail(e.to_string());
             }

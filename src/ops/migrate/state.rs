@@ -47,7 +47,7 @@ const FORMAT: u32 = 1;
 
 /// The state file cannot be written.
 #[derive(Debug, Error)]
-#[error("cannot write the migration state {path}: {source}")]
+#[error("cannot write the migration state {path}: {source} (give another place with --state)")]
 pub(crate) struct StateError {
     path: PathBuf,
     source: io::Error,
