@@ -23,7 +23,8 @@
 //! actor, prepared statements, in the order the server runs them), its text
 //! settings, and the catalog read at login. [`text`] reads text as the
 //! client and the server spell it (encodings, bytea). [`ops`] runs it all:
-//! the command line, logging, the demo and throwaway test clusters.
+//! the command line, logging, the demo, throwaway test clusters, and the
+//! commands that work on the database itself (`policy check`, `migrate`).
 //!
 //! # Layers
 //!

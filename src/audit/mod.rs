@@ -1,5 +1,6 @@
 //! The access audit log: one JSON line per connection event, statement,
-//! alert and policy reload, in files that show whether they were altered.
+//! alert, policy reload and migration step, in files that show whether
+//! they were altered.
 //!
 //! The data path hands [`AuditRecord`]s to an [`AuditHandle`], which never
 //! waits; a writer on its own thread ([`AuditSink`]) appends them to
@@ -54,8 +55,8 @@ pub use config::{AuditConfig, BulkConfig, OnBulk};
 pub use keys::AuditKeys;
 pub(crate) use line::StatementLine;
 pub(crate) use record::{
-    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, NormalizedStatement, Outcome,
-    SqlState, StatementRecord, Timestamp,
+    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, MigrationAction, MigrationRecord,
+    NormalizedStatement, Outcome, SqlState, StatementRecord, Timestamp,
 };
 pub use record::{Login, Peer};
 pub use sink::AuditHandle;

@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
+use crate::protect::crypto::Mode;
+
 /// A point in time, written as RFC 3339 UTC with microseconds:
 /// `2026-11-25T10:00:00.123456Z`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,6 +95,9 @@ pub enum AuditRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// `pgveil migrate` brought a column's stored values in line with the
+    /// policy and keyring, or back to plaintext.
+    Migration(Box<MigrationRecord>),
 }
 
 /// Which connection, from where.
@@ -320,6 +325,76 @@ pub struct AlertRecord {
     pub window_secs: u64,
 }
 
+/// What `pgveil migrate` did to one column, for one action, in one
+/// table's pass: counts, key versions and names, never a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    pub time: Timestamp,
+    /// The database migrated and the role `migrate` logged in as.
+    #[serde(flatten)]
+    pub login: Login,
+    /// `schema.table`.
+    pub table: String,
+    /// `schema.table.column`.
+    pub column: String,
+    pub action: MigrationAction,
+    /// The key domain of the values.
+    pub domain: String,
+    /// Rows whose value was changed.
+    pub rows: u64,
+    /// The key versions the changed values were under before (re-encrypt,
+    /// decrypt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_versions: Vec<u32>,
+    /// The key version the values are under now (encrypt, re-encrypt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<u32>,
+    /// The mode the values are encrypted in now (encrypt, re-encrypt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Values shaped like ciphertext that do not decrypt (forged, damaged,
+    /// under a key the keyring lacks): left as they are.
+    #[serde(default)]
+    pub undecryptable: u64,
+    /// Rows the database refused to take the new value of (a constraint,
+    /// a type too short), left as they are.
+    #[serde(default)]
+    pub refused: u64,
+    /// Whether the pass was resumed after an interruption: the counts
+    /// include what the interrupted run committed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+    /// `ok` when every value of the column now matches the policy;
+    /// `XX001` (data_corrupted) with undecryptable values, another
+    /// SQLSTATE when the database refused rows or the pass was cut short.
+    pub outcome: Outcome,
+}
+
+/// What `pgveil migrate` did to a column's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationAction {
+    /// Plaintext encrypted.
+    Encrypt,
+    /// Ciphertext under an old key version, or in the other mode,
+    /// encrypted again under the current key in the policy's mode.
+    ReEncrypt,
+    /// Ciphertext of a column taken out of the policy decrypted
+    /// (`--decrypt`).
+    Decrypt,
+}
+
+impl MigrationAction {
+    /// As the log writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationAction::Encrypt => "encrypt",
+            MigrationAction::ReEncrypt => "re_encrypt",
+            MigrationAction::Decrypt => "decrypt",
+        }
+    }
+}
+
 /// Records that were never written. A gap record is written with the
 /// first batch after records were lost, and counts every record lost since
 /// the previous gap record (or since pgveil started).
@@ -479,12 +554,61 @@ pub(super) mod tests {
                 lost: 12,
                 cause: GapCause::WriteFailed,
             }),
+            migration(),
         ];
         for record in records {
             let json = serde_json::to_string(&record).unwrap();
             let back: AuditRecord = serde_json::from_str(&json).unwrap();
             assert_eq!(back, record, "{json}");
         }
+    }
+
+    pub(crate) fn migration() -> AuditRecord {
+        AuditRecord::Migration(Box::new(MigrationRecord {
+            time: Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800)),
+            login: Login {
+                database: "shop".into(),
+                role: "pgveil_migrate".into(),
+            },
+            table: "public.customers".into(),
+            column: "public.customers.email".into(),
+            action: MigrationAction::ReEncrypt,
+            domain: "public.customers.email".into(),
+            rows: 120,
+            from_versions: vec![1, 2],
+            to_version: Some(3),
+            mode: Some(Mode::Deterministic),
+            undecryptable: 1,
+            refused: 0,
+            resumed: true,
+            outcome: Outcome::Error(SqlState::new("XX001").unwrap()),
+        }))
+    }
+
+    #[test]
+    fn migration_records_name_columns_and_key_versions_only() {
+        let json = serde_json::to_value(migration()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "event": "migration",
+                "time": "2025-11-25T10:00:00.000000Z",
+                "database": "shop",
+                "role": "pgveil_migrate",
+                "table": "public.customers",
+                "column": "public.customers.email",
+                "action": "re_encrypt",
+                "domain": "public.customers.email",
+                "rows": 120,
+                "from_versions": [1, 2],
+                "to_version": 3,
+                "mode": "deterministic",
+                "undecryptable": 1,
+                "refused": 0,
+                "resumed": true,
+                "outcome": "XX001",
+            })
+        );
     }
 
     #[test]

@@ -328,6 +328,28 @@ async fn a_file_left_open_by_a_crash_is_sealed_on_start() {
 }
 
 #[test]
+fn a_directory_has_one_writer_at_a_time() {
+    let f = Fixture::new();
+    let now = SystemTime::now();
+    let mut first = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    first.append(&Bodies::of(&[statement(1)]), now).unwrap();
+    let err = LogWriter::open(&f.config(), f.keys.clone(), now)
+        .err()
+        .unwrap();
+    assert!(matches!(err, AuditError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("one writer"), "{err}");
+    // The second writer touched nothing: the first goes on with its file.
+    first.append(&Bodies::of(&[statement(2)]), now).unwrap();
+    first.close(now).unwrap();
+    // Closed, the directory is free for the next writer, and so it is
+    // once a writer is dropped (as when its process ends).
+    let second = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    drop(second);
+    LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    assert_eq!(f.verify().unwrap().records, 2);
+}
+
+#[test]
 fn a_crashed_file_that_does_not_verify_stops_the_start() {
     let f = Fixture::new();
     let now = SystemTime::now();

@@ -10,6 +10,15 @@
 //! it aside. A file without a complete line (created just before a crash)
 //! is removed. After a failed write, [`LogWriter::resume`] does the same
 //! without a restart.
+//!
+//! A directory has one writer at a time: two would fork the chain. The
+//! writer holds an exclusive lock (`flock`, through [`File::try_lock`]) on
+//! the directory itself from before it reads the newest file until it
+//! closes the log, and a second writer (another `pgveil serve`, a
+//! `pgveil migrate` on the same directory) fails to open with
+//! [`AuditError::Locked`]. The lock is on the directory rather than on a
+//! file in it so that the directory holds only audit files; the kernel
+//! releases it when the process ends, however it ends.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -47,6 +56,11 @@ pub enum AuditError {
     Config(#[from] super::config::AuditConfigError),
     #[error("audit log: the writer has stopped (the writer task's result says why)")]
     Stopped,
+    #[error(
+        "audit log: {dir} is being written by another pgveil process (it holds the \
+         directory's lock); a directory has one writer, so give each its own `dir`"
+    )]
+    Locked { dir: PathBuf },
 }
 
 /// Maps an I/O error on `path`.
@@ -63,6 +77,9 @@ const SEAL_TAIL: u64 = 4096;
 
 pub(super) struct LogWriter {
     dir: PathBuf,
+    /// The directory, opened and locked while the log is open (see the
+    /// module documentation); `None` once closed.
+    lock: Option<File>,
     keys: Arc<AuditKeys>,
     max_file_bytes: u64,
     retention_days: u32,
@@ -132,10 +149,12 @@ impl LogWriter {
     ) -> Result<Self, AuditError> {
         let dir = config.dir.clone();
         create_dir(&dir)?;
+        let lock = lock_dir(&dir)?;
         let (head, newest) = recover(&dir, &keys, now)?;
         let mut writer = Self {
             compressor: config.compress.then(|| Compressor::new(dir.clone())),
             dir,
+            lock: Some(lock),
             keys,
             max_file_bytes: config.max_file_bytes,
             retention_days: config.retention_days,
@@ -207,8 +226,8 @@ impl LogWriter {
         self.current.as_mut().map_or(Ok(()), OpenFile::sync)
     }
 
-    /// Seals the open file, if any, and waits until sealed files are
-    /// compressed.
+    /// Seals the open file, if any, waits until sealed files are
+    /// compressed, and releases the directory for the next writer.
     pub(super) fn close(&mut self, now: SystemTime) -> Result<(), AuditError> {
         if self.current.is_some() {
             self.seal_current(now)?;
@@ -216,6 +235,7 @@ impl LogWriter {
         if let Some(compressor) = &mut self.compressor {
             compressor.finish();
         }
+        self.lock = None;
         Ok(())
     }
 
@@ -415,6 +435,16 @@ fn create_dir(dir: &Path) -> Result<(), AuditError> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir).map_err(io_error("create", dir))
+}
+
+/// Opens `dir` and takes its exclusive lock, without waiting.
+fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    let handle = File::open(dir).map_err(io_error("open", dir))?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(fs::TryLockError::WouldBlock) => Err(AuditError::Locked { dir: dir.into() }),
+        Err(fs::TryLockError::Error(e)) => Err(io_error("lock", dir)(e)),
+    }
 }
 
 fn create_file(path: &Path) -> Result<File, AuditError> {

@@ -5,12 +5,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::audit::AuditConfig;
+use crate::audit::{AuditConfig, AuditKeys};
 use crate::protect::custody::CustodyConfig;
+use crate::protect::protection::{load_keyring, Protection, ProtectionError};
 use thiserror::Error;
 
 /// How log lines are written.
@@ -364,6 +366,29 @@ impl Config {
     /// How long sessions may run on after a shutdown signal.
     pub(crate) fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The policy and keyring this configuration names, loaded with its
+    /// master key; `None` without a policy and keyring. `serve` (at start
+    /// and on reload) and `migrate` load them so.
+    pub(crate) fn protection(&self) -> Result<Option<Protection>, ProtectionError> {
+        match (&self.policy, &self.keyring) {
+            (Some(policy), Some(keyring)) => {
+                Protection::load(policy, keyring, &self.custody()).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The audit log's keys, from the keyring, when `[audit]` is
+    /// configured.
+    pub(crate) fn audit_keys(&self) -> Result<Option<Arc<AuditKeys>>, String> {
+        let (Some(_), Some(path)) = (&self.audit, &self.keyring) else {
+            return Ok(None);
+        };
+        let keyring = load_keyring(path, &self.custody()).map_err(|e| e.to_string())?;
+        let keys = AuditKeys::from_keyring(Arc::new(keyring)).map_err(|e| e.to_string())?;
+        Ok(Some(Arc::new(keys)))
     }
 }
 

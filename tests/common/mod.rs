@@ -503,6 +503,7 @@ pub fn audit_log(dir: &std::path::Path) -> (Vec<serde_json::Value>, String) {
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|path| path.is_file())
         .collect();
     files.sort();
     let mut text = String::new();

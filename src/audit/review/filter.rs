@@ -15,6 +15,7 @@ pub(crate) enum EventKind {
     Alert,
     Gap,
     Reload,
+    Migration,
 }
 
 impl EventKind {
@@ -27,6 +28,7 @@ impl EventKind {
             AuditRecord::Alert(_) => EventKind::Alert,
             AuditRecord::Gap(_) => EventKind::Gap,
             AuditRecord::Reload { .. } => EventKind::Reload,
+            AuditRecord::Migration(_) => EventKind::Migration,
         }
     }
 
@@ -39,6 +41,7 @@ impl EventKind {
             EventKind::Alert => "alert",
             EventKind::Gap => "gap",
             EventKind::Reload => "reload",
+            EventKind::Migration => "migration",
         }
     }
 }
@@ -261,6 +264,17 @@ impl<'a> Facts<'a> {
                 }];
                 facts.rows = Some(alert.rows);
             }
+            AuditRecord::Migration(m) => {
+                facts.role = Some(&m.login.role);
+                facts.kind = Some(m.action.name());
+                facts.tables = vec![&m.table];
+                facts.columns = vec![ColumnFact {
+                    name: &m.column,
+                    decision: None,
+                }];
+                facts.rows = Some(m.rows);
+                facts.outcome = Some(m.outcome);
+            }
             AuditRecord::Gap(_) => {}
         }
         facts
@@ -293,5 +307,6 @@ pub(super) fn time_of(record: &AuditRecord) -> Timestamp {
         AuditRecord::Statement(s) => s.time,
         AuditRecord::Alert(alert) => alert.time,
         AuditRecord::Gap(gap) => gap.time,
+        AuditRecord::Migration(m) => m.time,
     }
 }

@@ -88,6 +88,12 @@ pub(crate) struct Totals {
     pub failed_logins: u64,
     /// Records the log says it could not write (gap records).
     pub lost: u64,
+    /// Rows whose stored value `pgveil migrate` changed (migration
+    /// records, in a `migrate/` directory).
+    pub migrated: u64,
+    /// Values `pgveil migrate` found shaped like ciphertext that does not
+    /// decrypt.
+    pub undecryptable: u64,
     /// Statements and rows by decision, per protected column touched.
     pub decisions: Tally,
 }
@@ -144,6 +150,10 @@ impl Report {
             AuditRecord::Statement(statement) => self.add_statement(&statement),
             AuditRecord::Alert(alert) => self.alerts.push(alert),
             AuditRecord::Gap(gap) => self.totals.lost += gap.lost,
+            AuditRecord::Migration(m) => {
+                self.totals.migrated += m.rows;
+                self.totals.undecryptable += m.undecryptable;
+            }
             AuditRecord::Authentication { .. }
             | AuditRecord::Disconnect { .. }
             | AuditRecord::Reload { .. } => {}

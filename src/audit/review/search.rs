@@ -10,7 +10,7 @@ use super::filter::{Facts, Filter};
 use super::layout::{truncate, write_aligned, write_csv_row};
 use super::read::Records;
 use super::ReviewError;
-use crate::audit::{AuditRecord, Outcome};
+use crate::audit::{AuditRecord, MigrationRecord, Outcome};
 
 /// How `search` prints records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -129,7 +129,36 @@ pub(super) fn detail(record: &AuditRecord) -> String {
             reason: Some(reason),
             ..
         } => format!("reload refused: {reason}"),
+        AuditRecord::Migration(m) => migration_detail(m),
     }
+}
+
+/// What a migration record tells: the key versions and mode, and the
+/// values left as they were.
+fn migration_detail(m: &MigrationRecord) -> String {
+    let from = match m.from_versions.as_slice() {
+        [] => "plaintext".to_owned(),
+        versions => {
+            let versions: Vec<String> = versions.iter().map(u32::to_string).collect();
+            format!("key version {}", versions.join(","))
+        }
+    };
+    let to = match (m.to_version, m.mode) {
+        (Some(version), Some(mode)) => format!("key version {version} ({mode:?})").to_lowercase(),
+        (Some(version), None) => format!("key version {version}"),
+        _ => "plaintext".to_owned(),
+    };
+    let mut detail = format!("{} {from} -> {to}, domain {}", m.action.name(), m.domain);
+    if m.undecryptable > 0 {
+        detail.push_str(&format!(", {} undecryptable", m.undecryptable));
+    }
+    if m.refused > 0 {
+        detail.push_str(&format!(", {} refused by the database", m.refused));
+    }
+    if m.resumed {
+        detail.push_str(", resumed");
+    }
+    detail
 }
 
 fn outcome_text(outcome: Outcome) -> String {

@@ -792,3 +792,52 @@ fn gap_records_are_counted_shown_and_searched() {
         "what a search prints"
     );
 }
+
+#[test]
+fn migration_records_are_searched_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let signing = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let keys = Arc::new(AuditKeys::new(&[9; 32], signing));
+    let config = AuditConfig {
+        dir: dir.path().into(),
+        retention_days: 0,
+        compress: false,
+        ..AuditConfig::default()
+    };
+    let migration = crate::audit::record::tests::migration();
+    let time = filter::time_of(&migration);
+    let mut writer = LogWriter::open(&config, keys, time.0).unwrap();
+    writer.append(&Bodies::of(&[migration]), time.0).unwrap();
+    writer.close(time.0).unwrap();
+
+    let filter = Filter {
+        event: Some(EventKind::Migration),
+        column: Some("customers.email".into()),
+        table: Some("public.customers".into()),
+        role: Some("pgveil_migrate".into()),
+        outcome: Some(OutcomeFilter::Error),
+        ..Filter::default()
+    };
+    assert_eq!(selected(&dir, &filter).len(), 1);
+    let table = searched(&dir, &filter, SearchFormat::Csv);
+    assert!(
+        table.contains(
+            "migration,,pgveil_migrate,,,re_encrypt,XX001,120,public.customers.email,\
+             \"re_encrypt key version 1,2 -> key version 3 (deterministic), \
+             domain public.customers.email, 1 undecryptable, resumed\""
+        ),
+        "{table}"
+    );
+    let period = Period {
+        since: at("2025-11-25T00:00:00Z"),
+        until: at("2025-11-26T00:00:00Z"),
+    };
+    let report = built(&dir, period);
+    assert_eq!(
+        (report.totals.migrated, report.totals.undecryptable),
+        (120, 1)
+    );
+    assert!(written(&report, ReportFormat::Text).contains("rows migrated (pgveil migrate)"));
+}

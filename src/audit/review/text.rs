@@ -81,6 +81,8 @@ pub(super) fn totals_rows(report: &Report) -> Vec<Vec<String>> {
         ("failed logins", totals.failed_logins),
         ("alerts", report.alerts.len() as u64),
         ("records lost (not written)", totals.lost),
+        ("rows migrated (pgveil migrate)", totals.migrated),
+        ("undecryptable values (migrate)", totals.undecryptable),
     ]
     .into_iter()
     .map(|(name, count)| vec![name.to_owned(), count.to_string()])

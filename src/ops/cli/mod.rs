@@ -11,12 +11,14 @@ use crate::proxy::config::Config;
 use audit::{audit, AuditCommand};
 use guard::{guard, GuardArgs};
 use keys::{keys, KeysCommand};
+use migrate::{migrate, MigrateArgs};
 use policy::{policy, PolicyCommand};
 use serve::{serve, ServeArgs};
 
 mod audit;
 mod guard;
 mod keys;
+mod migrate;
 mod policy;
 mod serve;
 
@@ -55,6 +57,11 @@ enum Command {
     /// constraint per protected column that admits only NULL and pgveil's
     /// ciphertext. Pipe it to psql as the tables' owner; it can run again.
     Guard(GuardArgs),
+    /// Bring the stored values in line with the policy and keyring, online:
+    /// encrypt plaintext left in protected columns, re-encrypt values under
+    /// an old key version or in the other mode, decrypt columns taken out
+    /// of the policy (--decrypt). Resumable; audited; validates the guards.
+    Migrate(MigrateArgs),
 }
 
 #[derive(Args)]
@@ -73,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Audit(command) => audit(command),
         Command::Policy(command) => policy(command),
         Command::Guard(args) => guard(&args),
+        Command::Migrate(args) => migrate(&args),
     }
 }
 

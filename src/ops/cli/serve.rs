@@ -7,9 +7,9 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{shutdown_signal, with_workers, EXIT_CONFIG, EXIT_FAILURE};
-use crate::audit::{AuditHandle, AuditKeys, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
+use crate::audit::{AuditHandle, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
 use crate::ops::{check, logging};
-use crate::protect::protection::{load_keyring, load_policy, Protection, ProtectionError};
+use crate::protect::protection::load_policy;
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::server::Server;
 use crate::proxy::tls::{Tls, TlsSlot};
@@ -68,7 +68,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let audit_keys = match audit_keys(&config) {
+    let audit_keys = match config.audit_keys() {
         Ok(keys) => keys,
         Err(e) => {
             eprintln!("pgveil: cannot open the audit log: {e}");
@@ -81,7 +81,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             eprintln!("pgveil: the policy does not fit the database:\n{errors}");
             return ExitCode::from(EXIT_CONFIG);
         }
-        let veil = match configured_protection(&config) {
+        let veil = match config.protection() {
             Ok(veil) => veil,
             Err(e) => {
                 eprintln!("pgveil: cannot protect columns: {e}");
@@ -121,7 +121,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
 /// Compares the configured policy with the database's schema (see
 /// [`check::before_serving`]) and logs its warnings; `Err` with the errors
 /// that make the policy unusable. A policy that does not load is left to
-/// [`configured_protection`] to report.
+/// [`Config::protection`] to report.
 async fn checked(config: &Config) -> Result<(), String> {
     let Some(Ok(policy)) = config.policy.as_deref().map(load_policy) else {
         return Ok(());
@@ -130,16 +130,6 @@ async fn checked(config: &Config) -> Result<(), String> {
         tracing::warn!("policy check: {warning}");
     }
     Ok(())
-}
-
-/// The audit log's keys, when `[audit]` is configured.
-fn audit_keys(config: &Config) -> Result<Option<Arc<AuditKeys>>, String> {
-    let (Some(_), Some(path)) = (&config.audit, &config.keyring) else {
-        return Ok(None);
-    };
-    let keyring = load_keyring(path, &config.custody()).map_err(|e| e.to_string())?;
-    let keys = AuditKeys::from_keyring(Arc::new(keyring)).map_err(|e| e.to_string())?;
-    Ok(Some(Arc::new(keys)))
 }
 
 /// What a reload replaces, and where it is counted.
@@ -204,8 +194,9 @@ async fn reload(args: &ServeArgs, slots: &Slots) -> Result<&'static str, String>
     checked(&config)
         .await
         .map_err(|errors| format!("the policy does not fit the database: {errors}"))?;
-    let protection =
-        configured_protection(&config).map_err(|e| format!("cannot protect columns: {e}"))?;
+    let protection = config
+        .protection()
+        .map_err(|e| format!("cannot protect columns: {e}"))?;
     if protection.is_none() && slots.protection.is_protecting() {
         return Err(
             "the configuration names no policy and keyring any more; a reload never \
@@ -235,14 +226,4 @@ async fn reload(args: &ServeArgs, slots: &Slots) -> Result<&'static str, String>
         (None, true) => "TLS certificates, no policy as before",
         (None, false) => "no policy, as before",
     })
-}
-
-/// The policy and keyring `config` names, loaded; `None` without them.
-fn configured_protection(config: &Config) -> Result<Option<Protection>, ProtectionError> {
-    match (&config.policy, &config.keyring) {
-        (Some(policy), Some(keyring)) => {
-            Protection::load(policy, keyring, &config.custody()).map(Some)
-        }
-        _ => Ok(None),
-    }
 }
