@@ -42,7 +42,7 @@ pub(crate) enum MaintenanceError {
     #[error("[maintenance] password_file {0} is not UTF-8 text")]
     PasswordText(PathBuf),
     /// The server refused or could not be reached.
-    #[error("cannot connect to {upstream} database {database} as {user}: {source}")]
+    #[error("cannot connect to {upstream} database {database} as {user}: {}", reason(.source))]
     Connect {
         /// The upstream server.
         upstream: String,
@@ -53,6 +53,23 @@ pub(crate) enum MaintenanceError {
         /// Why.
         source: tokio_postgres::Error,
     },
+}
+
+/// Why a connection failed, in full: tokio-postgres's own message names
+/// only the kind of failure ("db error", "error connecting to server"),
+/// and its cause the rest (the server's message, the socket's error). A
+/// server's error is its message and SQLSTATE, without the DETAIL.
+pub(crate) fn reason(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    reason
 }
 
 /// Where and as whom a maintenance session logs in.

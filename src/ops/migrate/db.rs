@@ -39,7 +39,7 @@ impl DbError {
     pub(crate) fn new(error: tokio_postgres::Error) -> Self {
         let Some(db) = error.as_db_error() else {
             return DbError {
-                reason: error.to_string(),
+                reason: crate::ops::maintenance::reason(&error),
                 code: None,
                 failure: if error.is_closed() {
                     Failure::Connection
