@@ -960,3 +960,145 @@ fn guards_are_validated_at_the_end_and_a_row_they_refuse_is_reported() {
         ["3"]
     );
 }
+
+/// `pgveil keys ARGS`: exit code, stdout and stderr.
+fn keys(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .arg("keys")
+        .args(args)
+        .output()
+        .unwrap();
+    ran(&out)
+}
+
+/// What `pgveil policy check --format json` says of `column`'s values.
+fn checked_rows(env: &Env, column: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["policy", "check", "--format", "json", "--config"])
+        .arg(&env.config)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    report["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == column)
+        .unwrap_or_else(|| panic!("{column} in {report}"))["rows"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_then_migrate_then_retire() {
+    let env = Env::new("mig_rotate", CUSTOMERS, CUSTOMERS_POLICY);
+    let config = env.config.to_str().unwrap().to_owned();
+    let keyring = env.path("keyring.toml");
+    let master = env.path("master.key");
+    let (keyring, master) = (keyring.to_str().unwrap(), master.to_str().unwrap());
+    let domain = "mig_rotate.customers.email";
+    let served = env.serve();
+    let app = served.connect().await;
+    let insert = "INSERT INTO mig_rotate.customers (full_name, email, address) VALUES ($1, $2, $3)";
+    for id in 1..=200u64 {
+        let (name, email, address) = legacy(id);
+        app.execute(insert, &[&name, &email, &address])
+            .await
+            .unwrap();
+    }
+    let retire = [
+        "retire",
+        "--config",
+        &config,
+        "--domain",
+        domain,
+        "--version",
+        "1",
+    ];
+
+    // Version 1 is the current one: it cannot be retired.
+    let (code, _, stderr) = keys(&retire);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is the current key of domain"), "{stderr}");
+
+    // Rotate every domain; once reloaded, new values are written with v2.
+    let (code, stdout, stderr) =
+        keys(&["rotate", "--keyring", keyring, "--master-key-file", master]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("rotated {domain}: version 2")),
+        "{stdout}"
+    );
+    served.reload();
+    let app = served.connect().await;
+    let (name, email, address) = legacy(201);
+    app.execute(insert, &[&name, &email, &address])
+        .await
+        .unwrap();
+    let rows = checked_rows(&env, "mig_rotate.customers.email");
+    assert_eq!(rows["old_versions"]["1"], 200, "{rows}");
+    assert_eq!(rows["current"], 1, "{rows}");
+
+    // Values are still under version 1: retiring it is refused, nothing
+    // removed.
+    let (code, _, stderr) = keys(&retire);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("version 1 of mig_rotate.customers.email still encrypts stored values")
+            && stderr.contains("200 value(s)"),
+        "{stderr}"
+    );
+    let (_, listed, _) = keys(&["list", "--keyring", keyring, "--format", "json"]);
+    assert_eq!(
+        listed.matches(&format!("\"domain\":\"{domain}\"")).count(),
+        2,
+        "{listed}"
+    );
+
+    // Migrate moves them onto version 2; then version 1 can go.
+    let (code, stdout, stderr) = ran(&env.migrate(&[]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let rows = checked_rows(&env, "mig_rotate.customers.email");
+    assert_eq!(rows["old_versions"], serde_json::json!({}), "{rows}");
+    assert_eq!(rows["current"], 201, "{rows}");
+    let (code, stdout, stderr) = keys(&retire);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("retired {domain} version 1")),
+        "{stdout}"
+    );
+    let (_, listed, _) = keys(&["list", "--keyring", keyring, "--format", "json"]);
+    let versions: Vec<u64> = listed
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|k| k["domain"] == domain)
+        .map(|k| k["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [2]);
+
+    // Reloaded without version 1, every row still reads, and an old row
+    // is found by its e-mail.
+    served.reload();
+    let app = served.connect().await;
+    let all = app
+        .query(
+            "SELECT id, email FROM mig_rotate.customers ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 201);
+    for row in &all {
+        let id: i64 = row.get(0);
+        assert_eq!(row.get::<_, String>(1), legacy(id as u64).1);
+    }
+    let found = app
+        .query(
+            "SELECT full_name FROM mig_rotate.customers WHERE email = $1",
+            &[&legacy(7).1],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].get::<_, String>(0), "Name 7");
+}
