@@ -54,16 +54,7 @@ fn select_list(table: &TablePlan) -> String {
 
 /// The key columns as a row, `(t."a", t."b")`.
 fn key_row(table: &TablePlan) -> String {
-    match &table.walk {
-        Walk::Key(keys) => {
-            let names: Vec<String> = keys
-                .iter()
-                .map(|k| format!("t.{}", ident(&k.name)))
-                .collect();
-            format!("({})", names.join(", "))
-        }
-        Walk::Ctid => "(t.ctid)".to_owned(),
-    }
+    format!("({})", order_by(table))
 }
 
 /// A row of parameters `$first..` cast from text to the key types.
@@ -79,7 +70,7 @@ fn key_params(table: &TablePlan, first: usize) -> String {
     format!("({})", params.join(", "))
 }
 
-/// The order of the key.
+/// The key columns in order, `t."a", t."b"`: the order of the walk.
 fn order_by(table: &TablePlan) -> String {
     match &table.walk {
         Walk::Key(keys) => {
