@@ -84,8 +84,8 @@ mkdir -p "$OUT"
 RUN_DIR=$(cd "$OUT" && pwd)/e2e-$STAMP
 mkdir -p "$RUN_DIR/logs"
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+source "$BENCHES/lib.sh"
 
 # ---------------------------------------------------------------------------
 # Cleanup: runs on every exit. INT and TERM are turned into an exit so the
@@ -148,18 +148,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Runs a command in the background and waits for it, so that a signal to
-# this script is handled at once (bash delays traps until a foreground
-# command ends) and cleanup can stop the command.
-run_child() {
-    local rc=0
-    "$@" &
-    CHILD_PID=$!
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=""
-    return "$rc"
-}
-
 # Waits until something accepts TCP connections on 127.0.0.1:$1 while
 # process $2 is alive.
 wait_port() {
@@ -183,11 +171,6 @@ wait_log() {
         sleep 0.1
     done
     die "$name did not report \"$text\" within 10 s"
-}
-
-# A free TCP port on the loopback interface (asks the kernel for one).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # utime + stime of process $1, in clock ticks (fields 14 and 15); empty
@@ -234,32 +217,8 @@ chmod 755 "$WORK"
 log "work directory $WORK; ports: postgres $PG_PORT, pgbouncer $BOUNCER_PORT"
 
 # --- PostgreSQL 15 cluster ---------------------------------------------------
-# Local (Unix socket) connections are trusted for setup as the superuser;
-# every TCP connection, which is all the benchmark uses, needs SCRAM.
-mkdir -p "$WORK/pgdata" "$WORK/sock" "$WORK/pglog"
-chown postgres:postgres "$WORK/pgdata" "$WORK/sock" "$WORK/pglog"
-log "initdb"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pgdata" -U postgres -E UTF8 \
-    --auth-local=trust --auth-host=scram-sha-256 --no-instructions >"$WORK/initdb.log" 2>&1 \
-    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-# The durability settings are off: this cluster is thrown away, and the
-# benchmark compares what sits in front of PostgreSQL, not the disk.
-cat >>"$WORK/pgdata/postgresql.conf" <<EOF
-
-# --- pgveil benchmark settings ---
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK/sock'
-max_connections = 1200              # 1,000 idle connections + benchmark clients
-shared_buffers = 256MB
-password_encryption = scram-sha-256
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-EOF
-PG_STARTED=1
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pglog/postgresql.log" \
-    -w -t 60 start >/dev/null || { cat "$WORK/pglog/postgresql.log" >&2; die "PostgreSQL did not start"; }
+# 1,000 idle connections (the memory test) and the benchmark clients.
+start_cluster "max_connections = 1200"
 
 # Superuser session over the Unix socket (trusted).
 su_psql() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PG_PORT" -U postgres "$@"; }

@@ -51,8 +51,8 @@ mkdir -p "$OUT"
 RUN_DIR=$(cd "$OUT" && pwd)/migrate-$STAMP
 mkdir -p "$RUN_DIR"
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
 
 WORK=""
 PG_STARTED=0
@@ -81,21 +81,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Runs a command in the background and waits for it, so that a signal to
-# this script is handled at once and cleanup can stop the command.
-run_child() {
-    local rc=0
-    "$@" &
-    CHILD_PID=$!
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=""
-    return "$rc"
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 [[ $(id -u) == 0 ]] || die "run as root (runs the server as postgres)"
 [[ -x $PG_BIN/initdb ]] || die "PostgreSQL 15 server binaries not found in $PG_BIN"
 
@@ -106,30 +91,10 @@ PGVEIL_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/pgveil
 PG_PORT=$(free_port)
 WORK=$(mktemp -d /tmp/pgveil-bench-migrate.XXXXXX)
 chmod 755 "$WORK"
-mkdir -p "$WORK/pgdata" "$WORK/sock" "$WORK/pglog" "$WORK/pgveil"
-chown postgres:postgres "$WORK/pgdata" "$WORK/sock" "$WORK/pglog"
-log "initdb in $WORK, port $PG_PORT"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pgdata" -U postgres -E UTF8 \
-    --auth-local=trust --auth-host=scram-sha-256 --no-instructions >"$WORK/initdb.log" 2>&1 \
-    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-# The same durability settings as benches/e2e.sh: the cluster is thrown
-# away, and the benchmark measures pgveil's side of the work.
-cat >>"$WORK/pgdata/postgresql.conf" <<EOF
-
-# --- pgveil migrate benchmark settings ---
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK/sock'
-shared_buffers = 256MB
-password_encryption = scram-sha-256
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-autovacuum = off
-EOF
-PG_STARTED=1
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pglog/postgresql.log" \
-    -w -t 60 start >/dev/null || die "PostgreSQL did not start"
+mkdir -p "$WORK/pgveil"
+# The same cluster as benches/e2e.sh's, without autovacuum, which would
+# race the migration's updates.
+start_cluster "autovacuum = off"
 
 su_psql() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PG_PORT" -U postgres -d postgres "$@"; }
 PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
