@@ -572,7 +572,10 @@ pub(super) mod tests {
                 role: "app".into(),
                 actor: None,
                 connection: Some(3),
-                columns: vec!["public.customers.email".into(), "public.customers.phone".into()],
+                columns: vec![
+                    "public.customers.email".into(),
+                    "public.customers.phone".into(),
+                ],
                 rows: 5000,
                 threshold: 1000,
                 window_secs: 60,
@@ -658,7 +661,10 @@ pub(super) mod tests {
         assert_eq!(alert.columns, ["public.customers.email"]);
         assert_eq!(alert.connection, None);
         let json = serde_json::to_value(AuditRecord::Alert(alert)).unwrap();
-        assert_eq!(json["columns"], serde_json::json!(["public.customers.email"]));
+        assert_eq!(
+            json["columns"],
+            serde_json::json!(["public.customers.email"])
+        );
         assert!(json.get("column").is_none() && json.get("connection").is_none());
     }
 

@@ -78,7 +78,10 @@ pub(super) fn write_csv(report: &Report, head: &Head, out: &mut dyn Write) -> io
     let totals = serde_json::to_value(&report.totals).expect("totals serialize");
     for (name, value) in totals.as_object().into_iter().flatten() {
         if let Some(n) = value.as_u64() {
-            Row::new("totals").set("name", name).put("value", n).write(out)?;
+            Row::new("totals")
+                .set("name", name)
+                .put("value", n)
+                .write(out)?;
         }
     }
     for a in &report.activity {

@@ -33,9 +33,10 @@ dl.head dt{color:#555}dl.head dd{margin:0;overflow-wrap:anywhere}\
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.92em}\
 table{border-collapse:collapse;margin:.5em 0;width:100%}\
 table.narrow{width:auto;min-width:24em}\
-th,td{padding:.3em .6em;border-bottom:1px solid #e5e5e5;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
+th,td{padding:.3em .6em;border-bottom:1px solid #e5e5e5;text-align:left;vertical-align:top;overflow-wrap:break-word}\
 th{background:#f5f5f5;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 tr.group th{background:#eaf1f8;color:#1b4f72;border-top:2px solid #c5d7e8}\
+td.t,td.code{white-space:nowrap}td.list{min-width:12em}td.code{font-family:ui-monospace,Menlo,Consolas,monospace}\
 td.flag{background:#fff3cd;color:#8a5300;font-weight:600;white-space:nowrap}\
 td.bad{background:#fdecea;color:#a93226;font-weight:600}\
 p.more{color:#555;font-style:italic}\
@@ -75,7 +76,12 @@ pub(super) fn write_html(report: &Report, head: &Head, out: &mut dyn Write) -> i
 }
 
 /// Columns whose non-zero counts are highlighted as a problem.
-const BAD: [&str; 4] = ["refused", "other errors", "failed logins", "without purpose"];
+const BAD: [&str; 4] = [
+    "refused",
+    "other errors",
+    "failed logins",
+    "without purpose",
+];
 
 fn write_page(page: &mut String, report: &Report, head: &Head) -> fmt::Result {
     write!(
@@ -129,7 +135,13 @@ fn write_page(page: &mut String, report: &Report, head: &Head) -> fmt::Result {
         grouped_table(page, "writes", &WRITES_HEADER, &writes_rows(report))?;
     }
     section(page, "Protected columns")?;
-    table(page, "columns", &COLUMNS_HEADER, &column_rows(report), false)?;
+    table(
+        page,
+        "columns",
+        &COLUMNS_HEADER,
+        &column_rows(report),
+        false,
+    )?;
     section(page, "Alerts (one per statement over a bulk threshold)")?;
     if report.alerts.is_empty() {
         page.push_str("<p>None.</p>\n");
@@ -172,16 +184,20 @@ fn write_head(page: &mut String, report: &Report, head: &Head) -> fmt::Result {
 pub(super) fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
+        push_escaped(&mut escaped, c);
     }
     escaped
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '&' => out.push_str("&amp;"),
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        '"' => out.push_str("&quot;"),
+        '\'' => out.push_str("&#39;"),
+        c => out.push(c),
+    }
 }
 
 fn section(page: &mut String, title: &str) -> fmt::Result {
@@ -189,17 +205,47 @@ fn section(page: &mut String, title: &str) -> fmt::Result {
     Ok(())
 }
 
-/// One cell: numbers right-aligned, flagged counts highlighted.
+/// One cell: numbers right-aligned, flagged counts highlighted, times
+/// and SQLSTATEs kept on one line, a list of columns one a line.
 fn cell(page: &mut String, header: &str, text: &str) -> fmt::Result {
     if let Some(flag) = text.strip_prefix("! ") {
         return write!(page, "<td class=\"flag\">⚠ {}</td>", escape(flag));
     }
-    let class = match is_number(text) {
-        true if BAD.contains(&header) && text != "0" => " class=\"n bad\"",
-        true => " class=\"n\"",
-        false => "",
+    if header == "columns" {
+        let names: Vec<String> = text.split(", ").map(breakable).collect();
+        return write!(page, "<td class=\"list\">{}</td>", names.join("<br>"));
+    }
+    let class = if header == "SQLSTATE" {
+        " class=\"code\""
+    } else if is_time(text) || header == "rows in window" {
+        " class=\"t\""
+    } else if !is_number(text) {
+        ""
+    } else if BAD.contains(&header) && text != "0" {
+        " class=\"n bad\""
+    } else {
+        " class=\"n\""
     };
-    write!(page, "<td{class}>{}</td>", escape(text))
+    write!(page, "<td{class}>{}</td>", breakable(text))
+}
+
+/// `2026-11-25T10:00:00Z`.
+fn is_time(text: &str) -> bool {
+    text.len() == 20 && text.ends_with('Z') && text.as_bytes()[10] == b'T'
+}
+
+/// `text` escaped, with line breaks allowed after the dots of names
+/// (`public.<wbr>customers.<wbr>national_id`), so that narrow columns
+/// wrap names there rather than overflow.
+fn breakable(text: &str) -> String {
+    let mut html = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        push_escaped(&mut html, c);
+        if matches!(c, '.' | '/' | '@') {
+            html.push_str("<wbr>");
+        }
+    }
+    html
 }
 
 fn header_row(page: &mut String, header: &[&str]) -> fmt::Result {
@@ -289,7 +335,10 @@ const TIME_LABELS: usize = 8;
 
 /// Stacked bars: per time bucket, the plaintext rows of each role.
 fn plaintext_chart(page: &mut String, chart: &Chart) -> fmt::Result {
-    let max = (0..chart.buckets).map(|i| chart.total(i)).max().unwrap_or(0);
+    let max = (0..chart.buckets)
+        .map(|i| chart.total(i))
+        .max()
+        .unwrap_or(0);
     if max == 0 {
         page.push_str("<p>No rows read in plaintext.</p>\n");
         return Ok(());

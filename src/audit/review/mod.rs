@@ -41,9 +41,9 @@ use thiserror::Error;
 pub(crate) use filter::Filter;
 pub(crate) use read::Records;
 pub(crate) use report::Report;
-pub(crate) use verified::Status as VerifyStatus;
 pub(crate) use search::{search, SearchFormat};
 pub(crate) use time::Period;
+pub(crate) use verified::Status as VerifyStatus;
 pub(crate) use verified::VerifyKeys;
 
 use super::verify::Location;

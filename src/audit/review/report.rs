@@ -399,11 +399,8 @@ impl Builder {
         totals.refused += u64::from(refused);
         totals.errors += u64::from(failed);
 
-        let mut roles: BTreeSet<&str> = statement
-            .columns
-            .iter()
-            .map(|c| role_of(c, user))
-            .collect();
+        let mut roles: BTreeSet<&str> =
+            statement.columns.iter().map(|c| role_of(c, user)).collect();
         if roles.is_empty() {
             roles.insert(user);
         }

@@ -74,12 +74,7 @@ fn built(dir: &tempfile::TempDir, period: Period) -> Report {
 /// roles into statement lines yet.
 fn whole() -> Report {
     let records = first_day_with_roles().into_iter().chain(second_day());
-    Report::build(
-        records.map(Ok),
-        Period::default(),
-        Verification::not_run(),
-    )
-    .unwrap()
+    Report::build(records.map(Ok), Period::default(), Verification::not_run()).unwrap()
 }
 
 fn head() -> Head {
@@ -243,10 +238,7 @@ fn reads_and_writes_apart_per_role_user_actor_and_column() {
     assert_eq!(alice.decisions.get(Decision::Masked), count(2, 3));
     assert_eq!(alice.decisions.get(Decision::Encrypted), count(0, 0));
     assert_eq!(alice.purposes.iter().collect::<Vec<_>>(), ["support"]);
-    assert_eq!(
-        report.reads[2].decisions.get(Decision::Denied),
-        count(1, 0)
-    );
+    assert_eq!(report.reads[2].decisions.get(Decision::Denied), count(1, 0));
     let writes: Vec<_> = report
         .writes
         .iter()
@@ -261,12 +253,7 @@ fn reads_and_writes_apart_per_role_user_actor_and_column() {
         .collect();
     assert_eq!(
         writes,
-        [(
-            "app",
-            Some("alice"),
-            "public.customers.email",
-            count(1, 1)
-        )]
+        [("app", Some("alice"), "public.customers.email", count(1, 1))]
     );
     let email = report
         .columns
@@ -431,7 +418,10 @@ fn the_verification_heads_the_report() {
 
     let sealed_only = verify_dir(dir.path(), &keys(&public, true, false));
     assert_eq!(sealed_only.status, Status::Failed);
-    assert!(sealed_only.detail.contains("without a seal"), "{sealed_only:?}");
+    assert!(
+        sealed_only.detail.contains("without a seal"),
+        "{sealed_only:?}"
+    );
     assert_eq!(sealed_only.files, None);
 
     let other = ring::signature::KeyPair::public_key(
@@ -447,8 +437,8 @@ fn the_verification_heads_the_report() {
     let wrong = verify_dir(dir.path(), &keys(&other, false, true));
     assert_eq!(wrong.status, Status::Failed, "{wrong:?}");
 
-    let report = Report::build(Records::open(dir.path()).unwrap(), Period::default(), full)
-        .unwrap();
+    let report =
+        Report::build(Records::open(dir.path()).unwrap(), Period::default(), full).unwrap();
     let text = written(&report, ReportFormat::Text);
     let first: Vec<&str> = text.lines().take(8).collect();
     assert!(
@@ -575,7 +565,10 @@ fn html_is_one_offline_page_grouped_by_role_with_flags() {
     assert!(out.contains("<title>&lt;b&gt;: 5000 rows, 2026-11-25 13:00</title>"));
     assert!(out.contains("<tr class=\"group\"><th colspan=\"8\">role support</th></tr>"));
     assert!(out.contains("<td class=\"flag\">⚠ 1 of 1</td>"));
-    assert!(out.contains("<td class=\"n bad\">2</td>"), "analyst's refusals");
+    assert!(
+        out.contains("<td class=\"n bad\">2</td>"),
+        "analyst's refusals"
+    );
     assert!(out.contains("<span class=\"status\">UNVERIFIED</span>"));
 }
 
@@ -586,8 +579,12 @@ fn gap_records_are_counted_shown_and_searched() {
         lost: 7,
         cause: crate::audit::GapCause::WriteFailed,
     });
-    let report =
-        Report::build([Ok(gap.clone())], Period::default(), Verification::not_run()).unwrap();
+    let report = Report::build(
+        [Ok(gap.clone())],
+        Period::default(),
+        Verification::not_run(),
+    )
+    .unwrap();
     assert_eq!(report.totals.lost, 7);
     let text = written(&report, ReportFormat::Text);
     assert!(

@@ -565,4 +565,3 @@ fn html_escapes_markup_and_quotes() {
         "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
     );
 }
-

@@ -72,7 +72,7 @@ pub(super) fn write_text(report: &Report, head: &Head, out: &mut dyn Write) -> i
     } else {
         let mut rows = alert_rows(report);
         for row in &mut rows {
-            row[7] = truncate(&row[7], STATEMENT_CHARS);
+            row[5] = truncate(&row[5], STATEMENT_CHARS);
         }
         write_aligned(out, &ALERT_HEADER, &rows)?;
     }
@@ -137,7 +137,10 @@ pub(super) fn totals_rows(report: &Report) -> Vec<Vec<String>> {
         ("statements", totals.statements),
         ("statements on protected columns", totals.protected),
         ("reads of protected columns", totals.reads),
-        ("  of which without a declared purpose", totals.reads_without_purpose),
+        (
+            "  of which without a declared purpose",
+            totals.reads_without_purpose,
+        ),
         ("writes of protected columns", totals.writes),
         ("refused statements", totals.refused),
         ("failed statements (any error)", totals.errors),
@@ -277,10 +280,9 @@ pub(super) fn reads_rows(report: &Report) -> Vec<Vec<String>> {
         .iter()
         .map(|r| {
             let (role, user) = match previous {
-                Some((role, user)) if role == r.role => (
-                    String::new(),
-                    grouped(&r.user, Some(user)).to_owned(),
-                ),
+                Some((role, user)) if role == r.role => {
+                    (String::new(), grouped(&r.user, Some(user)).to_owned())
+                }
                 _ => (r.role.clone(), r.user.clone()),
             };
             previous = Some((&r.role, &r.user));
@@ -321,10 +323,9 @@ pub(super) fn writes_rows(report: &Report) -> Vec<Vec<String>> {
         .iter()
         .map(|w| {
             let (role, user) = match previous {
-                Some((role, user)) if role == w.role => (
-                    String::new(),
-                    grouped(&w.user, Some(user)).to_owned(),
-                ),
+                Some((role, user)) if role == w.role => {
+                    (String::new(), grouped(&w.user, Some(user)).to_owned())
+                }
                 _ => (w.role.clone(), w.user.clone()),
             };
             previous = Some((&w.role, &w.user));
@@ -366,14 +367,12 @@ pub(super) fn column_rows(report: &Report) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub(super) const ALERT_HEADER: [&str; 8] = [
+pub(super) const ALERT_HEADER: [&str; 6] = [
     "time",
     "user",
     "actor",
     "columns",
-    "rows",
-    "threshold",
-    "window",
+    "rows in window",
     "statement",
 ];
 
@@ -388,9 +387,10 @@ pub(super) fn alert_rows(report: &Report) -> Vec<Vec<String>> {
                 record.role.clone(),
                 record.actor.as_deref().unwrap_or(NONE).to_owned(),
                 record.columns.join(", "),
-                record.rows.to_string(),
-                record.threshold.to_string(),
-                format!("{} s", record.window_secs),
+                format!(
+                    "{} (over {} in {} s)",
+                    record.rows, record.threshold, record.window_secs
+                ),
                 alert.statement.clone().unwrap_or_else(|| NONE.to_owned()),
             ]
         })

@@ -102,7 +102,10 @@ fn status_of(result: &Result<VerifyReport, VerifyError>) -> (Status, String) {
     };
     let mut notes = Vec::new();
     let status = if report.lost > 0 {
-        let first = report.gaps.first().map(|g| format!(", the first at {}", g.at));
+        let first = report
+            .gaps
+            .first()
+            .map(|g| format!(", the first at {}", g.at));
         notes.push(format!(
             "the log says {} record(s) were lost (never written), in {} gap record(s){}",
             report.lost,
@@ -124,9 +127,7 @@ fn status_of(result: &Result<VerifyReport, VerifyError>) -> (Status, String) {
         notes.push(if report.macs_checked {
             format!("{open} is not sealed yet (live)")
         } else {
-            format!(
-                "{open} is not sealed yet: without the keyring its records cannot be checked"
-            )
+            format!("{open} is not sealed yet: without the keyring its records cannot be checked")
         });
     }
     if report.anchor_seq > 0 {
