@@ -1,7 +1,7 @@
 //! A [`Report`] as one CSV table (RFC 4180) for spreadsheets: every part
 //! of the review is a row with its `section` in the first column, and
 //! each section fills the columns it needs (see [`HEADER`] and
-//! `docs/audit.md`). The head (verification, generation, digest) comes
+//! `docs/operations.md`, section 8). The head (verification, generation, digest) comes
 //! first.
 
 use std::io::{self, Write};
