@@ -654,3 +654,51 @@ fn the_log_of_tests_rs_reports_too() {
     let report = built(&log(), Period::default());
     assert_eq!(report.totals.statements, 9);
 }
+
+#[test]
+fn a_log_that_lost_records_is_incomplete() {
+    let mut first = first_day();
+    first.insert(
+        3,
+        AuditRecord::Gap(crate::audit::GapRecord {
+            time: at("2026-11-25T09:30:00Z"),
+            lost: 4,
+            cause: crate::audit::GapCause::QueueFull,
+        }),
+    );
+    let (dir, public) = write_log_keyed(&first, &second_day());
+    let verification = verify_dir(dir.path(), &keys(&public, true, true));
+    assert_eq!(verification.status, Status::Incomplete, "{verification:?}");
+    assert!(
+        verification
+            .detail
+            .starts_with("the log says 4 record(s) were lost (never written), in 1 gap record(s)"),
+        "{verification:?}"
+    );
+    let report = Report::build(
+        Records::open(dir.path()).unwrap(),
+        Period::default(),
+        verification,
+    )
+    .unwrap();
+    assert_eq!(report.totals.lost, 4);
+    assert!(written(&report, ReportFormat::Html)
+        .contains("<div class=\"verification s-incomplete\" id=\"verification\"><span class=\"status\">INCOMPLETE</span>"));
+}
+
+#[test]
+fn a_period_without_records_is_reported_as_such() {
+    let (dir, _) = report_log();
+    let period = Period {
+        since: Some(at("2027-01-01T00:00:00Z")),
+        until: None,
+    };
+    let report = built(&dir, period);
+    assert_eq!((report.totals.records, report.plaintext.clone()), (0, None));
+    assert!(text::period_text(&report).ends_with(": no records"));
+    let html = written(&report, ReportFormat::Html);
+    assert!(html.contains("<p>No records in the period.</p>"));
+    assert!(
+        written(&report, ReportFormat::Text).contains("2027-01-01T00:00:00Z to the last record")
+    );
+}
