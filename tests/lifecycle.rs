@@ -399,13 +399,14 @@ fn named_runtime_threads(pid: u32, expected: usize) -> usize {
     }
 }
 
-/// The runtime threads of process `pid`, by the name tokio gives them.
+/// The session threads of process `pid`, by the name pgveil gives them
+/// (`pgveil-session-N`, cut to 15 bytes by the kernel).
 fn runtime_threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter(|task| {
             let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
-            comm.is_ok_and(|c| c.starts_with("tokio-r"))
+            comm.is_ok_and(|c| c.starts_with("pgveil-session"))
         })
         .count()
 }
@@ -432,7 +433,7 @@ fn worker_threads_sets_the_session_threads() {
         let ready = std::io::BufRead::lines(log)
             .any(|line| line.unwrap().contains("accepting connections"));
         assert!(ready, "pgveil did not start");
-        // Before any session no blocking thread exists yet: only workers.
+        // The session threads, started before the listener is ready.
         let threads = named_runtime_threads(child.id(), workers);
         child.kill().unwrap();
         child.wait().unwrap();

@@ -11,6 +11,8 @@
 //! - [`tls`] is TLS on both legs: the certificates, the handshakes, and a
 //!   leg that is plain or encrypted; its `TlsSlot` is what SIGHUP replaces.
 //! - [`config`] is what it all runs with (`pgveil.toml`).
+//! - `workers` are the session threads, one single-threaded runtime each,
+//!   a session kept on one of them.
 //! - `admin` serves the metrics and health checks over HTTP (`[admin]`).
 
 pub(crate) mod admin;
@@ -19,3 +21,4 @@ pub(crate) mod relay;
 pub mod server;
 pub(crate) mod session;
 pub mod tls;
+mod workers;

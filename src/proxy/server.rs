@@ -5,6 +5,9 @@
 //! once; open sessions may run on for the configured grace period, after
 //! which each is closed with a FATAL `57P01` error.
 //!
+//! Each accepted connection runs on one of the session threads
+//! (`proxy/workers.rs`), the one with the fewest sessions.
+//!
 //! With `[admin]`, the admin listener (`proxy/admin.rs`) serves the
 //! server's metrics and health checks until the server stops; with
 //! `max_client_conn`, a semaphore holds one permit per session that may be
@@ -30,6 +33,7 @@ use crate::proxy::admin::{self, Probe};
 use crate::proxy::config::{mode_name, ClientTlsMode, Config};
 use crate::proxy::session::{Services, Session};
 use crate::proxy::tls::{Tls, TlsSlot};
+use crate::proxy::workers::Workers;
 use crate::session::metrics::Metrics;
 use crate::session::protection::ProtectionSlot;
 
@@ -48,6 +52,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// The admin listener, with `[admin]`.
     admin: Option<TcpListener>,
+    /// The threads that run sessions.
+    workers: Workers,
 }
 
 impl Server {
@@ -72,6 +78,7 @@ impl Server {
             .admin_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(addr).await?;
+        let config_threads = config.worker_threads;
         let admin = match admin_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("the admin listener {addr}: {e}"))
@@ -86,6 +93,7 @@ impl Server {
             audit: None,
             metrics: Arc::new(Metrics::new()),
             admin,
+            workers: Workers::start(config_threads)?,
         })
     }
 
@@ -185,8 +193,14 @@ impl Server {
                         if let Err(e) = stream.set_nodelay(true) {
                             warn!(%peer, "cannot set TCP_NODELAY: {e}");
                         }
-                        let session = Session::new(next_id, stream, peer, services.clone());
-                        sessions.spawn(session.run());
+                        let services = services.clone();
+                        // Counts as a session until the session ends.
+                        let tracked = sessions.token();
+                        let id = next_id;
+                        self.workers.spawn(stream, move |stream| async move {
+                            Session::new(id, stream, peer, services).run().await;
+                            drop(tracked);
+                        });
                     }
                     Err(e) => {
                         error!("accept failed: {e}");

@@ -76,7 +76,9 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     logging::init(config.log_format, &config.log_level);
-    with_workers(config.worker_threads, async {
+    // Sessions run on their own threads (`worker_threads` of them, see
+    // proxy/workers.rs); this runtime accepts, reloads and serves [admin].
+    with_workers(1, async {
         if let Err(errors) = checked(&config).await {
             eprintln!("pgveil: the policy does not fit the database:\n{errors}");
             return ExitCode::from(EXIT_CONFIG);
