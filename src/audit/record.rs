@@ -132,6 +132,9 @@ pub struct Session {
     /// Why the session accesses the data, as it declared it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// The ticket (business need) the session declared its access is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
 }
 
 /// One statement: what it touched, what pgveil decided, how it ended.
@@ -447,6 +450,7 @@ pub(super) mod tests {
                 },
                 actor: Some("alice".into()),
                 purpose: Some("support".into()),
+                ticket: Some("CASE-123".into()),
             },
             kind: "select".into(),
             statement: NormalizedStatement::from_normalized(
@@ -489,6 +493,7 @@ pub(super) mod tests {
                 "role",
                 "actor",
                 "purpose",
+                "ticket",
                 "kind",
                 "statement",
                 "tables",

@@ -479,6 +479,7 @@ impl Trail {
             login: &self.login,
             actor: declared.actor.as_deref(),
             purpose: declared.purpose.as_deref(),
+            ticket: declared.ticket.as_deref(),
             kind: &statement.kind,
             statement: &statement.normalized,
             tables: &statement.tables,

@@ -39,6 +39,7 @@ use crate::protect::protection::Protection;
 use crate::read::revealed::{Denial, Revealed};
 use crate::read::shape::Field;
 use crate::read::unencrypted::{self, Stored};
+use crate::session::ledger::ResultOf;
 use crate::session::metrics::{decision_index, Reveals};
 use crate::text::bytea;
 use crate::text::encoding::ClientEncoding;
@@ -53,10 +54,14 @@ pub struct Recipient<'a> {
     pub roles: &'a [String],
     /// The purpose in force, if one is declared.
     pub purpose: Option<&'a str>,
+    /// The ticket in force, if one is declared.
+    pub ticket: Option<&'a str>,
     /// The reader's client encoding.
     pub encoding: ClientEncoding,
     /// Where reads of protected columns are noted, with audit on.
     pub trail: Option<&'a Trail>,
+    /// Which result the values belong to, for the approval limits.
+    pub result: ResultOf<'a>,
 }
 
 /// Whether any field of a DataRow frame looks like pgveil's ciphertext.
@@ -108,6 +113,8 @@ const MAX_DECISIONS: usize = 64;
 #[derive(Default)]
 pub struct Revealer<'v> {
     purpose: Option<String>,
+    /// Whether a ticket was declared when the decisions were taken.
+    ticketed: bool,
     /// By the field bytes that encode the envelope's header, which name
     /// the key (see [`crypto::encoded_header`]).
     decisions: Vec<(Vec<u8>, Decision<'v>)>,
@@ -278,7 +285,8 @@ impl<'v> Revealer<'v> {
         stored: Stored,
     ) -> Revealed<'_> {
         unencrypted::warn_once(column);
-        let action = action.unwrap_or_else(|| column.decide(reader.roles, reader.purpose));
+        let action =
+            action.unwrap_or_else(|| column.decide(reader.roles, reader.purpose, reader.ticket));
         let action = match self.admit(reader, column, action, true) {
             Ok(action) => action,
             Err(withheld) => return withheld,
@@ -383,15 +391,17 @@ impl<'v> Revealer<'v> {
     }
 
     /// The decision for `value`, by the key its envelope names (`None`
-    /// if it is no envelope), remembered for the purpose in force.
+    /// if it is no envelope), remembered for the purpose in force and
+    /// whether a ticket is declared.
     fn decision(
         &mut self,
         veil: &'v Protection,
         reader: &Recipient<'_>,
         value: &[u8],
     ) -> Decision<'v> {
-        if self.purpose.as_deref() != reader.purpose {
+        if self.purpose.as_deref() != reader.purpose || self.ticketed != reader.ticket.is_some() {
             self.purpose = reader.purpose.map(str::to_owned);
+            self.ticketed = reader.ticket.is_some();
             self.decisions.clear();
         }
         let header = crypto::encoded_header(value)?;
@@ -400,7 +410,7 @@ impl<'v> Revealer<'v> {
         }
         let key = crypto::key_of(value)?;
         let decision = veil
-            .decide(key, reader.roles, reader.purpose)
+            .decide(key, reader.roles, reader.purpose, reader.ticket)
             .map(|(action, column)| {
                 let ciphers = veil.keyring.ciphers(&column.domain, key).ok();
                 (action, column, ciphers)

@@ -130,8 +130,10 @@ impl<'a> ServerTap<'a> {
         let reader = Recipient {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
+            ticket: declared.current().ticket.as_deref(),
             encoding: self.shared.encoding(),
             trail: self.trail,
+            result: declared.result(),
         };
         f(&reader, &mut self.revealer)
     }

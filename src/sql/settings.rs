@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use pg_query::protobuf::node::Node as NodeEnum;
 
+use super::cursors::{cursor_effect, CursorEffect};
 use super::refusal::{Reason, Refusal};
 use super::targets::Prepared;
 use crate::text::encoding::ClientEncoding;
@@ -75,6 +76,8 @@ pub(crate) enum Effect {
     Prepare(Prepared),
     /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
     Deallocate(Option<String>),
+    /// `DECLARE`, `FETCH` or `CLOSE` of a cursor.
+    Cursor(CursorEffect),
 }
 
 /// An argument of `set_config`: known from the text (`None` for NULL), or
@@ -105,9 +108,9 @@ pub(crate) struct Param<'b> {
     pub binary: bool,
 }
 
-/// Words without which a statement text cannot change a setting or a
-/// savepoint, in any case: texts without them are not parsed.
-const WORDS: [&str; 7] = [
+/// Words without which a statement text cannot change a setting, a
+/// savepoint or a cursor, in any case: texts without them are not parsed.
+const WORDS: [&str; 10] = [
     PREFIX,
     "set_config",
     "reset",
@@ -115,6 +118,9 @@ const WORDS: [&str; 7] = [
     "savepoint",
     "release",
     "rollback",
+    "declare",
+    "fetch",
+    "close",
 ];
 
 fn words() -> &'static AhoCorasick {
@@ -248,9 +254,10 @@ fn statement(sql: &str, raw: &RawStmt) -> Result<Vec<Planned>, Reason> {
     let mut allowed = Vec::new();
     match node {
         NodeEnum::VariableSetStmt(set) => planned.extend(set_statement(set)?),
-        NodeEnum::DiscardStmt(discard) if discard.target == DISCARD_ALL => {
-            planned.push(Planned::Effect(Effect::ResetAll))
-        }
+        NodeEnum::DiscardStmt(discard) if discard.target == DISCARD_ALL => planned.extend([
+            Planned::Effect(Effect::ResetAll),
+            Planned::Effect(Effect::Cursor(CursorEffect::Close(None))),
+        ]),
         NodeEnum::TransactionStmt(tx) => {
             let name = tx.savepoint_name.clone();
             match tx.kind() {
@@ -273,6 +280,9 @@ fn statement(sql: &str, raw: &RawStmt) -> Result<Vec<Planned>, Reason> {
             }
         }
         NodeEnum::DoStmt(block) => check_body(&block.args, "a DO block")?,
+        NodeEnum::DeclareCursorStmt(_) | NodeEnum::FetchStmt(_) | NodeEnum::ClosePortalStmt(_) => {
+            planned.extend(cursor_effect(node).map(Planned::Effect))
+        }
         NodeEnum::CreateFunctionStmt(function) => {
             check_body(&function.options, "a function body")?;
             if function.sql_body.is_some() && mentions_settings(statement_text(sql, raw)) {
@@ -641,7 +651,11 @@ mod tests {
         );
         assert_eq!(
             effects("RESET ALL; DISCARD ALL; DISCARD PLANS"),
-            vec![vec![Effect::ResetAll], vec![Effect::ResetAll], vec![]]
+            vec![
+                vec![Effect::ResetAll],
+                vec![Effect::ResetAll, Effect::Cursor(CursorEffect::Close(None))],
+                vec![]
+            ]
         );
         assert_eq!(
             effects("savepoint a; release savepoint a; rollback to b; rollback"),

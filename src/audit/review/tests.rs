@@ -57,6 +57,7 @@ fn select(
             },
             actor: declared.0.map(Into::into),
             purpose: declared.1.map(Into::into),
+            ticket: None,
         },
         kind: "select".into(),
         statement: NormalizedStatement::from_normalized(

@@ -34,6 +34,7 @@ fn kyc() -> Values {
     Values {
         purpose: Some("kyc".into()),
         actor: None,
+        ticket: None,
     }
 }
 
@@ -71,6 +72,51 @@ fn set_and_reset_return_to_the_value_at_login() {
     );
     run(&mut d, vec![(vec![Effect::ResetAll], "DISCARD ALL")], b'I');
     assert_eq!(d.current(), &kyc());
+}
+
+#[test]
+fn the_ticket_follows_set_local_reset_discard_and_rollback() {
+    let ticket = |d: &Ledger| d.current().ticket.clone();
+    let mut d = Ledger::new(kyc());
+    run(
+        &mut d,
+        vec![(vec![set("ticket", Some("CASE-1"), false)], "SET")],
+        b'I',
+    );
+    assert_eq!(ticket(&d).as_deref(), Some("CASE-1"));
+    run(
+        &mut d,
+        vec![(vec![set("ticket", None, false)], "RESET")],
+        b'I',
+    );
+    assert_eq!(ticket(&d), None, "RESET returns to the login value");
+    // SET LOCAL lasts as long as its transaction.
+    d.query(vec![vec![], vec![set("ticket", Some("CASE-2"), true)]]);
+    d.completed(b"BEGIN");
+    d.completed(b"SET");
+    d.ready(b'T');
+    assert_eq!(ticket(&d).as_deref(), Some("CASE-2"));
+    run(&mut d, vec![(vec![], "COMMIT")], b'I');
+    assert_eq!(ticket(&d), None, "SET LOCAL ends with its transaction");
+    // A SET rolled back is undone.
+    run(
+        &mut d,
+        vec![
+            (vec![], "BEGIN"),
+            (vec![set("ticket", Some("CASE-3"), false)], "SET"),
+        ],
+        b'T',
+    );
+    assert_eq!(ticket(&d).as_deref(), Some("CASE-3"));
+    run(&mut d, vec![(vec![], "ROLLBACK")], b'I');
+    assert_eq!(ticket(&d), None, "a rolled back SET is undone");
+    run(
+        &mut d,
+        vec![(vec![set("ticket", Some("CASE-4"), false)], "SET")],
+        b'I',
+    );
+    run(&mut d, vec![(vec![Effect::ResetAll], "DISCARD ALL")], b'I');
+    assert_eq!(ticket(&d), None, "DISCARD ALL");
 }
 
 #[test]
