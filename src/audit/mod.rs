@@ -37,6 +37,7 @@
 //! {"seal":{"file":"audit-20261125-0001.jsonl","first_seq":1,"last_seq":1,"last_mac":"…","sha256":"…","recovered":false,"sealed":"…"},"sig":"…"}
 //! ```
 
+pub mod approvals;
 pub(crate) mod bulk_reads;
 mod compress;
 mod config;
