@@ -56,8 +56,8 @@ pub use config::{AuditConfig, BulkConfig, OnBulk};
 pub use keys::AuditKeys;
 pub(crate) use line::StatementLine;
 pub(crate) use record::{
-    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, MigrationAction, MigrationRecord,
-    NormalizedStatement, Outcome, SqlState, StatementRecord, Timestamp,
+    Access, AlertRecord, ApprovalUseRecord, AuditRecord, ColumnAccess, Decision, MigrationAction,
+    MigrationRecord, NormalizedStatement, Outcome, SqlState, StatementRecord, Timestamp,
 };
 pub use record::{Login, Peer};
 pub use sink::AuditHandle;

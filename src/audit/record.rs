@@ -98,6 +98,9 @@ pub enum AuditRecord {
     /// `pgveil migrate` brought a column's stored values in line with the
     /// policy and keyring, or back to plaintext.
     Migration(Box<MigrationRecord>),
+    /// A statement read plaintext rows of a column under an approval
+    /// (`pgveil approve`).
+    ApprovalUse(Box<ApprovalUseRecord>),
 }
 
 /// Which connection, from where.
@@ -326,6 +329,29 @@ pub struct AlertRecord {
     pub threshold: u64,
     /// The window's length in seconds.
     pub window_secs: u64,
+}
+
+/// Rows of an approval one statement used: which approval, for which
+/// session, column and ticket, how many, and how many it has left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalUseRecord {
+    pub time: Timestamp,
+    #[serde(flatten)]
+    pub peer: Peer,
+    #[serde(flatten)]
+    pub login: Login,
+    /// The approval's id.
+    pub approval: String,
+    /// The policy role it was written for.
+    pub policy_role: String,
+    /// `schema.table.column`.
+    pub column: String,
+    /// The ticket the session declared, the approval's.
+    pub ticket: String,
+    /// Plaintext rows the statement read under it.
+    pub rows: u64,
+    /// Rows it has left after them.
+    pub rows_left: u64,
 }
 
 /// What `pgveil migrate` did to one column, for one action, in one
@@ -560,6 +586,23 @@ pub(super) mod tests {
                 cause: GapCause::WriteFailed,
             }),
             migration(),
+            AuditRecord::ApprovalUse(Box::new(ApprovalUseRecord {
+                time,
+                peer: Peer {
+                    connection: 4,
+                    client: "10.0.0.8:4000".into(),
+                },
+                login: Login {
+                    database: "shop".into(),
+                    role: "support_user".into(),
+                },
+                approval: "apr-0123456789abcdef".into(),
+                policy_role: "support".into(),
+                column: "public.customers.national_id".into(),
+                ticket: "CASE-123".into(),
+                rows: 1200,
+                rows_left: 3800,
+            })),
         ];
         for record in records {
             let json = serde_json::to_string(&record).unwrap();

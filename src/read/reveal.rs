@@ -36,7 +36,8 @@ use crate::audit::trail::Trail;
 use crate::protect::crypto::{self, CryptoError, Form, KeyCiphers};
 use crate::protect::policy::{Action, ColumnPolicy, Mask};
 use crate::protect::protection::Protection;
-use crate::read::revealed::{Denial, Revealed};
+use crate::read::meter::Meter;
+use crate::read::revealed::{Denial, Revealed, Withheld};
 use crate::read::shape::Field;
 use crate::read::unencrypted::{self, Stored};
 use crate::session::ledger::ResultOf;
@@ -121,6 +122,8 @@ pub struct Revealer<'v> {
     reads: Vec<(Read<'v>, u64)>,
     /// Values decided since [`Revealer::take_reveals`], by decision.
     reveals: Reveals,
+    /// Plaintext rows counted against the approval limits.
+    meter: Meter<'v>,
     plaintext: Zeroizing<Vec<u8>>,
     value: Zeroizing<Vec<u8>>,
 }
@@ -130,6 +133,11 @@ impl<'v> Revealer<'v> {
     /// metrics), or `None` if there were none.
     pub(crate) fn take_reveals(&mut self) -> Option<Reveals> {
         (self.reveals != Reveals::default()).then(|| std::mem::take(&mut self.reveals))
+    }
+
+    /// The session's count of plaintext rows against approval limits.
+    pub(super) fn meter(&mut self) -> &mut Meter<'v> {
+        &mut self.meter
     }
 
     /// Drops the decisions kept, made by a policy no longer in force.
@@ -355,7 +363,9 @@ impl<'v> Revealer<'v> {
 
     /// What every reveal checks before it shows anything: a session
     /// blocked for bulk access gets no plaintext, NULL and denial are
-    /// final, and nothing is shown while the audit log cannot record it.
+    /// final, nothing is shown while the audit log cannot record it, and
+    /// plaintext beyond a column's approval limit needs an approval
+    /// (`crate::read::meter`).
     /// `Ok` the action to show the value by (plaintext, masked or a
     /// pseudonym), whose read the caller counts once it is shown; `Err`
     /// what the reader gets instead, with the read counted.
@@ -372,21 +382,33 @@ impl<'v> Revealer<'v> {
         let unrecorded = reader.trail.is_some_and(Trail::refusing);
         let withheld = match action {
             Action::Null => Revealed::Null,
-            Action::Deny => self.denial(column, false),
+            Action::Deny => self.denial(column, Withheld::Policy),
             _ if unrecorded => {
                 action = Action::Deny;
-                self.denial(column, true)
+                self.denial(column, Withheld::Unrecorded)
             }
-            Action::Plaintext | Action::Masked | Action::Pseudonym => return Ok(action),
+            Action::Plaintext => {
+                let Some(limit) = column.approval_rows else {
+                    return Ok(action);
+                };
+                match self.meter.count(reader, column, limit) {
+                    Ok(()) => return Ok(action),
+                    Err(needed) => {
+                        action = Action::Deny;
+                        self.denial(column, Withheld::Approval(needed.to_string()))
+                    }
+                }
+            }
+            Action::Masked | Action::Pseudonym => return Ok(action),
         };
         self.note(reader, column, Some(action), unencrypted);
         Err(withheld)
     }
 
-    fn denial(&self, column: &ColumnPolicy, unrecorded: bool) -> Revealed<'static> {
+    fn denial(&self, column: &ColumnPolicy, why: Withheld) -> Revealed<'static> {
         Revealed::Denied(Denial {
             column: column.qualified_name(),
-            unrecorded,
+            why,
         })
     }
 

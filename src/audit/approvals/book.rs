@@ -105,6 +105,13 @@ impl std::fmt::Display for Shortfall {
     }
 }
 
+/// Whether `approval` is for this role, column and ticket.
+fn serves(approval: &Approval, want: &Want<'_>) -> bool {
+    approval.column == want.column
+        && approval.ticket == want.ticket
+        && want.roles.iter().any(|role| *role == approval.role)
+}
+
 impl ApprovalBook {
     /// The approvals of `dir` (created if missing), checked with the
     /// audit keys `keys`; fails if another pgveil uses the directory.
@@ -214,7 +221,13 @@ impl ApprovalBook {
         now: SystemTime,
     ) -> Result<Reservation, Shortfall> {
         let mut known = self.lock();
-        if let Some(id) = want.id {
+        let prior = want.id.filter(|id| {
+            known
+                .held
+                .get(*id)
+                .is_some_and(|h| serves(&h.approval, &want))
+        });
+        if let Some(id) = prior {
             if let Ok(reservation) = self.reserve_from(&mut known, id, want.rows, now) {
                 return Ok(reservation);
             }
@@ -223,12 +236,7 @@ impl ApprovalBook {
         let matching: Vec<String> = known
             .held
             .values()
-            .filter(|held| {
-                let a = &held.approval;
-                a.column == want.column
-                    && a.ticket == want.ticket
-                    && want.roles.iter().any(|role| *role == a.role)
-            })
+            .filter(|held| serves(&held.approval, &want))
             .map(|held| held.approval.id.clone())
             .collect();
         let mut usable: Vec<(SystemTime, String)> = Vec::new();

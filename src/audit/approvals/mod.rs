@@ -34,7 +34,7 @@ mod book;
 mod ledger;
 
 pub use book::ApprovalBook;
-pub(crate) use book::{Reservation, Shortfall, Want};
+pub(crate) use book::{Shortfall, Want};
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -426,4 +426,4 @@ fn approval_files(dir: &Path) -> Result<Vec<PathBuf>, ApprovalError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,6 +16,8 @@ pub(crate) enum EventKind {
     Gap,
     Reload,
     Migration,
+    #[value(name = "approval_use")]
+    ApprovalUse,
 }
 
 impl EventKind {
@@ -29,6 +31,7 @@ impl EventKind {
             AuditRecord::Gap(_) => EventKind::Gap,
             AuditRecord::Reload { .. } => EventKind::Reload,
             AuditRecord::Migration(_) => EventKind::Migration,
+            AuditRecord::ApprovalUse(_) => EventKind::ApprovalUse,
         }
     }
 
@@ -42,6 +45,7 @@ impl EventKind {
             EventKind::Gap => "gap",
             EventKind::Reload => "reload",
             EventKind::Migration => "migration",
+            EventKind::ApprovalUse => "approval_use",
         }
     }
 }
@@ -275,6 +279,21 @@ impl<'a> Facts<'a> {
                 facts.rows = Some(m.rows);
                 facts.outcome = Some(m.outcome);
             }
+            AuditRecord::ApprovalUse(used) => {
+                facts.connection = Some(used.peer.connection);
+                facts.role = Some(&used.login.role);
+                facts.tables = used
+                    .column
+                    .rsplit_once('.')
+                    .map(|(t, _)| t)
+                    .into_iter()
+                    .collect();
+                facts.columns = vec![ColumnFact {
+                    name: &used.column,
+                    decision: Some(Decision::Plaintext),
+                }];
+                facts.rows = Some(used.rows);
+            }
             AuditRecord::Gap(_) => {}
         }
         facts
@@ -308,5 +327,6 @@ pub(super) fn time_of(record: &AuditRecord) -> Timestamp {
         AuditRecord::Alert(alert) => alert.time,
         AuditRecord::Gap(gap) => gap.time,
         AuditRecord::Migration(m) => m.time,
+        AuditRecord::ApprovalUse(used) => used.time,
     }
 }

@@ -156,7 +156,8 @@ impl Report {
             }
             AuditRecord::Authentication { .. }
             | AuditRecord::Disconnect { .. }
-            | AuditRecord::Reload { .. } => {}
+            | AuditRecord::Reload { .. }
+            | AuditRecord::ApprovalUse(_) => {}
         }
     }
 

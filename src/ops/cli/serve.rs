@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{shutdown_signal, with_workers, EXIT_CONFIG, EXIT_FAILURE};
+use crate::audit::approvals::ApprovalBook;
 use crate::audit::{AuditHandle, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
 use crate::ops::{check, logging};
 use crate::protect::protection::load_policy;
@@ -98,13 +99,31 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         let (server, audit) = match (&config.audit, audit_keys) {
-            (Some(audit), Some(keys)) => match AuditSink::start(audit, keys) {
-                Ok((handle, _writer)) => (server.with_audit(handle.clone(), audit), Some(handle)),
-                Err(e) => {
-                    tracing::error!("cannot open the audit log: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
+            (Some(audit), Some(keys)) => {
+                let book = match audit.approvals.as_deref() {
+                    Some(dir) => match ApprovalBook::open(dir, keys.clone()) {
+                        Ok(book) => Some(Arc::new(book)),
+                        Err(e) => {
+                            tracing::error!("cannot open the approvals directory: {e}");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
+                    },
+                    None => None,
+                };
+                match AuditSink::start(audit, keys) {
+                    Ok((handle, _writer)) => {
+                        let mut server = server.with_audit(handle.clone(), audit);
+                        if let Some(book) = book {
+                            server = server.with_approvals(book);
+                        }
+                        (server, Some(handle))
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot open the audit log: {e}");
+                        return ExitCode::from(EXIT_FAILURE);
+                    }
                 }
-            },
+            }
             _ => (server, None),
         };
         let slots = Slots {
