@@ -171,7 +171,7 @@ impl<'v> Meter<'v> {
         reader: &Recipient<'_>,
         column: &'v ColumnPolicy,
         limit: u64,
-    ) -> Result<(), Needed> {
+    ) -> Result<(), Box<Needed>> {
         let (key, generation) = Key::of(reader.result);
         let tally = self.results.entry(key).or_default();
         if generation.is_some() && tally.generation != generation {
@@ -208,13 +208,15 @@ impl<'v> Meter<'v> {
             return Ok(());
         }
         let window_secs = counted.window_secs;
-        let needed = |why| Needed {
-            column: column.qualified_name(),
-            limit,
-            window_secs,
-            roles: roles_of(column, reader.roles),
-            ticket: reader.ticket.map(str::to_owned),
-            why,
+        let needed = |why| {
+            Box::new(Needed {
+                column: column.qualified_name(),
+                limit,
+                window_secs,
+                roles: roles_of(column, reader.roles),
+                ticket: reader.ticket.map(str::to_owned),
+                why,
+            })
         };
         let Some(ticket) = reader.ticket else {
             return Err(needed(Why::NoTicket));

@@ -109,7 +109,7 @@ impl std::fmt::Display for Shortfall {
 fn serves(approval: &Approval, want: &Want<'_>) -> bool {
     approval.column == want.column
         && approval.ticket == want.ticket
-        && want.roles.iter().any(|role| *role == approval.role)
+        && want.roles.contains(&approval.role)
 }
 
 impl ApprovalBook {
