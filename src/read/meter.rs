@@ -39,9 +39,22 @@ use std::time::SystemTime;
 use crate::audit::approvals::{ApprovalBook, Shortfall, Want};
 use crate::audit::trail::Trail;
 use crate::protect::policy::ColumnPolicy;
-use crate::read::reveal::Recipient;
 use crate::session::ledger::ResultOf;
 use crate::sql::CursorEffect;
+
+/// Who reads, and which result: what the meter needs of a recipient.
+#[derive(Clone, Copy)]
+pub(crate) struct Reading<'a> {
+    /// The session's roles.
+    pub(crate) roles: &'a [String],
+    /// The ticket in force, if one is declared.
+    pub(crate) ticket: Option<&'a str>,
+    /// The session's audit trail, with audit on: the approvals and the
+    /// bulk window.
+    pub(crate) trail: Option<&'a Trail>,
+    /// The result the value belongs to.
+    pub(crate) result: ResultOf<'a>,
+}
 
 /// Counts a session's plaintext rows of columns with an approval limit.
 #[derive(Default)]
@@ -168,7 +181,7 @@ impl<'v> Meter<'v> {
     /// is beyond the column's limit and no approval serves it.
     pub(crate) fn count(
         &mut self,
-        reader: &Recipient<'_>,
+        reader: Reading<'_>,
         column: &'v ColumnPolicy,
         limit: u64,
     ) -> Result<(), Box<Needed>> {

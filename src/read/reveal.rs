@@ -36,7 +36,7 @@ use crate::audit::trail::Trail;
 use crate::protect::crypto::{self, CryptoError, Form, KeyCiphers};
 use crate::protect::policy::{Action, ColumnPolicy, Mask};
 use crate::protect::protection::Protection;
-use crate::read::meter::Meter;
+use crate::read::meter::{Meter, Reading};
 use crate::read::revealed::{Denial, Revealed, Withheld};
 use crate::read::shape::Field;
 use crate::read::unencrypted::{self, Stored};
@@ -391,7 +391,13 @@ impl<'v> Revealer<'v> {
                 let Some(limit) = column.approval_rows else {
                     return Ok(action);
                 };
-                match self.meter.count(reader, column, limit) {
+                let reading = Reading {
+                    roles: reader.roles,
+                    ticket: reader.ticket,
+                    trail: reader.trail,
+                    result: reader.result,
+                };
+                match self.meter.count(reading, column, limit) {
                     Ok(()) => return Ok(action),
                     Err(needed) => {
                         action = Action::Deny;

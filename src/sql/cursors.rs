@@ -7,8 +7,6 @@
 
 use pg_query::protobuf::node::Node as NodeEnum;
 
-use super::settings::Effect;
-
 /// `CURSOR_OPT_HOLD` of PostgreSQL's `parsenodes.h`: `WITH HOLD`.
 const CURSOR_OPT_HOLD: i32 = 0x0020;
 
@@ -26,7 +24,7 @@ pub(crate) enum CursorEffect {
 }
 
 /// The cursor effect of a parsed statement, if it has one.
-pub(super) fn cursor_effect(node: &NodeEnum) -> Option<Effect> {
+pub(super) fn cursor_effect(node: &NodeEnum) -> Option<CursorEffect> {
     let effect = match node {
         NodeEnum::DeclareCursorStmt(declare) => CursorEffect::Declare {
             name: declare.portalname.clone(),
@@ -41,30 +39,20 @@ pub(super) fn cursor_effect(node: &NodeEnum) -> Option<Effect> {
         NodeEnum::ClosePortalStmt(close) => CursorEffect::Close(Some(close.portalname.clone())),
         _ => return None,
     };
-    Some(Effect::Cursor(effect))
+    Some(effect)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::declarations;
-    use crate::text::encoding::ClientEncoding;
 
-    fn cursors(sql: &str) -> Vec<Vec<CursorEffect>> {
-        declarations(sql)
+    fn cursors(sql: &str) -> Vec<Option<CursorEffect>> {
+        pg_query::parse(sql, 0)
             .unwrap()
-            .resolve(&[], ClientEncoding::default())
-            .unwrap()
-            .into_iter()
-            .map(|effects| {
-                effects
-                    .into_iter()
-                    .filter_map(|e| match e {
-                        Effect::Cursor(c) => Some(c),
-                        _ => None,
-                    })
-                    .collect()
-            })
+            .protobuf
+            .stmts
+            .iter()
+            .map(|raw| cursor_effect(raw.stmt.as_ref()?.node.as_ref()?))
             .collect()
     }
 
@@ -77,20 +65,20 @@ mod tests {
                  select 1 fetch first 2 rows only"
             ),
             [
-                vec![CursorEffect::Declare {
+                Some(CursorEffect::Declare {
                     name: "c".into(),
                     hold: false
-                }],
-                vec![CursorEffect::Declare {
+                }),
+                Some(CursorEffect::Declare {
                     name: "H".into(),
                     hold: true
-                }],
-                vec![CursorEffect::Fetch("c".into())],
-                vec![CursorEffect::Fetch("H".into())],
-                vec![],
-                vec![CursorEffect::Close(Some("c".into()))],
-                vec![CursorEffect::Close(None)],
-                vec![],
+                }),
+                Some(CursorEffect::Fetch("c".into())),
+                Some(CursorEffect::Fetch("H".into())),
+                None,
+                Some(CursorEffect::Close(Some("c".into()))),
+                Some(CursorEffect::Close(None)),
+                None,
             ]
         );
     }

@@ -281,7 +281,7 @@ fn statement(sql: &str, raw: &RawStmt) -> Result<Vec<Planned>, Reason> {
         }
         NodeEnum::DoStmt(block) => check_body(&block.args, "a DO block")?,
         NodeEnum::DeclareCursorStmt(_) | NodeEnum::FetchStmt(_) | NodeEnum::ClosePortalStmt(_) => {
-            planned.extend(cursor_effect(node).map(Planned::Effect))
+            planned.extend(cursor_effect(node).map(|c| Planned::Effect(Effect::Cursor(c))))
         }
         NodeEnum::CreateFunctionStmt(function) => {
             check_body(&function.options, "a function body")?;

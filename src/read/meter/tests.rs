@@ -9,7 +9,6 @@ use crate::audit::approvals::{self, NewApproval};
 use crate::audit::trail::AuditSetup;
 use crate::audit::{AuditConfig, AuditSink, Login, Peer, Scope};
 use crate::protect::policy::Policy;
-use crate::text::encoding::ClientEncoding;
 
 const POLICY: &str = r#"
 [[column]]
@@ -28,12 +27,10 @@ fn reader<'a>(
     ticket: Option<&'a str>,
     trail: Option<&'a Trail>,
     result: ResultOf<'a>,
-) -> Recipient<'a> {
-    Recipient {
+) -> Reading<'a> {
+    Reading {
         roles,
-        purpose: None,
         ticket,
-        encoding: ClientEncoding::default(),
         trail,
         result,
     }
@@ -47,12 +44,12 @@ fn statement(serial: u64) -> ResultOf<'static> {
 /// message of the first refused.
 fn count<'v>(
     meter: &mut Meter<'v>,
-    reader: &Recipient<'_>,
+    reader: &Reading<'_>,
     column: &'v ColumnPolicy,
     n: u64,
 ) -> (u64, Option<String>) {
     for i in 0..n {
-        if let Err(needed) = meter.count(reader, column, 3) {
+        if let Err(needed) = meter.count(*reader, column, 3) {
             return (i, Some(needed.to_string()));
         }
     }

@@ -369,3 +369,79 @@ fn prepared_statements_change_when_the_server_has_run_the_statement() {
     d.ready(b'I');
     assert!(!d.has_prepared_slots());
 }
+
+#[test]
+fn results_are_told_apart_by_statement_portal_and_cursor() {
+    use crate::sql::CursorEffect;
+    let mut d = Ledger::default();
+    let fetch = Effect::Cursor(CursorEffect::Fetch("c".into()));
+    let declare = Effect::Cursor(CursorEffect::Declare {
+        name: "c".into(),
+        hold: true,
+    });
+    d.query(vec![vec![declare.clone()], vec![], vec![fetch.clone()]]);
+    assert_eq!(
+        d.result(),
+        ResultOf::Statement {
+            serial: 1,
+            index: 0
+        }
+    );
+    assert_eq!(
+        d.cursor_effects(),
+        [CursorEffect::Declare {
+            name: "c".into(),
+            hold: true
+        }]
+    );
+    d.completed(b"DECLARE CURSOR");
+    assert_eq!(
+        d.result(),
+        ResultOf::Statement {
+            serial: 1,
+            index: 1
+        }
+    );
+    d.completed(b"SELECT 1");
+    assert_eq!(d.result(), ResultOf::Cursor("c"));
+    d.completed(b"FETCH 2");
+    d.ready(b'T');
+    let named = |name: &str, generation| Named {
+        name: name.into(),
+        generation,
+    };
+    // A bound portal, a portal no Bind made (a cursor), a FETCH parsed.
+    d.execute(
+        Vec::new(),
+        Some(Rows {
+            portal: named("", 7),
+            statement: Some(named("s", 3)),
+        }),
+    );
+    d.execute(
+        Vec::new(),
+        Some(Rows {
+            portal: named("c", 0),
+            statement: None,
+        }),
+    );
+    d.execute(
+        vec![fetch],
+        Some(Rows {
+            portal: named("", 9),
+            statement: Some(named("", 8)),
+        }),
+    );
+    d.sync(true);
+    assert_eq!(
+        d.result(),
+        ResultOf::Portal {
+            name: "",
+            generation: 7
+        }
+    );
+    d.completed(b"");
+    assert_eq!(d.result(), ResultOf::Cursor("c"));
+    d.completed(b"FETCH 1");
+    assert_eq!(d.result(), ResultOf::Cursor("c"), "FETCH c by Parse/Bind");
+}
