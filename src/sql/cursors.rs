@@ -5,6 +5,9 @@
 //! of a name is made again or closed, in the server's order, like its
 //! declarations (`crate::session::ledger`).
 
+use std::sync::OnceLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use pg_query::protobuf::node::Node as NodeEnum;
 
 /// `CURSOR_OPT_HOLD` of PostgreSQL's `parsenodes.h`: `WITH HOLD`.
@@ -21,6 +24,27 @@ pub(crate) enum CursorEffect {
     Fetch(String),
     /// `CLOSE name`; `None` for `CLOSE ALL`.
     Close(Option<String>),
+}
+
+/// Whether `sql` holds one of the words `DECLARE`, `FETCH` and `CLOSE`, in
+/// any case, as a word (not inside `closed_at`): texts without them make
+/// no cursor effect and need not be parsed for one.
+pub(super) fn mentions_cursor(sql: &str) -> bool {
+    static WORDS: OnceLock<AhoCorasick> = OnceLock::new();
+    let words = WORDS.get_or_init(|| {
+        AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(["declare", "fetch", "close"])
+            .expect("a valid word list")
+    });
+    let bytes = sql.as_bytes();
+    let part_of_word = |at: Option<&u8>| {
+        at.is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$') || *b >= 0x80)
+    };
+    words.find_overlapping_iter(sql).any(|found| {
+        let before = found.start().checked_sub(1).and_then(|i| bytes.get(i));
+        !part_of_word(before) && !part_of_word(bytes.get(found.end()))
+    })
 }
 
 /// The cursor effect of a parsed statement, if it has one.
@@ -54,6 +78,25 @@ mod tests {
             .iter()
             .map(|raw| cursor_effect(raw.stmt.as_ref()?.node.as_ref()?))
             .collect()
+    }
+
+    #[test]
+    fn only_texts_with_the_words_are_parsed_for_cursors() {
+        for sql in [
+            "FETCH 2 FROM c",
+            "begin;declare c cursor for select 1",
+            "Close\tall",
+            "x(close)",
+        ] {
+            assert!(mentions_cursor(sql), "{sql}");
+        }
+        for sql in [
+            "select closed_at, prefetch, declared_by from t",
+            "select 1",
+            "ФETCH",
+        ] {
+            assert!(!mentions_cursor(sql), "{sql}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use pg_query::protobuf::node::Node as NodeEnum;
 
-use super::cursors::{cursor_effect, CursorEffect};
+use super::cursors::{cursor_effect, mentions_cursor, CursorEffect};
 use super::refusal::{Reason, Refusal};
 use super::targets::Prepared;
 use crate::text::encoding::ClientEncoding;
@@ -108,9 +108,10 @@ pub(crate) struct Param<'b> {
     pub binary: bool,
 }
 
-/// Words without which a statement text cannot change a setting, a
-/// savepoint or a cursor, in any case: texts without them are not parsed.
-const WORDS: [&str; 10] = [
+/// Words without which a statement text cannot change a setting or a
+/// savepoint, in any case: texts without them (nor a cursor's words,
+/// `cursors::mentions_cursor`) are not parsed.
+const WORDS: [&str; 7] = [
     PREFIX,
     "set_config",
     "reset",
@@ -118,9 +119,6 @@ const WORDS: [&str; 10] = [
     "savepoint",
     "release",
     "rollback",
-    "declare",
-    "fetch",
-    "close",
 ];
 
 fn words() -> &'static AhoCorasick {
@@ -135,7 +133,7 @@ fn words() -> &'static AhoCorasick {
 
 /// What `sql` does to pgveil's settings, or why pgveil refuses it.
 pub(crate) fn declarations(sql: &str) -> Result<Declarations, Refusal> {
-    if !words().is_match(sql) {
+    if !words().is_match(sql) && !mentions_cursor(sql) {
         return Ok(Declarations::default());
     }
     let Ok(parsed) = pg_query::parse(sql, 0) else {
