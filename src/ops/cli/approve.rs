@@ -83,7 +83,7 @@ fn run(args: &ApproveArgs) -> Result<bool, String> {
     }
     if let Some(id) = &args.revoke {
         approvals::revoke(&dir, &keys, id, approver).map_err(|e| e.to_string())?;
-        println!("approval {id} revoked by {approver}; pgveil stops honouring it at once");
+        println!("approval {id} revoked by {approver}: not honoured from its next reservation");
         return Ok(true);
     }
     let policy = config
