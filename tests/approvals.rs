@@ -437,7 +437,21 @@ async fn approvals_are_honoured_until_used_up_expired_or_revoked_and_forgeries_r
         values(&support.simple_query("FETCH 2 FROM c").await.unwrap()).len(),
         2
     );
-    refused(support.simple_query("FETCH 2 FROM c").await);
+    // The second FETCH through the extended protocol: the same cursor.
+    refused(support.query("FETCH 2 FROM c", &[]).await);
+    support.batch_execute("ROLLBACK").await.unwrap();
+    // In a new transaction the cursor is new; one row at a time adds up too.
+    support
+        .batch_execute(
+            "BEGIN; DECLARE c CURSOR FOR select national_id from customers \
+             where segment = 'appr-seg' order by id",
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(support.query("FETCH 1 FROM c", &[]).await.unwrap().len(), 1);
+    }
+    refused(support.query("FETCH 1 FROM c", &[]).await);
     support.batch_execute("ROLLBACK").await.unwrap();
     let copied = copy_out(
         &support,
@@ -567,7 +581,7 @@ async fn approvals_are_honoured_until_used_up_expired_or_revoked_and_forgeries_r
                 })
         })
         .count();
-    assert_eq!(refusals, 12, "each refused read recorded as denied");
+    assert_eq!(refusals, 13, "each refused read recorded as denied");
     let (_, text) = common::audit_log(&served.dir.join("audit"));
     for id in ids {
         assert!(!text.contains(&format!("\"{id}\"")), "no value in the log");
