@@ -87,6 +87,8 @@ pub(crate) enum Shortfall {
     Expired { id: String },
     /// The only ones there are revoked.
     Revoked { id: String },
+    /// Its usage ledger does not check (edited or damaged).
+    Damaged { id: String },
     /// The ledger cannot be written: nothing may be reserved.
     Ledger(String),
 }
@@ -100,6 +102,9 @@ impl std::fmt::Display for Shortfall {
             }
             Shortfall::Expired { id } => write!(f, "approval {id} has expired"),
             Shortfall::Revoked { id } => write!(f, "approval {id} is revoked"),
+            Shortfall::Damaged { id } => {
+                write!(f, "the usage ledger of approval {id} does not check")
+            }
             Shortfall::Ledger(e) => write!(f, "the approvals ledger cannot be written ({e})"),
         }
     }
@@ -244,12 +249,19 @@ impl ApprovalBook {
         for id in matching {
             let held = known.held.get_mut(&id).expect("listed from held");
             let left = held.approval.rows.saturating_sub(held.usage.used);
-            if self.revoked(held) {
+            if held.usage.damaged {
                 if shortfall == Shortfall::None {
+                    shortfall = Shortfall::Damaged { id };
+                }
+            } else if self.revoked(held) {
+                if matches!(shortfall, Shortfall::None | Shortfall::Damaged { .. }) {
                     shortfall = Shortfall::Revoked { id };
                 }
             } else if held.approval.expires.0 <= now {
-                if matches!(shortfall, Shortfall::None | Shortfall::Revoked { .. }) {
+                if !matches!(
+                    shortfall,
+                    Shortfall::Expired { .. } | Shortfall::UsedUp { .. }
+                ) {
                     shortfall = Shortfall::Expired { id };
                 }
             } else if left < want.rows {
@@ -282,6 +294,9 @@ impl ApprovalBook {
         let Some(held) = known.held.get_mut(id) else {
             return Err(Shortfall::None);
         };
+        if held.usage.damaged {
+            return Err(Shortfall::Damaged { id: id.into() });
+        }
         if self.revoked(held) {
             return Err(Shortfall::Revoked { id: id.into() });
         }

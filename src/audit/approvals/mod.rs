@@ -363,6 +363,8 @@ pub enum State {
     Revoked,
     /// Every row it grants has been used.
     UsedUp,
+    /// Its usage ledger does not check (edited or damaged): not honoured.
+    Damaged,
 }
 
 impl fmt::Display for State {
@@ -372,6 +374,7 @@ impl fmt::Display for State {
             State::Expired => "expired",
             State::Revoked => "revoked",
             State::UsedUp => "used up",
+            State::Damaged => "not honoured: its usage ledger does not check",
         })
     }
 }
@@ -390,7 +393,9 @@ pub fn list(dir: &Path, keys: &AuditKeys) -> Result<Vec<Listed>, ApprovalError> 
                 let usage = ledger::read(dir, &approval.id, keys);
                 let revoked =
                     usage.revoked || revocation(dir, &approval.id, keys.public_key()).is_some();
-                let state = if revoked {
+                let state = if usage.damaged {
+                    State::Damaged
+                } else if revoked {
                     State::Revoked
                 } else if approval.expires.0 <= now {
                     State::Expired

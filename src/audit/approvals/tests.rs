@@ -270,3 +270,30 @@ fn a_ledger_that_cannot_be_written_refuses() {
     let result = book.reserve(want(&roles, 1), SystemTime::now());
     assert!(matches!(result, Err(Shortfall::Ledger(_))), "{result:?}");
 }
+
+#[test]
+fn an_edited_ledger_is_not_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(keys());
+    let approval = create(dir.path(), &keys, &new(10)).unwrap();
+    let roles = support();
+    {
+        let book = ApprovalBook::open(dir.path(), keys.clone()).unwrap();
+        let reservation = book.reserve(want(&roles, 10), SystemTime::now()).unwrap();
+        assert_eq!(reservation.rows, 10);
+    }
+    let path = file_of(dir.path(), &approval.id, "used");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace("\"used\":10", "\"used\":0")).unwrap();
+    let book = ApprovalBook::open(dir.path(), keys.clone()).unwrap();
+    assert_eq!(
+        book.reserve(want(&roles, 1), SystemTime::now()),
+        Err(Shortfall::Damaged {
+            id: approval.id.clone()
+        })
+    );
+    let Listed::Valid { state, .. } = &list(dir.path(), &keys).unwrap()[0] else {
+        panic!("refused")
+    };
+    assert_eq!(*state, State::Damaged);
+}

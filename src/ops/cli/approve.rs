@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
-use crate::audit::approvals::{self, Listed, NewApproval};
+use crate::audit::approvals::{self, Listed, NewApproval, State};
 use crate::audit::AuditKeys;
 use crate::protect::policy::{Action, Policy};
 use crate::protect::protection::load_policy;
@@ -28,7 +28,8 @@ pub(super) struct ApproveArgs {
     config: PathBuf,
     /// List every approval: its state (active, expired, revoked, used
     /// up), rows used and left; files that do not verify are listed as
-    /// REFUSED and make the exit code 1.
+    /// REFUSED and make the exit code 1, as does a usage ledger that does
+    /// not check.
     #[arg(long, conflicts_with_all = NEW, conflicts_with = "revoke")]
     list: bool,
     /// Revoke the approval of this id (with --approver, who revokes):
@@ -166,19 +167,22 @@ fn list(dir: &Path, keys: &Arc<AuditKeys>) -> Result<bool, String> {
                 approval: a,
                 used,
                 state,
-            } => println!(
-                "{}  {state}  role {}  column {}  ticket {}  rows {}  used {used}  left {}  \
+            } => {
+                all_valid &= state != State::Damaged;
+                println!(
+                    "{}  {state}  role {}  column {}  ticket {}  rows {}  used {used}  left {}  \
                  expires {}  approved by {} at {}",
-                a.id,
-                a.role,
-                a.column,
-                a.ticket,
-                a.rows,
-                a.rows - used,
-                a.expires,
-                a.approver,
-                a.created
-            ),
+                    a.id,
+                    a.role,
+                    a.column,
+                    a.ticket,
+                    a.rows,
+                    a.rows - used,
+                    a.expires,
+                    a.approver,
+                    a.created
+                )
+            }
             Listed::Refused(e) => {
                 all_valid = false;
                 println!("REFUSED  {e}");

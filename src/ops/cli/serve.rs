@@ -10,7 +10,7 @@ use super::{shutdown_signal, with_workers, EXIT_CONFIG, EXIT_FAILURE};
 use crate::audit::approvals::ApprovalBook;
 use crate::audit::{AuditHandle, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
 use crate::ops::{check, logging};
-use crate::protect::protection::load_policy;
+use crate::protect::protection::{load_policy, Protection};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::server::Server;
 use crate::proxy::tls::{Tls, TlsSlot};
@@ -89,6 +89,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
+        warn_unapprovable(&config, veil.as_ref());
         let server = match Server::bind_with_tls(config.clone(), veil, tls).await {
             Ok(server) => server,
             Err(e) => {
@@ -135,6 +136,22 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Warns of each column with an approval limit when there is no
+/// approvals directory: its limit can never be lifted.
+fn warn_unapprovable(config: &Config, veil: Option<&Protection>) {
+    let approvals = config.audit.as_ref().and_then(|a| a.approvals.as_ref());
+    let Some(veil) = veil.filter(|_| approvals.is_none()) else {
+        return;
+    };
+    for column in veil.policy.columns().filter(|c| c.approval_rows.is_some()) {
+        tracing::warn!(
+            column = %column.qualified_name(),
+            "the column has an approval limit but no approvals directory is configured \
+             ([audit] approvals): reads beyond the limit are always refused"
+        );
+    }
 }
 
 /// Compares the configured policy with the database's schema (see
