@@ -20,6 +20,8 @@
 # --profile records a CPU profile (perf record -g) of the pgveil instance
 # behind TARGET during each of its runs, with a text report of the hottest
 # functions next to it (DIR/e2e-<timestamp>/profiles/).
+# The latency-* workloads also keep pgbench's per-transaction log and report
+# the latency each proxy adds (its p50 and p99 minus direct's, same round).
 # --baseline runs a second pgveil binary (another build, such as the
 # commit before a change) beside this one, as pgveil-baseline
 # (pass-through) and pgveil-policy-baseline (the CRM policy), in the same
@@ -320,6 +322,10 @@ start_pgveil pgveil-policy "PGVEIL_MASTER_KEY=$MASTER_KEY" -- --config "$WORK/po
 TARGET_PORT[pgveil-ciphertext]=${TARGET_PORT[pgveil]}
 TARGET_PID[pgveil-ciphertext]=${TARGET_PID[pgveil]}
 TARGET_DB[pgveil-ciphertext]=$ENC_DB
+# The encrypted database read directly: the base of the latency pgveil
+# adds while revealing (pgveil-policy).
+TARGET_PORT[direct-ciphertext]=$PG_PORT
+TARGET_DB[direct-ciphertext]=$ENC_DB
 
 # pgveil with no policy and the audit log on, recording every statement.
 printf 'keyring = "%s"\n[audit]\ndir = "%s"\nscope = "all"\n' "$WORK/keyring.toml" "$WORK/audit" >"$WORK/audit.toml"
@@ -450,7 +456,7 @@ add_workload() {
 add_script_workload() {
     local name=$1 targets=$2 clients=$3 s
     shift 3
-    local args=(-M prepared -c "$clients" -j 2 -D "ncust=$NCUST")
+    local args=(-M prepared -c "$clients" -j "$((clients < 2 ? clients : 2))" -D "ncust=$NCUST")
     for s in "$@"; do args+=(-f "$BENCHES/$s"); done
     add_workload "$name" "$targets" "${args[@]}"
 }
@@ -475,6 +481,15 @@ add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy $BASE_POLICY" 8 \
 # reveal per statement. pgveil-policy/pgveil is the cost of protection;
 # pgveil-policy/pgveil-ciphertext its part spent revealing.
 add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy $BASE_POLICY" 8 crm/page_of_50_protected.sql
+# Added latency (p50, p99 of each transaction, from pgbench's log), one
+# client and eight: select-only, and the CRM page read as plaintext through
+# each proxy and revealed by pgveil-policy (whose base is the same encrypted
+# rows read directly).
+add_workload latency-select-c1 "$STD_TARGETS" -S -M prepared -c 1 -j 1
+add_workload latency-select-c8 "$STD_TARGETS" -S -M prepared -c 8 -j 2
+add_script_workload latency-page-c1 "$STD_TARGETS direct-ciphertext pgveil-policy" 1 crm/page_of_50_protected.sql
+add_script_workload latency-page-c8 "$STD_TARGETS direct-ciphertext pgveil-policy" 8 crm/page_of_50_protected.sql
+LATENCY_BASES=(pgveil-policy=direct-ciphertext)
 EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil pgveil-tls/pgbouncer-tls)
 if [[ -n $BASELINE ]]; then
     EXTRA_RATIOS+=(pgveil/pgveil-baseline pgveil-policy/pgveil-policy-baseline)
@@ -514,6 +529,12 @@ run_one() {
         profile=$RUN_DIR/profiles/r$round-$name-$target.data
         start_profile "$pid" "$profile"
     fi
+    local txlog=()
+    if [[ $name == latency-* ]]; then
+        mkdir -p "$RUN_DIR/txlogs"
+        txlog=(--txlog-prefix "$RUN_DIR/txlogs/r$round-$name-$target")
+        args+=(-l --log-prefix "${txlog[1]}")
+    fi
     # shellcheck disable=SC2086 # VAR=VALUE words, split on purpose
     run_child env ${TARGET_ENV[$target]:-} pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
         "${args[@]}" "${TARGET_DB[$target]:-$BENCH_DB}" >"$log_file" 2>&1 || rc=$?
@@ -527,7 +548,7 @@ run_one() {
         fi
     fi
     python3 "$BENCHES/report.py" record --raw "$RUN_DIR/runs.jsonl" --round "$round" \
-        --target "$target" --workload "$name" --log "$log_file" --rc "$rc" "${cpu[@]}"
+        --target "$target" --workload "$name" --log "$log_file" --rc "$rc" "${cpu[@]}" "${txlog[@]}"
 }
 
 total_runs=0
@@ -562,6 +583,7 @@ done
 
 RATIO_ARGS=()
 for r in pgveil/direct pgveil/pgbouncer "${EXTRA_RATIOS[@]}"; do RATIO_ARGS+=(--ratio "$r"); done
+for b in "${LATENCY_BASES[@]}"; do RATIO_ARGS+=(--latency-base "$b"); done
 python3 "$BENCHES/report.py" summary --raw "$RUN_DIR/runs.jsonl" --out "$RUN_DIR/results.json" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" --meta "rounds=$ROUNDS" --meta "duration=$DURATION" \
     --meta "nproc=$(nproc)" \

@@ -8,6 +8,12 @@ completes SCRAM-SHA-256 (or MD5 / cleartext) authentication, waits for
 ReadyForQuery, and then sits idle. Once all are open, VmRSS of --pid is
 read from /proc and compared with the value before the first connection.
 
+With --query-at-end every held connection then runs `SELECT 1` and the
+answers are counted. With --half-open N, N more TCP connections are opened
+that never send a startup packet (as a slow or hostile client would), and
+while they are held a new client logs in and runs a query, several times:
+the times it took show whether the proxy still serves new clients promptly.
+
 Standard library only. Prints one JSON object on stdout.
 """
 
@@ -18,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import resource
 import struct
 import sys
 import time
@@ -133,6 +140,39 @@ async def connect(host, port, user, database, password):
         await writer.drain()
 
 
+async def query(reader, writer, sql: str = "SELECT 1") -> bool:
+    """Runs one simple query; true when it completed without an error."""
+    writer.write(message(b"Q", sql.encode() + b"\0"))
+    await writer.drain()
+    ok = True
+    while True:
+        tag, _ = await read_message(reader)
+        if tag == b"E":
+            ok = False
+        if tag == b"Z":
+            return ok
+
+
+async def probe(args) -> float:
+    """Milliseconds for a new client to log in and run a query."""
+    start = time.monotonic()
+    reader, writer = await asyncio.wait_for(
+        connect(args.host, args.port, args.user, args.database, args.password), 30)
+    ok = await asyncio.wait_for(query(reader, writer), 30)
+    elapsed = (time.monotonic() - start) * 1000
+    writer.write(message(b"X", b""))
+    writer.close()
+    if not ok:
+        raise RuntimeError("the probe's query failed")
+    return elapsed
+
+
+def raise_file_limit(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -146,7 +186,14 @@ async def main() -> int:
                     help="connections being opened at the same time")
     ap.add_argument("--settle", type=float, default=2.0,
                     help="seconds to wait with all connections open")
+    ap.add_argument("--query-at-end", action="store_true",
+                    help="every held connection runs SELECT 1 before closing")
+    ap.add_argument("--half-open", type=int, default=0,
+                    help="TCP connections opened besides, that never start up")
+    ap.add_argument("--probes", type=int, default=5,
+                    help="new logins timed while the half-open ones are held")
     args = ap.parse_args()
+    raise_file_limit(args.count + args.half_open + 256)
 
     before = vm_rss_kib(args.pid)
     gate = asyncio.Semaphore(args.parallel)
@@ -169,6 +216,32 @@ async def main() -> int:
     await asyncio.sleep(args.settle)
     during = vm_rss_kib(args.pid)
 
+    half_open, probe_ms, probe_errors = [], [], []
+    if args.half_open:
+        for _ in range(args.half_open):
+            try:
+                half_open.append((await asyncio.open_connection(args.host, args.port))[1])
+            except OSError as e:
+                probe_errors.append(f"half-open connection: {e}")
+                break
+        await asyncio.sleep(args.settle)
+        for _ in range(args.probes):
+            try:
+                probe_ms.append(round(await probe(args), 1))
+            except Exception as e:  # noqa: BLE001 - reported
+                probe_errors.append(f"probe: {e}")
+
+    answered = 0
+    if args.query_at_end:
+        async def ask(rw):
+            try:
+                return await asyncio.wait_for(query(*rw), 60)
+            except Exception:  # noqa: BLE001 - counted
+                return False
+        answered = sum(await asyncio.gather(*(ask(rw) for rw in opened)))
+
+    for writer in half_open:
+        writer.close()
     # Close politely (Terminate), then measure again.
     for _, writer in opened:
         writer.write(message(b"X", b""))
@@ -189,8 +262,18 @@ async def main() -> int:
         "kib_per_connection": round((during - before) / n, 2) if n else None,
         "open_seconds": round(open_secs, 2),
     }
+    if args.query_at_end:
+        result["answered_at_end"] = answered
+    if args.half_open:
+        result["half_open"] = len(half_open)
+        result["probe_ms"] = probe_ms
+        result["probe_errors"] = probe_errors[:3]
     print(json.dumps(result))
-    return 0 if n == args.count else 1
+    ok = n == args.count
+    ok = ok and (not args.query_at_end or answered == n)
+    ok = ok and (not args.half_open or (len(half_open) == args.half_open
+                                         and len(probe_ms) == args.probes))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -3,18 +3,26 @@
 
   report.py record  --raw RUNS.jsonl --round N --target T --workload W
                     --log PGBENCH.log --rc RC [--cpu-ticks TICKS]
+                    [--txlog-prefix PREFIX]
       Parses one pgbench output and appends one JSON line to RUNS.jsonl.
+      With --txlog-prefix, also reads pgbench's per-transaction logs
+      (PREFIX.*, from pgbench -l), keeps their p50 and p99 latency, and
+      deletes them.
 
   report.py summary --raw RUNS.jsonl --out RESULT.json [--meta K=V ...]
                     [--memory TARGET=FILE ...] [--ratio A/B ...]
+                    [--latency-base TARGET=BASE ...]
       Prints the table of median tps per workload and target, the ratios,
-      proxy CPU time per transaction and idle-connection memory, and writes
+      proxy CPU time per transaction, the latency each proxy adds (its p50
+      and p99 minus those of direct, or of BASE, within one round) and
+      idle-connection memory, and writes
       everything (including every raw run) to RESULT.json.
 
 Standard library only.
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -58,6 +66,8 @@ def cmd_record(args) -> int:
         run["proxy_cpu_seconds"] = args.cpu_ticks / ticks_per_sec
         run["proxy_cpu_us_per_tx"] = round(
             run["proxy_cpu_seconds"] * 1e6 / run["transactions"], 2)
+    if args.txlog_prefix:
+        run.update(txlog_percentiles(args.txlog_prefix))
     # A run counts as failed when pgbench said so in any way.
     run["ok"] = bool(args.rc == 0 and run["tps"] and not run["failed"]
                      and not run["aborted"])
@@ -73,6 +83,43 @@ def cmd_record(args) -> int:
            if "proxy_cpu_us_per_tx" in run else "")
     print(f"    {args.target:<10} {tps:>9} tps  {status}{cpu}", flush=True)
     return 0
+
+
+def txlog_percentiles(prefix: str) -> dict:
+    """p50 and p99 of the per-transaction latencies (microseconds) in
+    pgbench's logs PREFIX.* (one per thread; the third field of each line
+    is the latency, or "failed"/"skipped"), then deletes the logs."""
+    latencies = []
+    files = sorted(glob.glob(glob.escape(prefix) + ".*"))
+    for path in files:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():
+                    latencies.append(int(fields[2]))
+        os.remove(path)
+    if not latencies:
+        return {"latency_samples": 0}
+    latencies.sort()
+
+    def pct(p):
+        # Nearest rank.
+        return latencies[min(len(latencies) - 1, max(0, round(p / 100 * len(latencies)) - 1))]
+
+    return {"latency_samples": len(latencies), "latency_p50_us": pct(50),
+            "latency_p99_us": pct(99)}
+
+
+def added_latency(runs, workload, target, base, key):
+    """The median over rounds of the latency percentile `key` of `target`
+    minus that of `base` in the same round."""
+    per_round = {}
+    for r in runs:
+        if r["workload"] == workload and r["ok"] and r["target"] in (target, base) \
+                and r.get(key) is not None:
+            per_round.setdefault(r["round"], {})[r["target"]] = r[key]
+    return median(v[target] - v[base] for v in per_round.values()
+                  if target in v and base in v)
 
 
 def median(values):
@@ -149,6 +196,36 @@ def cmd_summary(args) -> int:
                     [[w] + [fmt(cpu.get(w, {}).get(t), ".1f") for t in proxies]
                      for w in workloads if w in cpu])
 
+    bases = dict(kv.split("=", 1) for kv in (args.latency_base or []))
+    latency = {}
+    for w in workloads:
+        for t in targets:
+            sel = [r for r in runs if r["workload"] == w and r["target"] == t and r["ok"]
+                   and r.get("latency_p50_us") is not None]
+            if not sel:
+                continue
+            base = bases.get(t, "direct")
+            entry = {"p50_us": median(r["latency_p50_us"] for r in sel),
+                     "p99_us": median(r["latency_p99_us"] for r in sel)}
+            if t != base and t not in bases.values():
+                entry["base"] = base
+                entry["added_p50_us"] = added_latency(runs, w, t, base, "latency_p50_us")
+                entry["added_p99_us"] = added_latency(runs, w, t, base, "latency_p99_us")
+            latency.setdefault(w, {})[t] = entry
+    if latency:
+        print()
+        print("Latency per transaction (microseconds, from pgbench's per-transaction log;")
+        print("added = the target's minus its base's in the same round, median over rounds)")
+        print()
+        lrows = []
+        for w, per_target in latency.items():
+            for t, e in per_target.items():
+                lrows.append([w, t, fmt(e["p50_us"], ".0f"), fmt(e["p99_us"], ".0f"),
+                              e.get("base", "-"), fmt(e.get("added_p50_us"), ".0f"),
+                              fmt(e.get("added_p99_us"), ".0f")])
+        print_table(["workload", "target", "p50", "p99", "base", "added p50",
+                     "added p99"], lrows)
+
     memory = {}
     for spec in args.memory or []:
         target, path = spec.split("=", 1)
@@ -182,7 +259,7 @@ def cmd_summary(args) -> int:
     else:
         print(f"All {len(runs)} pgbench runs succeeded with no failed transactions.")
 
-    goals = check_goals(ratio_values, memory)
+    goals = check_goals(ratio_values, memory, latency)
     if goals:
         print()
         print("Goals (informational; a single noisy run can miss):")
@@ -190,7 +267,7 @@ def cmd_summary(args) -> int:
             print("  " + line)
 
     result = {"meta": meta, "medians_tps": medians, "ratios": ratio_values,
-              "proxy_cpu_us_per_tx": cpu, "idle_memory": memory,
+              "proxy_cpu_us_per_tx": cpu, "latency": latency, "idle_memory": memory,
               "failed_runs": len(failed), "runs": runs}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
@@ -208,9 +285,19 @@ RATIO_GOALS = [
 ]
 
 
-def check_goals(ratio_values, memory):
+def check_goals(ratio_values, memory, latency):
     """The issues' targets, where this run measured them."""
     out = []
+    # pgveil adds no more latency than PgBouncer, at p50 and p99.
+    for w, per_target in latency.items():
+        mine, theirs = per_target.get("pgveil", {}), per_target.get("pgbouncer", {})
+        for key in ("added_p50_us", "added_p99_us"):
+            a, b = mine.get(key), theirs.get(key)
+            if a is None or b is None:
+                continue
+            verdict = "met" if a <= b else "MISSED"
+            out.append(f"{w}: pgveil {key} {a:.0f} us, pgbouncer {b:.0f} us "
+                       f"(goal: no more than pgbouncer): {verdict}")
     for w in ("select-simple-c8", "select-prepared-c8"):
         for spec, goal, aim in RATIO_GOALS:
             r = ratio_values.get(w, {}).get(spec)
@@ -223,8 +310,8 @@ def check_goals(ratio_values, memory):
     m = memory.get("pgveil", {})
     if m.get("kib_per_connection") is not None:
         k = m["kib_per_connection"]
-        verdict = "met" if k <= 64 else "MISSED"
-        out.append(f"idle memory: {k:.1f} KiB per connection (goal <= 64): {verdict}")
+        verdict = "met" if k <= 32 else "MISSED"
+        out.append(f"idle memory: {k:.1f} KiB per connection (goal <= 32): {verdict}")
     return out
 
 
@@ -251,12 +338,14 @@ def main() -> int:
     rec.add_argument("--log", required=True)
     rec.add_argument("--rc", type=int, required=True)
     rec.add_argument("--cpu-ticks", type=int)
+    rec.add_argument("--txlog-prefix")
     summ = sub.add_parser("summary")
     summ.add_argument("--raw", required=True)
     summ.add_argument("--out", required=True)
     summ.add_argument("--meta", action="append")
     summ.add_argument("--memory", action="append")
     summ.add_argument("--ratio", action="append")
+    summ.add_argument("--latency-base", action="append")
     args = ap.parse_args()
     return cmd_record(args) if args.cmd == "record" else cmd_summary(args)
 

@@ -242,12 +242,12 @@ async fn every_access_is_recorded_without_values_and_verifies() {
         (
             alert["role"].as_str(),
             alert["actor"].as_str(),
-            alert["column"].as_str()
+            alert["columns"].clone()
         ),
         (
             Some("crm_user"),
             Some("export-bot"),
-            Some("public.customers.full_name")
+            serde_json::json!(["public.customers.full_name"])
         )
     );
     assert_eq!(

@@ -4,8 +4,10 @@
 //! role, actor) within a sliding window; crossing the configured threshold
 //! writes an alert record and a warning, once per window, and with
 //! `on_bulk = "block"` the session that crossed it gets no more plaintext.
+//! A statement that takes several columns over the threshold at once (a
+//! `\copy` export of a whole table) raises one alert naming them all.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,19 +16,22 @@ use crate::audit::BulkConfig;
 /// What one window counts: the reads of one protected column by one
 /// login role and actor, whatever their session.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub(crate) struct WindowKey {
+struct WindowKey {
     /// The login role.
-    pub role: Arc<str>,
+    role: Arc<str>,
     /// The actor declared in the session, if any.
-    pub actor: Option<String>,
+    actor: Option<String>,
     /// The column read, `schema.table.column`.
-    pub column: String,
+    column: String,
 }
 
-/// A threshold crossed.
+/// The windows one statement took over the threshold.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Crossing {
-    /// Rows within the window, the new ones included.
+    /// The columns, in order.
+    pub columns: Vec<String>,
+    /// Rows within the window, the new ones included: the most of any of
+    /// the columns.
     pub rows: u64,
 }
 
@@ -58,10 +63,44 @@ impl BulkWatch {
         &self.config
     }
 
-    /// Adds `rows` plaintext rows of `key` read now; returns the crossing
-    /// when this read takes the window over the threshold and no alert was
-    /// raised in the last window.
-    pub(crate) fn add(&self, key: WindowKey, rows: u64, now: Instant) -> Option<Crossing> {
+    /// Adds the plaintext rows one statement of `role` and `actor` read
+    /// now, per column; returns the crossing when it takes the windows of
+    /// one or more columns over the threshold (each column at most once
+    /// per window).
+    pub(crate) fn add_statement<'a>(
+        &self,
+        role: &Arc<str>,
+        actor: Option<&str>,
+        reads: impl IntoIterator<Item = (&'a str, u64)>,
+        now: Instant,
+    ) -> Option<Crossing> {
+        let mut per_column = BTreeMap::<&str, u64>::new();
+        for (column, rows) in reads {
+            *per_column.entry(column).or_default() += rows;
+        }
+        let mut crossing: Option<Crossing> = None;
+        for (column, rows) in per_column {
+            let key = WindowKey {
+                role: role.clone(),
+                actor: actor.map(str::to_owned),
+                column: column.to_owned(),
+            };
+            if let Some(total) = self.add(key, rows, now) {
+                let crossing = crossing.get_or_insert(Crossing {
+                    columns: Vec::new(),
+                    rows: 0,
+                });
+                crossing.columns.push(column.to_owned());
+                crossing.rows = crossing.rows.max(total);
+            }
+        }
+        crossing
+    }
+
+    /// Adds `rows` plaintext rows of `key` read now; returns the rows in
+    /// the window when this read takes it over the threshold and no alert
+    /// was raised in the last window.
+    fn add(&self, key: WindowKey, rows: u64, now: Instant) -> Option<u64> {
         let window_len = Duration::from_secs(self.config.window_secs);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         windows.retain(|_, w| {
@@ -86,7 +125,7 @@ impl BulkWatch {
             return None;
         }
         window.alerted = Some(now);
-        Some(Crossing { rows: window.total })
+        Some(window.total)
     }
 
     /// Plaintext rows of `column` read by login role `role` within the
@@ -135,7 +174,7 @@ mod tests {
             None,
             "another role counts apart"
         );
-        assert_eq!(watch.add(key("a"), 41, t0), Some(Crossing { rows: 101 }));
+        assert_eq!(watch.add(key("a"), 41, t0), Some(101));
         assert_eq!(watch.add(key("a"), 50, t0), None, "once per window");
     }
 
@@ -161,6 +200,50 @@ mod tests {
         assert_eq!(watch.add(key("a"), 90, t0), None);
         let later = t0 + Duration::from_secs(61);
         assert_eq!(watch.add(key("a"), 90, later), None);
-        assert_eq!(watch.add(key("a"), 20, later), Some(Crossing { rows: 110 }));
+        assert_eq!(watch.add(key("a"), 20, later), Some(110));
+    }
+
+    fn crossing(columns: &[&str], rows: u64) -> Option<Crossing> {
+        Some(Crossing {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows,
+        })
+    }
+
+    #[test]
+    fn one_statement_over_several_columns_is_one_crossing() {
+        let watch = watch();
+        let role: Arc<str> = "app".into();
+        let t0 = Instant::now();
+        assert_eq!(
+            watch.add_statement(&role, None, [("t.phone", 30), ("t.email", 50)], t0),
+            None
+        );
+        // An export of the whole table: every column over the threshold.
+        let export = [("t.email", 120), ("t.name", 120), ("t.phone", 120)];
+        assert_eq!(
+            watch.add_statement(&role, None, export, t0),
+            crossing(&["t.email", "t.name", "t.phone"], 170)
+        );
+        assert_eq!(
+            watch.add_statement(&role, None, export, t0),
+            None,
+            "once per window"
+        );
+        // A column not over the threshold yet crosses on its own later.
+        assert_eq!(
+            watch.add_statement(&role, None, [("t.address", 60), ("t.email", 5)], t0),
+            None
+        );
+        assert_eq!(
+            watch.add_statement(&role, None, [("t.address", 60)], t0),
+            crossing(&["t.address"], 120)
+        );
+        // The same column twice in one statement (two decisions) counts
+        // its rows together.
+        assert_eq!(
+            watch.add_statement(&role, Some("bot"), [("t.ssn", 60), ("t.ssn", 60)], t0),
+            crossing(&["t.ssn"], 120)
+        );
     }
 }

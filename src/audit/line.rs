@@ -235,12 +235,14 @@ mod tests {
             access: Access::Write,
             decision: Decision::Encrypted,
             unencrypted: false,
+            policy_role: None,
         });
         r.columns.push(ColumnAccess {
             column: "public.customers.national_id".into(),
             access: Access::Read,
             decision: Decision::Masked,
             unencrypted: true,
+            policy_role: None,
         });
         r.rows = u64::MAX;
         r.duration_us = 0;

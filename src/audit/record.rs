@@ -190,6 +190,10 @@ pub struct ColumnAccess {
     /// the decision was applied to as the plaintext they may be.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unencrypted: bool,
+    /// The policy role whose rule decided the access (`default` when none
+    /// did); absent in records written before pgveil recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_role: Option<String>,
 }
 
 /// Whether a column was read or written.
@@ -313,22 +317,44 @@ impl fmt::Debug for SqlState {
     }
 }
 
-/// A role or actor read more rows of a protected column within a window
-/// than the configured threshold.
+/// One statement took a role or actor over the bulk threshold of one or
+/// more protected columns within a window: one alert per statement, which
+/// lists every column it took over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRecord {
     pub time: Timestamp,
+    /// The login role.
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
-    /// `schema.table.column`.
-    pub column: String,
-    /// Rows read within the window.
+    /// The session whose statement crossed the threshold; absent in logs
+    /// written before alerts named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<u64>,
+    /// The columns over the threshold, `schema.table.column`. Older logs
+    /// wrote one alert per column, as `"column": "..."`; both are read.
+    #[serde(alias = "column", deserialize_with = "one_or_many")]
+    pub columns: Vec<String>,
+    /// Rows read within the window: the most of any of the columns.
     pub rows: u64,
     /// The threshold that was exceeded.
     pub threshold: u64,
     /// The window's length in seconds.
     pub window_secs: u64,
+}
+
+/// A list of names, or one name alone.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    })
 }
 
 /// Rows of an approval one statement used: which approval, for which
@@ -488,6 +514,7 @@ pub(super) mod tests {
                 access: Access::Read,
                 decision: Decision::Masked,
                 unencrypted: false,
+                policy_role: None,
             }],
             rows: 1,
             outcome: Outcome::Ok,
@@ -575,7 +602,11 @@ pub(super) mod tests {
                 time,
                 role: "app".into(),
                 actor: None,
-                column: "public.customers.email".into(),
+                connection: Some(3),
+                columns: vec![
+                    "public.customers.email".into(),
+                    "public.customers.phone".into(),
+                ],
                 rows: 5000,
                 threshold: 1000,
                 window_secs: 60,
@@ -666,6 +697,31 @@ pub(super) mod tests {
             json.contains(r#""time":"2025-11-25T10:00:00.123456Z""#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn alerts_of_older_logs_name_one_column() {
+        let old = r#"{"event":"alert","time":"2026-11-25T10:00:00.000000Z","role":"app",
+            "column":"public.customers.email","rows":5000,"threshold":1000,"window_secs":60}"#;
+        let AuditRecord::Alert(alert) = serde_json::from_str(old).unwrap() else {
+            panic!("not an alert")
+        };
+        assert_eq!(alert.columns, ["public.customers.email"]);
+        assert_eq!(alert.connection, None);
+        let json = serde_json::to_value(AuditRecord::Alert(alert)).unwrap();
+        assert_eq!(
+            json["columns"],
+            serde_json::json!(["public.customers.email"])
+        );
+        assert!(json.get("column").is_none() && json.get("connection").is_none());
+    }
+
+    #[test]
+    fn column_accesses_may_name_their_policy_role() {
+        let json = r#"{"column":"public.customers.email","access":"read",
+            "decision":"masked","policy_role":"support"}"#;
+        let access: ColumnAccess = serde_json::from_str(json).unwrap();
+        assert_eq!(access.policy_role.as_deref(), Some("support"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::time::Instant;
 use tracing::warn;
 
 use crate::audit::approvals::ApprovalBook;
-use crate::audit::bulk_reads::{BulkWatch, WindowKey};
+use crate::audit::bulk_reads::BulkWatch;
 use crate::audit::{
     Access, AlertRecord, ApprovalUseRecord, AuditHandle, AuditRecord, ColumnAccess, Decision,
     Login, OnBulk, Outcome, Peer, Scope, SqlState, StatementLine, Timestamp,
@@ -504,12 +504,14 @@ impl Trail {
                 access: Access::Write,
                 decision: Decision::Encrypted,
                 unencrypted: false,
+                policy_role: None,
             })
             .chain(answer.reads.into_keys().map(|(column, key)| ColumnAccess {
                 column,
                 access: Access::Read,
                 decision: key.decision(),
                 unencrypted: key.unencrypted(),
+                policy_role: None,
             }))
             .collect::<Vec<_>>();
         let line = StatementLine {
@@ -537,38 +539,40 @@ impl Trail {
         let Some(bulk) = &self.bulk else {
             return;
         };
-        let now = Instant::now();
-        for ((column, _), rows) in reads.iter().filter(|((_, key), _)| key.is_plaintext()) {
-            let key = WindowKey {
-                role: self.login.role.clone(),
-                actor: declared.actor.clone(),
-                column: column.clone(),
-            };
-            let Some(crossing) = bulk.add(key, *rows, now) else {
-                continue;
-            };
-            let config = bulk.config();
-            warn!(
-                role = %self.login.role,
-                column = %column,
-                rows = crossing.rows,
-                threshold = config.threshold_rows,
-                window_secs = config.window_secs,
-                "bulk access: plaintext rows of a protected column over the threshold"
-            );
-            if config.on_bulk == OnBulk::Block {
-                self.blocked.store(true, Ordering::Relaxed);
-            }
-            self.record(AuditRecord::Alert(AlertRecord {
-                time: Timestamp::now(),
-                role: self.login.role.to_string(),
-                actor: declared.actor.clone(),
-                column: column.clone(),
-                rows: crossing.rows,
-                threshold: config.threshold_rows,
-                window_secs: config.window_secs,
-            }));
+        let plaintext = reads
+            .iter()
+            .filter(|((_, key), _)| key.is_plaintext())
+            .map(|((column, _), rows)| (column.as_str(), *rows));
+        let Some(crossing) = bulk.add_statement(
+            &self.login.role,
+            declared.actor.as_deref(),
+            plaintext,
+            Instant::now(),
+        ) else {
+            return;
+        };
+        let config = bulk.config();
+        warn!(
+            role = %self.login.role,
+            columns = %crossing.columns.join(", "),
+            rows = crossing.rows,
+            threshold = config.threshold_rows,
+            window_secs = config.window_secs,
+            "bulk access: plaintext rows of protected columns over the threshold"
+        );
+        if config.on_bulk == OnBulk::Block {
+            self.blocked.store(true, Ordering::Relaxed);
         }
+        self.record(AuditRecord::Alert(AlertRecord {
+            time: Timestamp::now(),
+            role: self.login.role.to_string(),
+            actor: declared.actor.clone(),
+            connection: Some(self.peer.connection),
+            columns: crossing.columns,
+            rows: crossing.rows,
+            threshold: config.threshold_rows,
+            window_secs: config.window_secs,
+        }));
     }
 
     /// Queues a record. A record the log cannot take is counted and

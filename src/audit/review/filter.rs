@@ -260,18 +260,25 @@ impl<'a> Facts<'a> {
                 facts.outcome = Some(s.outcome);
             }
             AuditRecord::Alert(alert) => {
+                facts.connection = alert.connection;
                 facts.role = Some(&alert.role);
                 facts.actor = alert.actor.as_deref();
-                facts.tables = alert
-                    .column
-                    .rsplit_once('.')
-                    .map(|(t, _)| t)
-                    .into_iter()
+                let mut tables: Vec<&str> = alert
+                    .columns
+                    .iter()
+                    .filter_map(|c| c.rsplit_once('.').map(|(t, _)| t))
                     .collect();
-                facts.columns = vec![ColumnFact {
-                    name: &alert.column,
-                    decision: None,
-                }];
+                tables.sort_unstable();
+                tables.dedup();
+                facts.tables = tables;
+                facts.columns = alert
+                    .columns
+                    .iter()
+                    .map(|name| ColumnFact {
+                        name,
+                        decision: None,
+                    })
+                    .collect();
                 facts.rows = Some(alert.rows);
             }
             AuditRecord::Migration(m) => {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use ring::signature::Ed25519KeyPair;
 
 use super::filter::{EventKind, OutcomeFilter};
-use super::report::{AccessKey, Count};
 use super::time::{parse_since, parse_until};
 use super::*;
 use crate::audit::format::Bodies;
@@ -19,28 +18,29 @@ use crate::audit::{
     NormalizedStatement, Outcome, Peer, Session, SqlState, StatementRecord, Timestamp,
 };
 
-fn at(time: &str) -> Timestamp {
+pub(super) fn at(time: &str) -> Timestamp {
     parse_since(time).unwrap()
 }
 
-fn peer() -> Peer {
+pub(super) fn peer() -> Peer {
     Peer {
         connection: 1,
         client: "10.0.0.7:51234".into(),
     }
 }
 
-fn column(name: &str, access: Access, decision: Decision) -> ColumnAccess {
+pub(super) fn column(name: &str, access: Access, decision: Decision) -> ColumnAccess {
     ColumnAccess {
         column: format!("public.customers.{name}"),
         access,
         decision,
         unencrypted: false,
+        policy_role: None,
     }
 }
 
 /// A select by `role` reading `columns` (by name) and returning `rows`.
-fn select(
+pub(super) fn select(
     time: &str,
     role: &str,
     declared: (Option<&str>, Option<&str>),
@@ -74,16 +74,16 @@ fn select(
     }
 }
 
-fn error(code: &str) -> Outcome {
+pub(super) fn error(code: &str) -> Outcome {
     Outcome::Error(SqlState::new(code).unwrap())
 }
 
-const ALICE_SUPPORT: (Option<&str>, Option<&str>) = (Some("alice"), Some("support"));
-const BOB_BILLING: (Option<&str>, Option<&str>) = (Some("bob"), Some("billing"));
-const UNDECLARED: (Option<&str>, Option<&str>) = (None, None);
+pub(super) const ALICE_SUPPORT: (Option<&str>, Option<&str>) = (Some("alice"), Some("support"));
+pub(super) const BOB_BILLING: (Option<&str>, Option<&str>) = (Some("bob"), Some("billing"));
+pub(super) const UNDECLARED: (Option<&str>, Option<&str>) = (None, None);
 
 /// The first day's records, in order.
-fn first_day() -> Vec<AuditRecord> {
+pub(super) fn first_day() -> Vec<AuditRecord> {
     let statement = |s: StatementRecord| AuditRecord::Statement(Box::new(s));
     let mut refused = select("2026-11-25T11:15:00Z", "analyst", UNDECLARED, &[], 0);
     refused.statement =
@@ -152,7 +152,8 @@ fn first_day() -> Vec<AuditRecord> {
             time: at("2026-11-25T13:00:00Z"),
             role: "<b>".into(),
             actor: None,
-            column: "public.customers.email".into(),
+            connection: Some(1),
+            columns: vec!["public.customers.email".into()],
             rows: 5000,
             threshold: 1000,
             window_secs: 60,
@@ -174,7 +175,7 @@ fn first_day() -> Vec<AuditRecord> {
 }
 
 /// The second day's records, in order.
-fn second_day() -> Vec<AuditRecord> {
+pub(super) fn second_day() -> Vec<AuditRecord> {
     let mut orders = select("2026-11-26T09:00:00Z", "analyst", UNDECLARED, &[], 7);
     orders.tables = Arc::new(["public.orders".into()]);
     orders.statement =
@@ -193,12 +194,27 @@ fn second_day() -> Vec<AuditRecord> {
 
 /// A log of [`first_day`] in a sealed file, compressed, and
 /// [`second_day`] in a file still open, ending in a partly written line.
-fn log() -> tempfile::TempDir {
+pub(super) fn log() -> tempfile::TempDir {
+    write_log(&first_day(), &second_day())
+}
+
+/// A log of `first` in a sealed file, compressed, and `second` in a file
+/// still open, ending in a partly written line.
+pub(super) fn write_log(first: &[AuditRecord], second: &[AuditRecord]) -> tempfile::TempDir {
+    write_log_keyed(first, second).0
+}
+
+/// [`write_log`], and the log's public key (its MAC key is [`MAC_KEY`]).
+pub(super) fn write_log_keyed(
+    first: &[AuditRecord],
+    second: &[AuditRecord],
+) -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let signing = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let keys = Arc::new(AuditKeys::new(&[9; 32], signing));
+    let keys = Arc::new(AuditKeys::new(&MAC_KEY, signing));
+    let public = keys.public_key().to_vec();
     let config = AuditConfig {
         dir: dir.path().into(),
         retention_days: 0,
@@ -206,20 +222,23 @@ fn log() -> tempfile::TempDir {
     };
     let day = at("2026-11-25T15:00:00Z").0;
     let mut writer = LogWriter::open(&config, keys, day).unwrap();
-    writer.append(&Bodies::of(&first_day()), day).unwrap();
+    writer.append(&Bodies::of(first), day).unwrap();
     writer
-        .append(&Bodies::of(&second_day()), at("2026-11-26T10:00:00Z").0)
+        .append(&Bodies::of(second), at("2026-11-26T10:00:00Z").0)
         .unwrap();
     drop(writer);
     let open = dir.path().join("audit-20261126-0001.jsonl");
     let mut file = OpenOptions::new().append(true).open(open).unwrap();
     file.write_all(br#"{"seq":14,"event":"statement","time":"2026-11-26T1"#)
         .unwrap();
-    dir
+    (dir, public)
 }
 
+/// The MAC key of the logs [`write_log`] writes.
+pub(super) const MAC_KEY: [u8; 32] = [9; 32];
+
 /// The times of the records `filter` selects.
-fn selected(dir: &tempfile::TempDir, filter: &Filter) -> Vec<String> {
+pub(super) fn selected(dir: &tempfile::TempDir, filter: &Filter) -> Vec<String> {
     Records::open(dir.path())
         .unwrap()
         .map(Result::unwrap)
@@ -229,7 +248,7 @@ fn selected(dir: &tempfile::TempDir, filter: &Filter) -> Vec<String> {
         .collect()
 }
 
-fn searched(dir: &tempfile::TempDir, filter: &Filter, format: SearchFormat) -> String {
+pub(super) fn searched(dir: &tempfile::TempDir, filter: &Filter, format: SearchFormat) -> String {
     let mut out = Vec::new();
     search(dir.path(), filter, format, &mut out).unwrap();
     String::from_utf8(out).unwrap()
@@ -540,307 +559,12 @@ fn long_statements_are_cut_in_tables() {
     assert_eq!(layout::truncate("abcdefg", 6), "abcde…");
 }
 
-fn two_days() -> Period {
-    Period {
-        since: parse_since("2026-11-25").unwrap(),
-        until: parse_until("2026-11-26").unwrap(),
-    }
-}
-
-fn built(dir: &tempfile::TempDir, period: Period) -> Report {
-    Report::build(Records::open(dir.path()).unwrap(), period).unwrap()
-}
-
-fn written(report: &Report, format: ReportFormat) -> String {
-    let mut out = Vec::new();
-    write_report(report, format, &mut out).unwrap();
-    String::from_utf8(out).unwrap()
-}
-
-fn key(role: &str, actor: Option<&str>, column: &str) -> AccessKey {
-    AccessKey {
-        role: role.into(),
-        actor: actor.map(Into::into),
-        column: format!("public.customers.{column}"),
-    }
-}
-
-fn count(statements: u64, rows: u64) -> Count {
-    Count { statements, rows }
-}
-
-#[test]
-fn report_totals() {
-    let report = built(&log(), two_days());
-    let totals = &report.totals;
-    assert_eq!(
-        (
-            totals.statements,
-            totals.protected,
-            totals.refused,
-            totals.errors,
-            totals.connections,
-            totals.failed_logins,
-        ),
-        (9, 8, 1, 2, 1, 0)
-    );
-    let decisions = &totals.decisions;
-    assert_eq!(decisions.get(Decision::Plaintext), count(3, 5021));
-    assert_eq!(decisions.get(Decision::Masked), count(3, 4));
-    assert_eq!(decisions.get(Decision::Pseudonym), count(1, 100));
-    assert_eq!(decisions.get(Decision::Null), count(0, 0));
-    assert_eq!(decisions.get(Decision::Encrypted), count(1, 1));
-    assert_eq!(decisions.get(Decision::Denied), count(1, 0));
-    assert_eq!(report.alerts.len(), 1);
-    assert_eq!(report.alerts[0].role, "<b>");
-}
-
-#[test]
-fn report_counts_per_role_actor_column_and_decision() {
-    let report = built(&log(), two_days());
-    let keys: Vec<&AccessKey> = report.access.keys().collect();
-    assert_eq!(
-        keys,
-        [
-            &key("<b>", None, "email"),
-            &key("analyst", None, "email"),
-            &key("analyst", None, "ssn"),
-            &key("app", Some("alice"), "email"),
-            &key("app", Some("alice"), "name"),
-            &key("app", Some("bob"), "email"),
-        ]
-    );
-    let alice = &report.access[&key("app", Some("alice"), "email")];
-    assert_eq!(alice.decisions.get(Decision::Masked), count(3, 4));
-    assert_eq!(alice.decisions.get(Decision::Encrypted), count(1, 1));
-    assert_eq!(alice.decisions.get(Decision::Plaintext), count(0, 0));
-    assert_eq!((alice.statements, alice.refused), (4, 0));
-    assert_eq!(
-        alice.purposes.iter().collect::<Vec<_>>(),
-        ["fraud", "support"]
-    );
-    let ssn = &report.access[&key("analyst", None, "ssn")];
-    assert_eq!(ssn.decisions.get(Decision::Denied), count(1, 0));
-    assert_eq!((ssn.statements, ssn.refused), (1, 1));
-    assert!(ssn.purposes.is_empty());
-    let bob = &report.access[&key("app", Some("bob"), "email")];
-    assert_eq!(bob.decisions.get(Decision::Plaintext), count(1, 20));
-    let email = &report.columns["public.customers.email"];
-    assert_eq!(email.get(Decision::Plaintext), count(2, 5020));
-    assert_eq!(email.statements(), 7);
-}
-
-#[test]
-fn report_plaintext_rows_per_hour_and_role() {
-    let report = built(&log(), two_days());
-    assert!(report.buckets.hourly());
-    assert_eq!(report.buckets.count, 48);
-    assert_eq!(report.buckets.label(10), "2026-11-25 10:00");
-    let per_role: Vec<(&str, Vec<(usize, u64)>)> = report
-        .plaintext
-        .iter()
-        .map(|(role, rows)| (role.as_str(), rows.iter().map(|(&b, &n)| (b, n)).collect()))
-        .collect();
-    assert_eq!(
-        per_role,
-        [("<b>", vec![(13, 5000)]), ("app", vec![(10, 21)])]
-    );
-}
-
-#[test]
-fn longer_periods_chart_by_day() {
-    let period = Period {
-        since: parse_since("2026-11-20T12:00:00Z").unwrap(),
-        until: parse_until("2026-11-26").unwrap(),
-    };
-    let buckets = period.buckets();
-    assert!(!buckets.hourly());
-    assert_eq!(buckets.count, 7);
-    assert_eq!(buckets.label(5), "2026-11-25");
-    let report = built(&log(), period);
-    assert_eq!(
-        report.plaintext["app"].iter().collect::<Vec<_>>(),
-        [(&5, &21)]
-    );
-}
-
-#[test]
-fn the_report_keeps_to_its_period() {
-    let period = Period {
-        since: at("2026-11-25T10:30:00Z"),
-        until: at("2026-11-25T13:00:00Z"),
-    };
-    let report = built(&log(), period);
-    assert_eq!(report.totals.statements, 5);
-    assert!(report.alerts.is_empty());
-    assert!(!report.access.contains_key(&key("<b>", None, "email")));
-    let empty = Period {
-        since: period.until,
-        until: period.since,
-    };
-    assert!(matches!(
-        Report::build(Records::open(log().path()).unwrap(), empty),
-        Err(ReviewError::EmptyPeriod)
-    ));
-}
-
-#[test]
-fn report_csv_has_a_row_per_role_actor_column_and_decision() {
-    let out = written(&built(&log(), two_days()), ReportFormat::Csv);
-    assert_eq!(
-        out.split("\r\n").collect::<Vec<_>>(),
-        [
-            "role,actor,column,decision,statements,rows",
-            "<b>,,public.customers.email,plaintext,1,5000",
-            "analyst,,public.customers.email,pseudonym,1,100",
-            "analyst,,public.customers.ssn,denied,1,0",
-            "app,alice,public.customers.email,masked,3,4",
-            "app,alice,public.customers.email,encrypted,1,1",
-            "app,alice,public.customers.name,plaintext,1,1",
-            "app,bob,public.customers.email,plaintext,1,20",
-            "",
-        ]
-    );
-}
-
-#[test]
-fn report_text_has_every_section() {
-    let out = written(&built(&log(), two_days()), ReportFormat::Text);
-    for expected in [
-        "pgveil access review: 2026-11-25T00:00:00Z to 2026-11-27T00:00:00Z",
-        "pgveil audit verify",
-        "\nTotals\n",
-        "refused statements               1",
-        "\nAlerts\n",
-        "2026-11-25T13:00:00Z  <b>   -      public.customers.email  5000  1000       60 s",
-    ] {
-        assert!(out.contains(expected), "{expected:?} in\n{out}");
-    }
-    let alice = out
-        .lines()
-        .find(|l| l.starts_with("app      alice  public.customers.email"))
-        .unwrap_or_else(|| panic!("{out}"));
-    let cells: Vec<&str> = alice.split_whitespace().collect();
-    assert_eq!(
-        cells,
-        [
-            "app",
-            "alice",
-            "public.customers.email",
-            "0",
-            "4",
-            "0",
-            "0",
-            "1",
-            "0",
-            "4",
-            "0",
-            "fraud,",
-            "support"
-        ]
-    );
-}
-
-#[test]
-fn report_html_is_one_offline_page_with_charts_and_escaped_names() {
-    let out = written(&built(&log(), two_days()), ReportFormat::Html);
-    assert!(out.starts_with("<!DOCTYPE html>\n"));
-    assert_eq!(out.matches("<html").count(), 1);
-    assert_eq!(out.matches("</html>").count(), 1);
-    assert!(out.trim_end().ends_with("</html>"));
-    assert_eq!(out.matches("<svg").count(), 2);
-    for forbidden in ["<script", "http://", "https://", "<link", "@import", "url("] {
-        assert!(!out.contains(forbidden), "{forbidden}");
-    }
-    assert!(!out.contains("<b>"));
-    assert!(out.contains("&lt;b&gt;"));
-    assert!(out.contains("<title>&lt;b&gt;: 5000 rows, 2026-11-25 13:00</title>"));
-}
-
 #[test]
 fn html_escapes_markup_and_quotes() {
     assert_eq!(
         html::escape(r#"<a href="x">'&'</a>"#),
         "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
     );
-}
-
-#[test]
-fn gap_records_are_counted_shown_and_searched() {
-    let gap = AuditRecord::Gap(crate::audit::GapRecord {
-        time: at("2026-11-25T12:00:00Z"),
-        lost: 7,
-        cause: crate::audit::GapCause::WriteFailed,
-    });
-    let report = Report::build([Ok(gap.clone())], two_days()).unwrap();
-    assert_eq!(report.totals.lost, 7);
-    let mut text = Vec::new();
-    write_report(&report, ReportFormat::Text, &mut text).unwrap();
-    let text = String::from_utf8(text).unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.contains("records lost (not written)") && l.trim_end().ends_with('7')),
-        "{text}"
-    );
-    let filter = Filter {
-        event: Some(EventKind::Gap),
-        ..Filter::default()
-    };
-    assert!(filter.matches(&gap));
-    assert_eq!(
-        search::detail(&gap),
-        "7 records lost (write_failed)",
-        "what a search prints"
-    );
-}
-
-#[test]
-fn migration_records_are_searched_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    let signing = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let keys = Arc::new(AuditKeys::new(&[9; 32], signing));
-    let config = AuditConfig {
-        dir: dir.path().into(),
-        retention_days: 0,
-        compress: false,
-        ..AuditConfig::default()
-    };
-    let migration = crate::audit::record::tests::migration();
-    let time = filter::time_of(&migration);
-    let mut writer = LogWriter::open(&config, keys, time.0).unwrap();
-    writer.append(&Bodies::of(&[migration]), time.0).unwrap();
-    writer.close(time.0).unwrap();
-
-    let filter = Filter {
-        event: Some(EventKind::Migration),
-        column: Some("customers.email".into()),
-        table: Some("public.customers".into()),
-        role: Some("pgveil_migrate".into()),
-        outcome: Some(OutcomeFilter::Error),
-        ..Filter::default()
-    };
-    assert_eq!(selected(&dir, &filter).len(), 1);
-    let table = searched(&dir, &filter, SearchFormat::Csv);
-    assert!(
-        table.contains(
-            "migration,,pgveil_migrate,,,re_encrypt,XX001,120,public.customers.email,\
-             \"re_encrypt key version 1,2 -> key version 3 (deterministic), \
-             domain public.customers.email, 1 undecryptable, resumed\""
-        ),
-        "{table}"
-    );
-    let period = Period {
-        since: at("2025-11-25T00:00:00Z"),
-        until: at("2025-11-26T00:00:00Z"),
-    };
-    let report = built(&dir, period);
-    assert_eq!(
-        (report.totals.migrated, report.totals.undecryptable),
-        (120, 1)
-    );
-    assert!(written(&report, ReportFormat::Text).contains("rows migrated (pgveil migrate)"));
 }
 
 #[test]

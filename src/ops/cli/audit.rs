@@ -46,17 +46,36 @@ pub(super) enum AuditCommand {
         #[arg(long, value_enum, default_value_t)]
         format: review::SearchFormat,
     },
-    /// Write the access review of a period: per role, actor and protected
-    /// column the rows by decision, statements, refusals and purposes;
-    /// totals; alerts; and (html) charts of access over time. Reads
-    /// without verifying: run `pgveil audit verify` first.
+    /// Write the access review of a period (the whole log by default):
+    /// the verification first (status, files, records, key fingerprint),
+    /// the time it was generated and the SHA-256 of the report's data;
+    /// then per policy role and login user the statements, reads, writes,
+    /// refusals and failed logins; the refused statements and failed
+    /// logins; reads (without a declared purpose flagged) and writes per
+    /// role, user, actor and column; alerts, one per statement; and
+    /// (html) charts over time fit to the data. Without --config or
+    /// --public-key the log is not verified and the report says so.
+    /// Exits 1 when verification failed (the report is written all the
+    /// same, saying so), 2 on an error.
     Report {
         /// The audit log directory.
         dir: PathBuf,
         #[command(flatten)]
         period: review::Period,
-        /// Output: text tables, CSV (a row per role, actor, column and
-        /// decision) or one self-contained HTML page.
+        /// pgveil's configuration, for its keyring and master key: the
+        /// log is verified with every record's MAC, seals and signatures.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Without the keyring: the audit public key (base64, from
+        /// `pgveil audit public-key`); verifies seals and signatures.
+        #[arg(long, conflicts_with = "config")]
+        public_key: Option<String>,
+        /// Accept the newest file unsealed, as while pgveil is writing it.
+        #[arg(long)]
+        live: bool,
+        /// Output: text tables, CSV (one table, a row per item with its
+        /// section first), JSON (the report's data, whose SHA-256 the
+        /// other formats print) or one self-contained HTML page.
         #[arg(long, value_enum, default_value_t)]
         format: review::ReportFormat,
         /// Write to this file instead of standard output.
@@ -90,11 +109,16 @@ pub(super) fn audit(command: AuditCommand) -> ExitCode {
         AuditCommand::Report {
             dir,
             period,
+            config,
+            public_key,
+            live,
             format,
             out,
-        } => review::report(&dir, period, format, out.as_deref())
-            .map(|()| true)
-            .map_err(|e| e.to_string()),
+        } => report_keys(config.as_deref(), public_key.as_deref(), live).and_then(|keys| {
+            review::report(&dir, period, keys.as_ref(), format, out.as_deref())
+                .map(|status| status != review::VerifyStatus::Failed)
+                .map_err(|e| e.to_string())
+        }),
         AuditCommand::PublicKey { config } => audit_keyring(&config)
             .and_then(|keyring| keyring.audit_public_key_base64().map_err(|e| e.to_string()))
             .map(|key| {
@@ -120,6 +144,32 @@ fn audit_keyring(config: &Path) -> Result<Keyring, String> {
         .clone()
         .ok_or("the configuration names no keyring")?;
     load_keyring(&path, &config.custody()).map_err(|e| e.to_string())
+}
+
+/// The keys `audit report` verifies the log with, if any were given.
+fn report_keys(
+    config: Option<&Path>,
+    public_key: Option<&str>,
+    live: bool,
+) -> Result<Option<review::VerifyKeys>, String> {
+    use base64::Engine;
+    let (mac, public) = match (config, public_key) {
+        (Some(config), _) => {
+            let keyring = audit_keyring(config)?;
+            (
+                Some(*keyring.audit_mac_key().map_err(|e| e.to_string())?),
+                keyring
+                    .audit_public_key_base64()
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        (None, Some(key)) => (None, key.to_owned()),
+        (None, None) => return Ok(None),
+    };
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(public.trim())
+        .map_err(|_| "the public key is not base64")?;
+    Ok(Some(review::VerifyKeys { mac, public, live }))
 }
 
 /// Verifies a log; `Ok(false)` when it has been tampered with.
