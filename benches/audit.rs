@@ -48,6 +48,7 @@ fn trail(dir: &std::path::Path, keys: &Arc<AuditKeys>) -> (Trail, AuditSetup) {
         handle,
         scope: config.scope,
         bulk: None,
+        approvals: None,
     };
     let peer = Peer {
         connection: 1,

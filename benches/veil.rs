@@ -150,8 +150,10 @@ fn reveal(c: &mut Criterion) {
             let reader = Recipient {
                 roles: &roles,
                 purpose: Some("kyc"),
+                ticket: None,
                 encoding: ClientEncoding::default(),
                 trail: None,
+                result: Default::default(),
             };
             let mut revealer = Revealer::default();
             let id = BenchmarkId::new(format!("page50/{what}"), action);

@@ -112,7 +112,7 @@ async fn each_role_sees_what_the_policy_grants() {
         crm.policy
             .column("public", "customers", "national_id")
             .unwrap()
-            .decide(&["crm_app".into()], Some("kyc")),
+            .decide(&["crm_app".into()], Some("kyc"), None),
         Action::Plaintext
     ));
 }

@@ -127,6 +127,21 @@ impl BulkWatch {
         window.alerted = Some(now);
         Some(window.total)
     }
+
+    /// Plaintext rows of `column` read by login role `role` within the
+    /// window before `now`, whatever actor the sessions declared (an
+    /// actor is the client's to set, so a limit must not count by it).
+    pub(crate) fn rows_of(&self, role: &str, column: &str, now: Instant) -> u64 {
+        let window_len = Duration::from_secs(self.config.window_secs);
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows
+            .iter()
+            .filter(|(key, _)| &*key.role == role && key.column == column)
+            .flat_map(|(_, window)| &window.reads)
+            .filter(|(t, _)| now.duration_since(*t) < window_len)
+            .map(|(_, rows)| rows)
+            .sum()
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +176,21 @@ mod tests {
         );
         assert_eq!(watch.add(key("a"), 41, t0), Some(101));
         assert_eq!(watch.add(key("a"), 50, t0), None, "once per window");
+    }
+
+    #[test]
+    fn rows_within_the_window_are_summed_over_actors() {
+        let watch = watch();
+        let t0 = Instant::now();
+        let column = "public.customers.email";
+        watch.add(key("a"), 30, t0);
+        let mut other_actor = key("a");
+        other_actor.actor = Some("bot".into());
+        watch.add(other_actor, 20, t0);
+        watch.add(key("b"), 40, t0);
+        assert_eq!(watch.rows_of("a", column, t0), 50);
+        assert_eq!(watch.rows_of("a", "public.customers.phone", t0), 0);
+        assert_eq!(watch.rows_of("a", column, t0 + Duration::from_secs(61)), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! queue_capacity = 65536      # records waiting for the writer
 //! on_failure = "refuse"       # or "continue"
 //! compress = true             # compress sealed files (Zstandard)
+//! approvals = "/var/lib/pgveil/approvals"   # where `pgveil approve` writes
 //! ```
 
 use std::path::PathBuf;
@@ -66,6 +67,10 @@ pub struct AuditConfig {
     pub compress: bool,
     /// Bulk-access detection (`[audit.bulk]`); off when absent.
     pub bulk: Option<BulkConfig>,
+    /// The approvals directory (`crate::audit::approvals`): where `pgveil
+    /// approve` writes approvals and `serve` keeps their usage. Without
+    /// it, a column's `approval` limit is never lifted.
+    pub approvals: Option<PathBuf>,
 }
 
 /// What to do when a bulk-access threshold is crossed.
@@ -115,6 +120,7 @@ impl Default for AuditConfig {
             on_failure: OnFailure::Refuse,
             compress: true,
             bulk: None,
+            approvals: None,
         }
     }
 }
@@ -147,6 +153,13 @@ impl AuditConfig {
         }
         if self.queue_capacity == 0 {
             return fail("queue_capacity", "must be at least 1");
+        }
+        if self
+            .approvals
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return fail("approvals", "must not be empty");
         }
         Ok(())
     }
@@ -185,6 +198,13 @@ mod tests {
             "audit.max_file_bytes: must be at most 1073741824 (1 GiB)"
         );
         assert!(toml::from_str::<AuditConfig>("on_failure = \"ignore\"").is_err());
+        let approvals: AuditConfig = toml::from_str("approvals = \"/tmp/ap\"").unwrap();
+        assert_eq!(approvals.approvals, Some("/tmp/ap".into()));
+        let empty: AuditConfig = toml::from_str("approvals = \"\"").unwrap();
+        assert_eq!(
+            empty.validate().unwrap_err().to_string(),
+            "audit.approvals: must not be empty"
+        );
         let plain: AuditConfig = toml::from_str("compress = false").unwrap();
         assert!(!plain.compress);
         assert!(toml::from_str::<AuditConfig>("compress = \"zstd\"").is_err());

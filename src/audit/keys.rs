@@ -1,10 +1,12 @@
 //! The two audit keys the writer needs: the MAC key that chains records and
-//! the Ed25519 key that signs seals.
+//! the Ed25519 key that signs seals (and approvals, `approvals/`).
+//! [`AuditKeys::sign`] and [`signature_verifies`] are the one place that
+//! knows which signature scheme the key uses.
 
 use std::fmt;
 use std::sync::Arc;
 
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use zeroize::Zeroizing;
 
 use super::format::MacKey;
@@ -68,6 +70,21 @@ impl AuditKeys {
     pub(crate) fn public_key(&self) -> &[u8] {
         self.signing_key().public_key().as_ref()
     }
+
+    /// The audit key's signature of `message`, which
+    /// [`signature_verifies`] checks with [`AuditKeys::public_key`].
+    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.signing_key().sign(message).as_ref().to_vec()
+    }
+}
+
+/// Whether `signature` is the signature of `message` by the audit key
+/// whose public key is `public_key` (as [`AuditKeys::public_key`] gives
+/// it, or `pgveil audit public-key` prints it, decoded).
+pub(crate) fn signature_verifies(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(message, signature)
+        .is_ok()
 }
 
 impl fmt::Debug for AuditKeys {
@@ -96,5 +113,17 @@ mod tests {
         let public = STANDARD.decode(keyring.audit_public_key_base64().unwrap());
         assert_eq!(keys.public_key(), public.unwrap());
         assert_eq!(format!("{keys:?}"), "AuditKeys(..redacted..)");
+        let signature = keys.sign(b"approval");
+        assert!(signature_verifies(
+            keys.public_key(),
+            b"approval",
+            &signature
+        ));
+        assert!(!signature_verifies(
+            keys.public_key(),
+            b"approvaL",
+            &signature
+        ));
+        assert!(!signature_verifies(&[0; 32], b"approval", &signature));
     }
 }

@@ -24,6 +24,7 @@ pub(crate) struct StatementLine<'a> {
     pub(crate) login: &'a Login,
     pub(crate) actor: Option<&'a str>,
     pub(crate) purpose: Option<&'a str>,
+    pub(crate) ticket: Option<&'a str>,
     pub(crate) kind: &'a str,
     pub(crate) statement: &'a NormalizedStatement,
     pub(crate) tables: &'a [String],
@@ -42,6 +43,7 @@ impl StatementRecord {
             login: &self.session.login,
             actor: self.session.actor.as_deref(),
             purpose: self.session.purpose.as_deref(),
+            ticket: self.session.ticket.as_deref(),
             kind: &self.kind,
             statement: &self.statement,
             tables: &self.tables,
@@ -63,7 +65,11 @@ impl StatementLine<'_> {
         member(out, "client", &self.peer.client);
         member(out, "database", &self.login.database);
         member(out, "role", &self.login.role);
-        for (name, value) in [("actor", self.actor), ("purpose", self.purpose)] {
+        for (name, value) in [
+            ("actor", self.actor),
+            ("purpose", self.purpose),
+            ("ticket", self.ticket),
+        ] {
             if let Some(value) = value {
                 member(out, name, value);
             }
@@ -213,6 +219,7 @@ mod tests {
         let mut r = a_statement();
         r.session.actor = None;
         r.session.purpose = None;
+        r.session.ticket = None;
         r.columns.clear();
         r.tables = Arc::new([]);
         r.outcome = Outcome::Error(SqlState::new("42P01").unwrap());
@@ -220,6 +227,7 @@ mod tests {
         let mut r = a_statement();
         r.session.actor = Some("quote \" backslash \\ newline \n tab \t nul \0 é 中".into());
         r.session.purpose = Some("\u{1f}\u{7f}".into());
+        r.session.ticket = Some("CASE \"1\"".into());
         r.statement = NormalizedStatement::from_normalized("SELECT \"a\"\nFROM t -- $1".into());
         r.tables = Arc::new(["s.\"T\"".into(), "u".into()]);
         r.columns.push(ColumnAccess {

@@ -37,6 +37,7 @@
 //! {"seal":{"file":"audit-20261125-0001.jsonl","first_seq":1,"last_seq":1,"last_mac":"…","sha256":"…","recovered":false,"sealed":"…"},"sig":"…"}
 //! ```
 
+pub mod approvals;
 pub(crate) mod bulk_reads;
 mod compress;
 mod config;
@@ -55,8 +56,8 @@ pub use config::{AuditConfig, BulkConfig, OnBulk};
 pub use keys::AuditKeys;
 pub(crate) use line::StatementLine;
 pub(crate) use record::{
-    Access, AlertRecord, AuditRecord, ColumnAccess, Decision, MigrationAction, MigrationRecord,
-    NormalizedStatement, Outcome, SqlState, StatementRecord, Timestamp,
+    Access, AlertRecord, ApprovalUseRecord, AuditRecord, ColumnAccess, Decision, MigrationAction,
+    MigrationRecord, NormalizedStatement, Outcome, SqlState, StatementRecord, Timestamp,
 };
 pub use record::{Login, Peer};
 pub use sink::AuditHandle;

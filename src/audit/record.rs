@@ -98,6 +98,9 @@ pub enum AuditRecord {
     /// `pgveil migrate` brought a column's stored values in line with the
     /// policy and keyring, or back to plaintext.
     Migration(Box<MigrationRecord>),
+    /// A statement read plaintext rows of a column under an approval
+    /// (`pgveil approve`).
+    ApprovalUse(Box<ApprovalUseRecord>),
 }
 
 /// Which connection, from where.
@@ -132,6 +135,9 @@ pub struct Session {
     /// Why the session accesses the data, as it declared it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// The ticket (business need) the session declared its access is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
 }
 
 /// One statement: what it touched, what pgveil decided, how it ended.
@@ -351,6 +357,29 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
     })
 }
 
+/// Rows of an approval one statement used: which approval, for which
+/// session, column and ticket, how many, and how many it has left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalUseRecord {
+    pub time: Timestamp,
+    #[serde(flatten)]
+    pub peer: Peer,
+    #[serde(flatten)]
+    pub login: Login,
+    /// The approval's id.
+    pub approval: String,
+    /// The policy role it was written for.
+    pub policy_role: String,
+    /// `schema.table.column`.
+    pub column: String,
+    /// The ticket the session declared, the approval's.
+    pub ticket: String,
+    /// Plaintext rows the statement read under it.
+    pub rows: u64,
+    /// Rows it has left after them.
+    pub rows_left: u64,
+}
+
 /// What `pgveil migrate` did to one column, for one action, in one
 /// table's pass: counts, key versions and names, never a value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,6 +502,7 @@ pub(super) mod tests {
                 },
                 actor: Some("alice".into()),
                 purpose: Some("support".into()),
+                ticket: Some("CASE-123".into()),
             },
             kind: "select".into(),
             statement: NormalizedStatement::from_normalized(
@@ -516,6 +546,7 @@ pub(super) mod tests {
                 "role",
                 "actor",
                 "purpose",
+                "ticket",
                 "kind",
                 "statement",
                 "tables",
@@ -586,6 +617,23 @@ pub(super) mod tests {
                 cause: GapCause::WriteFailed,
             }),
             migration(),
+            AuditRecord::ApprovalUse(Box::new(ApprovalUseRecord {
+                time,
+                peer: Peer {
+                    connection: 4,
+                    client: "10.0.0.8:4000".into(),
+                },
+                login: Login {
+                    database: "shop".into(),
+                    role: "support_user".into(),
+                },
+                approval: "apr-0123456789abcdef".into(),
+                policy_role: "support".into(),
+                column: "public.customers.national_id".into(),
+                ticket: "CASE-123".into(),
+                rows: 1200,
+                rows_left: 3800,
+            })),
         ];
         for record in records {
             let json = serde_json::to_string(&record).unwrap();

@@ -33,10 +33,11 @@ use std::time::Instant;
 
 use tracing::warn;
 
+use crate::audit::approvals::ApprovalBook;
 use crate::audit::bulk_reads::BulkWatch;
 use crate::audit::{
-    Access, AlertRecord, AuditHandle, AuditRecord, ColumnAccess, Decision, Login, OnBulk, Outcome,
-    Peer, Scope, SqlState, StatementLine, Timestamp,
+    Access, AlertRecord, ApprovalUseRecord, AuditHandle, AuditRecord, ColumnAccess, Decision,
+    Login, OnBulk, Outcome, Peer, Scope, SqlState, StatementLine, Timestamp,
 };
 use crate::protect::policy::Action;
 use crate::session::ledger::Values;
@@ -54,6 +55,8 @@ pub struct AuditSetup {
     pub scope: Scope,
     /// The bulk-access watch shared by every session, if one is set up.
     pub bulk: Option<Arc<BulkWatch>>,
+    /// The approvals `[audit] approvals` names, if it does.
+    pub approvals: Option<Arc<ApprovalBook>>,
 }
 
 /// A statement sent and not yet answered, or the end of a batch.
@@ -152,6 +155,7 @@ pub struct Trail {
     handle: AuditHandle,
     scope: Scope,
     bulk: Option<Arc<BulkWatch>>,
+    approvals: Option<Arc<ApprovalBook>>,
     /// Set when this session crossed a bulk threshold with `on_bulk =
     /// "block"`: it gets no more plaintext.
     blocked: AtomicBool,
@@ -171,6 +175,7 @@ impl Trail {
             handle: audit.handle.clone(),
             scope: audit.scope,
             bulk: audit.bulk.clone(),
+            approvals: audit.approvals.clone(),
             blocked: AtomicBool::new(false),
             peer,
             login,
@@ -187,6 +192,40 @@ impl Trail {
     /// while it cannot.
     pub(crate) fn refusing(&self) -> bool {
         self.handle.refusing()
+    }
+
+    /// The approvals pgveil honours, if it has an approvals directory.
+    pub(crate) fn approvals(&self) -> Option<&ApprovalBook> {
+        self.approvals.as_deref()
+    }
+
+    /// With `[audit.bulk]`, its window's length and the plaintext rows of
+    /// `column` this session's login role read within it, over every
+    /// session and actor.
+    pub(crate) fn window_rows(&self, column: &str) -> Option<(u64, u64)> {
+        let bulk = self.bulk.as_ref()?;
+        let rows = bulk.rows_of(&self.login.role, column, Instant::now());
+        Some((bulk.config().window_secs, rows))
+    }
+
+    /// A statement read `rows` plaintext rows of `column` under approval
+    /// `id`, for the session's `ticket`: an `approval_use` record.
+    pub(crate) fn approval_used(&self, id: &str, column: &str, ticket: &str, rows: u64) {
+        let (policy_role, rows_left) = self
+            .approvals()
+            .and_then(|book| book.describe(id))
+            .unwrap_or_default();
+        self.record(AuditRecord::ApprovalUse(Box::new(ApprovalUseRecord {
+            time: Timestamp::now(),
+            peer: self.peer.clone(),
+            login: self.login.clone(),
+            approval: id.into(),
+            policy_role,
+            column: column.into(),
+            ticket: ticket.into(),
+            rows,
+            rows_left,
+        })));
     }
 
     /// Whether this session may no longer see plaintext (bulk block).
@@ -481,6 +520,7 @@ impl Trail {
             login: &self.login,
             actor: declared.actor.as_deref(),
             purpose: declared.purpose.as_deref(),
+            ticket: declared.ticket.as_deref(),
             kind: &statement.kind,
             statement: &statement.normalized,
             tables: &statement.tables,

@@ -82,8 +82,8 @@ impl Protection {
         &self.refusal_marker
     }
 
-    /// What a reader with `roles` and `purpose` sees of a value encrypted
-    /// under `key`, and the column whose rule decided it. When a domain is
+    /// What a reader with `roles`, `purpose` and `ticket` sees of a value
+    /// encrypted under `key`, and the column whose rule decided it. When a domain is
     /// shared by several columns the most restrictive of their decisions
     /// applies, since the ciphertext alone does not say which column it
     /// came from. `None` when no policy column uses the key.
@@ -92,11 +92,12 @@ impl Protection {
         key: KeyRef,
         roles: &[String],
         purpose: Option<&str>,
+        ticket: Option<&str>,
     ) -> Option<(Action, &ColumnPolicy)> {
         self.columns_by_key
             .get(&key.id)?
             .iter()
-            .map(|column| (column.decide(roles, purpose), column))
+            .map(|column| (column.decide(roles, purpose, ticket), column))
             .min_by_key(|(action, _)| *action)
     }
 }

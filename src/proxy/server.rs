@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::audit::approvals::ApprovalBook;
 use crate::audit::bulk_reads::BulkWatch;
 use crate::audit::trail::AuditSetup;
 use crate::audit::{AuditConfig, AuditHandle};
@@ -117,7 +118,17 @@ impl Server {
                 .bulk
                 .clone()
                 .map(|bulk| Arc::new(BulkWatch::new(bulk))),
+            approvals: None,
         });
+        self
+    }
+
+    /// Honours the approvals of `book` (`[audit] approvals`); after
+    /// [`Server::with_audit`], whose records their uses are.
+    pub fn with_approvals(mut self, book: Arc<ApprovalBook>) -> Self {
+        if let Some(audit) = &mut self.audit {
+            audit.approvals = Some(book);
+        }
         self
     }
 

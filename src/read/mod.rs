@@ -8,10 +8,12 @@
 //! - `revealed`: what a reader gets of one value, and the denial error;
 //! - `unencrypted`: values stored unencrypted in a protected column,
 //!   revealed by their column's rule;
+//! - `meter`: plaintext rows counted against the columns' approval limits;
 //! - [`copy_out`]: COPY TO data, revealed field by field;
 //! - `server_errors`: the server's errors as the client should see them.
 
 pub(crate) mod copy_out;
+mod meter;
 pub mod reveal;
 mod revealed;
 mod server_errors;

@@ -36,9 +36,11 @@ use crate::audit::trail::Trail;
 use crate::protect::crypto::{self, CryptoError, Form, KeyCiphers};
 use crate::protect::policy::{Action, ColumnPolicy, Mask};
 use crate::protect::protection::Protection;
-use crate::read::revealed::{Denial, Revealed};
+use crate::read::meter::{Meter, Reading};
+use crate::read::revealed::{Denial, Revealed, Withheld};
 use crate::read::shape::Field;
 use crate::read::unencrypted::{self, Stored};
+use crate::session::ledger::ResultOf;
 use crate::session::metrics::{decision_index, Reveals};
 use crate::text::bytea;
 use crate::text::encoding::ClientEncoding;
@@ -53,10 +55,14 @@ pub struct Recipient<'a> {
     pub roles: &'a [String],
     /// The purpose in force, if one is declared.
     pub purpose: Option<&'a str>,
+    /// The ticket in force, if one is declared.
+    pub ticket: Option<&'a str>,
     /// The reader's client encoding.
     pub encoding: ClientEncoding,
     /// Where reads of protected columns are noted, with audit on.
     pub trail: Option<&'a Trail>,
+    /// Which result the values belong to, for the approval limits.
+    pub result: ResultOf<'a>,
 }
 
 /// Whether any field of a DataRow frame looks like pgveil's ciphertext.
@@ -108,12 +114,16 @@ const MAX_DECISIONS: usize = 64;
 #[derive(Default)]
 pub struct Revealer<'v> {
     purpose: Option<String>,
+    /// Whether a ticket was declared when the decisions were taken.
+    ticketed: bool,
     /// By the field bytes that encode the envelope's header, which name
     /// the key (see [`crypto::encoded_header`]).
     decisions: Vec<(Vec<u8>, Decision<'v>)>,
     reads: Vec<(Read<'v>, u64)>,
     /// Values decided since [`Revealer::take_reveals`], by decision.
     reveals: Reveals,
+    /// Plaintext rows counted against the approval limits.
+    meter: Meter<'v>,
     plaintext: Zeroizing<Vec<u8>>,
     value: Zeroizing<Vec<u8>>,
 }
@@ -123,6 +133,11 @@ impl<'v> Revealer<'v> {
     /// metrics), or `None` if there were none.
     pub(crate) fn take_reveals(&mut self) -> Option<Reveals> {
         (self.reveals != Reveals::default()).then(|| std::mem::take(&mut self.reveals))
+    }
+
+    /// The session's count of plaintext rows against approval limits.
+    pub(super) fn meter(&mut self) -> &mut Meter<'v> {
+        &mut self.meter
     }
 
     /// Drops the decisions kept, made by a policy no longer in force.
@@ -278,7 +293,8 @@ impl<'v> Revealer<'v> {
         stored: Stored,
     ) -> Revealed<'_> {
         unencrypted::warn_once(column);
-        let action = action.unwrap_or_else(|| column.decide(reader.roles, reader.purpose));
+        let action =
+            action.unwrap_or_else(|| column.decide(reader.roles, reader.purpose, reader.ticket));
         let action = match self.admit(reader, column, action, true) {
             Ok(action) => action,
             Err(withheld) => return withheld,
@@ -347,7 +363,9 @@ impl<'v> Revealer<'v> {
 
     /// What every reveal checks before it shows anything: a session
     /// blocked for bulk access gets no plaintext, NULL and denial are
-    /// final, and nothing is shown while the audit log cannot record it.
+    /// final, nothing is shown while the audit log cannot record it, and
+    /// plaintext beyond a column's approval limit needs an approval
+    /// (`crate::read::meter`).
     /// `Ok` the action to show the value by (plaintext, masked or a
     /// pseudonym), whose read the caller counts once it is shown; `Err`
     /// what the reader gets instead, with the read counted.
@@ -364,34 +382,54 @@ impl<'v> Revealer<'v> {
         let unrecorded = reader.trail.is_some_and(Trail::refusing);
         let withheld = match action {
             Action::Null => Revealed::Null,
-            Action::Deny => self.denial(column, false),
+            Action::Deny => self.denial(column, Withheld::Policy),
             _ if unrecorded => {
                 action = Action::Deny;
-                self.denial(column, true)
+                self.denial(column, Withheld::Unrecorded)
             }
-            Action::Plaintext | Action::Masked | Action::Pseudonym => return Ok(action),
+            Action::Plaintext => {
+                let Some(limit) = column.approval_rows else {
+                    return Ok(action);
+                };
+                let reading = Reading {
+                    roles: reader.roles,
+                    ticket: reader.ticket,
+                    trail: reader.trail,
+                    result: reader.result,
+                };
+                match self.meter.count(reading, column, limit) {
+                    Ok(()) => return Ok(action),
+                    Err(needed) => {
+                        action = Action::Deny;
+                        self.denial(column, Withheld::Approval(needed.to_string()))
+                    }
+                }
+            }
+            Action::Masked | Action::Pseudonym => return Ok(action),
         };
         self.note(reader, column, Some(action), unencrypted);
         Err(withheld)
     }
 
-    fn denial(&self, column: &ColumnPolicy, unrecorded: bool) -> Revealed<'static> {
+    fn denial(&self, column: &ColumnPolicy, why: Withheld) -> Revealed<'static> {
         Revealed::Denied(Denial {
             column: column.qualified_name(),
-            unrecorded,
+            why,
         })
     }
 
     /// The decision for `value`, by the key its envelope names (`None`
-    /// if it is no envelope), remembered for the purpose in force.
+    /// if it is no envelope), remembered for the purpose in force and
+    /// whether a ticket is declared.
     fn decision(
         &mut self,
         veil: &'v Protection,
         reader: &Recipient<'_>,
         value: &[u8],
     ) -> Decision<'v> {
-        if self.purpose.as_deref() != reader.purpose {
+        if self.purpose.as_deref() != reader.purpose || self.ticketed != reader.ticket.is_some() {
             self.purpose = reader.purpose.map(str::to_owned);
+            self.ticketed = reader.ticket.is_some();
             self.decisions.clear();
         }
         let header = crypto::encoded_header(value)?;
@@ -400,7 +438,7 @@ impl<'v> Revealer<'v> {
         }
         let key = crypto::key_of(value)?;
         let decision = veil
-            .decide(key, reader.roles, reader.purpose)
+            .decide(key, reader.roles, reader.purpose, reader.ticket)
             .map(|(action, column)| {
                 let ciphers = veil.keyring.ciphers(&column.domain, key).ok();
                 (action, column, ciphers)

@@ -24,24 +24,41 @@ pub(super) enum Revealed<'m> {
 pub(super) struct Denial {
     /// `schema.table.column`.
     pub(super) column: String,
-    /// Withheld because the audit log cannot record the access now (with
-    /// `on_failure = "refuse"`), not by the policy.
-    pub(super) unrecorded: bool,
+    pub(super) why: Withheld,
+}
+
+/// Why a value is withheld.
+#[derive(Debug)]
+pub(super) enum Withheld {
+    /// The policy denies it to the reader.
+    Policy,
+    /// The audit log cannot record the access now (with `on_failure =
+    /// "refuse"`).
+    Unrecorded,
+    /// It is beyond the column's approval limit and no approval serves
+    /// it: the message says which is needed.
+    Approval(String),
 }
 
 impl Denial {
     /// The ErrorResponse the reader gets instead of the row: SQLSTATE
     /// `io_error` for a value withheld while the audit log cannot record
-    /// its reading, as pgveil's refusals of statements then.
+    /// its reading, as pgveil's refusals of statements then;
+    /// `insufficient_privilege` otherwise.
     pub(super) fn error(&self) -> Bytes {
-        if self.unrecorded {
-            let message = format!(
-                "pgveil: column {} cannot be revealed now: the audit log cannot record the access",
-                self.column
-            );
-            reply::error(Severity::Error, IO_ERROR, &message)
-        } else {
-            denied(&self.column)
+        match &self.why {
+            Withheld::Unrecorded => {
+                let message = format!(
+                    "pgveil: column {} cannot be revealed now: the audit log cannot record \
+                     the access",
+                    self.column
+                );
+                reply::error(Severity::Error, IO_ERROR, &message)
+            }
+            Withheld::Policy => denied(&self.column),
+            Withheld::Approval(message) => {
+                reply::error(Severity::Error, INSUFFICIENT_PRIVILEGE, message)
+            }
         }
     }
 }

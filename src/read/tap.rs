@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::audit::trail::Trail;
 use crate::protect::protection::Protection;
 use crate::read::copy_out::CopyOut;
+use crate::read::meter::{Ended, Used};
 use crate::read::reveal::{has_ciphertext, Recipient, Revealer};
 use crate::read::server_errors::{refusal_error, without_guard_values, REFUSAL_MARKER_FIELD};
 use crate::read::shape::{Field, Shape, Shapes};
@@ -130,8 +131,10 @@ impl<'a> ServerTap<'a> {
         let reader = Recipient {
             roles: self.roles,
             purpose: declared.current().purpose.as_deref(),
+            ticket: declared.current().ticket.as_deref(),
             encoding: self.shared.encoding(),
             trail: self.trail,
+            result: declared.result(),
         };
         f(&reader, &mut self.revealer)
     }
@@ -249,6 +252,44 @@ impl<'a> ServerTap<'a> {
         out.push(refusal_error(&frame));
     }
 
+    /// Tells the meter where results end (before the declarations move
+    /// on to the next statement), and records the approvals they used.
+    fn follow_meter(&mut self, tag: u8, frame: &[u8]) {
+        if self.revealer.meter().is_empty() {
+            return;
+        }
+        let book = self.trail.and_then(Trail::approvals);
+        let ended = match tag {
+            backend::COMMAND_COMPLETE | backend::EMPTY_QUERY => Ended::Completed,
+            backend::PORTAL_SUSPENDED => Ended::Suspended,
+            backend::ERROR => Ended::Failed,
+            backend::READY_FOR_QUERY if frame.get(5) == Some(&transaction::IDLE) => {
+                return self.revealer.meter().idle(book);
+            }
+            _ => return,
+        };
+        let shared: &SessionState = self.shared;
+        let ledger = shared.ledger();
+        let cursors = match ended {
+            Ended::Completed => ledger.cursor_effects(),
+            _ => Vec::new(),
+        };
+        let used = self
+            .revealer
+            .meter()
+            .statement_ended(ledger.result(), ended, &cursors, book);
+        drop(ledger);
+        self.record_uses(used);
+    }
+
+    fn record_uses(&self, used: Vec<Used>) {
+        if let Some(trail) = self.trail {
+            for used in used {
+                trail.approval_used(&used.approval, &used.column, &used.ticket, used.rows);
+            }
+        }
+    }
+
     /// Tells the declarations how the server answers: they follow the
     /// server, whatever the client is shown.
     fn track(&self, tag: u8, frame: &[u8]) {
@@ -286,6 +327,11 @@ impl<'a> ServerTap<'a> {
 impl Drop for ServerTap<'_> {
     fn drop(&mut self) {
         self.count_reveals();
+        // A session that ends in the middle of a result: what it was
+        // shown is recorded, what it reserved is given back.
+        let book = self.trail.and_then(Trail::approvals);
+        let used = self.revealer.meter().release(book);
+        self.record_uses(used);
     }
 }
 
@@ -357,6 +403,9 @@ impl Tap for ServerTap<'_> {
     }
 
     fn see(&mut self, tag: u8, frame: Bytes, out: &mut Vec<Bytes>) {
+        if self.veil.is_some() {
+            self.follow_meter(tag, &frame);
+        }
         if tag != backend::READY_FOR_QUERY {
             self.track(tag, &frame);
         }

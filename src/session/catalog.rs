@@ -33,7 +33,7 @@
 //!   they see of its protected columns is ciphertext (one that copies an
 //!   unprotected value into a protected column fails on the guards). One
 //!   query, views ordered inner first.
-//! - The session's `pgveil.purpose` and `pgveil.actor` as the server has
+//! - The session's `pgveil.purpose`, `pgveil.actor` and `pgveil.ticket` as the server has
 //!   them at login, from the startup options or parameters, `ALTER ROLE`
 //!   or `ALTER DATABASE ... SET`, or the server's configuration: the
 //!   declarations the session starts with, and returns to on `RESET`.
@@ -83,7 +83,8 @@ const PINNED: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, p
     pg_catalog.set_config('jit', 'off', true); ";
 
 const DECLARED_QUERY: &str = "SELECT pg_catalog.current_setting('pgveil.purpose', true), \
-    pg_catalog.current_setting('pgveil.actor', true)";
+    pg_catalog.current_setting('pgveil.actor', true), \
+    pg_catalog.current_setting('pgveil.ticket', true)";
 
 /// Why the catalog could not be read.
 #[derive(Debug, Error)]
@@ -151,6 +152,7 @@ impl Catalog {
             declared: Values {
                 purpose: setting(0),
                 actor: setting(1),
+                ticket: setting(2),
             },
         };
         for row in query(server, buf, encoding, &columns_query(policy)).await? {

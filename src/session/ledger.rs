@@ -1,5 +1,5 @@
 //! What a session has declared about itself, exactly as the server has
-//! it: `pgveil.purpose` and `pgveil.actor`, and the statements it prepared
+//! it: `pgveil.purpose`, `pgveil.actor` and `pgveil.ticket`, and the statements it prepared
 //! with SQL `PREPARE` (the parameter slots whose `EXECUTE` arguments go to
 //! protected columns).
 //!
@@ -51,7 +51,9 @@ use std::collections::VecDeque;
 use parsed::Parsed;
 pub(crate) use parsed::Statement as ParsedStatement;
 
-use crate::sql::{merge_slots, Effect, ParamSlot, Prepared, PreparedSlots, SettingChange};
+use crate::sql::{
+    merge_slots, CursorEffect, Effect, ParamSlot, Prepared, PreparedSlots, SettingChange,
+};
 use crate::wire::tags::transaction;
 
 /// The values in force.
@@ -61,6 +63,9 @@ pub struct Values {
     pub purpose: Option<String>,
     /// `pgveil.actor`: the person the session acts for.
     pub actor: Option<String>,
+    /// `pgveil.ticket`: the business need (a support case, a request) the
+    /// session's access is tied to.
+    pub ticket: Option<String>,
 }
 
 impl Values {
@@ -69,6 +74,7 @@ impl Values {
         match name {
             "purpose" => Some(&mut self.purpose),
             "actor" => Some(&mut self.actor),
+            "ticket" => Some(&mut self.ticket),
             _ => None,
         }
     }
@@ -98,6 +104,43 @@ pub(crate) struct Rows {
     pub(crate) statement: Option<Named>,
 }
 
+/// Which result the rows arriving now belong to, for counting the rows
+/// of one result across the messages that bring them
+/// (`crate::read::meter`): the server's portals and cursors share one
+/// namespace, so a SQL `FETCH` and a protocol Execute of a portal never
+/// bound both read the cursor of that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultOf<'a> {
+    /// A statement of its own: statement `index` of the Query or Execute
+    /// numbered `serial` (pgveil's count of them in the session).
+    Statement {
+        /// The Query or Execute.
+        serial: u64,
+        /// The statement of a Query.
+        index: usize,
+    },
+    /// A portal made by a protocol Bind, the `generation`-th Bind of the
+    /// session: a Bind of its name again makes a new one.
+    Portal {
+        /// The portal's name.
+        name: &'a str,
+        /// Which Bind made it.
+        generation: u64,
+    },
+    /// The cursor of this name: a SQL `FETCH`, or an Execute of a portal
+    /// no Bind made.
+    Cursor(&'a str),
+}
+
+impl Default for ResultOf<'_> {
+    fn default() -> Self {
+        ResultOf::Statement {
+            serial: 0,
+            index: 0,
+        }
+    }
+}
+
 /// The values of a transaction or savepoint when it started.
 #[derive(Clone, Debug)]
 struct Snapshot {
@@ -110,6 +153,7 @@ struct Snapshot {
 enum Unit {
     /// A simple Query: the effects of its statements, in order.
     Query {
+        serial: u64,
         effects: Vec<Vec<Effect>>,
         /// Statements completed so far.
         done: usize,
@@ -118,6 +162,7 @@ enum Unit {
         copy_ends: u64,
     },
     Execute {
+        serial: u64,
         effects: Vec<Effect>,
         copy_ends: u64,
         /// The portal it runs and the statement behind it, for the shape
@@ -208,6 +253,8 @@ pub(crate) struct Ledger {
     prepared: PreparedSlots,
     /// The statements prepared with a protocol Parse.
     parsed: Parsed,
+    /// Queries and Executes sent so far.
+    serial: u64,
 }
 
 impl Ledger {
@@ -276,7 +323,9 @@ impl Ledger {
     /// FunctionCall (no effects): answered up to a ReadyForQuery.
     pub(crate) fn query(&mut self, effects: Vec<Vec<Effect>>) {
         let copy_ends = self.copy_ends;
+        self.serial += 1;
         self.units.push_back(Unit::Query {
+            serial: self.serial,
             effects,
             done: 0,
             failed: false,
@@ -288,7 +337,9 @@ impl Ledger {
     /// come from.
     pub(crate) fn execute(&mut self, effects: Vec<Effect>, rows: Option<Rows>) {
         let copy_ends = self.copy_ends;
+        self.serial += 1;
         self.units.push_back(Unit::Execute {
+            serial: self.serial,
             effects,
             copy_ends,
             rows,
@@ -378,6 +429,67 @@ impl Ledger {
             Some(Unit::Execute { rows, .. }) => rows.as_ref(),
             _ => None,
         }
+    }
+
+    /// Which result the rows arriving now belong to.
+    pub(crate) fn result(&self) -> ResultOf<'_> {
+        fn fetched(effects: &[Effect]) -> Option<ResultOf<'_>> {
+            effects.iter().find_map(|effect| match effect {
+                Effect::Cursor(CursorEffect::Fetch(name)) => Some(ResultOf::Cursor(name)),
+                _ => None,
+            })
+        }
+        match self.units.front() {
+            Some(Unit::Query {
+                serial,
+                effects,
+                done,
+                ..
+            }) => effects
+                .get(*done)
+                .and_then(|e| fetched(e))
+                .unwrap_or(ResultOf::Statement {
+                    serial: *serial,
+                    index: *done,
+                }),
+            Some(Unit::Execute {
+                serial,
+                effects,
+                rows,
+                ..
+            }) => fetched(effects).unwrap_or(match rows {
+                Some(Rows {
+                    portal,
+                    statement: Some(_),
+                }) => ResultOf::Portal {
+                    name: &portal.name,
+                    generation: portal.generation,
+                },
+                Some(Rows { portal, .. }) => ResultOf::Cursor(&portal.name),
+                None => ResultOf::Statement {
+                    serial: *serial,
+                    index: 0,
+                },
+            }),
+            _ => ResultOf::default(),
+        }
+    }
+
+    /// What the statement answering now does to cursors, for when it
+    /// completes.
+    pub(crate) fn cursor_effects(&self) -> Vec<CursorEffect> {
+        let effects: &[Effect] = match self.units.front() {
+            Some(Unit::Query { effects, done, .. }) => effects.get(*done).map_or(&[], |e| e),
+            Some(Unit::Execute { effects, .. }) => effects,
+            _ => &[],
+        };
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Cursor(cursor) => Some(cursor.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A Sync, after an Execute or FunctionCall in its batch if `ran`.
@@ -498,11 +610,16 @@ impl Ledger {
     }
 
     fn apply(&mut self, effect: Effect) {
-        // Prepared statements are not transactional: no snapshot for them.
-        if !matches!(effect, Effect::Prepare(_) | Effect::Deallocate(_)) {
+        // Prepared statements are not transactional: no snapshot for them;
+        // cursors are followed by the meter.
+        if !matches!(
+            effect,
+            Effect::Prepare(_) | Effect::Deallocate(_) | Effect::Cursor(_)
+        ) {
             self.begin();
         }
         match effect {
+            Effect::Cursor(_) => {}
             Effect::Prepare(prepared) if prepared.params.is_empty() => {
                 self.prepared.remove(&prepared.name);
             }

@@ -119,6 +119,7 @@ pub(crate) mod array;
 mod columns;
 mod computed;
 mod copy;
+mod cursors;
 mod encryptor;
 mod literals;
 mod names;
@@ -139,6 +140,7 @@ mod views;
 
 pub(crate) use columns::{ColumnRefId, ColumnType, Storage};
 pub(crate) use copy::CopyIn;
+pub(crate) use cursors::CursorEffect;
 pub use encryptor::EncryptError;
 pub use encryptor::Encryptor;
 pub(crate) use objects::{CatalogObject, Kind, ServerObjects};

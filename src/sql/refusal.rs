@@ -106,9 +106,9 @@ pub(super) enum Reason {
     )]
     CopyNotAlone(ColumnRefId),
     #[error(
-        "pgveil: cannot tell what {0} does to pgveil.purpose or pgveil.actor; change them \
-         only with SET, RESET or a SELECT set_config(...) of its own, whose arguments are \
-         constants or parameters"
+        "pgveil: cannot tell what {0} does to pgveil.purpose, pgveil.actor or \
+         pgveil.ticket; change them only with SET, RESET or a SELECT set_config(...) of \
+         its own, whose arguments are constants or parameters"
     )]
     Undeclarable(&'static str),
     #[error("pgveil: a parameter of set_config is not valid in the client encoding")]

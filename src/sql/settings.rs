@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use pg_query::protobuf::node::Node as NodeEnum;
 
+use super::cursors::{cursor_effect, mentions_cursor, CursorEffect};
 use super::refusal::{Reason, Refusal};
 use super::targets::Prepared;
 use crate::text::encoding::ClientEncoding;
@@ -75,6 +76,8 @@ pub(crate) enum Effect {
     Prepare(Prepared),
     /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
     Deallocate(Option<String>),
+    /// `DECLARE`, `FETCH` or `CLOSE` of a cursor.
+    Cursor(CursorEffect),
 }
 
 /// An argument of `set_config`: known from the text (`None` for NULL), or
@@ -106,7 +109,8 @@ pub(crate) struct Param<'b> {
 }
 
 /// Words without which a statement text cannot change a setting or a
-/// savepoint, in any case: texts without them are not parsed.
+/// savepoint, in any case: texts without them (nor a cursor's words,
+/// `cursors::mentions_cursor`) are not parsed.
 const WORDS: [&str; 7] = [
     PREFIX,
     "set_config",
@@ -129,7 +133,7 @@ fn words() -> &'static AhoCorasick {
 
 /// What `sql` does to pgveil's settings, or why pgveil refuses it.
 pub(crate) fn declarations(sql: &str) -> Result<Declarations, Refusal> {
-    if !words().is_match(sql) {
+    if !words().is_match(sql) && !mentions_cursor(sql) {
         return Ok(Declarations::default());
     }
     let Ok(parsed) = pg_query::parse(sql, 0) else {
@@ -248,9 +252,10 @@ fn statement(sql: &str, raw: &RawStmt) -> Result<Vec<Planned>, Reason> {
     let mut allowed = Vec::new();
     match node {
         NodeEnum::VariableSetStmt(set) => planned.extend(set_statement(set)?),
-        NodeEnum::DiscardStmt(discard) if discard.target == DISCARD_ALL => {
-            planned.push(Planned::Effect(Effect::ResetAll))
-        }
+        NodeEnum::DiscardStmt(discard) if discard.target == DISCARD_ALL => planned.extend([
+            Planned::Effect(Effect::ResetAll),
+            Planned::Effect(Effect::Cursor(CursorEffect::Close(None))),
+        ]),
         NodeEnum::TransactionStmt(tx) => {
             let name = tx.savepoint_name.clone();
             match tx.kind() {
@@ -273,6 +278,9 @@ fn statement(sql: &str, raw: &RawStmt) -> Result<Vec<Planned>, Reason> {
             }
         }
         NodeEnum::DoStmt(block) => check_body(&block.args, "a DO block")?,
+        NodeEnum::DeclareCursorStmt(_) | NodeEnum::FetchStmt(_) | NodeEnum::ClosePortalStmt(_) => {
+            planned.extend(cursor_effect(node).map(|c| Planned::Effect(Effect::Cursor(c))))
+        }
         NodeEnum::CreateFunctionStmt(function) => {
             check_body(&function.options, "a function body")?;
             if function.sql_body.is_some() && mentions_settings(statement_text(sql, raw)) {
@@ -641,7 +649,11 @@ mod tests {
         );
         assert_eq!(
             effects("RESET ALL; DISCARD ALL; DISCARD PLANS"),
-            vec![vec![Effect::ResetAll], vec![Effect::ResetAll], vec![]]
+            vec![
+                vec![Effect::ResetAll],
+                vec![Effect::ResetAll, Effect::Cursor(CursorEffect::Close(None))],
+                vec![]
+            ]
         );
         assert_eq!(
             effects("savepoint a; release savepoint a; rollback to b; rollback"),

@@ -16,6 +16,8 @@ pub(crate) enum EventKind {
     Gap,
     Reload,
     Migration,
+    #[value(name = "approval_use")]
+    ApprovalUse,
 }
 
 impl EventKind {
@@ -29,6 +31,7 @@ impl EventKind {
             AuditRecord::Gap(_) => EventKind::Gap,
             AuditRecord::Reload { .. } => EventKind::Reload,
             AuditRecord::Migration(_) => EventKind::Migration,
+            AuditRecord::ApprovalUse(_) => EventKind::ApprovalUse,
         }
     }
 
@@ -42,6 +45,7 @@ impl EventKind {
             EventKind::Gap => "gap",
             EventKind::Reload => "reload",
             EventKind::Migration => "migration",
+            EventKind::ApprovalUse => "approval_use",
         }
     }
 }
@@ -127,6 +131,9 @@ pub(crate) struct Filter {
     /// The purpose the session declared.
     #[arg(long)]
     pub purpose: Option<String>,
+    /// The ticket the session declared (statements and approval uses).
+    #[arg(long)]
+    pub ticket: Option<String>,
     /// A table touched: schema.table or table.
     #[arg(long)]
     pub table: Option<String>,
@@ -155,6 +162,7 @@ impl Filter {
             && same(&self.role, facts.role)
             && same(&self.actor, facts.actor)
             && same(&self.purpose, facts.purpose)
+            && same(&self.ticket, facts.ticket)
             && self
                 .outcome
                 .is_none_or(|o| facts.outcome.is_some_and(|f| o.matches(f)))
@@ -204,6 +212,7 @@ pub(super) struct Facts<'a> {
     pub role: Option<&'a str>,
     pub actor: Option<&'a str>,
     pub purpose: Option<&'a str>,
+    pub ticket: Option<&'a str>,
     pub kind: Option<&'a str>,
     pub tables: Vec<&'a str>,
     pub columns: Vec<ColumnFact<'a>>,
@@ -236,6 +245,7 @@ impl<'a> Facts<'a> {
                 facts.role = Some(&s.session.login.role);
                 facts.actor = s.session.actor.as_deref();
                 facts.purpose = s.session.purpose.as_deref();
+                facts.ticket = s.session.ticket.as_deref();
                 facts.kind = Some(&s.kind);
                 facts.tables = s.tables.iter().map(String::as_str).collect();
                 facts.columns = s
@@ -282,6 +292,22 @@ impl<'a> Facts<'a> {
                 facts.rows = Some(m.rows);
                 facts.outcome = Some(m.outcome);
             }
+            AuditRecord::ApprovalUse(used) => {
+                facts.connection = Some(used.peer.connection);
+                facts.role = Some(&used.login.role);
+                facts.ticket = Some(&used.ticket);
+                facts.tables = used
+                    .column
+                    .rsplit_once('.')
+                    .map(|(t, _)| t)
+                    .into_iter()
+                    .collect();
+                facts.columns = vec![ColumnFact {
+                    name: &used.column,
+                    decision: Some(Decision::Plaintext),
+                }];
+                facts.rows = Some(used.rows);
+            }
             AuditRecord::Gap(_) => {}
         }
         facts
@@ -295,6 +321,7 @@ impl<'a> Facts<'a> {
             role: None,
             actor: None,
             purpose: None,
+            ticket: None,
             kind: None,
             tables: Vec::new(),
             columns: Vec::new(),
@@ -315,5 +342,6 @@ pub(super) fn time_of(record: &AuditRecord) -> Timestamp {
         AuditRecord::Alert(alert) => alert.time,
         AuditRecord::Gap(gap) => gap.time,
         AuditRecord::Migration(m) => m.time,
+        AuditRecord::ApprovalUse(used) => used.time,
     }
 }

@@ -363,7 +363,8 @@ impl Builder {
             }
             AuditRecord::Authentication { .. }
             | AuditRecord::Disconnect { .. }
-            | AuditRecord::Reload { .. } => {}
+            | AuditRecord::Reload { .. }
+            | AuditRecord::ApprovalUse(_) => {}
         }
     }
 

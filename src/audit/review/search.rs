@@ -130,6 +130,10 @@ pub(super) fn detail(record: &AuditRecord) -> String {
             ..
         } => format!("reload refused: {reason}"),
         AuditRecord::Migration(m) => migration_detail(m),
+        AuditRecord::ApprovalUse(used) => format!(
+            "approval {} for role {} ticket {}: {} row(s) left",
+            used.approval, used.policy_role, used.ticket, used.rows_left
+        ),
     }
 }
 

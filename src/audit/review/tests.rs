@@ -57,6 +57,7 @@ pub(super) fn select(
             },
             actor: declared.0.map(Into::into),
             purpose: declared.1.map(Into::into),
+            ticket: None,
         },
         kind: "select".into(),
         statement: NormalizedStatement::from_normalized(
@@ -564,4 +565,60 @@ fn html_escapes_markup_and_quotes() {
         html::escape(r#"<a href="x">'&'</a>"#),
         "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
     );
+}
+
+#[test]
+fn searches_by_ticket_find_statements_and_approval_uses() {
+    let mut ticketed = select(
+        "2026-11-25T10:00:00Z",
+        "support",
+        (None, None),
+        &[("national_id", Decision::Plaintext)],
+        2,
+    );
+    ticketed.session.ticket = Some("CASE-1".into());
+    let plain = select(
+        "2026-11-25T10:01:00Z",
+        "support",
+        (None, None),
+        &[("national_id", Decision::Masked)],
+        2,
+    );
+    let used = AuditRecord::ApprovalUse(Box::new(crate::audit::ApprovalUseRecord {
+        time: at("2026-11-25T10:02:00Z"),
+        peer: peer(),
+        login: Login {
+            database: "shop".into(),
+            role: "support".into(),
+        },
+        approval: "apr-0123456789abcdef".into(),
+        policy_role: "support".into(),
+        column: "public.customers.national_id".into(),
+        ticket: "CASE-1".into(),
+        rows: 1200,
+        rows_left: 3800,
+    }));
+    let records = [
+        AuditRecord::Statement(Box::new(ticketed)),
+        AuditRecord::Statement(Box::new(plain)),
+        used,
+    ];
+    let by = |filter: Filter| -> Vec<usize> {
+        (0..records.len())
+            .filter(|&i| filter.matches(&records[i]))
+            .collect()
+    };
+    let ticket = |t: &str| Filter {
+        ticket: Some(t.into()),
+        ..Filter::default()
+    };
+    assert_eq!(by(ticket("CASE-1")), [0, 2]);
+    assert_eq!(by(ticket("CASE-2")), [] as [usize; 0]);
+    let approval_uses = Filter {
+        event: Some(EventKind::ApprovalUse),
+        column: Some("national_id".into()),
+        ..Filter::default()
+    };
+    assert_eq!(by(approval_uses), [2]);
+    assert!(search::detail(&records[2]).contains("apr-0123456789abcdef"));
 }

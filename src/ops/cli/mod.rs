@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::ops::logging;
 use crate::proxy::config::Config;
+use approve::{approve, ApproveArgs};
 use audit::{audit, AuditCommand};
 use guard::{guard, GuardArgs};
 use keys::{keys, KeysCommand};
@@ -15,6 +16,7 @@ use migrate::{migrate, MigrateArgs};
 use policy::{policy, PolicyCommand};
 use serve::{serve, ServeArgs};
 
+mod approve;
 mod audit;
 mod guard;
 mod keys;
@@ -62,6 +64,12 @@ enum Command {
     /// an old key version or in the other mode, decrypt columns taken out
     /// of the policy (--decrypt). Resumable; audited; validates the guards.
     Migrate(MigrateArgs),
+    /// Approve bulk access: more plaintext rows of a column with an
+    /// approval limit (approval = { rows = N } in the policy), for the
+    /// sessions of one policy role that declare one ticket, until it
+    /// expires or its rows are used; signed with the audit key. Also
+    /// --list and --revoke.
+    Approve(ApproveArgs),
 }
 
 #[derive(Args)]
@@ -81,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Policy(command) => policy(command),
         Command::Guard(args) => guard(&args),
         Command::Migrate(args) => migrate(&args),
+        Command::Approve(args) => approve(&args),
     }
 }
 

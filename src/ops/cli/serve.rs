@@ -7,9 +7,10 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{shutdown_signal, with_workers, EXIT_CONFIG, EXIT_FAILURE};
+use crate::audit::approvals::ApprovalBook;
 use crate::audit::{AuditHandle, AuditRecord, AuditSink, Outcome, SqlState, Timestamp};
 use crate::ops::{check, logging};
-use crate::protect::protection::load_policy;
+use crate::protect::protection::{load_policy, Protection};
 use crate::proxy::config::{Config, LogFormat};
 use crate::proxy::server::Server;
 use crate::proxy::tls::{Tls, TlsSlot};
@@ -90,6 +91,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
+        warn_unapprovable(&config, veil.as_ref());
         let server = match Server::bind_with_tls(config.clone(), veil, tls).await {
             Ok(server) => server,
             Err(e) => {
@@ -100,13 +102,31 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         let (server, audit) = match (&config.audit, audit_keys) {
-            (Some(audit), Some(keys)) => match AuditSink::start(audit, keys) {
-                Ok((handle, _writer)) => (server.with_audit(handle.clone(), audit), Some(handle)),
-                Err(e) => {
-                    tracing::error!("cannot open the audit log: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
+            (Some(audit), Some(keys)) => {
+                let book = match audit.approvals.as_deref() {
+                    Some(dir) => match ApprovalBook::open(dir, keys.clone()) {
+                        Ok(book) => Some(Arc::new(book)),
+                        Err(e) => {
+                            tracing::error!("cannot open the approvals directory: {e}");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
+                    },
+                    None => None,
+                };
+                match AuditSink::start(audit, keys) {
+                    Ok((handle, _writer)) => {
+                        let mut server = server.with_audit(handle.clone(), audit);
+                        if let Some(book) = book {
+                            server = server.with_approvals(book);
+                        }
+                        (server, Some(handle))
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot open the audit log: {e}");
+                        return ExitCode::from(EXIT_FAILURE);
+                    }
                 }
-            },
+            }
             _ => (server, None),
         };
         let slots = Slots {
@@ -118,6 +138,22 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Warns of each column with an approval limit when there is no
+/// approvals directory: its limit can never be lifted.
+fn warn_unapprovable(config: &Config, veil: Option<&Protection>) {
+    let approvals = config.audit.as_ref().and_then(|a| a.approvals.as_ref());
+    let Some(veil) = veil.filter(|_| approvals.is_none()) else {
+        return;
+    };
+    for column in veil.policy.columns().filter(|c| c.approval_rows.is_some()) {
+        tracing::warn!(
+            column = %column.qualified_name(),
+            "the column has an approval limit but no approvals directory is configured \
+             ([audit] approvals): reads beyond the limit are always refused"
+        );
+    }
 }
 
 /// Compares the configured policy with the database's schema (see

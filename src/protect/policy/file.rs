@@ -48,6 +48,16 @@ struct RawColumn {
     default: Option<Action>,
     purposes: Option<Spanned<Vec<Spanned<String>>>>,
     key_domain: Option<Spanned<String>>,
+    approval: Option<RawApproval>,
+    #[serde(default)]
+    ticket: bool,
+}
+
+/// `approval = { rows = N }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    rows: u64,
 }
 
 /// Reads the column policies of one file.
@@ -141,6 +151,8 @@ impl Reader<'_> {
                 default: raw.default.unwrap_or(Action::Null),
                 purposes,
                 domain,
+                approval_rows: raw.approval.map(|a| a.rows),
+                ticket: raw.ticket,
             },
         })
     }

@@ -88,8 +88,10 @@ pub(crate) fn reader<'a>(roles: &'a [String], purpose: Option<&'a str>) -> Recip
     Recipient {
         roles,
         purpose,
+        ticket: None,
         encoding: ClientEncoding::default(),
         trail: None,
+        result: Default::default(),
     }
 }
 

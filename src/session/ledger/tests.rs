@@ -34,6 +34,7 @@ fn kyc() -> Values {
     Values {
         purpose: Some("kyc".into()),
         actor: None,
+        ticket: None,
     }
 }
 
@@ -71,6 +72,51 @@ fn set_and_reset_return_to_the_value_at_login() {
     );
     run(&mut d, vec![(vec![Effect::ResetAll], "DISCARD ALL")], b'I');
     assert_eq!(d.current(), &kyc());
+}
+
+#[test]
+fn the_ticket_follows_set_local_reset_discard_and_rollback() {
+    let ticket = |d: &Ledger| d.current().ticket.clone();
+    let mut d = Ledger::new(kyc());
+    run(
+        &mut d,
+        vec![(vec![set("ticket", Some("CASE-1"), false)], "SET")],
+        b'I',
+    );
+    assert_eq!(ticket(&d).as_deref(), Some("CASE-1"));
+    run(
+        &mut d,
+        vec![(vec![set("ticket", None, false)], "RESET")],
+        b'I',
+    );
+    assert_eq!(ticket(&d), None, "RESET returns to the login value");
+    // SET LOCAL lasts as long as its transaction.
+    d.query(vec![vec![], vec![set("ticket", Some("CASE-2"), true)]]);
+    d.completed(b"BEGIN");
+    d.completed(b"SET");
+    d.ready(b'T');
+    assert_eq!(ticket(&d).as_deref(), Some("CASE-2"));
+    run(&mut d, vec![(vec![], "COMMIT")], b'I');
+    assert_eq!(ticket(&d), None, "SET LOCAL ends with its transaction");
+    // A SET rolled back is undone.
+    run(
+        &mut d,
+        vec![
+            (vec![], "BEGIN"),
+            (vec![set("ticket", Some("CASE-3"), false)], "SET"),
+        ],
+        b'T',
+    );
+    assert_eq!(ticket(&d).as_deref(), Some("CASE-3"));
+    run(&mut d, vec![(vec![], "ROLLBACK")], b'I');
+    assert_eq!(ticket(&d), None, "a rolled back SET is undone");
+    run(
+        &mut d,
+        vec![(vec![set("ticket", Some("CASE-4"), false)], "SET")],
+        b'I',
+    );
+    run(&mut d, vec![(vec![Effect::ResetAll], "DISCARD ALL")], b'I');
+    assert_eq!(ticket(&d), None, "DISCARD ALL");
 }
 
 #[test]
@@ -322,4 +368,80 @@ fn prepared_statements_change_when_the_server_has_run_the_statement() {
     d.completed(b"DEALLOCATE ALL");
     d.ready(b'I');
     assert!(!d.has_prepared_slots());
+}
+
+#[test]
+fn results_are_told_apart_by_statement_portal_and_cursor() {
+    use crate::sql::CursorEffect;
+    let mut d = Ledger::default();
+    let fetch = Effect::Cursor(CursorEffect::Fetch("c".into()));
+    let declare = Effect::Cursor(CursorEffect::Declare {
+        name: "c".into(),
+        hold: true,
+    });
+    d.query(vec![vec![declare.clone()], vec![], vec![fetch.clone()]]);
+    assert_eq!(
+        d.result(),
+        ResultOf::Statement {
+            serial: 1,
+            index: 0
+        }
+    );
+    assert_eq!(
+        d.cursor_effects(),
+        [CursorEffect::Declare {
+            name: "c".into(),
+            hold: true
+        }]
+    );
+    d.completed(b"DECLARE CURSOR");
+    assert_eq!(
+        d.result(),
+        ResultOf::Statement {
+            serial: 1,
+            index: 1
+        }
+    );
+    d.completed(b"SELECT 1");
+    assert_eq!(d.result(), ResultOf::Cursor("c"));
+    d.completed(b"FETCH 2");
+    d.ready(b'T');
+    let named = |name: &str, generation| Named {
+        name: name.into(),
+        generation,
+    };
+    // A bound portal, a portal no Bind made (a cursor), a FETCH parsed.
+    d.execute(
+        Vec::new(),
+        Some(Rows {
+            portal: named("", 7),
+            statement: Some(named("s", 3)),
+        }),
+    );
+    d.execute(
+        Vec::new(),
+        Some(Rows {
+            portal: named("c", 0),
+            statement: None,
+        }),
+    );
+    d.execute(
+        vec![fetch],
+        Some(Rows {
+            portal: named("", 9),
+            statement: Some(named("", 8)),
+        }),
+    );
+    d.sync(true);
+    assert_eq!(
+        d.result(),
+        ResultOf::Portal {
+            name: "",
+            generation: 7
+        }
+    );
+    d.completed(b"");
+    assert_eq!(d.result(), ResultOf::Cursor("c"));
+    d.completed(b"FETCH 1");
+    assert_eq!(d.result(), ResultOf::Cursor("c"), "FETCH c by Parse/Bind");
 }
