@@ -48,3 +48,20 @@ start_cluster() {
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pglog/postgresql.log" \
         -w -t 60 start >/dev/null || { cat "$WORK/pglog/postgresql.log" >&2; die "PostgreSQL did not start"; }
 }
+
+# For a cleanup trap: stops the foreground child (run_child), then the
+# cluster of start_cluster, keeps its log in $RUN_DIR and removes $WORK.
+stop_child_and_cluster() {
+    if [[ -n ${CHILD_PID:-} ]]; then
+        kill -TERM "$CHILD_PID" 2>/dev/null
+        wait "$CHILD_PID" 2>/dev/null
+    fi
+    if [[ ${PG_STARTED:-0} == 1 ]]; then
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" stop -m immediate -w \
+            >/dev/null 2>&1
+    fi
+    if [[ -n ${WORK:-} && -d $WORK ]]; then
+        cp "$WORK/pglog/postgresql.log" "$RUN_DIR/" 2>/dev/null
+        rm -rf "$WORK"
+    fi
+}

@@ -62,18 +62,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    if [[ -n $CHILD_PID ]]; then
-        kill -TERM "$CHILD_PID" 2>/dev/null
-        wait "$CHILD_PID" 2>/dev/null
-    fi
-    if [[ $PG_STARTED == 1 ]]; then
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pgdata" stop -m immediate -w \
-            >/dev/null 2>&1
-    fi
-    if [[ -n $WORK && -d $WORK ]]; then
-        cp "$WORK/pglog/postgresql.log" "$RUN_DIR/" 2>/dev/null
-        rm -rf "$WORK"
-    fi
+    stop_child_and_cluster
     ((rc == 0)) || log "exiting with status $rc; logs in $RUN_DIR"
     exit "$rc"
 }
