@@ -487,7 +487,9 @@ async fn reloads_are_counted_and_sigterm_closes_an_open_transaction_after_the_gr
          grant insert on admin_sigterm to trust_user",
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut served = Served::start(dir.path(), "shutdown_grace_secs = 2");
+    // A grace long enough for /readyz to be polled during it on a loaded
+    // machine (the admin listener stops with the proxy).
+    let mut served = Served::start(dir.path(), "shutdown_grace_secs = 5");
 
     // Reloads: one applied, one refused.
     let reloads =
@@ -537,7 +539,7 @@ async fn reloads_are_counted_and_sigterm_closes_an_open_transaction_after_the_gr
     // rolled back.
     let (code, message) = client.error_then_close().await.expect("an ErrorResponse");
     assert_eq!(code, "57P01", "{message}");
-    assert!(signalled.elapsed() >= Duration::from_secs(2));
+    assert!(signalled.elapsed() >= Duration::from_secs(5));
     let status = served.child.wait().unwrap();
     assert!(status.success(), "{status}: {}", served.log());
     let count = Cluster::shared().psql_direct("select count(*) from admin_sigterm");
