@@ -599,7 +599,8 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
     );
 
     let (code, out) = verify_cli(&dir);
-    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(code, Some(3), "INCOMPLETE exits 3: {out}");
+    assert!(out.starts_with("INCOMPLETE: "), "{out}");
     assert!(
         out.contains(&format!(
             "INCOMPLETE: the log says {} record(s) were lost",
@@ -761,7 +762,7 @@ async fn with_continue_a_full_disk_serves_counts_and_warns() {
     let gap = records.iter().position(|r| r["event"] == "gap").unwrap();
     assert_eq!(records[gap]["lost"].as_u64(), Some(report.lost));
     let (code, out) = verify_cli(&dir);
-    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(code, Some(3), "INCOMPLETE exits 3: {out}");
     assert!(out.contains("INCOMPLETE"), "{out}");
 }
 

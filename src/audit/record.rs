@@ -85,6 +85,10 @@ pub enum AuditRecord {
     /// Records the log could not take: it says so in the chain rather
     /// than leave a silent hole.
     Gap(GapRecord),
+    /// The run before this one ended without sealing its log: killed,
+    /// crashed, or its log down at shutdown. Written first by the next
+    /// start.
+    UncleanShutdown(UncleanShutdownRecord),
     /// pgveil was asked (SIGHUP) to load its policy and keyring again.
     Reload {
         time: Timestamp,
@@ -426,6 +430,41 @@ impl GapCause {
     }
 }
 
+/// The previous run ended without a clean shutdown (a `kill -9`, a crash,
+/// a power cut, or a log still down when it stopped), which the next
+/// start finds as a newest file left open: it seals that file as
+/// recovered (cut after its last complete record) and writes this record
+/// first.
+///
+/// What the previous run wrote is known from that file's seq: its records
+/// `first_seq..=last_seq` reached the file (`last_seq` is the last record
+/// of the whole chain before this one). What it had not written yet is
+/// not: records still queued in memory for the writer (a few
+/// milliseconds' worth, or more under load or while the log was down) die
+/// with the process and leave no trace, so their number cannot be known;
+/// a record cut off as it was being written (`torn`) is one of them.
+/// `pgveil audit verify` reports the log as INCOMPLETE at this record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UncleanShutdownRecord {
+    pub time: Timestamp,
+    /// The file the previous run left open, sealed as recovered.
+    pub file: String,
+    /// The first record of that file (`last_seq + 1` if it held none).
+    pub first_seq: u64,
+    /// The last complete record of that file.
+    pub last_seq: u64,
+    /// Whether the file ended in a partly written record, cut off: one
+    /// record known to be lost, besides those that were still queued.
+    pub torn: bool,
+}
+
+impl UncleanShutdownRecord {
+    /// The records that file holds.
+    pub fn records(&self) -> u64 {
+        (self.last_seq + 1).saturating_sub(self.first_seq)
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use std::collections::BTreeSet;
@@ -553,6 +592,13 @@ pub(super) mod tests {
                 time,
                 lost: 12,
                 cause: GapCause::WriteFailed,
+            }),
+            AuditRecord::UncleanShutdown(UncleanShutdownRecord {
+                time,
+                file: "audit-20261125-0003.jsonl".into(),
+                first_seq: 101,
+                last_seq: 250,
+                torn: true,
             }),
             migration(),
         ];

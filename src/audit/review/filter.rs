@@ -14,6 +14,7 @@ pub(crate) enum EventKind {
     Statement,
     Alert,
     Gap,
+    UncleanShutdown,
     Reload,
     Migration,
 }
@@ -27,6 +28,7 @@ impl EventKind {
             AuditRecord::Statement(_) => EventKind::Statement,
             AuditRecord::Alert(_) => EventKind::Alert,
             AuditRecord::Gap(_) => EventKind::Gap,
+            AuditRecord::UncleanShutdown(_) => EventKind::UncleanShutdown,
             AuditRecord::Reload { .. } => EventKind::Reload,
             AuditRecord::Migration(_) => EventKind::Migration,
         }
@@ -40,6 +42,7 @@ impl EventKind {
             EventKind::Statement => "statement",
             EventKind::Alert => "alert",
             EventKind::Gap => "gap",
+            EventKind::UncleanShutdown => "unclean_shutdown",
             EventKind::Reload => "reload",
             EventKind::Migration => "migration",
         }
@@ -275,7 +278,7 @@ impl<'a> Facts<'a> {
                 facts.rows = Some(m.rows);
                 facts.outcome = Some(m.outcome);
             }
-            AuditRecord::Gap(_) => {}
+            AuditRecord::Gap(_) | AuditRecord::UncleanShutdown(_) => {}
         }
         facts
     }
@@ -307,6 +310,7 @@ pub(super) fn time_of(record: &AuditRecord) -> Timestamp {
         AuditRecord::Statement(s) => s.time,
         AuditRecord::Alert(alert) => alert.time,
         AuditRecord::Gap(gap) => gap.time,
+        AuditRecord::UncleanShutdown(end) => end.time,
         AuditRecord::Migration(m) => m.time,
     }
 }

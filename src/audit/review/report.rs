@@ -156,6 +156,7 @@ impl Report {
             }
             AuditRecord::Authentication { .. }
             | AuditRecord::Disconnect { .. }
+            | AuditRecord::UncleanShutdown(_)
             | AuditRecord::Reload { .. } => {}
         }
     }

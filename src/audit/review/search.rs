@@ -124,6 +124,17 @@ pub(super) fn detail(record: &AuditRecord) -> String {
             format!("over {} rows in {} s", alert.threshold, alert.window_secs)
         }
         AuditRecord::Gap(gap) => format!("{} records lost ({})", gap.lost, gap.cause.name()),
+        AuditRecord::UncleanShutdown(end) => format!(
+            "the previous run ended without a clean shutdown after seq {} ({}{}); \
+             records it still held in memory are lost, how many is unknown",
+            end.last_seq,
+            end.file,
+            if end.torn {
+                ", a partly written record cut off"
+            } else {
+                ""
+            }
+        ),
         AuditRecord::Reload { reason: None, .. } => "policy and keyring reloaded".to_owned(),
         AuditRecord::Reload {
             reason: Some(reason),
