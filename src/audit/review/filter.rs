@@ -14,6 +14,7 @@ pub(crate) enum EventKind {
     Statement,
     Alert,
     Gap,
+    #[value(name = "unclean_shutdown")]
     UncleanShutdown,
     Reload,
     Migration,
