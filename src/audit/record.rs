@@ -176,6 +176,18 @@ impl NormalizedStatement {
     }
 }
 
+impl StatementRecord {
+    /// The policy roles that decided its protected columns, distinct and
+    /// sorted (`default` among them when a column's default did); empty
+    /// for a record written before pgveil recorded them.
+    pub fn policy_roles(&self) -> std::collections::BTreeSet<&str> {
+        self.columns
+            .iter()
+            .filter_map(|c| c.policy_role.as_deref())
+            .collect()
+    }
+}
+
 /// A protected column a statement read or wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnAccess {
@@ -183,6 +195,16 @@ pub struct ColumnAccess {
     pub column: String,
     pub access: Access,
     pub decision: Decision,
+    /// The policy role whose `reveal` rule applied to the session for this
+    /// column (one the login user is a member of, or the user itself), or
+    /// `default` when no rule names one of its roles and the column's
+    /// `default` decided. For a read outside the column's purposes it is
+    /// still the role whose rule applied, though the decision fell to the
+    /// default; for a write (encrypted for every role) the role the
+    /// session reads the column as. Absent in records written before
+    /// pgveil recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_role: Option<String>,
     /// A read of values not stored encrypted (written before pgveil or
     /// around it, or shaped like ciphertext that does not decrypt), which
     /// the decision was applied to as the plaintext they may be.
@@ -496,6 +518,7 @@ pub(super) mod tests {
                 column: "public.customers.email".into(),
                 access: Access::Read,
                 decision: Decision::Masked,
+                policy_role: Some("support".into()),
                 unencrypted: false,
             }],
             rows: 1,
@@ -547,8 +570,17 @@ pub(super) mod tests {
                 "column": "public.customers.email",
                 "access": "read",
                 "decision": "masked",
+                "policy_role": "support",
             })
         );
+        assert_eq!(
+            s.policy_roles().into_iter().collect::<Vec<_>>(),
+            ["support"]
+        );
+        // A record written before policy roles were recorded still reads.
+        let old = r#"{"column":"public.customers.email","access":"read","decision":"null"}"#;
+        let old: ColumnAccess = serde_json::from_str(old).unwrap();
+        assert_eq!(old.policy_role, None);
     }
 
     #[test]

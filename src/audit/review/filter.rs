@@ -122,7 +122,8 @@ pub(crate) struct Filter {
     /// day is included).
     #[arg(long, value_parser = parse_until)]
     pub until: Option<Timestamp>,
-    /// The database role.
+    /// A role: the user logged in as, or the policy role that decided a
+    /// protected column (`default` for the column's default rule).
     #[arg(long)]
     pub role: Option<String>,
     /// The actor the session declared.
@@ -156,7 +157,10 @@ impl Filter {
         self.since.is_none_or(|since| facts.time >= since)
             && self.until.is_none_or(|until| facts.time < until)
             && self.event.is_none_or(|event| facts.event == event)
-            && same(&self.role, facts.role)
+            && self.role.as_deref().is_none_or(|wanted| {
+                facts.role == Some(wanted)
+                    || facts.columns.iter().any(|c| c.policy_role == Some(wanted))
+            })
             && same(&self.actor, facts.actor)
             && same(&self.purpose, facts.purpose)
             && self
@@ -194,10 +198,12 @@ fn names_match(name: &str, wanted: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
 }
 
-/// A protected column a record names, with the decision if it has one.
+/// A protected column a record names, with the decision and the policy
+/// role that took it if it has them.
 pub(super) struct ColumnFact<'a> {
     pub name: &'a str,
     pub decision: Option<Decision>,
+    pub policy_role: Option<&'a str>,
 }
 
 /// The fields of any record that searches test and print.
@@ -248,6 +254,7 @@ impl<'a> Facts<'a> {
                     .map(|c| ColumnFact {
                         name: &c.column,
                         decision: Some(c.decision),
+                        policy_role: c.policy_role.as_deref(),
                     })
                     .collect();
                 facts.rows = Some(s.rows);
@@ -265,6 +272,7 @@ impl<'a> Facts<'a> {
                 facts.columns = vec![ColumnFact {
                     name: &alert.column,
                     decision: None,
+                    policy_role: None,
                 }];
                 facts.rows = Some(alert.rows);
             }
@@ -275,6 +283,7 @@ impl<'a> Facts<'a> {
                 facts.columns = vec![ColumnFact {
                     name: &m.column,
                     decision: None,
+                    policy_role: None,
                 }];
                 facts.rows = Some(m.rows);
                 facts.outcome = Some(m.outcome);

@@ -112,3 +112,5 @@ pub(crate) fn write_report(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_roles;

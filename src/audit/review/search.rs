@@ -83,6 +83,12 @@ fn table_row(record: &AuditRecord) -> Vec<String> {
     cells
 }
 
+/// A record's cells under [`HEADER`], for tests.
+#[cfg(test)]
+pub(super) fn cells_of(record: &AuditRecord) -> Vec<String> {
+    cells(record)
+}
+
 /// A record's cells under [`HEADER`]; empty where it has no such field.
 fn cells(record: &AuditRecord) -> Vec<String> {
     let facts = Facts::of(record);
@@ -91,9 +97,10 @@ fn cells(record: &AuditRecord) -> Vec<String> {
     let columns: Vec<String> = facts
         .columns
         .iter()
-        .map(|c| match c.decision {
-            Some(decision) => format!("{}:{}", c.name, decision.name()),
-            None => c.name.to_owned(),
+        .map(|c| match (c.decision, c.policy_role) {
+            (Some(decision), Some(role)) => format!("{}:{}({role})", c.name, decision.name()),
+            (Some(decision), None) => format!("{}:{}", c.name, decision.name()),
+            (None, _) => c.name.to_owned(),
         })
         .collect();
     vec![

@@ -35,6 +35,7 @@ fn column(name: &str, access: Access, decision: Decision) -> ColumnAccess {
         column: format!("public.customers.{name}"),
         access,
         decision,
+        policy_role: None,
         unencrypted: false,
     }
 }

@@ -32,6 +32,11 @@
 //! a role only ever adds access, as with SQL grants. When no rule names
 //! one of the session's roles, the column's `default` applies.
 //!
+//! **The deciding role.** [`ColumnPolicy::policy_role`] names the role
+//! whose rule that is (of equally revealing ones, the first by name), or
+//! none when the `default` applies: the audit log records it beside the
+//! login user (`"default"` for none, a name no rule may take).
+//!
 //! **Purposes.** A column with `purposes` shows plaintext only to a
 //! session that declared one of them (`SET pgveil.purpose = 'kyc'`).
 //! Outside those purposes a reader who would have had plaintext is treated
@@ -67,6 +72,10 @@ pub(crate) use mention::TableMentions;
 
 /// The schema of a table named without one.
 const DEFAULT_SCHEMA: &str = "public";
+
+/// What the audit log names the column's `default` rule as, when it
+/// decided: no `reveal` rule may name a role so.
+pub const DEFAULT_RULE: &str = "default";
 
 /// What a reader gets for a protected column, from least to most
 /// revealing (the derived order is that order).
@@ -144,6 +153,22 @@ impl ColumnPolicy {
             return self.default.min(Action::Masked);
         }
         granted
+    }
+
+    /// The role whose `reveal` rule [`Self::decide`] applies for a session
+    /// with these roles: of the rules naming one of them, the most
+    /// revealing (of equals, the first by name); `None` when none does and
+    /// the column's `default` applies. The purpose does not change it:
+    /// outside the column's purposes the rule's plaintext falls to the
+    /// default, but the session still reads under that rule's role.
+    pub fn policy_role(&self, roles: &[String]) -> Option<&str> {
+        let mut deciding: Option<(&str, Action)> = None;
+        for (role, &action) in &self.reveal {
+            if roles.iter().any(|r| r == role) && deciding.is_none_or(|(_, best)| action > best) {
+                deciding = Some((role, action));
+            }
+        }
+        deciding.map(|(role, _)| role)
     }
 
     /// Whether plaintext may be shown under this declared purpose.
@@ -512,6 +537,32 @@ mod tests {
         assert_eq!(c.decide(&[], None), Action::Masked);
         let c = column(Action::Deny, &[]);
         assert_eq!(c.decide(&roles(&["alice"]), Some("kyc")), Action::Deny);
+    }
+
+    #[test]
+    fn the_deciding_role_is_the_most_revealing_rule_or_the_default() {
+        let c = column(Action::Null, &["kyc"]);
+        let role = |names: &[&str]| c.policy_role(&roles(names)).map(str::to_owned);
+        assert_eq!(role(&["alice", "support"]), Some("support".into()));
+        assert_eq!(
+            role(&["support", "analyst", "blocked"]),
+            Some("analyst".into())
+        );
+        assert_eq!(role(&["blocked"]), Some("blocked".into()));
+        assert_eq!(role(&["alice", "sales"]), None);
+        assert_eq!(role(&[]), None);
+        // Outside the purposes the decision falls to the default, but the
+        // session still reads as app.
+        assert_eq!(role(&["app", "support"]), Some("app".into()));
+        assert_eq!(c.decide(&roles(&["app", "support"]), None), Action::Null);
+        // Of equally revealing rules, the first by name, whatever the order
+        // of the session's roles.
+        let mut c = column(Action::Null, &[]);
+        c.reveal.insert("helpdesk".into(), Action::Masked);
+        for order in [["support", "helpdesk"], ["helpdesk", "support"]] {
+            assert_eq!(c.policy_role(&roles(&order)), Some("helpdesk"));
+            assert_eq!(c.decide(&roles(&order), None), Action::Masked);
+        }
     }
 
     #[test]
