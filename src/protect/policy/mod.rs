@@ -32,10 +32,8 @@
 //! a role only ever adds access, as with SQL grants. When no rule names
 //! one of the session's roles, the column's `default` applies.
 //!
-//! **The deciding role.** [`ColumnPolicy::policy_role`] names the role
-//! whose rule that is (of equally revealing ones, the first by name), or
-//! none when the `default` applies: the audit log records it beside the
-//! login user (`"default"` for none, a name no rule may take).
+//! [`ColumnPolicy::policy_role`] names that rule's role, which the audit
+//! log records (`"default"`, a name no rule may take, for the default).
 //!
 //! **Purposes.** A column with `purposes` shows plaintext only to a
 //! session that declared one of them (`SET pgveil.purpose = 'kyc'`).
@@ -155,12 +153,10 @@ impl ColumnPolicy {
         granted
     }
 
-    /// The role whose `reveal` rule [`Self::decide`] applies for a session
-    /// with these roles: of the rules naming one of them, the most
-    /// revealing (of equals, the first by name); `None` when none does and
-    /// the column's `default` applies. The purpose does not change it:
-    /// outside the column's purposes the rule's plaintext falls to the
-    /// default, but the session still reads under that rule's role.
+    /// The role of the `reveal` rule [`Self::decide`] applies for these
+    /// roles (of equally revealing rules, the first by name); `None` for the
+    /// `default`. Outside the column's purposes it is still that role,
+    /// though the rule's plaintext falls to the default.
     pub fn policy_role(&self, roles: &[String]) -> Option<&str> {
         let mut deciding: Option<(&str, Action)> = None;
         for (role, &action) in &self.reveal {
@@ -476,6 +472,8 @@ impl Builder {
 }
 
 #[cfg(test)]
+mod tests_roles;
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -537,32 +535,6 @@ mod tests {
         assert_eq!(c.decide(&[], None), Action::Masked);
         let c = column(Action::Deny, &[]);
         assert_eq!(c.decide(&roles(&["alice"]), Some("kyc")), Action::Deny);
-    }
-
-    #[test]
-    fn the_deciding_role_is_the_most_revealing_rule_or_the_default() {
-        let c = column(Action::Null, &["kyc"]);
-        let role = |names: &[&str]| c.policy_role(&roles(names)).map(str::to_owned);
-        assert_eq!(role(&["alice", "support"]), Some("support".into()));
-        assert_eq!(
-            role(&["support", "analyst", "blocked"]),
-            Some("analyst".into())
-        );
-        assert_eq!(role(&["blocked"]), Some("blocked".into()));
-        assert_eq!(role(&["alice", "sales"]), None);
-        assert_eq!(role(&[]), None);
-        // Outside the purposes the decision falls to the default, but the
-        // session still reads as app.
-        assert_eq!(role(&["app", "support"]), Some("app".into()));
-        assert_eq!(c.decide(&roles(&["app", "support"]), None), Action::Null);
-        // Of equally revealing rules, the first by name, whatever the order
-        // of the session's roles.
-        let mut c = column(Action::Null, &[]);
-        c.reveal.insert("helpdesk".into(), Action::Masked);
-        for order in [["support", "helpdesk"], ["helpdesk", "support"]] {
-            assert_eq!(c.policy_role(&roles(&order)), Some("helpdesk"));
-            assert_eq!(c.decide(&roles(&order), None), Action::Masked);
-        }
     }
 
     #[test]
