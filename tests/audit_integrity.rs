@@ -312,6 +312,7 @@ async fn kill_9_during_a_workload_is_incomplete_at_the_unclean_shutdown_record()
 
     let config = config.to_str().unwrap().to_owned();
     let (code, out) = verify_cli(&dir, &["--config", &config]);
+    eprintln!("{out}");
     assert_eq!(code, Some(3), "INCOMPLETE exits 3: {out}");
     assert!(out.starts_with("INCOMPLETE: "), "{out}");
     assert!(
@@ -465,4 +466,26 @@ async fn sighup_during_a_workload_reloads_and_loses_no_record() {
         assert_eq!(statements_of(&records, &actor), (ok, ok), "{actor}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_help_documents_the_statuses_and_exit_codes() {
+    let out = pgveil()
+        .args(["audit", "verify", "--help"])
+        .output()
+        .unwrap();
+    common::assert_success("audit verify --help", &out);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "verified     the MAC chain",
+        "chained      the MAC chain",
+        "sealed-only  the seal's signature",
+        "unverified   still open",
+        "FAILED      1",
+        "UNVERIFIED  4",
+        "INCOMPLETE  3",
+        "ok          0",
+    ] {
+        assert!(help.contains(line), "{line:?} in {help}");
+    }
 }
