@@ -5,6 +5,7 @@
 mod common;
 
 use common::crm::setup;
+use common::served::{pgveil, Served};
 use common::sqlstate;
 use pgveil::audit::{verify, AuditConfig, BulkConfig, OnBulk, VerifyError, VerifyReport};
 use serde_json::Value;
@@ -365,10 +366,6 @@ async fn every_access_is_recorded_without_values_and_verifies() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn pgveil() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pgveil"))
-}
-
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock.
 fn chrono_free_today() -> String {
     let out = std::process::Command::new("date")
@@ -599,7 +596,8 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
     );
 
     let (code, out) = verify_cli(&dir);
-    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(code, Some(3), "INCOMPLETE exits 3: {out}");
+    assert!(out.starts_with("INCOMPLETE: "), "{out}");
     assert!(
         out.contains(&format!(
             "INCOMPLETE: the log says {} record(s) were lost",
@@ -615,90 +613,6 @@ async fn a_full_disk_refuses_protected_statements_until_it_has_room_again() {
         .unwrap();
     common::assert_success("audit search", &out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
-}
-
-/// `pgveil serve` run as a program in front of the CRM, logging JSON lines
-/// to a file.
-struct Served {
-    child: std::process::Child,
-    addr: String,
-    log: std::path::PathBuf,
-}
-
-impl Served {
-    /// Starts the binary with the CRM's policy and keys and `audit` as
-    /// its `[audit]` section; waits until it listens.
-    fn start(name: &str, audit: &str) -> Served {
-        let files = common::crm::prepared();
-        let dir = std::env::temp_dir().join(format!("pgveil-served-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let config = dir.join("pgveil.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = {addr:?}\nupstream = {:?}\nlog_format = \"json\"\nshutdown_grace_secs = 30\n\
-                 policy = {:?}\nkeyring = {:?}\nmaster_key_file = {:?}\n[audit]\n{audit}\n",
-                common::Cluster::shared().addr(),
-                common::crm::policy_file(),
-                files.keyring,
-                files.master_key,
-            ),
-        )
-        .unwrap();
-        let log = dir.join("pgveil.log");
-        let child = pgveil()
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pgveil did not start listening"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Served { child, addr, log }
-    }
-
-    async fn connect(&self, user: &str) -> tokio_postgres::Client {
-        common::connect_to(&self.addr, user).await
-    }
-
-    /// What pgveil logged so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    /// Sends SIGTERM.
-    fn signal(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for a successful exit; returns the log.
-    fn wait(mut self) -> String {
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "pgveil exit status {status}: {}",
-            self.log()
-        );
-        self.log()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Waits until pgveil's log contains `text`.
@@ -761,7 +675,7 @@ async fn with_continue_a_full_disk_serves_counts_and_warns() {
     let gap = records.iter().position(|r| r["event"] == "gap").unwrap();
     assert_eq!(records[gap]["lost"].as_u64(), Some(report.lost));
     let (code, out) = verify_cli(&dir);
-    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(code, Some(3), "INCOMPLETE exits 3: {out}");
     assert!(out.contains("INCOMPLETE"), "{out}");
 }
 

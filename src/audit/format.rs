@@ -266,8 +266,18 @@ pub(super) struct RecordLine {
     pub canonical: Vec<u8>,
     pub seq: u64,
     pub mac: [u8; 32],
-    /// For a gap record, the records it says were lost.
-    pub lost: Option<u64>,
+    /// What a gap or unclean-shutdown record says is missing.
+    pub notice: Option<Notice>,
+}
+
+/// What a record says about records missing before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Notice {
+    /// A gap record: `lost` records were never written.
+    Gap { lost: u64 },
+    /// An unclean-shutdown record: the run before ended without sealing
+    /// its log, its last record on disk being `previous_last_seq`.
+    UncleanShutdown { previous_last_seq: u64 },
 }
 
 /// What verification reads of a record's fields.
@@ -277,6 +287,7 @@ struct Checked<'a> {
     #[serde(borrow)]
     event: Option<&'a str>,
     lost: Option<u64>,
+    last_seq: Option<u64>,
 }
 
 /// A record that can be queued: it writes its JSON object.
@@ -416,13 +427,24 @@ pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
     let mac = decode_mac(std::str::from_utf8(&inner[at + MAC_MEMBER.len()..]).ok()?)?;
     let mut canonical = inner[..at].to_vec();
     canonical.push(b'}');
-    let Checked { seq, event, lost } = serde_json::from_slice(&canonical).ok()?;
-    let lost = if event == Some("gap") { lost } else { None };
+    let Checked {
+        seq,
+        event,
+        lost,
+        last_seq,
+    } = serde_json::from_slice(&canonical).ok()?;
+    let notice = match event {
+        Some("gap") => lost.map(|lost| Notice::Gap { lost }),
+        Some("unclean_shutdown") => Some(Notice::UncleanShutdown {
+            previous_last_seq: last_seq.unwrap_or(seq.saturating_sub(1)),
+        }),
+        _ => None,
+    };
     Some(RecordLine {
         canonical,
         seq,
         mac,
-        lost,
+        notice,
     })
 }
 

@@ -100,6 +100,9 @@ fn column_access(out: &mut Vec<u8>, column: &ColumnAccess) {
     string(out, &column.column);
     member(out, "access", column.access.name());
     member(out, "decision", column.decision.name());
+    if let Some(role) = &column.policy_role {
+        member(out, "policy_role", role);
+    }
     if column.unencrypted {
         out.extend_from_slice(br#","unencrypted":true"#);
     }
@@ -234,15 +237,22 @@ mod tests {
             column: "public.customers.phone".into(),
             access: Access::Write,
             decision: Decision::Encrypted,
+            policy_role: Some("default".into()),
             unencrypted: false,
-            policy_role: None,
         });
         r.columns.push(ColumnAccess {
             column: "public.customers.national_id".into(),
             access: Access::Read,
             decision: Decision::Masked,
+            policy_role: Some("kyc \"officer\"".into()),
             unencrypted: true,
+        });
+        r.columns.push(ColumnAccess {
+            column: "public.customers.address".into(),
+            access: Access::Read,
+            decision: Decision::Null,
             policy_role: None,
+            unencrypted: false,
         });
         r.rows = u64::MAX;
         r.duration_us = 0;

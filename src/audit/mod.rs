@@ -62,14 +62,15 @@ pub(crate) use record::{
 pub use record::{Login, Peer};
 pub use sink::AuditHandle;
 pub use sink::AuditSink;
-pub(crate) use verify::verify_live;
-pub use verify::{verify, VerifyError, VerifyReport};
+pub use verify::{
+    verify, verify_live, Coverage, FileCheck, Gap, Location, Status, UncleanEnd, VerifyError,
+    VerifyReport,
+};
 #[cfg(test)]
 pub(crate) use {
     config::{OnFailure, MIN_FILE_BYTES},
     record::{GapCause, GapRecord, Session},
     sink::AuditUnavailable,
-    verify::{Gap, Location},
     writer::AuditError,
 };
 

@@ -85,6 +85,10 @@ pub enum AuditRecord {
     /// Records the log could not take: it says so in the chain rather
     /// than leave a silent hole.
     Gap(GapRecord),
+    /// The run before this one ended without sealing its log: killed,
+    /// crashed, or its log down at shutdown. Written first by the next
+    /// start.
+    UncleanShutdown(UncleanShutdownRecord),
     /// pgveil was asked (SIGHUP) to load its policy and keyring again.
     Reload {
         time: Timestamp,
@@ -178,6 +182,18 @@ impl NormalizedStatement {
     }
 }
 
+impl StatementRecord {
+    /// The policy roles that decided its protected columns, distinct and
+    /// sorted (`default` among them when a column's default did); empty
+    /// for a record written before pgveil recorded them.
+    pub fn policy_roles(&self) -> std::collections::BTreeSet<&str> {
+        self.columns
+            .iter()
+            .filter_map(|c| c.policy_role.as_deref())
+            .collect()
+    }
+}
+
 /// A protected column a statement read or wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnAccess {
@@ -185,15 +201,21 @@ pub struct ColumnAccess {
     pub column: String,
     pub access: Access,
     pub decision: Decision,
+    /// The policy role whose `reveal` rule applied to the session for this
+    /// column (one the login user is a member of, or the user itself), or
+    /// `default` when no rule names one of its roles and the column's
+    /// `default` decided. For a read outside the column's purposes it is
+    /// still the role whose rule applied, though the decision fell to the
+    /// default; for a write (encrypted for every role) the role the
+    /// session reads the column as. Absent in records written before
+    /// pgveil recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_role: Option<String>,
     /// A read of values not stored encrypted (written before pgveil or
     /// around it, or shaped like ciphertext that does not decrypt), which
     /// the decision was applied to as the plaintext they may be.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unencrypted: bool,
-    /// The policy role whose rule decided the access (`default` when none
-    /// did); absent in records written before pgveil recorded it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_role: Option<String>,
 }
 
 /// Whether a column was read or written.
@@ -481,257 +503,40 @@ impl GapCause {
     }
 }
 
-#[cfg(test)]
-pub(super) mod tests {
-    use std::collections::BTreeSet;
-    use std::time::Duration;
+/// The previous run ended without a clean shutdown (a `kill -9`, a crash,
+/// a power cut, or a log still down when it stopped), which the next
+/// start finds as a newest file left open: it seals that file as
+/// recovered (cut after its last complete record) and writes this record
+/// first.
+///
+/// What the previous run wrote is known from that file's seq: its records
+/// `first_seq..=last_seq` reached the file (`last_seq` is the last record
+/// of the whole chain before this one). What it had not written yet is
+/// not: records still queued in memory for the writer (a few
+/// milliseconds' worth, or more under load or while the log was down) die
+/// with the process and leave no trace, so their number cannot be known;
+/// a record cut off as it was being written (`torn`) is one of them.
+/// `pgveil audit verify` reports the log as INCOMPLETE at this record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UncleanShutdownRecord {
+    pub time: Timestamp,
+    /// The file the previous run left open, sealed as recovered.
+    pub file: String,
+    /// The first record of that file (`last_seq + 1` if it held none).
+    pub first_seq: u64,
+    /// The last complete record of that file.
+    pub last_seq: u64,
+    /// Whether the file ended in a partly written record, cut off: one
+    /// record known to be lost, besides those that were still queued.
+    pub torn: bool,
+}
 
-    use super::*;
-
-    pub(crate) fn statement(connection: u64) -> AuditRecord {
-        AuditRecord::Statement(Box::new(StatementRecord {
-            time: Timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_064_800_123_456)),
-            session: Session {
-                peer: Peer {
-                    connection,
-                    client: "10.0.0.7:51234".into(),
-                },
-                login: Login {
-                    database: "shop".into(),
-                    role: "app".into(),
-                },
-                actor: Some("alice".into()),
-                purpose: Some("support".into()),
-                ticket: Some("CASE-123".into()),
-            },
-            kind: "select".into(),
-            statement: NormalizedStatement::from_normalized(
-                "SELECT email FROM customers WHERE id = $1".into(),
-            ),
-            tables: Arc::new(["public.customers".into()]),
-            columns: vec![ColumnAccess {
-                column: "public.customers.email".into(),
-                access: Access::Read,
-                decision: Decision::Masked,
-                unencrypted: false,
-                policy_role: None,
-            }],
-            rows: 1,
-            outcome: Outcome::Ok,
-            duration_us: 412,
-        }))
-    }
-
-    fn keys(record: &AuditRecord) -> BTreeSet<String> {
-        match serde_json::to_value(record).unwrap() {
-            serde_json::Value::Object(map) => map.keys().cloned().collect(),
-            other => panic!("not an object: {other}"),
-        }
-    }
-
-    fn set(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|n| n.to_string()).collect()
-    }
-
-    #[test]
-    fn statement_record_has_only_metadata_fields() {
-        assert_eq!(
-            keys(&statement(7)),
-            set(&[
-                "event",
-                "time",
-                "connection",
-                "client",
-                "database",
-                "role",
-                "actor",
-                "purpose",
-                "ticket",
-                "kind",
-                "statement",
-                "tables",
-                "columns",
-                "rows",
-                "outcome",
-                "duration_us",
-            ])
-        );
-        let AuditRecord::Statement(s) = statement(7) else {
-            unreachable!()
-        };
-        let column = serde_json::to_value(&s.columns[0]).unwrap();
-        assert_eq!(
-            column,
-            serde_json::json!({
-                "column": "public.customers.email",
-                "access": "read",
-                "decision": "masked",
-            })
-        );
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let time = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800));
-        let peer = Peer {
-            connection: 3,
-            client: "[::1]:6000".into(),
-        };
-        let records = [
-            statement(1),
-            AuditRecord::Connect {
-                time,
-                peer: peer.clone(),
-            },
-            AuditRecord::Authentication {
-                time,
-                peer: peer.clone(),
-                login: Login {
-                    database: "shop".into(),
-                    role: "app".into(),
-                },
-                outcome: Outcome::Error(SqlState::new("28P01").unwrap()),
-            },
-            AuditRecord::Disconnect {
-                time,
-                peer,
-                statements: 10,
-                rows: 200,
-            },
-            AuditRecord::Alert(AlertRecord {
-                time,
-                role: "app".into(),
-                actor: None,
-                connection: Some(3),
-                columns: vec![
-                    "public.customers.email".into(),
-                    "public.customers.phone".into(),
-                ],
-                rows: 5000,
-                threshold: 1000,
-                window_secs: 60,
-            }),
-            AuditRecord::Gap(GapRecord {
-                time,
-                lost: 12,
-                cause: GapCause::WriteFailed,
-            }),
-            migration(),
-            AuditRecord::ApprovalUse(Box::new(ApprovalUseRecord {
-                time,
-                peer: Peer {
-                    connection: 4,
-                    client: "10.0.0.8:4000".into(),
-                },
-                login: Login {
-                    database: "shop".into(),
-                    role: "support_user".into(),
-                },
-                approval: "apr-0123456789abcdef".into(),
-                policy_role: "support".into(),
-                column: "public.customers.national_id".into(),
-                ticket: "CASE-123".into(),
-                rows: 1200,
-                rows_left: 3800,
-            })),
-        ];
-        for record in records {
-            let json = serde_json::to_string(&record).unwrap();
-            let back: AuditRecord = serde_json::from_str(&json).unwrap();
-            assert_eq!(back, record, "{json}");
-        }
-    }
-
-    pub(crate) fn migration() -> AuditRecord {
-        AuditRecord::Migration(Box::new(MigrationRecord {
-            time: Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800)),
-            login: Login {
-                database: "shop".into(),
-                role: "pgveil_migrate".into(),
-            },
-            table: "public.customers".into(),
-            column: "public.customers.email".into(),
-            action: MigrationAction::ReEncrypt,
-            domain: "public.customers.email".into(),
-            rows: 120,
-            from_versions: vec![1, 2],
-            to_version: Some(3),
-            mode: Some(Mode::Deterministic),
-            undecryptable: 1,
-            refused: 0,
-            resumed: true,
-            outcome: Outcome::Error(SqlState::new("XX001").unwrap()),
-        }))
-    }
-
-    #[test]
-    fn migration_records_name_columns_and_key_versions_only() {
-        let json = serde_json::to_value(migration()).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({
-                "event": "migration",
-                "time": "2025-11-25T10:00:00.000000Z",
-                "database": "shop",
-                "role": "pgveil_migrate",
-                "table": "public.customers",
-                "column": "public.customers.email",
-                "action": "re_encrypt",
-                "domain": "public.customers.email",
-                "rows": 120,
-                "from_versions": [1, 2],
-                "to_version": 3,
-                "mode": "deterministic",
-                "undecryptable": 1,
-                "refused": 0,
-                "resumed": true,
-                "outcome": "XX001",
-            })
-        );
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        let json = serde_json::to_string(&statement(1)).unwrap();
-        assert!(
-            json.contains(r#""time":"2025-11-25T10:00:00.123456Z""#),
-            "{json}"
-        );
-    }
-
-    #[test]
-    fn alerts_of_older_logs_name_one_column() {
-        let old = r#"{"event":"alert","time":"2026-11-25T10:00:00.000000Z","role":"app",
-            "column":"public.customers.email","rows":5000,"threshold":1000,"window_secs":60}"#;
-        let AuditRecord::Alert(alert) = serde_json::from_str(old).unwrap() else {
-            panic!("not an alert")
-        };
-        assert_eq!(alert.columns, ["public.customers.email"]);
-        assert_eq!(alert.connection, None);
-        let json = serde_json::to_value(AuditRecord::Alert(alert)).unwrap();
-        assert_eq!(
-            json["columns"],
-            serde_json::json!(["public.customers.email"])
-        );
-        assert!(json.get("column").is_none() && json.get("connection").is_none());
-    }
-
-    #[test]
-    fn column_accesses_may_name_their_policy_role() {
-        let json = r#"{"column":"public.customers.email","access":"read",
-            "decision":"masked","policy_role":"support"}"#;
-        let access: ColumnAccess = serde_json::from_str(json).unwrap();
-        assert_eq!(access.policy_role.as_deref(), Some("support"));
-    }
-
-    #[test]
-    fn outcomes_are_ok_or_a_sqlstate() {
-        let denied = Outcome::Error(SqlState::new("42501").unwrap());
-        assert_eq!(serde_json::to_string(&denied).unwrap(), r#""42501""#);
-        assert_eq!(serde_json::to_string(&Outcome::Ok).unwrap(), r#""ok""#);
-        for bad in ["4250", "425011", "42 01", "abcde"] {
-            assert!(SqlState::new(bad).is_err(), "{bad}");
-            assert!(serde_json::from_str::<Outcome>(&format!("{bad:?}")).is_err());
-        }
+impl UncleanShutdownRecord {
+    /// The records that file holds.
+    pub fn records(&self) -> u64 {
+        (self.last_seq + 1).saturating_sub(self.first_seq)
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests;

@@ -80,6 +80,9 @@ impl AuditSink {
         config.validate()?;
         let writer = LogWriter::open(config, keys, SystemTime::now())?;
         let shared = Arc::new(SinkState::new(config.queue_capacity));
+        shared
+            .written
+            .store(writer.written_on_open(), Ordering::Relaxed);
         let fsync_interval = Duration::from_millis(config.fsync_interval_ms);
         let for_writer = shared.clone();
         let task = tokio::task::spawn_blocking(move || run(writer, for_writer, fsync_interval));

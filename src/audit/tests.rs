@@ -125,6 +125,13 @@ async fn every_record_is_written_and_verifies() {
         report,
         VerifyReport {
             files: 1,
+            checked: vec![FileCheck {
+                file: f.name(0),
+                coverage: Coverage::Verified,
+                anchor_seq: 0,
+                last_seq: 20,
+                recovered: false,
+            }],
             records: 20,
             anchor_seq: 0,
             last_seq: 20,
@@ -133,10 +140,14 @@ async fn every_record_is_written_and_verifies() {
             open: None,
             gaps: vec![],
             lost: 0,
+            unclean: vec![],
         }
     );
+    assert_eq!(report.status(), Status::Ok);
     let report = f.verify_without_mac_key().unwrap();
     assert_eq!((report.records, report.macs_checked), (20, false));
+    assert_eq!(report.checked[0].coverage, Coverage::SealedOnly);
+    assert_eq!(report.status(), Status::Ok);
     let text = fs::read_to_string(&f.files()[0]).unwrap();
     assert_eq!(text.lines().count(), 22);
     assert!(text.lines().nth(1).unwrap().contains("\"seq\":1,"));
@@ -209,7 +220,7 @@ async fn a_truncated_file_is_found() {
     });
     let err = f.verify_without_mac_key().unwrap_err();
     assert!(
-        matches!(&err, VerifyError::Truncated { at: a } if *a == at(&f.name(0), 22)),
+        matches!(&err, VerifyError::Truncated { at: a, newest: true } if *a == at(&f.name(0), 22)),
         "{err}"
     );
     // Cut into the last record, line 21.
@@ -218,7 +229,7 @@ async fn a_truncated_file_is_found() {
     fs::write(path, &bytes[..bytes.len() - 30]).unwrap();
     let err = f.verify().unwrap_err();
     assert!(
-        matches!(&err, VerifyError::Truncated { at: a } if *a == at(&f.name(0), 21)),
+        matches!(&err, VerifyError::Truncated { at: a, newest: true } if *a == at(&f.name(0), 21)),
         "{err}"
     );
 }
@@ -317,14 +328,105 @@ async fn a_file_left_open_by_a_crash_is_sealed_on_start() {
     let mut torn = fs::read(&path).unwrap();
     torn.extend_from_slice(b"{\"seq\":3,\"event\":\"sta");
     fs::write(&path, torn).unwrap();
-    assert!(matches!(f.verify(), Err(VerifyError::Truncated { .. })));
+    let err = f.verify().unwrap_err();
+    assert!(
+        matches!(err, VerifyError::Truncated { newest: true, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--live"), "{err}");
     let live = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap();
-    assert_eq!((live.records, live.open), (2, Some(f.name(0))));
+    assert_eq!((live.records, live.open.clone()), (2, Some(f.name(0))));
+    assert_eq!(live.checked[0].coverage, Coverage::Chained);
+    assert_eq!(live.status(), Status::Ok);
 
     f.write(&f.config(), 3).await;
     let report = f.verify().unwrap();
     assert_eq!(report.recovered, vec![f.name(0)]);
-    assert_eq!((report.files, report.records, report.last_seq), (2, 5, 5));
+    // The unclean-shutdown record first, then the three.
+    assert_eq!((report.files, report.records, report.last_seq), (2, 6, 6));
+    assert_eq!(
+        report.unclean,
+        vec![UncleanEnd {
+            at: at(&f.name(1), 2),
+            seq: 3,
+            previous_last_seq: 2,
+        }]
+    );
+    assert_eq!(report.status(), Status::Incomplete);
+    assert_eq!(report.lost, 0, "uncounted: nothing says how many");
+    let text = fs::read_to_string(&f.files()[1]).unwrap();
+    let record: AuditRecord =
+        serde_json::from_str(&strip_chain(text.lines().nth(1).unwrap())).unwrap();
+    let AuditRecord::UncleanShutdown(end) = record else {
+        panic!("not an unclean shutdown record: {text}")
+    };
+    assert_eq!(
+        (end.file.as_str(), end.first_seq, end.last_seq, end.torn),
+        (f.name(0).as_str(), 1, 2, true)
+    );
+    assert_eq!(end.records(), 2);
+}
+
+/// A record line without its `seq` and `mac`, as the record's JSON.
+fn strip_chain(line: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+    let object = value.as_object_mut().unwrap();
+    object.remove("seq");
+    object.remove("mac");
+    value.to_string()
+}
+
+#[tokio::test]
+async fn a_clean_restart_writes_no_unclean_shutdown_record() {
+    let f = Fixture::new();
+    f.write(&f.config(), 2).await;
+    f.write(&f.config(), 2).await;
+    let report = f.verify().unwrap();
+    assert_eq!((report.records, report.status()), (4, Status::Ok));
+    assert!(report.unclean.is_empty() && report.recovered.is_empty());
+}
+
+#[tokio::test]
+async fn a_run_killed_just_after_it_created_a_file_is_an_unclean_shutdown() {
+    let f = Fixture::new();
+    f.write(&f.config(), 2).await;
+    // The next run created its file and died before the header was whole.
+    let name = "audit-29991231-0001.jsonl";
+    fs::write(f.dir().join(name), b"{\"audit\":\"pgv").unwrap();
+    f.write(&f.config(), 1).await;
+    let report = f.verify().unwrap();
+    assert_eq!(report.records, 4, "2, the unclean shutdown record, 1");
+    assert_eq!(report.unclean.len(), 1, "{report:?}");
+    assert_eq!(report.unclean[0].previous_last_seq, 2);
+    assert_eq!(report.status(), Status::Incomplete);
+    assert!(!f.dir().join(name).exists());
+}
+
+/// A run killed again before it wrote anything but the unclean-shutdown
+/// record still leaves that record: it is synced before the writer
+/// takes anything else.
+#[test]
+fn the_unclean_shutdown_record_is_on_disk_when_open_returns() {
+    let f = Fixture::new();
+    let now = SystemTime::now();
+    let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    writer.append(&Bodies::of(&[statement(1)]), now).unwrap();
+    drop(writer);
+    let writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    assert_eq!(writer.written_on_open(), 1);
+    drop(writer);
+    // Killed: the second file is open, holding the record.
+    let live = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    assert_eq!(live.unclean.len(), 1);
+    assert_eq!(live.status(), Status::Incomplete);
+    // The third start finds the second file open too, and says so again.
+    LogWriter::open(&f.config(), f.keys.clone(), now)
+        .unwrap()
+        .close(now)
+        .unwrap();
+    let report = f.verify().unwrap();
+    assert_eq!(report.unclean.len(), 2);
+    assert_eq!(report.recovered.len(), 2);
 }
 
 #[test]
@@ -726,4 +828,154 @@ fn an_empty_directory_does_not_verify() {
         verify(f.dir(), None, &[0; 31]),
         Err(VerifyError::PublicKey(31))
     ));
+}
+
+/// A log whose newest file is open, as while pgveil writes it: `sealed`
+/// records in a sealed file, then `open` in the open one.
+fn live_log(sealed: u64, open: u64) -> Fixture {
+    let f = Fixture::new();
+    let now = SystemTime::now();
+    let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    let records: Vec<_> = (0..sealed).map(statement).collect();
+    writer.append(&Bodies::of(&records), now).unwrap();
+    writer.close(now).unwrap();
+    let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    let records: Vec<_> = (0..open).map(statement).collect();
+    writer.append(&Bodies::of(&records), now).unwrap();
+    writer.sync().unwrap();
+    // Dropped unsealed, as by a process still writing (or killed).
+    drop(writer);
+    f
+}
+
+#[test]
+fn an_open_file_read_without_the_keyring_is_unverified_and_says_so() {
+    let f = live_log(3, 4);
+    let open = f.name(1);
+    // A role name edited in the open file: nothing without the MAC key
+    // can see it, so the result must not say ok.
+    f.edit(1, |lines| {
+        lines[2] = lines[2].replacen("\"role\":\"app\"", "\"role\":\"ops\"", 1)
+    });
+    let report = verify_live(f.dir(), None, f.keys.public_key()).unwrap();
+    assert_eq!(report.status(), Status::Unverified);
+    assert_eq!(Status::of(&Ok(report)).exit_code(), 4);
+    let report = verify_live(f.dir(), None, f.keys.public_key()).unwrap();
+    assert_eq!(
+        report
+            .checked
+            .iter()
+            .map(|c| (c.file.as_str(), c.coverage, c.records()))
+            .collect::<Vec<_>>(),
+        vec![
+            (f.name(0).as_str(), Coverage::SealedOnly, 3),
+            (open.as_str(), Coverage::Unverified, 4)
+        ]
+    );
+    assert_eq!(report.records_by(Coverage::Unverified), 4);
+    assert_eq!(report.coverage_of(2), Some(Coverage::SealedOnly));
+    assert_eq!(report.coverage_of(5), Some(Coverage::Unverified));
+    assert_eq!(report.coverage_of(8), None);
+    // With the keyring the edit is found.
+    let err = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::MacMismatch { at: a } if *a == at(&open, 3)),
+        "{err}"
+    );
+    assert_eq!(Status::of(&Err(err)), Status::Failed);
+    // Without --live the open file is an error that suggests it.
+    let err = verify(f.dir(), None, f.keys.public_key()).unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::Truncated { newest: true, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--live"), "{err}");
+}
+
+#[test]
+fn an_open_file_read_with_the_keyring_is_chained_and_ok() {
+    let f = live_log(2, 2);
+    let report = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    assert_eq!(report.status(), Status::Ok);
+    assert_eq!(
+        (
+            report.records_by(Coverage::Verified),
+            report.records_by(Coverage::Chained)
+        ),
+        (2, 2)
+    );
+}
+
+#[test]
+fn a_file_unsealed_before_the_newest_is_truncated_and_not_live() {
+    let f = live_log(2, 2);
+    // Sealed from now on, the second file is no longer the newest.
+    let now = SystemTime::now();
+    LogWriter::open(&f.config(), f.keys.clone(), now)
+        .unwrap()
+        .close(now)
+        .unwrap();
+    f.edit(0, |lines| {
+        lines.pop();
+    });
+    for result in [
+        verify(f.dir(), Some(&MAC_KEY), f.keys.public_key()),
+        verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, VerifyError::Truncated { newest: false, .. }),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("--live"), "{err}");
+    }
+}
+
+#[test]
+fn statuses_rank_and_have_their_exit_codes() {
+    assert!(Status::Ok < Status::Incomplete);
+    assert!(Status::Incomplete < Status::Unverified);
+    assert!(Status::Unverified < Status::Failed);
+    let codes: Vec<u8> = [
+        Status::Ok,
+        Status::Failed,
+        Status::Incomplete,
+        Status::Unverified,
+    ]
+    .iter()
+    .map(|s| s.exit_code())
+    .collect();
+    assert_eq!(codes, [0, 1, 3, 4]);
+}
+
+#[tokio::test]
+async fn gaps_make_a_log_incomplete_and_unverified_records_outrank_them() {
+    let f = Fixture::new();
+    let config = AuditConfig {
+        queue_capacity: 1,
+        ..f.config()
+    };
+    let (handle, task) = AuditSink::start(&config, f.keys.clone()).unwrap();
+    handle.record(statement(1)).unwrap();
+    assert!(handle.record(statement(2)).is_err());
+    handle.shutdown().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(f.verify().unwrap().status(), Status::Incomplete);
+    assert_eq!(
+        f.verify_without_mac_key().unwrap().status(),
+        Status::Incomplete
+    );
+    // Then a run that is still writing, read without the keyring.
+    let now = SystemTime::now();
+    let mut writer = LogWriter::open(&f.config(), f.keys.clone(), now).unwrap();
+    writer.append(&Bodies::of(&[statement(3)]), now).unwrap();
+    writer.sync().unwrap();
+    let report = verify_live(f.dir(), None, f.keys.public_key()).unwrap();
+    assert_eq!(
+        (report.gaps.len(), report.status()),
+        (1, Status::Unverified)
+    );
+    let report = verify_live(f.dir(), Some(&MAC_KEY), f.keys.public_key()).unwrap();
+    assert_eq!(report.status(), Status::Incomplete);
+    writer.close(now).unwrap();
 }

@@ -23,7 +23,7 @@ mod summary;
 pub use names::text;
 
 pub(crate) use names::Names;
-pub use statement::StatementText;
+pub use statement::{StatementText, Written};
 pub use summary::redact;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -39,7 +39,7 @@ use crate::audit::{
     Access, AlertRecord, ApprovalUseRecord, AuditHandle, AuditRecord, ColumnAccess, Decision,
     Login, OnBulk, Outcome, Peer, Scope, SqlState, StatementLine, Timestamp,
 };
-use crate::protect::policy::Action;
+use crate::protect::policy::{Action, DEFAULT_RULE};
 use crate::session::ledger::Values;
 use crate::wire::sqlstate::{INSUFFICIENT_PRIVILEGE, INTERNAL_ERROR};
 use crate::wire::tags::transaction;
@@ -102,8 +102,8 @@ struct Answer {
     /// pgveil withheld a value: the statement failed for the client,
     /// whatever the server goes on to answer for it.
     denied: bool,
-    /// Values read, by column and decision.
-    reads: BTreeMap<(String, DecisionKey), u64>,
+    /// Values read, by column, decision and the policy role that decided.
+    reads: BTreeMap<(String, DecisionKey, Option<String>), u64>,
 }
 
 /// `Decision` ordered, for a set of distinct reads, with whether the
@@ -303,13 +303,23 @@ impl Trail {
     }
 
     /// `count` values of a protected column were read, with this decision
-    /// (`None`: left encrypted), stored encrypted or, if `unencrypted`, not.
-    pub fn read(&self, column: String, action: Option<Action>, unencrypted: bool, count: u64) {
+    /// (`None`: left encrypted) taken by the rule of `policy_role` (`None`:
+    /// the column's default), stored encrypted or, if `unencrypted`, not.
+    pub fn read(
+        &self,
+        column: String,
+        policy_role: Option<&str>,
+        action: Option<Action>,
+        unencrypted: bool,
+        count: u64,
+    ) {
         let mut answer = self.lock_answer();
-        *answer
-            .reads
-            .entry((column, DecisionKey::of(action, unencrypted)))
-            .or_default() += count;
+        let key = (
+            column,
+            DecisionKey::of(action, unencrypted),
+            policy_role.map(str::to_owned),
+        );
+        *answer.reads.entry(key).or_default() += count;
     }
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended, with the
@@ -495,24 +505,30 @@ impl Trail {
             Some(i) => (summary.part(i), i),
             None => (summary.whole(), 0),
         };
+        let policy_role = |role: Option<String>| Some(role.unwrap_or_else(|| DEFAULT_RULE.into()));
         let columns = text
             .written
             .iter()
-            .filter(|column| part.is_none() || summary.writes(index, column))
-            .map(|column| ColumnAccess {
-                column: column.clone(),
+            .filter(|written| part.is_none() || summary.writes(index, &written.column))
+            .map(|written| ColumnAccess {
+                column: written.column.clone(),
                 access: Access::Write,
                 decision: Decision::Encrypted,
+                policy_role: policy_role(written.policy_role.clone()),
                 unencrypted: false,
-                policy_role: None,
             })
-            .chain(answer.reads.into_keys().map(|(column, key)| ColumnAccess {
-                column,
-                access: Access::Read,
-                decision: key.decision(),
-                unencrypted: key.unencrypted(),
-                policy_role: None,
-            }))
+            .chain(
+                answer
+                    .reads
+                    .into_keys()
+                    .map(|(column, key, role)| ColumnAccess {
+                        column,
+                        access: Access::Read,
+                        decision: key.decision(),
+                        policy_role: policy_role(role),
+                        unencrypted: key.unencrypted(),
+                    }),
+            )
             .collect::<Vec<_>>();
         let line = StatementLine {
             time,
@@ -535,14 +551,18 @@ impl Trail {
 
     /// Counts plaintext reads against the bulk thresholds; alerts (and
     /// blocks) on a crossing.
-    fn watch_bulk(&self, reads: &BTreeMap<(String, DecisionKey), u64>, declared: &Values) {
+    fn watch_bulk(
+        &self,
+        reads: &BTreeMap<(String, DecisionKey, Option<String>), u64>,
+        declared: &Values,
+    ) {
         let Some(bulk) = &self.bulk else {
             return;
         };
         let plaintext = reads
             .iter()
-            .filter(|((_, key), _)| key.is_plaintext())
-            .map(|((column, _), rows)| (column.as_str(), *rows));
+            .filter(|((_, key, _), _)| key.is_plaintext())
+            .map(|((column, _, _), rows)| (column.as_str(), *rows));
         let Some(crossing) = bulk.add_statement(
             &self.login.role,
             declared.actor.as_deref(),

@@ -35,7 +35,17 @@
 //! gap record saying how many, chained like any other. Verification lists
 //! every gap record ([`VerifyReport::gaps`]) and the total lost; the log
 //! still verifies, since nothing was altered, but it says it is
-//! incomplete.
+//! incomplete. So does an `unclean_shutdown` record, which a writer
+//! starting after a run that did not seal its log (killed, crashed) writes
+//! first: what that run still held in memory is lost, uncounted
+//! ([`VerifyReport::unclean`]).
+//!
+//! # What was checked
+//!
+//! A report says how far each file was checked ([`FileCheck`],
+//! [`Coverage`]) and sums it up in one [`Status`]: see `status.rs`.
+
+mod status;
 
 use std::fmt;
 use std::io;
@@ -48,13 +58,16 @@ use thiserror::Error;
 use super::compress;
 use super::format::{
     decode_mac, is_seal, list_files, split_record, split_seal, AuditFile, ChainHead, Header,
-    MacKey, Seal, FORMAT,
+    MacKey, Notice, Seal, FORMAT,
 };
+pub use status::{Coverage, FileCheck, Status, UncleanEnd};
 
 /// A file and a 1-based line in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
+    /// The file's entry in the directory.
     pub file: String,
+    /// The line, from 1.
     pub line: usize,
 }
 
@@ -129,10 +142,13 @@ pub enum VerifyError {
         at: Location,
     },
     /// A file ends without a seal.
-    #[error("{at}: the file ends without a seal: it was truncated (or is still being written)")]
+    #[error("{at}: the file ends without a seal: {}", unsealed_why(*.newest))]
     Truncated {
         /// Where the file ends.
         at: Location,
+        /// Whether it is the newest file, which pgveil may still be
+        /// writing.
+        newest: bool,
     },
     /// A seal's signature does not verify.
     #[error("{at}: the seal's signature does not verify with the audit public key")]
@@ -156,11 +172,24 @@ pub enum VerifyError {
     },
 }
 
-/// What a successful verification covered.
+/// Why a file may end without a seal.
+fn unsealed_why(newest: bool) -> &'static str {
+    if newest {
+        "pgveil is still writing it (verify a running log with --live), or it stopped \
+         without sealing it (its next start seals it), or the file was truncated"
+    } else {
+        "it was truncated (only the newest file may be open)"
+    }
+}
+
+/// What a successful verification covered. [`VerifyReport::status`] sums
+/// it up.
 #[derive(Debug, PartialEq, Eq)]
 pub struct VerifyReport {
     /// The audit files verified.
     pub files: usize,
+    /// Each file, oldest first, and how far it was checked.
+    pub checked: Vec<FileCheck>,
     /// The records verified.
     pub records: u64,
     /// The seq the oldest remaining file continues from: 0 if the log is
@@ -178,14 +207,21 @@ pub struct VerifyReport {
     pub gaps: Vec<Gap>,
     /// The records lost, over all gap records.
     pub lost: u64,
+    /// The `unclean_shutdown` records: where a run that ended without
+    /// sealing its log was followed by the next, having lost what it still
+    /// held in memory (uncounted).
+    pub unclean: Vec<UncleanEnd>,
 }
 
 /// A gap record: `lost` records before it were never written (the queue
 /// was full, or the disk could not take them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gap {
+    /// The gap record.
     pub at: Location,
+    /// Its seq.
     pub seq: u64,
+    /// The records it says were lost.
     pub lost: u64,
 }
 
@@ -202,7 +238,7 @@ pub fn verify(
 
 /// Like [`verify`], but the newest file may still be open: not sealed, and
 /// possibly ending in a partly written line, which is not checked.
-pub(crate) fn verify_live(
+pub fn verify_live(
     dir: &Path,
     mac_key: Option<&[u8; 32]>,
     public_key: &[u8],
@@ -250,6 +286,7 @@ pub(super) struct Scanned {
     /// Bytes up to the end of the last complete line before the seal.
     pub complete: usize,
     pub gaps: Vec<Gap>,
+    pub unclean: Vec<UncleanEnd>,
 }
 
 fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport, VerifyError> {
@@ -263,6 +300,7 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
     };
     let mut report = VerifyReport {
         files: files.len(),
+        checked: Vec::with_capacity(files.len()),
         records: 0,
         anchor_seq: 0,
         last_seq: 0,
@@ -271,6 +309,7 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         open: None,
         gaps: Vec::new(),
         lost: 0,
+        unclean: Vec::new(),
     };
     let mut previous: Option<ChainHead> = None;
     for file in files {
@@ -281,10 +320,26 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         } else {
             Tail::Sealed
         };
-        let scanned = scan_file(&file, &bytes, previous, checker, file_tail)?;
+        let scanned =
+            scan_file(&file, &bytes, previous, checker, file_tail).map_err(
+                |error| match error {
+                    VerifyError::Truncated { at, .. } => VerifyError::Truncated {
+                        at,
+                        newest: file.name == newest,
+                    },
+                    other => other,
+                },
+            )?;
         if previous.is_none() {
             report.anchor_seq = scanned.anchor.seq;
         }
+        report.checked.push(FileCheck {
+            file: name.clone(),
+            coverage: Coverage::of(scanned.sealed.is_some(), checker.mac_key.is_some()),
+            anchor_seq: scanned.anchor.seq,
+            last_seq: scanned.head.seq,
+            recovered: scanned.sealed == Some(true),
+        });
         match scanned.sealed {
             Some(true) => report.recovered.push(name),
             Some(false) => {}
@@ -294,6 +349,7 @@ fn verify_dir(dir: &Path, checker: &Checker, tail: Tail) -> Result<VerifyReport,
         report.last_seq = scanned.head.seq;
         report.lost += scanned.gaps.iter().map(|gap| gap.lost).sum::<u64>();
         report.gaps.extend(scanned.gaps);
+        report.unclean.extend(scanned.unclean);
         previous = Some(scanned.head);
     }
     Ok(report)
@@ -315,8 +371,10 @@ pub(super) fn scan_file(
         line,
     };
     let mut lines = Lines { bytes, offset: 0 };
+    // Whether it is the newest file is for the caller to say.
+    let newest = false;
     let Some((_, header)) = lines.next() else {
-        return Err(VerifyError::Truncated { at: at(1) });
+        return Err(VerifyError::Truncated { at: at(1), newest });
     };
     let anchor = read_header(header, name, at(1))?;
     if let Some(expected) = expected.filter(|&e| e != anchor) {
@@ -328,6 +386,7 @@ pub(super) fn scan_file(
     }
     let mut head = anchor;
     let mut gaps = Vec::new();
+    let mut unclean = Vec::new();
     let mut number = 1;
     for (offset, line) in lines.by_ref() {
         number += 1;
@@ -347,22 +406,32 @@ pub(super) fn scan_file(
                 sealed: Some(recovered),
                 complete: offset,
                 gaps,
+                unclean,
             });
         }
-        let lost;
-        (head, lost) =
+        let notice;
+        (head, notice) =
             check_record(line, head, checker).map_err(|problem| problem.at(at(number)))?;
-        if let Some(lost) = lost {
-            gaps.push(Gap {
+        match notice {
+            Some(Notice::Gap { lost }) => gaps.push(Gap {
                 at: at(number),
                 seq: head.seq,
                 lost,
-            });
+            }),
+            Some(Notice::UncleanShutdown { previous_last_seq }) => unclean.push(UncleanEnd {
+                at: at(number),
+                seq: head.seq,
+                previous_last_seq,
+            }),
+            None => {}
         }
     }
     if tail == Tail::Sealed {
         // The seal, or a partly written line, would be the next line.
-        return Err(VerifyError::Truncated { at: at(number + 1) });
+        return Err(VerifyError::Truncated {
+            at: at(number + 1),
+            newest,
+        });
     }
     Ok(Scanned {
         anchor,
@@ -371,6 +440,7 @@ pub(super) fn scan_file(
         sealed: None,
         complete: lines.offset,
         gaps,
+        unclean,
     })
 }
 
@@ -441,12 +511,12 @@ impl Problem {
 }
 
 /// Checks a record following `prev`; returns the new chain head and, for
-/// a gap record, the records it says were lost.
+/// a gap or unclean-shutdown record, what it says is missing.
 fn check_record(
     line: &[u8],
     prev: ChainHead,
     checker: &Checker,
-) -> Result<(ChainHead, Option<u64>), Problem> {
+) -> Result<(ChainHead, Option<Notice>), Problem> {
     let record = split_record(line).ok_or(Problem::Unparseable("not an audit record"))?;
     if record.seq != prev.seq + 1 {
         return Err(Problem::SeqGap {
@@ -463,7 +533,7 @@ fn check_record(
         seq: record.seq,
         mac: record.mac,
     };
-    Ok((head, record.lost))
+    Ok((head, record.notice))
 }
 
 /// Checks a seal over `before`, the file's preceding bytes, which run from

@@ -11,6 +11,15 @@
 //! is removed. After a failed write, [`LogWriter::resume`] does the same
 //! without a restart.
 //!
+//! A file left open on start means the previous run did not end cleanly
+//! (a clean stop seals the log): the writer then writes an
+//! `unclean_shutdown` record first ([`UncleanShutdownRecord`]), naming
+//! that file and its last seq, and syncs it before it takes any other
+//! record, so that a run killed again at once still leaves it. A run
+//! killed before it opened its first file (it had written nothing) leaves
+//! no open file, and so no such record: what it had queued is lost
+//! without a trace.
+//!
 //! A directory has one writer at a time: two would fork the chain. The
 //! writer holds an exclusive lock (`flock`, through [`File::try_lock`]) on
 //! the directory itself from before it reads the newest file until it
@@ -35,7 +44,7 @@ use super::format::{
     encode_mac, is_seal, list_files, record_line, Bodies, ChainHead, Day, FileName, Header, Seal,
 };
 use super::keys::AuditKeys;
-use super::record::Timestamp;
+use super::record::{AuditRecord, Timestamp, UncleanShutdownRecord};
 use super::verify::{scan_file, Checker, Tail, VerifyError};
 
 /// The audit log cannot be written.
@@ -92,6 +101,9 @@ pub(super) struct LogWriter {
     compressor: Option<Compressor>,
     /// The line being written, kept for its capacity.
     line: Vec<u8>,
+    /// Records written by [`Self::open`] itself (an unclean-shutdown
+    /// record).
+    written_on_open: u64,
 }
 
 /// The file being written.
@@ -150,7 +162,7 @@ impl LogWriter {
         let dir = config.dir.clone();
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
-        let (head, newest) = recover(&dir, &keys, now)?;
+        let (head, newest, left_open) = recover(&dir, &keys, now)?;
         let mut writer = Self {
             compressor: config.compress.then(|| Compressor::new(dir.clone())),
             dir,
@@ -162,10 +174,48 @@ impl LogWriter {
             newest,
             current: None,
             line: Vec::new(),
+            written_on_open: 0,
         };
+        if let Some(left_open) = left_open {
+            writer.note_unclean_shutdown(left_open, now)?;
+        }
         writer.delete_expired(now);
         writer.compress_sealed()?;
         Ok(writer)
+    }
+
+    /// Writes and syncs the record saying that the previous run left
+    /// `left_open` open.
+    fn note_unclean_shutdown(
+        &mut self,
+        left_open: LeftOpen,
+        now: SystemTime,
+    ) -> Result<(), AuditError> {
+        let record = UncleanShutdownRecord {
+            time: Timestamp(now),
+            file: left_open.file.to_string(),
+            first_seq: left_open.anchor_seq + 1,
+            last_seq: self.head.seq,
+            torn: left_open.torn,
+        };
+        tracing::warn!(
+            file = %left_open.file,
+            last_seq = self.head.seq,
+            torn = left_open.torn,
+            "the previous run ended without a clean shutdown: records it still held in \
+             memory are lost, how many cannot be known; an unclean_shutdown record says so"
+        );
+        let mut bodies = Bodies::default();
+        bodies.push(&AuditRecord::UncleanShutdown(record));
+        self.append(&bodies, now)?;
+        self.sync()?;
+        self.written_on_open = 1;
+        Ok(())
+    }
+
+    /// Records [`Self::open`] wrote itself.
+    pub(super) fn written_on_open(&self) -> u64 {
+        self.written_on_open
     }
 
     /// Appends the records of `bodies` at `now`, rotating as needed. They reach the disk
@@ -214,7 +264,8 @@ impl LogWriter {
     pub(super) fn resume(&mut self, now: SystemTime) -> Result<u64, AuditError> {
         self.current = None;
         create_dir(&self.dir)?;
-        let (head, newest) = recover(&self.dir, &self.keys, now)?;
+        // Left open by this run's failed write: its gap record tells.
+        let (head, newest, _) = recover(&self.dir, &self.keys, now)?;
         self.head = head;
         self.newest = newest;
         self.compress_sealed()?;
@@ -360,14 +411,27 @@ fn seal_line(
     .line(keys.signing_key())
 }
 
+/// A newest file found open by [`recover`]: sealed, or removed if it
+/// held no complete line.
+struct LeftOpen {
+    file: FileName,
+    /// The seq its header continues from (the chain head, for a file
+    /// removed).
+    anchor_seq: u64,
+    /// It ended in a partly written record, which was cut off.
+    torn: bool,
+}
+
 /// Finds the chain head to continue from and the newest file, sealing that
-/// file if a crash left it open.
+/// file if a crash left it open (and then saying which).
 fn recover(
     dir: &Path,
     keys: &AuditKeys,
     now: SystemTime,
-) -> Result<(ChainHead, Option<FileName>), AuditError> {
+) -> Result<(ChainHead, Option<FileName>, Option<LeftOpen>), AuditError> {
     let mut files = list_files(dir).map_err(io_error("list", dir))?;
+    // A file removed below: the run that created it ended just after.
+    let mut removed = None;
     while let Some(&newest) = files.last() {
         let path = dir.join(newest.entry());
         let bytes = compress::read(dir, &newest).map_err(io_error("read", &path))?;
@@ -376,6 +440,7 @@ fn recover(
             // crash or a failed write, with no record in it.
             fs::remove_file(&path).map_err(io_error("delete", &path))?;
             files.pop();
+            removed = removed.or(Some(newest.name));
             continue;
         }
         let checker = Checker::new(Some(keys.mac_key()), keys.public_key())
@@ -388,7 +453,17 @@ fn recover(
         };
         let scanned =
             scan_file(&newest, &bytes, None, &checker, tail).map_err(AuditError::Corrupt)?;
+        let mut left_open = removed.map(|file| LeftOpen {
+            file,
+            anchor_seq: scanned.head.seq,
+            torn: false,
+        });
         if scanned.sealed.is_none() {
+            left_open = Some(LeftOpen {
+                file: newest.name,
+                anchor_seq: scanned.anchor.seq,
+                torn: scanned.complete < bytes.len(),
+            });
             let complete = &bytes[..scanned.complete];
             let hash = Sha256::new_with_prefix(complete);
             let seal = seal_line(
@@ -410,9 +485,14 @@ fn recover(
                 .map_err(io_error("seal", &path))?;
             tracing::warn!(file = %newest.name, "sealed an audit file left open by a crash or a failed write");
         }
-        return Ok((scanned.head, Some(newest.name)));
+        return Ok((scanned.head, Some(newest.name), left_open));
     }
-    Ok((ChainHead::GENESIS, None))
+    let left_open = removed.map(|file| LeftOpen {
+        file,
+        anchor_seq: 0,
+        torn: false,
+    });
+    Ok((ChainHead::GENESIS, None, left_open))
 }
 
 /// Whether the file's last line is a seal (not whether the seal is valid).

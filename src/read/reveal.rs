@@ -87,6 +87,10 @@ type Decision<'v> = Option<(Action, &'v ColumnPolicy, Option<&'v KeyCiphers>)>;
 #[derive(Clone, Copy)]
 struct Read<'v> {
     column: &'v ColumnPolicy,
+    /// The role whose rule decided (`None`: the column's default), the
+    /// same for every read of the column in a session; kept with the read
+    /// so that a policy reloaded meanwhile is told as it decided.
+    role: Option<&'v str>,
     action: Option<Action>,
     /// The value was not stored encrypted.
     unencrypted: bool,
@@ -467,12 +471,19 @@ impl<'v> Revealer<'v> {
         }
         let read = Read {
             column,
+            role: None,
             action,
             unencrypted,
         };
         match self.reads.iter_mut().find(|(r, _)| *r == read) {
             Some((_, count)) => *count += 1,
-            None => self.reads.push((read, 1)),
+            None => self.reads.push((
+                Read {
+                    role: column.policy_role(reader.roles),
+                    ..read
+                },
+                1,
+            )),
         }
     }
 
@@ -481,6 +492,7 @@ impl<'v> Revealer<'v> {
         for (read, count) in self.reads.drain(..) {
             trail.read(
                 read.column.qualified_name(),
+                read.role,
                 read.action,
                 read.unencrypted,
                 count,

@@ -3,9 +3,9 @@
 //! down refuses a statement.
 
 use super::tap::ClientTap;
-use crate::audit::trail::{text as trail_text, Trail};
+use crate::audit::trail::{text as trail_text, Trail, Written};
 use crate::protect::protection::Protection;
-use crate::sql::Verdict;
+use crate::sql::{ColumnRefId, Verdict};
 use crate::wire::messages::bind::BindMessage;
 use crate::wire::messages::close::CloseMessage;
 use crate::wire::messages::parse::ParseMessage;
@@ -14,7 +14,7 @@ use crate::wire::tags::frontend;
 
 impl ClientTap<'_> {
     /// Notes a simple Query in the trail.
-    pub(super) fn note_query(&mut self, sql: &str, written: Vec<String>) {
+    pub(super) fn note_query(&mut self, sql: &str, written: Vec<Written>) {
         if let Some(trail) = self.trail {
             let veil = self.veil;
             let text = trail_text(veil, sql, written);
@@ -25,7 +25,7 @@ impl ClientTap<'_> {
     }
 
     /// Notes a prepared statement's text for the trail.
-    pub(super) fn note_parse(&mut self, name: &str, sql: &str, written: Vec<String>) {
+    pub(super) fn note_parse(&mut self, name: &str, sql: &str, written: Vec<Written>) {
         if self.trail.is_some() {
             self.names.parse(name, trail_text(self.veil, sql, written));
         }
@@ -95,16 +95,28 @@ impl ClientTap<'_> {
     }
 }
 
-/// The protected columns a statement writes, for the trail.
-pub(super) fn written(outcome: &Verdict) -> Vec<String> {
-    match outcome {
-        Verdict::Rewritten(rewrite) => rewrite.written.iter().map(ToString::to_string).collect(),
-        Verdict::CopyIn(copy) => copy
-            .columns
-            .iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect(),
-        _ => Vec::new(),
+impl ClientTap<'_> {
+    /// The protected columns a statement writes, for the trail, each with
+    /// the policy role the session has for it (none with audit off).
+    pub(super) fn written(&self, veil: &Protection, outcome: &Verdict) -> Vec<Written> {
+        if self.trail.is_none() {
+            return Vec::new();
+        }
+        let columns: Vec<&ColumnRefId> = match outcome {
+            Verdict::Rewritten(rewrite) => rewrite.written.iter().collect(),
+            Verdict::CopyIn(copy) => copy.columns.iter().flatten().map(|t| &t.column).collect(),
+            _ => Vec::new(),
+        };
+        columns
+            .into_iter()
+            .map(|column| Written {
+                column: column.to_string(),
+                policy_role: veil
+                    .policy
+                    .column(&column.schema, &column.table, &column.column)
+                    .and_then(|policy| policy.policy_role(&self.catalog.roles))
+                    .map(str::to_owned),
+            })
+            .collect()
     }
 }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::audit::written;
 use super::bind::{encrypt_bind, malformed_bind};
 use super::copy_in::CopyEncryptor;
 use super::refusal::{audit_unavailable, copy_unsettled, refusal_of, undecodable};
@@ -79,7 +78,7 @@ impl<'a> ClientTap<'a> {
             self.declaring.insert(name.clone(), plan);
         }
         let outcome = analysis.verdict;
-        self.note_parse(&name, &sql, written(&outcome));
+        self.note_parse(&name, &sql, self.written(veil, &outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_extended(veil, &audit_unavailable(), out, &name);
         }

@@ -5,7 +5,6 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::audit::written;
 use super::copy_in::CopyEncryptor;
 use super::refusal::{audit_unavailable, copy_unsettled, refusal_of, undecodable};
 use super::statement::copy_out_in;
@@ -46,7 +45,7 @@ impl<'a> ClientTap<'a> {
         self.shared
             .expect_copy_out(copy_out_in(&sql, veil, self.catalog));
         let outcome = analysis.verdict;
-        self.note_query(&sql, written(&outcome));
+        self.note_query(&sql, self.written(veil, &outcome));
         if self.audit_refusing(veil, &sql, &outcome) {
             return self.refuse_query(veil, &audit_unavailable(), out);
         }

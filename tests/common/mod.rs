@@ -621,3 +621,4 @@ pub fn extended(sql: &str, params: &[Option<&[u8]>], formats: &[i16]) -> Vec<u8>
     .concat()
 }
 pub mod crm;
+pub mod served;

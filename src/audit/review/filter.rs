@@ -14,6 +14,8 @@ pub(crate) enum EventKind {
     Statement,
     Alert,
     Gap,
+    #[value(name = "unclean_shutdown")]
+    UncleanShutdown,
     Reload,
     Migration,
     #[value(name = "approval_use")]
@@ -29,6 +31,7 @@ impl EventKind {
             AuditRecord::Statement(_) => EventKind::Statement,
             AuditRecord::Alert(_) => EventKind::Alert,
             AuditRecord::Gap(_) => EventKind::Gap,
+            AuditRecord::UncleanShutdown(_) => EventKind::UncleanShutdown,
             AuditRecord::Reload { .. } => EventKind::Reload,
             AuditRecord::Migration(_) => EventKind::Migration,
             AuditRecord::ApprovalUse(_) => EventKind::ApprovalUse,
@@ -43,6 +46,7 @@ impl EventKind {
             EventKind::Statement => "statement",
             EventKind::Alert => "alert",
             EventKind::Gap => "gap",
+            EventKind::UncleanShutdown => "unclean_shutdown",
             EventKind::Reload => "reload",
             EventKind::Migration => "migration",
             EventKind::ApprovalUse => "approval_use",
@@ -122,7 +126,8 @@ pub(crate) struct Filter {
     /// day is included).
     #[arg(long, value_parser = parse_until)]
     pub until: Option<Timestamp>,
-    /// The database role.
+    /// A role: the user logged in as, or the policy role that decided a
+    /// protected column (`default` for the column's default rule).
     #[arg(long)]
     pub role: Option<String>,
     /// The actor the session declared.
@@ -159,7 +164,10 @@ impl Filter {
         self.since.is_none_or(|since| facts.time >= since)
             && self.until.is_none_or(|until| facts.time < until)
             && self.event.is_none_or(|event| facts.event == event)
-            && same(&self.role, facts.role)
+            && self.role.as_deref().is_none_or(|wanted| {
+                facts.role == Some(wanted)
+                    || facts.columns.iter().any(|c| c.policy_role == Some(wanted))
+            })
             && same(&self.actor, facts.actor)
             && same(&self.purpose, facts.purpose)
             && same(&self.ticket, facts.ticket)
@@ -198,10 +206,12 @@ fn names_match(name: &str, wanted: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
 }
 
-/// A protected column a record names, with the decision if it has one.
+/// A protected column a record names, with the decision and the policy
+/// role that took it if it has them.
 pub(super) struct ColumnFact<'a> {
     pub name: &'a str,
     pub decision: Option<Decision>,
+    pub policy_role: Option<&'a str>,
 }
 
 /// The fields of any record that searches test and print.
@@ -254,6 +264,7 @@ impl<'a> Facts<'a> {
                     .map(|c| ColumnFact {
                         name: &c.column,
                         decision: Some(c.decision),
+                        policy_role: c.policy_role.as_deref(),
                     })
                     .collect();
                 facts.rows = Some(s.rows);
@@ -277,6 +288,7 @@ impl<'a> Facts<'a> {
                     .map(|name| ColumnFact {
                         name,
                         decision: None,
+                        policy_role: None,
                     })
                     .collect();
                 facts.rows = Some(alert.rows);
@@ -288,6 +300,7 @@ impl<'a> Facts<'a> {
                 facts.columns = vec![ColumnFact {
                     name: &m.column,
                     decision: None,
+                    policy_role: None,
                 }];
                 facts.rows = Some(m.rows);
                 facts.outcome = Some(m.outcome);
@@ -305,10 +318,11 @@ impl<'a> Facts<'a> {
                 facts.columns = vec![ColumnFact {
                     name: &used.column,
                     decision: Some(Decision::Plaintext),
+                    policy_role: Some(&used.policy_role),
                 }];
                 facts.rows = Some(used.rows);
             }
-            AuditRecord::Gap(_) => {}
+            AuditRecord::Gap(_) | AuditRecord::UncleanShutdown(_) => {}
         }
         facts
     }
@@ -341,6 +355,7 @@ pub(super) fn time_of(record: &AuditRecord) -> Timestamp {
         AuditRecord::Statement(s) => s.time,
         AuditRecord::Alert(alert) => alert.time,
         AuditRecord::Gap(gap) => gap.time,
+        AuditRecord::UncleanShutdown(end) => end.time,
         AuditRecord::Migration(m) => m.time,
         AuditRecord::ApprovalUse(used) => used.time,
     }

@@ -156,3 +156,5 @@ pub(crate) fn write_report(
 mod report_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_roles;

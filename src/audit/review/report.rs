@@ -364,6 +364,7 @@ impl Builder {
             AuditRecord::Authentication { .. }
             | AuditRecord::Disconnect { .. }
             | AuditRecord::Reload { .. }
+            | AuditRecord::UncleanShutdown(_)
             | AuditRecord::ApprovalUse(_) => {}
         }
     }

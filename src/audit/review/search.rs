@@ -83,6 +83,12 @@ fn table_row(record: &AuditRecord) -> Vec<String> {
     cells
 }
 
+/// A record's cells under [`HEADER`], for tests.
+#[cfg(test)]
+pub(super) fn cells_of(record: &AuditRecord) -> Vec<String> {
+    cells(record)
+}
+
 /// A record's cells under [`HEADER`]; empty where it has no such field.
 fn cells(record: &AuditRecord) -> Vec<String> {
     let facts = Facts::of(record);
@@ -91,9 +97,10 @@ fn cells(record: &AuditRecord) -> Vec<String> {
     let columns: Vec<String> = facts
         .columns
         .iter()
-        .map(|c| match c.decision {
-            Some(decision) => format!("{}:{}", c.name, decision.name()),
-            None => c.name.to_owned(),
+        .map(|c| match (c.decision, c.policy_role) {
+            (Some(decision), Some(role)) => format!("{}:{}({role})", c.name, decision.name()),
+            (Some(decision), None) => format!("{}:{}", c.name, decision.name()),
+            (None, _) => c.name.to_owned(),
         })
         .collect();
     vec![
@@ -124,6 +131,17 @@ pub(super) fn detail(record: &AuditRecord) -> String {
             format!("over {} rows in {} s", alert.threshold, alert.window_secs)
         }
         AuditRecord::Gap(gap) => format!("{} records lost ({})", gap.lost, gap.cause.name()),
+        AuditRecord::UncleanShutdown(end) => format!(
+            "the previous run ended without a clean shutdown after seq {} ({}{}); \
+             records it still held in memory are lost, how many is unknown",
+            end.last_seq,
+            end.file,
+            if end.torn {
+                ", a partly written record cut off"
+            } else {
+                ""
+            }
+        ),
         AuditRecord::Reload { reason: None, .. } => "policy and keyring reloaded".to_owned(),
         AuditRecord::Reload {
             reason: Some(reason),

@@ -34,8 +34,8 @@ pub(super) fn column(name: &str, access: Access, decision: Decision) -> ColumnAc
         column: format!("public.customers.{name}"),
         access,
         decision,
-        unencrypted: false,
         policy_role: None,
+        unencrypted: false,
     }
 }
 

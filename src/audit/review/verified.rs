@@ -100,8 +100,15 @@ fn status_of(result: &Result<VerifyReport, VerifyError>) -> (Status, String) {
         Err(e) => return (Status::Failed, e.to_string()),
         Ok(report) => report,
     };
+    // The log's own status (`audit verify`'s), in the report's words.
+    let status = match crate::audit::Status::of(result) {
+        crate::audit::Status::Ok => Status::Ok,
+        crate::audit::Status::Incomplete => Status::Incomplete,
+        crate::audit::Status::Unverified => Status::Unverified,
+        crate::audit::Status::Failed => Status::Failed,
+    };
     let mut notes = Vec::new();
-    let status = if report.lost > 0 {
+    if report.lost > 0 {
         let first = report
             .gaps
             .first()
@@ -112,12 +119,14 @@ fn status_of(result: &Result<VerifyReport, VerifyError>) -> (Status, String) {
             report.gaps.len(),
             first.unwrap_or_default()
         ));
-        Status::Incomplete
-    } else if report.open.is_some() && !report.macs_checked {
-        Status::Unverified
-    } else {
-        Status::Ok
-    };
+    }
+    for end in &report.unclean {
+        notes.push(format!(
+            "the run before {} ended without a clean shutdown: records it had queued \
+             and not written are lost and cannot be counted",
+            end.at
+        ));
+    }
     notes.push(if report.macs_checked {
         "every record's MAC, seal and signature checked".to_owned()
     } else {

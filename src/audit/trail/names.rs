@@ -16,14 +16,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::statement::{Change, StatementText};
+use super::statement::{Change, StatementText, Written};
 use super::Trail;
 use crate::protect::protection::Protection;
 use crate::wire::tags::target;
 
 /// A statement text for the trail: whether it mentions a protected table
 /// is known with a policy.
-pub fn text(veil: Option<&Protection>, sql: &str, written: Vec<String>) -> Arc<StatementText> {
+pub fn text(veil: Option<&Protection>, sql: &str, written: Vec<Written>) -> Arc<StatementText> {
     let protected = veil.is_some_and(|veil| veil.policy.mentions_protected_table(sql));
     StatementText::new(sql.to_owned(), written, protected)
 }

@@ -9,12 +9,22 @@ use pg_query::protobuf::{node::Node, DiscardMode, Token};
 
 use super::summary::{statement_text, ShapeCache, Summary};
 
+/// A protected column a statement writes (encrypted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// `schema.table.column`.
+    pub column: String,
+    /// The role whose `reveal` rule applies to the session for it; `None`
+    /// when the column's `default` does.
+    pub policy_role: Option<String>,
+}
+
 /// A statement's text and what pgveil knows of it before it runs.
 #[derive(Debug)]
 pub struct StatementText {
     pub(super) sql: String,
-    /// Protected columns it writes (encrypted), `schema.table.column`.
-    pub(super) written: Vec<String>,
+    /// Protected columns it writes (encrypted).
+    pub(super) written: Vec<Written>,
     /// Whether it mentions a protected table.
     pub(super) protected: bool,
     /// Whether it may prepare, deallocate, declare or close something.
@@ -26,10 +36,9 @@ pub struct StatementText {
 }
 
 impl StatementText {
-    /// The text `sql`, which writes the protected columns `written`
-    /// (`schema.table.column`) and mentions a protected table if
-    /// `protected`.
-    pub fn new(sql: String, written: Vec<String>, protected: bool) -> Arc<Self> {
+    /// The text `sql`, which writes the protected columns `written` and
+    /// mentions a protected table if `protected`.
+    pub fn new(sql: String, written: Vec<Written>, protected: bool) -> Arc<Self> {
         let names = may_name(sql.as_bytes());
         Arc::new(Self {
             sql,

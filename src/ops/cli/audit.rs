@@ -12,12 +12,41 @@ use crate::protect::keyring::Keyring;
 use crate::protect::protection::load_keyring;
 use crate::proxy::config::Config;
 
+/// How `audit verify` reports, after its options in `--help`.
+const VERIFY_STATUSES: &str = "\
+Each file, and so each of its records, is reported as:
+  verified     the MAC chain (keyring) and the signed seal were checked
+  chained      the MAC chain was checked; the file is still open (--live),
+               not sealed yet
+  sealed-only  the seal's signature was checked (covers every byte of the
+               file), the record MACs not (--public-key: no keyring)
+  unverified   still open and read without the keyring: nothing checks
+               its records, an edited record cannot show
+
+The first line of the output, and the exit code, give the log's status
+(the first that applies, in this order):
+  FAILED      1  a check failed: a record or file was altered, removed,
+                 inserted, reordered or truncated (named), or a file is
+                 unsealed without --live
+  UNVERIFIED  4  some records were not checked (an open file without the
+                 keyring): run with --config, or after pgveil sealed it
+  INCOMPLETE  3  every record checked, but the log says records are
+                 missing: gap records (counted), or an unclean_shutdown
+                 record (a run killed or crashed: what it still held in
+                 memory is lost, uncounted); each is listed with its place
+  ok          0  every record checked, none missing
+Exit code 2: bad arguments or configuration.";
+
 #[derive(Subcommand)]
 pub(super) enum AuditCommand {
     /// Verify every file of an audit log directory: the MAC chain across
-    /// files (with the keyring), the seals and their signatures. Exits 1
-    /// naming the first broken record on any edit, deletion, insertion,
-    /// reordering or truncation.
+    /// files (with the keyring), the seals and their signatures, and the
+    /// records that say something is missing.
+    ///
+    /// It names the first broken record on any edit, deletion, insertion,
+    /// reordering or truncation, and never says more than it checked: see
+    /// below for what each status and exit code means.
+    #[command(after_help = VERIFY_STATUSES)]
     Verify {
         /// The audit log directory.
         dir: PathBuf,
@@ -29,7 +58,8 @@ pub(super) enum AuditCommand {
         /// `pgveil audit public-key`); checks seals and signatures.
         #[arg(long, conflicts_with = "config")]
         public_key: Option<String>,
-        /// Accept the newest file unsealed, as while pgveil is writing it.
+        /// Accept the newest file unsealed, as while pgveil is writing it
+        /// (without the keyring its records are then unverified).
         #[arg(long)]
         live: bool,
     },
@@ -98,7 +128,15 @@ pub(super) fn audit(command: AuditCommand) -> ExitCode {
             config,
             public_key,
             live,
-        } => audit_verify(&dir, config.as_deref(), public_key.as_deref(), live),
+        } => {
+            return match audit_verify(&dir, config.as_deref(), public_key.as_deref(), live) {
+                Ok(status) => ExitCode::from(status.exit_code()),
+                Err(e) => {
+                    eprintln!("pgveil audit: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
         AuditCommand::Search {
             dir,
             filter,
@@ -114,7 +152,7 @@ pub(super) fn audit(command: AuditCommand) -> ExitCode {
             live,
             format,
             out,
-        } => report_keys(config.as_deref(), public_key.as_deref(), live).and_then(|keys| {
+        } => verify_keys(config.as_deref(), public_key.as_deref(), live).and_then(|keys| {
             review::report(&dir, period, keys.as_ref(), format, out.as_deref())
                 .map(|status| status != review::VerifyStatus::Failed)
                 .map_err(|e| e.to_string())
@@ -146,8 +184,10 @@ fn audit_keyring(config: &Path) -> Result<Keyring, String> {
     load_keyring(&path, &config.custody()).map_err(|e| e.to_string())
 }
 
-/// The keys `audit report` verifies the log with, if any were given.
-fn report_keys(
+/// The keys `audit verify` and `audit report` check a log with: the MAC
+/// and public keys of the keyring `config` names, or the public key alone;
+/// `None` when neither was given.
+fn verify_keys(
     config: Option<&Path>,
     public_key: Option<&str>,
     live: bool,
@@ -172,67 +212,93 @@ fn report_keys(
     Ok(Some(review::VerifyKeys { mac, public, live }))
 }
 
-/// Verifies a log; `Ok(false)` when it has been tampered with.
+/// Verifies a log and prints what it found; `Err` for bad arguments.
 fn audit_verify(
     dir: &Path,
     config: Option<&Path>,
     public_key: Option<&str>,
     live: bool,
-) -> Result<bool, String> {
-    use base64::Engine;
-    let keyring = config.map(audit_keyring).transpose()?;
-    let (mac, public) = match (&keyring, public_key) {
-        (Some(keyring), _) => (
-            Some(*keyring.audit_mac_key().map_err(|e| e.to_string())?),
-            keyring
-                .audit_public_key_base64()
-                .map_err(|e| e.to_string())?,
-        ),
-        (None, Some(key)) => (None, key.to_owned()),
-        (None, None) => return Err("give --config (full check) or --public-key".into()),
-    };
-    let public = base64::engine::general_purpose::STANDARD
-        .decode(public.trim())
-        .map_err(|_| "the public key is not base64")?;
-    let check = if live {
+) -> Result<audit::Status, String> {
+    let keys = verify_keys(config, public_key, live)?
+        .ok_or("give --config (full check) or --public-key")?;
+    let check = if keys.live {
         audit::verify_live
     } else {
         audit::verify
     };
-    match check(dir, mac.as_ref(), &public) {
-        Ok(report) => {
+    let result = check(dir, keys.mac.as_ref(), &keys.public);
+    let status = audit::Status::of(&result);
+    match result {
+        Ok(report) => print_report(&report, status),
+        Err(e) => println!("{status}: {e}"),
+    }
+    Ok(status)
+}
+
+/// The summary line, then how far each file was checked, then what the
+/// log says is missing and what was not checked.
+fn print_report(report: &audit::VerifyReport, status: audit::Status) {
+    use audit::Coverage;
+    println!(
+        "{status}: {} file(s), {} record(s), seq {}..{}, record MACs {}",
+        report.files,
+        report.records,
+        report.anchor_seq,
+        report.last_seq,
+        if report.macs_checked {
+            "checked"
+        } else {
+            "not checked (no keyring)"
+        }
+    );
+    for coverage in [
+        Coverage::Verified,
+        Coverage::Chained,
+        Coverage::SealedOnly,
+        Coverage::Unverified,
+    ] {
+        let files: Vec<&audit::FileCheck> = report
+            .checked
+            .iter()
+            .filter(|file| file.coverage == coverage)
+            .collect();
+        if !files.is_empty() {
             println!(
-                "ok: {} file(s), {} record(s), seq {}..{}, record MACs {}",
-                report.files,
-                report.records,
-                report.anchor_seq,
-                report.last_seq,
-                if report.macs_checked {
-                    "checked"
-                } else {
-                    "not checked (no keyring)"
-                }
+                "  {coverage}: {} record(s) in {} file(s): {}",
+                report.records_by(coverage),
+                files.len(),
+                coverage.meaning()
             );
-            if report.anchor_seq > 0 {
-                println!(
-                    "note: the log starts at seq {} (older files removed by retention)",
-                    report.anchor_seq
-                );
-            }
-            print_incomplete(&report);
-            Ok(true)
         }
-        Err(e) => {
-            println!("FAILED: {e}");
-            Ok(false)
-        }
+    }
+    if report.anchor_seq > 0 {
+        println!(
+            "note: the log starts at seq {} (older files removed by retention)",
+            report.anchor_seq
+        );
+    }
+    print_incomplete(report);
+    for file in report
+        .checked
+        .iter()
+        .filter(|file| file.coverage == Coverage::Unverified)
+    {
+        println!(
+            "UNVERIFIED: {} (seq {}..{}) is open and was read without the keyring: \
+             its {} record(s) may have been altered and nothing here would show it; \
+             verify with --config, or once pgveil has sealed the file",
+            file.file,
+            file.anchor_seq + 1,
+            file.last_seq,
+            file.records()
+        );
     }
 }
 
 /// What a verified log says about itself: records it could not write,
-/// files sealed by recovery.
+/// runs that ended without sealing it, files sealed by recovery.
 fn print_incomplete(report: &audit::VerifyReport) {
-    if report.lost > 0 {
+    if report.lost > 0 || !report.gaps.is_empty() {
         println!(
             "INCOMPLETE: the log says {} record(s) were lost (never written), in {} gap record(s):",
             report.lost,
@@ -241,6 +307,13 @@ fn print_incomplete(report: &audit::VerifyReport) {
         for gap in &report.gaps {
             println!("  {} (seq {}): {} lost", gap.at, gap.seq, gap.lost);
         }
+    }
+    for end in &report.unclean {
+        println!(
+            "INCOMPLETE: {} (seq {}): the run before ended without a clean shutdown \
+             after seq {}; records it still held in memory were lost, how many cannot be known",
+            end.at, end.seq, end.previous_last_seq
+        );
     }
     for file in &report.recovered {
         println!("note: {file} was sealed by recovery, after a crash or a failed write");

@@ -80,6 +80,9 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
     // Sessions run on their own threads (`worker_threads` of them, see
     // proxy/workers.rs); this runtime accepts, reloads and serves [admin].
     with_workers(1, async {
+        // Installed first, so that a SIGHUP never takes its default action,
+        // which would end the process (with the audit log open).
+        let hangup = hangup_signal();
         if let Err(errors) = checked(&config).await {
             eprintln!("pgveil: the policy does not fit the database:\n{errors}");
             return ExitCode::from(EXIT_CONFIG);
@@ -134,7 +137,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             tls: server.tls(),
             metrics: server.metrics(),
         };
-        tokio::spawn(reload_on_hangup(args.clone(), slots, audit));
+        tokio::spawn(reload_on_hangup(hangup, args.clone(), slots, audit));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -181,15 +184,15 @@ struct Slots {
 /// SIGHUP: sessions that start afterwards use them, and open sessions
 /// adopt the policy and keyring at their next statement; a reload that
 /// fails keeps all of them as they are. Each reload, applied or refused,
-/// is an audit record. Without a handler SIGHUP would end the process.
-async fn reload_on_hangup(args: ServeArgs, slots: Slots, audit: Option<AuditHandle>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(e) => {
-            tracing::warn!("cannot handle SIGHUP, so it cannot reload the policy: {e}");
-            return;
-        }
+/// is an audit record.
+async fn reload_on_hangup(
+    hangup: Option<tokio::signal::unix::Signal>,
+    args: ServeArgs,
+    slots: Slots,
+    audit: Option<AuditHandle>,
+) {
+    let Some(mut hangup) = hangup else {
+        return;
     };
     while hangup.recv().await.is_some() {
         let reason = match reload(&args, &slots).await {
@@ -220,6 +223,17 @@ async fn reload_on_hangup(args: ServeArgs, slots: Slots, audit: Option<AuditHand
             }
         }
     }
+}
+
+/// Handles SIGHUP from now on (without a handler it would end the
+/// process); `None`, logged, if it cannot be handled.
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| {
+            tracing::warn!("cannot handle SIGHUP, so it cannot reload the policy: {e}")
+        })
+        .ok()
 }
 
 /// Reads the configuration again and, if its policy, keyring and TLS

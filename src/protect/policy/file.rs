@@ -122,7 +122,7 @@ impl Reader<'_> {
         let mut reveal = BTreeMap::new();
         let mut roles = BTreeMap::new();
         for (role, action) in raw.reveal {
-            self.check(&role, |r| not_blank("role name", r))?;
+            self.check(&role, |r| role_name(r))?;
             roles.insert(role.get_ref().clone(), self.at(role.span()));
             reveal.insert(role.into_inner(), action);
         }
@@ -215,6 +215,21 @@ fn identifier(what: &'static str, text: &str) -> Result<String, Problem> {
         ));
     }
     Ok(text.to_ascii_lowercase())
+}
+
+/// A `reveal` role: not blank, and not `default`, which the audit log's
+/// `policy_role` writes for a decision taken by the column's `default`.
+fn role_name(text: &str) -> Result<(), Problem> {
+    not_blank("role name", text)?;
+    if text == super::DEFAULT_RULE {
+        return Err(bad_name(
+            "role name",
+            text,
+            "is reserved: the audit log names the column's default rule so \
+             (set the column's `default` instead, or grant a role of another name)",
+        ));
+    }
+    Ok(())
 }
 
 fn not_blank(what: &'static str, text: &str) -> Result<(), Problem> {
@@ -393,6 +408,14 @@ key_domain = "Phone-Numbers"
             error("[[column]]\ntable = \"t\"\ncolumn = \"c\"\ndefault = \"hidden\"\n");
         assert_eq!(line, 4);
         assert!(msg.contains("unknown variant `hidden`"), "{msg}");
+    }
+
+    #[test]
+    fn a_role_named_default_is_reserved() {
+        let text = "[[column]]\ntable = \"t\"\ncolumn = \"c\"\nreveal = { default = \"masked\" }\n";
+        let (line, msg) = error(text);
+        assert_eq!(line, 4);
+        assert!(msg.contains("role name \"default\" is reserved"), "{msg}");
     }
 
     #[test]

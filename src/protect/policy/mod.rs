@@ -34,6 +34,9 @@
 //! a role only ever adds access, as with SQL grants. When no rule names
 //! one of the session's roles, the column's `default` applies.
 //!
+//! [`ColumnPolicy::policy_role`] names that rule's role, which the audit
+//! log records (`"default"`, a name no rule may take, for the default).
+//!
 //! **Purposes.** A column with `purposes` shows plaintext only to a
 //! session that declared one of them (`SET pgveil.purpose = 'kyc'`).
 //! Outside those purposes a reader who would have had plaintext is treated
@@ -85,6 +88,10 @@ pub(crate) use mention::TableMentions;
 
 /// The schema of a table named without one.
 const DEFAULT_SCHEMA: &str = "public";
+
+/// What the audit log names the column's `default` rule as, when it
+/// decided: no `reveal` rule may name a role so.
+pub const DEFAULT_RULE: &str = "default";
 
 /// What a reader gets for a protected column, from least to most
 /// revealing (the derived order is that order).
@@ -179,6 +186,20 @@ impl ColumnPolicy {
             .filter(|role| self.reveal.get(*role) == Some(&Action::Plaintext))
             .map(String::as_str)
             .collect()
+    }
+
+    /// The role of the `reveal` rule [`Self::decide`] applies for these
+    /// roles (of equally revealing rules, the first by name); `None` for the
+    /// `default`. Outside the column's purposes it is still that role,
+    /// though the rule's plaintext falls to the default.
+    pub fn policy_role(&self, roles: &[String]) -> Option<&str> {
+        let mut deciding: Option<(&str, Action)> = None;
+        for (role, &action) in &self.reveal {
+            if roles.iter().any(|r| r == role) && deciding.is_none_or(|(_, best)| action > best) {
+                deciding = Some((role, action));
+            }
+        }
+        deciding.map(|(role, _)| role)
     }
 
     /// Whether plaintext may be shown under this declared purpose.
@@ -487,3 +508,5 @@ impl Builder {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_roles;
