@@ -1,13 +1,15 @@
 //! The two audit keys the writer needs: the MAC key that chains records and
-//! the Ed25519 key that signs seals.
+//! the key that signs seals, of one suite: HMAC-SHA256 and Ed25519
+//! (`aes`), or HMAC-SM3 and SM2 (`sm`).
 
 use std::fmt;
 use std::sync::Arc;
 
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::Ed25519KeyPair;
 use zeroize::Zeroizing;
 
 use super::format::MacKey;
+use crate::protect::crypto::{SealSigner, Suite};
 use crate::protect::keyring::{Keyring, KeyringError};
 
 /// The audit MAC and signing keys. Shared with the writer as
@@ -17,32 +19,43 @@ pub struct AuditKeys {
     /// `mac`, keyed for record MACs.
     record_mac: MacKey,
     signer: Signer,
+    /// The signing key's raw public key.
+    public: Vec<u8>,
 }
 
 /// The keyring keeps its signing key to itself, so the keys either own
 /// one or borrow the keyring's.
 enum Signer {
-    Owned(Ed25519KeyPair),
+    Owned(SealSigner),
     Keyring(Arc<Keyring>),
 }
 
 impl AuditKeys {
-    /// Keys given directly (tests, tools).
+    /// Keys of the `aes` suite given directly (tests, tools).
     pub fn new(mac_key: &[u8; 32], signing_key: Ed25519KeyPair) -> Self {
+        Self::with_signer(mac_key, SealSigner::Ed25519(signing_key))
+    }
+
+    /// Keys given directly, of the suite of `signer`.
+    pub fn with_signer(mac_key: &[u8; 32], signer: SealSigner) -> Self {
         Self {
             mac: Zeroizing::new(*mac_key),
-            record_mac: MacKey::new(mac_key),
-            signer: Signer::Owned(signing_key),
+            record_mac: MacKey::new(signer.suite(), mac_key),
+            public: signer.public_key(),
+            signer: Signer::Owned(signer),
         }
     }
 
     /// The keyring's audit keys; fails if it lacks either.
     pub fn from_keyring(keyring: Arc<Keyring>) -> Result<Self, KeyringError> {
         let mac = Zeroizing::new(*keyring.audit_mac_key()?);
-        keyring.audit_signing_key()?;
+        let signer = keyring.audit_signing_key()?;
+        let public = signer.public_key();
+        // The keyring checked that both keys are of one suite.
         Ok(Self {
-            record_mac: MacKey::new(&mac),
+            record_mac: MacKey::new(signer.suite(), &mac),
             mac,
+            public,
             signer: Signer::Keyring(keyring),
         })
     }
@@ -55,7 +68,7 @@ impl AuditKeys {
         &self.record_mac
     }
 
-    pub(super) fn signing_key(&self) -> &Ed25519KeyPair {
+    pub(super) fn signing_key(&self) -> &SealSigner {
         match &self.signer {
             Signer::Owned(key) => key,
             Signer::Keyring(keyring) => keyring
@@ -64,9 +77,15 @@ impl AuditKeys {
         }
     }
 
-    /// The raw 32-byte Ed25519 public key that verifies seals.
+    /// The suite of the keys: what the files they write say and use.
+    pub(crate) fn suite(&self) -> Suite {
+        self.signing_key().suite()
+    }
+
+    /// The raw public key that verifies seals: 32 bytes (Ed25519) or 65
+    /// (SM2, uncompressed SEC1).
     pub(crate) fn public_key(&self) -> &[u8] {
-        self.signing_key().public_key().as_ref()
+        &self.public
     }
 }
 
@@ -95,6 +114,23 @@ mod tests {
         assert_eq!(keys.mac_key(), keyring.audit_mac_key().unwrap());
         let public = STANDARD.decode(keyring.audit_public_key_base64().unwrap());
         assert_eq!(keys.public_key(), public.unwrap());
+        assert_eq!(keys.suite(), Suite::Aes);
         assert_eq!(format!("{keys:?}"), "AuditKeys(..redacted..)");
+    }
+
+    #[test]
+    fn an_sm_keyring_gives_hmac_sm3_and_sm2_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.toml");
+        let master = MasterKey::generate().unwrap().0;
+        Keyring::init_in(&path, &master, &[], Some(Suite::Sm)).unwrap();
+        let keyring = Arc::new(Keyring::load(&path, &master).unwrap());
+        let keys = AuditKeys::from_keyring(keyring.clone()).unwrap();
+        assert_eq!(keys.suite(), Suite::Sm);
+        assert_eq!(keyring.audit_mac_suite().unwrap(), Suite::Sm);
+        let text = keyring.audit_public_key_base64().unwrap();
+        let raw = STANDARD.decode(text.strip_prefix("sm2:").unwrap()).unwrap();
+        assert_eq!(keys.public_key(), raw.as_slice());
+        assert_eq!(raw.len(), 65);
     }
 }

@@ -74,3 +74,5 @@ pub(crate) use {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_sm;

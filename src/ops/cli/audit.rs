@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::audit::{self, review};
+use crate::protect::crypto::{SealVerifier, Suite};
 use crate::protect::keyring::Keyring;
 use crate::protect::protection::load_keyring;
 use crate::proxy::config::Config;
@@ -25,8 +26,9 @@ pub(super) enum AuditCommand {
         /// every record's MAC too.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Without the keyring: the audit public key (base64, from
-        /// `pgveil audit public-key`); checks seals and signatures.
+        /// Without the keyring: the audit public key (from `pgveil audit
+        /// public-key`: base64 of an Ed25519 key, or `sm2:` and base64 of an
+        /// SM2 key); checks seals and signatures.
         #[arg(long, conflicts_with = "config")]
         public_key: Option<String>,
         /// Accept the newest file unsealed, as while pgveil is writing it.
@@ -129,7 +131,6 @@ fn audit_verify(
     public_key: Option<&str>,
     live: bool,
 ) -> Result<bool, String> {
-    use base64::Engine;
     let keyring = config.map(audit_keyring).transpose()?;
     let (mac, public) = match (&keyring, public_key) {
         (Some(keyring), _) => (
@@ -141,9 +142,9 @@ fn audit_verify(
         (None, Some(key)) => (None, key.to_owned()),
         (None, None) => return Err("give --config (full check) or --public-key".into()),
     };
-    let public = base64::engine::general_purpose::STANDARD
-        .decode(public.trim())
-        .map_err(|_| "the public key is not base64")?;
+    let public = SealVerifier::parse(&public).map_err(|e| e.to_string())?;
+    let suite = public.suite();
+    let public = public.raw();
     let check = if live {
         audit::verify_live
     } else {
@@ -168,6 +169,9 @@ fn audit_verify(
                     "note: the log starts at seq {} (older files removed by retention)",
                     report.anchor_seq
                 );
+            }
+            if suite == Suite::Sm {
+                println!("suite: sm (HMAC-SM3 record MACs, SM3 file hashes, SM2 seal signatures)");
             }
             print_incomplete(&report);
             Ok(true)
