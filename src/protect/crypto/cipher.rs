@@ -31,7 +31,8 @@ use zeroize::Zeroizing;
 
 use super::envelope::{Envelope, HEADER_LEN, NONCE_LEN, TAG_LEN};
 use super::keys::{label, DataKey};
-use super::suite::{hmac_sm3, Sm4Gcm, Sm4Siv};
+use super::siv::Sm4SivCached;
+use super::suite::{hmac_sm3, Sm4Gcm};
 use super::{CryptoError, KeyRef, Mode, Suite};
 
 /// The prefix of every pseudonym.
@@ -60,12 +61,12 @@ enum Gcm {
     Sm(Box<Sm4Gcm>),
 }
 
-/// The deterministic mode's cipher. One per key version, built once and
-/// never moved: its size does not matter, an indirection per value would.
-#[allow(clippy::large_enum_variant)]
+/// The deterministic mode's cipher: `aes-siv`'s AES-256-SIV, or SM4-SIV
+/// keyed once with S2V's share of the associated data kept
+/// ([`Sm4SivCached`]).
 enum Siv {
-    Aes(Shared<Aes256Siv>),
-    Sm(Shared<Sm4Siv>),
+    Aes(Box<Shared<Aes256Siv>>),
+    Sm(Box<Sm4SivCached>),
 }
 
 /// The pseudonyms' keyed HMAC.
@@ -74,69 +75,55 @@ enum Pseudonym {
     Sm(Hmac<Sm3>),
 }
 
-/// A SIV instance needs `&mut self` (it reuses its CMAC state). One keyed
+/// `Aes256Siv` needs `&mut self` (it reuses its CMAC state). One keyed
 /// instance is kept for whichever call finds it free; a call that finds it
 /// taken builds its own from `key` rather than wait, so sessions never
 /// block each other here.
 struct Shared<S> {
     cell: Mutex<S>,
     key: Zeroizing<[u8; 64]>,
-    /// How many bytes of `key` the cipher takes (64 AES-256-SIV, 32 SM4-SIV).
-    len: usize,
 }
 
-impl<S: SivCipher> Shared<S> {
-    fn new(key: Zeroizing<[u8; 64]>, len: usize) -> Self {
+impl Shared<Aes256Siv> {
+    fn new(key: Zeroizing<[u8; 64]>) -> Self {
         Self {
-            cell: Mutex::new(S::keyed(&key[..len])),
+            cell: Mutex::new(Aes256Siv::new((&*key).into())),
             key,
-            len,
         }
     }
 
     /// Runs `f` with the shared instance, or a fresh one if another call
     /// holds it.
-    fn with<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Aes256Siv) -> R) -> R {
         match self.cell.try_lock() {
             Ok(mut siv) => f(&mut siv),
-            Err(_) => f(&mut S::keyed(&self.key[..self.len])),
+            Err(_) => f(&mut Aes256Siv::new((&*self.key).into())),
         }
     }
 }
 
-/// What the envelopes need of a SIV construction: RFC 5297 with one
-/// header (the associated data), the synthetic IV detached.
-trait SivCipher {
-    fn keyed(key: &[u8]) -> Self;
+impl Siv {
     /// Encrypts `buf` in place; the synthetic IV.
-    fn seal(&mut self, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN];
-    /// Decrypts `buf` in place if `iv` authenticates it.
-    fn open(&mut self, aad: &[u8], buf: &mut [u8], iv: &[u8; TAG_LEN]) -> bool;
-}
-
-macro_rules! siv_cipher {
-    ($siv:ty) => {
-        impl SivCipher for $siv {
-            fn keyed(key: &[u8]) -> Self {
-                <$siv as KeyInit>::new_from_slice(key).expect("the SIV key has its length")
-            }
-
-            fn seal(&mut self, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-                self.encrypt_inout_detached([aad], InOutBuf::from(buf))
-                    .expect("SIV fails only with more than 126 headers; there is one")
-                    .into()
-            }
-
-            fn open(&mut self, aad: &[u8], buf: &mut [u8], iv: &[u8; TAG_LEN]) -> bool {
-                self.decrypt_inout_detached([aad], InOutBuf::from(buf), iv.into())
-                    .is_ok()
-            }
+    fn seal(&self, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        match self {
+            Siv::Aes(siv) => siv
+                .with(|siv| siv.encrypt_inout_detached([aad], InOutBuf::from(buf)))
+                .expect("AES-SIV fails only with more than 126 headers; there is one")
+                .into(),
+            Siv::Sm(siv) => siv.seal(aad, buf),
         }
-    };
-}
+    }
 
-siv_cipher!(Aes256Siv);
-siv_cipher!(Sm4Siv);
+    /// Decrypts `buf` in place if `iv` authenticates it.
+    fn open(&self, aad: &[u8], buf: &mut [u8], iv: &[u8; TAG_LEN]) -> bool {
+        match self {
+            Siv::Aes(siv) => siv
+                .with(|siv| siv.decrypt_inout_detached([aad], InOutBuf::from(buf), iv.into()))
+                .is_ok(),
+            Siv::Sm(siv) => siv.open(aad, buf, iv),
+        }
+    }
+}
 
 impl KeyCiphers {
     /// Derives the subkeys of `key`, which is `key_ref` in the keyring, in
@@ -148,7 +135,7 @@ impl KeyCiphers {
                 let hmac_key: Zeroizing<[u8; 32]> = key.subkey(suite, label::PSEUDONYM);
                 (
                     Gcm::Aes(Box::new(Aes256Gcm::new((&*gcm_key).into()))),
-                    Siv::Aes(Shared::new(key.subkey(suite, label::SIV), 64)),
+                    Siv::Aes(Box::new(Shared::new(key.subkey(suite, label::SIV)))),
                     Pseudonym::Aes(hmac_sha256(hmac_key.as_ref())),
                 )
             }
@@ -157,7 +144,9 @@ impl KeyCiphers {
                 let hmac_key: Zeroizing<[u8; 32]> = key.subkey(suite, label::PSEUDONYM_SM3);
                 (
                     Gcm::Sm(Box::new(Sm4Gcm::new((&*gcm_key).into()))),
-                    Siv::Sm(Shared::new(key.subkey(suite, label::SM4_SIV), 32)),
+                    Siv::Sm(Box::new(Sm4SivCached::new(
+                        &key.subkey(suite, label::SM4_SIV),
+                    ))),
                     Pseudonym::Sm(hmac_sm3(hmac_key.as_ref())),
                 )
             }
@@ -196,10 +185,7 @@ impl KeyCiphers {
                 Gcm::Aes(gcm) => gcm_seal_into(&**gcm, &aad, plaintext, &mut out),
                 Gcm::Sm(gcm) => gcm_seal_into(&**gcm, &aad, plaintext, &mut out),
             },
-            Mode::Deterministic => match &self.siv {
-                Siv::Aes(siv) => siv_seal_into(siv, &aad, plaintext, &mut out),
-                Siv::Sm(siv) => siv_seal_into(siv, &aad, plaintext, &mut out),
-            },
+            Mode::Deterministic => siv_seal_into(&self.siv, &aad, plaintext, &mut out),
         }
         Envelope::from_sealed(std::mem::take(&mut *out), mode, self.key_ref)
     }
@@ -220,11 +206,10 @@ impl KeyCiphers {
         }
         let aad = AssociatedData::new(&Envelope::header(mode, key_ref), self.suite, domain);
         let sealed = envelope.into_bytes();
-        let opened = match (mode, &self.gcm, &self.siv) {
-            (Mode::Randomized, Gcm::Aes(gcm), _) => gcm_open(&**gcm, &aad, sealed, HEADER_LEN),
-            (Mode::Randomized, Gcm::Sm(gcm), _) => gcm_open(&**gcm, &aad, sealed, HEADER_LEN),
-            (Mode::Deterministic, _, Siv::Aes(siv)) => siv_open(siv, &aad, sealed, HEADER_LEN),
-            (Mode::Deterministic, _, Siv::Sm(siv)) => siv_open(siv, &aad, sealed, HEADER_LEN),
+        let opened = match (mode, &self.gcm) {
+            (Mode::Randomized, Gcm::Aes(gcm)) => gcm_open(&**gcm, &aad, sealed, HEADER_LEN),
+            (Mode::Randomized, Gcm::Sm(gcm)) => gcm_open(&**gcm, &aad, sealed, HEADER_LEN),
+            (Mode::Deterministic, _) => siv_open(&self.siv, &aad, sealed, HEADER_LEN),
         };
         opened.ok_or_else(|| CryptoError::Authentication(domain.into()))
     }
@@ -255,26 +240,21 @@ impl KeyCiphers {
 }
 
 /// Appends the synthetic IV and the ciphertext to `out`.
-fn siv_seal_into<S: SivCipher>(siv: &Shared<S>, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+fn siv_seal_into(siv: &Siv, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let iv_at = out.len();
     out.resize(iv_at + TAG_LEN, 0);
     out.extend_from_slice(plaintext);
-    let iv = siv.with(|siv| siv.seal(aad, &mut out[iv_at + TAG_LEN..]));
+    let iv = siv.seal(aad, &mut out[iv_at + TAG_LEN..]);
     out[iv_at..iv_at + TAG_LEN].copy_from_slice(&iv);
 }
 
 /// Opens `buf[at..]`, `iv || ciphertext`, in place: the result is `buf`
 /// holding only the plaintext.
-fn siv_open<S: SivCipher>(
-    siv: &Shared<S>,
-    aad: &[u8],
-    buf: Vec<u8>,
-    at: usize,
-) -> Option<Zeroizing<Vec<u8>>> {
+fn siv_open(siv: &Siv, aad: &[u8], buf: Vec<u8>, at: usize) -> Option<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(buf);
     let (iv, ciphertext) = buf.get_mut(at..)?.split_first_chunk_mut::<TAG_LEN>()?;
     let iv = *iv;
-    if !siv.with(|siv| siv.open(aad, ciphertext, &iv)) {
+    if !siv.open(aad, ciphertext, &iv) {
         return None;
     }
     buf.drain(..at + TAG_LEN);

@@ -73,6 +73,7 @@ mod cipher;
 mod envelope;
 mod keys;
 mod signing;
+mod siv;
 mod suite;
 
 use std::fmt;

@@ -12,10 +12,12 @@
 //! | keys wrapped by a local master key | AES-256-GCM | SM4-GCM |
 //!
 //! Every cipher is RustCrypto's: `sm4` (GB/T 32907), `sm3` (GB/T 32905),
-//! `sm2` (GB/T 32918), and the generic GCM of `aes-gcm`, SIV of `aes-siv`
-//! (whose S2V uses `cmac` and whose CTR is `ctr`) and `hmac`/`hkdf`,
-//! instantiated with SM4 and SM3. Nothing here is a cipher of pgveil's
-//! own. SM4 has 128-bit blocks and keys, so SM4-GCM keeps GCM's 96-bit
+//! `sm2` (GB/T 32918), and the generic GCM of `aes-gcm`, CMAC (`cmac`),
+//! CTR (`ctr`) and `hmac`/`hkdf`, instantiated with SM4 and SM3. SIV is
+//! RFC 5297's composition of CMAC and CTR, as `aes-siv` composes them; the
+//! data path keys it once per key (`siv.rs`), and its output is checked
+//! against `aes-siv`'s generic `Siv<Sm4, Cmac<Sm4>>`. No block cipher,
+//! hash or MAC here is pgveil's own. SM4 has 128-bit blocks and keys, so SM4-GCM keeps GCM's 96-bit
 //! nonce and 128-bit tag and SM4-SIV its 128-bit synthetic IV: SM
 //! envelopes have the same layout and lengths as AES ones.
 
@@ -24,6 +26,7 @@ use std::str::FromStr;
 
 use aes_gcm::aead::consts::U12;
 use aes_gcm::AesGcm;
+#[cfg(test)]
 use aes_siv::siv::CmacSiv;
 use hmac::{Hmac, KeyInit};
 use serde::{Deserialize, Serialize};
@@ -33,8 +36,11 @@ use zeroize::Zeroizing;
 
 /// SM4-GCM with a 96-bit nonce and a 128-bit tag.
 pub(crate) type Sm4Gcm = AesGcm<Sm4, U12>;
-/// SM4-SIV: S2V with CMAC-SM4, then SM4-CTR; a 256-bit key (the CMAC key,
-/// then the CTR key).
+/// SM4-SIV as `aes-siv`'s generic SIV makes it: S2V with CMAC-SM4, then
+/// SM4-CTR; a 256-bit key (the CMAC key, then the CTR key). The data path
+/// runs the same construction keyed once (`siv.rs`); the tests check the
+/// two agree byte for byte.
+#[cfg(test)]
 pub(crate) type Sm4Siv = CmacSiv<Sm4>;
 
 /// Which suite of algorithms a key (or a keyring's new keys) uses.
