@@ -2,11 +2,13 @@
 //! (`policies/crm.toml`) and a fresh keyring:
 //!
 //! - `field`: encrypting and decrypting one value in each mode, 16 B to
-//!   1 KiB, through the keyring as the data path calls it;
+//!   1 KiB (and 20 B, a typical personal-data value), through the keyring
+//!   as the data path calls it, in both suites (`aes`: AES-256-GCM and
+//!   AES-256-SIV; `sm`: SM4-GCM and SM4-SIV);
 //! - `reveal`: rewriting a page of 50 customer rows with five protected
 //!   columns for a reader who sees plaintext, one who sees masks, and one
-//!   who sees nothing (NULL), next to a page without ciphertext, which
-//!   must cost next to nothing;
+//!   who sees nothing (NULL), with keyrings of both suites, next to a page
+//!   without ciphertext, which must cost next to nothing;
 //! - `rewrite`: analysing an `INSERT` of a customer and encrypting its
 //!   literals; analysing the same `INSERT` with `$n` parameters (once per
 //!   Parse) and encrypting a Bind's values for it (every execution); next
@@ -19,7 +21,7 @@ use std::hint::black_box;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use pgveil::protect::crypto::{MasterKey, Mode};
+use pgveil::protect::crypto::{MasterKey, Mode, Suite};
 use pgveil::protect::keyring::Keyring;
 use pgveil::protect::policy::{ColumnPolicy, Policy};
 use pgveil::protect::protection::Protection;
@@ -34,12 +36,19 @@ const POLICY: &str = include_str!("../policies/crm.toml");
 const PROTECTED: [&str; 5] = ["full_name", "email", "phone", "national_id", "address"];
 const PAGE: usize = 50;
 
+const SUITES: [Suite; 2] = [Suite::Aes, Suite::Sm];
+
 fn veil() -> Protection {
+    veil_in(Suite::Aes)
+}
+
+/// The CRM's protection with a keyring of `suite`.
+fn veil_in(suite: Suite) -> Protection {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.toml");
     let policy = Policy::from_str("crm.toml", POLICY).unwrap();
     let (master, _) = MasterKey::generate().unwrap();
-    Keyring::init(&path, &master, &policy.domains()).unwrap();
+    Keyring::init_in(&path, &master, &policy.domains(), Some(suite)).unwrap();
     Protection::new(policy, Keyring::load(&path, &master).unwrap())
 }
 
@@ -48,18 +57,29 @@ fn column<'a>(veil: &'a Protection, name: &str) -> &'a ColumnPolicy {
 }
 
 fn field(c: &mut Criterion) {
-    let veil = veil();
     let mut group = c.benchmark_group("field");
+    for suite in SUITES {
+        let veil = veil_in(suite);
+        field_of(&mut group, &veil, suite);
+    }
+    group.finish();
+}
+
+fn field_of(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    veil: &Protection,
+    suite: Suite,
+) {
     for (mode, name) in [
         (Mode::Randomized, "full_name"),
         (Mode::Deterministic, "email"),
     ] {
-        let domain = &column(&veil, name).domain;
-        for size in [16, 64, 256, 1024] {
+        let domain = &column(veil, name).domain;
+        for size in [16, 20, 64, 256, 1024] {
             let plaintext = vec![b'x'; size];
             let ciphertext = veil.keyring.encrypt(domain, mode, &plaintext).unwrap();
             group.throughput(Throughput::Bytes(size as u64));
-            let id = |op| BenchmarkId::new(format!("{op}/{mode:?}"), size);
+            let id = |op| BenchmarkId::new(format!("{op}/{mode:?}/{suite}"), size);
             group.bench_function(id("encrypt"), |b| {
                 b.iter(|| {
                     veil.keyring
@@ -75,7 +95,6 @@ fn field(c: &mut Criterion) {
             });
         }
     }
-    group.finish();
 }
 
 /// A DataRow frame with these text fields.
@@ -132,13 +151,24 @@ fn page(veil: &Protection, encrypted: bool) -> Vec<Bytes> {
 }
 
 fn reveal(c: &mut Criterion) {
-    let veil = veil();
-    let pages = [
-        ("encrypted", page(&veil, true)),
-        ("plain", page(&veil, false)),
-    ];
     let mut group = c.benchmark_group("reveal");
     group.throughput(Throughput::Elements(PAGE as u64));
+    for suite in SUITES {
+        reveal_of(&mut group, suite);
+    }
+    group.finish();
+}
+
+fn reveal_of(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    suite: Suite,
+) {
+    let veil = veil_in(suite);
+    let mut pages = vec![("encrypted", page(&veil, true))];
+    if suite == Suite::Aes {
+        // A page without ciphertext costs the same in either suite.
+        pages.push(("plain", page(&veil, false)));
+    }
     let readers = [
         ("plaintext", "crm_app"),
         ("masked", "support"),
@@ -156,7 +186,10 @@ fn reveal(c: &mut Criterion) {
                 result: Default::default(),
             };
             let mut revealer = Revealer::default();
-            let id = BenchmarkId::new(format!("page50/{what}"), action);
+            let id = match *what {
+                "plain" => BenchmarkId::new(format!("page50/{what}"), action),
+                _ => BenchmarkId::new(format!("page50/{what}/{suite}"), action),
+            };
             group.bench_function(id, |b| {
                 b.iter(|| {
                     for frame in rows {
@@ -166,7 +199,6 @@ fn reveal(c: &mut Criterion) {
             });
         }
     }
-    group.finish();
 }
 
 fn rewriting(c: &mut Criterion) {

@@ -516,6 +516,53 @@ async fn check_reads(addr: &str, ids: &[i64], search: bool) {
     }
 }
 
+/// A keyring of the SM suite under a token's key: PKCS#11 has no SM4
+/// mechanism (SoftHSM2 offers none), so the token's AES key wraps the SM
+/// keys, each bound to its suite; the keyring opens through the token.
+#[test]
+fn pkcs11_an_sm_keyring_is_wrapped_by_the_tokens_key() {
+    let token = Token::new("pgveil-sm");
+    let setup = Setup::new(Some(&token));
+    let config = setup.config(
+        "pgveil.toml",
+        &listen_addr(),
+        &token.section("pgveil-master"),
+    );
+    let config = config.to_str().unwrap();
+    let out = setup.pgveil(&[
+        "keys",
+        "init",
+        "--config",
+        config,
+        "--create-key",
+        "--suite",
+        "sm",
+    ]);
+    let said = assert_ran("keys init --suite sm", &out);
+    assert!(said.contains("suite sm"), "{said}");
+    let keyring = std::fs::read_to_string(&setup.keyring).unwrap();
+    assert!(
+        keyring.contains("custody = \"pkcs11\"") && keyring.contains("\nsuite = \"sm\"\n"),
+        "{keyring}"
+    );
+    assert_ran(
+        "keys rotate",
+        &setup.pgveil(&["keys", "rotate", "--config", config]),
+    );
+    // Opened through the token: the audit key is SM2's.
+    let out = setup.pgveil(&["audit", "public-key", "--config", config]);
+    let public = assert_ran("audit public-key", &out);
+    assert!(public.starts_with("sm2:"), "{public}");
+    let listed = assert_ran(
+        "keys list",
+        &setup.pgveil(&["keys", "list", "--keyring", setup.keyring.to_str().unwrap()]),
+    );
+    assert!(
+        listed.lines().skip(1).all(|line| line.contains(" sm ")),
+        "{listed}"
+    );
+}
+
 #[tokio::test]
 async fn pkcs11_the_crm_served_with_the_master_key_in_a_token() {
     let token = Token::new("pgveil-crm");

@@ -18,6 +18,13 @@
 //! The signature is Ed25519 over the exact bytes of `SEAL` as written; the
 //! seal's `sha256` is the hex SHA-256 of every byte of the file before the
 //! seal line. MACs, signatures and the zero MAC are standard base64.
+//!
+//! **The `sm` suite.** Audit keys of the `sm` suite (a keyring made with
+//! `keys init --suite sm`) write `"suite":"sm"` in the header and in the
+//! seal, MAC records with HMAC-SM3 (the same layout: its output is 32 bytes
+//! too), hash the file with SM3 into the seal's `sm3` member (instead of
+//! `sha256`), and sign the seal with SM2 (`r || s`, 64 bytes, default user
+//! id). Files of the `aes` suite say nothing of it, as before suites.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,13 +34,13 @@ use std::{fmt, fs, io};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use sm3::Sm3;
 
 use super::line::StatementLine;
 use super::record::{AuditRecord, Timestamp};
-use crate::protect::crypto::hmac_sha256;
+use crate::protect::crypto::{hmac_sha256, hmac_sm3, SealSigner, Suite};
 
 /// The value of a header's `audit` member.
 pub(super) const FORMAT: &str = "pgveil/1";
@@ -185,15 +192,19 @@ pub(super) struct Header {
     pub file: String,
     pub prev_seq: u64,
     pub prev_mac: String,
+    /// The suite of the file's MACs, hash and signature; absent for `aes`.
+    #[serde(default, skip_serializing_if = "Suite::is_default")]
+    pub suite: Suite,
 }
 
 impl Header {
-    pub(super) fn new(file: FileName, prev: ChainHead) -> Self {
+    pub(super) fn new(file: FileName, prev: ChainHead, suite: Suite) -> Self {
         Self {
             audit: FORMAT.into(),
             file: file.to_string(),
             prev_seq: prev.seq,
             prev_mac: STANDARD.encode(prev.mac),
+            suite,
         }
     }
 
@@ -219,18 +230,26 @@ pub(super) struct Seal {
     pub first_seq: u64,
     pub last_seq: u64,
     pub last_mac: String,
-    /// Hex SHA-256 of the file's bytes before the seal line.
-    pub sha256: String,
+    /// Hex SHA-256 of the file's bytes before the seal line (the `aes`
+    /// suite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Hex SM3 of the same bytes (the `sm` suite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm3: Option<String>,
     /// Sealed by recovery (a writer starting after a crash, or resuming
     /// after a failed write), cut after the last complete record, not by
     /// the writer as it closed the file.
     pub recovered: bool,
     pub sealed: Timestamp,
+    /// The suite of the file's MACs, hash and signature; absent for `aes`.
+    #[serde(default, skip_serializing_if = "Suite::is_default")]
+    pub suite: Suite,
 }
 
 impl Seal {
     /// The seal line, signed with `key`.
-    pub(super) fn line(&self, key: &Ed25519KeyPair) -> Vec<u8> {
+    pub(super) fn line(&self, key: &SealSigner) -> Vec<u8> {
         let seal = serde_json::to_string(self).expect("a seal serializes");
         let sig = STANDARD.encode(key.sign(seal.as_bytes()));
         format!("{SEAL_PREFIX}{seal}{SIG_MEMBER}{sig}{LINE_END}\n").into_bytes()
@@ -450,19 +469,78 @@ pub(super) fn split_record(line: &[u8]) -> Option<RecordLine> {
 
 /// The audit MAC key, keyed once: every record's MAC starts from a copy
 /// of the keyed state (zeroized when dropped, as the original is).
-pub(super) struct MacKey(Hmac<Sha256>);
+pub(super) enum MacKey {
+    Sha256(Hmac<Sha256>),
+    Sm3(Hmac<Sm3>),
+}
 
 impl MacKey {
-    pub(super) fn new(key: &[u8; 32]) -> Self {
-        Self(hmac_sha256(key))
+    /// HMAC-SHA256 (`aes`) or HMAC-SM3 (`sm`) keyed with `key`.
+    pub(super) fn new(suite: Suite, key: &[u8; 32]) -> Self {
+        match suite {
+            Suite::Aes => Self::Sha256(hmac_sha256(key)),
+            Suite::Sm => Self::Sm3(hmac_sm3(key)),
+        }
     }
 
-    /// HMAC-SHA256(key, prev || canonical).
+    /// HMAC(key, prev || canonical).
     pub(super) fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
-        let mut mac = self.0.clone();
-        mac.update(prev);
-        mac.update(canonical);
-        mac.finalize().into_bytes().into()
+        match self {
+            Self::Sha256(key) => key
+                .clone()
+                .chain_update(prev)
+                .chain_update(canonical)
+                .finalize()
+                .into_bytes()
+                .into(),
+            Self::Sm3(key) => key
+                .clone()
+                .chain_update(prev)
+                .chain_update(canonical)
+                .finalize()
+                .into_bytes()
+                .into(),
+        }
+    }
+}
+
+/// The hash of a file's bytes before its seal: SHA-256 (`aes`) or SM3
+/// (`sm`).
+#[derive(Clone)]
+pub(super) enum FileHash {
+    Sha256(Sha256),
+    Sm3(Sm3),
+}
+
+impl FileHash {
+    pub(super) fn new(suite: Suite) -> Self {
+        match suite {
+            Suite::Aes => Self::Sha256(Sha256::new()),
+            Suite::Sm => Self::Sm3(Sm3::new()),
+        }
+    }
+
+    /// The hash of `bytes`.
+    pub(super) fn of(suite: Suite, bytes: &[u8]) -> Self {
+        let mut hash = Self::new(suite);
+        hash.update(bytes);
+        hash
+    }
+
+    pub(super) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Sha256(hash) => hash.update(bytes),
+            Self::Sm3(hash) => hash.update(bytes),
+        }
+    }
+
+    /// The seal's `sha256` and `sm3` members: the one of the hash's
+    /// algorithm is set, in lowercase hex.
+    pub(super) fn finish(self) -> (Option<String>, Option<String>) {
+        match self {
+            Self::Sha256(hash) => (Some(hex::encode(hash.finalize())), None),
+            Self::Sm3(hash) => (None, Some(hex::encode(hash.finalize()))),
+        }
     }
 }
 
@@ -485,7 +563,7 @@ mod tests {
     use crate::audit::NormalizedStatement;
 
     fn key() -> MacKey {
-        MacKey::new(&[7; 32])
+        MacKey::new(Suite::Aes, &[7; 32])
     }
 
     fn body(record: &AuditRecord) -> Vec<u8> {
@@ -574,6 +652,34 @@ mod tests {
         }
     }
 
+    /// The `sm` suite's record MAC is HMAC-SM3, here computed from its
+    /// definition (RFC 2104 over SM3, 64-byte blocks) with the `sm3` crate
+    /// alone.
+    #[test]
+    fn sm_record_macs_are_hmac_sm3() {
+        let key = MacKey::new(Suite::Sm, &[7; 32]);
+        let (prev, canonical) = ([9u8; 32], &b"{\"seq\":1}"[..]);
+        let pad = |byte: u8| {
+            let mut block = [byte; 64];
+            block.iter_mut().take(32).for_each(|b| *b ^= 7);
+            block
+        };
+        let inner = Sm3::new()
+            .chain_update(pad(0x36))
+            .chain_update(prev)
+            .chain_update(canonical)
+            .finalize();
+        let expected = Sm3::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize();
+        assert_eq!(key.mac(&prev, canonical)[..], expected[..]);
+        assert_ne!(
+            key.mac(&prev, canonical),
+            MacKey::new(Suite::Aes, &[7; 32]).mac(&prev, canonical)
+        );
+    }
+
     #[test]
     fn the_mac_chains_on_the_previous_one() {
         let mut line = Vec::new();
@@ -624,25 +730,51 @@ mod tests {
 
     #[test]
     fn seals_split_into_signed_text_and_signature() {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        let seal = Seal {
-            file: "audit-20261125-0001.jsonl".into(),
-            first_seq: 1,
-            last_seq: 2,
-            last_mac: encode_mac(&[3; 32]),
-            sha256: "00".into(),
-            recovered: false,
-            sealed: Timestamp::now(),
-        };
-        let line = seal.line(&key);
-        assert!(is_seal(&line));
-        let split = split_seal(&line[..line.len() - 1]).unwrap();
-        assert_eq!(split.seal, serde_json::to_vec(&seal).unwrap());
-        use ring::signature::KeyPair;
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key.public_key())
-            .verify(split.seal, &split.sig)
-            .unwrap();
+        use crate::protect::crypto::SealVerifier;
+        for suite in [Suite::Aes, Suite::Sm] {
+            let secret = SealSigner::generate(suite).unwrap();
+            let key = SealSigner::from_secret(suite, &secret).unwrap();
+            let (sha256, sm3) = FileHash::of(suite, b"file").finish();
+            let seal = Seal {
+                file: "audit-20261125-0001.jsonl".into(),
+                first_seq: 1,
+                last_seq: 2,
+                last_mac: encode_mac(&[3; 32]),
+                sha256,
+                sm3,
+                recovered: false,
+                sealed: Timestamp::now(),
+                suite,
+            };
+            let line = seal.line(&key);
+            assert!(is_seal(&line));
+            let text = std::str::from_utf8(&line).unwrap();
+            assert_eq!(
+                text.contains("\"suite\":\"sm\""),
+                suite == Suite::Sm,
+                "{text}"
+            );
+            assert_eq!(text.contains("\"sm3\":"), suite == Suite::Sm, "{text}");
+            assert_eq!(text.contains("\"sha256\":"), suite == Suite::Aes, "{text}");
+            let split = split_seal(&line[..line.len() - 1]).unwrap();
+            assert_eq!(split.seal, serde_json::to_vec(&seal).unwrap());
+            let verifier = SealVerifier::from_raw(&key.public_key()).unwrap();
+            assert!(verifier.verify(split.seal, &split.sig));
+        }
+    }
+
+    #[test]
+    fn file_hashes_are_sha256_and_sm3() {
+        assert_eq!(
+            FileHash::of(Suite::Sm, b"abc").finish(),
+            (
+                None,
+                Some("66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0".into())
+            )
+        );
+        assert_eq!(
+            FileHash::of(Suite::Aes, b"abc").finish().0.unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -76,3 +76,5 @@ pub(crate) use {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_sm;

@@ -51,15 +51,14 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ring::signature::{UnparsedPublicKey, ED25519};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::compress;
 use super::format::{
-    decode_mac, is_seal, list_files, split_record, split_seal, AuditFile, ChainHead, Header,
-    MacKey, Notice, Seal, FORMAT,
+    decode_mac, is_seal, list_files, split_record, split_seal, AuditFile, ChainHead, FileHash,
+    Header, MacKey, Notice, Seal, FORMAT,
 };
+use crate::protect::crypto::{PublicKeyError, SealVerifier, Suite};
 pub use status::{Coverage, FileCheck, Status, UncleanEnd};
 
 /// A file and a 1-based line in it.
@@ -92,8 +91,24 @@ pub enum VerifyError {
     #[error("no audit files in {0}")]
     NoFiles(PathBuf),
     /// The public key given has the wrong length.
-    #[error("the audit public key must be 32 bytes, not {0}")]
+    #[error("the audit public key must be 32 bytes (Ed25519) or 65 (SM2), not {0}")]
     PublicKey(usize),
+    /// The public key given is not a key of its algorithm.
+    #[error(transparent)]
+    BadPublicKey(PublicKeyError),
+    /// A file was written with keys of another suite than the public key's.
+    #[error(
+        "{at}: the file is of suite {file} ({}), but the public key is of suite {key} ({})",
+        algorithms(*file), algorithms(*key)
+    )]
+    Suite {
+        /// The header.
+        at: Location,
+        /// The file's suite.
+        file: Suite,
+        /// The public key's suite.
+        key: Suite,
+    },
     /// A line is not a record, header or seal.
     #[error("{at}: not a valid audit line ({problem})")]
     Unparseable {
@@ -164,12 +179,21 @@ pub enum VerifyError {
         /// What does not match.
         problem: &'static str,
     },
-    /// A file's digest differs from the one its seal holds.
-    #[error("{at}: the file's SHA-256 differs from its seal: the file was altered")]
+    /// A file's digest (SHA-256, or SM3 in the `sm` suite) differs from
+    /// the one its seal holds.
+    #[error("{at}: the file's hash differs from its seal: the file was altered")]
     HashMismatch {
         /// The seal.
         at: Location,
     },
+}
+
+/// The algorithms of a suite's audit files, for messages.
+fn algorithms(suite: Suite) -> &'static str {
+    match suite {
+        Suite::Aes => "HMAC-SHA256, SHA-256, Ed25519",
+        Suite::Sm => "HMAC-SM3, SM3, SM2",
+    }
 }
 
 /// Why a file may end without a seal.
@@ -227,7 +251,10 @@ pub struct Gap {
 
 /// Verifies every file in `dir`, all of which must be sealed. With
 /// `mac_key`, record MACs are recomputed too. `public_key` is the raw
-/// 32-byte Ed25519 key (`Keyring::audit_public_key_base64`, decoded).
+/// key, whose length says its algorithm and so the suite the files must
+/// be of: 32 bytes Ed25519 (`aes`: HMAC-SHA256, SHA-256), 65 bytes SM2
+/// (`sm`: HMAC-SM3, SM3) (`Keyring::audit_public_key_base64`, decoded,
+/// or [`SealVerifier::parse`]).
 pub fn verify(
     dir: &Path,
     mac_key: Option<&[u8; 32]>,
@@ -253,23 +280,24 @@ pub(super) enum Tail {
     Open,
 }
 
-/// The keys a scan checks with.
-pub(super) struct Checker<'a> {
+/// The keys a scan checks with, all of the public key's suite.
+pub(super) struct Checker {
+    suite: Suite,
     mac_key: Option<MacKey>,
-    public_key: UnparsedPublicKey<&'a [u8]>,
+    public_key: SealVerifier,
 }
 
-impl<'a> Checker<'a> {
-    pub(super) fn new(
-        mac_key: Option<&'a [u8; 32]>,
-        public_key: &'a [u8],
-    ) -> Result<Self, VerifyError> {
-        if public_key.len() != 32 {
-            return Err(VerifyError::PublicKey(public_key.len()));
-        }
+impl Checker {
+    pub(super) fn new(mac_key: Option<&[u8; 32]>, public_key: &[u8]) -> Result<Self, VerifyError> {
+        let public_key = SealVerifier::from_raw(public_key).map_err(|e| match e {
+            PublicKeyError::Length(len) => VerifyError::PublicKey(len),
+            e => VerifyError::BadPublicKey(e),
+        })?;
+        let suite = public_key.suite();
         Ok(Self {
-            mac_key: mac_key.map(MacKey::new),
-            public_key: UnparsedPublicKey::new(&ED25519, public_key),
+            suite,
+            mac_key: mac_key.map(|key| MacKey::new(suite, key)),
+            public_key,
         })
     }
 }
@@ -376,7 +404,7 @@ pub(super) fn scan_file(
     let Some((_, header)) = lines.next() else {
         return Err(VerifyError::Truncated { at: at(1), newest });
     };
-    let anchor = read_header(header, name, at(1))?;
+    let anchor = read_header(header, name, at(1), checker.suite)?;
     if let Some(expected) = expected.filter(|&e| e != anchor) {
         return Err(VerifyError::MissingFile {
             at: at(1),
@@ -462,7 +490,12 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
-fn read_header(line: &[u8], name: &str, at: Location) -> Result<ChainHead, VerifyError> {
+fn read_header(
+    line: &[u8],
+    name: &str,
+    at: Location,
+    suite: Suite,
+) -> Result<ChainHead, VerifyError> {
     let unparseable = |problem| VerifyError::Unparseable {
         at: at.clone(),
         problem,
@@ -476,6 +509,13 @@ fn read_header(line: &[u8], name: &str, at: Location) -> Result<ChainHead, Verif
         return Err(VerifyError::Misnamed {
             at,
             found: header.file,
+        });
+    }
+    if header.suite != suite {
+        return Err(VerifyError::Suite {
+            at,
+            file: header.suite,
+            key: suite,
         });
     }
     header
@@ -547,10 +587,9 @@ fn check_seal(
     checker: &Checker,
 ) -> Result<bool, Problem> {
     let split = split_seal(line).ok_or(Problem::BadSeal("malformed seal line"))?;
-    checker
-        .public_key
-        .verify(split.seal, &split.sig)
-        .map_err(|_| Problem::BadSignature)?;
+    if !checker.public_key.verify(split.seal, &split.sig) {
+        return Err(Problem::BadSignature);
+    }
     let seal: Seal =
         serde_json::from_slice(split.seal).map_err(|_| Problem::BadSeal("unreadable seal"))?;
     if seal.file != name {
@@ -564,7 +603,20 @@ fn check_seal(
             "last_seq and last_mac are not the file's last record",
         ));
     }
-    if hex::encode(Sha256::digest(before)) != seal.sha256 {
+    if seal.suite != checker.suite {
+        return Err(Problem::BadSeal(
+            "the seal names another suite than its header",
+        ));
+    }
+    let (sha256, sm3) = FileHash::of(checker.suite, before).finish();
+    let (computed, sealed) = match checker.suite {
+        Suite::Aes => (sha256, seal.sha256),
+        Suite::Sm => (sm3, seal.sm3),
+    };
+    if sealed.is_none() {
+        return Err(Problem::BadSeal("the seal holds no hash of the suite"));
+    }
+    if computed != sealed {
         return Err(Problem::HashMismatch);
     }
     Ok(seal.recovered)

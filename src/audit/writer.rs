@@ -35,13 +35,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::compress::{self, Compressor};
 use super::config::AuditConfig;
 use super::format::{
-    encode_mac, is_seal, list_files, record_line, Bodies, ChainHead, Day, FileName, Header, Seal,
+    encode_mac, is_seal, list_files, record_line, Bodies, ChainHead, Day, FileHash, FileName,
+    Header, Seal,
 };
 use super::keys::AuditKeys;
 use super::record::{AuditRecord, Timestamp, UncleanShutdownRecord};
@@ -115,7 +115,7 @@ struct OpenFile {
     day: Day,
     anchor: ChainHead,
     len: u64,
-    hash: Sha256,
+    hash: FileHash,
     /// Lines not yet written to the file.
     pending: Vec<u8>,
     unsynced: bool,
@@ -303,11 +303,11 @@ impl LogWriter {
             day,
             anchor: self.head,
             len: 0,
-            hash: Sha256::new(),
+            hash: FileHash::new(self.keys.suite()),
             pending: Vec::new(),
             unsynced: false,
         };
-        file.push(&Header::new(name, self.head).line());
+        file.push(&Header::new(name, self.head, self.keys.suite()).line());
         Ok(self.current.insert(file))
     }
 
@@ -395,18 +395,21 @@ fn seal_line(
     name: FileName,
     anchor: ChainHead,
     head: ChainHead,
-    hash: Sha256,
+    hash: FileHash,
     recovered: bool,
     now: SystemTime,
 ) -> Vec<u8> {
+    let (sha256, sm3) = hash.finish();
     Seal {
         file: name.to_string(),
         first_seq: anchor.seq + 1,
         last_seq: head.seq,
         last_mac: encode_mac(&head.mac),
-        sha256: hex::encode(hash.finalize()),
+        sha256,
+        sm3,
         recovered,
         sealed: Timestamp(now),
+        suite: keys.suite(),
     }
     .line(keys.signing_key())
 }
@@ -444,7 +447,7 @@ fn recover(
             continue;
         }
         let checker = Checker::new(Some(keys.mac_key()), keys.public_key())
-            .expect("an Ed25519 public key has 32 bytes");
+            .expect("the signing key's own public key parses");
         // Only a file as written can have been left open.
         let tail = if newest.plain {
             Tail::Open
@@ -465,7 +468,7 @@ fn recover(
                 torn: scanned.complete < bytes.len(),
             });
             let complete = &bytes[..scanned.complete];
-            let hash = Sha256::new_with_prefix(complete);
+            let hash = FileHash::of(keys.suite(), complete);
             let seal = seal_line(
                 keys,
                 newest.name,

@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::audit::{self, review};
+use crate::protect::crypto::{SealVerifier, Suite};
 use crate::protect::keyring::Keyring;
 use crate::protect::protection::load_keyring;
 use crate::proxy::config::Config;
@@ -54,8 +55,9 @@ pub(super) enum AuditCommand {
         /// every record's MAC too.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Without the keyring: the audit public key (base64, from
-        /// `pgveil audit public-key`); checks seals and signatures.
+        /// Without the keyring: the audit public key (from `pgveil audit
+        /// public-key`: base64 of an Ed25519 key, or `sm2:` and base64 of an
+        /// SM2 key); checks seals and signatures.
         #[arg(long, conflicts_with = "config")]
         public_key: Option<String>,
         /// Accept the newest file unsealed, as while pgveil is writing it
@@ -192,7 +194,6 @@ fn verify_keys(
     public_key: Option<&str>,
     live: bool,
 ) -> Result<Option<review::VerifyKeys>, String> {
-    use base64::Engine;
     let (mac, public) = match (config, public_key) {
         (Some(config), _) => {
             let keyring = audit_keyring(config)?;
@@ -206,9 +207,10 @@ fn verify_keys(
         (None, Some(key)) => (None, key.to_owned()),
         (None, None) => return Ok(None),
     };
-    let public = base64::engine::general_purpose::STANDARD
-        .decode(public.trim())
-        .map_err(|_| "the public key is not base64")?;
+    // `sm2:` + base64 for an SM2 key, base64 alone for Ed25519.
+    let public = SealVerifier::parse(public.trim())
+        .map_err(|e| e.to_string())?
+        .raw();
     Ok(Some(review::VerifyKeys { mac, public, live }))
 }
 
@@ -231,6 +233,9 @@ fn audit_verify(
     match result {
         Ok(report) => print_report(&report, status),
         Err(e) => println!("{status}: {e}"),
+    }
+    if SealVerifier::from_raw(&keys.public).is_ok_and(|key| key.suite() == Suite::Sm) {
+        println!("suite: sm (HMAC-SM3 record MACs, SM3 file hashes, SM2 seal signatures)");
     }
     Ok(status)
 }

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::{with_runtime, EXIT_CONFIG, EXIT_FAILURE};
 use crate::ops::check::{domain_keys, keyring_listing, rows};
-use crate::protect::crypto::MasterKey;
+use crate::protect::crypto::{MasterKey, Suite};
 use crate::protect::custody::{CreateKey, Custody, CustodyConfig};
 use crate::protect::keyring::{KeyKind, Keyring};
 use crate::protect::protection::load_policy;
@@ -32,6 +32,11 @@ pub(super) enum KeysCommand {
         /// it has none by that label (sensitive, never extractable).
         #[arg(long)]
         create_key: bool,
+        /// The suite of a new keyring's keys: `aes` (AES-256-GCM,
+        /// AES-256-SIV, HMAC-SHA256, Ed25519; the default) or `sm` (SM4-GCM,
+        /// SM4-SIV, HMAC-SM3, SM2). An existing keyring keeps its own.
+        #[arg(long)]
+        suite: Option<Suite>,
     },
     /// Print a new random master key (base64 of 32 bytes).
     NewMaster,
@@ -74,6 +79,12 @@ pub(super) enum KeysCommand {
         /// A key domain to rotate (repeatable); all when absent.
         #[arg(long = "domain")]
         domains: Vec<String>,
+        /// Make the new versions, and those later rotations add, keys of
+        /// this suite (`aes` or `sm`): how a keyring moves from one suite
+        /// to the other (then run `pgveil migrate`). The audit keys keep
+        /// theirs.
+        #[arg(long)]
+        suite: Option<Suite>,
     },
     /// Remove an old version of a domain's data key. Refused while the
     /// database (through [maintenance]) still holds values under it, and
@@ -173,7 +184,8 @@ pub(super) fn keys(command: KeysCommand) -> ExitCode {
             keyring,
             master,
             create_key,
-        } => keys_init(policy, keyring, &master, create_key),
+            suite,
+        } => keys_init(policy, keyring, &master, create_key, suite),
         KeysCommand::NewMaster => MasterKey::generate()
             .map(|(_, text)| println!("{}", text.as_str()))
             .map_err(|e| e.to_string()),
@@ -195,7 +207,8 @@ pub(super) fn keys(command: KeysCommand) -> ExitCode {
             keyring,
             master,
             domains,
-        } => keys_rotate(keyring, &master, &domains),
+            suite,
+        } => keys_rotate(keyring, &master, &domains, suite),
         KeysCommand::Retire {
             config,
             domain,
@@ -230,17 +243,23 @@ fn keys_init(
     keyring: Option<PathBuf>,
     master: &MasterArgs,
     create_key: bool,
+    suite: Option<Suite>,
 ) -> Result<(), String> {
     let (custody, config) = master.resolve()?;
     let policy = path_or_config(policy, config.as_ref(), "policy", |c| c.policy.clone())?;
     let keyring = path_or_config(keyring, config.as_ref(), "keyring", |c| c.keyring.clone())?;
     let policy = load_policy(&policy).map_err(|e| e.to_string())?;
     let master = open(&custody, create_key)?;
-    let report =
-        Keyring::init(&keyring, master.as_ref(), &policy.domains()).map_err(|e| e.to_string())?;
+    let report = Keyring::init_in(&keyring, master.as_ref(), &policy.domains(), suite)
+        .map_err(|e| e.to_string())?;
     let verb = if report.created { "created" } else { "updated" };
+    let suite = match suite {
+        Some(suite) if report.created => format!(", suite {suite}"),
+        None if report.created => ", suite aes".into(),
+        _ => String::new(),
+    };
     println!(
-        "{verb} keyring {} under {}",
+        "{verb} keyring {} under {}{suite}",
         keyring.display(),
         master.describe()
     );
@@ -301,8 +320,8 @@ fn keys_list(keyring: &Path, format: ListFormat) -> Result<(), String> {
                 .unwrap_or(0)
                 .max(6);
             println!(
-                "{:width$}  {:7}  {:>7}  {:>4}  {:20}  WRITES",
-                "DOMAIN", "KIND", "VERSION", "ID", "CREATED"
+                "{:width$}  {:7}  {:>7}  {:>4}  {:5}  {:20}  WRITES",
+                "DOMAIN", "KIND", "VERSION", "ID", "SUITE", "CREATED"
             );
             for key in &keys {
                 let kind = match key.kind {
@@ -311,8 +330,12 @@ fn keys_list(keyring: &Path, format: ListFormat) -> Result<(), String> {
                 };
                 let writes = if key.current { "current" } else { "older" };
                 println!(
-                    "{:width$}  {kind:7}  {:>7}  {:>4}  {:20}  {writes}",
-                    key.domain, key.version, key.id, key.created
+                    "{:width$}  {kind:7}  {:>7}  {:>4}  {:5}  {:20}  {writes}",
+                    key.domain,
+                    key.version,
+                    key.id,
+                    key.suite.name(),
+                    key.created
                 );
             }
         }
@@ -324,14 +347,17 @@ fn keys_rotate(
     keyring: Option<PathBuf>,
     master: &MasterArgs,
     domains: &[String],
+    suite: Option<Suite>,
 ) -> Result<(), String> {
     let (custody, config) = master.resolve()?;
     let keyring = path_or_config(keyring, config.as_ref(), "keyring", |c| c.keyring.clone())?;
     let master = open(&custody, false)?;
-    let added = Keyring::rotate(&keyring, master.as_ref(), domains).map_err(|e| e.to_string())?;
+    let added =
+        Keyring::rotate_to(&keyring, master.as_ref(), domains, suite).map_err(|e| e.to_string())?;
+    let of_suite = suite.map(|s| format!(", suite {s}")).unwrap_or_default();
     for (domain, key) in &added {
         println!(
-            "rotated {domain}: version {} (key id {}) is now current",
+            "rotated {domain}: version {} (key id {}{of_suite}) is now current",
             key.version, key.id
         );
     }

@@ -1,5 +1,6 @@
 //! Raw key material: the master key that wraps the keyring's keys, and the
-//! data keys from which HKDF-SHA256 derives one subkey per use.
+//! data keys from which HKDF derives one subkey per use: HKDF-SHA256 in
+//! the `aes` suite, HKDF-SM3 in the `sm` suite.
 //!
 //! Both hold their bytes in zeroizing buffers and print as
 //! `..redacted..`. Parsing errors say where the master key came from and
@@ -14,7 +15,8 @@ use ring::hkdf;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use super::{fill_random, RandomError};
+use super::suite::hkdf_sm3;
+use super::{fill_random, RandomError, Suite};
 use crate::protect::secret_file::{read_private, SecretFileError};
 
 /// Length in bytes of a master key and of a data key.
@@ -29,6 +31,12 @@ pub(crate) mod label {
     pub(crate) const SIV: &[u8] = b"pgveil v1 aes-256-siv";
     pub(crate) const PSEUDONYM: &[u8] = b"pgveil v1 pseudonym hmac-sha256";
     pub(crate) const AUDIT_MAC: &[u8] = b"pgveil v1 audit mac";
+    pub(crate) const SM4_GCM: &[u8] = b"pgveil v1 sm4-gcm";
+    pub(crate) const SM4_SIV: &[u8] = b"pgveil v1 sm4-siv";
+    pub(crate) const PSEUDONYM_SM3: &[u8] = b"pgveil v1 pseudonym hmac-sm3";
+    pub(crate) const AUDIT_MAC_SM3: &[u8] = b"pgveil v1 audit mac hmac-sm3";
+    /// The SM4 key a local master key wraps the `sm` suite's keys with.
+    pub(crate) const SM4_WRAP: &[u8] = b"pgveil v1 sm4-gcm key wrapping";
 }
 
 /// The key that wraps every key of the keyring: 32 bytes, given to pgveil
@@ -171,29 +179,42 @@ impl DataKey {
     }
 
     /// The key that chain-MACs the audit log, derived from the data key of
-    /// the audit domain.
-    pub(crate) fn audit_mac_key(&self) -> Zeroizing<[u8; KEY_LEN]> {
-        self.subkey(label::AUDIT_MAC)
+    /// the audit domain in its suite.
+    pub(crate) fn audit_mac_key(&self, suite: Suite) -> Zeroizing<[u8; KEY_LEN]> {
+        match suite {
+            Suite::Aes => self.subkey(suite, label::AUDIT_MAC),
+            Suite::Sm => self.subkey(suite, label::AUDIT_MAC_SM3),
+        }
     }
 
-    /// The subkey of `N` bytes for the use named by `label`: HKDF-SHA256
-    /// with an empty salt (the data key is already uniformly random).
-    pub(crate) fn subkey<const N: usize>(&self, label: &[u8]) -> Zeroizing<[u8; N]> {
-        struct Len(usize);
-        impl hkdf::KeyType for Len {
-            fn len(&self) -> usize {
-                self.0
-            }
+    /// The subkey of `N` bytes for the use named by `label`: HKDF with an
+    /// empty salt (the data key is already uniformly random), over SHA-256
+    /// in the `aes` suite and SM3 in the `sm` suite.
+    pub(crate) fn subkey<const N: usize>(&self, suite: Suite, label: &[u8]) -> Zeroizing<[u8; N]> {
+        match suite {
+            Suite::Aes => hkdf_sha256(self.0.as_ref(), label),
+            Suite::Sm => hkdf_sm3(self.0.as_ref(), label),
         }
-        let mut out = Zeroizing::new([0; N]);
-        let labels = [label];
-        hkdf::Salt::new(hkdf::HKDF_SHA256, &[])
-            .extract(self.0.as_ref())
-            .expand(&labels, Len(N))
-            .and_then(|okm| okm.fill(out.as_mut()))
-            .expect("HKDF-SHA256 yields up to 8160 bytes; subkeys are at most 64");
-        out
     }
+}
+
+/// `N` bytes of HKDF-SHA256 (ring's) of `ikm` for the use named by
+/// `label`, with an empty salt.
+pub(crate) fn hkdf_sha256<const N: usize>(ikm: &[u8], label: &[u8]) -> Zeroizing<[u8; N]> {
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let mut out = Zeroizing::new([0; N]);
+    let labels = [label];
+    hkdf::Salt::new(hkdf::HKDF_SHA256, &[])
+        .extract(ikm)
+        .expand(&labels, Len(N))
+        .and_then(|okm| okm.fill(out.as_mut()))
+        .expect("HKDF-SHA256 yields up to 8160 bytes; subkeys are at most 64");
+    out
 }
 
 impl fmt::Debug for DataKey {
@@ -321,11 +342,13 @@ mod tests {
     #[test]
     fn subkeys_differ_by_label() {
         let key = DataKey::generate().unwrap();
-        let a: Zeroizing<[u8; 32]> = key.subkey(label::GCM);
-        let b: Zeroizing<[u8; 32]> = key.subkey(label::PSEUDONYM);
-        let again: Zeroizing<[u8; 32]> = key.subkey(label::GCM);
+        let a: Zeroizing<[u8; 32]> = key.subkey(Suite::Aes, label::GCM);
+        let b: Zeroizing<[u8; 32]> = key.subkey(Suite::Aes, label::PSEUDONYM);
+        let again: Zeroizing<[u8; 32]> = key.subkey(Suite::Aes, label::GCM);
         assert_ne!(a.as_ref(), b.as_ref());
         assert_eq!(a.as_ref(), again.as_ref());
         assert_ne!(a.as_ref(), key.as_bytes());
+        let sm: Zeroizing<[u8; 32]> = key.subkey(Suite::Sm, label::GCM);
+        assert_ne!(a.as_ref(), sm.as_ref());
     }
 }

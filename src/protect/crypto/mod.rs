@@ -3,17 +3,21 @@
 //!
 //! Every protected value belongs to a *key domain*: one column, or a named
 //! group of columns that must be compared or joined. A domain has data keys
-//! ([`DataKey`]), kept in the keyring wrapped by the [`MasterKey`]. From each
-//! data key HKDF-SHA256 derives one subkey per use ([`KeyCiphers`]):
+//! ([`DataKey`]), kept in the keyring wrapped by the [`MasterKey`]. Each
+//! data key belongs to a [`Suite`], `aes` or `sm` (`suite.rs` has the
+//! table of what each uses). From each data key HKDF (HKDF-SHA256, or
+//! HKDF-SM3 in the `sm` suite) derives one subkey per use ([`KeyCiphers`]):
 //!
-//! - [`Mode::Randomized`]: AES-256-GCM with a random 96-bit nonce. Equal
-//!   plaintexts give different ciphertexts.
-//! - [`Mode::Deterministic`]: AES-256-SIV (RFC 5297, 512-bit key). Equal
+//! - [`Mode::Randomized`]: AES-256-GCM (SM4-GCM) with a random 96-bit
+//!   nonce. Equal plaintexts give different ciphertexts.
+//! - [`Mode::Deterministic`]: AES-256-SIV (RFC 5297, 512-bit key; SM4-SIV:
+//!   S2V with CMAC-SM4 and SM4-CTR, 256-bit key). Equal
 //!   plaintexts in the same domain and key version give byte-identical
 //!   ciphertexts, so the proxy can search for equality by encrypting the
 //!   literal; nothing but equality within the domain leaks.
 //! - Pseudonyms: `pgvp_` + lowercase hex of the first 16 bytes of
-//!   HMAC-SHA256 of the plaintext. Stable, not reversible without the key.
+//!   HMAC-SHA256 (HMAC-SM3) of the plaintext. Stable, not reversible
+//!   without the key.
 //!
 //! # Envelope layout (format version 1)
 //!
@@ -31,7 +35,29 @@
 //! The associated data is the 12-byte header followed by the domain name's
 //! bytes, so the mode, the key reference and the domain are authenticated:
 //! a value copied into another domain, or with an edited header, does not
-//! decrypt.
+//! decrypt. In the `sm` suite the bytes `\0sm` stand between the header and
+//! the domain (a domain name holds no control character, so no SM
+//! associated data is an AES one).
+//!
+//! # Where the suite is recorded
+//!
+//! Both suites write this same layout, version 1: the envelope names its
+//! key (id and version), and the keyring records each key's suite (its
+//! entry's `suite`, bound to the key by the wrapping's additional data).
+//! Key ids are unique in a keyring, so the key id an envelope names
+//! decides its suite: one proxy reads both, and envelopes written before
+//! suites existed read unchanged, as `aes`. The suite was kept out of the
+//! header on purpose. The database's ciphertext guards
+//! ([`crate::protect::guard`]) pin the header's first four bytes (magic,
+//! version, mode) and SM envelopes have the same lengths as AES ones, so
+//! guards already installed admit SM envelopes as they are: a keyring
+//! moves from `aes` to `sm` (`keys rotate --suite sm`, then `migrate`)
+//! while the application writes through pgveil, without dropping and
+//! adding guards, and `policy check`, `migrate` and the reveal path, which
+//! read the mode and key from the header, need no change. The suite is
+//! authenticated all the same: the associated data above differs per
+//! suite, and the two suites derive different subkeys and run different
+//! ciphers, so an envelope never opens under the other suite.
 //!
 //! `bytea` columns hold the binary envelope. Text columns hold
 //! `pgv1:` + URL-safe base64 without padding of the binary envelope.
@@ -46,6 +72,9 @@
 mod cipher;
 mod envelope;
 mod keys;
+mod signing;
+mod siv;
+mod suite;
 
 use std::fmt;
 
@@ -64,14 +93,18 @@ pub use keys::MasterKey;
 pub(crate) use keys::{DataKey, MasterKeyError};
 
 pub(crate) use cipher::{gcm_open, gcm_seal_into, hmac_sha256};
+pub(crate) use keys::label;
+pub use signing::{PublicKeyError, SealSigner, SealVerifier};
+pub use suite::Suite;
+pub(crate) use suite::{hkdf_sm3, hmac_sm3, Sm4Gcm};
 
 /// How a domain's values are encrypted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// AES-256-GCM, random nonce: equal values look different.
+    /// AES-256-GCM or SM4-GCM, random nonce: equal values look different.
     Randomized,
-    /// AES-256-SIV: equal values look equal within the domain.
+    /// AES-256-SIV or SM4-SIV: equal values look equal within the domain.
     Deterministic,
 }
 

@@ -4,15 +4,24 @@
 //!
 //! | provider | where the master key is | who runs the cipher |
 //! |---|---|---|
-//! | `env`, `file` ([`MasterKey`]) | `PGVEIL_MASTER_KEY` or a file (owner-only) | pgveil: AES-256-GCM |
-//! | `pkcs11` | a non-extractable AES-256 key in a PKCS#11 token | the token: `CKM_AES_GCM` |
+//! | `env`, `file` ([`MasterKey`]) | `PGVEIL_MASTER_KEY` or a file (owner-only) | pgveil: AES-256-GCM, or SM4-GCM for keys of the `sm` suite |
+//! | `pkcs11` | a non-extractable AES-256 key in a PKCS#11 token | the token: `CKM_AES_GCM` (both suites) |
 //! | `aws-kms` | a KMS key | KMS: `Encrypt`/`Decrypt`, the binding as EncryptionContext |
 //!
 //! Every provider binds a sealed key to its [`Aad`]: the local key and the
-//! token as AES-GCM additional data (`"LABEL|DOMAIN|ID|VERSION"`, the
-//! keyring's format since its first version), KMS as an EncryptionContext
-//! of the same four fields. An entry moved to another domain, id or version
-//! does not open.
+//! token as GCM additional data (`"LABEL|DOMAIN|ID|VERSION"`, the
+//! keyring's format since its first version, and `|sm` after it for a key
+//! of the `sm` suite), KMS as an EncryptionContext of the same fields
+//! (`suite = sm` added for the `sm` suite). An entry moved to another
+//! domain, id, version or suite does not open.
+//!
+//! The suite of the key being sealed chooses the local key's cipher:
+//! SM4-GCM under a 128-bit key that HKDF-SM3 derives from the master key,
+//! and an HMAC-SM3 `master_check`, for the `sm` suite. A PKCS#11 token
+//! keeps wrapping with its AES key in both suites: PKCS#11 (to 3.1) names
+//! no SM4 mechanism, SoftHSM2 (on which the tests run) has none, and the
+//! domestic HSMs that have one expose it under vendor-defined mechanism
+//! numbers pgveil does not guess at. KMS wraps with its own key type.
 //!
 //! Each provider also makes the keyring's `master_check`, which tells a
 //! wrong master key apart from a damaged entry: the local key's is an
@@ -34,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::protect::crypto::{MasterKey, MasterKeyError};
+use crate::protect::crypto::{MasterKey, MasterKeyError, Suite};
 pub use kms::{KmsConfig, KmsError};
 pub use pkcs11::{Pkcs11Config, Pkcs11Error};
 
@@ -53,34 +62,48 @@ pub struct Aad<'a> {
     pub(crate) id: u32,
     /// The key version.
     pub(crate) version: u32,
+    /// The key's suite, which chooses the local key's cipher.
+    pub(crate) suite: Suite,
 }
 
 impl Aad<'_> {
-    /// The binding of `master_check`.
-    pub(crate) const CHECK: Aad<'static> = Aad {
-        label: "pgveil keyring check",
-        domain: "",
-        id: 0,
-        version: 0,
-    };
+    /// The binding of `master_check` of a keyring of `suite`.
+    pub(crate) const fn check(suite: Suite) -> Aad<'static> {
+        Aad {
+            label: "pgveil keyring check",
+            domain: "",
+            id: 0,
+            version: 0,
+            suite,
+        }
+    }
 
-    /// `"LABEL|DOMAIN|ID|VERSION"`, the AES-GCM additional data.
+    /// `"LABEL|DOMAIN|ID|VERSION"`, the GCM additional data, and `|sm`
+    /// after it in the `sm` suite.
     pub(crate) fn to_bytes(self) -> Vec<u8> {
+        let suite = match self.suite {
+            Suite::Aes => "",
+            Suite::Sm => "|sm",
+        };
         format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}{suite}",
             self.label, self.domain, self.id, self.version
         )
         .into_bytes()
     }
 
-    /// The same four fields as name/value pairs (KMS's EncryptionContext).
-    pub(crate) fn pairs(self) -> [(&'static str, String); 4] {
-        [
+    /// The same fields as name/value pairs (KMS's EncryptionContext).
+    pub(crate) fn pairs(self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
             ("pgveil", self.label.to_owned()),
             ("domain", self.domain.to_owned()),
             ("id", self.id.to_string()),
             ("version", self.version.to_string()),
-        ]
+        ];
+        if self.suite != Suite::Aes {
+            pairs.push(("suite", self.suite.name().to_owned()));
+        }
+        pairs
     }
 }
 
@@ -124,17 +147,17 @@ pub trait Custody {
     fn open(&self, aad: Aad<'_>, sealed: &[u8])
         -> Result<Option<Zeroizing<Vec<u8>>>, CustodyError>;
 
-    /// A new keyring's `master_check`: by default the fixed check message
-    /// sealed by the provider.
-    fn check_value(&self) -> Result<Vec<u8>, CustodyError> {
-        self.seal(Aad::CHECK, CHECK_MESSAGE)
+    /// A new keyring's `master_check`, for a keyring of `suite`: by
+    /// default the fixed check message sealed by the provider.
+    fn check_value(&self, suite: Suite) -> Result<Vec<u8>, CustodyError> {
+        self.seal(Aad::check(suite), CHECK_MESSAGE)
     }
 
-    /// Whether `check` (a keyring's `master_check`) was made with this
-    /// master key.
-    fn check(&self, check: &[u8]) -> Result<bool, CustodyError> {
+    /// Whether `check` (the `master_check` of a keyring of `suite`) was
+    /// made with this master key.
+    fn check(&self, suite: Suite, check: &[u8]) -> Result<bool, CustodyError> {
         Ok(self
-            .open(Aad::CHECK, check)?
+            .open(Aad::check(suite), check)?
             .is_some_and(|message| message.as_slice() == CHECK_MESSAGE))
     }
 }

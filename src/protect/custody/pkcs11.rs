@@ -22,6 +22,10 @@
 //! damaged entry. A token that makes its own GCM IVs (some do in FIPS
 //! mode) is refused when it seals the check.
 //!
+//! Keys of the `sm` suite are wrapped with the same AES key and
+//! `CKM_AES_GCM`, their binding marked `|sm` (see the custody module doc):
+//! PKCS#11 defines no SM4 mechanism and SoftHSM2 offers none.
+//!
 //! A module is loaded and initialized once per process and kept (PKCS#11
 //! allows one `C_Initialize` per application); each provider opens its own
 //! session, logged in as the user, closed when the provider is dropped.
@@ -42,7 +46,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use super::{Aad, CreateKey, Custody, CustodyError, CustodyKind, CHECK_MESSAGE};
-use crate::protect::crypto::fill_random;
+use crate::protect::crypto::{fill_random, Suite};
 use crate::protect::secret_file::{read_private, SecretFileError};
 
 /// The environment variable holding the PIN when neither `pin_env` nor
@@ -434,16 +438,16 @@ impl Custody for Pkcs11Custody {
         self.seal_with(iv, aad, plaintext)
     }
 
-    fn check_value(&self) -> Result<Vec<u8>, CustodyError> {
-        let check = self.seal_with(CHECK_IV, Aad::CHECK, CHECK_MESSAGE)?;
+    fn check_value(&self, suite: Suite) -> Result<Vec<u8>, CustodyError> {
+        let check = self.seal_with(CHECK_IV, Aad::check(suite), CHECK_MESSAGE)?;
         if !check.starts_with(&CHECK_IV) {
             return Err(self.error(Pkcs11Error::OwnIv));
         }
         Ok(check)
     }
 
-    fn check(&self, check: &[u8]) -> Result<bool, CustodyError> {
-        let expected = self.seal_with(CHECK_IV, Aad::CHECK, CHECK_MESSAGE)?;
+    fn check(&self, suite: Suite, check: &[u8]) -> Result<bool, CustodyError> {
+        let expected = self.seal_with(CHECK_IV, Aad::check(suite), CHECK_MESSAGE)?;
         // Both are public: the check is stored in the keyring as it is.
         Ok(expected == check)
     }

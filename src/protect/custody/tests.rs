@@ -17,11 +17,19 @@ fn the_binding_is_the_keyrings_first_format() {
         domain: "public.customers.email",
         id: 3,
         version: 2,
+        suite: Suite::Aes,
     };
     assert_eq!(aad.to_bytes(), b"pgveil key|public.customers.email|3|2");
     let pairs = aad.pairs();
+    assert_eq!(pairs.len(), 4);
     assert_eq!(pairs[0], ("pgveil", "pgveil key".to_owned()));
     assert_eq!(pairs[3], ("version", "2".to_owned()));
+    let sm = Aad {
+        suite: Suite::Sm,
+        ..aad
+    };
+    assert_eq!(sm.to_bytes(), b"pgveil key|public.customers.email|3|2|sm");
+    assert_eq!(sm.pairs()[4], ("suite", "sm".to_owned()));
 }
 
 #[test]
@@ -78,24 +86,70 @@ fn unknown_or_misplaced_keys_are_refused() {
 #[test]
 fn a_local_key_seals_bound_to_its_aad_and_checks() {
     let (master, _) = MasterKey::generate().unwrap();
-    let aad = Aad {
+    let (other, _) = MasterKey::generate().unwrap();
+    for suite in [Suite::Aes, Suite::Sm] {
+        let aad = Aad {
+            label: "pgveil key",
+            domain: "d",
+            id: 1,
+            version: 1,
+            suite,
+        };
+        let sealed = master.seal(aad, b"secret").unwrap();
+        assert_eq!(
+            master.open(aad, &sealed).unwrap().unwrap().as_slice(),
+            b"secret"
+        );
+        let moved = Aad { version: 2, ..aad };
+        assert!(master.open(moved, &sealed).unwrap().is_none());
+        assert!(other.open(aad, &sealed).unwrap().is_none());
+        let check = master.check_value(suite).unwrap();
+        assert!(master.check(suite, &check).unwrap());
+        assert!(!other.check(suite, &check).unwrap());
+    }
+    // A key sealed in one suite does not open in the other: SM4-GCM under
+    // another key, and another binding.
+    let aad = |suite| Aad {
         label: "pgveil key",
         domain: "d",
         id: 1,
         version: 1,
+        suite,
+    };
+    let sm = master.seal(aad(Suite::Sm), b"secret").unwrap();
+    assert!(master.open(aad(Suite::Aes), &sm).unwrap().is_none());
+    let aes = master.seal(aad(Suite::Aes), b"secret").unwrap();
+    assert!(master.open(aad(Suite::Sm), &aes).unwrap().is_none());
+    let check = master.check_value(Suite::Sm).unwrap();
+    assert_eq!(check.len(), 32);
+    assert!(!master.check(Suite::Aes, &check).unwrap());
+}
+
+/// The `sm` suite's local wrapping is SM4-GCM under HKDF-SM3 of the master
+/// key, computed here independently.
+#[test]
+fn a_local_key_wraps_sm_keys_with_sm4_gcm() {
+    use aes_gcm::KeyInit;
+    use zeroize::Zeroizing;
+
+    use crate::protect::crypto::{gcm_open, hkdf_sm3, label, Sm4Gcm};
+    let (master, _) = MasterKey::generate().unwrap();
+    let aad = Aad {
+        label: "pgveil key",
+        domain: "d",
+        id: 4,
+        version: 2,
+        suite: Suite::Sm,
     };
     let sealed = master.seal(aad, b"secret").unwrap();
-    assert_eq!(
-        master.open(aad, &sealed).unwrap().unwrap().as_slice(),
-        b"secret"
+    let key: Zeroizing<[u8; 16]> = hkdf_sm3(master.as_bytes(), label::SM4_WRAP);
+    let opened = gcm_open(
+        &Sm4Gcm::new((&*key).into()),
+        b"pgveil key|d|4|2|sm",
+        sealed,
+        0,
     );
-    let moved = Aad { version: 2, ..aad };
-    assert!(master.open(moved, &sealed).unwrap().is_none());
-    let (other, _) = MasterKey::generate().unwrap();
-    assert!(other.open(aad, &sealed).unwrap().is_none());
-    let check = master.check_value().unwrap();
-    assert!(master.check(&check).unwrap());
-    assert!(!other.check(&check).unwrap());
+    assert_eq!(opened.unwrap().as_slice(), b"secret");
 }
 
 #[test]

@@ -10,12 +10,11 @@ use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{KeyKind, KeyringError, AUDIT_DOMAIN, FORMAT};
-use crate::protect::crypto::{DataKey, KeyRef, RandomError};
+use crate::protect::crypto::{DataKey, KeyRef, SealSigner, Suite};
 use crate::protect::custody::{Aad, Custody, CustodyError, CustodyKind};
 
 /// The first line of every keyring file pgveil writes.
@@ -31,6 +30,10 @@ pub(super) struct KeyringFile {
     /// (`env` or `file`), as in keyrings written before providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     custody: Option<CustodyKind>,
+    /// The suite of the keys `keys rotate` adds and of `master_check`;
+    /// absent for `aes`, as in keyrings written before suites.
+    #[serde(default, skip_serializing_if = "Suite::is_default")]
+    pub(super) suite: Suite,
     master_check: String,
     #[serde(default, rename = "key")]
     pub(super) keys: Vec<KeyEntry>,
@@ -52,6 +55,10 @@ pub(super) struct KeyEntry {
     pub(super) domain: String,
     id: u32,
     pub(super) version: u32,
+    /// The key's suite; absent for `aes`, as in keyrings written before
+    /// suites. Bound to the key by the wrapping.
+    #[serde(default, skip_serializing_if = "Suite::is_default")]
+    pub(super) suite: Suite,
     /// RFC 3339 UTC; informational.
     created: String,
     wrapped: String,
@@ -80,6 +87,7 @@ impl KeyringFile {
                     domain: entry.domain.clone(),
                     id: entry.id,
                     version: entry.version,
+                    suite: entry.suite,
                     created: entry.created.clone(),
                     current: newest(entries, entry),
                 })
@@ -99,13 +107,15 @@ impl KeyEntry {
     }
 }
 
-/// What a wrapped key is bound to: `"LABEL|DOMAIN|ID|VERSION"`.
-fn wrap_aad(kind: KeyKind, domain: &str, key: KeyRef) -> Aad<'_> {
+/// What a wrapped key is bound to: `"LABEL|DOMAIN|ID|VERSION"` (and its
+/// suite, which chooses a local master key's cipher).
+fn wrap_aad(kind: KeyKind, domain: &str, key: KeyRef, suite: Suite) -> Aad<'_> {
     Aad {
         label: kind.aad_label(),
         domain,
         id: key.id,
         version: key.version,
+        suite,
     }
 }
 
@@ -171,12 +181,17 @@ fn write_new_private(path: &Path, text: &str) -> io::Result<()> {
 }
 
 impl KeyringFile {
-    pub(super) fn new(path: &Path, master: &dyn Custody) -> Result<Self, KeyringError> {
+    pub(super) fn new(
+        path: &Path,
+        master: &dyn Custody,
+        suite: Suite,
+    ) -> Result<Self, KeyringError> {
         let kind = master.kind();
         Ok(Self {
             format: FORMAT,
             custody: (kind != CustodyKind::Local).then_some(kind),
-            master_check: STANDARD.encode(master.check_value().map_err(custody_error(path))?),
+            suite,
+            master_check: STANDARD.encode(master.check_value(suite).map_err(custody_error(path))?),
             keys: Vec::new(),
             signing_keys: Vec::new(),
         })
@@ -208,7 +223,10 @@ impl KeyringFile {
                 path: path.into(),
                 message: "master_check is not valid base64".into(),
             })?;
-        if master.check(&expected).map_err(custody_error(path))? {
+        if master
+            .check(self.suite, &expected)
+            .map_err(custody_error(path))?
+        {
             Ok(())
         } else {
             Err(KeyringError::WrongMasterKey {
@@ -245,8 +263,8 @@ impl KeyringFile {
         Ok(())
     }
 
-    /// Adds version-1 keys for the domains, and audit keys, that have none;
-    /// returns the domains that received keys.
+    /// Adds version-1 keys, in the keyring's suite, for the domains, and
+    /// audit keys, that have none; returns the domains that received keys.
     pub(super) fn add_missing(
         &mut self,
         path: &Path,
@@ -256,6 +274,7 @@ impl KeyringFile {
         let wrapper = Wrapper {
             path,
             master,
+            suite: self.suite,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
         let mut added: Vec<String> = Vec::new();
@@ -269,15 +288,8 @@ impl KeyringFile {
             }
         }
         if self.signing_keys.is_empty() {
-            // ring returns the PKCS#8 document in a buffer it does not zeroize.
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                .map_err(|_| RandomError)?;
-            let entry = wrapper.wrap(
-                KeyKind::Signing,
-                AUDIT_DOMAIN,
-                self.next_id(),
-                pkcs8.as_ref(),
-            )?;
+            let secret = SealSigner::generate(self.suite)?;
+            let entry = wrapper.wrap(KeyKind::Signing, AUDIT_DOMAIN, self.next_id(), &secret)?;
             self.signing_keys.push(entry);
             if !added.iter().any(|d| d == AUDIT_DOMAIN) {
                 added.push(AUDIT_DOMAIN.into());
@@ -308,6 +320,7 @@ impl KeyringFile {
                         kind,
                         &entry.domain,
                         entry.key_ref(),
+                        entry.suite,
                         &entry.created,
                         &secret,
                     )
@@ -318,12 +331,29 @@ impl KeyringFile {
         Ok(KeyringFile {
             keys: rewrap(KeyKind::Data, &self.keys)?,
             signing_keys: rewrap(KeyKind::Signing, &self.signing_keys)?,
-            ..KeyringFile::new(path, new)?
+            ..KeyringFile::new(path, new, self.suite)?
         })
     }
 
-    /// Adds a new version of `domain`'s data key, which becomes the one new
-    /// values are written with; the older versions stay to decrypt.
+    /// Makes `suite` the keyring's: the suite of the keys added from now
+    /// on, and of `master_check`, made again with `master`.
+    pub(super) fn set_suite(
+        &mut self,
+        path: &Path,
+        master: &dyn Custody,
+        suite: Suite,
+    ) -> Result<(), KeyringError> {
+        if suite != self.suite {
+            self.suite = suite;
+            self.master_check =
+                STANDARD.encode(master.check_value(suite).map_err(custody_error(path))?);
+        }
+        Ok(())
+    }
+
+    /// Adds a new version of `domain`'s data key, in the keyring's suite,
+    /// which becomes the one new values are written with; the older
+    /// versions stay to decrypt.
     pub(super) fn add_version(
         &mut self,
         path: &Path,
@@ -343,6 +373,7 @@ impl KeyringFile {
                 KeyKind::Data,
                 domain,
                 key,
+                self.suite,
                 &created,
                 secret.as_bytes(),
             )
@@ -418,6 +449,7 @@ impl KeyringFile {
 struct Wrapper<'a> {
     path: &'a Path,
     master: &'a dyn Custody,
+    suite: Suite,
     created: String,
 }
 
@@ -434,6 +466,7 @@ impl Wrapper<'_> {
             kind,
             domain,
             KeyRef { id, version: 1 },
+            self.suite,
             &self.created,
             secret,
         )
@@ -441,21 +474,24 @@ impl Wrapper<'_> {
     }
 }
 
-/// A key entry holding `secret` sealed by `master`, bound to its kind,
-/// domain, id and version.
+/// A key entry of `suite` holding `secret` sealed by `master`, bound to
+/// its kind, domain, id, version and suite.
+#[allow(clippy::too_many_arguments)]
 fn seal_entry(
     master: &dyn Custody,
     kind: KeyKind,
     domain: &str,
     key: KeyRef,
+    suite: Suite,
     created: &str,
     secret: &[u8],
 ) -> Result<KeyEntry, CustodyError> {
-    let sealed = master.seal(wrap_aad(kind, domain, key), secret)?;
+    let sealed = master.seal(wrap_aad(kind, domain, key, suite), secret)?;
     Ok(KeyEntry {
         domain: domain.into(),
         id: key.id,
         version: key.version,
+        suite,
         created: created.into(),
         wrapped: STANDARD.encode(sealed),
     })
@@ -478,20 +514,25 @@ impl<'a> Unwrapper<'a> {
             .ok_or_else(|| self.bad_entry(KeyKind::Data, entry, "is not 32 bytes long"))
     }
 
-    pub(super) fn signing_key(&self, entry: &KeyEntry) -> Result<Ed25519KeyPair, KeyringError> {
+    pub(super) fn signing_key(&self, entry: &KeyEntry) -> Result<SealSigner, KeyringError> {
         if entry.domain != AUDIT_DOMAIN {
             return Err(self.bad_entry(KeyKind::Signing, entry, "is not in the audit domain"));
         }
-        let pkcs8 = self.unwrap(KeyKind::Signing, entry)?;
-        Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|_| self.bad_entry(KeyKind::Signing, entry, "is not an Ed25519 PKCS#8 key"))
+        let secret = self.unwrap(KeyKind::Signing, entry)?;
+        SealSigner::from_secret(entry.suite, &secret).ok_or_else(|| {
+            let problem = match entry.suite {
+                Suite::Aes => "is not an Ed25519 PKCS#8 key",
+                Suite::Sm => "is not an SM2 private key",
+            };
+            self.bad_entry(KeyKind::Signing, entry, problem)
+        })
     }
 
     fn unwrap(&self, kind: KeyKind, entry: &KeyEntry) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
         let sealed = STANDARD
             .decode(&entry.wrapped)
             .map_err(|_| self.bad_entry(kind, entry, "is not valid base64"))?;
-        let aad = wrap_aad(kind, &entry.domain, entry.key_ref());
+        let aad = wrap_aad(kind, &entry.domain, entry.key_ref(), entry.suite);
         self.master
             .open(aad, &sealed)
             .map_err(custody_error(self.path))?

@@ -6,29 +6,42 @@
 //! ```toml
 //! format = 1
 //! custody = "pkcs11"            # or "aws-kms"; absent for a local master key
+//! suite = "sm"                  # the suite of new keys; absent for "aes"
 //! master_check = "<base64 HMAC-SHA256(master, \"pgveil keyring check v1\")>"
 //!
 //! [[key]]                       # a data key
 //! domain = "public.customers.email"
 //! id = 1                        # unique within the keyring
 //! version = 1                   # the highest version of a domain is active
+//! suite = "sm"                  # the key's suite; absent for "aes"
 //! created = "2026-11-25T10:00:00Z"
-//! wrapped = "<base64 nonce || AES-256-GCM(master, key)>"  # or KMS's ciphertext
+//! wrapped = "<base64 nonce || AES-256-GCM(master, key)>"  # SM4-GCM for "sm", or KMS's ciphertext
 //!
-//! [[signing_key]]               # an Ed25519 PKCS#8 document
+//! [[signing_key]]               # an Ed25519 PKCS#8 document, or an SM2 private key ("sm")
 //! domain = "pgveil.audit"
 //! # same fields as [[key]]
 //! ```
 //!
 //! The associated data of a wrapped key is `"pgveil key|DOMAIN|ID|VERSION"`
-//! (`"pgveil signing key|…"` for signing keys; KMS takes the same fields
-//! as its EncryptionContext), so an entry cannot be moved to another
-//! domain, id or version. `master_check` tells a wrong master key apart
-//! from a damaged entry: for a local key an HMAC under it, for a token or
-//! KMS a fixed message they sealed (see `custody`).
+//! (`"pgveil signing key|…"` for signing keys, `|sm` after it for a key of
+//! the `sm` suite; KMS takes the same fields as its EncryptionContext), so
+//! an entry cannot be moved to another domain, id, version or suite.
+//! `master_check` tells a wrong master key apart from a damaged entry: for
+//! a local key an HMAC (HMAC-SM3 in a keyring of suite `sm`) under it,
+//! for a token or KMS a fixed message they sealed (see `custody`).
+//!
+//! **Suites.** Each key has its suite ([`Suite`]): `keys init --suite sm`
+//! makes every key of a new keyring, audit keys included, an `sm` one; `keys
+//! rotate --suite sm` adds `sm` versions of data keys and makes `sm` the
+//! keyring's suite, after which `migrate` re-encrypts stored values under
+//! them. A keyring may hold keys of both suites; the key an envelope names
+//! says how it opens (see [`crate::protect::crypto`]).
 //!
 //! The domain [`AUDIT_DOMAIN`] is reserved: its data key only yields the
-//! audit log's MAC key, and it holds the Ed25519 key that signs audit files.
+//! audit log's MAC key (HMAC-SHA256, or HMAC-SM3 in the `sm` suite), and
+//! it holds the key that signs audit files (Ed25519, or SM2). Audit keys
+//! are never rotated, so the audit log keeps the suite the keyring was
+//! made with.
 //!
 //! A loaded [`Keyring`] is read-only and `Send + Sync`: share it as
 //! `Arc<Keyring>`. Its ciphers are built once, at load.
@@ -40,14 +53,13 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::Serialize;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::protect::crypto::{CryptoError, Envelope, KeyCiphers, KeyRef, Mode, RandomError};
+use crate::protect::crypto::{
+    CryptoError, Envelope, KeyCiphers, KeyRef, Mode, RandomError, SealSigner, Suite,
+};
 use crate::protect::custody::{Custody, CustodyError, CustodyKind};
 use file::{read_file, write_atomically, KeyringFile, Unwrapper};
 
@@ -63,7 +75,8 @@ const FORMAT: u32 = 1;
 pub enum KeyKind {
     /// A 32-byte data key (`[[key]]`).
     Data,
-    /// An Ed25519 PKCS#8 document (`[[signing_key]]`).
+    /// The audit seals' signing key (`[[signing_key]]`): an Ed25519
+    /// PKCS#8 document, or an SM2 private key.
     Signing,
 }
 
@@ -97,6 +110,8 @@ pub struct KeyListing {
     pub id: u32,
     /// Its version within the domain.
     pub version: u32,
+    /// Its suite: `aes` or `sm`.
+    pub suite: Suite,
     /// When it was created (RFC 3339, UTC).
     pub created: String,
     /// Whether it is the newest of its domain and kind: the one new values
@@ -272,6 +287,34 @@ pub enum KeyringError {
         /// Which kind of key.
         kind: KeyKind,
     },
+    /// The audit MAC key and signing key are of different suites.
+    #[error(
+        "keyring {path}: the audit signing key (version {version}) is of suite {signing}, \
+         the audit MAC key of suite {mac}; an audit file has one suite"
+    )]
+    AuditSuites {
+        /// The keyring file.
+        path: PathBuf,
+        /// The signing key's version.
+        version: u32,
+        /// The MAC key's suite.
+        mac: Suite,
+        /// The signing key's suite.
+        signing: Suite,
+    },
+    /// `keys init --suite` names another suite than an existing keyring's.
+    #[error(
+        "keyring {path} is of suite {found}, not {asked}; to move it, add keys of suite \
+         {asked} with `pgveil keys rotate --suite {asked}`, then run `pgveil migrate`"
+    )]
+    SuiteMismatch {
+        /// The keyring file.
+        path: PathBuf,
+        /// The keyring's suite.
+        found: Suite,
+        /// The suite asked for.
+        asked: Suite,
+    },
     /// The system random number generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
@@ -305,8 +348,8 @@ pub struct Keyring {
     path: PathBuf,
     /// Each domain's keys by ascending version; the last is active.
     domains: HashMap<String, Vec<KeyCiphers>>,
-    audit_mac: Option<Zeroizing<[u8; 32]>>,
-    audit_signing: Option<Ed25519KeyPair>,
+    audit_mac: Option<(Suite, Zeroizing<[u8; 32]>)>,
+    audit_signing: Option<SealSigner>,
 }
 
 impl Keyring {
@@ -317,11 +360,24 @@ impl Keyring {
 
     /// Creates the keyring at `path` (mode 0600) with a version-1 key for
     /// each of `domains` and the audit keys; if it exists, adds keys only
-    /// for the domains (and audit keys) it lacks. Writes atomically.
+    /// for the domains (and audit keys) it lacks. Writes atomically. A new
+    /// keyring's keys are of the `aes` suite.
     pub fn init(
         path: &Path,
         master: &dyn Custody,
         domains: &[String],
+    ) -> Result<InitReport, KeyringError> {
+        Self::init_in(path, master, domains, None)
+    }
+
+    /// [`Keyring::init`], the keys of a new keyring of `suite` (`aes` when
+    /// `None`). An existing keyring gets keys of its own suite; naming
+    /// another is refused ([`KeyringError::SuiteMismatch`]).
+    pub fn init_in(
+        path: &Path,
+        master: &dyn Custody,
+        domains: &[String],
+        suite: Option<Suite>,
     ) -> Result<InitReport, KeyringError> {
         for domain in domains {
             validate_domain(domain)?;
@@ -329,12 +385,22 @@ impl Keyring {
         let (mut file, created) = match read_file(path) {
             Ok(file) => {
                 Self::open(path, &file, master)?;
+                if let Some(asked) = suite.filter(|asked| *asked != file.suite) {
+                    return Err(KeyringError::SuiteMismatch {
+                        path: path.into(),
+                        found: file.suite,
+                        asked,
+                    });
+                }
                 (file, false)
             }
             Err(KeyringError::Read { ref source, .. })
                 if source.kind() == io::ErrorKind::NotFound =>
             {
-                (KeyringFile::new(path, master)?, true)
+                (
+                    KeyringFile::new(path, master, suite.unwrap_or_default())?,
+                    true,
+                )
             }
             Err(e) => return Err(e),
         };
@@ -357,9 +423,10 @@ impl Keyring {
         for entry in &file.keys {
             let key = unwrapper.data_key(entry)?;
             if entry.domain == AUDIT_DOMAIN {
-                keep_latest(&mut audit_mac, entry.version, key.audit_mac_key());
+                let mac = (entry.suite, key.audit_mac_key(entry.suite));
+                keep_latest(&mut audit_mac, entry.version, mac);
             } else {
-                let ciphers = KeyCiphers::new(&key, entry.key_ref());
+                let ciphers = KeyCiphers::new(&key, entry.key_ref(), entry.suite);
                 domains
                     .entry(entry.domain.clone())
                     .or_default()
@@ -376,6 +443,17 @@ impl Keyring {
                 entry.version,
                 unwrapper.signing_key(entry)?,
             );
+        }
+        // Both audit keys make one file format: they must be of one suite.
+        if let (Some((_, (mac_suite, _))), Some((version, signer))) = (&audit_mac, &audit_signing) {
+            if signer.suite() != *mac_suite {
+                return Err(KeyringError::AuditSuites {
+                    path: path.into(),
+                    version: *version,
+                    mac: *mac_suite,
+                    signing: signer.suite(),
+                });
+            }
         }
         Ok(Self {
             path: path.into(),
@@ -422,8 +500,25 @@ impl Keyring {
         master: &dyn Custody,
         domains: &[String],
     ) -> Result<Vec<(String, KeyRef)>, KeyringError> {
+        Self::rotate_to(path, master, domains, None)
+    }
+
+    /// [`Keyring::rotate`], the new versions of suite `suite` if given,
+    /// which then becomes the keyring's (the suite of the keys later
+    /// rotations add): how a keyring moves from `aes` to `sm` or back.
+    /// Values stored under the older versions still decrypt, in their own
+    /// suite; `migrate` re-encrypts them under the new versions.
+    pub fn rotate_to(
+        path: &Path,
+        master: &dyn Custody,
+        domains: &[String],
+        suite: Option<Suite>,
+    ) -> Result<Vec<(String, KeyRef)>, KeyringError> {
         let mut file = read_file(path)?;
         Self::open(path, &file, master)?;
+        if let Some(suite) = suite {
+            file.set_suite(path, master, suite)?;
+        }
         let domains = if domains.is_empty() {
             file.data_domains()
         } else {
@@ -549,20 +644,32 @@ impl Keyring {
     /// The key that chain-MACs the audit log.
     pub fn audit_mac_key(&self) -> Result<&[u8; 32], KeyringError> {
         self.audit_mac
-            .as_deref()
+            .as_ref()
+            .map(|(_, key)| &**key)
             .ok_or_else(|| self.no_audit_key(KeyKind::Data))
     }
 
-    /// The key pair that signs audit files.
-    pub(crate) fn audit_signing_key(&self) -> Result<&Ed25519KeyPair, KeyringError> {
+    /// The suite of the audit MAC key: HMAC-SHA256 (`aes`) or HMAC-SM3
+    /// (`sm`).
+    pub fn audit_mac_suite(&self) -> Result<Suite, KeyringError> {
+        self.audit_mac
+            .as_ref()
+            .map(|(suite, _)| *suite)
+            .ok_or_else(|| self.no_audit_key(KeyKind::Data))
+    }
+
+    /// The key that signs audit files: Ed25519 or SM2.
+    pub fn audit_signing_key(&self) -> Result<&SealSigner, KeyringError> {
         self.audit_signing
             .as_ref()
             .ok_or_else(|| self.no_audit_key(KeyKind::Signing))
     }
 
-    /// The audit files' Ed25519 public key, standard base64 of 32 bytes.
+    /// The audit files' public key in its text form: standard base64 of
+    /// the 32 bytes of an Ed25519 key, `sm2:` + base64 of an SM2 point
+    /// (see [`crate::protect::crypto::SealVerifier::parse`]).
     pub fn audit_public_key_base64(&self) -> Result<String, KeyringError> {
-        Ok(STANDARD.encode(self.audit_signing_key()?.public_key()))
+        Ok(self.audit_signing_key()?.public_key_text())
     }
 
     fn no_audit_key(&self, kind: KeyKind) -> KeyringError {

@@ -2,6 +2,9 @@
 
 use std::fs;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
 use super::file::FILE_COMMENT;
 use super::*;
 use crate::protect::crypto::{parse_text, MasterKey};
@@ -291,6 +294,7 @@ fn audit_keys_are_stable_and_usable() {
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public)
         .verify(b"audit file", signature.as_ref())
         .unwrap();
+    assert_eq!(keyring.audit_mac_suite().unwrap(), Suite::Aes);
 }
 
 #[test]
@@ -511,3 +515,5 @@ fn rewrap_moves_a_keyring_to_another_provider_which_it_then_requires() {
     assert!(!fs::read_to_string(&f.path).unwrap().contains("custody"));
     f.load().unwrap();
 }
+
+mod suites;
