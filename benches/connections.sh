@@ -45,15 +45,10 @@ done
 [[ $HALF_OPEN =~ ^[0-9]+$ ]] || { echo "connections.sh: bad --half-open $HALF_OPEN" >&2; exit 2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${OUT:-$REPO/bench-results}
 PG_BIN=/usr/lib/postgresql/15/bin
-STAMP=$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT"
-RUN_DIR=$(cd "$OUT" && pwd)/connections-$STAMP
-mkdir -p "$RUN_DIR"
-
 # shellcheck source=benches/lib.sh
 source "$REPO/benches/lib.sh"
+new_run_dir connections
 
 WORK=""
 PG_STARTED=0

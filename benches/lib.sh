@@ -65,3 +65,12 @@ stop_child_and_cluster() {
         rm -rf "$WORK"
     fi
 }
+
+# new_run_dir NAME: RUN_DIR, a new directory NAME-<timestamp> under $OUT
+# (default: bench-results/ in the repository $REPO), for a run's results.
+new_run_dir() {
+    OUT=${OUT:-$REPO/bench-results}
+    mkdir -p "$OUT"
+    RUN_DIR=$(cd "$OUT" && pwd)/$1-$(date +%Y%m%d-%H%M%S)
+    mkdir -p "$RUN_DIR"
+}

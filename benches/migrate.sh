@@ -44,15 +44,10 @@ done
 [[ -z $BATCH || $BATCH =~ ^[1-9][0-9]*$ ]] || { echo "migrate.sh: bad --batch-size $BATCH" >&2; exit 2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${OUT:-$REPO/bench-results}
 PG_BIN=/usr/lib/postgresql/15/bin
-STAMP=$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT"
-RUN_DIR=$(cd "$OUT" && pwd)/migrate-$STAMP
-mkdir -p "$RUN_DIR"
-
 # shellcheck source=benches/lib.sh
 source "$REPO/benches/lib.sh"
+new_run_dir migrate
 
 WORK=""
 PG_STARTED=0

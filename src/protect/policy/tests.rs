@@ -2,13 +2,13 @@
 
 use super::*;
 
-fn roles(names: &[&str]) -> Vec<String> {
+pub(super) fn roles(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
 /// A column revealing plaintext to `app`, pseudonyms to `analyst` and
 /// masked values to `support`, with the given default and purposes.
-fn column(default: Action, purposes: &[&str]) -> ColumnPolicy {
+pub(super) fn column(default: Action, purposes: &[&str]) -> ColumnPolicy {
     ColumnPolicy {
         schema: "public".into(),
         table: "customers".into(),

@@ -1,35 +1,8 @@
 //! Which role's rule decides: what the audit log records as the policy
 //! role.
 
-use std::collections::BTreeMap;
-
+use super::tests::{column, roles};
 use super::*;
-
-fn roles(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| n.to_string()).collect()
-}
-
-/// `app` plaintext, `analyst` pseudonym, `support` masked, `blocked` deny.
-fn column(default: Action, purposes: &[&str]) -> ColumnPolicy {
-    ColumnPolicy {
-        schema: "public".into(),
-        table: "customers".into(),
-        column: "email".into(),
-        encryption: Encryption::Deterministic,
-        mask: Mask::Email,
-        reveal: BTreeMap::from([
-            ("app".into(), Action::Plaintext),
-            ("analyst".into(), Action::Pseudonym),
-            ("support".into(), Action::Masked),
-            ("blocked".into(), Action::Deny),
-        ]),
-        default,
-        purposes: roles(purposes),
-        domain: "public.customers.email".into(),
-        ticket: false,
-        approval_rows: None,
-    }
-}
 
 #[test]
 fn the_deciding_role_is_the_most_revealing_rule_or_the_default() {
