@@ -109,6 +109,17 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Both modes, in the order of [`Mode::index`].
+    pub(crate) const ALL: [Mode; 2] = [Mode::Randomized, Mode::Deterministic];
+
+    /// 0 or 1, for tables of one entry per mode.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Mode::Randomized => 0,
+            Mode::Deterministic => 1,
+        }
+    }
+
     fn to_byte(self) -> u8 {
         match self {
             Mode::Randomized => 1,

@@ -426,7 +426,7 @@ impl Keyring {
                 let mac = (entry.suite, key.audit_mac_key(entry.suite));
                 keep_latest(&mut audit_mac, entry.version, mac);
             } else {
-                let ciphers = KeyCiphers::new(&key, entry.key_ref(), entry.suite);
+                let ciphers = KeyCiphers::new(&key, entry.key_ref(), entry.suite, &entry.domain);
                 domains
                     .entry(entry.domain.clone())
                     .or_default()

@@ -6,7 +6,7 @@ const SUITES: [Suite; 2] = [Suite::Aes, Suite::Sm];
 const MODES: [Mode; 2] = [Mode::Randomized, Mode::Deterministic];
 
 fn ciphers_in(suite: Suite) -> KeyCiphers {
-    KeyCiphers::new(&DataKey::generate().unwrap(), KEY, suite)
+    KeyCiphers::new(&DataKey::generate().unwrap(), KEY, suite, DOMAIN)
 }
 
 fn plaintexts() -> Vec<Vec<u8>> {
@@ -85,8 +85,8 @@ fn another_domain_does_not_decrypt() {
 #[test]
 fn the_other_suite_does_not_decrypt() {
     let key = DataKey::generate().unwrap();
-    let aes = KeyCiphers::new(&key, KEY, Suite::Aes);
-    let sm = KeyCiphers::new(&key, KEY, Suite::Sm);
+    let aes = KeyCiphers::new(&key, KEY, Suite::Aes, DOMAIN);
+    let sm = KeyCiphers::new(&key, KEY, Suite::Sm, DOMAIN);
     for mode in MODES {
         for (from, to) in [(&aes, &sm), (&sm, &aes)] {
             let envelope = from.encrypt(DOMAIN, mode, b"secret value");
@@ -106,13 +106,32 @@ fn the_other_suite_does_not_decrypt() {
 #[test]
 fn associated_data_names_the_suite() {
     let header = Envelope::header(Mode::Randomized, KEY);
-    let aes = AssociatedData::new(&header, Suite::Aes, DOMAIN);
-    let sm = AssociatedData::new(&header, Suite::Sm, DOMAIN);
-    assert_eq!(&aes[..], [&header[..], DOMAIN.as_bytes()].concat());
-    assert_eq!(&sm[..], [&header[..], b"\0sm", DOMAIN.as_bytes()].concat());
-    let long = "d".repeat(200);
-    let heap = AssociatedData::new(&header, Suite::Sm, &long);
-    assert_eq!(&heap[..], [&header[..], b"\0sm", long.as_bytes()].concat());
+    let aes = associated_data(Mode::Randomized, KEY, Suite::Aes, DOMAIN);
+    let sm = associated_data(Mode::Randomized, KEY, Suite::Sm, DOMAIN);
+    assert_eq!(aes, [&header[..], DOMAIN.as_bytes()].concat());
+    assert_eq!(sm, [&header[..], b"\0sm", DOMAIN.as_bytes()].concat());
+}
+
+/// The associated data kept for the key's own domain is the one built for
+/// any other: ciphers keyed for another domain write and read the same
+/// envelopes of this one.
+#[test]
+fn kept_associated_data_is_the_built_one() {
+    for suite in SUITES {
+        let key = DataKey::generate().unwrap();
+        let own = KeyCiphers::new(&key, KEY, suite, DOMAIN);
+        let other = KeyCiphers::new(&key, KEY, suite, "public.other.column");
+        assert_eq!(
+            own.encrypt(DOMAIN, Mode::Deterministic, b"same"),
+            other.encrypt(DOMAIN, Mode::Deterministic, b"same")
+        );
+        for mode in MODES {
+            for (from, to) in [(&own, &other), (&other, &own)] {
+                let envelope = from.encrypt(DOMAIN, mode, b"secret value");
+                assert_eq!(&*to.decrypt(DOMAIN, envelope).unwrap(), b"secret value");
+            }
+        }
+    }
 }
 
 #[test]
@@ -158,6 +177,7 @@ fn envelope_of_another_key_is_refused() {
             &DataKey::generate().unwrap(),
             KeyRef { id: 2, version: 1 },
             suite,
+            DOMAIN,
         );
         let envelope = other.encrypt(DOMAIN, Mode::Randomized, b"x");
         let err = c.decrypt(DOMAIN, envelope).unwrap_err();
@@ -186,7 +206,7 @@ fn pseudonyms_are_stable_and_keyed() {
 #[test]
 fn sm_pseudonyms_are_hmac_sm3() {
     let key = DataKey::generate().unwrap();
-    let c = KeyCiphers::new(&key, KEY, Suite::Sm);
+    let c = KeyCiphers::new(&key, KEY, Suite::Sm, DOMAIN);
     let subkey: Zeroizing<[u8; 32]> =
         super::super::suite::hkdf_sm3(key.as_bytes(), label::PSEUDONYM_SM3);
     let mac = hmac_sm3(subkey.as_ref())
@@ -209,19 +229,60 @@ fn debug_is_redacted() {
 
 #[test]
 fn gcm_open_rejects_short_input() {
-    let gcm = Aes256Gcm::new(&[0; 32].into());
+    let gcm = aes_gcm::Aes256Gcm::new(&[0; 32].into());
+    let ring_gcm = aes_gcm_key(&[0; 32]);
     let sm = Sm4Gcm::new(&[0; 16].into());
     for len in 0..NONCE_LEN + TAG_LEN {
         assert!(gcm_open(&gcm, b"", vec![0; len], 0).is_none());
+        assert!(ring_open(&ring_gcm, b"", vec![0; len], 0).is_none());
         assert!(gcm_open(&sm, b"", vec![0; len], 0).is_none());
     }
 }
 
-/// Many threads on one key: the shared SIV instance is taken by one,
-/// the others key their own; all agree.
+/// Randomized AES envelopes are sealed and opened by `ring`; those that
+/// `aes-gcm` wrote (every pgveil before it) open, and `aes-gcm` opens
+/// `ring`'s: one layout, one cipher, at every length around the block
+/// size, with a header before the nonce as in an envelope.
+#[test]
+fn ring_and_aes_gcm_read_each_other() {
+    let mut key = [0u8; 32];
+    crate::protect::crypto::fill_random(&mut key).unwrap();
+    let (ring_gcm, rust_gcm) = (aes_gcm_key(&key), aes_gcm::Aes256Gcm::new(&key.into()));
+    let aad = b"header and domain";
+    for len in 0..70 {
+        let plaintext: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+        let mut by_ring = b"head".to_vec();
+        ring_seal_into(&ring_gcm, aad, &plaintext, &mut by_ring);
+        let mut by_rust = b"head".to_vec();
+        gcm_seal_into(&rust_gcm, aad, &plaintext, &mut by_rust);
+        assert_eq!(by_ring.len(), by_rust.len());
+        for sealed in [&by_ring, &by_rust] {
+            let opened = [
+                gcm_open(&rust_gcm, aad, sealed.clone(), 4),
+                ring_open(&ring_gcm, aad, sealed.clone(), 4),
+            ];
+            for opened in opened {
+                assert_eq!(opened.as_deref().map(Vec::as_slice), Some(&plaintext[..]));
+            }
+            let mut flipped = sealed.clone();
+            *flipped.last_mut().unwrap() ^= 1;
+            assert!(ring_open(&ring_gcm, aad, flipped.clone(), 4).is_none());
+            assert!(ring_open(&ring_gcm, b"other", sealed.clone(), 4).is_none());
+        }
+    }
+}
+
+/// Many threads on one key: the kept share of S2V is taken by one, the
+/// others compute their own; all agree.
 #[test]
 fn concurrent_deterministic_encryption_agrees() {
-    let c = ciphers_in(Suite::Sm);
+    for suite in SUITES {
+        concurrent_deterministic_encryption_agrees_in(suite);
+    }
+}
+
+fn concurrent_deterministic_encryption_agrees_in(suite: Suite) {
+    let c = ciphers_in(suite);
     let expected = c.encrypt(DOMAIN, Mode::Deterministic, b"same");
     std::thread::scope(|s| {
         for _ in 0..4 {
