@@ -481,6 +481,10 @@ add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy $BASE_POLICY" 8 \
 # reveal per statement. pgveil-policy/pgveil is the cost of protection;
 # pgveil-policy/pgveil-ciphertext its part spent revealing.
 add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy $BASE_POLICY" 8 crm/page_of_50_protected.sql
+# Customers registered: one INSERT with five protected values as bind
+# parameters. pgveil-policy/pgveil is the cost of encrypting them (issue
+# 19's goal: at least 0.9).
+add_script_workload crm-insert-c8 "pgveil pgveil-policy $BASE_POLICY" 8 crm/insert_only.sql
 # Added latency (p50, p99 of each transaction, from pgbench's log), one
 # client and eight: select-only, and the CRM page read as plaintext through
 # each proxy and revealed by pgveil-policy (whose base is the same encrypted
