@@ -102,7 +102,7 @@ impl Envelope {
     pub(crate) fn to_text(&self) -> String {
         let mut text = String::with_capacity(TEXT_PREFIX.len() + self.bytes.len() * 4 / 3 + 3);
         text.push_str(TEXT_PREFIX);
-        URL_SAFE_NO_PAD.encode_string(&self.bytes, &mut text);
+        base64_simd::URL_SAFE_NO_PAD.encode_append(&self.bytes, &mut text);
         text
     }
 

@@ -124,7 +124,7 @@ where
         let mut counter = *iv;
         counter[8] &= 0x7f;
         counter[12] &= 0x7f;
-        ctr::CtrCore::<C, ctr::flavors::Ctr128BE>::inner_iv_init(self.ctr.clone(), &counter)
+        ctr::CtrCore::<&C, ctr::flavors::Ctr128BE>::inner_iv_init(&self.ctr, &counter)
             .apply_keystream_partial(InOutBuf::from(buf));
     }
 }
