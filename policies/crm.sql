@@ -83,7 +83,7 @@ BEGIN
         WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR substring(address FROM 1 FOR 4) = decode('50560101', 'hex') AND octet_length(address) >= 40) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR address::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]{48,}$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL OR address::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]*$' AND octet_length(address::text) >= 59) NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_address CHECK (address IS NULL) NOT VALID;
         END CASE;
@@ -100,7 +100,7 @@ BEGIN
         WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR substring(email FROM 1 FOR 4) = decode('50560102', 'hex') AND octet_length(email) >= 28) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]{32,}$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL OR email::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]*$' AND octet_length(email::text) >= 43) NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_email CHECK (email IS NULL) NOT VALID;
         END CASE;
@@ -117,7 +117,7 @@ BEGIN
         WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR substring(full_name FROM 1 FOR 4) = decode('50560101', 'hex') AND octet_length(full_name) >= 40) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR full_name::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]{48,}$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL OR full_name::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]*$' AND octet_length(full_name::text) >= 59) NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_full_name CHECK (full_name IS NULL) NOT VALID;
         END CASE;
@@ -134,7 +134,7 @@ BEGIN
         WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR substring(national_id FROM 1 FOR 4) = decode('50560101', 'hex') AND octet_length(national_id) >= 40) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR national_id::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]{48,}$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL OR national_id::text ~ '^pgv1:UFYBA[QRSTUVWXYZabcdef][A-Za-z0-9_-]*$' AND octet_length(national_id::text) >= 59) NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_national_id CHECK (national_id IS NULL) NOT VALID;
         END CASE;
@@ -151,7 +151,7 @@ BEGIN
         WHEN 'bytea' THEN
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR substring(phone FROM 1 FOR 4) = decode('50560102', 'hex') AND octet_length(phone) >= 28) NOT VALID;
         WHEN 'text' THEN
-            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR phone::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]{32,}$') NOT VALID;
+            ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL OR phone::text ~ '^pgv1:UFYBA[ghijklmnopqrstuv][A-Za-z0-9_-]*$' AND octet_length(phone::text) >= 43) NOT VALID;
         ELSE
             ALTER TABLE public.customers ADD CONSTRAINT pgveil_guard_phone CHECK (phone IS NULL) NOT VALID;
         END CASE;

@@ -85,8 +85,8 @@ pub(crate) use cipher::KeyCiphers;
 #[cfg(test)]
 pub(crate) use envelope::TEXT_PREFIX;
 pub(crate) use envelope::{
-    encoded_header, header_of, key_of, min_len, mode_prefix, parse_field_into, text_pattern,
-    Envelope, Form,
+    encoded_header, header_of, key_of, min_len, mode_prefix, parse_field_into, text_min_len,
+    text_pattern, text_pattern_head, Envelope, Form,
 };
 pub use envelope::{parse_bytes, parse_text};
 pub use keys::MasterKey;
