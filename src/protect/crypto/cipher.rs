@@ -299,11 +299,7 @@ pub(crate) fn gcm_seal_into<C>(cipher: &C, aad: &[u8], plaintext: &[u8], out: &m
 where
     C: AeadInOut + AeadCore<NonceSize = U12, TagSize = U16>,
 {
-    let mut nonce = [0; NONCE_LEN];
-    rand::rng().fill_bytes(&mut nonce);
-    out.extend_from_slice(&nonce);
-    let text_at = out.len();
-    out.extend_from_slice(plaintext);
+    let (nonce, text_at) = nonce_then_plaintext(plaintext, out);
     let tag = cipher
         .encrypt_inout_detached(
             &Nonce::<U12>::from(nonce),
@@ -314,6 +310,17 @@ where
     out.extend_from_slice(&tag);
 }
 
+/// Appends a fresh random nonce, then `plaintext`, to `out`, for GCM to
+/// encrypt in place: the nonce, and where the plaintext starts.
+fn nonce_then_plaintext(plaintext: &[u8], out: &mut Vec<u8>) -> ([u8; NONCE_LEN], usize) {
+    let mut nonce = [0; NONCE_LEN];
+    rand::rng().fill_bytes(&mut nonce);
+    out.extend_from_slice(&nonce);
+    let text_at = out.len();
+    out.extend_from_slice(plaintext);
+    (nonce, text_at)
+}
+
 /// AES-256-GCM keyed with `key`, from `ring`.
 fn aes_gcm_key(key: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 256-bit AES key"))
@@ -322,11 +329,7 @@ fn aes_gcm_key(key: &[u8; 32]) -> LessSafeKey {
 /// [`gcm_seal_into`] with `ring`'s AES-256-GCM: the same layout, the same
 /// nonces.
 fn ring_seal_into(key: &LessSafeKey, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
-    let mut nonce = [0; NONCE_LEN];
-    rand::rng().fill_bytes(&mut nonce);
-    out.extend_from_slice(&nonce);
-    let text_at = out.len();
-    out.extend_from_slice(plaintext);
+    let (nonce, text_at) = nonce_then_plaintext(plaintext, out);
     let tag = key
         .seal_in_place_separate_tag(
             ring::aead::Nonce::assume_unique_for_key(nonce),
