@@ -111,6 +111,52 @@ async fn writes_pgveil_does_not_see_fail_in_the_database() {
     nothing_in("leak");
 }
 
+/// The guards on text columns check the envelope's head and alphabet with
+/// a regular expression and its length apart (`octet_length`): written
+/// directly, a value one character shorter than the mode's shortest
+/// envelope, one with a character outside URL-safe base64, and one with
+/// the other mode's head are refused; one of exactly the shortest length
+/// is admitted (the guard cannot tell it from an envelope; pgveil's own
+/// reads treat it as the forgery it is).
+#[tokio::test]
+async fn text_guards_check_head_alphabet_and_length() {
+    leak_paths();
+    let dba = direct("postgres").await;
+    // email is deterministic: its shortest envelope has 43 characters;
+    // address is randomized: 59.
+    let cases = [
+        ("email", format!("pgv1:UFYBAg{}", "A".repeat(32)), true),
+        ("email", format!("pgv1:UFYBAg{}", "A".repeat(31)), false),
+        ("email", format!("pgv1:UFYBAg{}!", "A".repeat(32)), false),
+        ("email", format!("pgv1:UFYBAg{} ", "A".repeat(32)), false),
+        ("email", format!("pgv1:UFYBAQ{}", "A".repeat(48)), false),
+        ("address", format!("pgv1:UFYBAQ{}", "_".repeat(48)), true),
+        ("address", format!("pgv1:UFYBAQ{}", "_".repeat(47)), false),
+        ("address", format!("pgv1:UFYBAg{}", "A".repeat(48)), false),
+        ("address", format!("pgv1:UFYBAQ{}é", "A".repeat(48)), false),
+    ];
+    for (column, value, admitted) in cases {
+        let sql =
+            format!("insert into customers ({column}, segment) values ('{value}', 'guard-length')");
+        match dba.simple_query(&sql).await {
+            Ok(_) => assert!(admitted, "{sql} was admitted"),
+            Err(err) => {
+                assert!(!admitted, "{sql}: {err}");
+                assert_eq!(sqlstate(&err), Some("23514"), "{sql}: {err}");
+                let constraint = err.as_db_error().unwrap().constraint();
+                assert_eq!(
+                    constraint,
+                    Some(&*format!("pgveil_guard_{column}")),
+                    "{sql}"
+                );
+            }
+        }
+    }
+    dba.simple_query("delete from customers where segment = 'guard-length'")
+        .await
+        .unwrap();
+}
+
 /// Asserts pgveil refused `sql` with 0A000, naming `object` and the
 /// protected table, quoting no value.
 fn assert_refused(err: &tokio_postgres::Error, sql: &str, object: &str, secret: &str) {
