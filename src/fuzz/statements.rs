@@ -72,11 +72,11 @@ fn prepared() -> PreparedSlots {
     let slot = ParamSlot {
         number: 1,
         target: Target {
-            column: sql::ColumnRefId {
+            column: std::sync::Arc::new(sql::ColumnRefId {
                 schema: "public".into(),
                 table: "customers".into(),
                 column: "email".into(),
-            },
+            }),
             storage: Storage::Text,
         },
         array: false,

@@ -48,7 +48,7 @@ impl CopyIn {
             .iter()
             .flatten()
             .next()
-            .map(|target| target.column.clone())
+            .map(|target| ColumnRefId::clone(&target.column))
             .expect("a CopyIn has a protected column")
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use super::columns::{ColumnRefId, ColumnType, Columns, Storage};
 use super::refusal::Reason;
@@ -13,8 +14,9 @@ use crate::protect::policy::ColumnPolicy;
 /// A protected column values are encrypted for, and how it stores them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// The protected column.
-    pub column: ColumnRefId,
+    /// The protected column, shared: a statement's slots are cloned at
+    /// every Bind, and equal columns compare by pointer first.
+    pub column: Arc<ColumnRefId>,
     /// How it holds its ciphertext, from its type.
     pub storage: Storage,
 }
@@ -24,7 +26,7 @@ impl Target {
     /// hold ciphertext.
     pub(super) fn of(columns: &dyn Columns, column: &ColumnPolicy) -> Result<Self, Reason> {
         Ok(Target {
-            column: column.into(),
+            column: Arc::new(column.into()),
             storage: storage(columns, column)?,
         })
     }

@@ -146,7 +146,7 @@ fn slot(number: usize, column: &str) -> ParamSlot {
     ParamSlot {
         number,
         target: Target {
-            column: column_id(column),
+            column: std::sync::Arc::new(column_id(column)),
             storage: Storage::Text,
         },
         array: false,

@@ -104,7 +104,7 @@ impl ClientTap<'_> {
         }
         let columns: Vec<&ColumnRefId> = match outcome {
             Verdict::Rewritten(rewrite) => rewrite.written.iter().collect(),
-            Verdict::CopyIn(copy) => copy.columns.iter().flatten().map(|t| &t.column).collect(),
+            Verdict::CopyIn(copy) => copy.columns.iter().flatten().map(|t| &*t.column).collect(),
             _ => Vec::new(),
         };
         columns

@@ -14,7 +14,7 @@ use super::statement::copy_out_in;
 use super::tap::{ClientTap, CopyState};
 use crate::protect::protection::Protection;
 use crate::session::ledger::{Described, Named, ParsedStatement, Rows};
-use crate::sql::{declarations, Param, Refusal, Statements, Verdict};
+use crate::sql::{declarations, Param, Refusal, Verdict};
 use crate::wire::messages::bind::BindMessage;
 use crate::wire::messages::close::CloseMessage;
 use crate::wire::messages::describe::DescribeMessage;
@@ -132,17 +132,16 @@ impl<'a> ClientTap<'a> {
         if let Some(options) = self.copy_out_statements.get(&*name) {
             self.shared.expect_copy_out(vec![options.clone()]);
         }
-        let parsed = self.shared.ledger().parsed(&name, self.batch);
-        if let Some(copy) = parsed.copy {
+        let bound = self.session_statements().bound(&name);
+        if let Some(copy) = bound.copy {
             // The COPY's data follows its Execute.
             self.copy = Some(CopyState::Waiting(copy));
             return out.push(frame);
         }
-        let slots = self.session_statements().slots(&name);
-        if slots.is_empty() {
+        if bound.slots.is_empty() {
             return out.push(frame);
         }
-        match encrypt_bind(veil, self.shared.encoding(), &frame, &slots) {
+        match encrypt_bind(veil, self.shared.encoding(), &frame, &bound.slots) {
             Ok(bind) => out.push(bind),
             Err(refusal) => self.refuse_extended(veil, &refusal, out, &name),
         }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use super::tap::ClientTap;
 use crate::protect::protection::Protection;
 use crate::session::catalog::Catalog;
+use crate::session::ledger::ParsedStatement;
 use crate::session::state::SessionState;
 use crate::sql::{self, copy_out_options, merge_slots, Analysis, ParamSlot, Refusal, Statements};
 use crate::text::ascii::contains_ignore_case;
@@ -104,10 +105,23 @@ impl Statements for SessionStatements<'_> {
     }
 
     fn slots(&self, name: &str) -> Vec<ParamSlot> {
+        self.bound(name).slots
+    }
+}
+
+impl SessionStatements<'_> {
+    /// What a Bind of `name` must assume: its Parse's statement, with the
+    /// slots of a `PREPARE` of the same name added. One lookup, since a
+    /// Bind needs both the slots and the COPY.
+    pub(super) fn bound(&self, name: &str) -> ParsedStatement {
         let declared = self.shared.ledger();
-        let mut slots = declared.prepared_slots(name);
-        merge_slots(&mut slots, &declared.parsed(name, self.batch).slots);
-        slots
+        let mut parsed = declared.parsed(name, self.batch);
+        let prepared = declared.prepared_slots(name);
+        if !prepared.is_empty() {
+            let parsed_slots = std::mem::replace(&mut parsed.slots, prepared);
+            merge_slots(&mut parsed.slots, &parsed_slots);
+        }
+        parsed
     }
 }
 

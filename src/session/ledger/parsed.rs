@@ -178,11 +178,11 @@ mod tests {
 
     fn slots(numbers: &[usize]) -> Statement {
         let target = Target {
-            column: ColumnRefId {
+            column: std::sync::Arc::new(ColumnRefId {
                 schema: "public".into(),
                 table: "customers".into(),
                 column: "email".into(),
-            },
+            }),
             storage: Storage::Text,
         };
         Statement {

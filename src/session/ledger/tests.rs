@@ -301,11 +301,11 @@ fn slot(number: usize) -> ParamSlot {
     ParamSlot {
         number,
         target: Target {
-            column: ColumnRefId {
+            column: std::sync::Arc::new(ColumnRefId {
                 schema: "public".into(),
                 table: "customers".into(),
                 column: "email".into(),
-            },
+            }),
             storage: Storage::Text,
         },
         array: false,

@@ -68,7 +68,7 @@ pub(super) fn copy(format: CopyFormat, columns: &[&str]) -> CopyIn {
             .iter()
             .map(|c| {
                 policy.column("public", "customers", c).map(|p| Target {
-                    column: p.into(),
+                    column: std::sync::Arc::new(p.into()),
                     storage: storage(c),
                 })
             })
@@ -691,11 +691,11 @@ fn unusable_options_are_refused() {
 fn a_protected_column_without_policy_is_refused() {
     let mut copy = text_copy();
     copy.columns[0] = Some(Target {
-        column: ColumnRefId {
+        column: std::sync::Arc::new(ColumnRefId {
             schema: "public".into(),
             table: "customers".into(),
             column: "phone".into(),
-        },
+        }),
         storage: Storage::Text,
     });
     let err = CopyEncryptor::new(&copy, &policy(), &Fake, ClientEncoding::default())
