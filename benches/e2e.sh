@@ -5,7 +5,7 @@
 #
 #   benches/e2e.sh [--quick] [--rounds N] [--duration SECS] [--out DIR]
 #                  [--only REGEX] [--targets REGEX] [--profile TARGET]
-#                  [--baseline PGVEIL-BINARY]
+#                  [--baseline PGVEIL-BINARY] [--syscalls]
 #
 # Builds pgveil, creates a throwaway PostgreSQL 15 cluster, starts
 # PgBouncer (session mode) and pgveil (pass-through) in front of it, and
@@ -22,6 +22,10 @@
 # functions next to it (DIR/e2e-<timestamp>/profiles/).
 # The latency-* workloads also keep pgbench's per-transaction log and report
 # the latency each proxy adds (its p50 and p99 minus direct's, same round).
+# --syscalls counts the system calls of every proxy during each of its
+# runs (perf stat on the syscalls:sys_enter_* tracepoints, counted in the
+# kernel, cheap enough to leave tps alone) and reports them per
+# transaction.
 # --baseline runs a second pgveil binary (another build, such as the
 # commit before a change) beside this one, as pgveil-baseline
 # (pass-through) and pgveil-policy-baseline (the CRM policy), in the same
@@ -50,6 +54,7 @@ ONLY=""          # run only workloads whose name matches this regex
 TARGETS=""       # run only targets whose name matches this regex (whole name)
 PROFILE=""       # target whose pgveil is profiled during its runs
 BASELINE=""      # a second pgveil binary to compare with (--baseline)
+SYSCALLS=0       # count the proxies' system calls (--syscalls)
 while (($#)); do
     case $1 in
         --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
@@ -60,6 +65,7 @@ while (($#)); do
         --targets) TARGETS=${2:?--targets needs a regular expression}; shift ;;
         --profile) PROFILE=${2:?--profile needs a target name}; shift ;;
         --baseline) BASELINE=${2:?--baseline needs a pgveil binary}; shift ;;
+        --syscalls) SYSCALLS=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "e2e.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -198,7 +204,7 @@ PGVEIL_BIN=$REPO/target/release/pgveil
 # PgBouncer (and perf, for --profile) come from Debian's packages; install
 # them when they are missing.
 packages=(pgbouncer)
-[[ -z $PROFILE ]] || packages+=(linux-perf)
+[[ -z $PROFILE && $SYSCALLS == 0 ]] || packages+=(linux-perf)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -326,6 +332,15 @@ TARGET_DB[pgveil-ciphertext]=$ENC_DB
 # adds while revealing (pgveil-policy).
 TARGET_PORT[direct-ciphertext]=$PG_PORT
 TARGET_DB[direct-ciphertext]=$ENC_DB
+# pgveil-policy writing to the same table without the ciphertext guards:
+# between it and pgveil-policy lies PostgreSQL's cost of checking the
+# guards, between it and pgveil pgveil's cost of encrypting (crm-insert-c8).
+UNGUARDED_DB=crm_unguarded
+su_psql -d postgres -c "CREATE DATABASE $UNGUARDED_DB OWNER $BENCH_USER" >/dev/null
+TARGET_PORT[pgveil-policy-unguarded]=${TARGET_PORT[pgveil-policy]}
+TARGET_PID[pgveil-policy-unguarded]=${TARGET_PID[pgveil-policy]}
+TARGET_DB[pgveil-policy-unguarded]=$UNGUARDED_DB
+TARGET_ENV[pgveil-policy-unguarded]=${TARGET_ENV[pgveil-policy]}
 
 # pgveil with no policy and the audit log on, recording every statement.
 printf 'keyring = "%s"\n[audit]\ndir = "%s"\nscope = "all"\n' "$WORK/keyring.toml" "$WORK/audit" >"$WORK/audit.toml"
@@ -400,6 +415,8 @@ psql -X -q -v ON_ERROR_STOP=1 -v ncust="$NCUST" -h 127.0.0.1 -p "$PG_PORT" \
 log "CRM seed data ($NCUST customers), encrypted through pgveil-policy"
 psql -X -q -v ON_ERROR_STOP=1 -v ncust=0 -h 127.0.0.1 -p "$PG_PORT" \
     -U "$BENCH_USER" -d "$ENC_DB" -f "$BENCHES/crm/schema.sql" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -v ncust=0 -h 127.0.0.1 -p "$PG_PORT" \
+    -U "$BENCH_USER" -d "$UNGUARDED_DB" -f "$BENCHES/crm/schema.sql" >/dev/null
 # The ciphertext guards a deployment adds (pgveil guard), validated at
 # once since the table is still empty: every write to the encrypted table,
 # the seed data's too, is checked by PostgreSQL, as in production.
@@ -482,9 +499,10 @@ add_script_workload crm-mix-c8 "$STD_TARGETS pgveil-policy $BASE_POLICY" 8 \
 # pgveil-policy/pgveil-ciphertext its part spent revealing.
 add_script_workload crm-page5-c8 "pgveil pgveil-ciphertext pgveil-policy $BASE_POLICY" 8 crm/page_of_50_protected.sql
 # Customers registered: one INSERT with five protected values as bind
-# parameters. pgveil-policy/pgveil is the cost of encrypting them (issue
-# 19's goal: at least 0.9).
-add_script_workload crm-insert-c8 "pgveil pgveil-policy $BASE_POLICY" 8 crm/insert_only.sql
+# parameters. pgveil-policy/pgveil is the cost of encrypting them and of
+# PostgreSQL checking the guards (issue 19's goal: at least 0.9);
+# pgveil-policy-unguarded/pgveil the cost of encrypting alone.
+add_script_workload crm-insert-c8 "pgveil pgveil-policy pgveil-policy-unguarded $BASE_POLICY" 8 crm/insert_only.sql
 # Added latency (p50, p99 of each transaction, from pgbench's log), one
 # client and eight: select-only, and the CRM page read as plaintext through
 # each proxy and revealed by pgveil-policy (whose base is the same encrypted
@@ -494,10 +512,15 @@ add_workload latency-select-c8 "$STD_TARGETS" -S -M prepared -c 8 -j 2
 add_script_workload latency-page-c1 "$STD_TARGETS direct-ciphertext pgveil-policy" 1 crm/page_of_50_protected.sql
 add_script_workload latency-page-c8 "$STD_TARGETS direct-ciphertext pgveil-policy" 8 crm/page_of_50_protected.sql
 LATENCY_BASES=(pgveil-policy=direct-ciphertext)
-EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil pgveil-tls/pgbouncer-tls)
+EXTRA_RATIOS=(pgveil-policy/pgveil pgveil-policy-unguarded/pgveil pgveil-policy/pgveil-ciphertext pgveil-audit/pgveil pgveil-tls/pgbouncer-tls)
 if [[ -n $BASELINE ]]; then
     EXTRA_RATIOS+=(pgveil/pgveil-baseline pgveil-policy/pgveil-policy-baseline)
 fi
+
+# The system calls --syscalls counts: a relay's reads, writes and waits,
+# and the wake-ups between threads.
+SYSCALL_EVENTS=$(printf 'syscalls:sys_enter_%s,' recvfrom read sendto write writev epoll_wait futex)
+SYSCALL_EVENTS=${SYSCALL_EVENTS%,}
 
 # Runs perf record on process $1 in the background, into the file $2;
 # PERF_PID is its pid. Sampling at 997 Hz, with call graphs.
@@ -533,6 +556,13 @@ run_one() {
         profile=$RUN_DIR/profiles/r$round-$name-$target.data
         start_profile "$pid" "$profile"
     fi
+    local counted=() stat_pid=""
+    if ((SYSCALLS)) && [[ -n $pid ]]; then
+        mkdir -p "$RUN_DIR/syscalls"
+        counted=(--syscalls "$RUN_DIR/syscalls/r$round-$name-$target.csv")
+        perf stat -x, -p "$pid" -o "${counted[1]}" -e "$SYSCALL_EVENTS" 2>/dev/null &
+        stat_pid=$!
+    fi
     local txlog=()
     if [[ $name == latency-* ]]; then
         mkdir -p "$RUN_DIR/txlogs"
@@ -543,6 +573,10 @@ run_one() {
     run_child env ${TARGET_ENV[$target]:-} pgbench -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -T "$DURATION" \
         "${args[@]}" "${TARGET_DB[$target]:-$BENCH_DB}" >"$log_file" 2>&1 || rc=$?
     [[ -z $profile ]] || stop_profile "$profile"
+    if [[ -n $stat_pid ]]; then
+        kill -INT "$stat_pid" 2>/dev/null || true
+        wait "$stat_pid" 2>/dev/null || true
+    fi
     if [[ -n $before ]]; then
         after=$(cpu_ticks "$pid")
         if [[ -n $after ]] && alive "$pid"; then
@@ -552,7 +586,8 @@ run_one() {
         fi
     fi
     python3 "$BENCHES/report.py" record --raw "$RUN_DIR/runs.jsonl" --round "$round" \
-        --target "$target" --workload "$name" --log "$log_file" --rc "$rc" "${cpu[@]}" "${txlog[@]}"
+        --target "$target" --workload "$name" --log "$log_file" --rc "$rc" "${cpu[@]}" "${txlog[@]}" \
+        "${counted[@]}"
 }
 
 total_runs=0

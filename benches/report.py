@@ -3,8 +3,11 @@
 
   report.py record  --raw RUNS.jsonl --round N --target T --workload W
                     --log PGBENCH.log --rc RC [--cpu-ticks TICKS]
-                    [--txlog-prefix PREFIX]
+                    [--txlog-prefix PREFIX] [--syscalls PERF-STAT.csv]
       Parses one pgbench output and appends one JSON line to RUNS.jsonl.
+      With --syscalls, also the proxy's system calls during the run
+      (`perf stat -x,` of syscalls:sys_enter_* tracepoints), per
+      transaction.
       With --txlog-prefix, also reads pgbench's per-transaction logs
       (PREFIX.*, from pgbench -l), keeps their p50 and p99 latency, and
       deletes them.
@@ -13,7 +16,8 @@
                     [--memory TARGET=FILE ...] [--ratio A/B ...]
                     [--latency-base TARGET=BASE ...]
       Prints the table of median tps per workload and target, the ratios,
-      proxy CPU time per transaction, the latency each proxy adds (its p50
+      proxy CPU time per transaction, its system calls per transaction
+      where counted, the latency each proxy adds (its p50
       and p99 minus those of direct, or of BASE, within one round) and
       idle-connection memory, and writes
       everything (including every raw run) to RESULT.json.
@@ -68,6 +72,10 @@ def cmd_record(args) -> int:
             run["proxy_cpu_seconds"] * 1e6 / run["transactions"], 2)
     if args.txlog_prefix:
         run.update(txlog_percentiles(args.txlog_prefix))
+    if args.syscalls and run["transactions"]:
+        run["syscalls_per_tx"] = {
+            name: round(count / run["transactions"], 3)
+            for name, count in perf_stat_counts(args.syscalls).items()}
     # A run counts as failed when pgbench said so in any way.
     run["ok"] = bool(args.rc == 0 and run["tps"] and not run["failed"]
                      and not run["aborted"])
@@ -83,6 +91,19 @@ def cmd_record(args) -> int:
            if "proxy_cpu_us_per_tx" in run else "")
     print(f"    {args.target:<10} {tps:>9} tps  {status}{cpu}", flush=True)
     return 0
+
+
+def perf_stat_counts(path: str) -> dict:
+    """System call name -> count, from `perf stat -x,` output of
+    syscalls:sys_enter_NAME tracepoints (count first, event third)."""
+    counts = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) >= 3 and fields[0].isdigit() \
+                    and fields[2].startswith("syscalls:sys_enter_"):
+                counts[fields[2][len("syscalls:sys_enter_"):]] = int(fields[0])
+    return counts
 
 
 def txlog_percentiles(prefix: str) -> dict:
@@ -196,6 +217,24 @@ def cmd_summary(args) -> int:
                     [[w] + [fmt(cpu.get(w, {}).get(t), ".1f") for t in proxies]
                      for w in workloads if w in cpu])
 
+    syscalls = {}
+    for w in workloads:
+        for t in targets:
+            sel = [r["syscalls_per_tx"] for r in runs if r["workload"] == w
+                   and r["target"] == t and r["ok"] and r.get("syscalls_per_tx")]
+            for name in dict.fromkeys(n for s in sel for n in s):
+                syscalls.setdefault(w, {}).setdefault(t, {})[name] = \
+                    median(s.get(name, 0) for s in sel)
+    if syscalls:
+        names = list(dict.fromkeys(n for v in syscalls.values()
+                                   for per in v.values() for n in per))
+        print()
+        print("Proxy system calls per transaction (perf stat, median over rounds)")
+        print()
+        print_table(["workload", "target"] + names,
+                    [[w, t] + [fmt(per.get(n), ".2f") for n in names]
+                     for w, v in syscalls.items() for t, per in v.items()])
+
     bases = dict(kv.split("=", 1) for kv in (args.latency_base or []))
     latency = {}
     for w in workloads:
@@ -267,7 +306,8 @@ def cmd_summary(args) -> int:
             print("  " + line)
 
     result = {"meta": meta, "medians_tps": medians, "ratios": ratio_values,
-              "proxy_cpu_us_per_tx": cpu, "latency": latency, "idle_memory": memory,
+              "proxy_cpu_us_per_tx": cpu, "syscalls_per_tx": syscalls,
+              "latency": latency, "idle_memory": memory,
               "failed_runs": len(failed), "runs": runs}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
@@ -291,6 +331,8 @@ RATIO_GOALS = [
     # Encrypting writes: the INSERT with five protected values against the
     # same INSERT of plaintext through pass-through pgveil.
     (("crm-insert-c8",), "pgveil-policy/pgveil", 0.9, None),
+    # The same, into a table without the ciphertext guards: pgveil's part.
+    (("crm-insert-c8",), "pgveil-policy-unguarded/pgveil", 0.9, None),
 ]
 
 
@@ -348,6 +390,7 @@ def main() -> int:
     rec.add_argument("--rc", type=int, required=True)
     rec.add_argument("--cpu-ticks", type=int)
     rec.add_argument("--txlog-prefix")
+    rec.add_argument("--syscalls")
     summ = sub.add_parser("summary")
     summ.add_argument("--raw", required=True)
     summ.add_argument("--out", required=True)
