@@ -2,7 +2,7 @@
 //!
 //! [`relay`] reads whatever bytes are available, lets the [`Framer`] split
 //! them at message boundaries, and writes everything that is ready in one
-//! vectored write before reading again. The read buffer only grows to hold
+//! write (vectored when there are several pieces) before reading again. The read buffer only grows to hold
 //! a message a [`Tap`] wants whole, so a slow reader on the far side holds
 //! the sender back (backpressure) instead of filling memory. Messages a tap
 //! does not ask for are never decoded or copied, nor those it only reads.
