@@ -95,9 +95,15 @@ def cmd_record(args) -> int:
 
 def perf_stat_counts(path: str) -> dict:
     """System call name -> count, from `perf stat -x,` output of
-    syscalls:sys_enter_NAME tracepoints (count first, event third)."""
+    syscalls:sys_enter_NAME tracepoints (count first, event third); empty,
+    with a warning, when perf wrote nothing (it could not attach)."""
     counts = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
+    try:
+        f = open(path, encoding="utf-8", errors="replace")
+    except OSError as e:
+        print(f"    no system call counts: {e}", file=sys.stderr)
+        return counts
+    with f:
         for line in f:
             fields = line.strip().split(",")
             if len(fields) >= 3 and fields[0].isdigit() \

@@ -2,10 +2,11 @@
 //!
 //! [`relay`] reads whatever bytes are available, lets the [`Framer`] split
 //! them at message boundaries, and writes everything that is ready in one
-//! write (vectored when there are several pieces) before reading again. The read buffer only grows to hold
-//! a message a [`Tap`] wants whole, so a slow reader on the far side holds
-//! the sender back (backpressure) instead of filling memory. Messages a tap
-//! does not ask for are never decoded or copied, nor those it only reads.
+//! write (vectored when there are several pieces) before reading again.
+//! The read buffer only grows to hold a message a [`Tap`] wants whole, so
+//! a slow reader on the far side holds the sender back (backpressure)
+//! instead of filling memory. Messages a tap does not ask for are never
+//! decoded or copied, nor those it only reads.
 
 use std::io::{self, IoSlice};
 
@@ -150,8 +151,9 @@ pub(super) async fn write_all<W: AsyncWrite + Unpin>(
     chunks: &mut Vec<Bytes>,
 ) -> io::Result<()> {
     if let [only] = chunks.as_slice() {
-        // A plain write: a socket's `send` does less work in the kernel
-        // than `writev` of one slice (which `write_all_buf` would make).
+        // A plain write (the socket's `send`, as PgBouncer makes), not the
+        // one-slice `writev` of `write_all_buf`; no slower, and the system
+        // calls compare one for one with PgBouncer's (BENCHMARKS.md).
         to.write_all(only).await?;
         chunks.clear();
         return to.flush().await;
